@@ -1,0 +1,51 @@
+"""Process-wide defaults: offline Hugging Face, quiet Flower/Ray, one import helper."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+OFFLINE_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def apply_defaults() -> None:
+    """Set offline/telemetry defaults unless the user already chose a value.
+
+    ``FEDRAG_ONLINE=1`` leaves the Hugging Face Hub reachable (hub ids, hub datasets).
+    """
+    online = os.environ.get("FEDRAG_ONLINE") == "1"
+    for key, value in OFFLINE_DEFAULTS.items():
+        if online and key.endswith("OFFLINE"):
+            continue
+        os.environ.setdefault(key, value)
+
+
+def require(module: str, extra: str | None = None):
+    """Import an optional dependency or fail with one line telling how to install it."""
+    from fedrag.errors import FedragError
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        hint = f"pip install {extra or module}"
+        raise FedragError(f"optional dependency '{module}' is missing ({exc}); {hint}") from exc
+
+
+def cache_dir() -> str:
+    """Root of fedrag's caches (converted models, corpus embeddings)."""
+    root = os.environ.get("FEDRAG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fedrag"
+    )
+    os.makedirs(root, exist_ok=True)
+    return root

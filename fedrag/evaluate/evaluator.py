@@ -1,0 +1,48 @@
+"""Run a RAG system over a QA set and aggregate EM/F1/Recall@k/MRR@10 and latency."""
+
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+from fedrag.data.types import Example
+from fedrag.evaluate.metrics import exact_match, f1_score, mrr_at_k, recall_at_k
+
+RECALL_KS = (1, 5, 20)
+
+
+def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool = True, ks=RECALL_KS) -> dict:
+    """Metrics over ``examples``; retrieval metrics only where gold ids exist, answer
+    metrics only when the system has a generator. Returns a flat dict plus per-example rows
+    under ``"_rows"`` (dropped before writing metrics files)."""
+    depth = max(max(ks), 10, rag.top_k)
+    rows, t0 = [], time.perf_counter()
+    bar = tqdm(total=len(examples), desc="eval", disable=not progress, leave=False)
+    for i in range(0, len(examples), batch_size):
+        batch = examples[i : i + batch_size]
+        outs = rag.answer([e.question for e in batch], k=depth, batch_size=batch_size)
+        for ex, out in zip(batch, outs):
+            row = {"id": ex.id, "retrieved": out.passage_ids[:10], "retrieve_ms": 1000 * out.retrieve_s,
+                   "generate_ms": 1000 * out.generate_s}
+            if out.answer is not None:
+                row.update(prediction=out.answer, em=exact_match(out.answer, ex.answers), f1=f1_score(out.answer, ex.answers))
+            if ex.gold_ids:
+                for k in ks:
+                    row[f"recall@{k}"] = recall_at_k(out.passage_ids, ex.gold_ids, k)
+                row["mrr@10"] = mrr_at_k(out.passage_ids, ex.gold_ids, 10)
+            rows.append(row)
+        bar.update(len(batch))
+    bar.close()
+    wall = time.perf_counter() - t0
+    metrics: dict = {"n": len(rows)}
+    keys = ["em", "f1"] + [f"recall@{k}" for k in ks] + ["mrr@10"]
+    for key in keys:
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            metrics[key] = sum(vals) / len(vals)
+    metrics["retrieve_ms_per_query"] = sum(r["retrieve_ms"] for r in rows) / max(1, len(rows))
+    metrics["generate_ms_per_query"] = sum(r["generate_ms"] for r in rows) / max(1, len(rows))
+    metrics["wall_s"] = wall
+    metrics["_rows"] = rows
+    return metrics

@@ -1,0 +1,56 @@
+"""QA and retrieval metrics (SQuAD-style answer normalisation)."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower-case, drop punctuation and articles (a/an/the), squeeze whitespace (SQuAD v1.1)."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def exact_match(prediction: str, answers: list[str] | tuple[str, ...]) -> float:
+    """1.0 if the normalised prediction equals any normalised answer alias."""
+    p = normalize_answer(prediction)
+    return float(any(p == normalize_answer(a) for a in answers))
+
+
+def _f1(pred: str, gold: str) -> float:
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if not p or not g:
+        return float(p == g)
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_score(prediction: str, answers: list[str] | tuple[str, ...]) -> float:
+    """Token-level F1, maximised over answer aliases."""
+    return max(_f1(prediction, a) for a in answers)
+
+
+def recall_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int) -> float:
+    """Fraction of gold passages found among the first ``k`` retrieved ids."""
+    if not gold:
+        return float("nan")
+    top = set(retrieved[:k])
+    return sum(g in top for g in gold) / len(gold)
+
+
+def mrr_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int = 10) -> float:
+    """Reciprocal rank of the first gold passage within the top ``k`` (0 if none)."""
+    gold = set(gold)
+    for rank, pid in enumerate(retrieved[:k], 1):
+        if pid in gold:
+            return 1.0 / rank
+    return 0.0

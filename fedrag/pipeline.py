@@ -1,0 +1,62 @@
+"""Assemble components from model arguments and paths (shared by CLI, training, federation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedrag.data.jsonl import check_gold_ids, load_corpus
+from fedrag.errors import FedragError, StoreError
+from fedrag.rag import RAGSystem
+from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_store(corpus: str | None, retriever: Retriever, index: str | None = None, show_progress: bool = False) -> KnowledgeStore:
+    """Load ``index`` (checked against the retriever) or build a store from ``corpus``."""
+    if index:
+        return KnowledgeStore.load(index, retriever=retriever)
+    if not corpus:
+        raise FedragError("give --corpus (to build an index) or --index (a saved one)")
+    return KnowledgeStore.build(load_corpus(corpus), retriever, show_progress=show_progress)
+
+
+def build_rag(corpus: str | None, retriever: str | None, generator: str | None, index: str | None = None,
+              retrieval: str = "dense", top_k: int = 3, device: str = "cpu", show_progress: bool = False) -> RAGSystem:
+    """A ready RAG system from command-line style arguments (``generator='none'`` → retrieval only)."""
+    from fedrag.generate import Generator
+
+    if retrieval not in ("dense", "bm25", "hybrid"):
+        raise FedragError(f"--retrieval must be dense, bm25 or hybrid, got '{retrieval}'")
+    if top_k < 1:
+        raise FedragError(f"--top-k must be >= 1, got {top_k}")
+    if corpus and not Path(corpus).is_file():
+        raise FedragError(f"{corpus}: file not found")
+    if index and not Path(index).is_dir():
+        raise StoreError(f"{index}: index directory not found")
+    if retrieval == "bm25" and (retriever in (None, "none")):
+        ret = None
+        store = KnowledgeStore(load_corpus(corpus) if corpus else KnowledgeStore.load(index).passages,
+                               _zeros(corpus, index))
+    else:
+        ret = Retriever.load(retriever or "minilm", device=device)
+        store = load_store(corpus, ret, index, show_progress=show_progress)
+    gen = None if generator in (None, "none") else Generator.load(generator, device=device)
+    return RAGSystem(Searcher(store, ret, retrieval), gen, top_k=top_k)
+
+
+def _zeros(corpus, index):
+    import numpy as np
+
+    n = len(load_corpus(corpus)) if corpus else len(KnowledgeStore.load(index))
+    return np.zeros((n, 1), dtype=np.float32)
+
+
+def check_qa_against_store(examples, store, qa_path: str) -> None:
+    check_gold_ids(examples, store.passages, qa_path)

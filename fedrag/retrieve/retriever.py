@@ -1,0 +1,117 @@
+"""Dense retriever: a sentence-transformers model in a dual-encoder arrangement.
+
+By default the *query* encoder trains and the *passage* encoder is a frozen copy,
+so an index built with the passage encoder stays valid during and after training.
+``shared=True`` uses one model for both (then the store must be re-encoded after
+training the passage side).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedrag.models import load_sentence_transformer
+
+META_FILE = "fedrag_retriever.json"
+
+
+def fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a model's weights (names an encoder in store manifests/caches)."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class Retriever(torch.nn.Module):
+    """Query encoder (trainable) + passage encoder (frozen copy unless ``shared``)."""
+
+    def __init__(self, model, name: str, passage_model=None, passage_name: str | None = None, shared: bool = False,
+                 query_prompt: str = "", passage_prompt: str = ""):
+        super().__init__()
+        self.name = name
+        self.query_encoder = model
+        self.shared = shared
+        if shared:
+            self.passage_encoder = model
+        else:
+            self.passage_encoder = passage_model if passage_model is not None else copy.deepcopy(model)
+            self.passage_encoder.requires_grad_(False)
+        self.passage_name = passage_name or name
+        self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
+        self._passage_fp: str | None = None
+
+    @classmethod
+    def load(cls, name: str, device: str = "cpu", shared: bool = False) -> "Retriever":
+        """Load from any model argument; a directory saved by :meth:`save` restores its
+        frozen passage encoder (so indexes built with the base model stay valid)."""
+        model = load_sentence_transformer(name, device)
+        meta_path = Path(name) / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        passage_name = meta.get("passage_encoder")
+        passage_model = None
+        if passage_name and not shared:
+            passage_model = load_sentence_transformer(passage_name, device)
+        return cls(model, name, passage_model=passage_model, passage_name=passage_name or name, shared=shared,
+                   query_prompt=meta.get("query_prompt", ""), passage_prompt=meta.get("passage_prompt", ""))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.query_encoder.parameters()).device
+
+    @property
+    def dim(self) -> int:
+        return int(self.query_encoder.get_sentence_embedding_dimension())
+
+    def passage_fingerprint(self) -> str:
+        if self._passage_fp is None or self.shared:
+            self._passage_fp = fingerprint(self.passage_encoder)
+        return self._passage_fp
+
+    def _embed(self, model, texts: list[str]) -> torch.Tensor:
+        features = model.preprocess(texts)
+        features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        return F.normalize(model(features)["sentence_embedding"], dim=-1)
+
+    def encode_queries(self, questions: list[str], grad: bool = False) -> torch.Tensor:
+        """Embed questions, L2-normalised, ``[n, dim]``. With ``grad=True`` the result is
+        a differentiable tensor connected to the query encoder's weights."""
+        texts = [self.query_prompt + q for q in questions]
+        if grad:
+            return self._embed(self.query_encoder, texts)
+        with torch.no_grad():
+            return self._embed(self.query_encoder, texts)
+
+    def encode_passages(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        """Embed passages with the passage encoder: float32 ``[n, dim]``, L2-normalised."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        emb = self.passage_encoder.encode(
+            [self.passage_prompt + t for t in texts], batch_size=batch_size, show_progress_bar=show_progress,
+            convert_to_numpy=True, normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(emb, dtype=np.float32)
+
+    def trainable_parameters(self, passages: bool = False) -> dict[str, torch.nn.Parameter]:
+        """Named parameters of the query encoder (and the passage encoder if asked and shared)."""
+        params = dict(self.query_encoder.named_parameters())
+        if passages and not self.shared:
+            raise ValueError("training the passage encoder needs shared=True (Retriever.load(..., shared=True))")
+        return params
+
+    def save(self, out_dir: str | Path) -> None:
+        """Save the query encoder as a sentence-transformers folder + the passage encoder's name."""
+        out = Path(out_dir)
+        self.query_encoder.save(str(out))
+        meta = {"query_prompt": self.query_prompt, "passage_prompt": self.passage_prompt}
+        if not self.shared:
+            meta["passage_encoder"] = self.passage_name
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))

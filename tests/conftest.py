@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedrag._env import apply_defaults
+
+apply_defaults()
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import build_tiny_bert, build_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Each test session gets its own fedrag cache (embeddings) unless FEDRAG_CACHE is set
+    for the bundled-model conversion, which is expensive and safe to share."""
+    os.environ.setdefault("FEDRAG_CACHE", str(tmp_path_factory.mktemp("fedrag-cache")))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("tiny-models")
+    return {"retriever": str(build_tiny_bert(out)), "generator": str(build_tiny_llama(out))}
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    from fedrag.data import demo
+
+    out = tmp_path_factory.mktemp("demo")
+    demo.write(out, seed=0, n_people=24)
+    return out
