@@ -43,7 +43,7 @@ def build_tiny_bert(out: Path) -> Path:
     bert.save_pretrained(raw)
     hf_tok.save_pretrained(raw)
     word = models.Transformer(str(raw), max_seq_length=128)
-    st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")], device="cpu")
+    st = SentenceTransformer(modules=[word, models.Pooling(32, "mean")], device="cpu")
     st.save(str(out / "bert"))
     return out / "bert"
 

@@ -42,7 +42,8 @@ class Generator:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name: str, device: str = "cpu", lora: bool | dict = False, trainable: bool = False) -> "Generator":
+    def load(cls, name: str, device: str = "cpu", lora: bool | dict = False, trainable: bool = False,
+             seed: int = 0) -> "Generator":
         """Load any model argument. A saved adapter directory loads its base + adapter;
         ``lora=True`` (or a dict of ``peft.LoraConfig`` fields) wraps the model in a
         fresh LoRA adapter for training."""
@@ -54,7 +55,7 @@ class Generator:
             base_name = json.loads((Path(adapter_dir) / ADAPTER_FILE).read_text())["base_model_name_or_path"]
             model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
         elif lora:
-            model = add_lora(model, lora if isinstance(lora, dict) else None)
+            model = add_lora(model, lora if isinstance(lora, dict) else None, seed=seed)
         gen = cls(model, tok, name)
         gen.base_name = base_name
         return gen
@@ -166,8 +167,13 @@ class Generator:
         return self._base().get_output_embeddings()(hidden)
 
 
-def add_lora(model, config: dict | None = None):
-    """Wrap a causal LM in a fresh peft LoRA adapter (defaults: r=8, alpha=16, all linear)."""
+def add_lora(model, config: dict | None = None, seed: int = 0):
+    """Wrap a causal LM in a fresh peft LoRA adapter (defaults: r=8, alpha=16, all linear).
+
+    The adapter's random init is drawn from ``seed`` without touching the global RNG,
+    so the same seed gives the same adapter on every site and every run."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **{**DEFAULT_LORA, **(config or {})}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **{**DEFAULT_LORA, **(config or {})}))

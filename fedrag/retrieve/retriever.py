@@ -48,6 +48,7 @@ class Retriever(torch.nn.Module):
         self.passage_name = passage_name or name
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self._passage_fp: str | None = None
+        self.last_tokens = 0
 
     @classmethod
     def load(cls, name: str, device: str = "cpu", shared: bool = False) -> "Retriever":
@@ -69,7 +70,9 @@ class Retriever(torch.nn.Module):
 
     @property
     def dim(self) -> int:
-        return int(self.query_encoder.get_sentence_embedding_dimension())
+        enc = self.query_encoder
+        fn = getattr(enc, "get_embedding_dimension", None) or enc.get_sentence_embedding_dimension
+        return int(fn())
 
     def passage_fingerprint(self) -> str:
         if self._passage_fp is None or self.shared:
@@ -79,6 +82,7 @@ class Retriever(torch.nn.Module):
     def _embed(self, model, texts: list[str]) -> torch.Tensor:
         features = model.preprocess(texts)
         features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+        self.last_tokens = int(features["attention_mask"].sum()) if "attention_mask" in features else 0
         return F.normalize(model(features)["sentence_embedding"], dim=-1)
 
     def encode_queries(self, questions: list[str], grad: bool = False) -> torch.Tensor:

@@ -1,0 +1,80 @@
+"""Cost accounting: wall time, examples, tokens, passes, estimated FLOPs, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+@dataclass
+class Cost:
+    """Counters for one stage (or a sum of stages).
+
+    FLOPs are estimated as ``2 · N · T`` for a forward pass over ``T`` tokens of a
+    model with ``N`` parameters and ``4 · N · T`` more when a backward pass runs
+    through it (activations' and weights' gradients), the usual dense-transformer rule.
+    """
+
+    name: str = ""
+    wall_s: float = 0.0
+    steps: int = 0
+    examples: int = 0
+    retriever_tokens: int = 0
+    generator_tokens: int = 0
+    forward_passes: int = 0
+    backward_passes: int = 0
+    flops: float = 0.0
+    peak_memory_mb: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def add(self, other: "Cost") -> "Cost":
+        out = Cost(name=self.name or other.name)
+        for f in ("wall_s", "steps", "examples", "retriever_tokens", "generator_tokens", "forward_passes",
+                  "backward_passes", "flops"):
+            setattr(out, f, getattr(self, f) + getattr(other, f))
+        out.peak_memory_mb = max(self.peak_memory_mb, other.peak_memory_mb)
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CostMeter:
+    """Accumulates :class:`Cost` from the loop's step outputs."""
+
+    def __init__(self, name: str, retriever_params: int, generator_params: int):
+        self.cost = Cost(name=name)
+        self.n_r, self.n_g = retriever_params, generator_params
+        self._t0 = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def step(self, out, n_examples: int) -> None:
+        c = self.cost
+        c.examples += n_examples
+        c.retriever_tokens += out.retriever_tokens
+        c.generator_tokens += out.generator_tokens
+        c.forward_passes += int(out.retriever_tokens > 0) + int(out.generator_tokens > 0)
+        c.backward_passes += int(out.retriever_grad) + int(out.generator_grad)
+        c.flops += 2 * self.n_r * out.retriever_tokens * (3 if out.retriever_grad else 1)
+        c.flops += 2 * self.n_g * out.generator_tokens * (3 if out.generator_grad else 1)
+
+    def finish(self, steps: int) -> Cost:
+        self.cost.steps = steps
+        self.cost.wall_s = time.perf_counter() - self._t0
+        gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+        self.cost.peak_memory_mb = max(gpu, _peak_rss_mb())
+        return self.cost
+
+
+def param_count(module) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0

@@ -1,0 +1,210 @@
+"""The training loop shared by every stage, centrally and inside a Flower client."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fedrag._io import atomic_dir
+from fedrag.data.types import Example
+from fedrag.train.cost import Cost, CostMeter, param_count
+from fedrag.train.state import freeze_except, get_state, set_state
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``steps`` wins over ``epochs`` when given."""
+
+    steps: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr_generator: float = 3e-4
+    lr_retriever: float = 2e-5
+    weight_decay: float = 0.0
+    scheduler: str = "linear"          # any transformers scheduler name (linear, cosine, constant, ...)
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_every: int = 0                # steps; 0 = only at the end (if a validation set is given)
+    checkpoint_every: int = 0          # steps; 0 = none
+    gradient_checkpointing: bool = False
+    prox_mu: float = 0.0               # FedProx proximal term weight (federated clients)
+    progress: bool = False
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
+
+
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    final_loss: float
+    history: list[dict]
+    cost: Cost
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(params: dict[str, torch.nn.Parameter], cfg: TrainConfig):
+    groups = []
+    for side, lr in (("retriever.", cfg.lr_retriever), ("generator.", cfg.lr_generator)):
+        ps = [p for n, p in params.items() if n.startswith(side)]
+        if ps:
+            groups.append({"params": ps, "lr": lr, "weight_decay": cfg.weight_decay})
+    return torch.optim.AdamW(groups)
+
+
+def _batches(n: int, cfg: TrainConfig):
+    """Endless seeded shuffles of ``range(n)`` cut into batches."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    while True:
+        order = torch.randperm(n, generator=gen).tolist()
+        for i in range(0, n - n % cfg.batch_size or n, cfg.batch_size):
+            yield order[i : i + cfg.batch_size]
+
+
+def _set_modes(rag, trains) -> None:
+    rag.retriever.query_encoder.train("retriever" in trains)
+    rag.retriever.passage_encoder.eval()
+    if rag.generator is not None:
+        rag.generator.model.train("generator" in trains)
+
+
+def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
+                out_dir: str | Path | None = None, resume: bool = False, reference: dict | None = None,
+                evaluate_fn=None) -> StageResult:
+    """Train ``stage`` on ``examples`` for ``cfg.total_steps`` optimizer steps.
+
+    ``reference`` (named tensors) adds FedProx's ``mu/2 · ||w - w_ref||²``. With
+    ``out_dir``, metrics go to ``metrics.jsonl`` and checkpoints (safetensors) to
+    ``checkpoint/``; ``resume=True`` continues from that checkpoint.
+    """
+    if not examples:
+        raise ValueError("no training examples")
+    seed_everything(cfg.seed)
+    params = freeze_except(rag, stage.trains)
+    if cfg.gradient_checkpointing and rag.generator is not None and "generator" in stage.trains:
+        rag.generator.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(rag.generator.model, "enable_input_require_grads"):
+            rag.generator.model.enable_input_require_grads()
+    total = cfg.total_steps(len(examples))
+    opt = _optimizer(params, cfg)
+    from transformers import get_scheduler
+
+    sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
+    out = Path(out_dir) if out_dir else None
+    log = _Log(out, stage.name)
+    start = _resume(out, rag, opt, sched) if (resume and out) else 0
+    batches = _batches(len(examples), cfg)
+    for _ in range(start * cfg.grad_accum):  # replay the data order up to the resumed step
+        next(batches)
+    meter = CostMeter(stage.name, param_count(rag.retriever.query_encoder),
+                      param_count(rag.generator.model) if rag.generator is not None else 0)
+    ref = {n: t.to(p.device) for n, t in reference.items() for p in [params[n]]} if (reference and cfg.prox_mu) else None
+    _set_modes(rag, stage.trains)
+    history, loss_value = [], float("nan")
+    bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)
+    for step in range(start, total):
+        opt.zero_grad(set_to_none=True)
+        losses = []
+        for _ in range(cfg.grad_accum):
+            batch = [examples[i] for i in next(batches)]
+            res = stage.loss(rag, batch)
+            loss = res.loss
+            if ref is not None:
+                loss = loss + cfg.prox_mu / 2 * sum(((params[n] - r) ** 2).sum() for n, r in ref.items())
+            (loss / cfg.grad_accum).backward()
+            losses.append(float(loss))
+            meter.step(res, len(batch))
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        loss_value = sum(losses) / len(losses)
+        record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0]}
+        if val and evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            record.update({f"val_{k}": v for k, v in evaluate_fn(rag, val).items()})
+            _set_modes(rag, stage.trains)
+        history.append(record)
+        log.write(record)
+        if out and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            save_checkpoint(out / "checkpoint", rag, stage.trains, opt, sched, step + 1)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+    bar.close()
+    rag.retriever.query_encoder.eval()
+    if rag.generator is not None:
+        rag.generator.model.eval()
+    if val and evaluate_fn:
+        final = {"stage": stage.name, "step": total, **{f"val_{k}": v for k, v in evaluate_fn(rag, val).items()}}
+        history.append(final)
+        log.write(final)
+    cost = meter.finish(total - start)
+    return StageResult(stage.name, total, loss_value, history, cost)
+
+
+class _Log:
+    """metrics.jsonl (+ TensorBoard when installed)."""
+
+    def __init__(self, out: Path | None, stage: str):
+        self.path = out / "metrics.jsonl" if out else None
+        self.tb = None
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard" / stage))
+            except Exception:  # noqa: BLE001 - tensorboard is optional
+                self.tb = None
+
+    def write(self, record: dict) -> None:
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self.tb:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+
+def save_checkpoint(path: Path, rag, trains, opt, sched, step: int) -> None:
+    """Trainable tensors as safetensors + optimizer/scheduler state, written atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(path) as tmp:
+        save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "trains": list(trains)}))
+
+
+def _resume(out: Path, rag, opt, sched) -> int:
+    ckpt = out / "checkpoint"
+    if not (ckpt / "state.json").exists():
+        return 0
+    from safetensors.torch import load_file
+
+    set_state(rag, load_file(str(ckpt / "trainable.safetensors")))
+    states = torch.load(ckpt / "optimizer.pt", weights_only=False)
+    opt.load_state_dict(states["optimizer"])
+    sched.load_state_dict(states["scheduler"])
+    return int(json.loads((ckpt / "state.json").read_text())["step"])
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

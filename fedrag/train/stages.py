@@ -1,0 +1,195 @@
+"""Training stages: each declares what it trains and computes one batch's loss.
+
+A stage is a small object with ``trains`` (a subset of ``{"retriever", "generator"}``)
+and ``loss(rag, batch) -> StepOutput``. The loop (:mod:`fedrag.train.loop`) freezes
+everything else, so a frozen side's weights stay bit-identical. The same objects run
+centrally and, one round at a time, inside a Flower client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from fedrag.data.types import Example
+from fedrag.errors import FedragError
+from fedrag.losses import answer_nll, info_nce, lsr_loss, rag_sequence_nll, rag_token_nll
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+    retriever_tokens: int = 0     # tokens through the query encoder
+    generator_tokens: int = 0     # tokens through the LM
+    retriever_grad: bool = False  # did the retriever forward need a backward?
+    generator_grad: bool = False
+
+
+def retrieve_scores(rag, questions: list[str], k: int, grad: bool) -> tuple[torch.Tensor, list[list[int]]]:
+    """Top-k store positions and their scores ``q · p`` as a ``[B, k]`` tensor.
+
+    FAISS picks the positions (with a detached query); the scores are recomputed from
+    the (differentiable, when ``grad``) query embedding and the store's fixed passage
+    embeddings, so gradients reach the query encoder.
+    """
+    q = rag.retriever.encode_queries(questions, grad=grad)
+    _, pos = rag.store.search(q.detach(), k)
+    passages = rag.store.embedding_tensor(q.device)[torch.as_tensor(pos, device=q.device)]  # [B, k, d]
+    return torch.einsum("bd,bkd->bk", q, passages), pos.tolist()
+
+
+def _passages(rag, pos: list[list[int]]):
+    return [[rag.store.passages[p] for p in row] for row in pos]
+
+
+@dataclass
+class ContrastiveStage:
+    """Retriever, contrastive with context labels: (question, gold passage) pairs,
+    in-batch negatives + ``hard_negatives`` mined from the index per question."""
+
+    name: ClassVar[str] = "contrastive"
+    trains: ClassVar[tuple[str, ...]] = ("retriever",)
+    hard_negatives: int = 1
+    scale: float = 20.0
+    top_k: int = 4
+
+    def loss(self, rag, batch: list[Example]) -> StepOutput:
+        if not all(e.gold_ids for e in batch):
+            raise FedragError("the contrastive stage needs gold passage ids ('gold_ids') for every training example")
+        q = rag.retriever.encode_queries([e.question for e in batch], grad=True)
+        emb = rag.store.embedding_tensor(q.device)
+        gold = [rag.store.position(e.gold_ids[0]) for e in batch]
+        negatives = None
+        if self.hard_negatives:
+            _, pos = rag.store.search(q.detach(), self.hard_negatives + len(batch[0].gold_ids) + 1)
+            neg = []
+            for e, row in zip(batch, pos):
+                golds = {rag.store.position(g) for g in e.gold_ids}
+                neg += [p for p in row if p not in golds][: self.hard_negatives]
+            negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
+        loss = info_nce(q, emb[torch.as_tensor(gold, device=q.device)], negatives, self.scale)
+        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rag.retriever.last_tokens, retriever_grad=True)
+
+
+@dataclass
+class LSRStage:
+    """Retriever, LM-supervised (RA-DIT/REPLUG): KL(p_LM ‖ p_R) over the top-k."""
+
+    name: ClassVar[str] = "lsr"
+    trains: ClassVar[tuple[str, ...]] = ("retriever",)
+    top_k: int = 4
+    gamma: float = 0.1
+    tau: float = 1.0
+
+    def loss(self, rag, batch: list[Example]) -> StepOutput:
+        questions = [e.question for e in batch]
+        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=True)
+        rtok = rag.retriever.last_tokens
+        gen = rag.generator
+        prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
+        answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
+        with torch.no_grad():
+            lm = gen.score(prompts, answers)
+        loss = lsr_loss(scores, lm.seq_logp.view_as(scores), self.gamma, self.tau)
+        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rtok, generator_tokens=lm.n_tokens, retriever_grad=True)
+
+
+@dataclass
+class RALTStage:
+    """Generator, retrieval-augmented fine-tuning: NLL of the answer tokens only.
+
+    ``mode="per-passage"``: one example per retrieved passage (RA-DIT);
+    ``mode="all-in-one"``: all top-k passages in one prompt (Lawton et al. 2025).
+    Retrieval uses the current retriever without gradients."""
+
+    name: ClassVar[str] = "ralt"
+    trains: ClassVar[tuple[str, ...]] = ("generator",)
+    top_k: int = 3
+    mode: str = "all-in-one"
+
+    def loss(self, rag, batch: list[Example]) -> StepOutput:
+        if self.mode not in ("per-passage", "all-in-one"):
+            raise FedragError(f"RALT mode must be 'per-passage' or 'all-in-one', got '{self.mode}'")
+        questions = [e.question for e in batch]
+        _, pos = rag.store.search(rag.retriever.encode_queries(questions), self.top_k)
+        rtok = rag.retriever.last_tokens
+        gen, contexts = rag.generator, _passages(rag, pos)
+        if self.mode == "per-passage":
+            prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, contexts) for p in ps]
+            answers = [e.answers[0] for e, ps in zip(batch, contexts) for _ in ps]
+        else:
+            prompts = [gen.prompt(q, ps) for q, ps in zip(questions, contexts)]
+            answers = [e.answers[0] for e in batch]
+        out = gen.score(prompts, answers)
+        loss = answer_nll(out.seq_logp, out.mask.sum(-1))
+        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rtok, generator_tokens=out.n_tokens, generator_grad=True)
+
+
+@dataclass
+class _JointStage:
+    top_k: int = 4
+    gamma: float = 1.0
+    train_retriever: bool = True
+    train_generator: bool = True
+
+    @property
+    def trains(self) -> tuple[str, ...]:
+        return tuple(n for n, on in (("retriever", self.train_retriever), ("generator", self.train_generator)) if on)
+
+    def _forward(self, rag, batch: list[Example]):
+        if not self.trains:
+            raise FedragError(f"stage {self.name} with both sides frozen trains nothing")
+        questions = [e.question for e in batch]
+        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=self.train_retriever)
+        rtok = rag.retriever.last_tokens
+        gen = rag.generator
+        prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
+        answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
+        with torch.set_grad_enabled(self.train_generator):
+            out = gen.score(prompts, answers)
+        return scores, out, rtok
+
+    def _output(self, loss, scores, out, rtok) -> StepOutput:
+        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rtok, generator_tokens=out.n_tokens,
+                          retriever_grad=self.train_retriever, generator_grad=self.train_generator)
+
+
+@dataclass
+class RAGSequenceStage(_JointStage):
+    """Joint RAG-Sequence: -log Σ_z p_η(z|x) p_θ(y|x,z); either side can be frozen."""
+
+    name: ClassVar[str] = "rag-sequence"
+
+    def loss(self, rag, batch: list[Example]) -> StepOutput:
+        scores, out, rtok = self._forward(rag, batch)
+        loss = rag_sequence_nll(scores, out.seq_logp.view_as(scores), self.gamma)
+        return self._output(loss, scores, out, rtok)
+
+
+@dataclass
+class RAGTokenStage(_JointStage):
+    """Joint RAG-Token: -Σ_i log Σ_z p_η(z|x) p_θ(y_i|x,z,y_<i); either side can be frozen."""
+
+    name: ClassVar[str] = "rag-token"
+
+    def loss(self, rag, batch: list[Example]) -> StepOutput:
+        scores, out, rtok = self._forward(rag, batch)
+        b, k = scores.shape
+        token_logp = out.token_logp.view(b, k, -1)
+        loss = rag_token_nll(scores, token_logp, out.mask.view(b, k, -1)[:, 0], self.gamma)
+        return self._output(loss, scores, out, rtok)
+
+
+STAGES = {s.name: s for s in (ContrastiveStage, LSRStage, RALTStage, RAGSequenceStage, RAGTokenStage)}
+
+
+def make_stage(name: str, **options):
+    """A stage by name (``contrastive``, ``lsr``, ``ralt``, ``rag-sequence``, ``rag-token``)."""
+    if name not in STAGES:
+        raise FedragError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})")
+    cls = STAGES[name]
+    fields = cls.__dataclass_fields__
+    return cls(**{k: v for k, v in options.items() if k in fields and v is not None})

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from fedrag.data import converters, demo, load_corpus, load_qa
+from fedrag.errors import DataError
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_demo_is_deterministic_and_consistent():
+    a, b = demo.generate(n_people=20, seed=3), demo.generate(n_people=20, seed=3)
+    assert a == b
+    passages, train, test = a
+    ids = {p.id for p in passages}
+    assert all(set(e.gold_ids) <= ids for e in train + test)
+    people = lambda xs: {e.id.split("-")[0] for e in xs}  # noqa: E731
+    assert not people(train) & people(test), "train and test must be about different people"
+    assert demo.generate(n_people=20, seed=4)[0] != passages
+
+
+def test_jsonl_roundtrip(tmp_path):
+    demo.write(tmp_path, n_people=8)
+    corpus, qa = load_corpus(tmp_path / "corpus.jsonl"), load_qa(tmp_path / "train.jsonl")
+    assert len(corpus) == 16 and qa[0].gold_ids and qa[0].answers
+    assert len(load_qa(tmp_path / "train.jsonl", limit=3)) == 3
+
+
+@pytest.mark.parametrize("lines,message", [
+    (['{"id": "a", "text": "x"}', '{"id": "b", "text": '], ":2: invalid JSON"),
+    (['{"id": "a"}'], ":1: missing required field 'text'"),
+    (['{"id": "a", "text": "x"}', '{"id": "a", "text": "y"}'], ":2: duplicate passage id 'a'"),
+    (['{"id": "a", "text": 3}'], "field 'text' must be a string"),
+    (['[1, 2]'], ":1: expected a JSON object"),
+    ([''], "corpus is empty"),
+])
+def test_malformed_corpus_reports_file_and_line(tmp_path, lines, message):
+    path = write(tmp_path / "c.jsonl", lines)
+    with pytest.raises(DataError, match=message):
+        load_corpus(path)
+
+
+def test_malformed_qa(tmp_path):
+    with pytest.raises(DataError, match=r"q.jsonl:1: field 'answers' must be a list"):
+        load_qa(write(tmp_path / "q.jsonl", ['{"id": "1", "question": "q", "answers": "x"}']))
+    with pytest.raises(DataError, match="file not found"):
+        load_qa(tmp_path / "missing.jsonl")
+
+
+def test_squad_converter_and_split_by_title(tmp_path):
+    squad = {"version": "1.1", "data": [
+        {"title": f"T{t}", "paragraphs": [{"context": f"Context {t}-{i}", "qas": [
+            {"id": f"{t}-{i}", "question": "q?", "answers": [{"text": "a", "answer_start": 0}, {"text": "a", "answer_start": 0}]}]}
+            for i in range(2)]} for t in range(5)]}
+    (tmp_path / "s.json").write_text(json.dumps(squad))
+    passages, examples = converters.squad(tmp_path / "s.json")
+    assert len(passages) == 10 and examples[0].answers == ("a",) and examples[0].gold_ids == ("T0#0",)
+    train, test = converters.split_by_title(examples, passages, test_fraction=0.4)
+    title = {p.id: p.title for p in passages}
+    assert {title[e.gold_ids[0]] for e in train}.isdisjoint({title[e.gold_ids[0]] for e in test})
+    assert len(train) + len(test) == 10
+
+
+def test_hotpotqa_both_schemas(tmp_path):
+    hf = [{"id": "x", "question": "q", "answer": "yes", "supporting_facts": {"title": ["A", "B"], "sent_id": [0, 0]},
+           "context": {"title": ["A", "B", "C"], "sentences": [["a1", " a2"], ["b"], ["c"]]}}]
+    official = [{"_id": "x", "question": "q", "answer": "yes", "supporting_facts": [["A", 0], ["B", 0]],
+                 "context": [["A", ["a1", " a2"]], ["B", ["b"]], ["C", ["c"]]]}]
+    for i, data in enumerate([hf, official]):
+        (tmp_path / f"h{i}.json").write_text(json.dumps(data))
+        passages, examples = converters.hotpotqa(tmp_path / f"h{i}.json")
+        assert [p.id for p in passages] == ["A", "B", "C"] and passages[0].text == "a1 a2"
+        assert examples[0].gold_ids == ("A", "B") and examples[0].answers == ("yes",)
+
+
+def test_nq_open_ctxs(tmp_path):
+    row = {"question": "who?", "answers": ["x"], "ctxs": [
+        {"id": "1", "title": "t", "text": "a", "hasanswer": False, "isgold": False},
+        {"id": "2", "title": "t", "text": "x", "hasanswer": True, "isgold": True}]}
+    import gzip
+
+    with gzip.open(tmp_path / "nq.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps(row) + "\n")
+    passages, examples = converters.nq_open(tmp_path / "nq.jsonl.gz")
+    assert [p.id for p in passages] == ["1", "2"] and examples[0].gold_ids == ("2",)

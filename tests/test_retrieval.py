@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from fedrag.data import load_corpus, load_qa
+from fedrag.errors import StoreError
+from fedrag.evaluate import recall_at_k
+from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_models, demo_dir):
+    retriever = Retriever.load(tiny_models["retriever"])
+    passages = load_corpus(demo_dir / "corpus.jsonl")
+    return retriever, passages, KnowledgeStore.build(passages, retriever)
+
+
+def test_store_matches_plain_sentence_transformers_and_faiss(setup, demo_dir):
+    import faiss
+    from sentence_transformers import SentenceTransformer
+
+    retriever, passages, store = setup
+    qa = load_qa(demo_dir / "test.jsonl")
+    plain = SentenceTransformer(retriever.name, device="cpu")
+    emb = plain.encode([p.as_text() for p in passages], normalize_embeddings=True)
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(emb)
+    _, ref = index.search(plain.encode([e.question for e in qa], normalize_embeddings=True), 5)
+    ours = Searcher(store, retriever).search([e.question for e in qa], 5)
+    r_ref = np.mean([recall_at_k([passages[i].id for i in row], e.gold_ids, 5) for row, e in zip(ref, qa)])
+    r_ours = np.mean([recall_at_k([h.passage.id for h in hits], e.gold_ids, 5) for hits, e in zip(ours, qa)])
+    assert abs(r_ref - r_ours) < 1e-9
+
+
+def test_save_load_roundtrip_and_encoder_checks(setup, tmp_path, tiny_models):
+    retriever, passages, store = setup
+    store.save(tmp_path / "idx")
+    loaded = KnowledgeStore.load(tmp_path / "idx", retriever=retriever)
+    q = retriever.encode_queries(["Where was someone born?"])
+    assert np.array_equal(loaded.search(q, 4)[1], store.search(q, 4)[1])
+    # a different encoder (other weights) must be refused
+    other = Retriever.load(tiny_models["retriever"])
+    with __import__("torch").no_grad():
+        next(other.passage_encoder.parameters()).add_(1.0)
+    other._passage_fp = None
+    with pytest.raises(StoreError, match="rebuild the index"):
+        KnowledgeStore.load(tmp_path / "idx", retriever=other)
+
+
+def test_dimension_mismatch_empty_store_and_k_clamp(setup):
+    retriever, passages, store = setup
+    with pytest.raises(StoreError, match="query dimension 7 does not match"):
+        store.search(np.zeros((1, 7), dtype=np.float32), 3)
+    empty = KnowledgeStore([], np.zeros((0, store.dim), dtype=np.float32))
+    with pytest.raises(StoreError, match="empty knowledge store"):
+        empty.search(np.zeros((1, store.dim), dtype=np.float32), 3)
+    scores, pos = store.search(retriever.encode_queries(["x"]), 10_000)
+    assert pos.shape == (1, len(store)) and (pos >= 0).all()
+
+
+def test_embedding_cache_is_reused(setup):
+    retriever, passages, store = setup
+
+    class NoEncode(Retriever):
+        def encode_passages(self, *a, **k):
+            raise AssertionError("cache miss: corpus re-encoded")
+
+    cached = NoEncode(retriever.query_encoder, retriever.name, passage_model=retriever.passage_encoder)
+    again = KnowledgeStore.build(passages, cached)
+    assert np.array_equal(again.embeddings, store.embeddings)
+
+
+def test_bm25_and_hybrid(setup, demo_dir):
+    retriever, passages, store = setup
+    qa = load_qa(demo_dir / "test.jsonl")
+    questions = [e.question for e in qa]
+    bm25 = Searcher(store, None, "bm25").search(questions, 5)
+    hybrid = Searcher(store, retriever, "hybrid").search(questions, 5)
+    r = lambda res: np.mean([recall_at_k([h.passage.id for h in hs], e.gold_ids, 5) for hs, e in zip(res, qa)])  # noqa: E731
+    assert r(bm25) > 0.8, "names are rare tokens: BM25 must find the person's passages"
+    assert all(len(h) == 5 for h in hybrid) and r(hybrid) > 0.5
+
+
+def test_query_embeddings_are_differentiable(setup):
+    retriever = setup[0]
+    q = retriever.encode_queries(["Where was Varn born?"], grad=True)
+    q.sum().backward()
+    grads = [p.grad for p in retriever.query_encoder.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in retriever.passage_encoder.parameters())
+    retriever.query_encoder.zero_grad(set_to_none=True)

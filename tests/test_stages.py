@@ -1,0 +1,156 @@
+import pytest
+import torch
+
+from fedrag.data import load_corpus, load_qa
+from fedrag.generate import Generator
+from fedrag.losses import lsr_loss, rag_sequence_nll, rag_token_nll
+from fedrag.rag import RAGSystem
+from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
+from fedrag.train import (ContrastiveStage, LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage, TrainConfig,
+                          get_state, train_stage)
+from fedrag.train.stages import retrieve_scores
+
+
+def make_rag(tiny_models, demo_dir, lora=True):
+    retriever = Retriever.load(tiny_models["retriever"])
+    store = KnowledgeStore.build(load_corpus(demo_dir / "corpus.jsonl"), retriever)
+    gen = Generator.load(tiny_models["generator"], lora=lora)
+    return RAGSystem(Searcher(store, retriever), gen, top_k=3)
+
+
+@pytest.fixture
+def rag(tiny_models, demo_dir):
+    return make_rag(tiny_models, demo_dir)
+
+
+@pytest.fixture(scope="module")
+def train(demo_dir):
+    return load_qa(demo_dir / "train.jsonl")
+
+
+def test_rag_losses_with_k1_equal_answer_nll(rag, train):
+    batch = train[:3]
+    for stage_cls in (RAGSequenceStage, RAGTokenStage):
+        stage = stage_cls(top_k=1)
+        got = stage.loss(rag, batch).loss
+        scores, pos = retrieve_scores(rag, [e.question for e in batch], 1, grad=False)
+        prompts = [rag.generator.prompt(e.question, [rag.store.passages[p[0]]]) for e, p in zip(batch, pos)]
+        nll = -rag.generator.score(prompts, [e.answers[0] for e in batch]).seq_logp.mean()
+        assert got.item() == pytest.approx(nll.item(), rel=1e-5)
+
+
+def test_rag_losses_match_slow_reference():
+    torch.manual_seed(0)
+    scores, tok = torch.randn(2, 3), torch.randn(2, 3, 4).clamp(max=0) - 0.1
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    tok = tok * mask[:, None, :]
+    seq_ref, token_ref = 0.0, 0.0
+    for b in range(2):
+        prior = torch.softmax(scores[b], 0)
+        seq_ref -= torch.log(sum(prior[z] * tok[b, z].sum().exp() for z in range(3)))
+        for t in range(4):
+            if mask[b, t]:
+                token_ref -= torch.log(sum(prior[z] * tok[b, z, t].exp() for z in range(3)))
+    assert rag_sequence_nll(scores, tok.sum(-1)).item() == pytest.approx(seq_ref.item() / 2, rel=1e-5)
+    assert rag_token_nll(scores, tok, mask).item() == pytest.approx(token_ref.item() / 2, rel=1e-5)
+    p_r, p_lm = torch.softmax(scores / 0.1, -1), torch.softmax(tok.sum(-1), -1)
+    kl = (p_lm * (p_lm.log() - p_r.log())).sum(-1).mean()
+    assert lsr_loss(scores, tok.sum(-1), gamma=0.1).item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("stage,frozen", [
+    (RAGSequenceStage(top_k=2, train_retriever=False), "retriever"),
+    (RAGSequenceStage(top_k=2, train_generator=False), "generator"),
+    (RAGTokenStage(top_k=2, train_generator=False), "generator"),
+    (RALTStage(top_k=2), "retriever"),
+])
+def test_frozen_side_is_bit_identical_and_trained_side_moves(tiny_models, demo_dir, train, stage, frozen):
+    rag = make_rag(tiny_models, demo_dir, lora=False)
+    before_r = {k: v.clone() for k, v in rag.retriever.query_encoder.state_dict().items()}
+    before_g = {k: v.clone() for k, v in rag.generator.model.state_dict().items()}
+    train_stage(stage, rag, train, TrainConfig(steps=2, batch_size=2, lr_generator=1e-2, lr_retriever=1e-2))
+    after_r, after_g = rag.retriever.query_encoder.state_dict(), rag.generator.model.state_dict()
+    same_r = all(torch.equal(before_r[k], after_r[k]) for k in before_r)
+    same_g = all(torch.equal(before_g[k], after_g[k]) for k in before_g)
+    assert (same_r, same_g) == ((True, False) if frozen == "retriever" else (False, True))
+
+
+def test_lsr_updates_the_retriever_and_lowers_its_loss(rag, train):
+    stage = LSRStage(top_k=4, gamma=0.1)
+    batch = train[:8]
+    before = get_state(rag, ("retriever",))
+    with torch.no_grad():
+        loss0 = stage.loss(rag, batch).loss.item()
+    train_stage(stage, rag, batch, TrainConfig(steps=15, batch_size=8, lr_retriever=1e-3, warmup_ratio=0))
+    after = get_state(rag, ("retriever",))
+    moved = sum((after[k] - before[k]).abs().sum().item() for k in before)
+    with torch.no_grad():
+        loss1 = stage.loss(rag, batch).loss.item()
+    assert moved > 0, "LSR must update the query encoder"
+    assert loss1 < loss0, (loss0, loss1)
+
+
+def test_ralt_puts_loss_on_answer_tokens_only(rag, train):
+    """Our loss equals HF's causal-LM loss with prompt labels masked to -100, and
+    differs from the loss over all tokens: prompt/context tokens carry no loss."""
+    stage = RALTStage(top_k=2, mode="all-in-one")
+    batch = train[:1]
+    ours = stage.loss(rag, batch).loss.item()
+    _, pos = rag.store.search(rag.retriever.encode_queries([batch[0].question]), 2)
+    gen = rag.generator
+    prompt = gen._ids(gen.prompt(batch[0].question, [rag.store.passages[p] for p in pos[0]]))
+    answer = gen.answer_ids(batch[0].answers[0])
+    ids = torch.tensor([prompt + answer])
+    labels = torch.tensor([[-100] * len(prompt) + answer])
+    masked = gen.model(input_ids=ids, labels=labels).loss.item()
+    full = gen.model(input_ids=ids, labels=ids).loss.item()
+    assert ours == pytest.approx(masked, rel=1e-5)
+    assert abs(ours - full) > 1e-3
+    assert RALTStage(top_k=2, mode="per-passage").loss(rag, batch).loss.item() > 0
+
+
+def test_contrastive_raises_recall_on_training_questions(rag, train):
+    from fedrag.evaluate import evaluate
+
+    subset = train[:24]
+    view = RAGSystem(rag.searcher, None, top_k=5)
+    r0 = evaluate(view, subset, progress=False)["recall@1"]
+    train_stage(ContrastiveStage(hard_negatives=1), rag, subset,
+                TrainConfig(steps=30, batch_size=8, lr_retriever=3e-3, warmup_ratio=0))
+    r1 = evaluate(view, subset, progress=False)["recall@1"]
+    assert r1 > r0, (r0, r1)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter:
+    """The real RALT stage, interrupted (as by a crash) after ``n`` loss calls."""
+
+    def __init__(self, stage, n):
+        self.stage, self.n, self.name, self.trains = stage, n, stage.name, stage.trains
+
+    def loss(self, rag, batch):
+        if self.n == 0:
+            raise Interrupt
+        self.n -= 1
+        return self.stage.loss(rag, batch)
+
+
+def test_training_is_reproducible_and_resumable(tiny_models, demo_dir, train, tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=2, lr_generator=1e-2, checkpoint_every=2, seed=3)
+    a = make_rag(tiny_models, demo_dir)
+    train_stage(RALTStage(top_k=2), a, train, cfg, out_dir=tmp_path / "a")
+    b = make_rag(tiny_models, demo_dir)
+    train_stage(RALTStage(top_k=2), b, train, cfg)
+    sa, sb = get_state(a, ("generator",)), get_state(b, ("generator",))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa), "same seed must give the same weights"
+    c = make_rag(tiny_models, demo_dir)
+    with pytest.raises(Interrupt):
+        train_stage(StopAfter(RALTStage(top_k=2), 3), c, train, cfg, out_dir=tmp_path / "c")
+    d = make_rag(tiny_models, demo_dir)
+    res = train_stage(RALTStage(top_k=2), d, train, cfg, out_dir=tmp_path / "c", resume=True)
+    assert res.cost.steps == 2, "resumed from the step-2 checkpoint"
+    sd = get_state(d, ("generator",))
+    assert all(torch.allclose(sa[k], sd[k], atol=1e-6) for k in sa)
