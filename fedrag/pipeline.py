@@ -60,3 +60,14 @@ def _zeros(corpus, index):
 
 def check_qa_against_store(examples, store, qa_path: str) -> None:
     check_gold_ids(examples, store.passages, qa_path)
+
+
+def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,
+                       device: str = "cpu", seed: int = 0, index: str | None = None) -> RAGSystem:
+    """A RAG system ready for training: dual-encoder retriever, store, generator (LoRA by default)."""
+    from fedrag.generate import Generator
+
+    ret = Retriever.load(retriever, device=device)
+    store = load_store(corpus, ret, index)
+    gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed)
+    return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)

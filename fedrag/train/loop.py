@@ -37,6 +37,8 @@ class TrainConfig:
     checkpoint_every: int = 0          # steps; 0 = none
     gradient_checkpointing: bool = False
     prox_mu: float = 0.0               # FedProx proximal term weight (federated clients)
+    schedule_total: int | None = None  # LR schedule length if longer than this run (federated rounds)
+    schedule_offset: int = 0           # schedule steps already taken (round r starts at (r-1)·steps)
     progress: bool = False
 
     def total_steps(self, n_examples: int) -> int:
@@ -106,7 +108,11 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
     opt = _optimizer(params, cfg)
     from transformers import get_scheduler
 
-    sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=int(cfg.warmup_ratio * total), num_training_steps=total)
+    horizon = max(total, cfg.schedule_total or 0)
+    sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=int(cfg.warmup_ratio * horizon), num_training_steps=horizon)
+    for _ in range(cfg.schedule_offset):  # federated round r continues the schedule of rounds < r
+        opt.step()  # no grads yet: a no-op for AdamW, keeps torch's scheduler-order check quiet
+        sched.step()
     out = Path(out_dir) if out_dir else None
     log = _Log(out, stage.name)
     start = _resume(out, rag, opt, sched) if (resume and out) else 0
@@ -129,7 +135,7 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
             if ref is not None:
                 loss = loss + cfg.prox_mu / 2 * sum(((params[n] - r) ** 2).sum() for n, r in ref.items())
             (loss / cfg.grad_accum).backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             meter.step(res, len(batch))
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)

@@ -1,0 +1,109 @@
+"""The ClientApp: one site trains the current phase's stage for one round, locally.
+
+The site's questions, passages and knowledge store stay on the site; the message
+carries only the stage's trainable tensors in and out, plus scalar metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import torch
+
+from fedrag.federation.records import from_record, record_bytes, to_record
+from fedrag.federation.task import FedTask
+
+
+@lru_cache(maxsize=2)
+def _site_rag(task_key: tuple, corpus: str):
+    from fedrag.pipeline import build_training_rag
+
+    task = FedTask(**dict(task_key))
+    return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, task.device, task.seed)
+
+
+def site_rag(task: FedTask, corpus: str):
+    """The site's RAG system (models + private store), cached per process."""
+    return _site_rag(tuple(sorted(task.to_config().items())), corpus)
+
+
+def train_round(task: FedTask, corpus: str, examples, arrays, config) -> tuple[dict, dict]:
+    """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics."""
+    from fedrag.train import TrainConfig, set_state, train_stage
+
+    phase_idx = int(config["phase"])
+    rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
+    stage = task.plan().phases[phase_idx].stage
+    rag = site_rag(task, corpus)
+    state = from_record(arrays)
+    set_state(rag, state)
+    mu = float(config.get("proximal-mu", 0.0))
+    cfg = TrainConfig(steps=task.local_steps, batch_size=task.batch_size, lr_generator=task.lr_generator,
+                      lr_retriever=task.lr_retriever, warmup_ratio=task.warmup_ratio, seed=task.seed + rnd - 1,
+                      prox_mu=mu, schedule_total=task.rounds * task.local_steps,
+                      schedule_offset=(rnd - 1) * task.local_steps)
+    t0 = time.perf_counter()
+    res = train_stage(stage, rag, examples, cfg, reference=state if mu else None)
+    from fedrag.train import get_state
+
+    new = get_state(rag, stage.trains)
+    metrics = {"num-examples": res.cost.examples, "train-loss": res.final_loss, "client-wall-s": time.perf_counter() - t0,
+               "flops": res.cost.flops, "generator-tokens": res.cost.generator_tokens,
+               "retriever-tokens": res.cost.retriever_tokens, "bytes-received": record_bytes(arrays)}
+    return new, metrics
+
+
+def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: int = 16) -> dict:
+    """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
+    from fedrag.evaluate import recall_at_k
+    from fedrag.train import set_state
+
+    stage = task.plan().phases[int(config.get("phase", 0))].stage
+    rag = site_rag(task, corpus)
+    set_state(rag, from_record(arrays))
+    sample = examples[:limit]
+    with torch.no_grad():
+        loss = float(stage.loss(rag, sample).loss)
+    hits = rag.retrieve([e.question for e in sample], 5)
+    recall = [recall_at_k([h.passage.id for h in hs], e.gold_ids, 5) for hs, e in zip(hits, sample) if e.gold_ids]
+    out = {"num-examples": len(sample), "eval-loss": loss}
+    if recall:
+        out["recall@5"] = sum(recall) / len(recall)
+    return out
+
+
+def make_client_app(task: FedTask | None, site_data):
+    """A Flower ClientApp. ``task=None`` reads the task from ``context.run_config``;
+    ``site_data(context) -> (corpus_path, examples)`` gives this site's private data."""
+    from flwr.app import Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    def dp_clipping(msg, context, call_next):
+        """Flower's client-side fixed clipping, active only when the server asks for it."""
+        cfg = msg.content.config_records.get("config")
+        if cfg is not None and "clipping_norm" in cfg:
+            return fixedclipping_mod(msg, context, call_next)
+        return call_next(msg, context)
+
+    app = ClientApp(mods=[dp_clipping])
+
+    def _task(context) -> FedTask:
+        return task or FedTask.from_config(context.run_config)
+
+    @app.train()
+    def train(msg: Message, context) -> Message:
+        corpus, examples = site_data(context)
+        state, metrics = train_round(_task(context), corpus, examples, msg.content["arrays"], msg.content["config"])
+        reply = to_record(state)
+        metrics["bytes-sent"] = record_bytes(reply)
+        return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context) -> Message:
+        corpus, examples = site_data(context)
+        metrics = evaluate_round(_task(context), corpus, examples, msg.content["arrays"], msg.content["config"])
+        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    return app

@@ -1,0 +1,214 @@
+"""The ServerApp: runs a strategy's phases as consecutive federated phases.
+
+Per phase: the stage's trainable tensors are sent, sites train one round each, the
+aggregator (FedAvg / FedProx / FedAdam / FedYogi, optionally wrapped in Flower's
+central DP) combines them. After each round the global tensors are checkpointed
+atomically (safetensors) so a killed server resumes with no round lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fedrag._io import atomic_dir, atomic_write_json
+from fedrag.federation.records import from_record, record_bytes, to_record
+from fedrag.federation.task import FedTask
+
+CKPT = "checkpoint"
+
+
+def make_aggregator(task: FedTask, audit: list):
+    """The Flower strategy for ``task``, audited (bytes, message contents) and DP-wrapped if asked."""
+    from flwr.serverapp import strategy as fs
+
+    common = dict(fraction_train=task.fraction, min_train_nodes=task.min_sites, min_available_nodes=task.min_sites,
+                  fraction_evaluate=0.0 if task.eval_qa else task.fraction, min_evaluate_nodes=task.min_sites)
+    cls = {"fedavg": fs.FedAvg, "fedprox": fs.FedProx, "fedadam": fs.FedAdam, "fedyogi": fs.FedYogi}[task.aggregator]
+    extra = {"fedprox": {"proximal_mu": task.proximal_mu}, "fedadam": {"eta": task.server_lr},
+             "fedyogi": {"eta": task.server_lr}}.get(task.aggregator, {})
+    strategy = _audited(cls)(audit, **common, **extra)
+    if task.dp_noise > 0:
+        from flwr.supercore.privacy_accounting import (NeighboringRelation, PrivacyConfig, SamplingMethod)
+        from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+        accountant = RdpAccountant(PrivacyConfig(target_delta=task.dp_delta, population_size=task.min_sites,
+                                                 neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                                                 sampling_method=SamplingMethod.NO_AMPLIFICATION))
+        strategy = fs.DifferentialPrivacyClientSideFixedClipping(strategy, task.dp_noise, task.dp_clip, task.min_sites,
+                                                                 accountant=accountant)
+    return strategy
+
+
+def _audited(cls):
+    """Subclass a Flower strategy to record, per round, bytes on the wire and what replies carried."""
+
+    class Audited(cls):
+        def __init__(self, audit: list, **kw):
+            super().__init__(**kw)
+            self._audit = audit
+
+        def configure_train(self, server_round, arrays, config, grid):
+            msgs = list(super().configure_train(server_round, arrays, config, grid))
+            self._audit.append({"round": server_round, "sites": len(msgs), "bytes_sent": record_bytes(arrays) * len(msgs)})
+            return msgs
+
+        def aggregate_train(self, server_round, replies):
+            replies = list(replies)
+            ok = [m for m in replies if not m.has_error()]
+            entry = self._audit[-1]
+            entry.update(replies=len(ok), failures=len(replies) - len(ok),
+                         bytes_received=sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
+                         array_names=sorted({n for m in ok for r in m.content.array_records.values() for n in r}),
+                         record_types=sorted({type(r).__name__ for m in ok for r in m.content.values()}),
+                         metric_value_types=sorted({type(v).__name__ for m in ok for r in m.content.metric_records.values() for v in r.values()}))
+            return super().aggregate_train(server_round, replies)
+
+    Audited.__name__ = cls.__name__
+    return Audited
+
+
+def _server_model(task: FedTask):
+    """Retriever + generator on the server: source of initial tensors, target of the final save."""
+    from types import SimpleNamespace
+
+    from fedrag.generate import Generator
+    from fedrag.retrieve import Retriever
+
+    ret = Retriever.load(task.retriever, device=task.device)
+    gen = None if task.generator == "none" else Generator.load(task.generator, device=task.device, lora=task.lora,
+                                                               trainable=True, seed=task.seed)
+    return SimpleNamespace(retriever=ret, generator=gen)
+
+
+def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list) -> None:
+    from safetensors.torch import save_file
+
+    from fedrag.train import get_state
+
+    with atomic_dir(out / CKPT) as tmp:
+        save_file({n: t.contiguous() for n, t in get_state(rag, ("retriever", "generator") if rag.generator else ("retriever",)).items()},
+                  str(tmp / "global.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"phase": phase, "rounds_done": rounds_done, "history": history}))
+
+
+def load_checkpoint(out: Path, rag) -> tuple[int, int, list]:
+    from safetensors.torch import load_file
+
+    from fedrag.train import set_state
+
+    state = out / CKPT / "state.json"
+    if not state.exists():
+        return 0, 0, []
+    set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
+    s = json.loads(state.read_text())
+    return s["phase"], s["rounds_done"], s["history"]
+
+
+def run_server(grid, task: FedTask) -> dict:
+    """The ServerApp body: every phase, every round, checkpoints, rounds.json, final models."""
+    from flwr.app import ConfigRecord, MetricRecord
+
+    from fedrag.train import set_state
+
+    out = Path(task.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rag = _server_model(task)
+    plan = task.plan()
+    start_phase, rounds_done, history = load_checkpoint(out, rag)
+    evaluator = _server_evaluator(task, rag)
+    t_run = time.perf_counter()
+    for phase_idx in range(start_phase, len(plan.phases)):
+        stage = plan.phases[phase_idx].stage
+        done = rounds_done if phase_idx == start_phase else 0
+        if done >= task.rounds:
+            continue
+        from fedrag.train import get_state
+
+        audit: list = []
+        strategy = make_aggregator(task, audit)
+        t_round = [time.perf_counter()]
+
+        def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round, stage=stage):
+            if server_round == 0:
+                return None
+            set_state(rag, from_record(arrays))
+            entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
+                     "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {})}
+            entry["round"] = done + server_round
+            metrics = evaluator(rag) if evaluator else {}
+            entry.update({f"server_{k}": v for k, v in metrics.items()})
+            history.append(entry)
+            save_checkpoint(out, rag, phase_idx, done + server_round, history)
+            atomic_write_json(out / "rounds.json", history)
+            t_round[0] = time.perf_counter()
+            return MetricRecord({k: float(v) for k, v in metrics.items()}) if metrics else None
+
+        result = strategy.start(grid=grid, initial_arrays=to_record(get_state(rag, stage.trains)),
+                                num_rounds=task.rounds - done, timeout=task.round_timeout,
+                                train_config=ConfigRecord({"phase": phase_idx, "round-offset": done}),
+                                evaluate_fn=on_round)
+        _merge_client_metrics(history, phase_idx, done, result)
+        if task.dp_noise > 0 and hasattr(strategy, "accountant") and strategy.accountant is not None:
+            spent = strategy.accountant.get_privacy_spent()
+            history[-1]["dp_epsilon"], history[-1]["dp_delta"] = float(spent.epsilon), float(spent.delta)
+        save_checkpoint(out, rag, phase_idx + 1, 0, history)
+        atomic_write_json(out / "rounds.json", history)
+    rag.retriever.save(out / "retriever")
+    if rag.generator is not None:
+        rag.generator.save(out / "generator")
+    summary = _cost(history, time.perf_counter() - t_run, task)
+    atomic_write_json(out / "cost.json", summary)
+    return summary
+
+
+def _merge_client_metrics(history: list, phase_idx: int, done: int, result) -> None:
+    for rnd, rec in result.train_metrics_clientapp.items():
+        for entry in history:
+            if entry["phase"] == phase_idx and entry["round"] == done + rnd:
+                entry.update({f"clients_{k}": float(v) for k, v in rec.items()})
+    for rnd, rec in result.evaluate_metrics_clientapp.items():
+        for entry in history:
+            if entry["phase"] == phase_idx and entry["round"] == done + rnd:
+                entry.update({f"clients_eval_{k}": float(v) for k, v in rec.items()})
+
+
+def _cost(history: list, wall: float, task: FedTask) -> dict:
+    return {"strategy": task.strategy or task.stage, "wall_s": wall, "rounds": len(history),
+            "bytes_sent": sum(h.get("bytes_sent", 0) for h in history),
+            "bytes_received": sum(h.get("bytes_received", 0) for h in history),
+            "task": task.to_config()}
+
+
+def _server_evaluator(task: FedTask, rag):
+    """Server-side held-out evaluation (EM/F1/Recall@5) when ``eval_corpus``/``eval_qa`` are set."""
+    if not task.eval_qa:
+        return None
+    from fedrag.data import load_qa
+    from fedrag.evaluate import evaluate
+    from fedrag.pipeline import load_store
+    from fedrag.rag import RAGSystem
+    from fedrag.retrieve import Searcher
+
+    examples = load_qa(task.eval_qa, limit=task.eval_limit)
+    store = load_store(task.eval_corpus, rag.retriever)
+
+    def fn(model):
+        m = evaluate(RAGSystem(Searcher(store, model.retriever), model.generator, top_k=task.top_k), examples, progress=False)
+        return {k: m[k] for k in ("em", "f1", "recall@5", "mrr@10") if k in m}
+
+    return fn
+
+
+def make_server_app(task: FedTask | None = None):
+    """A Flower ServerApp; ``task=None`` reads the task from ``context.run_config``."""
+    from flwr.serverapp import ServerApp
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:
+        run_server(grid, task or FedTask.from_config(context.run_config))
+
+    return app

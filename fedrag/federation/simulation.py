@@ -1,0 +1,41 @@
+"""Run a federated task in Flower's Simulation Engine (Ray), all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from fedrag._env import apply_defaults
+from fedrag.federation.converter import sites_from_paths, to_flower
+from fedrag.federation.task import FedTask
+
+
+def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False) -> dict:
+    """Run ``task`` over ``len(site_paths)`` virtual SuperNodes; returns the server's cost summary.
+
+    Uses ``flwr.simulation.run_simulation`` with the apps built in-process by the
+    converter (so the task need not pass through ``run_config``).
+    """
+    apply_defaults()
+    os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedrag-flwr-"))
+    import warnings
+
+    from flwr.simulation import run_simulation
+
+    client_app, server_app = to_flower(task, sites_from_paths(site_paths))
+    backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
+               "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
+                             "_node_ip_address": "127.0.0.1", "logging_level": "ERROR"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(site_paths),
+                       backend_config=backend, verbose_logging=verbose)
+    cost = Path(task.out) / "cost.json"
+    if not cost.exists():
+        from fedrag.errors import FedragError
+
+        raise FedragError(f"the simulation ended without writing {cost}: see the Flower log above")
+    import json
+
+    return json.loads(cost.read_text())

@@ -1,0 +1,75 @@
+"""The federated task: everything a ServerApp and ClientApp need, as a flat config.
+
+One :class:`FedTask` describes the run (models, plan, rounds, aggregator, DP). It
+round-trips through a flat ``{str: scalar}`` dict, so the same task travels as a
+Flower ``run_config`` (deployment: ``[tool.flwr.app.config]`` / ``--run-config``) or
+is captured by the apps' closures (simulation from Python).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from fedrag.errors import FedragError
+
+AGGREGATORS = ("fedavg", "fedprox", "fedadam", "fedyogi")
+
+
+@dataclass
+class FedTask:
+    strategy: str = ""            # a named strategy, or ...
+    stage: str = ""               # ... a single stage
+    retriever: str = "minilm"
+    generator: str = "smollm2-135m"
+    lora: bool = True
+    top_k: int = 3
+    ralt_mode: str = "all-in-one"
+    two_phase_loss: str = "rag-sequence"
+    rounds: int = 2               # rounds per phase
+    local_steps: int = 10         # optimizer steps per client per round
+    batch_size: int = 4
+    lr_generator: float = 3e-4
+    lr_retriever: float = 2e-5
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    aggregator: str = "fedavg"
+    proximal_mu: float = 0.01     # FedProx only
+    server_lr: float = 0.1        # FedAdam/FedYogi eta
+    fraction: float = 1.0
+    min_sites: int = 2
+    dp_noise: float = 0.0         # > 0 enables central DP (client-side clipping + server noise)
+    dp_clip: float = 1.0
+    dp_delta: float = 1e-5
+    out: str = ""                 # server output directory
+    eval_corpus: str = ""         # server-side held-out evaluation (optional)
+    eval_qa: str = ""
+    eval_limit: int = 50
+    round_timeout: float = 3600.0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if bool(self.strategy) == bool(self.stage):
+            raise FedragError("a federated task needs exactly one of strategy or stage")
+        if self.aggregator not in AGGREGATORS:
+            raise FedragError(f"unknown aggregator '{self.aggregator}' (choose from {', '.join(AGGREGATORS)})")
+        if self.rounds < 1 or self.local_steps < 1:
+            raise FedragError("rounds and local steps must be >= 1")
+
+    def plan(self):
+        """The Strategy this task federates (a one-phase one for a single stage)."""
+        from fedrag.cli_train import resolve_plan
+
+        return resolve_plan(self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss)
+
+    def to_config(self) -> dict:
+        return {k: v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config) -> "FedTask":
+        names = {f.name: f.type for f in fields(cls)}
+        kw = {}
+        for key, value in dict(config).items():
+            key = key.replace("-", "_")
+            if key in names:
+                kw[key] = bool(value) if names[key] in ("bool", bool) else value
+        return cls(**kw)
