@@ -1,0 +1,199 @@
+"""A real multi-site Flower deployment on 127.0.0.1: one SuperLink, one SuperNode per
+site, the run submitted with ``flwr run``. Every process started here is stopped by
+PID (with the detached SuperExec it spawns), never by name.
+
+TLS: pass ``certs`` (CA + server certificate/key for 127.0.0.1). SuperNode
+authentication (needs TLS): pass ``auth_keys`` (one EC private/public key pair per
+site); the public keys are registered with ``flwr supernode register``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedrag._env import apply_defaults
+from fedrag.federation.task import FedTask
+
+APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "flower_app"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """All descendants of ``pid`` (from /proc), deepest last."""
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@dataclass
+class Certs:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass
+class LocalDeployment:
+    """SuperLink + SuperNodes on loopback, in ``workdir`` (logs, FLWR_HOME, state)."""
+
+    workdir: Path
+    certs: Certs | None = None
+    auth_keys: list[tuple[Path, Path]] | None = None
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self):
+        apply_defaults()
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.flwr_home = self.workdir / "flwr-home"
+        self.flwr_home.mkdir(exist_ok=True)
+        self.env = {**os.environ, "FLWR_HOME": str(self.flwr_home), "PYTHONUNBUFFERED": "1"}
+        self.port = free_port()  # Flower 1.41 serves the Control, Fleet and Runtime APIs on one port
+
+    # ------------------------------------------------------------------ processes
+    def _start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "w")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def _tls(self, server: bool) -> list[str]:
+        if self.certs is None:
+            return ["--insecure"]
+        if server:
+            return ["--ssl-ca-certfile", str(self.certs.ca), "--ssl-certfile", str(self.certs.cert),
+                    "--ssl-keyfile", str(self.certs.key)]
+        return ["--root-certificates", str(self.certs.ca)]
+
+    def start_superlink(self) -> None:
+        cmd = [str(BIN / "flower-superlink"), *self._tls(True), "--host", "127.0.0.1", "--port", str(self.port),
+               "--database", str(self.workdir / "state.db"),
+               "--disable-runtime-dependency-installation"]
+        if self.auth_keys:
+            cmd.append("--enable-supernode-auth")
+        self._start("superlink", cmd)
+        self._wait_port(self.port, self.procs["superlink"])
+        conn = {"address": f"127.0.0.1:{self.port}"}
+        conn.update({"root-certificates": str(self.certs.ca)} if self.certs else {"insecure": True})
+        body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in conn.items())
+        (self.flwr_home / "config.toml").write_text(f'[superlink]\ndefault = "fedrag"\n\n[superlink.fedrag]\n{body}\n')
+        if self.auth_keys:
+            for i, (_, public) in enumerate(self.auth_keys):
+                self.flwr("supernode", "register", str(public), "fedrag", "--name", f"site{i}")
+
+    def start_supernode(self, i: int, corpus: str, train: str) -> subprocess.Popen:
+        node_config = f'corpus="{Path(corpus).resolve()}" train="{Path(train).resolve()}" site={i}'
+        cmd = [str(BIN / "flower-supernode"), *self._tls(False), "--superlink", f"127.0.0.1:{self.port}",
+               "--node-config", node_config,
+               "--host", "127.0.0.1", "--port", str(free_port())]
+        if self.auth_keys:
+            private, public = self.auth_keys[i]
+            cmd += ["--auth-supernode-private-key", str(private), "--auth-supernode-public-key", str(public)]
+        return self._start(f"site{i}", cmd)
+
+    def flwr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        res = subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=True,
+                             text=True, timeout=timeout)
+        with open(self.workdir / "flwr-cli.log", "a") as fh:
+            fh.write(f"$ flwr {' '.join(args)}\n{res.stdout}\n{res.stderr}\n")
+        if check and res.returncode != 0:
+            from fedrag.errors import FedragError
+
+            raise FedragError(f"flwr {args[0]} failed (exit {res.returncode}); see {self.workdir / 'flwr-cli.log'}")
+        return res
+
+    def submit(self, task: FedTask, timeout: float = 1800) -> subprocess.CompletedProcess:
+        """``flwr run`` the shipped app with ``task`` as run-config overrides; waits for the end."""
+        overrides = self.workdir / "run-config.toml"
+        lines = []
+        for k, v in task.to_config().items():
+            lines.append(f"{k.replace('_', '-')} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}")
+        overrides.write_text("\n".join(lines) + "\n")
+        return self.flwr("run", str(APP_DIR), "fedrag", "--run-config", str(overrides), "--stream", timeout=timeout)
+
+    def _wait_port(self, port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if proc.poll() is not None:
+                from fedrag.errors import FedragError
+
+                tail = (self.workdir / "superlink.log").read_text().strip().splitlines()[-1:]
+                raise FedragError(f"flower-superlink exited with code {proc.returncode}: {tail[0] if tail else ''}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s; see {self.workdir}/superlink.log")
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop one process (or all) and every descendant, by PID."""
+        names = [name] if name else list(self.procs)
+        for n in names:
+            proc = self.procs.pop(n, None)
+            if proc is None:
+                continue
+            pids = [proc.pid, *_children(proc.pid)]
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                for pid in pids:
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            for pid in pids[1:]:  # reap stragglers (e.g. the detached SuperExec)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path, certs: Certs | None = None,
+           auth_keys=None, timeout: float = 1800) -> dict:
+    """Run ``task`` on a local SuperLink + one SuperNode per site; return the server's cost.json."""
+    with LocalDeployment(Path(workdir), certs, auth_keys) as dep:
+        dep.start_superlink()
+        for i, p in enumerate(site_paths):
+            dep.start_supernode(i, p["corpus"], p["train"])
+        dep.submit(task, timeout=timeout)
+    cost = Path(task.out) / "cost.json"
+    if not cost.exists():
+        from fedrag.errors import FedragError
+
+        raise FedragError(f"the deployment run ended without writing {cost}; logs in {workdir}")
+    return json.loads(cost.read_text())
