@@ -19,7 +19,7 @@ STRATEGIES = ["independent", "two-phase", "joint-sequence", "joint-token", "ra-d
 
 
 def fedrag(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "fedrag.cli", *args], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "fedrag", *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def evaluate(data: Path, out: Path, retriever: str, generator: str, limit: int, top_k: int) -> dict:

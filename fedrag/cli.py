@@ -81,7 +81,7 @@ def eval_cmd(qa: str = typer.Option(..., "--qa"), corpus: Optional[str] = typer.
 
 def _register_extensions() -> None:
     """Commands of the training and federation layers live in their own modules."""
-    from fedrag import cli_train  # noqa: F401
+    from fedrag import cli_fed, cli_train  # noqa: F401
 
 
 def main() -> None:
@@ -108,5 +108,7 @@ def main() -> None:
         raise
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m fedrag.cli`: run the registered app, not this module's copy
+    from fedrag.cli import main as _main
+
+    _main()

@@ -113,8 +113,7 @@ class LocalDeployment:
                "--node-config", node_config,
                "--host", "127.0.0.1", "--port", str(free_port())]
         if self.auth_keys:
-            private, public = self.auth_keys[i]
-            cmd += ["--auth-supernode-private-key", str(private), "--auth-supernode-public-key", str(public)]
+            cmd += ["--auth-supernode-private-key", str(self.auth_keys[i][0])]
         return self._start(f"site{i}", cmd)
 
     def flwr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:

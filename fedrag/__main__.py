@@ -1,0 +1,5 @@
+"""``python -m fedrag`` = the ``fedrag`` command."""
+
+from fedrag.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""``fedrag federate``: one strategy or stage across N sites, simulated or deployed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fedrag.cli import GENERATOR, RETRIEVER, app
+from fedrag.cli_train import BATCH, CORPUS, LORA, LR_G, LR_R, SEED, STAGE, STRATEGY, TOP_K, TRAIN
+from fedrag.errors import FedragError
+
+
+def _site_paths(corpus: str, train: str, sites: int, partition_mode: str, seed: int, site_dirs: list[str] | None,
+                out: Path) -> list[dict[str, str]]:
+    from fedrag.data import check_gold_ids, load_corpus, load_qa
+    from fedrag.data.partition import partition, write_sites
+
+    if site_dirs:
+        paths = []
+        for d in site_dirs:
+            p = {"corpus": str(Path(d) / "corpus.jsonl"), "train": str(Path(d) / "train.jsonl")}
+            check_gold_ids(load_qa(p["train"]), load_corpus(p["corpus"]), p["train"])
+            paths.append(p)
+        return paths
+    passages, examples = load_corpus(corpus), load_qa(train)
+    check_gold_ids(examples, passages, train)
+    return write_sites(partition(passages, examples, sites, partition_mode, seed), out / "sites")
+
+
+@app.command()
+def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
+             corpus: Optional[str] = typer.Option(None, "--corpus"), train: Optional[str] = typer.Option(None, "--train"),
+             site: Optional[list[str]] = typer.Option(None, "--site", help="a site's own directory with corpus.jsonl + train.jsonl (repeat per site)"),
+             sites: int = typer.Option(2, "--sites", min=1), rounds: int = typer.Option(2, "--rounds", min=1),
+             local_steps: int = typer.Option(10, "--local-steps", min=1), engine: str = typer.Option("simulation", "--engine"),
+             partition: str = typer.Option("iid", "--partition"), aggregator: str = typer.Option("fedavg", "--aggregator"),
+             proximal_mu: float = typer.Option(0.01, "--proximal-mu"), server_lr: float = typer.Option(0.1, "--server-lr"),
+             dp_noise: float = typer.Option(0.0, "--dp-noise", help="> 0: client-side clipping + server Gaussian noise"),
+             dp_clip: float = typer.Option(1.0, "--dp-clip"), fraction: float = typer.Option(1.0, "--fraction"),
+             min_sites: Optional[int] = typer.Option(None, "--min-sites"),
+             eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round"),
+             eval_limit: int = typer.Option(50, "--eval-limit"),
+             retriever: str = RETRIEVER, generator: str = GENERATOR, out: Path = typer.Option(..., "--out"),
+             lr_generator: float = LR_G, lr_retriever: float = LR_R, top_k: int = TOP_K, lora: bool = LORA,
+             seed: int = SEED, batch_size: int = BATCH, ralt_mode: str = typer.Option("all-in-one", "--ralt-mode"),
+             two_phase_loss: str = typer.Option("rag-sequence", "--two-phase-loss"),
+             cpus_per_site: float = typer.Option(1.0, "--cpus-per-site")):
+    """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json."""
+    from fedrag.federation.task import FedTask
+
+    if engine not in ("simulation", "deployment"):
+        raise FedragError(f"--engine must be simulation or deployment, got '{engine}'")
+    if not site and not (corpus and train):
+        raise FedragError("give --corpus and --train (partitioned across --sites) or one --site DIR per site")
+    n_sites = len(site) if site else sites
+    task = FedTask(strategy=strategy or "", stage=stage or "", retriever=retriever, generator=generator, lora=lora,
+                   top_k=top_k, ralt_mode=ralt_mode, two_phase_loss=two_phase_loss, rounds=rounds,
+                   local_steps=local_steps, batch_size=batch_size, lr_generator=lr_generator, lr_retriever=lr_retriever,
+                   seed=seed, aggregator=aggregator, proximal_mu=proximal_mu, server_lr=server_lr, fraction=fraction,
+                   min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
+                   eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
+                   eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit)
+    task.plan()  # validates the strategy/stage names before anything starts
+    out.mkdir(parents=True, exist_ok=True)
+    paths = _site_paths(corpus, train, n_sites, partition, seed, site, out)
+    if engine == "simulation":
+        from fedrag.federation.simulation import simulate
+
+        cost = simulate(task, paths, cpus_per_site=cpus_per_site)
+    else:
+        from fedrag.federation.deployment import deploy
+
+        cost = deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out))
+    typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}),
+               file=sys.stdout)
