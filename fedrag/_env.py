@@ -11,6 +11,8 @@ OFFLINE_DEFAULTS = {
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -29,6 +31,13 @@ def apply_defaults() -> None:
         if online and key.endswith("OFFLINE"):
             continue
         os.environ.setdefault(key, value)
+    if os.environ.get("FEDRAG_VERBOSE") != "1":
+        try:  # transformers' "Loading weights" bars on every model load
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover
+            pass
 
 
 def require(module: str, extra: str | None = None):

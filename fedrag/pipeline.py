@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from fedrag.data.jsonl import check_gold_ids, load_corpus
 from fedrag.errors import FedragError, StoreError
 from fedrag.rag import RAGSystem
@@ -18,13 +20,15 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def load_store(corpus: str | None, retriever: Retriever, index: str | None = None, show_progress: bool = False) -> KnowledgeStore:
-    """Load ``index`` (checked against the retriever) or build a store from ``corpus``."""
+def load_store(corpus: str | list | None, retriever: Retriever, index: str | None = None, show_progress: bool = False) -> KnowledgeStore:
+    """Load ``index`` (checked against the retriever) or build a store from ``corpus``
+    (a JSONL path or already-loaded passages)."""
     if index:
         return KnowledgeStore.load(index, retriever=retriever)
     if not corpus:
         raise FedragError("give --corpus (to build an index) or --index (a saved one)")
-    return KnowledgeStore.build(load_corpus(corpus), retriever, show_progress=show_progress)
+    passages = load_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    return KnowledgeStore.build(passages, retriever, show_progress=show_progress)
 
 
 def build_rag(corpus: str | None, retriever: str | None, generator: str | None, index: str | None = None,
@@ -36,26 +40,18 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
         raise FedragError(f"--retrieval must be dense, bm25 or hybrid, got '{retrieval}'")
     if top_k < 1:
         raise FedragError(f"--top-k must be >= 1, got {top_k}")
-    if corpus and not Path(corpus).is_file():
-        raise FedragError(f"{corpus}: file not found")
     if index and not Path(index).is_dir():
         raise StoreError(f"{index}: index directory not found")
+    passages = load_corpus(corpus) if (corpus and not index) else None  # user data is checked before any model loads
     if retrieval == "bm25" and (retriever in (None, "none")):
         ret = None
-        store = KnowledgeStore(load_corpus(corpus) if corpus else KnowledgeStore.load(index).passages,
-                               _zeros(corpus, index))
+        passages = passages or KnowledgeStore.load(index).passages
+        store = KnowledgeStore(passages, np.zeros((len(passages), 1), dtype=np.float32))
     else:
         ret = Retriever.load(retriever or "minilm", device=device)
-        store = load_store(corpus, ret, index, show_progress=show_progress)
+        store = load_store(passages, ret, index, show_progress=show_progress)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device)
     return RAGSystem(Searcher(store, ret, retrieval), gen, top_k=top_k)
-
-
-def _zeros(corpus, index):
-    import numpy as np
-
-    n = len(load_corpus(corpus)) if corpus else len(KnowledgeStore.load(index))
-    return np.zeros((n, 1), dtype=np.float32)
 
 
 def check_qa_against_store(examples, store, qa_path: str) -> None:
@@ -67,7 +63,8 @@ def build_training_rag(corpus: str, retriever: str, generator: str | None, lora:
     """A RAG system ready for training: dual-encoder retriever, store, generator (LoRA by default)."""
     from fedrag.generate import Generator
 
+    passages = load_corpus(corpus) if not index else None
     ret = Retriever.load(retriever, device=device)
-    store = load_store(corpus, ret, index)
+    store = load_store(passages, ret, index)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed)
     return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)

@@ -72,7 +72,10 @@ def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tm
         assert set(r["metric_value_types"]) <= {"int", "float"}
         assert r["bytes_sent"] > 0 and r["bytes_received"] == r["bytes_sent"]
     lora_bytes = sum(p.numel() * 4 for p in gen.trainable_parameters().values())
-    assert rounds[0]["bytes_sent"] == 2 * lora_bytes, "LoRA only: never the frozen base weights"
+    n_arrays = len(gen.trainable_parameters())
+    base_bytes = sum(p.numel() * 4 for p in gen.model.parameters())
+    # float32 payload + a small serialisation header per array, far below the frozen base model
+    assert 2 * lora_bytes <= rounds[0]["bytes_sent"] <= 2 * (lora_bytes + 256 * n_arrays) < base_bytes
     assert cost["rounds"] == 4
     # the outputs load as a retriever and generator for `fedrag eval`
     assert Generator.load(str(tmp_path / "out" / "generator")).is_lora

@@ -1,0 +1,115 @@
+"""Every user-caused error ends with exit code 2, one line on stderr, no traceback,
+and no output file; the happy paths write what they promise."""
+
+import json
+import sys
+
+import pytest
+
+from fedrag.cli import main
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["fedrag", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def index_dir(tiny_models, demo_dir, tmp_path_factory):
+    from fedrag.data import load_corpus
+    from fedrag.retrieve import KnowledgeStore, Retriever
+
+    out = tmp_path_factory.mktemp("idx") / "index"
+    KnowledgeStore.build(load_corpus(demo_dir / "corpus.jsonl"), Retriever.load(tiny_models["retriever"])).save(out)
+    return out
+
+
+def bad_files(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"id": "1", "question": "q", "answers": ["a"]}\n{"id": "2", "question": \n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "nogold.jsonl").write_text('{"id": "1", "question": "q", "answers": ["a"], "gold_ids": ["nope"]}\n')
+    return tmp_path
+
+
+@pytest.mark.parametrize("case,args,message", [
+    ("missing qa", ["eval", "--qa", "{t}/missing.jsonl", "--corpus", "{d}/corpus.jsonl", "--generator", "none"], "missing.jsonl: file not found"),
+    ("missing corpus", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{t}/nope.jsonl", "--generator", "none"], "nope.jsonl: file not found"),
+    ("bad json", ["eval", "--qa", "{t}/bad.jsonl", "--corpus", "{d}/corpus.jsonl", "--generator", "none"], "bad.jsonl:2: invalid JSON"),
+    ("empty corpus", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{t}/empty.jsonl", "--retriever", "{r}", "--generator", "none"], "corpus is empty"),
+    ("gold not in corpus", ["eval", "--qa", "{t}/nogold.jsonl", "--corpus", "{d}/corpus.jsonl", "--retriever", "{r}", "--generator", "none"], "gold id 'nope' not in the corpus"),
+    ("unknown retriever", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retriever", "no-such-model", "--generator", "none"], "unknown retriever model 'no-such-model'"),
+    ("missing retriever path", ["index", "--corpus", "{d}/corpus.jsonl", "--retriever", "./no/such/dir", "--out", "{t}/idx"], "retriever path './no/such/dir' does not exist"),
+    ("unknown generator", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retriever", "{r}", "--generator", "./missing.gguf"], "generator path './missing.gguf' does not exist"),
+    ("mismatched index", ["eval", "--qa", "{d}/test.jsonl", "--index", "{i}", "--retriever", "minilm", "--generator", "none"], "does not match the retriever's dimension"),
+    ("not an index", ["eval", "--qa", "{d}/test.jsonl", "--index", "{t}", "--retriever", "{r}", "--generator", "none"], "not a fedrag index directory"),
+    ("bad retrieval mode", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retrieval", "magic", "--generator", "none"], "--retrieval must be dense, bm25 or hybrid"),
+    ("bad top-k", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--top-k", "0", "--generator", "none"], "--top-k must be >= 1"),
+    ("unknown strategy", ["train", "--strategy", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "unknown strategy 'magic'"),
+    ("unknown stage", ["train", "--stage", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "unknown stage 'magic'"),
+    ("unknown option", ["eval", "--qa", "x", "--frobnicate"], "No such option"),
+])
+def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models, index_dir, case, args, message):
+    t = bad_files(tmp_path)
+    fmt = dict(t=t, d=demo_dir, r=tiny_models["retriever"], i=index_dir)
+    out_file = tmp_path / "metrics.json"
+    args = [a.format(**fmt) for a in args] + (["--output", str(out_file)] if args[0] == "eval" and case != "unknown option" else [])
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2, (case, err)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
+    assert not out_file.exists(), "no half-written output"
+    assert not (tmp_path / "run").exists() and not (tmp_path / "idx").exists()
+
+
+def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    code, _, err = run(monkeypatch, capsys, "index", "--corpus", demo_dir / "corpus.jsonl", "--retriever",
+                       tiny_models["retriever"], "--out", tmp_path / "idx")
+    assert code == 0, err
+    assert json.loads((tmp_path / "idx" / "manifest.json").read_text())["count"] == 48
+    for mode in ("dense", "bm25", "hybrid"):
+        code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--index", tmp_path / "idx",
+                           "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
+                           "--retrieval", mode, "--limit", "4", "--output", tmp_path / f"{mode}.json")
+        assert code == 0, err
+        m = json.loads((tmp_path / f"{mode}.json").read_text())
+        assert m["n"] == 4 and {"em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10"} <= set(m)
+
+
+def test_demo_data_command(monkeypatch, capsys, tmp_path):
+    code, out, _ = run(monkeypatch, capsys, "demo-data", "--out", tmp_path, "--seed", "5", "--people", "8")
+    assert code == 0 and "16 passages" in out
+    assert {p.name for p in tmp_path.iterdir()} == {"corpus.jsonl", "train.jsonl", "test.jsonl"}
+
+
+def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--corpus", demo_dir / "corpus.jsonl",
+                       "--train", demo_dir / "train.jsonl", "--val", demo_dir / "test.jsonl", "--val-limit", "4",
+                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
+                       "--out", tmp_path / "run", "--steps", "2", "--batch-size", "2")
+    assert code == 0, err
+    cost = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert cost["total"]["steps"] == 2 and cost["total"]["flops"] > 0 and cost["total"]["generator_tokens"] > 0
+    logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_f1" in r for r in logs)
+    code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
+                       "--retriever", tmp_path / "run" / "retriever", "--generator", tmp_path / "run" / "generator",
+                       "--limit", "2", "--output", tmp_path / "m.json")
+    assert code == 0, err
+
+
+def test_search_lr_reports_every_point(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    code, out, err = run(monkeypatch, capsys, "search-lr", "--strategy", "joint-sequence", "--corpus", demo_dir / "corpus.jsonl",
+                         "--train", demo_dir / "train.jsonl", "--val", demo_dir / "test.jsonl", "--val-limit", "3",
+                         "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
+                         "--out", tmp_path, "--steps", "1", "--batch-size", "2", "--lrs-generator", "1e-4,1e-3",
+                         "--lrs-retriever", "1e-5,1e-4")
+    assert code == 0, err
+    report = json.loads((tmp_path / "lr_search.json").read_text())
+    assert len(report["points"]) == 4 and report["total_cost"]["steps"] == 4  # 2-D grid for joint
+    assert {"f1", "recall@5"} <= set(report["points"][0])
