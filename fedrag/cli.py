@@ -79,9 +79,32 @@ def eval_cmd(qa: str = typer.Option(..., "--qa"), corpus: Optional[str] = typer.
     typer.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
 
 
+@app.command()
+def convert(fmt: str = typer.Option(..., "--format", help="squad | nq-open | hotpotqa"),
+            input_path: str = typer.Option(..., "--input"), out: Path = typer.Option(..., "--out"),
+            test_fraction: float = typer.Option(0.0, "--test-fraction", help="> 0: also split by title into train/test"),
+            seed: int = typer.Option(0, "--seed")):
+    """Convert a public QA file to the JSONL contract: DIR/corpus.jsonl + DIR/qa.jsonl (or train/test)."""
+    from fedrag.data import converters, write_jsonl
+    from fedrag.errors import FedragError
+
+    if fmt not in converters.FORMATS:
+        raise FedragError(f"unknown format '{fmt}' (choose from {', '.join(converters.FORMATS)})")
+    passages, examples = converters.FORMATS[fmt](input_path)
+    write_jsonl(out / "corpus.jsonl", passages)
+    if test_fraction > 0:
+        train, test = converters.split_by_title(examples, passages, test_fraction, seed)
+        write_jsonl(out / "train.jsonl", train)
+        write_jsonl(out / "test.jsonl", test)
+        typer.echo(f"{len(passages)} passages, {len(train)} train / {len(test)} test questions -> {out}")
+    else:
+        write_jsonl(out / "qa.jsonl", examples)
+        typer.echo(f"{len(passages)} passages, {len(examples)} questions -> {out}")
+
+
 def _register_extensions() -> None:
     """Commands of the training and federation layers live in their own modules."""
-    from fedrag import cli_fed, cli_train  # noqa: F401
+    from fedrag import cli_fed, cli_quickstart, cli_train  # noqa: F401
 
 
 def main() -> None:

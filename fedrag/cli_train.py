@@ -77,25 +77,37 @@ def train(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corp
           gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
           ralt_mode: str = typer.Option("all-in-one", "--ralt-mode"),
           two_phase_loss: str = typer.Option("rag-sequence", "--two-phase-loss"),
-          two_phase_order: str = typer.Option("generator-first", "--two-phase-order"), device: str = DEVICE):
+          two_phase_order: str = typer.Option("generator-first", "--two-phase-order"),
+          train_passages: bool = typer.Option(False, "--train-passages", help="contrastive: also train the passage encoder (re-encodes the store)"),
+          device: str = DEVICE):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
     from fedrag.pipeline import build_training_rag, resolve_device
     from fedrag.strategies import save_outputs, total_cost
     from fedrag.train.validate import validation_fn
 
     plan = resolve_plan(strategy, stage, top_k, ralt_mode, two_phase_loss, two_phase_order)
+    if train_passages:
+        if stage != "contrastive":
+            raise FedragError("--train-passages applies to --stage contrastive")
+        plan.phases[0].stage.train_passages = True
     train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     cfg = train_config(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever, seed=seed,
                        batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
                        eval_every=eval_every, checkpoint_every=checkpoint_every,
                        gradient_checkpointing=gradient_checkpointing, progress=sys.stderr.isatty())
     rag = build_training_rag(corpus, retriever, generator if _needs_generator(plan) else "none", lora, top_k,
-                             resolve_device(device), seed)
+                             resolve_device(device), seed, shared_retriever=train_passages)
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     evaluate_fn = validation_fn("generator" in plan.trains, top_k) if val_ex else None
     results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=out, evaluate_fn=evaluate_fn)
-    save_outputs(rag, out, results, plan.name, {"config": cfg.__dict__})
+    extra = {"config": cfg.__dict__}
+    if train_passages:
+        from fedrag.train.stages import reencode_store
+
+        extra["reencode"] = reencode_store(rag)
+        rag.store.save(out / "index")
+    save_outputs(rag, out, results, plan.name, extra)
     summary = total_cost(results, plan.name)["total"]
     typer.echo(json.dumps({"strategy": plan.name, "out": str(out), "steps": summary["steps"],
                            "wall_s": round(summary["wall_s"], 1), "flops": summary["flops"],

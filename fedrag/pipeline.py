@@ -59,12 +59,13 @@ def check_qa_against_store(examples, store, qa_path: str) -> None:
 
 
 def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,
-                       device: str = "cpu", seed: int = 0, index: str | None = None) -> RAGSystem:
+                       device: str = "cpu", seed: int = 0, index: str | None = None,
+                       shared_retriever: bool = False) -> RAGSystem:
     """A RAG system ready for training: dual-encoder retriever, store, generator (LoRA by default)."""
     from fedrag.generate import Generator
 
     passages = load_corpus(corpus) if not index else None
-    ret = Retriever.load(retriever, device=device)
+    ret = Retriever.load(retriever, device=device, shared=shared_retriever)
     store = load_store(passages, ret, index)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed)
     return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)

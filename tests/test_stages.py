@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -154,3 +155,16 @@ def test_training_is_reproducible_and_resumable(tiny_models, demo_dir, train, tm
     assert res.cost.steps == 2, "resumed from the step-2 checkpoint"
     sd = get_state(d, ("generator",))
     assert all(torch.allclose(sa[k], sd[k], atol=1e-6) for k in sa)
+
+
+def test_contrastive_can_train_the_passage_encoder_and_reencode(tiny_models, demo_dir, train):
+    from fedrag.pipeline import build_training_rag
+    from fedrag.train.stages import reencode_store
+
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", shared_retriever=True)
+    before = rag.store.embeddings.copy()
+    train_stage(ContrastiveStage(train_passages=True), rag, train[:16],
+                TrainConfig(steps=3, batch_size=8, lr_retriever=1e-2, warmup_ratio=0))
+    cost = reencode_store(rag)
+    assert cost["reencoded_passages"] == len(before) and cost["reencode_s"] > 0
+    assert not np.allclose(before, rag.store.embeddings), "the store reflects the trained passage encoder"

@@ -48,13 +48,18 @@ def _passages(rag, pos: list[list[int]]):
 @dataclass
 class ContrastiveStage:
     """Retriever, contrastive with context labels: (question, gold passage) pairs,
-    in-batch negatives + ``hard_negatives`` mined from the index per question."""
+    in-batch negatives + ``hard_negatives`` mined from the index per question.
+
+    ``train_passages=True`` (needs a retriever loaded with ``shared=True``) also trains
+    the passage encoder: passages are re-embedded with gradients each step, and the
+    store must be re-encoded afterwards (:func:`fedrag.train.stages.reencode_store`)."""
 
     name: ClassVar[str] = "contrastive"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
     hard_negatives: int = 1
     scale: float = 20.0
     top_k: int = 4
+    train_passages: bool = False
 
     def loss(self, rag, batch: list[Example]) -> StepOutput:
         if not all(e.gold_ids for e in batch):
@@ -70,8 +75,18 @@ class ContrastiveStage:
                 golds = {rag.store.position(g) for g in e.gold_ids}
                 neg += [p for p in row if p not in golds][: self.hard_negatives]
             negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
-        loss = info_nce(q, emb[torch.as_tensor(gold, device=q.device)], negatives, self.scale)
-        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rag.retriever.last_tokens, retriever_grad=True)
+        tokens = rag.retriever.last_tokens
+        if self.train_passages:
+            if not rag.retriever.shared:
+                raise FedragError("training the passage encoder needs a shared retriever (--train-passages loads one)")
+            ids = gold + (neg if self.hard_negatives else [])
+            enc = rag.retriever._embed(rag.retriever.passage_encoder, [rag.retriever.passage_prompt + rag.store.passages[i].as_text() for i in ids])
+            tokens += rag.retriever.last_tokens
+            positives, negatives = enc[: len(gold)], (enc[len(gold):] if len(ids) > len(gold) else None)
+        else:
+            positives = emb[torch.as_tensor(gold, device=q.device)]
+        loss = info_nce(q, positives, negatives, self.scale)
+        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=tokens, retriever_grad=True)
 
 
 @dataclass
@@ -181,6 +196,19 @@ class RAGTokenStage(_JointStage):
         token_logp = out.token_logp.view(b, k, -1)
         loss = rag_token_nll(scores, token_logp, out.mask.view(b, k, -1)[:, 0], self.gamma)
         return self._output(loss, scores, out, rtok)
+
+
+def reencode_store(rag) -> dict:
+    """Re-embed every passage with the (trained) passage encoder; returns the cost."""
+    import time
+
+    from fedrag.retrieve import KnowledgeStore
+
+    t0 = time.perf_counter()
+    rag.retriever._passage_fp = None
+    store = KnowledgeStore.build(rag.store.passages, rag.retriever, use_cache=False)
+    rag.searcher.store = store
+    return {"reencode_s": time.perf_counter() - t0, "reencoded_passages": len(store)}
 
 
 STAGES = {s.name: s for s in (ContrastiveStage, LSRStage, RALTStage, RAGSequenceStage, RAGTokenStage)}

@@ -1,0 +1,78 @@
+"""Federated simulation vs centralized training of the same stage, examples and steps;
+and the per-round overhead of a real deployment (SuperLink + SuperNodes on loopback).
+
+    python benchmarks/federated_overhead.py [--stage ralt] [--steps 24] [--sites 2] [--rounds 2] [--deployment]
+
+Centralized: ``steps`` optimizer steps of batch B on all examples. Federated: S sites ×
+R rounds × (steps / (S·R)) local steps of batch B, so both see the same number of
+examples and steps. Ratio = federated wall / centralized wall (start-up included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import table  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stage", default="ralt")
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--sites", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--deployment", action="store_true", help="also time a loopback deployment")
+    args = ap.parse_args()
+    from fedrag.data import demo, load_corpus, load_qa
+    from fedrag.data.partition import partition, write_sites
+    from fedrag.federation.simulation import simulate
+    from fedrag.federation.task import FedTask
+    from fedrag.pipeline import build_training_rag
+    from fedrag.train import TrainConfig, make_stage, train_stage
+
+    work = Path(tempfile.mkdtemp(prefix="fedbench-"))
+    demo.write(work / "data")
+    passages, train = load_corpus(work / "data" / "corpus.jsonl"), load_qa(work / "data" / "train.jsonl")
+    sites = write_sites(partition(passages, train, args.sites, "iid"), work / "sites")
+    local = args.steps // (args.sites * args.rounds)
+    t0 = time.perf_counter()
+    rag = build_training_rag(str(work / "data" / "corpus.jsonl"), "minilm", "smollm2-135m")
+    res = train_stage(make_stage(args.stage), rag, train, TrainConfig(steps=local * args.sites * args.rounds,
+                                                                     batch_size=args.batch_size))
+    central = time.perf_counter() - t0
+    task = FedTask(stage=args.stage, rounds=args.rounds, local_steps=local, batch_size=args.batch_size,
+                   min_sites=args.sites, out=str(work / "fed"))
+    t0 = time.perf_counter()
+    cost = simulate(task, sites)
+    fed = time.perf_counter() - t0
+    rounds = json.loads((work / "fed" / "rounds.json").read_text())
+    rows = [["centralized", res.cost.steps, res.cost.examples, central, 1.0, "-"],
+            [f"simulation, {args.sites} sites x {args.rounds} rounds x {local} steps", local * args.sites * args.rounds,
+             res.cost.examples, fed, fed / central, cost["bytes_sent"] + cost["bytes_received"]]]
+    per_round = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in rounds]
+    if args.deployment:
+        from fedrag.federation.deployment import deploy
+
+        dtask = FedTask(**{**task.to_config(), "out": str(work / "dep-out")})
+        t0 = time.perf_counter()
+        dcost = deploy(dtask, sites, work / "dep")
+        dep = time.perf_counter() - t0
+        drounds = json.loads((work / "dep-out" / "rounds.json").read_text())
+        rows.append([f"deployment, {args.sites} SuperNodes", local * args.sites * args.rounds, res.cost.examples, dep,
+                     dep / central, dcost["bytes_sent"] + dcost["bytes_received"]])
+        dep_round = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in drounds]
+    print(table(["run", "optimizer steps", "examples", "wall s", "ratio vs centralized", "bytes on the wire"], rows))
+    print(f"\nsimulation: round seconds minus mean client training seconds = {[round(x, 1) for x in per_round]}")
+    if args.deployment:
+        print(f"deployment: round seconds minus mean client training seconds = {[round(x, 1) for x in dep_round]}")
+
+
+if __name__ == "__main__":
+    main()
