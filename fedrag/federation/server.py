@@ -19,8 +19,8 @@ from fedrag.federation.task import FedTask
 CKPT = "checkpoint"
 
 
-def make_aggregator(task: FedTask, audit: list):
-    """The Flower strategy for ``task``, audited (bytes, message contents) and DP-wrapped if asked."""
+def make_aggregator(task: FedTask):
+    """The Flower strategy for ``task`` (stock Flower classes), DP-wrapped if asked."""
     from flwr.serverapp import strategy as fs
 
     common = dict(fraction_train=task.fraction, min_train_nodes=task.min_sites, min_available_nodes=task.min_sites,
@@ -28,9 +28,9 @@ def make_aggregator(task: FedTask, audit: list):
     cls = {"fedavg": fs.FedAvg, "fedprox": fs.FedProx, "fedadam": fs.FedAdam, "fedyogi": fs.FedYogi}[task.aggregator]
     extra = {"fedprox": {"proximal_mu": task.proximal_mu}, "fedadam": {"eta": task.server_lr},
              "fedyogi": {"eta": task.server_lr}}.get(task.aggregator, {})
-    strategy = _audited(cls)(audit, **common, **extra)
+    strategy = cls(**common, **extra)
     if task.dp_noise > 0:
-        from flwr.supercore.privacy_accounting import (NeighboringRelation, PrivacyConfig, SamplingMethod)
+        from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
         from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
         accountant = RdpAccountant(PrivacyConfig(target_delta=task.dp_delta, population_size=task.min_sites,
@@ -41,32 +41,49 @@ def make_aggregator(task: FedTask, audit: list):
     return strategy
 
 
-def _audited(cls):
-    """Subclass a Flower strategy to record, per round, bytes on the wire and what replies carried."""
+class AuditedGrid:
+    """The run's Grid, recording per training round what went out and what came back:
+    bytes each way, replies/failures, tensor names, record and metric value types.
+    Everything else is the wrapped Grid's own behaviour."""
 
-    class Audited(cls):
-        def __init__(self, audit: list, **kw):
-            super().__init__(**kw)
-            self._audit = audit
+    def __init__(self, grid, audit: list):
+        self._grid, self.audit = grid, audit
 
-        def configure_train(self, server_round, arrays, config, grid):
-            msgs = list(super().configure_train(server_round, arrays, config, grid))
-            self._audit.append({"round": server_round, "sites": len(msgs), "bytes_sent": record_bytes(arrays) * len(msgs)})
-            return msgs
-
-        def aggregate_train(self, server_round, replies):
-            replies = list(replies)
+    def send_and_receive(self, messages, *args, **kwargs):
+        messages = list(messages)
+        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        if messages and messages[0].metadata.message_type == "train":
             ok = [m for m in replies if not m.has_error()]
-            entry = self._audit[-1]
-            entry.update(replies=len(ok), failures=len(replies) - len(ok),
-                         bytes_received=sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
-                         array_names=sorted({n for m in ok for r in m.content.array_records.values() for n in r}),
-                         record_types=sorted({type(r).__name__ for m in ok for r in m.content.values()}),
-                         metric_value_types=sorted({type(v).__name__ for m in ok for r in m.content.metric_records.values() for v in r.values()}))
-            return super().aggregate_train(server_round, replies)
+            self.audit.append({
+                "sites": len(messages),
+                "bytes_sent": sum(record_bytes(r) for m in messages for r in m.content.array_records.values()),
+                "replies": len(ok), "failures": len(replies) - len(ok),
+                "bytes_received": sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
+                "array_names": sorted({n for m in ok for r in m.content.array_records.values() for n in r}),
+                "record_types": sorted({type(r).__name__ for m in ok for r in m.content.values()}),
+                "metric_value_types": sorted({type(v).__name__ for m in ok for r in m.content.metric_records.values()
+                                              for v in r.values()}),
+            })
+        return replies
 
-    Audited.__name__ = cls.__name__
-    return Audited
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def get_nodes(self):
+        return self._grid.get_nodes()
+
+    def create_message(self, *args, **kwargs):
+        return self._grid.create_message(*args, **kwargs)
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    @property
+    def run(self):
+        return self._grid.run
 
 
 def _server_model(task: FedTask):
@@ -127,7 +144,7 @@ def run_server(grid, task: FedTask) -> dict:
         from fedrag.train import get_state
 
         audit: list = []
-        strategy = make_aggregator(task, audit)
+        strategy = make_aggregator(task)
         t_round = [time.perf_counter()]
 
         def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round, stage=stage):
@@ -145,7 +162,7 @@ def run_server(grid, task: FedTask) -> dict:
             t_round[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in metrics.items()}) if metrics else None
 
-        result = strategy.start(grid=grid, initial_arrays=to_record(get_state(rag, stage.trains)),
+        result = strategy.start(grid=AuditedGrid(grid, audit), initial_arrays=to_record(get_state(rag, stage.trains)),
                                 num_rounds=task.rounds - done, timeout=task.round_timeout,
                                 train_config=ConfigRecord({"phase": phase_idx, "round-offset": done}),
                                 evaluate_fn=on_round)
