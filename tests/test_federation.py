@@ -82,6 +82,8 @@ def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tm
     # float32 payload + a small serialisation header per array, far below the frozen base model
     assert 2 * lora_bytes <= rounds[0]["bytes_sent"] <= 2 * (lora_bytes + 256 * n_arrays) < base_bytes
     assert cost["rounds"] == 4
+    # LSR (phase 1) needs the *global* tuned adapter of phase 0: it travels as frozen context
+    assert [r["context_bytes_sent"] > 2 * lora_bytes for r in rounds] == [False, False, True, True]
     # the outputs load as a retriever and generator for `fedrag eval`
     assert Generator.load(str(tmp_path / "out" / "generator")).is_lora
     Retriever.load(str(tmp_path / "out" / "retriever"))
@@ -149,3 +151,22 @@ def test_other_aggregators_run(tiny_models, sites, tmp_path, aggregator):
     final = load_file(str(tmp_path / aggregator / "checkpoint" / "global.safetensors"))
     start = get_state(build_training_rag(sites[2][0]["corpus"], task.retriever, task.generator), ("generator",))
     assert any(not torch.equal(final[k], v) for k, v in start.items()), "the global adapter moved"
+
+
+def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sites):
+    """Without the context, a site would score LSR with its own stale adapter."""
+    from safetensors.torch import save
+
+    from fedrag.federation.client import site_rag, train_round
+    from fedrag.federation.records import to_record
+    from fedrag.train import get_state
+
+    task = task_for(tiny_models, "unused", strategy="ra-dit", local_steps=1)
+    site = sites[2][0]
+    rag = site_rag(task, site["corpus"])
+    tuned = {n: t + 0.5 for n, t in get_state(rag, ("generator",)).items()}
+    config = {"phase": 1, "server-round": 1, "context": save(tuned)}
+    new, metrics = train_round(task, site["corpus"], load_qa(site["train"]), to_record(get_state(rag, ("retriever",))), config)
+    assert set(new) == set(get_state(rag, ("retriever",))), "only the retriever goes back"
+    now = get_state(rag, ("generator",))
+    assert all(torch.equal(now[k], tuned[k]) for k in tuned), "the site scored with the global adapter"

@@ -13,6 +13,7 @@ import torch
 
 from fedrag.federation.records import from_record, record_bytes, to_record
 from fedrag.federation.task import FedTask
+from fedrag.train.state import set_state
 
 
 @lru_cache(maxsize=2)
@@ -28,14 +29,23 @@ def site_rag(task: FedTask, corpus: str):
     return _site_rag(tuple(sorted(task.to_config().items())), corpus)
 
 
+def _load_context(rag, config) -> None:
+    """Frozen tensors from earlier phases (safetensors bytes in the ConfigRecord), if any."""
+    if "context" in config:
+        from safetensors.torch import load
+
+        set_state(rag, load(bytes(config["context"])))
+
+
 def train_round(task: FedTask, corpus: str, examples, arrays, config) -> tuple[dict, dict]:
     """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics."""
-    from fedrag.train import TrainConfig, set_state, train_stage
+    from fedrag.train import TrainConfig, train_stage
 
     phase_idx = int(config["phase"])
     rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
     stage = task.plan().phases[phase_idx].stage
     rag = site_rag(task, corpus)
+    _load_context(rag, config)
     state = from_record(arrays)
     set_state(rag, state)
     mu = float(config.get("proximal-mu", 0.0))
@@ -57,10 +67,10 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config) -> tuple[d
 def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: int = 16) -> dict:
     """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
     from fedrag.evaluate import recall_at_k
-    from fedrag.train import set_state
 
     stage = task.plan().phases[int(config.get("phase", 0))].stage
     rag = site_rag(task, corpus)
+    _load_context(rag, config)
     set_state(rag, from_record(arrays))
     sample = examples[:limit]
     with torch.no_grad():

@@ -72,7 +72,9 @@ class LocalDeployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(exist_ok=True)
-        self.env = {**os.environ, "FLWR_HOME": str(self.flwr_home), "PYTHONUNBUFFERED": "1"}
+        # SuperLink starts `flower-superexec` by name: our interpreter's bin dir must be on PATH
+        path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = {**os.environ, "FLWR_HOME": str(self.flwr_home), "PYTHONUNBUFFERED": "1", "PATH": path}
         self.port = free_port()  # Flower 1.41 serves the Control, Fleet and Runtime APIs on one port
 
     # ------------------------------------------------------------------ processes

@@ -57,6 +57,8 @@ class AuditedGrid:
             self.audit.append({
                 "sites": len(messages),
                 "bytes_sent": sum(record_bytes(r) for m in messages for r in m.content.array_records.values()),
+                "context_bytes_sent": sum(len(v) for m in messages for r in m.content.config_records.values()
+                                          for v in r.values() if isinstance(v, bytes)),
                 "replies": len(ok), "failures": len(replies) - len(ok),
                 "bytes_received": sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
                 "array_names": sorted({n for m in ok for r in m.content.array_records.values() for n in r}),
@@ -162,10 +164,13 @@ def run_server(grid, task: FedTask) -> dict:
             t_round[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in metrics.items()}) if metrics else None
 
+        config = {"phase": phase_idx, "round-offset": done}
+        context = phase_context(plan, phase_idx, rag)
+        if context is not None:
+            config["context"] = context
         result = strategy.start(grid=AuditedGrid(grid, audit), initial_arrays=to_record(get_state(rag, stage.trains)),
                                 num_rounds=task.rounds - done, timeout=task.round_timeout,
-                                train_config=ConfigRecord({"phase": phase_idx, "round-offset": done}),
-                                evaluate_fn=on_round)
+                                train_config=ConfigRecord(config), evaluate_fn=on_round)
         _merge_client_metrics(history, phase_idx, done, result)
         if task.dp_noise > 0 and hasattr(strategy, "accountant") and strategy.accountant is not None:
             spent = strategy.accountant.get_privacy_spent()
@@ -178,6 +183,22 @@ def run_server(grid, task: FedTask) -> dict:
     summary = _cost(history, time.perf_counter() - t_run, task)
     atomic_write_json(out / "cost.json", summary)
     return summary
+
+
+def phase_context(plan, phase_idx: int, rag) -> bytes | None:
+    """Tensors that earlier phases trained and this phase keeps frozen (e.g. the tuned
+    LoRA adapter during RA-DIT's LSR phase), as safetensors bytes for the ConfigRecord.
+
+    Sites need them to compute this phase's loss with the *global* model; they are
+    not trained or sent back, so the ArrayRecord stays the phase's trainable tensors."""
+    from safetensors.torch import save
+
+    from fedrag.train import get_state
+
+    earlier = {side for p in plan.phases[:phase_idx] for side in p.stage.trains} - set(plan.phases[phase_idx].stage.trains)
+    if not earlier or (earlier == {"generator"} and rag.generator is None):
+        return None
+    return save({n: t.contiguous() for n, t in get_state(rag, tuple(sorted(earlier))).items()})
 
 
 def _merge_client_metrics(history: list, phase_idx: int, done: int, result) -> None:
@@ -193,7 +214,7 @@ def _merge_client_metrics(history: list, phase_idx: int, done: int, result) -> N
 
 def _cost(history: list, wall: float, task: FedTask) -> dict:
     return {"strategy": task.strategy or task.stage, "wall_s": wall, "rounds": len(history),
-            "bytes_sent": sum(h.get("bytes_sent", 0) for h in history),
+            "bytes_sent": sum(h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0) for h in history),
             "bytes_received": sum(h.get("bytes_received", 0) for h in history),
             "task": task.to_config()}
 
