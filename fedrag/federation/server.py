@@ -129,7 +129,7 @@ def run_server(grid, task: FedTask) -> dict:
     """The ServerApp body: every phase, every round, checkpoints, rounds.json, final models."""
     from flwr.app import ConfigRecord, MetricRecord
 
-    from fedrag.train import set_state
+    from fedrag.train import get_state, set_state
 
     out = Path(task.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,8 +143,6 @@ def run_server(grid, task: FedTask) -> dict:
         done = rounds_done if phase_idx == start_phase else 0
         if done >= task.rounds:
             continue
-        from fedrag.train import get_state
-
         audit: list = []
         strategy = make_aggregator(task)
         t_round = [time.perf_counter()]
@@ -155,7 +153,6 @@ def run_server(grid, task: FedTask) -> dict:
             set_state(rag, from_record(arrays))
             entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
                      "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {})}
-            entry["round"] = done + server_round
             metrics = evaluator(rag) if evaluator else {}
             entry.update({f"server_{k}": v for k, v in metrics.items()})
             history.append(entry)
