@@ -86,3 +86,19 @@ def test_nq_open_ctxs(tmp_path):
         fh.write(json.dumps(row) + "\n")
     passages, examples = converters.nq_open(tmp_path / "nq.jsonl.gz")
     assert [p.id for p in passages] == ["1", "2"] and examples[0].gold_ids == ("2",)
+
+
+@pytest.mark.parametrize("mode", ["iid", "by-title"])
+def test_partition_keeps_every_gold_passage_on_its_questions_site(mode):
+    from fedrag.data.partition import partition
+
+    passages, train, _ = demo.generate(n_people=30, seed=2)
+    sites = partition(passages, train, 3, mode)
+    assert sum(len(s.train) for s in sites) == len(train)
+    assert sorted(p.id for s in sites for p in s.passages) == sorted(p.id for p in passages), "no passage on two sites"
+    for s in sites:
+        ids = {p.id for p in s.passages}
+        assert all(set(e.gold_ids) <= ids for e in s.train), "every question is answerable from its own site's store"
+    if mode == "by-title":
+        titles = [{p.title for p in s.passages} for s in sites]
+        assert all(not (a & b) for i, a in enumerate(titles) for b in titles[i + 1:]), "topics do not cross sites"

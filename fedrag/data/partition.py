@@ -18,43 +18,52 @@ class SiteData:
 
 
 def partition(passages: list[Passage], examples: list[Example], n_sites: int, mode: str = "iid", seed: int = 0) -> list[SiteData]:
-    """``iid``: questions shuffled and dealt round-robin. ``by-title``: whole titles
-    (topics/people/articles) go to one site, so sites see different topics (non-IID).
+    """Deal questions and passages to ``n_sites`` sites.
 
-    Each site's corpus holds the gold passages of its questions plus an equal share
-    of the remaining passages; passages and questions never appear on two sites.
+    ``iid``: questions are grouped by their first gold passage (all questions about one
+    passage stay together) and the groups are shuffled and dealt round-robin.
+    ``by-title``: whole titles (topics, people, articles) go to one site, so sites see
+    different topics (non-IID).
+
+    Every question's gold passages are in its site's corpus, so retrieval can succeed
+    locally; the remaining passages are dealt out evenly. A passage lands on two sites
+    only when multi-gold questions about it were dealt apart (multi-hop data).
     """
     if n_sites < 1:
         raise FedragError("need at least one site")
+    if mode not in ("iid", "by-title"):
+        raise FedragError(f"partition must be 'iid' or 'by-title', got '{mode}'")
     rng = random.Random(seed)
     title_of = {p.id: p.title for p in passages}
-    if mode == "iid":
-        order = examples[:]
-        rng.shuffle(order)
-        site_of_example = {e.id: i % n_sites for i, e in enumerate(order)}
-    elif mode == "by-title":
-        titles = sorted({title_of.get(e.gold_ids[0], "") if e.gold_ids else "" for e in examples})
-        rng.shuffle(titles)
-        site_of_title = {t: i % n_sites for i, t in enumerate(titles)}
-        site_of_example = {e.id: site_of_title[title_of.get(e.gold_ids[0], "") if e.gold_ids else ""] for e in examples}
-    else:
-        raise FedragError(f"partition must be 'iid' or 'by-title', got '{mode}'")
-    site_of_passage: dict[str, int] = {}
+
+    def key(e: Example) -> str:
+        if not e.gold_ids:
+            return f"question:{e.id}"
+        return e.gold_ids[0] if mode == "iid" else f"title:{title_of.get(e.gold_ids[0], '')}"
+
+    groups = sorted({key(e) for e in examples})
+    rng.shuffle(groups)
+    site_of_group = {g: i % n_sites for i, g in enumerate(groups)}
+    site_of_example = {e.id: site_of_group[key(e)] for e in examples}
+    homes: dict[str, set[int]] = {}
     for e in examples:
         for g in e.gold_ids:
-            site_of_passage.setdefault(g, site_of_example[e.id])
+            homes.setdefault(g, set()).add(site_of_example[e.id])
     if mode == "by-title":  # a title's other passages follow it
-        title_site = {title_of[p]: s for p, s in site_of_passage.items()}
+        title_site = {title_of[p]: min(s) for p, s in homes.items() if p in title_of}
         for p in passages:
-            if p.id not in site_of_passage and p.title in title_site:
-                site_of_passage[p.id] = title_site[p.title]
-    rest = [p for p in passages if p.id not in site_of_passage]
-    rng.shuffle(rest)
-    for i, p in enumerate(rest):
-        site_of_passage[p.id] = i % n_sites
+            if p.id not in homes and p.title in title_site:
+                homes[p.id] = {title_site[p.title]}
+    rest = [p for p in passages if p.id not in homes]
+    rest_groups = sorted({p.title if mode == "by-title" else p.id for p in rest})
+    rng.shuffle(rest_groups)
+    deal = {g: i % n_sites for i, g in enumerate(rest_groups)}
+    for p in rest:
+        homes[p.id] = {deal[p.title if mode == "by-title" else p.id]}
     sites = [SiteData([], []) for _ in range(n_sites)]
     for p in passages:
-        sites[site_of_passage[p.id]].passages.append(p)
+        for s in sorted(homes[p.id]):
+            sites[s].passages.append(p)
     for e in examples:
         sites[site_of_example[e.id]].train.append(e)
     if any(not s.train or not s.passages for s in sites):
