@@ -108,7 +108,14 @@ def _register_extensions() -> None:
 
 
 def main() -> None:
+    import os
+    import warnings
+
     from fedrag.errors import FedragError
+
+    if os.environ.get("FEDRAG_VERBOSE") != "1":  # library deprecation chatter is not for CLI users
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     try:
         _register_extensions()
