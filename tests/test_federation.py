@@ -82,6 +82,7 @@ def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tm
     # float32 payload + a small serialisation header per array, far below the frozen base model
     assert 2 * lora_bytes <= rounds[0]["bytes_sent"] <= 2 * (lora_bytes + 256 * n_arrays) < base_bytes
     assert cost["rounds"] == 4
+    assert [r["clients_eval_phase"] for r in rounds] == [0, 0, 1, 1], "sites evaluate the current phase's stage"
     # LSR (phase 1) needs the *global* tuned adapter of phase 0: it travels as frozen context
     assert [r["context_bytes_sent"] > 2 * lora_bytes for r in rounds] == [False, False, True, True]
     # the outputs load as a retriever and generator for `fedrag eval`

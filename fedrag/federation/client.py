@@ -68,7 +68,7 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
     """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
     from fedrag.evaluate import recall_at_k
 
-    stage = task.plan().phases[int(config.get("phase", 0))].stage
+    stage = task.plan().phases[int(config["phase"])].stage
     rag = site_rag(task, corpus)
     _load_context(rag, config)
     set_state(rag, from_record(arrays))
@@ -77,7 +77,7 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
         loss = float(stage.loss(rag, sample).loss)
     hits = rag.retrieve([e.question for e in sample], 5)
     recall = [recall_at_k([h.passage.id for h in hs], e.gold_ids, 5) for hs, e in zip(hits, sample) if e.gold_ids]
-    out = {"num-examples": len(sample), "eval-loss": loss}
+    out = {"num-examples": len(sample), "eval-loss": loss, "phase": int(config.get("phase", -1))}
     if recall:
         out["recall@5"] = sum(recall) / len(recall)
     return out

@@ -167,7 +167,8 @@ def run_server(grid, task: FedTask) -> dict:
             config["context"] = context
         result = strategy.start(grid=AuditedGrid(grid, audit), initial_arrays=to_record(get_state(rag, stage.trains)),
                                 num_rounds=task.rounds - done, timeout=task.round_timeout,
-                                train_config=ConfigRecord(config), evaluate_fn=on_round)
+                                train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
+                                evaluate_fn=on_round)
         _merge_client_metrics(history, phase_idx, done, result)
         if task.dp_noise > 0 and hasattr(strategy, "accountant") and strategy.accountant is not None:
             spent = strategy.accountant.get_privacy_spent()
