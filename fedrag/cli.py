@@ -62,13 +62,13 @@ def eval_cmd(qa: str = typer.Option(..., "--qa"), corpus: Optional[str] = typer.
              output: Optional[str] = typer.Option(None, "--output"), predictions: Optional[str] = typer.Option(None, "--predictions"),
              batch_size: int = typer.Option(8, "--batch-size"), device: str = typer.Option("auto", "--device")):
     """Evaluate retrieval (Recall@k, MRR@10) and answers (EM, F1) on a QA set."""
-    from fedrag.data import load_qa, write_jsonl
+    from fedrag.data import check_gold_ids, load_qa, write_jsonl
     from fedrag.evaluate import evaluate
-    from fedrag.pipeline import build_rag, check_qa_against_store, resolve_device
+    from fedrag.pipeline import build_rag, resolve_device
 
     examples = load_qa(qa, limit=limit)
     rag = build_rag(corpus, retriever, generator, index_dir, retrieval, top_k, resolve_device(device))
-    check_qa_against_store(examples, rag.store, qa)
+    check_gold_ids(examples, rag.store.passages, qa)
     metrics = evaluate(rag, examples, batch_size=batch_size, progress=sys.stderr.isatty())
     rows = metrics.pop("_rows")
     metrics.update(retrieval=retrieval, top_k=top_k, retriever=retriever, generator=generator)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedrag.data.jsonl import check_gold_ids, load_corpus
+from fedrag.data.jsonl import load_corpus
 from fedrag.errors import FedragError, StoreError
 from fedrag.rag import RAGSystem
 from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
@@ -52,10 +52,6 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
         store = load_store(passages, ret, index, show_progress=show_progress)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device)
     return RAGSystem(Searcher(store, ret, retrieval), gen, top_k=top_k)
-
-
-def check_qa_against_store(examples, store, qa_path: str) -> None:
-    check_gold_ids(examples, store.passages, qa_path)
 
 
 def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,

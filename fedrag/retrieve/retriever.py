@@ -104,12 +104,9 @@ class Retriever(torch.nn.Module):
         )
         return np.ascontiguousarray(emb, dtype=np.float32)
 
-    def trainable_parameters(self, passages: bool = False) -> dict[str, torch.nn.Parameter]:
-        """Named parameters of the query encoder (and the passage encoder if asked and shared)."""
-        params = dict(self.query_encoder.named_parameters())
-        if passages and not self.shared:
-            raise ValueError("training the passage encoder needs shared=True (Retriever.load(..., shared=True))")
-        return params
+    def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """Named parameters of the query encoder (which *is* the passage encoder when shared)."""
+        return dict(self.query_encoder.named_parameters())
 
     def save(self, out_dir: str | Path) -> None:
         """Save the query encoder as a sentence-transformers folder + the passage encoder's name."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +210,3 @@ def _resume(out: Path, rag, opt, sched) -> int:
     opt.load_state_dict(states["optimizer"])
     sched.load_state_dict(states["scheduler"])
     return int(json.loads((ckpt / "state.json").read_text())["step"])
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)
