@@ -49,7 +49,9 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              lr_generator: float = LR_G, lr_retriever: float = LR_R, top_k: int = TOP_K, lora: bool = LORA,
              seed: int = SEED, batch_size: int = BATCH, ralt_mode: str = typer.Option("all-in-one", "--ralt-mode"),
              two_phase_loss: str = typer.Option("rag-sequence", "--two-phase-loss"),
-             cpus_per_site: float = typer.Option(1.0, "--cpus-per-site")):
+             cpus_per_site: float = typer.Option(1.0, "--cpus-per-site"),
+             keep_optimizer: bool = typer.Option(True, "--keep-optimizer/--reset-optimizer",
+                                                 help="sites keep their AdamW moments between rounds (default) or restart them")):
     """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json."""
     from fedrag.federation.task import FedTask
 
@@ -61,7 +63,8 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
     task = FedTask(strategy=strategy or "", stage=stage or "", retriever=retriever, generator=generator, lora=lora,
                    top_k=top_k, ralt_mode=ralt_mode, two_phase_loss=two_phase_loss, rounds=rounds,
                    local_steps=local_steps, batch_size=batch_size, lr_generator=lr_generator, lr_retriever=lr_retriever,
-                   seed=seed, aggregator=aggregator, proximal_mu=proximal_mu, server_lr=server_lr, fraction=fraction,
+                   keep_optimizer=keep_optimizer, seed=seed, aggregator=aggregator, proximal_mu=proximal_mu,
+                   server_lr=server_lr, fraction=fraction,
                    min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
                    eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit)

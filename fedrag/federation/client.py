@@ -37,8 +37,12 @@ def _load_context(rag, config) -> None:
         set_state(rag, load(bytes(config["context"])))
 
 
-def train_round(task: FedTask, corpus: str, examples, arrays, config) -> tuple[dict, dict]:
-    """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics."""
+def train_round(task: FedTask, corpus: str, examples, arrays, config,
+                optimizer_state: dict | None = None) -> tuple[dict, dict]:
+    """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics.
+
+    ``optimizer_state`` (the site's AdamW moments from its previous round of this phase,
+    updated in place) lets the site's optimizer continue rather than restart each round."""
     from fedrag.train import TrainConfig, train_stage
 
     phase_idx = int(config["phase"])
@@ -54,7 +58,7 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config) -> tuple[d
                       prox_mu=mu, schedule_total=task.rounds * task.local_steps,
                       schedule_offset=(rnd - 1) * task.local_steps)
     t0 = time.perf_counter()
-    res = train_stage(stage, rag, examples, cfg, reference=state if mu else None)
+    res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
     from fedrag.train import get_state
 
     new = get_state(rag, stage.trains)
@@ -83,6 +87,23 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
     return out
 
 
+OPTIMIZER_KEY = "fedrag.optimizer"
+
+
+def _site_optimizer(context, phase: int) -> dict:
+    """This site's AdamW moments from its last round of ``phase`` (empty on a new phase).
+
+    They live in the node's ``context.state``, which Flower keeps on the site between
+    rounds (simulation and deployment alike); they never enter a message."""
+    from flwr.app import ConfigRecord
+
+    meta = context.state.get(OPTIMIZER_KEY + ".phase")
+    if meta is None or int(meta["phase"]) != phase or OPTIMIZER_KEY not in context.state:
+        context.state[OPTIMIZER_KEY + ".phase"] = ConfigRecord({"phase": phase})
+        return {}
+    return from_record(context.state[OPTIMIZER_KEY])
+
+
 def make_client_app(task: FedTask | None, site_data):
     """A Flower ClientApp. ``task=None`` reads the task from ``context.run_config``;
     ``site_data(context) -> (corpus_path, examples)`` gives this site's private data."""
@@ -105,7 +126,12 @@ def make_client_app(task: FedTask | None, site_data):
     @app.train()
     def train(msg: Message, context) -> Message:
         corpus, examples = site_data(context)
-        state, metrics = train_round(_task(context), corpus, examples, msg.content["arrays"], msg.content["config"])
+        t = _task(context)
+        config = msg.content["config"]
+        moments = _site_optimizer(context, int(config["phase"])) if t.keep_optimizer else None
+        state, metrics = train_round(t, corpus, examples, msg.content["arrays"], config, optimizer_state=moments)
+        if moments is not None:
+            context.state[OPTIMIZER_KEY] = to_record(moments)
         reply = to_record(state)
         metrics["bytes-sent"] = record_bytes(reply)
         return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -89,12 +89,15 @@ def _set_modes(rag, trains) -> None:
 
 def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
                 out_dir: str | Path | None = None, resume: bool = False, reference: dict | None = None,
-                evaluate_fn=None) -> StageResult:
+                evaluate_fn=None, optimizer_state: dict[str, torch.Tensor] | None = None) -> StageResult:
     """Train ``stage`` on ``examples`` for ``cfg.total_steps`` optimizer steps.
 
     ``reference`` (named tensors) adds FedProx's ``mu/2 · ||w - w_ref||²``. With
     ``out_dir``, metrics go to ``metrics.jsonl`` and checkpoints (safetensors) to
     ``checkpoint/``; ``resume=True`` continues from that checkpoint.
+    ``optimizer_state`` (named tensors, see :func:`export_optimizer_state`) starts AdamW
+    from saved moments and is updated in place with the final ones: a federated site
+    passes the same dict every round, so its optimizer continues instead of restarting.
     """
     if not examples:
         raise ValueError("no training examples")
@@ -113,6 +116,8 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
     for _ in range(cfg.schedule_offset):  # federated round r continues the schedule of rounds < r
         opt.step()  # no grads yet: a no-op for AdamW, keeps torch's scheduler-order check quiet
         sched.step()
+    if optimizer_state:
+        import_optimizer_state(opt, params, optimizer_state)
     out = Path(out_dir) if out_dir else None
     log = _Log(out, stage.name)
     start = _resume(out, rag, opt, sched) if (resume and out) else 0
@@ -161,7 +166,32 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
         history.append(final)
         log.write(final)
     cost = meter.finish(total - start)
+    if optimizer_state is not None:
+        optimizer_state.clear()
+        optimizer_state.update(export_optimizer_state(opt, params))
     return StageResult(stage.name, total, loss_value, history, cost)
+
+
+_MOMENTS = ("exp_avg", "exp_avg_sq", "step")
+
+
+def export_optimizer_state(opt, params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """AdamW's per-parameter moments as flat named CPU tensors (``<param>::exp_avg`` ...)."""
+    out = {}
+    for name, p in params.items():
+        for key, value in opt.state.get(p, {}).items():
+            if key in _MOMENTS:
+                out[f"{name}::{key}"] = torch.as_tensor(value).detach().cpu().clone()
+    return out
+
+
+def import_optimizer_state(opt, params: dict[str, torch.nn.Parameter], state: dict[str, torch.Tensor]) -> None:
+    """Load moments saved by :func:`export_optimizer_state`; parameters it lacks start fresh."""
+    for name, p in params.items():
+        found = {key: state[f"{name}::{key}"] for key in _MOMENTS if f"{name}::{key}" in state}
+        if len(found) == len(_MOMENTS):
+            opt.state[p] = {k: (v.to(torch.float32) if k == "step" else v.to(p.device, p.dtype)).clone()
+                            for k, v in found.items()}
 
 
 class _Log:
