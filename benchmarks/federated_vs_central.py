@@ -1,14 +1,13 @@
-"""2-site federated run vs centralized run of the same strategy on the demo data.
+"""2-site federated run vs centralized run of the same strategy, side by side, on the demo data.
 
-    python benchmarks/federated_vs_central.py --central runs/strategies [--strategies ra-dit,two-phase]
+    python benchmarks/federated_vs_central.py [--strategies ra-dit,two-phase] [--lr-retriever 2e-5]
 
-The centralized runs come from ``benchmarks/demo_strategies.py`` (``--steps`` per phase,
-batch 4) on the whole training set; the federated run splits the same training set over
-2 sites (IID), and each site runs ``--rounds`` x steps/rounds local steps per phase, so the
-global model takes as many *sequential* steps as the centralized one (FedAvg averages the
-sites' parallel progress; it does not add it). The sites together process twice the
-examples; wall time is the same order since they train in parallel. Both runs are
-evaluated on the same test questions.
+For each strategy, one run trains centrally (``fedrag train``: ``--steps`` per phase,
+batch 4, the whole training set) and one federates it (``fedrag federate``: the same
+training set split over 2 sites, IID; each site runs ``--rounds`` x steps/rounds local
+steps per phase), so the global model takes as many *sequential* steps as the centralized
+one (FedAvg averages the sites' parallel progress; it does not add it). Both use the same
+learning rates and are evaluated on the same test questions.
 """
 
 from __future__ import annotations
@@ -30,36 +29,52 @@ def fedrag(*args: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--central", default="runs/strategies")
-    ap.add_argument("--out", default="runs/federated")
+    ap.add_argument("--out", default="runs/fed_vs_central")
     ap.add_argument("--strategies", default="ra-dit,two-phase")
-    ap.add_argument("--steps", type=int, default=40, help="centralized steps per phase (as in the central run)")
+    ap.add_argument("--steps", type=int, default=40, help="centralized steps per phase")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--lr-generator", default="1e-3")
+    ap.add_argument("--lr-retriever", default="2e-5")
     ap.add_argument("--test-limit", type=int, default=60)
+    ap.add_argument("--extra", default="", help="extra `fedrag federate` options, e.g. '--reset-optimizer'")
     args = ap.parse_args()
-    central = {r["strategy"]: r for r in json.loads((Path(args.central) / "results.json").read_text())}
-    data = Path(args.central) / "data"
-    rows = []
-    for name in args.strategies.split(","):
-        run = Path(args.out) / name
-        t0 = time.perf_counter()
-        fedrag("federate", "--strategy", name, "--sites", "2", "--rounds", str(args.rounds),
-               "--local-steps", str(args.steps // args.rounds), "--batch-size", "4", "--partition", "iid",
-               "--corpus", str(data / "corpus.jsonl"), "--train", str(data / "train.jsonl"),
-               "--lr-generator", "1e-3", "--lr-retriever", "5e-5", "--out", str(run))
-        wall = time.perf_counter() - t0
+    out = Path(args.out)
+    data = out / "data"
+    if not (data / "train.jsonl").exists():
+        fedrag("demo-data", "--out", str(data))
+    common = ["--corpus", str(data / "corpus.jsonl"), "--train", str(data / "train.jsonl"), "--batch-size", "4",
+              "--lr-generator", args.lr_generator, "--lr-retriever", args.lr_retriever]
+
+    def evaluate(run: Path) -> dict:
         fedrag("eval", "--corpus", str(data / "corpus.jsonl"), "--qa", str(data / "test.jsonl"), "--retriever",
                str(run / "retriever"), "--generator", str(run / "generator"), "--limit", str(args.test_limit),
                "--output", str(run / "eval.json"))
-        m = json.loads((run / "eval.json").read_text())
-        cost = json.loads((run / "cost.json").read_text())
-        c = central[name]
-        rows.append([name, "centralized", c["em"], c["f1"], c["recall@5"], c["cli_s"], "-"])
-        rows.append([name, "2 sites", m["em"], m["f1"], m["recall@5"], wall, f"{(cost['bytes_sent'] + cost['bytes_received']) / 1e6:.1f} MB"])
-        rows.append([name, "difference (points)", 100 * (m["em"] - c["em"]), 100 * (m["f1"] - c["f1"]),
-                     100 * (m["recall@5"] - c["recall@5"]), "", ""])
-        print(rows[-2], flush=True)
-    print(table(["strategy", "run", "EM", "F1", "Recall@5", "wall s (CLI)", "bytes on the wire"], rows))
+        return json.loads((run / "eval.json").read_text())
+
+    rows, results = [], {}
+    for name in args.strategies.split(","):
+        run_c, run_f = out / name / "central", out / name / "federated"
+        t0 = time.perf_counter()
+        fedrag("train", "--strategy", name, "--steps", str(args.steps), "--out", str(run_c), *common)
+        wall_c = time.perf_counter() - t0
+        c = evaluate(run_c)
+        t0 = time.perf_counter()
+        fedrag("federate", "--strategy", name, "--sites", "2", "--rounds", str(args.rounds), "--local-steps",
+               str(args.steps // args.rounds), "--partition", "iid", "--out", str(run_f), *common, *args.extra.split())
+        wall_f = time.perf_counter() - t0
+        f = evaluate(run_f)
+        cost = json.loads((run_f / "cost.json").read_text())
+        wire = (cost["bytes_sent"] + cost["bytes_received"]) / 1e6
+        rows.append([name, "centralized", c["em"], c["f1"], c["recall@1"], c["recall@5"], wall_c, "-"])
+        rows.append([name, "2 sites", f["em"], f["f1"], f["recall@1"], f["recall@5"], wall_f, f"{wire:.1f} MB"])
+        rows.append([name, "difference (points)", 100 * (f["em"] - c["em"]), 100 * (f["f1"] - c["f1"]),
+                     100 * (f["recall@1"] - c["recall@1"]), 100 * (f["recall@5"] - c["recall@5"]), "", ""])
+        results[name] = {"central": c, "federated": f, "central_wall_s": wall_c, "federated_wall_s": wall_f, "wire_mb": wire}
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        print(rows[-3], rows[-2], flush=True)
+    print(table(["strategy", "run", "EM", "F1", "Recall@1", "Recall@5", "wall s (CLI)", "bytes on the wire"], rows))
+    print(f"\n{args.steps} steps/phase, batch 4, lr-generator {args.lr_generator}, lr-retriever {args.lr_retriever}, "
+          f"2 sites x {args.rounds} rounds, {args.test_limit} test questions")
 
 
 if __name__ == "__main__":

@@ -28,12 +28,20 @@ def main() -> None:
     ap.add_argument("--contrastive-steps", type=int, default=60)
     ap.add_argument("--lsr-steps", type=int, default=40)
     ap.add_argument("--ralt-steps", type=int, default=40)
+    ap.add_argument("--stages", default="contrastive,lsr,ralt")
+    ap.add_argument("--contrastive-batch", type=int, default=16)
+    ap.add_argument("--lsr-batch", type=int, default=4)
+    ap.add_argument("--lsr-k", type=int, default=4)
+    ap.add_argument("--lr-retriever", type=float, default=2e-5)
+    ap.add_argument("--hard-negatives", type=int, default=1)
+    ap.add_argument("--train-passages", action="store_true", help="contrastive also trains the passage encoder (store re-encoded)")
     args = ap.parse_args()
     from fedrag.data import converters, write_jsonl
     from fedrag.evaluate import evaluate
     from fedrag.pipeline import build_training_rag
     from fedrag.rag import RAGSystem
     from fedrag.train import ContrastiveStage, LSRStage, RALTStage, TrainConfig, train_stage
+    from fedrag.train.stages import reencode_store
 
     out = Path(args.out)
     passages, examples = converters.squad(args.squad)
@@ -43,8 +51,8 @@ def main() -> None:
     test_r, test_g = test[: args.retrieval_limit], test[: args.gen_limit]
     print(f"{len(passages)} passages, {len(train)} train / {len(test)} test questions (by article)", flush=True)
 
-    def fresh():
-        return build_training_rag(corpus, "minilm", "smollm2-135m", top_k=3)
+    def fresh(shared: bool = False):
+        return build_training_rag(corpus, "minilm", "smollm2-135m", top_k=3, shared_retriever=shared)
 
     def recall(rag):
         m = evaluate(RAGSystem(rag.searcher, None, top_k=5), test_r, progress=False)
@@ -57,17 +65,24 @@ def main() -> None:
     t0 = time.perf_counter()
     rag = fresh()
     print(f"store built in {time.perf_counter() - t0:.0f}s", flush=True)
-    base_r, base_g = recall(rag), answers(rag)
+    base_r = recall(rag)
+    base_g = answers(rag) if args.gen_limit else {"em": float("nan"), "f1": float("nan")}
     rows = [["untuned", "-", base_r["recall@5"], base_r["mrr@10"], base_g["em"], base_g["f1"], 0.0]]
     print("baseline", base_r, base_g, flush=True)
     results = {"baseline": {**base_r, **base_g}}
+    lr = args.lr_retriever
     for name, stage, cfg, metric in [
-        ("contrastive", ContrastiveStage(hard_negatives=1), TrainConfig(steps=args.contrastive_steps, batch_size=16, lr_retriever=2e-5), recall),
-        ("lsr", LSRStage(top_k=4), TrainConfig(steps=args.lsr_steps, batch_size=4, lr_retriever=2e-5), recall),
+        ("contrastive", ContrastiveStage(hard_negatives=args.hard_negatives, train_passages=args.train_passages), TrainConfig(steps=args.contrastive_steps, batch_size=args.contrastive_batch, lr_retriever=lr), recall),
+        ("lsr", LSRStage(top_k=args.lsr_k), TrainConfig(steps=args.lsr_steps, batch_size=args.lsr_batch, lr_retriever=lr), recall),
         ("ralt", RALTStage(top_k=3), TrainConfig(steps=args.ralt_steps, batch_size=4, lr_generator=1e-3), answers),
     ]:
-        rag = fresh()
+        if name not in args.stages.split(","):
+            continue
+        shared = name == "contrastive" and args.train_passages
+        rag = fresh(shared)
         res = train_stage(stage, rag, train, cfg)
+        if shared:
+            print("re-encoded the store:", reencode_store(rag), flush=True)
         m = metric(rag)
         results[name] = {**m, "wall_s": res.cost.wall_s, "steps": res.cost.steps, "flops": res.cost.flops}
         row_r = m if "recall@5" in m else base_r
