@@ -50,8 +50,8 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              seed: int = SEED, batch_size: int = BATCH, ralt_mode: str = typer.Option("all-in-one", "--ralt-mode"),
              two_phase_loss: str = typer.Option("rag-sequence", "--two-phase-loss"),
              cpus_per_site: float = typer.Option(1.0, "--cpus-per-site"),
-             keep_optimizer: bool = typer.Option(True, "--keep-optimizer/--reset-optimizer",
-                                                 help="sites keep their AdamW moments between rounds (default) or restart them")):
+             keep_optimizer: bool = typer.Option(False, "--keep-optimizer/--reset-optimizer",
+                                                 help="sites keep their AdamW moments between rounds, or restart them each round (default)")):
     """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json."""
     from fedrag.federation.task import FedTask
 

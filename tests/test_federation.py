@@ -68,7 +68,8 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     from fedrag.pipeline import build_training_rag
     from fedrag.train import TrainConfig, get_state, make_stage, train_stage
 
-    task = task_for(tiny_models, tmp_path / "fed", stage="contrastive", rounds=2, local_steps=3, min_sites=1)
+    task = task_for(tiny_models, tmp_path / "fed", stage="contrastive", rounds=2, local_steps=3, min_sites=1,
+                    keep_optimizer=True)
     simulate(task, sites[1])
     fed = {k: v for k, v in load_file(str(tmp_path / "fed" / "checkpoint" / "global.safetensors")).items()
            if k.startswith("retriever.")}

@@ -31,7 +31,7 @@ class FedTask:
     lr_generator: float = 3e-4
     lr_retriever: float = 2e-5
     warmup_ratio: float = 0.1
-    keep_optimizer: bool = True   # sites keep their AdamW moments between rounds of a phase
+    keep_optimizer: bool = False  # sites keep their AdamW moments between rounds of a phase (docs/federation.md)
     seed: int = 0
     aggregator: str = "fedavg"
     proximal_mu: float = 0.01     # FedProx only
