@@ -55,7 +55,8 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     mu = float(config.get("proximal-mu", 0.0))
     cfg = TrainConfig(steps=task.local_steps, batch_size=task.batch_size, lr_generator=task.lr_generator,
                       lr_retriever=task.lr_retriever, warmup_ratio=task.warmup_ratio, seed=task.seed + rnd - 1,
-                      prox_mu=mu, schedule_total=task.rounds * task.local_steps,
+                      prox_mu=mu, gradient_checkpointing=task.gradient_checkpointing,
+                      schedule_total=task.rounds * task.local_steps,
                       schedule_offset=(rnd - 1) * task.local_steps)
     t0 = time.perf_counter()
     res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)

@@ -31,6 +31,7 @@ class FedTask:
     lr_generator: float = 3e-4
     lr_retriever: float = 2e-5
     warmup_ratio: float = 0.1
+    gradient_checkpointing: bool = False  # sites recompute activations in backward (less memory)
     keep_optimizer: bool = False  # sites keep their AdamW moments between rounds of a phase (docs/federation.md)
     seed: int = 0
     aggregator: str = "fedavg"
