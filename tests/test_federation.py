@@ -1,5 +1,6 @@
 """Real Flower runs (Simulation Engine / loopback deployment) with tiny models."""
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,17 @@ def sites(demo_dir, tmp_path_factory):
     return {n: write_sites(partition(passages, train, n, "by-title"), out / f"n{n}") for n in (1, 2)}
 
 
+@contextlib.contextmanager
+def one_thread():
+    """As in a Ray worker (1 CPU): the same reduction order, so Adam sees the same gradients."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def task_for(tiny_models, out, **kw):
     base = dict(retriever=tiny_models["retriever"], generator=tiny_models["generator"], rounds=2, local_steps=2,
                 batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, out=str(out), min_sites=2)
@@ -39,14 +51,10 @@ def test_one_site_one_round_equals_centralized(tiny_models, sites, tmp_path):
     simulate(task, sites[1])
     site = sites[1][0]
     rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the Ray worker (1 CPU): the same reduction order, so Adam sees the same gradients
-    try:
+    with one_thread():
         train_stage(make_stage("rag-sequence", top_k=task.top_k), rag, load_qa(site["train"]),
                     TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed,
                                 warmup_ratio=task.warmup_ratio))
-    finally:
-        torch.set_num_threads(threads)
     central = get_state(rag, ("retriever", "generator"))
     from safetensors.torch import load_file
 
@@ -78,15 +86,12 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     def central(carry: bool) -> dict:
         rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
         moments = {} if carry else None
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in the Ray worker
-        try:
+        with one_thread():
             for rnd in (1, 2):
-                cfg = TrainConfig(steps=3, batch_size=2, lr_retriever=1e-3, seed=task.seed + rnd - 1, warmup_ratio=task.warmup_ratio,
-                                  schedule_total=6, schedule_offset=3 * (rnd - 1))
-                train_stage(make_stage("contrastive", top_k=task.top_k), rag, load_qa(site["train"]), cfg, optimizer_state=moments)
-        finally:
-            torch.set_num_threads(threads)
+                cfg = TrainConfig(steps=3, batch_size=2, lr_retriever=1e-3, seed=task.seed + rnd - 1,
+                                  warmup_ratio=task.warmup_ratio, schedule_total=6, schedule_offset=3 * (rnd - 1))
+                train_stage(make_stage("contrastive", top_k=task.top_k), rag, load_qa(site["train"]), cfg,
+                            optimizer_state=moments)
         return get_state(rag, ("retriever",))
 
     kept, restarted = central(True), central(False)

@@ -73,7 +73,8 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
     """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
     from fedrag.evaluate import recall_at_k
 
-    stage = task.plan().phases[int(config["phase"])].stage
+    phase = int(config["phase"])
+    stage = task.plan().phases[phase].stage
     rag = site_rag(task, corpus)
     _load_context(rag, config)
     set_state(rag, from_record(arrays))
@@ -82,27 +83,17 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
         loss = float(stage.loss(rag, sample).loss)
     hits = rag.retrieve([e.question for e in sample], 5)
     recall = [recall_at_k([h.passage.id for h in hs], e.gold_ids, 5) for hs, e in zip(hits, sample) if e.gold_ids]
-    out = {"num-examples": len(sample), "eval-loss": loss, "phase": int(config.get("phase", -1))}
+    out = {"num-examples": len(sample), "eval-loss": loss, "phase": phase}
     if recall:
         out["recall@5"] = sum(recall) / len(recall)
     return out
 
 
-OPTIMIZER_KEY = "fedrag.optimizer"
-
-
-def _site_optimizer(context, phase: int) -> dict:
-    """This site's AdamW moments from its last round of ``phase`` (empty on a new phase).
-
-    They live in the node's ``context.state``, which Flower keeps on the site between
-    rounds (simulation and deployment alike); they never enter a message."""
-    from flwr.app import ConfigRecord
-
-    meta = context.state.get(OPTIMIZER_KEY + ".phase")
-    if meta is None or int(meta["phase"]) != phase or OPTIMIZER_KEY not in context.state:
-        context.state[OPTIMIZER_KEY + ".phase"] = ConfigRecord({"phase": phase})
-        return {}
-    return from_record(context.state[OPTIMIZER_KEY])
+def _optimizer_key(phase: int) -> str:
+    """Where a site keeps its AdamW moments for ``phase`` in the node's ``context.state``
+    (Flower keeps it on the site between rounds, in simulation and deployment alike; it
+    never enters a message). A new phase finds no key and starts fresh."""
+    return f"fedrag.optimizer.phase-{phase}"
 
 
 def make_client_app(task: FedTask | None, site_data):
@@ -129,10 +120,13 @@ def make_client_app(task: FedTask | None, site_data):
         corpus, examples = site_data(context)
         t = _task(context)
         config = msg.content["config"]
-        moments = _site_optimizer(context, int(config["phase"])) if t.keep_optimizer else None
+        key = _optimizer_key(int(config["phase"]))
+        moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
         state, metrics = train_round(t, corpus, examples, msg.content["arrays"], config, optimizer_state=moments)
         if moments is not None:
-            context.state[OPTIMIZER_KEY] = to_record(moments)
+            for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
+                del context.state[old]  # an earlier phase's moments are done with
+            context.state[key] = to_record(moments)
         reply = to_record(state)
         metrics["bytes-sent"] = record_bytes(reply)
         return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)
