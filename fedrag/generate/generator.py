@@ -74,6 +74,16 @@ class Generator:
             return {n: p for n, p in self.model.named_parameters() if "lora_" in n}
         return dict(self.model.named_parameters())
 
+    def enable_checkpointing(self) -> None:
+        """Recompute activations in the backward pass (less memory, slower steps)."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self._base(), "activation_checkpointing_enable"):  # transformers >= 5.x
+            self._base().activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:  # pragma: no cover - older transformers
+            self._base().gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if hasattr(self.model, "enable_input_require_grads"):
+            self.model.enable_input_require_grads()
+
     def save(self, out_dir: str | Path) -> None:
         """Save the adapter (recording the base as its resolvable model argument) or the full model."""
         out = Path(out_dir)

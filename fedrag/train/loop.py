@@ -104,9 +104,7 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
     seed_everything(cfg.seed)
     params = freeze_except(rag, stage.trains)
     if cfg.gradient_checkpointing and rag.generator is not None and "generator" in stage.trains:
-        rag.generator.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(rag.generator.model, "enable_input_require_grads"):
-            rag.generator.model.enable_input_require_grads()
+        rag.generator.enable_checkpointing()
     total = cfg.total_steps(len(examples))
     opt = _optimizer(params, cfg)
     from transformers import get_scheduler
