@@ -45,6 +45,8 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              min_sites: Optional[int] = typer.Option(None, "--min-sites"),
              eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round"),
              eval_limit: int = typer.Option(50, "--eval-limit"),
+             evaluate_every: int = typer.Option(1, "--evaluate-every", min=0,
+                                                help="sites evaluate every N rounds and at a phase's last round (0: never)"),
              retriever: str = RETRIEVER, generator: str = GENERATOR, out: Path = typer.Option(..., "--out"),
              lr_generator: float = LR_G, lr_retriever: float = LR_R, top_k: int = TOP_K, lora: bool = LORA,
              seed: int = SEED, batch_size: int = BATCH, ralt_mode: str = typer.Option("all-in-one", "--ralt-mode"),
@@ -69,7 +71,8 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
                    aggregator=aggregator, proximal_mu=proximal_mu, server_lr=server_lr, fraction=fraction,
                    min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
-                   eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit)
+                   eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
+                   evaluate_every=evaluate_every)
     task.plan()  # validates the strategy/stage names before anything starts
     out.mkdir(parents=True, exist_ok=True)
     paths = _site_paths(corpus, train, n_sites, partition, seed, site, out)

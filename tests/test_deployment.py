@@ -34,19 +34,21 @@ def _alive(pid: int) -> bool:
 
 def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_path):
     out = tmp_path / "out"
-    with LocalDeployment(tmp_path / "dep") as dep:
+    with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
         dep.start_superlink()
         for i, p in enumerate(sites):
             dep.start_supernode(i, p["corpus"], p["train"])
         from fedrag.federation.deployment import _children
 
-        dep.submit(_task(tiny_models, out))
+        dep.submit(_task(tiny_models, out, evaluate_every=0))
         pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in _children(p.pid)]
     assert not any(_alive(pid) for pid in pids), "every process we started is stopped"
     rounds = json.loads((out / "rounds.json").read_text())
     assert rounds[0]["replies"] == 2 and set(rounds[0]["record_types"]) == {"ArrayRecord", "MetricRecord"}
     assert all(n.startswith("generator.") and "lora_" in n for n in rounds[0]["array_names"])
     assert (out / "generator" / "adapter_config.json").exists()
+    assert rounds[0]["clients_threads"] == 1, "the sites' ClientApp processes got the launcher's thread cap"
+    assert not any(k.startswith("clients_eval_") for k in rounds[0]), "evaluate-every 0: no evaluate messages"
 
 
 def test_tls_and_supernode_authentication(tiny_models, sites, tmp_path):

@@ -65,7 +65,8 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     new = get_state(rag, stage.trains)
     metrics = {"num-examples": res.cost.examples, "train-loss": res.final_loss, "client-wall-s": time.perf_counter() - t0,
                "flops": res.cost.flops, "generator-tokens": res.cost.generator_tokens,
-               "retriever-tokens": res.cost.retriever_tokens, "bytes-received": record_bytes(arrays)}
+               "retriever-tokens": res.cost.retriever_tokens, "bytes-received": record_bytes(arrays),
+               "threads": torch.get_num_threads()}
     return new, metrics
 
 

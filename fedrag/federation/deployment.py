@@ -64,6 +64,7 @@ class LocalDeployment:
     workdir: Path
     certs: Certs | None = None
     auth_keys: list[tuple[Path, Path]] | None = None
+    threads_per_site: int | None = None  # BLAS/OpenMP threads of each site's ClientApp processes
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -78,9 +79,9 @@ class LocalDeployment:
         self.port = free_port()  # Flower 1.41 serves the Control, Fleet and Runtime APIs on one port
 
     # ------------------------------------------------------------------ processes
-    def _start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+    def _start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env, cwd=self.workdir,
                                 start_new_session=True)
         self.procs[name] = proc
         return proc
@@ -110,13 +111,20 @@ class LocalDeployment:
                 self.flwr("supernode", "register", str(public), "fedrag", "--name", f"site{i}")
 
     def start_supernode(self, i: int, corpus: str, train: str) -> subprocess.Popen:
+        """One site. Its ClientApp processes inherit the SuperNode's environment, so
+        ``threads_per_site`` caps their torch threads: sites sharing one machine would
+        otherwise each start one thread per core and slow each other down."""
         node_config = f'corpus="{Path(corpus).resolve()}" train="{Path(train).resolve()}" site={i}'
         cmd = [str(BIN / "flower-supernode"), *self._tls(False), "--superlink", f"127.0.0.1:{self.port}",
                "--node-config", node_config,
                "--host", "127.0.0.1", "--port", str(free_port())]
         if self.auth_keys:
             cmd += ["--auth-supernode-private-key", str(self.auth_keys[i][0])]
-        return self._start(f"site{i}", cmd)
+        env = None
+        if self.threads_per_site:
+            n = str(self.threads_per_site)
+            env = {**self.env, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+        return self._start(f"site{i}", cmd, env)
 
     def flwr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         res = subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=True,
@@ -185,9 +193,12 @@ class LocalDeployment:
 
 
 def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path, certs: Certs | None = None,
-           auth_keys=None, timeout: float = 1800) -> dict:
-    """Run ``task`` on a local SuperLink + one SuperNode per site; return the server's cost.json."""
-    with LocalDeployment(Path(workdir), certs, auth_keys) as dep:
+           auth_keys=None, timeout: float = 1800, threads_per_site: int | None = None) -> dict:
+    """Run ``task`` on a local SuperLink + one SuperNode per site; return the server's cost.json.
+
+    The sites share this machine's cores: ``threads_per_site`` defaults to cores // sites."""
+    threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
+    with LocalDeployment(Path(workdir), certs, auth_keys, threads) as dep:
         dep.start_superlink()
         for i, p in enumerate(site_paths):
             dep.start_supernode(i, p["corpus"], p["train"])

@@ -41,6 +41,43 @@ def make_aggregator(task: FedTask):
     return strategy
 
 
+def instrument(strategy, task: FedTask, done: int, client_metrics: dict):
+    """Two additions to a stock Flower strategy, by wrapping three of its methods.
+
+    * The sites evaluate only every ``task.evaluate_every`` rounds of a phase and at its
+      last round (never when 0). ``done`` is the rounds the phase finished before a
+      resume: Flower counts this call's rounds from 1, the task counts the phase's.
+    * The aggregated train/evaluate metrics of round ``r`` land in ``client_metrics[r]``
+      as soon as they exist, so ``rounds.json`` and the checkpoint get them that round
+      (Flower hands them back only when the whole ``start()`` returns).
+    """
+    configure, train, evaluate = strategy.configure_evaluate, strategy.aggregate_train, strategy.aggregate_evaluate
+
+    def configure_evaluate(server_round, arrays, config, grid):
+        rnd = done + server_round
+        if task.evaluate_every == 0 or (rnd % task.evaluate_every and rnd != task.rounds):
+            return []
+        return configure(server_round, arrays, config, grid)
+
+    def record(server_round, prefix, metrics):
+        if metrics:
+            client_metrics.setdefault(server_round, {}).update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
+
+    def aggregate_train(server_round, replies):
+        arrays, metrics = train(server_round, replies)
+        record(server_round, "clients_", metrics)
+        return arrays, metrics
+
+    def aggregate_evaluate(server_round, replies):
+        metrics = evaluate(server_round, replies)
+        record(server_round, "clients_eval_", metrics)
+        return metrics
+
+    strategy.configure_evaluate, strategy.aggregate_train = configure_evaluate, aggregate_train
+    strategy.aggregate_evaluate = aggregate_evaluate
+    return strategy
+
+
 class AuditedGrid:
     """The run's Grid, recording per training round what went out and what came back:
     bytes each way, replies/failures, tensor names, record and metric value types.
@@ -144,15 +181,18 @@ def run_server(grid, task: FedTask) -> dict:
         if done >= task.rounds:
             continue
         audit: list = []
-        strategy = make_aggregator(task)
+        client_metrics: dict = {}
+        strategy = instrument(make_aggregator(task), task, done, client_metrics)
         t_round = [time.perf_counter()]
 
-        def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round, stage=stage):
+        def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round,
+                     stage=stage, client_metrics=client_metrics):
             if server_round == 0:
                 return None
             set_state(rag, from_record(arrays))
             entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
-                     "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {})}
+                     "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {}),
+                     **client_metrics.pop(server_round, {})}
             metrics = evaluator(rag) if evaluator else {}
             entry.update({f"server_{k}": v for k, v in metrics.items()})
             history.append(entry)
@@ -165,11 +205,10 @@ def run_server(grid, task: FedTask) -> dict:
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context
-        result = strategy.start(grid=AuditedGrid(grid, audit), initial_arrays=to_record(get_state(rag, stage.trains)),
-                                num_rounds=task.rounds - done, timeout=task.round_timeout,
-                                train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
-                                evaluate_fn=on_round)
-        _merge_client_metrics(history, phase_idx, done, result)
+        strategy.start(grid=AuditedGrid(grid, audit), initial_arrays=to_record(get_state(rag, stage.trains)),
+                       num_rounds=task.rounds - done, timeout=task.round_timeout,
+                       train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
+                       evaluate_fn=on_round)
         if task.dp_noise > 0 and hasattr(strategy, "accountant") and strategy.accountant is not None:
             spent = strategy.accountant.get_privacy_spent()
             history[-1]["dp_epsilon"], history[-1]["dp_delta"] = float(spent.epsilon), float(spent.delta)
@@ -197,17 +236,6 @@ def phase_context(plan, phase_idx: int, rag) -> bytes | None:
     if not earlier or (earlier == {"generator"} and rag.generator is None):
         return None
     return save({n: t.contiguous() for n, t in get_state(rag, tuple(sorted(earlier))).items()})
-
-
-def _merge_client_metrics(history: list, phase_idx: int, done: int, result) -> None:
-    for rnd, rec in result.train_metrics_clientapp.items():
-        for entry in history:
-            if entry["phase"] == phase_idx and entry["round"] == done + rnd:
-                entry.update({f"clients_{k}": float(v) for k, v in rec.items()})
-    for rnd, rec in result.evaluate_metrics_clientapp.items():
-        for entry in history:
-            if entry["phase"] == phase_idx and entry["round"] == done + rnd:
-                entry.update({f"clients_eval_{k}": float(v) for k, v in rec.items()})
 
 
 def _cost(history: list, wall: float, task: FedTask) -> dict:

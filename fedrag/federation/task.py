@@ -46,6 +46,7 @@ class FedTask:
     eval_corpus: str = ""         # server-side held-out evaluation (optional)
     eval_qa: str = ""
     eval_limit: int = 50
+    evaluate_every: int = 1       # client-side evaluation every N rounds and at a phase's last round; 0: never
     round_timeout: float = 3600.0
     device: str = "cpu"
 
@@ -56,6 +57,8 @@ class FedTask:
             raise FedragError(f"unknown aggregator '{self.aggregator}' (choose from {', '.join(AGGREGATORS)})")
         if self.rounds < 1 or self.local_steps < 1:
             raise FedragError("rounds and local steps must be >= 1")
+        if self.evaluate_every < 0:
+            raise FedragError("evaluate-every must be >= 0 (0 turns client-side evaluation off)")
 
     def plan(self):
         """The Strategy this task federates (a one-phase one for a single stage)."""
