@@ -6,6 +6,11 @@ and the per-round overhead of a real deployment (SuperLink + SuperNodes on loopb
 Centralized: ``steps`` optimizer steps of batch B on all examples. Federated: S sites ×
 R rounds × (steps / (S·R)) local steps of batch B, so both see the same number of
 examples and steps. Ratio = federated wall / centralized wall (start-up included).
+
+The centralized run does no evaluation; the simulation runs twice, with the sites'
+per-round evaluation (the default, ``evaluate_every=1``) and without it (``0``), the
+like-for-like row. The deployment runs without it (each evaluate message is one more
+ClientApp process per site), its sites capped at cores // sites threads each.
 """
 
 from __future__ import annotations
@@ -47,16 +52,20 @@ def main() -> None:
     res = train_stage(make_stage(args.stage), rag, train, TrainConfig(steps=local * args.sites * args.rounds,
                                                                      batch_size=args.batch_size))
     central = time.perf_counter() - t0
-    task = FedTask(stage=args.stage, rounds=args.rounds, local_steps=local, batch_size=args.batch_size,
-                   min_sites=args.sites, out=str(work / "fed"))
-    t0 = time.perf_counter()
-    cost = simulate(task, sites)
-    fed = time.perf_counter() - t0
-    rounds = json.loads((work / "fed" / "rounds.json").read_text())
-    rows = [["centralized", res.cost.steps, res.cost.examples, central, 1.0, "-"],
-            [f"simulation, {args.sites} sites x {args.rounds} rounds x {local} steps", local * args.sites * args.rounds,
-             res.cost.examples, fed, fed / central, cost["bytes_sent"] + cost["bytes_received"]]]
-    per_round = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in rounds]
+    rows = [["centralized", res.cost.steps, res.cost.examples, central, 1.0, "-"]]
+    per_round = {}
+    for every in (1, 0):
+        task = FedTask(stage=args.stage, rounds=args.rounds, local_steps=local, batch_size=args.batch_size,
+                       min_sites=args.sites, evaluate_every=every, out=str(work / f"fed-eval{every}"))
+        t0 = time.perf_counter()
+        cost = simulate(task, sites)
+        fed = time.perf_counter() - t0
+        rounds = json.loads((work / f"fed-eval{every}" / "rounds.json").read_text())
+        label = f"simulation, {args.sites} sites x {args.rounds} rounds x {local} steps, " + \
+            ("sites evaluate each round" if every else "no site evaluation")
+        rows.append([label, local * args.sites * args.rounds, res.cost.examples, fed, fed / central,
+                     cost["bytes_sent"] + cost["bytes_received"]])
+        per_round[label] = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in rounds]
     if args.deployment:
         from fedrag.federation.deployment import deploy
 
@@ -65,13 +74,13 @@ def main() -> None:
         dcost = deploy(dtask, sites, work / "dep")
         dep = time.perf_counter() - t0
         drounds = json.loads((work / "dep-out" / "rounds.json").read_text())
-        rows.append([f"deployment, {args.sites} SuperNodes", local * args.sites * args.rounds, res.cost.examples, dep,
+        rows.append([f"deployment, {args.sites} SuperNodes, no site evaluation", local * args.sites * args.rounds, res.cost.examples, dep,
                      dep / central, dcost["bytes_sent"] + dcost["bytes_received"]])
-        dep_round = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in drounds]
+        per_round["deployment, no site evaluation"] = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in drounds]
     print(table(["run", "optimizer steps", "examples", "wall s", "ratio vs centralized", "bytes on the wire"], rows))
-    print(f"\nsimulation: round seconds minus mean client training seconds = {[round(x, 1) for x in per_round]}")
-    if args.deployment:
-        print(f"deployment: round seconds minus mean client training seconds = {[round(x, 1) for x in dep_round]}")
+    print("\nround seconds minus the sites' mean training seconds (the per-round overhead):")
+    for label, xs in per_round.items():
+        print(f"  {label}: {[round(x, 1) for x in xs]}")
 
 
 if __name__ == "__main__":
