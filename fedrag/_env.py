@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 OFFLINE_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
@@ -32,6 +33,8 @@ def apply_defaults() -> None:
             continue
         os.environ.setdefault(key, value)
     if os.environ.get("FEDRAG_VERBOSE") != "1":
+        # peft reads transformers 5's deprecated alias on every LoRA wrap; nothing a user can act on
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         try:  # transformers' "Loading weights" bars on every model load
             from transformers.utils import logging as hf_logging
 
