@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--lr-retriever", type=float, default=2e-5)
     ap.add_argument("--hard-negatives", type=int, default=1)
     ap.add_argument("--train-passages", action="store_true", help="contrastive also trains the passage encoder (store re-encoded)")
+    ap.add_argument("--lsr-teacher", choices=("untuned", "ralt"), default="untuned",
+                    help="ralt: LSR scores with the generator the ralt stage just tuned (RA-DIT's order); needs ralt in --stages")
     args = ap.parse_args()
     from fedrag.data import converters, write_jsonl
     from fedrag.evaluate import evaluate
@@ -71,19 +73,29 @@ def main() -> None:
     print("baseline", base_r, base_g, flush=True)
     results = {"baseline": {**base_r, **base_g}}
     lr = args.lr_retriever
-    for name, stage, cfg, metric in [
+    stages = [
         ("contrastive", ContrastiveStage(hard_negatives=args.hard_negatives, train_passages=args.train_passages), TrainConfig(steps=args.contrastive_steps, batch_size=args.contrastive_batch, lr_retriever=lr), recall),
         ("lsr", LSRStage(top_k=args.lsr_k), TrainConfig(steps=args.lsr_steps, batch_size=args.lsr_batch, lr_retriever=lr), recall),
         ("ralt", RALTStage(top_k=3), TrainConfig(steps=args.ralt_steps, batch_size=4, lr_generator=1e-3), answers),
-    ]:
+    ]
+    tuned = None  # the RALT-tuned system, when LSR is to use it as its teacher
+    if args.lsr_teacher == "ralt":
+        if "ralt" not in args.stages.split(","):
+            ap.error("--lsr-teacher ralt needs ralt in --stages")
+        stages = [stages[0], stages[2], stages[1]]
+    for name, stage, cfg, metric in stages:
         if name not in args.stages.split(","):
             continue
         shared = name == "contrastive" and args.train_passages
-        rag = fresh(shared)
+        rag = tuned if (name == "lsr" and tuned is not None) else fresh(shared)
         res = train_stage(stage, rag, train, cfg)
         if shared:
             print("re-encoded the store:", reencode_store(rag), flush=True)
+        if name == "ralt" and args.lsr_teacher == "ralt":
+            tuned = rag
         m = metric(rag)
+        if name == "lsr" and tuned is not None:
+            name = "lsr (RALT-tuned teacher)"
         results[name] = {**m, "wall_s": res.cost.wall_s, "steps": res.cost.steps, "flops": res.cost.flops}
         row_r = m if "recall@5" in m else base_r
         row_g = m if "em" in m else base_g
