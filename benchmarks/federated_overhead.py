@@ -69,7 +69,7 @@ def main() -> None:
     if args.deployment:
         from fedrag.federation.deployment import deploy
 
-        dtask = FedTask(**{**task.to_config(), "out": str(work / "dep-out")})
+        dtask = FedTask(**{**task.to_config(), "evaluate_every": 0, "out": str(work / "dep-out")})
         t0 = time.perf_counter()
         dcost = deploy(dtask, sites, work / "dep")
         dep = time.perf_counter() - t0
