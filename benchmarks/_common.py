@@ -37,3 +37,17 @@ def load_corpus_arg(path: str | None, limit: int | None):
         passages, train, test = demo.generate()
         examples = train + test
     return passages[:limit] if limit else passages, examples
+
+
+def squad_split(path: str, out) -> tuple[list, list, list, str]:
+    """SQuAD JSON → (passages, train, test, corpus path): all paragraphs as the corpus (written
+    to ``out``/corpus.jsonl), questions split by article, the split every SQuAD benchmark uses."""
+    from pathlib import Path
+
+    from fedrag.data import converters, write_jsonl
+
+    passages, examples = converters.squad(path)
+    train, test = converters.split_by_title(examples, passages, test_fraction=0.2, seed=0)
+    corpus = Path(out) / "corpus.jsonl"
+    write_jsonl(corpus, passages)
+    return passages, train, test, str(corpus)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table  # noqa: E402
+from _common import squad_split, table  # noqa: E402
 
 
 def main() -> None:
@@ -31,17 +31,12 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from fedrag.data import converters, write_jsonl
     from fedrag.pipeline import build_training_rag
     from fedrag.train import LSRStage
-    from fedrag.train.stages import retrieve_scores
 
-    out = Path(args.out)
-    passages, examples = converters.squad(args.squad)
-    train, _ = converters.split_by_title(examples, passages, test_fraction=0.2, seed=0)
-    write_jsonl(out / "corpus.jsonl", passages)
-    rag = build_training_rag(str(out / "corpus.jsonl"), "minilm", "smollm2-135m", top_k=args.k)
-    gamma = LSRStage().gamma
+    _, train, _, corpus = squad_split(args.squad, args.out)
+    rag = build_training_rag(corpus, "minilm", "smollm2-135m", top_k=args.k)
+    stage = LSRStage(top_k=args.k)  # the teacher LSR itself would use: its prompts, its scorer
     t0 = time.perf_counter()
     firsts = {"retriever": 0, "LM": 0}
     ranks = {"retriever": [], "LM": []}
@@ -52,22 +47,17 @@ def main() -> None:
             break
         batch = train[i : i + args.batch]
         with torch.no_grad():
-            scores, pos = retrieve_scores(rag, [e.question for e in batch], args.k, grad=False)
-            keep = [j for j, e in enumerate(batch)
-                    if any(rag.store.passages[p].id in e.gold_ids for p in pos[j])][: args.n - seen]
-            if not keep:
-                continue
-            prompts = [rag.generator.prompt(batch[j].question, [rag.store.passages[p]]) for j in keep for p in pos[j]]
-            lm = rag.generator.score(prompts, [batch[j].answers[0] for j in keep for _ in range(args.k)])
-        lm_logp = lm.seq_logp.view(len(keep), args.k)
-        for row, j in enumerate(keep):
-            gold = [c for c, p in enumerate(pos[j]) if rag.store.passages[p].id in batch[j].gold_ids][0]
-            for side, s in (("retriever", scores[j] / gamma), ("LM", lm_logp[row])):
+            scores, lm_logp, pos, _ = stage.scores(rag, batch, grad=False)
+        for j, e in enumerate(batch):
+            gold = [c for c, p in enumerate(pos[j]) if rag.store.passages[p].id in e.gold_ids]
+            if not gold or seen >= args.n:
+                continue  # LSR cannot move a gold paragraph that is not in the top-k
+            for side, s in (("retriever", scores[j] / stage.gamma), ("LM", lm_logp[j] / stage.tau)):
                 order = torch.argsort(s, descending=True).tolist()
-                firsts[side] += order[0] == gold
-                ranks[side].append(order.index(gold) + 1)
-                mass[side].append(float(torch.softmax(s, -1)[gold]))
-        seen += len(keep)
+                firsts[side] += order[0] == gold[0]
+                ranks[side].append(order.index(gold[0]) + 1)
+                mass[side].append(float(torch.softmax(s, -1)[gold[0]]))
+            seen += 1
     wall = time.perf_counter() - t0
     rows = [[side, firsts[side] / seen, sum(ranks[side]) / seen, sum(mass[side]) / seen] for side in ("retriever", "LM")]
     print(table(["ranks the top-k by", "gold first", "mean gold rank", "mean probability on gold"], rows))

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table  # noqa: E402
+from _common import squad_split, table  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,6 @@ def main() -> None:
     ap.add_argument("--lsr-teacher", choices=("untuned", "ralt"), default="untuned",
                     help="ralt: LSR scores with the generator the ralt stage just tuned (RA-DIT's order); needs ralt in --stages")
     args = ap.parse_args()
-    from fedrag.data import converters, write_jsonl
     from fedrag.evaluate import evaluate
     from fedrag.pipeline import build_training_rag
     from fedrag.rag import RAGSystem
@@ -46,10 +45,7 @@ def main() -> None:
     from fedrag.train.stages import reencode_store
 
     out = Path(args.out)
-    passages, examples = converters.squad(args.squad)
-    train, test = converters.split_by_title(examples, passages, test_fraction=0.2, seed=0)
-    write_jsonl(out / "corpus.jsonl", passages)
-    corpus = str(out / "corpus.jsonl")
+    passages, train, test, corpus = squad_split(args.squad, out)
     test_r, test_g = test[: args.retrieval_limit], test[: args.gen_limit]
     print(f"{len(passages)} passages, {len(train)} train / {len(test)} test questions (by article)", flush=True)
 

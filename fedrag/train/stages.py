@@ -99,16 +99,23 @@ class LSRStage:
     gamma: float = 0.1
     tau: float = 1.0
 
-    def loss(self, rag, batch: list[Example]) -> StepOutput:
+    def scores(self, rag, batch: list[Example], grad: bool = True):
+        """The two sides of the loss over each question's top-k: retriever scores ``[B, k]``
+        (with gradients when ``grad``), the LM's log p(answer | passage, question) ``[B, k]``
+        (no gradients), the store positions, and the LM's :class:`AnswerScores`."""
         questions = [e.question for e in batch]
-        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=True)
-        rtok = rag.retriever.last_tokens
+        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=grad)
         gen = rag.generator
         prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
         answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
         with torch.no_grad():
             lm = gen.score(prompts, answers)
-        loss = lsr_loss(scores, lm.seq_logp.view_as(scores), self.gamma, self.tau)
+        return scores, lm.seq_logp.view_as(scores), pos, lm
+
+    def loss(self, rag, batch: list[Example]) -> StepOutput:
+        scores, lm_logp, _, lm = self.scores(rag, batch)
+        rtok = rag.retriever.last_tokens
+        loss = lsr_loss(scores, lm_logp, self.gamma, self.tau)
         return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rtok, generator_tokens=lm.n_tokens, retriever_grad=True)
 
 
