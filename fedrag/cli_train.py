@@ -78,7 +78,7 @@ def train(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corp
           ralt_mode: str = typer.Option("all-in-one", "--ralt-mode"),
           two_phase_loss: str = typer.Option("rag-sequence", "--two-phase-loss"),
           two_phase_order: str = typer.Option("generator-first", "--two-phase-order"),
-          train_passages: bool = typer.Option(False, "--train-passages", help="contrastive: also train the passage encoder (re-encodes the store)"),
+          train_passages: bool = typer.Option(False, "--train-passages", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store)"),
           device: str = DEVICE):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
     from fedrag.pipeline import build_training_rag, resolve_device
@@ -87,8 +87,8 @@ def train(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corp
 
     plan = resolve_plan(strategy, stage, top_k, ralt_mode, two_phase_loss, two_phase_order)
     if train_passages:
-        if stage != "contrastive":
-            raise FedragError("--train-passages applies to --stage contrastive")
+        if stage not in ("contrastive", "lsr"):
+            raise FedragError("--train-passages applies to --stage contrastive or --stage lsr")
         plan.phases[0].stage.train_passages = True
     train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     cfg = train_config(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever, seed=seed,

@@ -52,6 +52,7 @@ def bad_files(tmp_path):
     ("bad top-k", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--top-k", "0", "--generator", "none"], "--top-k must be >= 1"),
     ("unknown strategy", ["train", "--strategy", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "unknown strategy 'magic'"),
     ("unknown stage", ["train", "--stage", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "unknown stage 'magic'"),
+    ("passages with ralt", ["train", "--stage", "ralt", "--train-passages", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--train-passages applies to --stage contrastive or --stage lsr"),
     ("unknown option", ["eval", "--qa", "x", "--frobnicate"], "No such option"),
 ])
 def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models, index_dir, case, args, message):

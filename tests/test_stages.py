@@ -168,3 +168,38 @@ def test_contrastive_can_train_the_passage_encoder_and_reencode(tiny_models, dem
     cost = reencode_store(rag)
     assert cost["reencoded_passages"] == len(before) and cost["reencode_s"] > 0
     assert not np.allclose(before, rag.store.embeddings), "the store reflects the trained passage encoder"
+
+
+def test_lsr_can_train_the_passage_encoder(tiny_models, demo_dir, train):
+    """With train_passages the top-k are re-embedded with gradients: same scores as the
+    store's (eval mode), but the gradient also flows through the passage side."""
+    from fedrag.pipeline import build_training_rag
+    from fedrag.train.stages import reencode_store
+
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", shared_retriever=True)
+    enc, questions = rag.retriever.query_encoder, [e.question for e in train[:4]]
+    enc.eval()
+    grads = []
+    for passages in (False, True):
+        enc.zero_grad()
+        scores, pos = retrieve_scores(rag, questions, 3, grad=True, train_passages=passages)
+        scores.logsumexp(-1).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in enc.parameters() if p.grad is not None]))
+        if passages:
+            assert torch.allclose(scores, ref, atol=1e-5) and pos == ref_pos
+        ref, ref_pos = scores.detach(), pos
+    assert not torch.allclose(grads[0], grads[1]), "the passage side must carry gradient"
+
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"],
+                             shared_retriever=True)
+    stage, before = LSRStage(top_k=4, train_passages=True), rag.store.embeddings.copy()
+    rag.retriever.query_encoder.eval()
+    with torch.no_grad():
+        loss0 = stage.loss(rag, train[:8]).loss.item()
+    train_stage(stage, rag, train[:8], TrainConfig(steps=15, batch_size=8, lr_retriever=1e-3, warmup_ratio=0))
+    reencode_store(rag)
+    assert not np.allclose(before, rag.store.embeddings), "the passage encoder moved"
+    rag.retriever.query_encoder.eval()
+    with torch.no_grad():
+        loss1 = LSRStage(top_k=4).loss(rag, train[:8]).loss.item()
+    assert loss1 < loss0, (loss0, loss1)

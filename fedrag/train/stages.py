@@ -28,17 +28,36 @@ class StepOutput:
     generator_grad: bool = False
 
 
-def retrieve_scores(rag, questions: list[str], k: int, grad: bool) -> tuple[torch.Tensor, list[list[int]]]:
+def retrieve_scores(rag, questions: list[str], k: int, grad: bool,
+                    train_passages: bool = False) -> tuple[torch.Tensor, list[list[int]]]:
     """Top-k store positions and their scores ``q · p`` as a ``[B, k]`` tensor.
 
     FAISS picks the positions (with a detached query); the scores are recomputed from
     the (differentiable, when ``grad``) query embedding and the store's fixed passage
-    embeddings, so gradients reach the query encoder.
+    embeddings, so gradients reach the query encoder. With ``train_passages`` the top-k
+    passages are re-embedded with gradients instead (see :func:`embed_passages`).
     """
     q = rag.retriever.encode_queries(questions, grad=grad)
     _, pos = rag.store.search(q.detach(), k)
-    passages = rag.store.embedding_tensor(q.device)[torch.as_tensor(pos, device=q.device)]  # [B, k, d]
+    if train_passages:
+        tokens = rag.retriever.last_tokens
+        passages = embed_passages(rag, pos.reshape(-1).tolist()).view(*pos.shape, -1)
+        rag.retriever.last_tokens += tokens
+    else:
+        passages = rag.store.embedding_tensor(q.device)[torch.as_tensor(pos, device=q.device)]  # [B, k, d]
     return torch.einsum("bd,bkd->bk", q, passages), pos.tolist()
+
+
+def embed_passages(rag, positions: list[int]) -> torch.Tensor:
+    """Store passages re-embedded *with gradients* by the shared encoder, ``[n, d]``.
+
+    Training the passage side makes the store's embeddings stale: re-encode it
+    afterwards with :func:`reencode_store`. ``rag.retriever.last_tokens`` counts these
+    passages' tokens."""
+    r = rag.retriever
+    if not r.shared:
+        raise FedragError("training the passage encoder needs a shared retriever (--train-passages loads one)")
+    return r._embed(r.passage_encoder, [r.passage_prompt + rag.store.passages[i].as_text() for i in positions])
 
 
 def _passages(rag, pos: list[list[int]]):
@@ -77,10 +96,8 @@ class ContrastiveStage:
             negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
         tokens = rag.retriever.last_tokens
         if self.train_passages:
-            if not rag.retriever.shared:
-                raise FedragError("training the passage encoder needs a shared retriever (--train-passages loads one)")
             ids = gold + (neg if self.hard_negatives else [])
-            enc = rag.retriever._embed(rag.retriever.passage_encoder, [rag.retriever.passage_prompt + rag.store.passages[i].as_text() for i in ids])
+            enc = embed_passages(rag, ids)
             tokens += rag.retriever.last_tokens
             positives, negatives = enc[: len(gold)], (enc[len(gold):] if len(ids) > len(gold) else None)
         else:
@@ -91,20 +108,25 @@ class ContrastiveStage:
 
 @dataclass
 class LSRStage:
-    """Retriever, LM-supervised (RA-DIT/REPLUG): KL(p_LM ‖ p_R) over the top-k."""
+    """Retriever, LM-supervised (RA-DIT/REPLUG): KL(p_LM ‖ p_R) over the top-k.
+
+    ``train_passages=True`` (shared retriever) also trains the passage encoder: the
+    top-k passages are re-embedded with gradients, and the store must be re-encoded
+    afterwards, as for :class:`ContrastiveStage`."""
 
     name: ClassVar[str] = "lsr"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
     top_k: int = 4
     gamma: float = 0.1
     tau: float = 1.0
+    train_passages: bool = False
 
     def scores(self, rag, batch: list[Example], grad: bool = True):
         """The two sides of the loss over each question's top-k: retriever scores ``[B, k]``
         (with gradients when ``grad``), the LM's log p(answer | passage, question) ``[B, k]``
         (no gradients), the store positions, and the LM's :class:`AnswerScores`."""
         questions = [e.question for e in batch]
-        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=grad)
+        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=grad, train_passages=self.train_passages and grad)
         gen = rag.generator
         prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
         answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
