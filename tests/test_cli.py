@@ -104,6 +104,22 @@ def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, d
     assert code == 0, err
 
 
+def test_lsr_with_passages_writes_an_index_its_retriever_matches(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    code, _, err = run(monkeypatch, capsys, "train", "--stage", "lsr", "--train-passages", "--corpus", demo_dir / "corpus.jsonl",
+                       "--train", demo_dir / "train.jsonl", "--retriever", tiny_models["retriever"],
+                       "--generator", tiny_models["generator"], "--out", tmp_path / "run", "--steps", "2",
+                       "--batch-size", "2", "--lr-retriever", "1e-3")
+    assert code == 0, err
+    cost = json.loads((tmp_path / "run" / "cost.json").read_text())
+    assert cost["reencode"]["reencoded_passages"] == 48
+    args = ["eval", "--qa", demo_dir / "test.jsonl", "--index", tmp_path / "run" / "index", "--generator", "none",
+            "--limit", "4"]
+    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tmp_path / "run" / "retriever", "--output", tmp_path / "m.json")
+    assert code == 0, err
+    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tiny_models["retriever"], "--output", tmp_path / "x.json")
+    assert code == 2 and "index was built with encoder" in err, "the re-encoded index no longer matches the base model"
+
+
 def test_search_lr_reports_every_point(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
     code, out, err = run(monkeypatch, capsys, "search-lr", "--strategy", "joint-sequence", "--corpus", demo_dir / "corpus.jsonl",
                          "--train", demo_dir / "train.jsonl", "--val", demo_dir / "test.jsonl", "--val-limit", "3",
