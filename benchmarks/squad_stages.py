@@ -65,13 +65,7 @@ def main() -> None:
 
     def recall(rag):
         m = evaluate(RAGSystem(rag.searcher, None, top_k=5), test_r, progress=False)
-        hits = [r["recall@5"] for r in m["_rows"]]
-        out = {k: m[k] for k in ("recall@1", "recall@5", "recall@20", "mrr@10")}
-        if base_hits is not None:  # paired against the untuned retriever, question by question
-            out["r5_gained"] = sum(h > b for h, b in zip(hits, base_hits))
-            out["r5_lost"] = sum(h < b for h, b in zip(hits, base_hits))
-            out["r5_sign_test_p"] = sign_test(out["r5_gained"], out["r5_lost"])
-        return out, hits
+        return {k: m[k] for k in ("recall@1", "recall@5", "recall@20", "mrr@10")}, [r["recall@5"] for r in m["_rows"]]
 
     def answers(rag):
         m = evaluate(RAGSystem(rag.searcher, rag.generator, top_k=3), test_g, progress=False)
@@ -80,7 +74,6 @@ def main() -> None:
     t0 = time.perf_counter()
     rag = fresh()
     print(f"store built in {time.perf_counter() - t0:.0f}s", flush=True)
-    base_hits = None
     base_r, base_hits = recall(rag)
     base_g = answers(rag)[0] if args.gen_limit else {"em": float("nan"), "f1": float("nan")}
     rows = [["untuned", "-", base_r["recall@5"], "-", base_r["mrr@10"], base_g["em"], base_g["f1"], 0.0]]
@@ -107,7 +100,11 @@ def main() -> None:
             print("re-encoded the store:", reencode_store(rag), flush=True)
         if name == "ralt" and args.lsr_teacher == "ralt":
             tuned = rag
-        m, _ = metric(rag)
+        m, hits = metric(rag)
+        if hits is not None:  # Recall@5 paired against the untuned retriever, question by question
+            m["r5_gained"] = sum(h > b for h, b in zip(hits, base_hits))
+            m["r5_lost"] = sum(h < b for h, b in zip(hits, base_hits))
+            m["r5_sign_test_p"] = sign_test(m["r5_gained"], m["r5_lost"])
         if name == "lsr" and tuned is not None:
             name = "lsr (RALT-tuned teacher)"
         results[name] = {**m, "wall_s": res.cost.wall_s, "steps": res.cost.steps, "flops": res.cost.flops}

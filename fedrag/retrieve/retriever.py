@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedrag.errors import FedragError
 from fedrag.models import load_sentence_transformer
 
 META_FILE = "fedrag_retriever.json"
@@ -93,6 +94,13 @@ class Retriever(torch.nn.Module):
             return self._embed(self.query_encoder, texts)
         with torch.no_grad():
             return self._embed(self.query_encoder, texts)
+
+    def embed_passages_with_grad(self, texts: list[str]) -> torch.Tensor:
+        """Embed passages as a differentiable ``[n, dim]`` tensor (L2-normalised), for
+        training the passage side; only a ``shared`` retriever's passage encoder trains."""
+        if not self.shared:
+            raise FedragError("training the passage encoder needs a shared retriever (--train-passages loads one)")
+        return self._embed(self.passage_encoder, [self.passage_prompt + t for t in texts])
 
     def encode_passages(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         """Embed passages with the passage encoder: float32 ``[n, dim]``, L2-normalised."""

@@ -54,10 +54,7 @@ def embed_passages(rag, positions: list[int]) -> torch.Tensor:
     Training the passage side makes the store's embeddings stale: re-encode it
     afterwards with :func:`reencode_store`. ``rag.retriever.last_tokens`` counts these
     passages' tokens."""
-    r = rag.retriever
-    if not r.shared:
-        raise FedragError("training the passage encoder needs a shared retriever (--train-passages loads one)")
-    return r._embed(r.passage_encoder, [r.passage_prompt + rag.store.passages[i].as_text() for i in positions])
+    return rag.retriever.embed_passages_with_grad([rag.store.passages[i].as_text() for i in positions])
 
 
 def _passages(rag, pos: list[list[int]]):
