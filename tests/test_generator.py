@@ -12,7 +12,7 @@ def gen(tiny_models):
 
 def slow_logp(gen, prompt, answer):
     """Reference: one forward per answer token over the unpadded sequence."""
-    ids, aid, total = gen._ids(prompt), gen.answer_ids(answer), 0.0
+    ids, aid, total = gen.token_ids(prompt), gen.answer_ids(answer), 0.0
     with torch.no_grad():
         for j in range(len(aid)):
             logits = gen.model(torch.tensor([ids + aid[:j]])).logits[0, -1]
@@ -49,5 +49,7 @@ def test_generate_and_lora_save_roundtrip(tiny_models, tmp_path):
     gen.save(tmp_path / "adapter")
     again = Generator.load(str(tmp_path / "adapter"))
     assert again.is_lora and torch.allclose(again.score([prompt], ["x"]).seq_logp, before, atol=1e-5)
-    out = again.generate([prompt, prompt], max_new_tokens=3)
+    from fedrag.generate.decoding import GenerationSettings
+
+    out = again.generate([prompt, prompt], settings=GenerationSettings(max_new_tokens=3))
     assert len(out) == 2 and out[0] == out[1]

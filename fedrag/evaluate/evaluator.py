@@ -1,4 +1,4 @@
-"""Run a RAG system over a QA set and aggregate EM/F1/Recall@k/MRR@10 and latency."""
+"""Run a RAG system over a QA set and aggregate EM/F1/Recall@k/answer-recall@k/MRR@10 and latency."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import time
 from tqdm.auto import tqdm
 
 from fedrag.data.types import Example
-from fedrag.evaluate.metrics import exact_match, f1_score, mrr_at_k, recall_at_k
+from fedrag.evaluate.metrics import answer_recall_at_k, exact_match, f1_score, mrr_at_k, recall_at_k
 
 RECALL_KS = (1, 5, 20)
 
 
 def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool = True, ks=RECALL_KS) -> dict:
-    """Metrics over ``examples``; retrieval metrics only where gold ids exist, answer
-    metrics only when the system has a generator. Returns a flat dict plus per-example rows
+    """Metrics over ``examples``: answer-recall@k always (a top-k passage contains a gold
+    answer), Recall@k and MRR@10 where gold ids exist, EM/F1 when the system has a
+    generator (decoded with ``rag.settings``). Returns a flat dict plus per-example rows
     under ``"_rows"`` (dropped before writing metrics files)."""
     depth = max(max(ks), 10, rag.top_k)
     rows, t0 = [], time.perf_counter()
@@ -27,6 +28,9 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
                    "generate_ms": 1000 * out.generate_s}
             if out.answer is not None:
                 row.update(prediction=out.answer, em=exact_match(out.answer, ex.answers), f1=f1_score(out.answer, ex.answers))
+            texts = [h.passage.as_text() for h in out.hits]
+            for k in ks:
+                row[f"answer_recall@{k}"] = answer_recall_at_k(texts, ex.answers, k)
             if ex.gold_ids:
                 for k in ks:
                     row[f"recall@{k}"] = recall_at_k(out.passage_ids, ex.gold_ids, k)
@@ -36,7 +40,7 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
     bar.close()
     wall = time.perf_counter() - t0
     metrics: dict = {"n": len(rows)}
-    keys = ["em", "f1"] + [f"recall@{k}" for k in ks] + ["mrr@10"]
+    keys = ["em", "f1"] + [f"recall@{k}" for k in ks] + ["mrr@10"] + [f"answer_recall@{k}" for k in ks]
     for key in keys:
         vals = [r[key] for r in rows if key in r]
         if vals:
@@ -44,5 +48,10 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
     metrics["retrieve_ms_per_query"] = sum(r["retrieve_ms"] for r in rows) / max(1, len(rows))
     metrics["generate_ms_per_query"] = sum(r["generate_ms"] for r in rows) / max(1, len(rows))
     metrics["wall_s"] = wall
+    if rag.generator is not None:
+        metrics["decoding"] = rag.settings.decoding
+        gen_s = sum(r["generate_ms"] for r in rows) / 1000
+        tokens = sum(len(rag.generator.token_ids(r["prediction"])) for r in rows)
+        metrics["generated_tokens_per_s"] = tokens / gen_s if gen_s > 0 else 0.0
     metrics["_rows"] = rows
     return metrics

@@ -54,3 +54,10 @@ def mrr_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int = 1
         if pid in gold:
             return 1.0 / rank
     return 0.0
+
+
+def answer_recall_at_k(passage_texts: list[str], answers: list[str] | tuple[str, ...], k: int) -> float:
+    """1.0 if a normalised gold answer occurs in one of the first ``k`` passages (DPR's
+    "top-k accuracy"): a retrieval metric that needs no gold passage ids."""
+    needles = [f" {normalize_answer(a)} " for a in answers if normalize_answer(a)]
+    return float(any(n in f" {normalize_answer(t)} " for t in passage_texts[:k] for n in needles))

@@ -1,0 +1,186 @@
+"""Decoding that matches training: concatenated context, RAG-Sequence and RAG-Token.
+
+A generator trained with a marginal likelihood over retrieved passages (RAG-Sequence,
+RAG-Token, RA-DIT's per-passage RALT) must be decoded with that marginal, not with
+all passages pasted into one prompt (Lewis et al. 2020, §2.4):
+
+* ``concat``: one prompt holding the top-k passages, then ordinary ``generate``.
+* ``rag-sequence`` ("thorough" decoding): a candidate answer per passage (or
+  ``num_beams`` per passage), every candidate rescored under every passage, ranked
+  by :math:`p(y|x) = \\sum_z p(z|x)\\, p(y|x,z)`.
+* ``rag-token``: greedy (or sampled) decoding over the per-step mixture
+  :math:`p(y_i|x,y_{<i}) = \\sum_z p(z|x)\\, p(y_i|x,z,y_{<i})`; the k passages of a
+  question run as k rows of one batched forward per step, with a KV cache.
+
+``p(z|x) = softmax(s(x, z) / gamma)`` over the retrieval scores, with the ``gamma``
+the stage was trained with. With ``k = 1`` all three give the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+
+from fedrag.errors import FedragError
+
+Decoding = Literal["concat", "rag-sequence", "rag-token"]
+DECODINGS: tuple[str, ...] = get_args(Decoding)
+DECODING_FILE = "fedrag_decoding.json"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How answers are generated. ``max_new_tokens`` caps an answer's length;
+    ``num_beams`` > 1 is beam search (concat; per-passage candidates for RAG-Sequence);
+    ``do_sample`` samples with ``temperature`` / ``top_p`` instead of greedy decoding."""
+
+    decoding: Decoding = "concat"
+    max_new_tokens: int = 32
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    gamma: float = 1.0  # retrieval temperature of p(z|x) (the training stage's gamma)
+
+    def __post_init__(self):
+        if self.decoding not in DECODINGS:
+            raise FedragError(f"--decoding must be one of {', '.join(DECODINGS)}, got '{self.decoding}'")
+        if self.max_new_tokens < 1 or self.num_beams < 1:
+            raise FedragError("--max-new-tokens and --num-beams must be >= 1")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.gamma <= 0:
+            raise FedragError("--temperature and --gamma must be > 0 and --top-p in (0, 1]")
+        if self.decoding == "rag-token" and self.num_beams > 1:
+            raise FedragError("rag-token decoding is greedy or sampled; beam search (--num-beams > 1) is not supported")
+
+    def hf_kwargs(self) -> dict:
+        """Keyword arguments for ``transformers``' ``generate``."""
+        kw = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample}
+        if self.do_sample:
+            kw.update(temperature=self.temperature, top_p=self.top_p)
+        return kw
+
+
+def save_decoding(out_dir: str | Path, decoding: str, gamma: float = 1.0, strategy: str = "") -> None:
+    """Record in a saved generator directory the decoding that matches its training."""
+    Path(out_dir, DECODING_FILE).write_text(json.dumps({"decoding": decoding, "gamma": gamma, "strategy": strategy}))
+
+
+def recorded_decoding(generator_dir: str | Path | None) -> dict | None:
+    """``{"decoding", "gamma", "strategy"}`` recorded by :func:`save_decoding`, or None."""
+    if not generator_dir:
+        return None
+    path = Path(generator_dir) / DECODING_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FedragError(f"{path}: unreadable ({exc})") from None
+    if meta.get("decoding") not in DECODINGS:
+        raise FedragError(f"{path}: unknown decoding {meta.get('decoding')!r}")
+    return meta
+
+
+def resolve_settings(decoding: str, generator: str | None, gamma: float | None = None, **options) -> GenerationSettings:
+    """Settings for a generator argument: ``decoding="auto"`` uses the decoding recorded
+    in a fedrag-trained generator directory (concat for any other model); ``gamma``
+    defaults to the recorded one."""
+    meta = recorded_decoding(generator) if generator and Path(generator).is_dir() else None
+    if decoding == "auto":
+        decoding = meta["decoding"] if meta else "concat"
+    if gamma is None:
+        gamma = float(meta.get("gamma", 1.0)) if meta else 1.0
+    return GenerationSettings(decoding, gamma=gamma, **options)
+
+
+def log_prior(scores: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``log p(z|x)`` over each question's passages: ``log_softmax(scores / gamma)``."""
+    return torch.log_softmax(scores.float() / gamma, dim=-1)
+
+
+def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor,
+                        settings: GenerationSettings, batch_size: int = 8) -> list[str]:
+    """Thorough RAG-Sequence decoding. ``question_prompts[b][z]`` is question ``b``'s
+    prompt with passage ``z`` alone; ``scores`` ``[B, k]`` the retrieval scores."""
+    flat = [p for ps in question_prompts for p in ps]
+    n = settings.num_beams
+    cands = gen.generate(flat, batch_size=batch_size, settings=settings, num_return_sequences=n)
+    prior = log_prior(scores, settings.gamma)
+    answers, i = [], 0
+    for b, prompts in enumerate(question_prompts):
+        mine = list(dict.fromkeys(cands[i : i + n * len(prompts)]))  # unique, first-seen order
+        i += n * len(prompts)
+        k = len(prompts)
+        logp = gen.score_no_grad([p for _ in mine for p in prompts], [y for y in mine for _ in prompts], batch_size)
+        marginal = torch.logsumexp(prior[b, :k][None, :] + logp.view(len(mine), k), dim=-1)
+        answers.append(mine[int(marginal.argmax())])
+    return answers
+
+
+@torch.no_grad()
+def rag_token_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor, settings: GenerationSettings,
+                     return_step_logp: bool = False):
+    """RAG-Token decoding of a batch: one forward of ``B·k`` rows per step, KV cached.
+
+    Returns the answers, and with ``return_step_logp`` also, per question, the list of
+    mixture log-distributions ``[V]`` the tokens were chosen from (for tests)."""
+    model, tok = gen.model, gen.tokenizer
+    k = len(question_prompts[0])
+    if any(len(ps) != k for ps in question_prompts):
+        raise ValueError("every question needs the same number of passages")
+    bsz = len(question_prompts)
+    prior = log_prior(scores, settings.gamma).to(gen.device)  # [B, k]
+    ids = [gen.token_ids(p) for ps in question_prompts for p in ps]
+    width = max(map(len, ids))
+    pad = tok.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=gen.device)
+    attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device=gen.device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    gen.model.eval()
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
+    past, logits = out.past_key_values, out.logits[:, -1, :]
+    next_pos = positions[:, -1:] + 1
+    done = torch.zeros(bsz, dtype=torch.bool, device=gen.device)
+    chosen: list[list[int]] = [[] for _ in range(bsz)]
+    steps: list[list[torch.Tensor]] = [[] for _ in range(bsz)]
+    rng = torch.Generator(device="cpu").manual_seed(0)
+    for _ in range(settings.max_new_tokens):
+        token_logp = torch.log_softmax(logits.float(), dim=-1).view(bsz, k, -1)
+        mixture = torch.logsumexp(prior[..., None] + token_logp, dim=1)  # [B, V]
+        nxt = _pick(mixture, settings, rng)
+        for b in range(bsz):
+            if not done[b]:
+                chosen[b].append(int(nxt[b]))
+                if return_step_logp:
+                    steps[b].append(mixture[b].cpu())
+        done |= nxt == tok.eos_token_id
+        if bool(done.all()):
+            break
+        step_ids = nxt.repeat_interleave(k)[:, None]
+        attention = torch.cat([attention, torch.ones_like(step_ids)], dim=1)
+        out = model(input_ids=step_ids, attention_mask=attention, position_ids=next_pos, past_key_values=past,
+                    use_cache=True)
+        past, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
+    answers = [tok.decode([t for t in row if t != tok.eos_token_id], skip_special_tokens=True).strip() for row in chosen]
+    return (answers, steps) if return_step_logp else answers
+
+
+def _pick(mixture: torch.Tensor, settings: GenerationSettings, rng: torch.Generator) -> torch.Tensor:
+    if not settings.do_sample:
+        return mixture.argmax(-1)
+    logits = mixture / settings.temperature
+    if settings.top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > settings.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1).cpu()
+    return torch.multinomial(probs, 1, generator=rng).squeeze(-1).to(mixture.device)
+
+
+def settings_dict(settings: GenerationSettings) -> dict:
+    return asdict(settings)
