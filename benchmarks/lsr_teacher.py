@@ -47,7 +47,7 @@ def main() -> None:
             break
         batch = train[i : i + args.batch]
         with torch.no_grad():
-            scores, lm_logp, pos, _ = stage.scores(rag, batch, grad=False)
+            scores, lm_logp, pos, _, _ = stage.scores(rag, batch, grad=False)
         for j, e in enumerate(batch):
             gold = [c for c, p in enumerate(pos[j]) if rag.store.passages[p].id in e.gold_ids]
             if not gold or seen >= args.n:

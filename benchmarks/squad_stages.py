@@ -53,7 +53,6 @@ def main() -> None:
     from fedrag.pipeline import build_training_rag
     from fedrag.rag import RAGSystem
     from fedrag.train import ContrastiveStage, LSRStage, RALTStage, TrainConfig, train_stage
-    from fedrag.train.stages import reencode_store
 
     out = Path(args.out)
     passages, train, test, corpus = squad_split(args.squad, out)
@@ -97,7 +96,7 @@ def main() -> None:
         rag = tuned if (name == "lsr" and tuned is not None) else fresh(shared)
         res = train_stage(stage, rag, train, cfg)
         if shared and name != "ralt":
-            print("re-encoded the store:", reencode_store(rag), flush=True)
+            print("re-encoded the store:", rag.reencode_store(), flush=True)
         if name == "ralt" and args.lsr_teacher == "ralt":
             tuned = rag
         m, hits = metric(rag)

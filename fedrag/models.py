@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Literal, get_args
 
 from fedrag._env import cache_dir, require
 from fedrag._io import atomic_dir
@@ -58,13 +59,14 @@ def retriever_path(name: str) -> str:
     return name
 
 
-def load_sentence_transformer(name: str, device: str = "cpu"):
-    """Load a SentenceTransformer from any accepted model argument."""
+def load_sentence_transformer(name: str, device: str = "cpu", dtype=None):
+    """Load a SentenceTransformer from any accepted model argument (``dtype``: weights' torch dtype)."""
     from sentence_transformers import SentenceTransformer
 
     path = retriever_path(name)
     try:
-        return SentenceTransformer(path, device=device)
+        kwargs = {"model_kwargs": {"dtype": dtype}} if dtype is not None else {}
+        return SentenceTransformer(path, device=device, **kwargs)
     except Exception as exc:  # noqa: BLE001 - hub/IO errors come in many types
         if path == name and not Path(name).exists():
             raise _hub_error("retriever", name, BUNDLED_RETRIEVERS, exc) from None
@@ -132,14 +134,63 @@ def adapter_base(path: Path) -> str | None:
     cfg = path / ADAPTER_FILE if isinstance(path, Path) else None
     if cfg is None or not cfg.exists():
         return None
-    return json.loads(cfg.read_text())["base_model_name_or_path"]
+    try:
+        base = json.loads(cfg.read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelResolutionError(f"{cfg}: not a valid peft adapter config ({type(exc).__name__}: {exc})") from None
+    if not isinstance(base, str) or not base:
+        raise ModelResolutionError(f"{cfg}: 'base_model_name_or_path' must name the base model")
+    return base
 
 
-def load_causal_lm(name: str, device: str = "cpu"):
+Quantize = Literal["none", "4bit", "8bit"]
+WeightDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+def weight_dtype(name: str, device: str):
+    """Weights' dtype for inference: ``auto`` = bfloat16 on a GPU that supports it, else float32."""
+    import torch
+
+    from fedrag.errors import FedragError
+
+    if name == "auto":
+        on_gpu = str(device).startswith("cuda") and torch.cuda.is_available()
+        return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in get_args(WeightDtype):
+        raise FedragError(f"--dtype must be one of {', '.join(get_args(WeightDtype))}, got '{name}'")
+    if name == "float16" and not str(device).startswith("cuda"):
+        raise FedragError("--dtype float16 needs a CUDA GPU; on CPU use --dtype bfloat16 or float32")
+    return getattr(torch, name)
+
+
+def quantization_config(quantize: str):
+    """bitsandbytes' config for a 4-bit (NF4, bf16 compute) or 8-bit base; needs a CUDA GPU."""
+    import torch
+
+    from fedrag.errors import FedragError
+
+    if quantize not in get_args(Quantize):
+        raise FedragError(f"--quantize must be one of {', '.join(get_args(Quantize))}, got '{quantize}'")
+    if not torch.cuda.is_available():
+        raise FedragError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this machine has none")
+    require("bitsandbytes", "'fedrag[gpu]'")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_causal_lm(name: str, device: str = "cpu", _seen: tuple[str, ...] = (), dtype=None, quantize: str = "none",
+                   device_map: str | None = None):
     """Return ``(model, tokenizer, adapter_dir_or_None)`` for any accepted argument.
 
     A peft adapter directory loads its base (itself any accepted argument) and
-    returns the adapter directory so the caller can attach it.
+    returns the adapter directory so the caller can attach it. ``dtype`` (a torch
+    dtype, default float32) is the weights' dtype; ``quantize`` loads a 4-/8-bit base
+    (bitsandbytes, GPU only); ``device_map`` (e.g. ``"auto"``) lets accelerate place a
+    model larger than one device across the devices (and CPU).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -147,13 +198,21 @@ def load_causal_lm(name: str, device: str = "cpu"):
     path = generator_path(name)
     base = adapter_base(path) if isinstance(path, Path) else None
     if base is not None:
-        model, tok, _ = load_causal_lm(base, device)
+        key = str(Path(path).resolve())
+        if key in _seen or len(_seen) > 4:
+            raise ModelResolutionError(f"adapter '{name}' names itself (or a cycle of adapters) as its base model")
+        model, tok, _ = load_causal_lm(base, device, (*_seen, key), dtype, quantize, device_map)
         return model, tok, path
+    kwargs = {"dtype": dtype or torch.float32}
+    if quantize != "none":
+        kwargs.update(quantization_config=quantization_config(quantize), device_map=device_map or {"": device})
+    elif device_map:
+        kwargs["device_map"] = device_map
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:  # noqa: BLE001
         if path == name and not Path(name).exists():
             raise _hub_error("generator", name, BUNDLED_GENERATORS, exc) from None
         raise ModelResolutionError(f"could not load generator '{name}' from {path}: {exc}") from None
-    return model.to(device), tok, None
+    return (model if "device_map" in kwargs else model.to(device)), tok, None

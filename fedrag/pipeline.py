@@ -32,8 +32,14 @@ def load_store(corpus: str | list | None, retriever: Retriever, index: str | Non
 
 
 def build_rag(corpus: str | None, retriever: str | None, generator: str | None, index: str | None = None,
-              retrieval: str = "dense", top_k: int = 3, device: str = "cpu", show_progress: bool = False) -> RAGSystem:
-    """A ready RAG system from command-line style arguments (``generator='none'`` → retrieval only)."""
+              retrieval: str = "dense", top_k: int = 3, device: str = "cpu", show_progress: bool = False,
+              settings=None, dtype: str = "float32", quantize: str = "none", device_map: str | None = None) -> RAGSystem:
+    """A ready RAG system from command-line style arguments (``generator='none'`` → retrieval
+    only); ``settings`` (:class:`~fedrag.generate.decoding.GenerationSettings`) default to the
+    decoding recorded with a fedrag-trained generator. ``dtype`` / ``quantize`` /
+    ``device_map`` set how the generator's weights load (see :meth:`Generator.load`)."""
+    from fedrag.generate.decoding import resolve_settings
+
     from fedrag.generate import Generator
 
     if retrieval not in ("dense", "bm25", "hybrid"):
@@ -50,18 +56,23 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
     else:
         ret = Retriever.load(retriever or "minilm", device=device)
         store = load_store(passages, ret, index, show_progress=show_progress)
-    gen = None if generator in (None, "none") else Generator.load(generator, device=device)
-    return RAGSystem(Searcher(store, ret, retrieval), gen, top_k=top_k)
+    gen = None if generator in (None, "none") else Generator.load(generator, device=device, dtype=dtype,
+                                                                  quantize=quantize, device_map=device_map)
+    settings = settings or resolve_settings("auto", generator)
+    return RAGSystem(Searcher(store, ret, retrieval), gen, top_k=top_k, settings=settings)
 
 
 def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,
                        device: str = "cpu", seed: int = 0, index: str | None = None,
-                       shared_retriever: bool = False) -> RAGSystem:
-    """A RAG system ready for training: dual-encoder retriever, store, generator (LoRA by default)."""
+                       shared_retriever: bool = False, quantize: str = "none") -> RAGSystem:
+    """A RAG system ready for training: dual-encoder retriever, store, generator (LoRA by
+    default; ``quantize="4bit"`` for QLoRA on a GPU). Weights stay float32: half precision
+    comes from autocast (``TrainConfig.dtype``)."""
     from fedrag.generate import Generator
 
     passages = load_corpus(corpus) if not index else None
     ret = Retriever.load(retriever, device=device, shared=shared_retriever)
     store = load_store(passages, ret, index)
-    gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed)
+    gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed,
+                                                                 quantize=quantize)
     return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)

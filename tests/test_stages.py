@@ -34,7 +34,7 @@ def test_rag_losses_with_k1_equal_answer_nll(rag, train):
     for stage_cls in (RAGSequenceStage, RAGTokenStage):
         stage = stage_cls(top_k=1)
         got = stage.loss(rag, batch).loss
-        scores, pos = retrieve_scores(rag, [e.question for e in batch], 1, grad=False)
+        scores, pos, _ = retrieve_scores(rag, [e.question for e in batch], 1, grad=False)
         prompts = [rag.generator.prompt(e.question, [rag.store.passages[p[0]]]) for e, p in zip(batch, pos)]
         nll = -rag.generator.score(prompts, [e.answers[0] for e in batch]).seq_logp.mean()
         assert got.item() == pytest.approx(nll.item(), rel=1e-5)
@@ -99,7 +99,7 @@ def test_ralt_puts_loss_on_answer_tokens_only(rag, train):
     ours = stage.loss(rag, batch).loss.item()
     _, pos = rag.store.search(rag.retriever.encode_queries([batch[0].question]), 2)
     gen = rag.generator
-    prompt = gen._ids(gen.prompt(batch[0].question, [rag.store.passages[p] for p in pos[0]]))
+    prompt = gen.token_ids(gen.prompt(batch[0].question, [rag.store.passages[p] for p in pos[0]]))
     answer = gen.answer_ids(batch[0].answers[0])
     ids = torch.tensor([prompt + answer])
     labels = torch.tensor([[-100] * len(prompt) + answer])
@@ -159,13 +159,12 @@ def test_training_is_reproducible_and_resumable(tiny_models, demo_dir, train, tm
 
 def test_contrastive_can_train_the_passage_encoder_and_reencode(tiny_models, demo_dir, train):
     from fedrag.pipeline import build_training_rag
-    from fedrag.train.stages import reencode_store
 
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", shared_retriever=True)
     before = rag.store.embeddings.copy()
     train_stage(ContrastiveStage(train_passages=True), rag, train[:16],
                 TrainConfig(steps=3, batch_size=8, lr_retriever=1e-2, warmup_ratio=0))
-    cost = reencode_store(rag)
+    cost = rag.reencode_store()
     assert cost["reencoded_passages"] == len(before) and cost["reencode_s"] > 0
     assert not np.allclose(before, rag.store.embeddings), "the store reflects the trained passage encoder"
 
@@ -174,7 +173,6 @@ def test_lsr_can_train_the_passage_encoder(tiny_models, demo_dir, train):
     """With train_passages the top-k are re-embedded with gradients: same scores as the
     store's (eval mode), but the gradient also flows through the passage side."""
     from fedrag.pipeline import build_training_rag
-    from fedrag.train.stages import reencode_store
 
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", shared_retriever=True)
     enc, questions = rag.retriever.query_encoder, [e.question for e in train[:4]]
@@ -182,7 +180,7 @@ def test_lsr_can_train_the_passage_encoder(tiny_models, demo_dir, train):
     grads = []
     for passages in (False, True):
         enc.zero_grad()
-        scores, pos = retrieve_scores(rag, questions, 3, grad=True, train_passages=passages)
+        scores, pos, _ = retrieve_scores(rag, questions, 3, grad=True, train_passages=passages)
         scores.logsumexp(-1).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in enc.parameters() if p.grad is not None]))
         if passages:
@@ -197,7 +195,7 @@ def test_lsr_can_train_the_passage_encoder(tiny_models, demo_dir, train):
     with torch.no_grad():
         loss0 = stage.loss(rag, train[:8]).loss.item()
     train_stage(stage, rag, train[:8], TrainConfig(steps=15, batch_size=8, lr_retriever=1e-3, warmup_ratio=0))
-    reencode_store(rag)
+    rag.reencode_store()
     assert not np.allclose(before, rag.store.embeddings), "the passage encoder moved"
     rag.retriever.query_encoder.eval()
     with torch.no_grad():

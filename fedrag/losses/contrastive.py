@@ -23,5 +23,5 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
     Duplicate positives in a batch (two questions about one passage) are not masked.
     """
     candidates = positives if negatives is None else torch.cat([positives, negatives], dim=0)
-    logits = scale * queries @ candidates.T
+    logits = scale * (queries @ candidates.T).float()
     return F.cross_entropy(logits, torch.arange(queries.shape[0], device=queries.device))

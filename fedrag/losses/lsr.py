@@ -26,6 +26,6 @@ def lsr_loss(retriever_scores: torch.Tensor, lm_logp: torch.Tensor, gamma: float
     the retriever scores is simply ``(p_R - p_LM)/gamma``: a cross-entropy with soft labels.
     The reverse direction would let the retriever collapse onto one passage.
     """
-    log_p_r = F.log_softmax(retriever_scores / gamma, dim=-1)
-    log_p_lm = F.log_softmax(lm_logp.detach() / tau, dim=-1)
+    log_p_r = F.log_softmax(retriever_scores.float() / gamma, dim=-1)  # float32 even under autocast
+    log_p_lm = F.log_softmax(lm_logp.detach().float() / tau, dim=-1)
     return (log_p_lm.exp() * (log_p_lm - log_p_r)).sum(-1).mean()

@@ -18,8 +18,8 @@ def rag_sequence_nll(retriever_scores: torch.Tensor, seq_logp: torch.Tensor, gam
     retriever is frozen), ``seq_logp`` ``[B, k]`` to the generator. With ``k = 1`` this
     is the plain answer NLL ``-log p_theta(y|x,z)``.
     """
-    log_prior = F.log_softmax(retriever_scores / gamma, dim=-1)
-    return -torch.logsumexp(log_prior + seq_logp, dim=-1).mean()
+    log_prior = F.log_softmax(retriever_scores.float() / gamma, dim=-1)  # float32 even under autocast
+    return -torch.logsumexp(log_prior + seq_logp.float(), dim=-1).mean()
 
 
 def rag_token_nll(retriever_scores: torch.Tensor, token_logp: torch.Tensor, mask: torch.Tensor,
@@ -33,6 +33,6 @@ def rag_token_nll(retriever_scores: torch.Tensor, token_logp: torch.Tensor, mask
     tokens are the same for the k passages of one question), ``mask`` ``[B, T]`` marks
     real answer tokens. With ``k = 1`` it equals the plain answer NLL.
     """
-    log_prior = F.log_softmax(retriever_scores / gamma, dim=-1)
-    per_token = torch.logsumexp(log_prior[..., None] + token_logp, dim=1)  # [B, T]
+    log_prior = F.log_softmax(retriever_scores.float() / gamma, dim=-1)
+    per_token = torch.logsumexp(log_prior[..., None] + token_logp.float(), dim=1)  # [B, T]
     return -(per_token * mask).sum(-1).mean()

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,6 +22,13 @@ from fedrag.errors import FedragError
 from fedrag.models import load_sentence_transformer
 
 META_FILE = "fedrag_retriever.json"
+
+
+class Embedded(NamedTuple):
+    """L2-normalised embeddings ``[n, dim]`` and the number of tokens encoded."""
+
+    vectors: torch.Tensor
+    tokens: int
 
 
 def fingerprint(module: torch.nn.Module) -> str:
@@ -49,19 +57,27 @@ class Retriever(torch.nn.Module):
         self.passage_name = passage_name or name
         self.query_prompt, self.passage_prompt = query_prompt, passage_prompt
         self._passage_fp: str | None = None
-        self.last_tokens = 0
 
     @classmethod
-    def load(cls, name: str, device: str = "cpu", shared: bool = False) -> "Retriever":
+    def load(cls, name: str, device: str = "cpu", shared: bool = False, dtype: str = "float32") -> "Retriever":
         """Load from any model argument; a directory saved by :meth:`save` restores its
-        frozen passage encoder (so indexes built with the base model stay valid)."""
-        model = load_sentence_transformer(name, device)
+        frozen passage encoder (so indexes built with the base model stay valid).
+        ``dtype``: the weights' dtype (see :func:`fedrag.models.weight_dtype`)."""
+        from fedrag.models import weight_dtype
+
+        torch_dtype = weight_dtype(dtype, device)
+        model = load_sentence_transformer(name, device, torch_dtype)
         meta_path = Path(name) / META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            if not isinstance(meta, dict):
+                raise ValueError("expected a JSON object")
+        except (OSError, ValueError) as exc:
+            raise FedragError(f"{meta_path}: not a valid fedrag retriever file ({exc})") from None
         passage_name = meta.get("passage_encoder")
         passage_model = None
         if passage_name and not shared:
-            passage_model = load_sentence_transformer(passage_name, device)
+            passage_model = load_sentence_transformer(passage_name, device, torch_dtype)
         return cls(model, name, passage_model=passage_model, passage_name=passage_name or name, shared=shared,
                    query_prompt=meta.get("query_prompt", ""), passage_prompt=meta.get("passage_prompt", ""))
 
@@ -80,24 +96,27 @@ class Retriever(torch.nn.Module):
             self._passage_fp = fingerprint(self.passage_encoder)
         return self._passage_fp
 
-    def _embed(self, model, texts: list[str]) -> torch.Tensor:
+    def _embed(self, model, texts: list[str]) -> Embedded:
         features = model.preprocess(texts)
         features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-        self.last_tokens = int(features["attention_mask"].sum()) if "attention_mask" in features else 0
-        return F.normalize(model(features)["sentence_embedding"], dim=-1)
+        tokens = int(features["attention_mask"].sum()) if "attention_mask" in features else 0
+        return Embedded(F.normalize(model(features)["sentence_embedding"], dim=-1), tokens)
+
+    def embed_queries(self, questions: list[str], grad: bool = False) -> Embedded:
+        """Embed questions (L2-normalised ``[n, dim]``) and count their tokens. With
+        ``grad=True`` the vectors are connected to the query encoder's weights."""
+        texts = [self.query_prompt + q for q in questions]
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            return self._embed(self.query_encoder, texts)
 
     def encode_queries(self, questions: list[str], grad: bool = False) -> torch.Tensor:
-        """Embed questions, L2-normalised, ``[n, dim]``. With ``grad=True`` the result is
-        a differentiable tensor connected to the query encoder's weights."""
-        texts = [self.query_prompt + q for q in questions]
-        if grad:
-            return self._embed(self.query_encoder, texts)
-        with torch.no_grad():
-            return self._embed(self.query_encoder, texts)
+        """The vectors of :meth:`embed_queries`."""
+        return self.embed_queries(questions, grad).vectors
 
-    def embed_passages_with_grad(self, texts: list[str]) -> torch.Tensor:
-        """Embed passages as a differentiable ``[n, dim]`` tensor (L2-normalised), for
-        training the passage side; only a ``shared`` retriever's passage encoder trains."""
+    def embed_passages_with_grad(self, texts: list[str]) -> Embedded:
+        """Embed passages as differentiable vectors (L2-normalised ``[n, dim]``) with their
+        token count, for training the passage side; only a ``shared`` retriever's passage
+        encoder trains."""
         if not self.shared:
             raise FedragError("training the passage encoder needs a shared retriever (--train-passages loads one)")
         return self._embed(self.passage_encoder, [self.passage_prompt + t for t in texts])

@@ -15,9 +15,10 @@ MODES = ("dense", "bm25", "hybrid")
 
 @dataclass(frozen=True)
 class Hit:
+    """A retrieved passage and its retrieval score (cosine for dense, BM25 or RRF otherwise)."""
+
     passage: Passage
     score: float
-    position: int
 
 
 class Searcher:
@@ -47,6 +48,6 @@ class Searcher:
     def search(self, questions: list[str], k: int) -> list[list[Hit]]:
         scores, pos = self.positions(questions, k)
         return [
-            [Hit(self.store.passages[p], float(s), int(p)) for s, p in zip(srow, prow) if p >= 0]
+            [Hit(self.store.passages[p], float(s)) for s, p in zip(srow, prow) if p >= 0]
             for srow, prow in zip(scores, pos)
         ]

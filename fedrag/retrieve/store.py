@@ -1,8 +1,9 @@
 """Knowledge store: passages + their embeddings in a FAISS inner-product index.
 
 Vectors are L2-normalised, so inner product = cosine similarity. On disk a store is
-a directory: ``index.faiss``, ``embeddings.npy``, ``passages.jsonl`` and
-``manifest.json`` (encoder name, weight fingerprint, dimension, count).
+a directory: ``embeddings.npy``, ``passages.jsonl`` and ``manifest.json`` (encoder
+name, weight fingerprint, dimension, count); the flat FAISS index is rebuilt from the
+embeddings on load (exact search: nothing to persist beyond the vectors).
 
 Documented clamp: ``search(k)`` with ``k`` larger than the store returns
 ``len(store)`` hits per query (never FAISS's ``-1`` padding).
@@ -86,6 +87,11 @@ class KnowledgeStore:
                 os.replace(tmp, cache)
         return cls(passages, emb, encoder=retriever.passage_name, fingerprint=fp)
 
+    def reencoded(self, retriever, show_progress: bool = False) -> "KnowledgeStore":
+        """The same passages embedded anew by ``retriever``'s passage encoder (after it
+        was trained): a new store, this one untouched."""
+        return KnowledgeStore.build(self.passages, retriever, use_cache=False, show_progress=show_progress)
+
     def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Batched top-k: ``(scores [n, k'], positions [n, k'])`` with ``k' = min(k, len(store))``."""
         if len(self) == 0:
@@ -113,7 +119,6 @@ class KnowledgeStore:
     def save(self, out_dir: str | os.PathLike) -> None:
         """Write the store atomically: the directory appears complete or not at all."""
         with atomic_dir(out_dir) as tmp:
-            _faiss().write_index(self.index, str(tmp / "index.faiss"))
             np.save(tmp / "embeddings.npy", self.embeddings)
             write_jsonl(tmp / "passages.jsonl", self.passages)
             manifest = {"format": "fedrag-store/1", "encoder": self.encoder, "fingerprint": self.fingerprint,
@@ -126,10 +131,14 @@ class KnowledgeStore:
         path = Path(path)
         if not (path / MANIFEST).is_file():
             raise StoreError(f"{path}: not a fedrag index directory (no {MANIFEST})")
-        manifest = json.loads((path / MANIFEST).read_text())
-        emb = np.load(path / "embeddings.npy")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+            emb = np.load(path / "embeddings.npy", allow_pickle=False)
+            shape = (manifest["count"], manifest["dim"])
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+            raise StoreError(f"{path}: corrupt index ({type(exc).__name__}: {exc}); rebuild it with fedrag index") from None
         passages = load_corpus(path / "passages.jsonl")
-        if emb.shape != (manifest["count"], manifest["dim"]):
+        if emb.shape != shape:
             raise StoreError(f"{path}: embeddings {emb.shape} disagree with the manifest ({manifest['count']}, {manifest['dim']})")
         store = cls(passages, emb, encoder=manifest["encoder"], fingerprint=manifest.get("fingerprint", ""))
         if retriever is not None:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fedrag._io import atomic_write_json
 from fedrag.data.types import Example
+from fedrag.generate.decoding import save_decoding
 from fedrag.train.cost import Cost
 from fedrag.train.loop import StageResult, TrainConfig, train_stage
+from fedrag.train.protocol import Stage
 
 
 @dataclass
 class Phase:
     """One stage of a strategy, with optional per-phase overrides of the TrainConfig."""
 
-    stage: object
+    stage: Stage
     overrides: dict = field(default_factory=dict)
 
     @property
@@ -38,6 +41,16 @@ class Strategy:
     def trains(self) -> tuple[str, ...]:
         return tuple(sorted({side for p in self.phases for side in p.stage.trains}))
 
+    @property
+    def decoding(self) -> dict:
+        """``{"decoding", "gamma"}`` matching how the generator was last trained: the
+        ``decoding`` of the last phase that trains the generator (a stage may declare
+        one), else concat (an untouched generator keeps its usual prompt)."""
+        for phase in reversed(self.phases):
+            if "generator" in phase.stage.trains:
+                return dict(getattr(phase.stage, "decoding", None) or {"decoding": "concat", "gamma": 1.0})
+        return {"decoding": "concat", "gamma": 1.0}
+
     def run(self, rag, train: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
             out_dir: str | Path | None = None, evaluate_fn=None) -> list[StageResult]:
         results = []
@@ -48,8 +61,6 @@ class Strategy:
             results.append(res)
             if out_dir:
                 with open(Path(out_dir) / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                    import json
-
                     for rec in res.history:
                         fh.write(json.dumps({"phase": i, **rec}) + "\n")
         return results
@@ -62,11 +73,15 @@ def total_cost(results: list[StageResult], name: str) -> dict:
     return {"strategy": name, "total": total.to_dict(), "stages": [r.cost.to_dict() for r in results]}
 
 
-def save_outputs(rag, out_dir: str | Path, results: list[StageResult], strategy_name: str, extra: dict | None = None) -> None:
-    """Write DIR/retriever, DIR/generator (adapter or full model) and DIR/cost.json."""
+def save_outputs(rag, out_dir: str | Path, results: list[StageResult], strategy_name: str, extra: dict | None = None,
+                 decoding: dict | None = None) -> None:
+    """Write DIR/retriever, DIR/generator (adapter or full model, with the ``decoding``
+    that matches its training recorded in it) and DIR/cost.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rag.retriever.save(out / "retriever")
     if rag.generator is not None:
         rag.generator.save(out / "generator")
+        if decoding:
+            save_decoding(out / "generator", decoding["decoding"], decoding.get("gamma", 1.0), strategy_name)
     atomic_write_json(out / "cost.json", {**total_cost(results, strategy_name), **(extra or {})})

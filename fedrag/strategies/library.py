@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fedrag.errors import FedragError
 from fedrag.strategies.base import Phase, Strategy
-from fedrag.train.stages import ContrastiveStage, LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage
+from fedrag.train.stages import ContrastiveStage, LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage, make_stage
+
+StrategyName = Literal["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"]
+TwoPhaseLoss = Literal["rag-sequence", "rag-token", "lsr"]
+TwoPhaseOrder = Literal["generator-first", "retriever-first"]
 
 
 def independent(top_k: int = 3) -> Strategy:
@@ -65,3 +71,19 @@ def custom(name: str, *stages) -> Strategy:
     """Compose a strategy from stage objects (or ``(stage, overrides)`` pairs)."""
     phases = [Phase(s[0], s[1]) if isinstance(s, tuple) else Phase(s) for s in stages]
     return Strategy(name, phases, "custom composition")
+
+
+def plan_from_names(strategy: str | None, stage: str | None, top_k: int = 3, ralt_mode: str = "all-in-one",
+                    two_phase_loss: str = "rag-sequence", two_phase_order: str = "generator-first",
+                    train_passages: bool = False) -> Strategy:
+    """A Strategy from a strategy name, or a one-phase one from a stage name (exactly one)."""
+    if (strategy is None) == (stage is None):
+        raise FedragError("give exactly one of --strategy or --stage")
+    if stage:
+        if train_passages and stage not in ("contrastive", "lsr"):
+            raise FedragError("--train-passages applies to --stage contrastive or --stage lsr")
+        return custom(stage, make_stage(stage, top_k=top_k, mode=ralt_mode, train_passages=train_passages or None))
+    if train_passages:
+        raise FedragError("--train-passages applies to --stage contrastive or --stage lsr")
+    opts = {"retriever_loss": two_phase_loss, "order": two_phase_order} if strategy == "two-phase" else {}
+    return make_strategy(strategy, top_k=top_k, **opts)

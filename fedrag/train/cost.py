@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -34,7 +34,8 @@ class Cost:
     backward_passes: int = 0
     flops: float = 0.0
     peak_memory_mb: float = 0.0
-    extra: dict = field(default_factory=dict)
+    retriever_tokens_per_s: float = 0.0
+    generator_tokens_per_s: float = 0.0
 
     def add(self, other: "Cost") -> "Cost":
         out = Cost(name=self.name or other.name)
@@ -42,7 +43,16 @@ class Cost:
                   "backward_passes", "flops"):
             setattr(out, f, getattr(self, f) + getattr(other, f))
         out.peak_memory_mb = max(self.peak_memory_mb, other.peak_memory_mb)
-        return out
+        return out.with_throughput()
+
+    def with_throughput(self) -> "Cost":
+        """Fill tokens per second (through each model, training included) from the counters."""
+        if self.wall_s > 0:
+            self.retriever_tokens_per_s = self.retriever_tokens / self.wall_s
+            self.generator_tokens_per_s = self.generator_tokens / self.wall_s
+        return self
+
+    __add__ = add
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +83,7 @@ class CostMeter:
         self.cost.wall_s = time.perf_counter() - self._t0
         gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
         self.cost.peak_memory_mb = max(gpu, _peak_rss_mb())
-        return self.cost
+        return self.cost.with_throughput()
 
 
 def param_count(module) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
@@ -15,31 +16,66 @@ from tqdm.auto import tqdm
 from fedrag._io import atomic_dir
 from fedrag.data.types import Example
 from fedrag.train.cost import Cost, CostMeter, param_count
+from fedrag.train.protocol import Stage
 from fedrag.train.state import freeze_except, get_state, set_state
+
+if TYPE_CHECKING:
+    from fedrag.rag import RAGSystem
+
+
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``steps`` wins over ``epochs`` when given."""
+    """Optimisation settings, validated when built. ``steps`` wins over ``epochs`` when given.
 
-    steps: int | None = None
-    epochs: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr_generator: float = 3e-4
-    lr_retriever: float = 2e-5
-    weight_decay: float = 0.0
-    scheduler: str = "linear"          # any transformers scheduler name (linear, cosine, constant, ...)
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    eval_every: int = 0                # steps; 0 = only at the end (if a validation set is given)
-    checkpoint_every: int = 0          # steps; 0 = none
-    gradient_checkpointing: bool = False
-    prox_mu: float = 0.0               # FedProx proximal term weight (federated clients)
-    schedule_total: int | None = None  # LR schedule length if longer than this run (federated rounds)
-    schedule_offset: int = 0           # schedule steps already taken (round r starts at (r-1)·steps)
-    progress: bool = False
+    Each field's ``metadata["help"]`` is its documentation; the CLI options and the
+    Flower app config are derived from these fields."""
+
+    steps: int | None = _f(None, "optimizer steps per phase (wins over --epochs)")
+    epochs: float = _f(1.0, "passes over the training set per phase (when --steps is not given)")
+    batch_size: int = _f(4, "questions per step")
+    grad_accum: int = _f(1, "batches accumulated per optimizer step")
+    lr_generator: float = _f(3e-4, "generator learning rate (LoRA adapter or full model)")
+    lr_retriever: float = _f(2e-5, "retriever learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    scheduler: Scheduler = _f("linear", "learning-rate schedule (transformers' get_scheduler)")
+    warmup_ratio: float = _f(0.1, "fraction of the steps spent warming up")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
+    seed: int = _f(0, "random seed (data order, LoRA init)")
+    eval_every: int = _f(0, "validate every N steps (0: only at the end, if --val is given)")
+    checkpoint_every: int = _f(0, "checkpoint every N steps (0: never)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower steps")
+    dtype: Precision = _f("auto", "compute precision (torch.autocast; weights stay float32): auto = bfloat16 on a "
+                                  "GPU that supports it, else float32; float16 needs a CUDA GPU (loss scaling)")
+    score_batch_size: int | None = _f(None, "rows per generator scoring forward (exact: each chunk is recomputed "
+                                            "in backward); trades time for memory, default all rows at once")
+    prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)")
+    schedule_total: int | None = _f(None, "LR schedule length if longer than this run (federated rounds)")
+    schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)")
+    progress: bool = _f(False, "show a progress bar")
+
+    def __post_init__(self):
+        from fedrag.errors import FedragError
+
+        if self.scheduler not in get_args(Scheduler):
+            raise FedragError(f"--scheduler must be one of {', '.join(get_args(Scheduler))}, got '{self.scheduler}'")
+        if self.steps is not None and self.steps < 1:
+            raise FedragError(f"--steps must be >= 1, got {self.steps} (a run that trains nothing is not a result)")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise FedragError(f"--batch-size and --grad-accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
+        if self.dtype not in get_args(Precision):
+            raise FedragError(f"--dtype must be one of {', '.join(get_args(Precision))}, got '{self.dtype}'")
+        if self.score_batch_size is not None and self.score_batch_size < 1:
+            raise FedragError(f"--score-batch-size must be >= 1, got {self.score_batch_size}")
+        if self.epochs <= 0 or min(self.lr_generator, self.lr_retriever) < 0 or not 0 <= self.warmup_ratio < 1:
+            raise FedragError("--epochs must be > 0, learning rates >= 0 and --warmup-ratio in [0, 1)")
 
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:
@@ -54,6 +90,17 @@ class StageResult:
     final_loss: float
     history: list[dict]
     cost: Cost
+
+
+def compute_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``name`` on ``device`` (``auto``: bf16 where a GPU supports it)."""
+    from fedrag.errors import FedragError
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if name == "float16" and device.type != "cuda":
+        raise FedragError("--dtype float16 needs a CUDA GPU (loss scaling); on CPU use --dtype bfloat16 or float32")
+    return getattr(torch, name)
 
 
 def seed_everything(seed: int) -> None:
@@ -87,7 +134,7 @@ def _set_modes(rag, trains) -> None:
         rag.generator.model.train("generator" in trains)
 
 
-def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
+def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
                 out_dir: str | Path | None = None, resume: bool = False, reference: dict | None = None,
                 evaluate_fn=None, optimizer_state: dict[str, torch.Tensor] | None = None) -> StageResult:
     """Train ``stage`` on ``examples`` for ``cfg.total_steps`` optimizer steps.
@@ -99,8 +146,12 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
     from saved moments and is updated in place with the final ones: a federated site
     passes the same dict every round, so its optimizer continues instead of restarting.
     """
+    from fedrag.errors import FedragError
+
     if not examples:
-        raise ValueError("no training examples")
+        raise FedragError("no training examples")
+    if not isinstance(stage, Stage):
+        raise FedragError(f"{type(stage).__name__} is not a stage: it needs name, trains and loss(rag, batch)")
     seed_everything(cfg.seed)
     params = freeze_except(rag, stage.trains)
     if cfg.gradient_checkpointing and rag.generator is not None and "generator" in stage.trains:
@@ -126,6 +177,11 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
                       param_count(rag.generator.model) if rag.generator is not None else 0)
     ref = {n: t.to(p.device) for n, t in reference.items() for p in [params[n]]} if (reference and cfg.prox_mu) else None
     _set_modes(rag, stage.trains)
+    device = rag.retriever.device
+    dtype = compute_dtype(cfg.dtype, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    if rag.generator is not None:
+        old_chunk, rag.generator.score_batch_size = rag.generator.score_batch_size, cfg.score_batch_size
     history, loss_value = [], float("nan")
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)
     for step in range(start, total):
@@ -133,16 +189,19 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
         losses = []
         for _ in range(cfg.grad_accum):
             batch = [examples[i] for i in next(batches)]
-            res = stage.loss(rag, batch)
-            loss = res.loss
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                res = stage.loss(rag, batch)
+            loss = res.loss.float()
             if ref is not None:
                 loss = loss + cfg.prox_mu / 2 * sum(((params[n] - r) ** 2).sum() for n, r in ref.items())
-            (loss / cfg.grad_accum).backward()
+            scaler.scale(loss / cfg.grad_accum).backward()
             losses.append(float(loss.detach()))
             meter.step(res, len(batch))
+        scaler.unscale_(opt)
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         loss_value = sum(losses) / len(losses)
         record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0]}
@@ -156,6 +215,8 @@ def train_stage(stage, rag, examples: list[Example], cfg: TrainConfig, val: list
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
     bar.close()
+    if rag.generator is not None:
+        rag.generator.score_batch_size = old_chunk
     rag.retriever.query_encoder.eval()
     if rag.generator is not None:
         rag.generator.model.eval()
@@ -233,8 +294,14 @@ def _resume(out: Path, rag, opt, sched) -> int:
         return 0
     from safetensors.torch import load_file
 
-    set_state(rag, load_file(str(ckpt / "trainable.safetensors")))
-    states = torch.load(ckpt / "optimizer.pt", weights_only=False)
-    opt.load_state_dict(states["optimizer"])
-    sched.load_state_dict(states["scheduler"])
-    return int(json.loads((ckpt / "state.json").read_text())["step"])
+    from fedrag.errors import FedragError
+
+    try:
+        step = int(json.loads((ckpt / "state.json").read_text())["step"])
+        set_state(rag, load_file(str(ckpt / "trainable.safetensors")))
+        states = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(states["optimizer"])
+        sched.load_state_dict(states["scheduler"])
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise FedragError(f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over") from None
+    return step

@@ -1,63 +1,59 @@
-"""Training stages: each declares what it trains and computes one batch's loss.
+"""The built-in training stages: each declares what it trains and computes one batch's loss.
 
-A stage is a small object with ``trains`` (a subset of ``{"retriever", "generator"}``)
-and ``loss(rag, batch) -> StepOutput``. The loop (:mod:`fedrag.train.loop`) freezes
+Each satisfies :class:`fedrag.train.protocol.Stage` (``name``, ``trains``,
+``loss(rag, batch) -> StepOutput``). The loop (:mod:`fedrag.train.loop`) freezes
 everything else, so a frozen side's weights stay bit-identical. The same objects run
 centrally and, one round at a time, inside a Flower client.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
 from fedrag.losses import answer_nll, info_nce, lsr_loss, rag_sequence_nll, rag_token_nll
+from fedrag.train.protocol import StepOutput
+
+if TYPE_CHECKING:
+    from fedrag.rag import RAGSystem
+
+RaltMode = Literal["all-in-one", "per-passage"]
 
 
-@dataclass
-class StepOutput:
-    loss: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
-    retriever_tokens: int = 0     # tokens through the query encoder
-    generator_tokens: int = 0     # tokens through the LM
-    retriever_grad: bool = False  # did the retriever forward need a backward?
-    generator_grad: bool = False
-
-
-def retrieve_scores(rag, questions: list[str], k: int, grad: bool,
-                    train_passages: bool = False) -> tuple[torch.Tensor, list[list[int]]]:
-    """Top-k store positions and their scores ``q · p`` as a ``[B, k]`` tensor.
+def retrieve_scores(rag: RAGSystem, questions: list[str], k: int, grad: bool,
+                    train_passages: bool = False) -> tuple[torch.Tensor, list[list[int]], int]:
+    """Top-k store positions, their scores ``q · p`` as a ``[B, k]`` tensor, and the
+    tokens the retriever encoded.
 
     FAISS picks the positions (with a detached query); the scores are recomputed from
     the (differentiable, when ``grad``) query embedding and the store's fixed passage
     embeddings, so gradients reach the query encoder. With ``train_passages`` the top-k
     passages are re-embedded with gradients instead (see :func:`embed_passages`).
     """
-    q = rag.retriever.encode_queries(questions, grad=grad)
+    q, tokens = rag.retriever.embed_queries(questions, grad=grad)
     _, pos = rag.store.search(q.detach(), k)
     if train_passages:
-        tokens = rag.retriever.last_tokens
-        passages = embed_passages(rag, pos.reshape(-1).tolist()).view(*pos.shape, -1)
-        rag.retriever.last_tokens += tokens
+        emb = embed_passages(rag, pos.reshape(-1).tolist())
+        passages, tokens = emb.vectors.view(*pos.shape, -1), tokens + emb.tokens
     else:
         passages = rag.store.embedding_tensor(q.device)[torch.as_tensor(pos, device=q.device)]  # [B, k, d]
-    return torch.einsum("bd,bkd->bk", q, passages), pos.tolist()
+    return torch.einsum("bd,bkd->bk", q, passages), pos.tolist(), tokens
 
 
-def embed_passages(rag, positions: list[int]) -> torch.Tensor:
-    """Store passages re-embedded *with gradients* by the shared encoder, ``[n, d]``.
+def embed_passages(rag: RAGSystem, positions: list[int]):
+    """Store passages re-embedded *with gradients* by the shared encoder
+    (:class:`~fedrag.retrieve.retriever.Embedded`: vectors ``[n, d]`` and token count).
 
     Training the passage side makes the store's embeddings stale: re-encode it
-    afterwards with :func:`reencode_store`. ``rag.retriever.last_tokens`` counts these
-    passages' tokens."""
+    afterwards with :meth:`fedrag.rag.RAGSystem.reencode_store`."""
     return rag.retriever.embed_passages_with_grad([rag.store.passages[i].as_text() for i in positions])
 
 
-def _passages(rag, pos: list[list[int]]):
+def _passages(rag: RAGSystem, pos: list[list[int]]):
     return [[rag.store.passages[p] for p in row] for row in pos]
 
 
@@ -68,7 +64,7 @@ class ContrastiveStage:
 
     ``train_passages=True`` (needs a retriever loaded with ``shared=True``) also trains
     the passage encoder: passages are re-embedded with gradients each step, and the
-    store must be re-encoded afterwards (:func:`fedrag.train.stages.reencode_store`)."""
+    store must be re-encoded afterwards (:meth:`fedrag.rag.RAGSystem.reencode_store`)."""
 
     name: ClassVar[str] = "contrastive"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
@@ -77,10 +73,10 @@ class ContrastiveStage:
     top_k: int = 4
     train_passages: bool = False
 
-    def loss(self, rag, batch: list[Example]) -> StepOutput:
+    def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
         if not all(e.gold_ids for e in batch):
             raise FedragError("the contrastive stage needs gold passage ids ('gold_ids') for every training example")
-        q = rag.retriever.encode_queries([e.question for e in batch], grad=True)
+        q, tokens = rag.retriever.embed_queries([e.question for e in batch], grad=True)
         emb = rag.store.embedding_tensor(q.device)
         gold = [rag.store.position(e.gold_ids[0]) for e in batch]
         negatives = None
@@ -91,16 +87,15 @@ class ContrastiveStage:
                 golds = {rag.store.position(g) for g in e.gold_ids}
                 neg += [p for p in row if p not in golds][: self.hard_negatives]
             negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
-        tokens = rag.retriever.last_tokens
         if self.train_passages:
             ids = gold + (neg if self.hard_negatives else [])
-            enc = embed_passages(rag, ids)
-            tokens += rag.retriever.last_tokens
+            enc, passage_tokens = embed_passages(rag, ids)
+            tokens += passage_tokens
             positives, negatives = enc[: len(gold)], (enc[len(gold):] if len(ids) > len(gold) else None)
         else:
             positives = emb[torch.as_tensor(gold, device=q.device)]
         loss = info_nce(q, positives, negatives, self.scale)
-        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=tokens, retriever_grad=True)
+        return StepOutput(loss, retriever_tokens=tokens, retriever_grad=True)
 
 
 @dataclass
@@ -118,24 +113,24 @@ class LSRStage:
     tau: float = 1.0
     train_passages: bool = False
 
-    def scores(self, rag, batch: list[Example], grad: bool = True):
+    def scores(self, rag: RAGSystem, batch: list[Example], grad: bool = True):
         """The two sides of the loss over each question's top-k: retriever scores ``[B, k]``
         (with gradients when ``grad``), the LM's log p(answer | passage, question) ``[B, k]``
-        (no gradients), the store positions, and the LM's :class:`AnswerScores`."""
+        (no gradients), the store positions, the LM's :class:`AnswerScores` and the
+        retriever's token count."""
         questions = [e.question for e in batch]
-        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=grad, train_passages=self.train_passages and grad)
+        scores, pos, rtok = retrieve_scores(rag, questions, self.top_k, grad=grad, train_passages=self.train_passages and grad)
         gen = rag.generator
         prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
         answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
         with torch.no_grad():
             lm = gen.score(prompts, answers)
-        return scores, lm.seq_logp.view_as(scores), pos, lm
+        return scores, lm.seq_logp.view_as(scores), pos, lm, rtok
 
-    def loss(self, rag, batch: list[Example]) -> StepOutput:
-        scores, lm_logp, _, lm = self.scores(rag, batch)
-        rtok = rag.retriever.last_tokens
+    def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
+        scores, lm_logp, _, lm, rtok = self.scores(rag, batch)
         loss = lsr_loss(scores, lm_logp, self.gamma, self.tau)
-        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rtok, generator_tokens=lm.n_tokens, retriever_grad=True)
+        return StepOutput(loss, retriever_tokens=rtok, generator_tokens=lm.n_tokens, retriever_grad=True)
 
 
 @dataclass
@@ -149,14 +144,23 @@ class RALTStage:
     name: ClassVar[str] = "ralt"
     trains: ClassVar[tuple[str, ...]] = ("generator",)
     top_k: int = 3
-    mode: str = "all-in-one"
+    mode: RaltMode = "all-in-one"
+    gamma: float = 0.1  # per-passage mode: retrieval temperature of the REPLUG-style ensemble at decoding
 
-    def loss(self, rag, batch: list[Example]) -> StepOutput:
+    @property
+    def decoding(self) -> dict:
+        """The decoding that matches this training: all passages in one prompt → concat;
+        one passage per example → the per-token ensemble over passages (RA-DIT/REPLUG)."""
+        return {"decoding": "concat" if self.mode == "all-in-one" else "rag-token", "gamma": self.gamma}
+
+    def __post_init__(self):
         if self.mode not in ("per-passage", "all-in-one"):
             raise FedragError(f"RALT mode must be 'per-passage' or 'all-in-one', got '{self.mode}'")
+
+    def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
         questions = [e.question for e in batch]
-        _, pos = rag.store.search(rag.retriever.encode_queries(questions), self.top_k)
-        rtok = rag.retriever.last_tokens
+        q, rtok = rag.retriever.embed_queries(questions)
+        _, pos = rag.store.search(q, self.top_k)
         gen, contexts = rag.generator, _passages(rag, pos)
         if self.mode == "per-passage":
             prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, contexts) for p in ps]
@@ -166,7 +170,7 @@ class RALTStage:
             answers = [e.answers[0] for e in batch]
         out = gen.score(prompts, answers)
         loss = answer_nll(out.seq_logp, out.mask.sum(-1))
-        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rtok, generator_tokens=out.n_tokens, generator_grad=True)
+        return StepOutput(loss, retriever_tokens=rtok, generator_tokens=out.n_tokens, generator_grad=True)
 
 
 @dataclass
@@ -180,12 +184,11 @@ class _JointStage:
     def trains(self) -> tuple[str, ...]:
         return tuple(n for n, on in (("retriever", self.train_retriever), ("generator", self.train_generator)) if on)
 
-    def _forward(self, rag, batch: list[Example]):
+    def _forward(self, rag: RAGSystem, batch: list[Example]):
         if not self.trains:
             raise FedragError(f"stage {self.name} with both sides frozen trains nothing")
         questions = [e.question for e in batch]
-        scores, pos = retrieve_scores(rag, questions, self.top_k, grad=self.train_retriever)
-        rtok = rag.retriever.last_tokens
+        scores, pos, rtok = retrieve_scores(rag, questions, self.top_k, grad=self.train_retriever)
         gen = rag.generator
         prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
         answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
@@ -194,7 +197,7 @@ class _JointStage:
         return scores, out, rtok
 
     def _output(self, loss, scores, out, rtok) -> StepOutput:
-        return StepOutput(loss, {"loss": float(loss.detach())}, retriever_tokens=rtok, generator_tokens=out.n_tokens,
+        return StepOutput(loss, retriever_tokens=rtok, generator_tokens=out.n_tokens,
                           retriever_grad=self.train_retriever, generator_grad=self.train_generator)
 
 
@@ -204,7 +207,11 @@ class RAGSequenceStage(_JointStage):
 
     name: ClassVar[str] = "rag-sequence"
 
-    def loss(self, rag, batch: list[Example]) -> StepOutput:
+    @property
+    def decoding(self) -> dict:
+        return {"decoding": "rag-sequence", "gamma": self.gamma}
+
+    def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
         scores, out, rtok = self._forward(rag, batch)
         loss = rag_sequence_nll(scores, out.seq_logp.view_as(scores), self.gamma)
         return self._output(loss, scores, out, rtok)
@@ -216,25 +223,16 @@ class RAGTokenStage(_JointStage):
 
     name: ClassVar[str] = "rag-token"
 
-    def loss(self, rag, batch: list[Example]) -> StepOutput:
+    @property
+    def decoding(self) -> dict:
+        return {"decoding": "rag-token", "gamma": self.gamma}
+
+    def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
         scores, out, rtok = self._forward(rag, batch)
         b, k = scores.shape
         token_logp = out.token_logp.view(b, k, -1)
         loss = rag_token_nll(scores, token_logp, out.mask.view(b, k, -1)[:, 0], self.gamma)
         return self._output(loss, scores, out, rtok)
-
-
-def reencode_store(rag) -> dict:
-    """Re-embed every passage with the (trained) passage encoder; returns the cost."""
-    import time
-
-    from fedrag.retrieve import KnowledgeStore
-
-    t0 = time.perf_counter()
-    rag.retriever._passage_fp = None
-    store = KnowledgeStore.build(rag.store.passages, rag.retriever, use_cache=False)
-    rag.searcher.store = store
-    return {"reencode_s": time.perf_counter() - t0, "reencoded_passages": len(store)}
 
 
 STAGES = {s.name: s for s in (ContrastiveStage, LSRStage, RALTStage, RAGSequenceStage, RAGTokenStage)}

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from fedrag.evaluate import evaluate
+from fedrag.generate.decoding import GenerationSettings
 from fedrag.rag import RAGSystem
 
 
-def validation_fn(with_generator: bool, top_k: int = 3, k: int = 5):
-    """``fn(rag, examples) -> {recall@k, mrr@10, (em, f1)}`` for :func:`train_stage`."""
+def validation_fn(with_generator: bool, top_k: int = 3, k: int = 5, settings: GenerationSettings | None = None):
+    """``fn(rag, examples) -> {recall@k or answer_recall@k, mrr@10, (em, f1)}`` for
+    :func:`train_stage`; answers are decoded with ``settings`` (the strategy's decoding)."""
 
     def fn(rag: RAGSystem, examples):
-        view = RAGSystem(rag.searcher, rag.generator if with_generator else None, top_k=top_k)
+        view = RAGSystem(rag.searcher, rag.generator if with_generator else None, top_k=top_k, settings=settings)
         m = evaluate(view, examples, progress=False, ks=(1, k))
-        return {key: m[key] for key in ("em", "f1", f"recall@{k}", "mrr@10") if key in m}
+        return {key: m[key] for key in ("em", "f1", f"recall@{k}", "mrr@10", f"answer_recall@{k}") if key in m}
 
     return fn
+
+
+def retrieval_key(metrics: dict, k: int = 5) -> float:
+    """The retrieval figure to select on: Recall@k with gold ids, else answer-recall@k."""
+    return metrics.get(f"recall@{k}", metrics.get(f"answer_recall@{k}", 0.0))

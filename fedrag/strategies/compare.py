@@ -1,0 +1,138 @@
+"""Compare fine-tuning strategies on the user's own data: quality against cost.
+
+Every applicable strategy is trained from the same base models (optionally after a
+phase-aware learning-rate search), evaluated on the test set with the decoding that
+matches its training, and reported next to the untuned pipeline. Results are written
+per strategy as they finish (``OUT/strategies/NAME.json``), so an interrupted
+comparison resumes where it stopped; a finished strategy is never run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fedrag._io import atomic_write_json
+from fedrag.data.types import Example, Passage
+from fedrag.errors import FedragError
+from fedrag.generate.decoding import GenerationSettings
+from fedrag.rag import RAGSystem
+from fedrag.strategies.base import total_cost
+from fedrag.strategies.library import STRATEGIES, make_strategy
+from fedrag.strategies.lr_search import search_lr
+from fedrag.train.loop import TrainConfig
+
+NEEDS_GOLD = {"independent": "its retriever stage is contrastive and needs gold passage ids (context labels)"}
+
+
+@dataclass
+class CompareSettings:
+    """What a comparison runs; stored in OUT so a resume with other settings is refused."""
+
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    retriever: str = "minilm"
+    generator: str = "smollm2-135m"
+    top_k: int = 3
+    train: dict = field(default_factory=dict)        # TrainConfig fields
+    search: bool = False
+    lrs_generator: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
+    lrs_retriever: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
+    max_new_tokens: int = 32
+    data: dict = field(default_factory=dict)         # input paths and sizes
+
+    def __post_init__(self):
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown:
+            raise FedragError(f"unknown strategy '{unknown[0]}' (choose from {', '.join(STRATEGIES)})")
+        if not self.strategies:
+            raise FedragError("give at least one strategy to compare")
+
+
+def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str], dict[str, str]]:
+    """The strategies that can run on ``examples``, and why the others are skipped."""
+    has_gold = all(e.gold_ids for e in examples)
+    skipped = {s: NEEDS_GOLD[s] for s in strategies if s in NEEDS_GOLD and not has_gold}
+    return [s for s in strategies if s not in skipped], skipped
+
+
+def compare(settings: CompareSettings, passages: list[Passage], train: list[Example], test: list[Example],
+            val: list[Example] | None, out: str | Path, build_rag, log=print) -> dict:
+    """Run the comparison into ``out``; ``build_rag()`` returns fresh base models each call.
+
+    Returns (and writes to ``OUT/compare.json``) ``{"settings", "rows", "skipped"}``, one
+    row per strategy plus the untuned baseline: EM, F1, Recall@5 (with gold ids) and
+    answer-recall@5, train seconds and FLOPs, search seconds and FLOPs."""
+    out = Path(out)
+    (out / "strategies").mkdir(parents=True, exist_ok=True)
+    run, skipped = applicable(settings.strategies, train)
+    for name, why in skipped.items():
+        log(f"compare: skipping {name}: {why}")
+    if settings.search and not val:
+        raise FedragError("the learning-rate search needs validation data (--val, or carve it from --train)")
+    cfg = TrainConfig(**settings.train)
+    rows = [_cached(out, "untuned") or _save(out, "untuned", _baseline(build_rag(), test, settings, log))]
+    for i, name in enumerate(run, 1):
+        row = _cached(out, name)
+        if row:
+            log(f"compare: [{i}/{len(run)}] {name}: already finished (F1 {row.get('f1', 0):.3f}), skipped")
+        else:
+            log(f"compare: [{i}/{len(run)}] {name}: training{' with LR search' if settings.search else ''} ...")
+            row = _save(out, name, _one(name, build_rag(), train, val, test, cfg, settings, log))
+            log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
+                f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
+        rows.append(row)
+    result = {"settings": asdict(settings), "rows": rows, "skipped": skipped}
+    atomic_write_json(out / "compare.json", result)
+    return result
+
+
+def _cached(out: Path, name: str) -> dict | None:
+    path = out / "strategies" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _save(out: Path, name: str, row: dict) -> dict:
+    atomic_write_json(out / "strategies" / f"{name}.json", row)
+    return row
+
+
+def _test_metrics(rag, test: list[Example], settings: GenerationSettings, top_k: int) -> dict:
+    from fedrag.evaluate import evaluate
+
+    t0 = time.perf_counter()
+    m = evaluate(RAGSystem(rag.searcher, rag.generator, top_k=top_k, settings=settings), test, progress=False)
+    m.pop("_rows")
+    keep = ("em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10", "answer_recall@1", "answer_recall@5",
+            "answer_recall@20", "n")
+    return {**{k: m[k] for k in keep if k in m}, "eval_s": time.perf_counter() - t0}
+
+
+def _baseline(rag, test, settings: CompareSettings, log) -> dict:
+    log("compare: evaluating the untuned pipeline ...")
+    gen = GenerationSettings("concat", max_new_tokens=settings.max_new_tokens)
+    return {"strategy": "untuned", "decoding": "concat", **_test_metrics(rag, test, gen, settings.top_k),
+            "train_s": 0.0, "train_flops": 0.0, "search_s": 0.0, "search_flops": 0.0, "steps": 0}
+
+
+def _one(name: str, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> dict:
+    plan = make_strategy(name, top_k=settings.top_k)
+    search = {"search_s": 0.0, "search_flops": 0.0, "search_points": 0}
+    if settings.search:
+        def show(p):
+            log(f"compare:   {name} phase {p['phase']} lr_g={p['lr_generator']:g} lr_r={p['lr_retriever']:g} "
+                f"-> F1 {p.get('f1', float('nan')):.3f} R@5 {p.get('recall@5', p.get('answer_recall@5', float('nan'))):.3f}")
+
+        report = search_lr(plan, rag, train, val, cfg, settings.lrs_generator, settings.lrs_retriever,
+                           top_k=settings.top_k, on_point=show)
+        results = report["final_results"]
+        search = {"search_s": report["search_cost"]["wall_s"], "search_flops": report["search_cost"]["flops"],
+                  "search_points": len(report["points"]), "search_mode": report["mode"], "best_lrs": report["best"]}
+    else:
+        results = plan.run(rag, train, cfg)
+    cost = total_cost(results, name)["total"]
+    dec = plan.decoding
+    gen = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", 1.0), max_new_tokens=settings.max_new_tokens)
+    return {"strategy": name, "decoding": dec["decoding"], **_test_metrics(rag, test, gen, settings.top_k),
+            "train_s": cost["wall_s"], "train_flops": cost["flops"], "steps": cost["steps"], **search}

@@ -1,0 +1,161 @@
+"""Learning-rate search that follows a strategy's phases (Lawton et al. 2025, §4).
+
+* **phase-wise** (every phase trains one side: independent, two-phase, RA-DIT): search
+  phase 1's learning rate, keep the best phase-1 model, then search phase 2's from
+  it, and so on. Phase 1 is never retrained for a phase-2 point, so the cost is the
+  *sum* of the 1-D grids; for independent the phases do not depend on each other
+  and this is its two independent 1-D searches.
+* **grid** (a phase trains both sides: joint RAG-Sequence / RAG-Token): the 2-D grid,
+  every point trained from the initial models.
+* **full-retrain**: the naive search, which retrains the whole strategy for every
+  point of each axis. It is kept only so ``benchmarks/`` can measure what the
+  phase-wise search saves.
+
+Selection is on validation data: a phase that trains the generator by F1 (EM breaks
+ties), decoded as that phase trains; one that trains the retriever by Recall@5 (or
+answer-recall@5 without gold ids), which needs no generation. The best models stay
+in ``rag``: they *are* the final training at the chosen learning rates, so no
+retraining follows, and their cost is reported apart from the search's.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from typing import Literal
+
+from fedrag.data.types import Example
+from fedrag.errors import FedragError
+from fedrag.generate.decoding import GenerationSettings
+from fedrag.strategies.base import Strategy
+from fedrag.train.cost import Cost
+from fedrag.train.loop import StageResult, TrainConfig, train_stage
+from fedrag.train.state import get_state, set_state
+from fedrag.train.validate import retrieval_key, validation_fn
+
+SearchMode = Literal["auto", "phase-wise", "grid", "full-retrain"]
+
+
+def search_mode(strategy: Strategy) -> str:
+    """``grid`` when a phase trains both sides, else ``phase-wise``."""
+    return "grid" if any(len(p.stage.trains) > 1 for p in strategy.phases) else "phase-wise"
+
+
+def search_lr(strategy: Strategy, rag, train: list[Example], val: list[Example], cfg: TrainConfig,
+              lrs_generator: list[float], lrs_retriever: list[float], mode: str = "auto", top_k: int = 3,
+              on_point=None) -> dict:
+    """Search, leave the best models in ``rag`` and return the report:
+    ``points`` (each with its phase, learning rates, validation metrics and cost),
+    ``best`` learning rates, ``search_cost`` (every point), ``final_cost`` (the chosen
+    path only), ``stage_runs`` and ``final_results`` (:class:`StageResult` list)."""
+    if not val:
+        raise FedragError("the learning-rate search needs validation examples")
+    if not lrs_generator or not lrs_retriever:
+        raise FedragError("give at least one learning rate per model")
+    mode = search_mode(strategy) if mode == "auto" else mode
+    if mode not in ("phase-wise", "grid", "full-retrain"):
+        raise FedragError(f"unknown search mode '{mode}'")
+    if mode == "phase-wise" and search_mode(strategy) == "grid":
+        raise FedragError(f"strategy '{strategy.name}' trains both sides in one phase: its search is the 2-D grid")
+    runner = {"phase-wise": _phase_wise, "grid": _grid, "full-retrain": _full_retrain}[mode]
+    points, final = runner(strategy, rag, train, val, cfg, lrs_generator, lrs_retriever, top_k, on_point or (lambda p: None))
+    search_cost = sum((Cost(**{k: v for k, v in p["cost"].items()}) for p in points), Cost(name="lr-search"))
+    final_cost = sum((r.cost for r in final), Cost(name="final"))
+    best = {"lr_generator": cfg.lr_generator, "lr_retriever": cfg.lr_retriever}
+    for p in points:
+        if p.get("chosen"):
+            best.update({k: p[k] for k in p["chosen"]})
+    return {"strategy": strategy.name, "mode": mode, "best": best, "points": points, "stage_runs": sum(p["stage_runs"] for p in points),
+            "search_cost": search_cost.to_dict(), "final_cost": final_cost.to_dict(), "final_results": final}
+
+
+def _evaluator(strategy: Strategy, stage, top_k: int):
+    """Validation for a phase: answers (decoded as ``stage`` trains) if it trains the generator."""
+    if "generator" in stage.trains:
+        dec = getattr(stage, "decoding", None) or strategy.decoding
+        settings = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", 1.0))
+        fn = validation_fn(True, top_k, settings=settings)
+        return fn, lambda m: (m.get("f1", 0.0), m.get("em", 0.0), retrieval_key(m))
+    return validation_fn(False, top_k), lambda m: (retrieval_key(m),)
+
+
+def _point(phase: int | str, stage: str, cfg: TrainConfig, metrics: dict, results: list[StageResult]) -> dict:
+    cost = sum((r.cost for r in results), Cost(name=stage))
+    return {"phase": phase, "stage": stage, "lr_generator": cfg.lr_generator, "lr_retriever": cfg.lr_retriever,
+            **metrics, "stage_runs": len(results), "wall_s": cost.wall_s, "flops": cost.flops, "cost": cost.to_dict()}
+
+
+def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
+    points, final = [], []
+    sides = strategy.trains
+    for i, phase in enumerate(strategy.phases):
+        (side,) = phase.stage.trains
+        key = f"lr_{side}"
+        start = get_state(rag, sides)
+        fn, rank = _evaluator(strategy, phase.stage, top_k)
+        best = None
+        for lr in lrs_g if side == "generator" else lrs_r:
+            set_state(rag, start)
+            pcfg = replace(phase.config(cfg), **{key: lr})
+            res = train_stage(phase.stage, rag, train, pcfg)
+            metrics = fn(rag, val)
+            point = _point(i, phase.name, pcfg, metrics, [res])
+            points.append(point)
+            on_point(point)
+            if best is None or rank(metrics) > rank(best[0]):
+                best = (metrics, get_state(rag, sides), res, point)
+        set_state(rag, best[1])
+        best[3]["chosen"] = [key]
+        final.append(best[2])
+    return points, final
+
+
+def _train_all(strategy, rag, train, cfg) -> list[StageResult]:
+    return [train_stage(p.stage, rag, train, p.config(cfg)) for p in strategy.phases]
+
+
+def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
+    start = get_state(rag, strategy.trains)
+    fn, rank = _evaluator(strategy, strategy.phases[-1].stage, top_k)
+    if "generator" not in strategy.trains:
+        fn, rank = validation_fn(False, top_k), (lambda m: (retrieval_key(m),))
+    points, best = [], None
+    for g, r in itertools.product(lrs_g, lrs_r):
+        set_state(rag, start)
+        pcfg = replace(cfg, lr_generator=g, lr_retriever=r)
+        results = _train_all(strategy, rag, train, pcfg)
+        metrics = fn(rag, val)
+        point = _point("all", strategy.name, pcfg, metrics, results)
+        points.append(point)
+        on_point(point)
+        if best is None or rank(metrics) > rank(best[0]):
+            best = (metrics, get_state(rag, strategy.trains), results, point)
+    set_state(rag, best[1])
+    best[3]["chosen"] = ["lr_generator", "lr_retriever"]
+    return points, best[2]
+
+
+def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
+    """The naive search: every point of each 1-D axis retrains every phase (the other
+    model's LR at its first value)."""
+    start = get_state(rag, strategy.trains)
+    grid = [(g, lrs_r[0], "lr_generator") for g in lrs_g] + [(lrs_g[0], r, "lr_retriever") for r in lrs_r[1:]]
+    points, best = [], {}
+    for g, r, axis in grid:
+        set_state(rag, start)
+        pcfg = replace(cfg, lr_generator=g, lr_retriever=r)
+        results = _train_all(strategy, rag, train, pcfg)
+        stage = strategy.phases[-1].stage if axis == "lr_generator" else strategy.phases[0].stage
+        fn, rank = _evaluator(strategy, next((p.stage for p in strategy.phases if axis[3:] in p.stage.trains), stage), top_k)
+        metrics = fn(rag, val)
+        point = _point("all", strategy.name, pcfg, metrics, results)
+        points.append(point)
+        on_point(point)
+        if axis not in best or rank(metrics) > best[axis][0]:
+            best[axis] = (rank(metrics), point, results)
+    for axis, (_, point, _) in best.items():
+        point.setdefault("chosen", []).append(axis)
+    set_state(rag, start)  # the naive search ends with a final run at the chosen point
+    chosen = replace(cfg, lr_generator=best["lr_generator"][1]["lr_generator"],
+                     lr_retriever=best.get("lr_retriever", best["lr_generator"])[1]["lr_retriever"])
+    return points, _train_all(strategy, rag, train, chosen)

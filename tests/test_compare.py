@@ -1,0 +1,133 @@
+"""Phase-aware LR search, label-free retrieval metrics, and ``fedrag compare``."""
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from fedrag.data import Example, load_qa
+from fedrag.evaluate import evaluate
+from fedrag.pipeline import build_training_rag
+from fedrag.rag import RAGSystem
+from fedrag.strategies import Phase, Strategy
+from fedrag.strategies.lr_search import search_lr
+from fedrag.train import RAGSequenceStage, TrainConfig
+
+from test_cli import run
+
+
+@dataclass
+class Counting:
+    """A user-defined stage wrapping another: counts the optimizer steps it is trained for."""
+
+    inner: object
+    calls: int = 0
+
+    @property
+    def name(self):
+        return self.inner.name
+
+    @property
+    def trains(self):
+        return self.inner.trains
+
+    @property
+    def decoding(self):
+        return self.inner.decoding
+
+    def loss(self, rag, batch):
+        self.calls += 1
+        return self.inner.loss(rag, batch)
+
+
+def _two_phase():
+    gen, ret = Counting(RAGSequenceStage(top_k=2, train_retriever=False)), Counting(RAGSequenceStage(top_k=2, train_generator=False))
+    return Strategy("two-phase", [Phase(gen), Phase(ret)]), gen, ret
+
+
+@pytest.fixture(scope="module")
+def data(demo_dir):
+    return load_qa(demo_dir / "train.jsonl")[:8], load_qa(demo_dir / "test.jsonl")[:3]
+
+
+def test_two_phase_search_never_retrains_phase_one(tiny_models, demo_dir, data):
+    train, val = data
+    lrs_g, lrs_r = [1e-4, 1e-3], [1e-5, 1e-4, 1e-3]
+    cfg = TrainConfig(steps=2, batch_size=2)
+    counts = {}
+    for mode in ("phase-wise", "full-retrain"):
+        rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
+        plan, gen, ret = _two_phase()
+        report = search_lr(plan, rag, train, val, cfg, lrs_g, lrs_r, mode=mode, top_k=2)
+        counts[mode] = (gen.calls // cfg.steps, ret.calls // cfg.steps, report)
+    g_runs, r_runs, report = counts["phase-wise"]
+    assert (g_runs, r_runs) == (len(lrs_g), len(lrs_r)), "phase 1 trained once per phase-1 point, never per phase-2 point"
+    assert report["stage_runs"] == len(lrs_g) + len(lrs_r) and len(report["final_results"]) == 2
+    assert report["best"]["lr_generator"] in lrs_g and report["best"]["lr_retriever"] in lrs_r
+    assert [p["phase"] for p in report["points"]] == [0, 0, 1, 1, 1]
+    assert report["final_cost"]["steps"] == 2 * cfg.steps
+    naive_g, naive_r, naive = counts["full-retrain"]
+    # the naive search: (|G| + |R| - 1) full runs, then the final run at the chosen point
+    assert (naive_g, naive_r) == (len(lrs_g) + len(lrs_r), len(lrs_g) + len(lrs_r))
+    assert naive["search_cost"]["steps"] > report["search_cost"]["steps"]
+
+
+def test_joint_search_is_the_2d_grid(tiny_models, demo_dir, data):
+    train, val = data
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
+    stage = Counting(RAGSequenceStage(top_k=2))
+    report = search_lr(Strategy("joint", [Phase(stage)]), rag, train, val, TrainConfig(steps=1, batch_size=2),
+                       [1e-4, 1e-3], [1e-5, 1e-4], top_k=2)
+    assert report["mode"] == "grid" and stage.calls == 4 and len(report["points"]) == 4
+
+
+def test_without_gold_ids_answer_recall_replaces_recall(tiny_models, demo_dir, data):
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", top_k=3)
+    test = [Example(e.id, e.question, e.answers) for e in data[1]]  # gold ids dropped
+    m = evaluate(RAGSystem(rag.searcher, None, top_k=3), test, progress=False)
+    assert "answer_recall@5" in m and not any(k.startswith("recall@") for k in m)
+    # with gold ids both are reported, and answer-recall is computed from the passages' text
+    m2 = evaluate(RAGSystem(rag.searcher, None, top_k=3), data[1], progress=False)
+    assert "recall@5" in m2 and m2["answer_recall@20"] >= m2["answer_recall@1"]
+    hit = rag.store.passages[rag.store.position(data[1][0].gold_ids[0])]
+    from fedrag.evaluate import answer_recall_at_k
+
+    assert answer_recall_at_k([hit.as_text()], data[1][0].answers, 1) == 1.0
+    assert answer_recall_at_k(["nothing relevant"], data[1][0].answers, 1) == 0.0
+
+
+def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    # the same data without gold ids: independent is skipped and said so
+    def strip_gold(name):
+        path = tmp_path / f"{name}_nogold.jsonl"
+        path.write_text("".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers)}) + "\n"
+                                for e in load_qa(demo_dir / f"{name}.jsonl")[:8]))
+        return path
+
+    nogold, nogold_test = strip_gold("train"), strip_gold("test")
+    args = ["compare", "--corpus", demo_dir / "corpus.jsonl", "--test", demo_dir / "test.jsonl", "--test-limit", "2",
+            "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--steps", "1",
+            "--batch-size", "2", "--top-k", "2", "--max-new-tokens", "4"]
+    code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
+    assert code == 0, err
+    result = json.loads((tmp_path / "c" / "compare.json").read_text())
+    names = [r["strategy"] for r in result["rows"]]
+    assert names == ["untuned", "independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"]
+    by = {r["strategy"]: r for r in result["rows"]}
+    assert by["joint-token"]["decoding"] == "rag-token" and by["joint-sequence"]["decoding"] == "rag-sequence"
+    assert by["independent"]["decoding"] == "concat" and by["ra-dit"]["decoding"] == "rag-token"
+    assert all(r["train_s"] > 0 and r["train_flops"] > 0 for r in result["rows"][1:])
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert md.count("\n| ") >= 7 and "## Advice" in md and (tmp_path / "c" / "compare.png").stat().st_size > 1000
+    # resumed: nothing is trained again
+    code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
+    assert code == 0 and err.count("already finished") == 5, err
+    args_nogold = [nogold_test if a == demo_dir / "test.jsonl" else a for a in args]
+    code, out, err = run(monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "independent,joint-token")
+    assert code == 0, err
+    assert "skipping independent" in err and "gold passage ids" in err
+    rows = json.loads((tmp_path / "n" / "compare.json").read_text())["rows"]
+    assert [r["strategy"] for r in rows] == ["untuned", "joint-token"] and "recall@5" not in rows[1] and "answer_recall@5" in rows[1]
+    # other settings in the same OUT are refused, not mixed
+    code, out, err = run(monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "joint-token")
+    assert code == 2 and "other settings" in err
