@@ -1,5 +1,5 @@
 """``python -m fedrag`` = the ``fedrag`` command."""
 
-from fedrag.cli import main
+from fedrag.cli.main import main
 
 main()

@@ -15,7 +15,7 @@ def test_minilm_recall_matches_plain_sentence_transformers_and_faiss(monkeypatch
     import faiss
     from sentence_transformers import SentenceTransformer
 
-    from fedrag.cli import main
+    from fedrag.cli.main import main
     from fedrag.evaluate import recall_at_k
     from fedrag.models import retriever_path
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fedrag.cli import main
+from fedrag.cli.main import main
 
 
 def run(monkeypatch, capsys, *args):
@@ -34,6 +34,9 @@ def bad_files(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "1", "question": "q", "answers": ["a"]}\n{"id": "2", "question": \n')
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "nogold.jsonl").write_text('{"id": "1", "question": "q", "answers": ["a"], "gold_ids": ["nope"]}\n')
+    (tmp_path / "binary.json").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "squad_nopara.json").write_text('{"data": [{"title": "T"}]}')
+    (tmp_path / "hotpot_noctx.json").write_text('[{"_id": "1", "question": "q", "answer": "a", "supporting_facts": []}]')
     return tmp_path
 
 
@@ -48,12 +51,23 @@ def bad_files(tmp_path):
     ("unknown generator", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retriever", "{r}", "--generator", "./missing.gguf"], "generator path './missing.gguf' does not exist"),
     ("mismatched index", ["eval", "--qa", "{d}/test.jsonl", "--index", "{i}", "--retriever", "minilm", "--generator", "none"], "does not match the retriever's dimension"),
     ("not an index", ["eval", "--qa", "{d}/test.jsonl", "--index", "{t}", "--retriever", "{r}", "--generator", "none"], "not a fedrag index directory"),
-    ("bad retrieval mode", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retrieval", "magic", "--generator", "none"], "--retrieval must be dense, bm25 or hybrid"),
+    ("bad retrieval mode", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retrieval", "magic", "--generator", "none"], "Invalid value for '--retrieval': 'magic' is not one of 'dense', 'bm25', 'hybrid'"),
     ("bad top-k", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--top-k", "0", "--generator", "none"], "--top-k must be >= 1"),
-    ("unknown strategy", ["train", "--strategy", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "unknown strategy 'magic'"),
-    ("unknown stage", ["train", "--stage", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "unknown stage 'magic'"),
+    ("unknown strategy", ["train", "--strategy", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--strategy'"),
+    ("unknown stage", ["train", "--stage", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--stage'"),
     ("passages with ralt", ["train", "--stage", "ralt", "--train-passages", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--train-passages applies to --stage contrastive or --stage lsr"),
     ("unknown option", ["eval", "--qa", "x", "--frobnicate"], "No such option"),
+    ("bad scheduler", ["train", "--stage", "ralt", "--scheduler", "bogus", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--scheduler'"),
+    ("bad two-phase order", ["train", "--stage", "ralt", "--two-phase-order", "bogus", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--two-phase-order'"),
+    ("zero steps", ["train", "--stage", "ralt", "--steps", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--steps must be >= 1"),
+    ("zero batch", ["train", "--stage", "ralt", "--batch-size", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--batch-size and --grad-accum must be >= 1"),
+    ("zero top-k in train", ["train", "--stage", "ralt", "--top-k", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--top-k'"),
+    ("zero fraction", ["federate", "--stage", "ralt", "--fraction", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--fraction must be in (0, 1]"),
+    ("binary convert input", ["convert", "--format", "squad", "--input", "{t}/binary.json", "--out", "{t}/run"], "not UTF-8 text"),
+    ("squad without paragraphs", ["convert", "--format", "squad", "--input", "{t}/squad_nopara.json", "--out", "{t}/run"], "not a valid SQuAD file: missing field 'paragraphs'"),
+    ("hotpotqa without context", ["convert", "--format", "hotpotqa", "--input", "{t}/hotpot_noctx.json", "--out", "{t}/run"], "not a valid HotpotQA file: missing field 'context'"),
+    ("train over a data directory", ["train", "--stage", "ralt", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{d}"], "is not empty and is not a fedrag output; pass --overwrite"),
+    ("index over a data directory", ["index", "--corpus", "{d}/corpus.jsonl", "--retriever", "{r}", "--out", "{d}"], "is not empty and is not a fedrag output; pass --overwrite"),
 ])
 def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models, index_dir, case, args, message):
     t = bad_files(tmp_path)
@@ -66,6 +80,7 @@ def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, demo_dir
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
     assert not out_file.exists(), "no half-written output"
     assert not (tmp_path / "run").exists() and not (tmp_path / "idx").exists()
+    assert sorted(p.name for p in demo_dir.iterdir()) == ["corpus.jsonl", "test.jsonl", "train.jsonl"], "the data directory is untouched"
 
 
 def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
@@ -85,7 +100,7 @@ def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir,
 def test_demo_data_command(monkeypatch, capsys, tmp_path):
     code, out, _ = run(monkeypatch, capsys, "demo-data", "--out", tmp_path, "--seed", "5", "--people", "8")
     assert code == 0 and "16 passages" in out
-    assert {p.name for p in tmp_path.iterdir()} == {"corpus.jsonl", "train.jsonl", "test.jsonl"}
+    assert {p.name for p in tmp_path.iterdir()} == {"corpus.jsonl", "train.jsonl", "test.jsonl", "fedrag_output.json"}
 
 
 def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
@@ -124,9 +139,10 @@ def test_search_lr_reports_every_point(monkeypatch, capsys, tmp_path, demo_dir, 
     code, out, err = run(monkeypatch, capsys, "search-lr", "--strategy", "joint-sequence", "--corpus", demo_dir / "corpus.jsonl",
                          "--train", demo_dir / "train.jsonl", "--val", demo_dir / "test.jsonl", "--val-limit", "3",
                          "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
-                         "--out", tmp_path, "--steps", "1", "--batch-size", "2", "--lrs-generator", "1e-4,1e-3",
+                         "--out", tmp_path / "lr", "--steps", "1", "--batch-size", "2", "--lrs-generator", "1e-4,1e-3",
                          "--lrs-retriever", "1e-5,1e-4")
     assert code == 0, err
-    report = json.loads((tmp_path / "lr_search.json").read_text())
-    assert len(report["points"]) == 4 and report["total_cost"]["steps"] == 4  # 2-D grid for joint
+    report = json.loads((tmp_path / "lr" / "lr_search.json").read_text())
+    assert len(report["points"]) == 4 and report["search_cost"]["steps"] == 4  # 2-D grid for joint
+    assert report["final_cost"]["steps"] == 1 and (tmp_path / "lr" / "generator" / "fedrag_decoding.json").exists()
     assert {"f1", "recall@5"} <= set(report["points"][0])

@@ -7,6 +7,8 @@ that retrieval can be scored. Write them out with :func:`fedrag.data.write_jsonl
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,8 +29,34 @@ def _load_json(path: str | os.PathLike):
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); expected a JSON file") from None
 
 
+def _schema(fmt: str):
+    """A converter whose input lacks a field (or has one of the wrong type) fails with
+    one line naming the file and the format, not a KeyError."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def converter(path, *args, **kwargs):
+            try:
+                return fn(path, *args, **kwargs)
+            except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                what = f"missing field {exc}" if isinstance(exc, KeyError) else f"unexpected structure ({exc})"
+                raise DataError(f"{path}: not a valid {fmt} file: {what}") from None
+
+        return converter
+
+    return wrap
+
+
+def stable_id(*parts: str) -> str:
+    """A short id that is the same in every run (unlike the salted built-in ``hash``)."""
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:10]
+
+
+@_schema("SQuAD")
 def squad(path: str | os.PathLike, skip_unanswerable: bool = True) -> Converted:
     """SQuAD v1.1 / v2.0 JSON. Passage id ``<title>#<paragraph index>``; each example
     is tagged with its article title in the id prefix so callers can split by article."""
@@ -64,6 +92,7 @@ def split_by_title(examples: list[Example], passages: list[Passage], test_fracti
     return train, test
 
 
+@_schema("NQ-open")
 def nq_open(path: str | os.PathLike) -> Converted:
     """NQ-open JSONL(.gz) with retrieved ``ctxs`` (the lost-in-the-middle format).
     Gold = contexts flagged ``isgold`` (else ``hasanswer``); the corpus is the union of ctxs."""
@@ -74,7 +103,9 @@ def nq_open(path: str | os.PathLike) -> Converted:
             raise DataError(f"{path}:{lineno}: expected 'question' and 'answers'")
         gold = []
         for j, ctx in enumerate(obj.get("ctxs", [])):
-            pid = str(ctx.get("id") or f"{ctx.get('title', '')}#{hash(ctx.get('text', '')) & 0xFFFFFFFF:x}")
+            if not str(ctx.get("text", "")).strip():
+                continue  # an empty passage cannot be indexed
+            pid = str(ctx.get("id") or f"{ctx.get('title', '')}#{stable_id(ctx.get('title', ''), ctx['text'])}")
             passages.setdefault(pid, Passage(id=pid, title=ctx.get("title", ""), text=ctx.get("text", "")))
             if ctx.get("isgold") or (ctx.get("hasanswer") and "isgold" not in ctx):
                 gold.append(pid)
@@ -84,6 +115,7 @@ def nq_open(path: str | os.PathLike) -> Converted:
     return list(passages.values()), examples
 
 
+@_schema("HotpotQA")
 def hotpotqa(path: str | os.PathLike) -> Converted:
     """HotpotQA distractor setting: the official JSON (``context`` as [[title, sents]])
     or the Hugging Face schema (``context`` as {title: [...], sentences: [[...]]}).

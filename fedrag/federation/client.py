@@ -17,16 +17,17 @@ from fedrag.train.state import set_state
 
 
 @lru_cache(maxsize=2)
-def _site_rag(task_key: tuple, corpus: str):
+def _site_rag(task_key: tuple, corpus: str, device: str):
     from fedrag.pipeline import build_training_rag
 
     task = FedTask(**dict(task_key))
-    return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, task.device, task.seed)
+    return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, device, task.seed)
 
 
-def site_rag(task: FedTask, corpus: str):
-    """The site's RAG system (models + private store), cached per process."""
-    return _site_rag(tuple(sorted(task.to_config().items())), corpus)
+def site_rag(task: FedTask, corpus: str, device: str | None = None):
+    """The site's RAG system (models + private store) on ``device`` (default the task's),
+    cached per process."""
+    return _site_rag(tuple(sorted(task.to_config().items())), corpus, device or task.device)
 
 
 def _load_context(rag, config) -> None:
@@ -38,7 +39,7 @@ def _load_context(rag, config) -> None:
 
 
 def train_round(task: FedTask, corpus: str, examples, arrays, config,
-                optimizer_state: dict | None = None) -> tuple[dict, dict]:
+                optimizer_state: dict | None = None, device: str | None = None) -> tuple[dict, dict]:
     """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics.
 
     ``optimizer_state`` (the site's AdamW moments from its previous round of this phase,
@@ -48,14 +49,15 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     phase_idx = int(config["phase"])
     rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
     stage = task.plan().phases[phase_idx].stage
-    rag = site_rag(task, corpus)
+    rag = site_rag(task, corpus, device)
     _load_context(rag, config)
     state = from_record(arrays)
     set_state(rag, state)
     mu = float(config.get("proximal-mu", 0.0))
     cfg = TrainConfig(steps=task.local_steps, batch_size=task.batch_size, lr_generator=task.lr_generator,
                       lr_retriever=task.lr_retriever, warmup_ratio=task.warmup_ratio, seed=task.seed + rnd - 1,
-                      prox_mu=mu, gradient_checkpointing=task.gradient_checkpointing,
+                      prox_mu=mu, gradient_checkpointing=task.gradient_checkpointing, dtype=task.dtype,
+                      score_batch_size=task.score_batch_size or None,
                       schedule_total=task.rounds * task.local_steps,
                       schedule_offset=(rnd - 1) * task.local_steps)
     t0 = time.perf_counter()
@@ -70,13 +72,13 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     return new, metrics
 
 
-def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: int = 16) -> dict:
+def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: int = 16, device: str | None = None) -> dict:
     """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
     from fedrag.evaluate import recall_at_k
 
     phase = int(config["phase"])
     stage = task.plan().phases[phase].stage
-    rag = site_rag(task, corpus)
+    rag = site_rag(task, corpus, device)
     _load_context(rag, config)
     set_state(rag, from_record(arrays))
     sample = examples[:limit]
@@ -123,7 +125,8 @@ def make_client_app(task: FedTask | None, site_data):
         config = msg.content["config"]
         key = _optimizer_key(int(config["phase"]))
         moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
-        state, metrics = train_round(t, corpus, examples, msg.content["arrays"], config, optimizer_state=moments)
+        state, metrics = train_round(t, corpus, examples, msg.content["arrays"], config, optimizer_state=moments,
+                                     device=context.node_config.get("device"))
         if moments is not None:
             for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
                 del context.state[old]  # an earlier phase's moments are done with
@@ -135,7 +138,8 @@ def make_client_app(task: FedTask | None, site_data):
     @app.evaluate()
     def evaluate(msg: Message, context) -> Message:
         corpus, examples = site_data(context)
-        metrics = evaluate_round(_task(context), corpus, examples, msg.content["arrays"], msg.content["config"])
+        metrics = evaluate_round(_task(context), corpus, examples, msg.content["arrays"], msg.content["config"],
+                                 device=context.node_config.get("device"))
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

@@ -69,7 +69,7 @@ class LocalDeployment:
 
     def __post_init__(self):
         apply_defaults()
-        self.workdir = Path(self.workdir)
+        self.workdir = Path(self.workdir).resolve()  # subprocesses run elsewhere: no relative paths
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(exist_ok=True)
@@ -127,8 +127,13 @@ class LocalDeployment:
         return self._start(f"site{i}", cmd, env)
 
     def flwr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        res = subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=True,
-                             text=True, timeout=timeout)
+        from fedrag.errors import FedragError
+
+        try:
+            res = subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=True,
+                                 text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise FedragError(f"flwr {args[0]} did not finish within {timeout:.0f}s; logs in {self.workdir}") from None
         with open(self.workdir / "flwr-cli.log", "a") as fh:
             fh.write(f"$ flwr {' '.join(args)}\n{res.stdout}\n{res.stderr}\n")
         if check and res.returncode != 0:
@@ -202,10 +207,23 @@ def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path,
         dep.start_superlink()
         for i, p in enumerate(site_paths):
             dep.start_supernode(i, p["corpus"], p["train"])
-        dep.submit(task, timeout=timeout)
+        try:
+            dep.submit(task, timeout=timeout)
+        finally:
+            raise_recorded_error(task)
     cost = Path(task.out) / "cost.json"
     if not cost.exists():
         from fedrag.errors import FedragError
 
         raise FedragError(f"the deployment run ended without writing {cost}; logs in {workdir}")
     return json.loads(cost.read_text())
+
+
+def raise_recorded_error(task: FedTask) -> None:
+    """Raise the ServerApp's failure (written to OUT/error.json) in the launching process."""
+    from fedrag.errors import FedragError
+    from fedrag.federation.server import ERROR_FILE
+
+    path = Path(task.out) / ERROR_FILE
+    if path.is_file():
+        raise FedragError(json.loads(path.read_text())["error"])

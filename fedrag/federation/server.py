@@ -138,7 +138,15 @@ def _server_model(task: FedTask):
     return SimpleNamespace(retriever=ret, generator=gen)
 
 
-def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list) -> None:
+RUN_KEYS_IGNORED = ("out", "round_timeout", "device", "evaluate_every", "eval_limit")
+
+
+def run_identity(task: FedTask) -> dict:
+    """The task settings a checkpoint belongs to (a resume must match them)."""
+    return {k: v for k, v in task.to_config().items() if k not in RUN_KEYS_IGNORED}
+
+
+def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list, task: FedTask) -> None:
     from safetensors.torch import save_file
 
     from fedrag.train import get_state
@@ -146,33 +154,74 @@ def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list)
     with atomic_dir(out / CKPT) as tmp:
         save_file({n: t.contiguous() for n, t in get_state(rag, ("retriever", "generator") if rag.generator else ("retriever",)).items()},
                   str(tmp / "global.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"phase": phase, "rounds_done": rounds_done, "history": history}))
+        (tmp / "state.json").write_text(json.dumps({"phase": phase, "rounds_done": rounds_done, "history": history,
+                                                    "task": run_identity(task)}))
 
 
-def load_checkpoint(out: Path, rag) -> tuple[int, int, list]:
+def load_checkpoint(out: Path, rag, task: FedTask) -> tuple[int, int, list]:
+    """Resume point ``(phase, rounds done, history)``; refuses a checkpoint of another
+    task or of a run that already finished."""
     from safetensors.torch import load_file
 
     from fedrag.train import set_state
 
+    from fedrag.errors import FedragError
+
     state = out / CKPT / "state.json"
     if not state.exists():
         return 0, 0, []
-    set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
-    s = json.loads(state.read_text())
-    return s["phase"], s["rounds_done"], s["history"]
+    try:
+        s = json.loads(state.read_text())
+        phase, done, history, saved = int(s["phase"]), int(s["rounds_done"]), list(s["history"]), s.get("task")
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "delete it (or pass --overwrite) to start over") from None
+    mine = run_identity(task)
+    if saved != mine:
+        diff = sorted(k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k))
+        raise FedragError(f"{out} holds a checkpoint of another federated task (differs in {', '.join(diff[:4]) or 'format'}); "
+                          "pass --overwrite to start over, or choose another --out")
+    if phase >= len(task.plan().phases):
+        raise FedragError(f"{out} already holds a finished federated run of this task; pass --overwrite to run it again")
+    try:
+        set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
+    except Exception as exc:  # noqa: BLE001
+        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "delete it (or pass --overwrite) to start over") from None
+    print(f"fedrag: resuming {out} from phase {phase}, round {done}", flush=True)
+    return phase, done, history
+
+
+ERROR_FILE = "error.json"
 
 
 def run_server(grid, task: FedTask) -> dict:
+    """:func:`serve`, with a failure recorded in ``OUT/error.json`` for the launcher
+    (the ServerApp runs in another thread or process than the CLI)."""
+    from fedrag.errors import FedragError
+
+    out = Path(task.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        return serve(grid, task)
+    except FedragError as exc:
+        atomic_write_json(out / ERROR_FILE, {"error": str(exc)})
+        raise
+
+
+def serve(grid, task: FedTask) -> dict:
     """The ServerApp body: every phase, every round, checkpoints, rounds.json, final models."""
     from flwr.app import ConfigRecord, MetricRecord
+
+    from fedrag.errors import FedragError
 
     from fedrag.train import get_state, set_state
 
     out = Path(task.out)
-    out.mkdir(parents=True, exist_ok=True)
     rag = _server_model(task)
     plan = task.plan()
-    start_phase, rounds_done, history = load_checkpoint(out, rag)
+    start_phase, rounds_done, history = load_checkpoint(out, rag, task)
     evaluator = _server_evaluator(task, rag)
     t_run = time.perf_counter()
     for phase_idx in range(start_phase, len(plan.phases)):
@@ -189,6 +238,11 @@ def run_server(grid, task: FedTask) -> dict:
                      stage=stage, client_metrics=client_metrics):
             if server_round == 0:
                 return None
+            got = audit[-1]["replies"] if audit else 0
+            if got < task.min_sites:  # Flower keeps the old arrays: this round trained nothing
+                raise FedragError(f"phase {phase_idx} round {done + server_round}: {got} of {task.min_sites} required sites "
+                                  f"replied within {task.round_timeout:.0f}s; the checkpoint of the last good round is kept "
+                                  "in OUT/checkpoint; run the same command again to resume")
             set_state(rag, from_record(arrays))
             entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
                      "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {}),
@@ -196,7 +250,7 @@ def run_server(grid, task: FedTask) -> dict:
             metrics = evaluator(rag) if evaluator else {}
             entry.update({f"server_{k}": v for k, v in metrics.items()})
             history.append(entry)
-            save_checkpoint(out, rag, phase_idx, done + server_round, history)
+            save_checkpoint(out, rag, phase_idx, done + server_round, history, task)
             atomic_write_json(out / "rounds.json", history)
             t_round[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in metrics.items()}) if metrics else None
@@ -212,7 +266,7 @@ def run_server(grid, task: FedTask) -> dict:
         if task.dp_noise > 0 and hasattr(strategy, "accountant") and strategy.accountant is not None:
             spent = strategy.accountant.get_privacy_spent()
             history[-1]["dp_epsilon"], history[-1]["dp_delta"] = float(spent.epsilon), float(spent.delta)
-        save_checkpoint(out, rag, phase_idx + 1, 0, history)
+        save_checkpoint(out, rag, phase_idx + 1, 0, history, task)
         atomic_write_json(out / "rounds.json", history)
     rag.retriever.save(out / "retriever")
     if rag.generator is not None:

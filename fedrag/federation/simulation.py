@@ -11,8 +11,10 @@ from fedrag.federation.converter import sites_from_paths, to_flower
 from fedrag.federation.task import FedTask
 
 
-def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False) -> dict:
+def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False,
+             gpus_per_site: float = 0.0) -> dict:
     """Run ``task`` over ``len(site_paths)`` virtual SuperNodes; returns the server's cost summary.
+    ``gpus_per_site`` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
 
     Uses ``flwr.simulation.run_simulation`` with the apps built in-process by the
     converter (so the task need not pass through ``run_config``).
@@ -24,13 +26,16 @@ def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: flo
     from flwr.simulation import run_simulation
 
     client_app, server_app = to_flower(task, sites_from_paths(site_paths))
-    backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": 0.0},
+    backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
                              "_node_ip_address": "127.0.0.1", "logging_level": "ERROR"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(site_paths),
                        backend_config=backend, verbose_logging=verbose)
+    from fedrag.federation.deployment import raise_recorded_error
+
+    raise_recorded_error(task)
     cost = Path(task.out) / "cost.json"
     if not cost.exists():
         from fedrag.errors import FedragError

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from typing import Literal, get_args
+
 from fedrag.errors import FedragError
 
-AGGREGATORS = ("fedavg", "fedprox", "fedadam", "fedyogi")
+Aggregator = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
+AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 
 
 @dataclass
@@ -48,7 +51,9 @@ class FedTask:
     eval_limit: int = 50
     evaluate_every: int = 1       # client-side evaluation every N rounds and at a phase's last round; 0: never
     round_timeout: float = 3600.0
-    device: str = "cpu"
+    device: str = "cpu"           # a site's --node-config 'device="cuda:1"' wins over this
+    dtype: str = "auto"           # compute precision on the sites (TrainConfig.dtype)
+    score_batch_size: int = 0     # rows per scoring forward on the sites (0: all at once)
 
     def __post_init__(self):
         if bool(self.strategy) == bool(self.stage):
@@ -57,14 +62,20 @@ class FedTask:
             raise FedragError(f"unknown aggregator '{self.aggregator}' (choose from {', '.join(AGGREGATORS)})")
         if self.rounds < 1 or self.local_steps < 1:
             raise FedragError("rounds and local steps must be >= 1")
+        if not 0 < self.fraction <= 1:
+            raise FedragError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if self.min_sites < 1 or self.batch_size < 1 or self.top_k < 1:
+            raise FedragError("--min-sites, --batch-size and --top-k must be >= 1")
+        if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
+            raise FedragError("--dp-noise must be >= 0, --dp-clip > 0 and the DP delta in (0, 1)")
         if self.evaluate_every < 0:
             raise FedragError("evaluate-every must be >= 0 (0 turns client-side evaluation off)")
 
     def plan(self):
         """The Strategy this task federates (a one-phase one for a single stage)."""
-        from fedrag.cli_train import resolve_plan
+        from fedrag.strategies import plan_from_names
 
-        return resolve_plan(self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss)
+        return plan_from_names(self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss)
 
     def to_config(self) -> dict:
         return {k: v for k, v in asdict(self).items()}

@@ -6,13 +6,15 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
-from fedrag.cli import GENERATOR, RETRIEVER, app
-from fedrag.cli_train import BATCH, CORPUS, LORA, LR_G, LR_R, SEED, STAGE, STRATEGY, TOP_K, TRAIN
+from fedrag.cli.options import GENERATOR, RETRIEVER, app, choice_option, field_option
+from fedrag.cli.train_cmds import LORA, RALT_MODE, STAGE, STRATEGY, TOP_K, TWO_PHASE_LOSS
 from fedrag.errors import FedragError
+from fedrag.federation.task import Aggregator
+from fedrag.train import TrainConfig
 
 
 def _site_paths(corpus: str, train: str, sites: int, partition_mode: str, seed: int, site_dirs: list[str] | None,
@@ -37,8 +39,11 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              corpus: Optional[str] = typer.Option(None, "--corpus"), train: Optional[str] = typer.Option(None, "--train"),
              site: Optional[list[str]] = typer.Option(None, "--site", help="a site's own directory with corpus.jsonl + train.jsonl (repeat per site)"),
              sites: int = typer.Option(2, "--sites", min=1), rounds: int = typer.Option(2, "--rounds", min=1),
-             local_steps: int = typer.Option(10, "--local-steps", min=1), engine: str = typer.Option("simulation", "--engine"),
-             partition: str = typer.Option("iid", "--partition"), aggregator: str = typer.Option("fedavg", "--aggregator"),
+             local_steps: int = typer.Option(10, "--local-steps", min=1),
+             engine: str = choice_option("simulation", "--engine", Literal["simulation", "deployment"],
+                                         "deployment: a local SuperLink + one SuperNode per site on 127.0.0.1, INSECURE (no TLS, no SuperNode auth)"),
+             partition: str = choice_option("iid", "--partition", Literal["iid", "by-title"]),
+             aggregator: str = choice_option("fedavg", "--aggregator", Aggregator),
              proximal_mu: float = typer.Option(0.01, "--proximal-mu"), server_lr: float = typer.Option(0.1, "--server-lr"),
              dp_noise: float = typer.Option(0.0, "--dp-noise", help="> 0: client-side clipping + server Gaussian noise"),
              dp_clip: float = typer.Option(1.0, "--dp-clip"), fraction: float = typer.Option(1.0, "--fraction"),
@@ -48,19 +53,26 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              evaluate_every: int = typer.Option(1, "--evaluate-every", min=0,
                                                 help="sites evaluate every N rounds and at a phase's last round (0: never)"),
              retriever: str = RETRIEVER, generator: str = GENERATOR, out: Path = typer.Option(..., "--out"),
-             lr_generator: float = LR_G, lr_retriever: float = LR_R, top_k: int = TOP_K, lora: bool = LORA,
-             seed: int = SEED, batch_size: int = BATCH, ralt_mode: str = typer.Option("all-in-one", "--ralt-mode"),
-             two_phase_loss: str = typer.Option("rag-sequence", "--two-phase-loss"),
+             overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
+             lr_generator: float = field_option(TrainConfig, "lr_generator"),
+             lr_retriever: float = field_option(TrainConfig, "lr_retriever"), top_k: int = TOP_K, lora: bool = LORA,
+             seed: int = field_option(TrainConfig, "seed"), batch_size: int = field_option(TrainConfig, "batch_size"),
+             ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS,
              cpus_per_site: float = typer.Option(1.0, "--cpus-per-site"),
+             gpus_per_site: float = typer.Option(0.0, "--gpus-per-site", help="simulation: GPU fraction per site (0.5: two sites share one)"),
+             dtype: str = field_option(TrainConfig, "dtype"),
+             score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
              gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing",
                                                          help="sites recompute activations in backward: less memory, slower"),
              keep_optimizer: bool = typer.Option(False, "--keep-optimizer/--reset-optimizer",
                                                  help="sites keep their AdamW moments between rounds, or restart them each round (default)")):
-    """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json."""
+    """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json.
+    An interrupted run resumes from its last round when the same command runs again."""
+    import shutil
+
+    from fedrag._io import MARKER, atomic_write_json, check_out, output_kind
     from fedrag.federation.task import FedTask
 
-    if engine not in ("simulation", "deployment"):
-        raise FedragError(f"--engine must be simulation or deployment, got '{engine}'")
     if not site and not (corpus and train):
         raise FedragError("give --corpus and --train (partitioned across --sites) or one --site DIR per site")
     n_sites = len(site) if site else sites
@@ -72,14 +84,22 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
                    min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
                    eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
-                   evaluate_every=evaluate_every)
+                   evaluate_every=evaluate_every, dtype=dtype, score_batch_size=score_batch_size or 0)
     task.plan()  # validates the strategy/stage names before anything starts
+    if out.exists() and output_kind(out) == "federate" and not overwrite:
+        pass  # the server resumes it if the checkpoint is of this task, and refuses it otherwise
+    else:
+        check_out(out, "federate", overwrite)
+        if overwrite and out.exists():
+            shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / MARKER, {"kind": "federate"})
+    (out / "cost.json").unlink(missing_ok=True)
     paths = _site_paths(corpus, train, n_sites, partition, seed, site, out)
     if engine == "simulation":
         from fedrag.federation.simulation import simulate
 
-        cost = simulate(task, paths, cpus_per_site=cpus_per_site)
+        cost = simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site)
     else:
         from fedrag.federation.deployment import deploy
 

@@ -1,0 +1,102 @@
+"""``fedrag compare`` and ``fedrag advise``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, field_option
+from fedrag.cli.train_cmds import CORPUS, LIMIT, TOP_K, TRAIN, carve_validation, floats, load_inputs
+from fedrag.errors import FedragError
+from fedrag.train import TrainConfig
+
+
+@app.command()
+def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(..., "--test", help="test QA JSONL"),
+            val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL for --search (default: 20% of --train)"),
+            strategies: str = typer.Option("independent,two-phase,joint-sequence,joint-token,ra-dit", "--strategies"),
+            retriever: str = RETRIEVER, generator: str = GENERATOR, out: Path = typer.Option(..., "--out"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="start over in an existing --out"),
+            search: bool = typer.Option(False, "--search/--no-search", help="phase-aware learning-rate search per strategy"),
+            lrs_generator: str = typer.Option("1e-4,3e-4,1e-3", "--lrs-generator"),
+            lrs_retriever: str = typer.Option("1e-5,3e-5,1e-4", "--lrs-retriever"),
+            steps: Optional[int] = field_option(TrainConfig, "steps"), epochs: float = field_option(TrainConfig, "epochs"),
+            lr_generator: float = field_option(TrainConfig, "lr_generator"),
+            lr_retriever: float = field_option(TrainConfig, "lr_retriever"),
+            batch_size: int = field_option(TrainConfig, "batch_size"), seed: int = field_option(TrainConfig, "seed"),
+            top_k: int = TOP_K, limit: Optional[int] = LIMIT,
+            test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1),
+            val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1),
+            max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1), device: str = DEVICE):
+    """Train every applicable strategy on your data and compare quality against cost:
+    writes DIR/compare.json, DIR/compare.md (table + advice) and DIR/compare.png. Resumable."""
+    import shutil
+    from dataclasses import asdict
+
+    from fedrag._io import MARKER, atomic_write_json, atomic_write_text, check_out, output_kind
+    from fedrag.data import load_qa
+    from fedrag.pipeline import build_training_rag, resolve_device
+    from fedrag.strategies.compare import CompareSettings, compare as run_compare
+    from fedrag.strategies.report import advise, markdown_table, plot_quality_vs_cost
+
+    cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever,
+                      batch_size=batch_size, seed=seed, progress=sys.stderr.isatty())
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    settings = CompareSettings(strategies=names, retriever=retriever, generator=generator, top_k=top_k,
+                               train={k: v for k, v in asdict(cfg).items() if k != "progress"}, search=search,
+                               lrs_generator=floats(lrs_generator), lrs_retriever=floats(lrs_retriever),
+                               max_new_tokens=max_new_tokens,
+                               data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
+                                     "limit": limit, "test_limit": test_limit, "val_limit": val_limit})
+    wanted = json.loads(json.dumps(asdict(settings)))
+    if out.exists() and output_kind(out) == "compare" and not overwrite:
+        had = json.loads((out / MARKER).read_text()).get("settings")
+        if had != wanted:
+            raise FedragError(f"{out} holds a comparison with other settings; pass --overwrite to start over, or choose another --out")
+        typer.echo(f"compare: resuming in {out}", err=True)
+    else:
+        check_out(out, "compare", overwrite)
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+    passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
+    test_ex = load_qa(test, limit=test_limit)
+    if search and val_ex is None:
+        train_ex, val_ex = carve_validation(train_ex, passages, seed, val_limit)
+    dev = resolve_device(device)
+
+    def build():
+        return build_training_rag(corpus, retriever, generator, True, top_k, dev, seed)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / MARKER, {"kind": "compare", "settings": wanted})
+    result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build, log=lambda m: typer.echo(m, err=True))
+    has_gold = all(e.gold_ids for e in train_ex)
+    advice = advise(has_gold, lrs_known=not search, result=result)
+    md = "# fedrag compare\n\n" + markdown_table(result) + "\n## Advice\n\n" + "\n".join(f"- {a}" if not a.startswith("  ") else f"  - {a.strip()}" for a in advice) + "\n"
+    try:
+        plot = plot_quality_vs_cost(result, out / "compare.png")
+        md += f"\n![quality vs cost]({plot.name})\n"
+    except FedragError as exc:  # matplotlib is an optional extra
+        typer.echo(f"compare: no plot ({exc})", err=True)
+    atomic_write_text(out / "compare.md", md)
+    typer.echo(md)
+
+
+@app.command()
+def advise(labels: bool = typer.Option(..., "--labels/--no-labels", help="does your training data have gold passage ids?"),
+           lrs_known: bool = typer.Option(False, "--lrs-known/--lrs-unknown", help="do you already know good learning rates?"),
+           compare_json: Optional[Path] = typer.Option(None, "--compare", help="a compare.json to check the rule against")):
+    """Which fine-tuning strategy is worth its cost for your situation (Lawton et al. 2025)."""
+    from fedrag.strategies.report import advise as rule
+
+    result = None
+    if compare_json:
+        if not compare_json.is_file():
+            raise FedragError(f"{compare_json}: file not found")
+        result = json.loads(compare_json.read_text())
+    for line in rule(labels, lrs_known, result):
+        typer.echo(line)

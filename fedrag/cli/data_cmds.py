@@ -1,0 +1,121 @@
+"""``fedrag demo-data``, ``index``, ``eval`` and ``convert``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+
+from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, choice_option, field_option, write_json
+from fedrag.generate.decoding import GenerationSettings
+from fedrag.models import Quantize, WeightDtype
+
+Retrieval = Literal["dense", "bm25", "hybrid"]
+EvalDecoding = Literal["auto", "concat", "rag-sequence", "rag-token"]
+
+
+@app.command("demo-data")
+def demo_data(out: Path = typer.Option(..., "--out", help="directory for corpus/train/test JSONL"),
+              seed: int = typer.Option(0, "--seed"), people: int = typer.Option(120, "--people", min=4),
+              overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
+    """Write the built-in synthetic demo dataset (fictional people) as JSONL."""
+    from fedrag._io import output_dir
+    from fedrag.data import demo
+
+    with output_dir(out, "data", overwrite) as tmp:
+        counts = demo.write(tmp, seed=seed, n_people=people)
+    typer.echo(f"wrote {out}/corpus.jsonl ({counts['passages']} passages), train.jsonl ({counts['train']}), test.jsonl ({counts['test']})")
+
+
+@app.command()
+def index(corpus: str = typer.Option(..., "--corpus"), retriever: str = RETRIEVER,
+          out: Path = typer.Option(..., "--out"), device: str = DEVICE,
+          overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
+    """Encode a corpus and save a FAISS knowledge store (reuses cached embeddings)."""
+    import time
+
+    from fedrag._io import check_out
+
+    check_out(out, "index", overwrite)
+    from fedrag.data import load_corpus
+    from fedrag.pipeline import resolve_device
+    from fedrag.retrieve import KnowledgeStore, Retriever
+
+    passages = load_corpus(corpus)
+    ret = Retriever.load(retriever, device=resolve_device(device))
+    t0 = time.perf_counter()
+    store = KnowledgeStore.build(passages, ret, show_progress=sys.stderr.isatty())
+    store.save(out)
+    typer.echo(f"indexed {len(store)} passages (dim {store.dim}) in {time.perf_counter() - t0:.1f}s -> {out}")
+
+
+@app.command("eval")
+def eval_cmd(qa: str = typer.Option(..., "--qa"), corpus: Optional[str] = typer.Option(None, "--corpus"),
+             retriever: str = RETRIEVER, generator: str = GENERATOR,
+             top_k: int = typer.Option(3, "--top-k"), retrieval: str = choice_option("dense", "--retrieval", Retrieval),
+             limit: Optional[int] = typer.Option(None, "--limit"), index_dir: Optional[str] = typer.Option(None, "--index"),
+             output: Optional[str] = typer.Option(None, "--output"), predictions: Optional[str] = typer.Option(None, "--predictions"),
+             batch_size: int = typer.Option(8, "--batch-size"), device: str = DEVICE,
+             decoding: str = choice_option("auto", "--decoding", EvalDecoding,
+                                           "auto: the decoding the generator was trained for (recorded in its directory), else concat"),
+             max_new_tokens: int = field_option(GenerationSettings, "max_new_tokens"),
+             num_beams: int = field_option(GenerationSettings, "num_beams"),
+             do_sample: bool = field_option(GenerationSettings, "do_sample"),
+             temperature: float = field_option(GenerationSettings, "temperature"),
+             top_p: float = field_option(GenerationSettings, "top_p"),
+             gamma: Optional[float] = typer.Option(None, "--gamma", help="temperature of p(z|x) for rag-* decodings (default: the recorded one, else 1.0)"),
+             dtype: str = choice_option("float32", "--dtype", WeightDtype, "generator weights' dtype (auto: bfloat16 on a GPU that supports it)"),
+             quantize: str = choice_option("none", "--quantize", Quantize, "load a 4-/8-bit generator base (bitsandbytes, CUDA GPU only)"),
+             device_map: Optional[str] = typer.Option(None, "--device-map", help="'auto': spread a generator larger than one device (accelerate)")):
+    """Evaluate retrieval (Recall@k, answer-recall@k, MRR@10) and answers (EM, F1) on a QA set."""
+    from fedrag.data import check_gold_ids, load_qa, write_jsonl
+    from fedrag.evaluate import evaluate
+    from fedrag.generate.decoding import resolve_settings
+    from fedrag.pipeline import build_rag, resolve_device
+
+    settings = resolve_settings(decoding, generator, gamma, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                do_sample=do_sample, temperature=temperature, top_p=top_p)
+    examples = load_qa(qa, limit=limit)
+    rag = build_rag(corpus, retriever, generator, index_dir, retrieval, top_k, resolve_device(device), settings=settings,
+                    dtype=dtype, quantize=quantize, device_map=device_map)
+    check_gold_ids(examples, rag.store.passages, qa)
+    metrics = evaluate(rag, examples, batch_size=batch_size, progress=sys.stderr.isatty())
+    rows = metrics.pop("_rows")
+    metrics.update(retrieval=retrieval, top_k=min(top_k, len(rag.store)), retriever=retriever, generator=generator)
+    if predictions:
+        write_jsonl(predictions, rows)
+    if output:
+        write_json(output, metrics)
+    typer.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+
+
+@app.command()
+def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open", "hotpotqa"]),
+            input_path: str = typer.Option(..., "--input"), out: Path = typer.Option(..., "--out"),
+            test_fraction: float = typer.Option(0.0, "--test-fraction", help="> 0: also split by title into train/test"),
+            seed: int = typer.Option(0, "--seed"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
+    """Convert a public QA file to the JSONL contract: DIR/corpus.jsonl + DIR/qa.jsonl (or train/test)."""
+    from fedrag.data import converters, write_jsonl
+    from fedrag.errors import FedragError
+
+    if fmt not in converters.FORMATS:
+        raise FedragError(f"unknown format '{fmt}' (choose from {', '.join(converters.FORMATS)})")
+    from fedrag._io import check_out, output_dir
+
+    check_out(out, "data", overwrite)
+    passages, examples = converters.FORMATS[fmt](input_path)
+    with output_dir(out, "data", overwrite) as tmp:
+        write_jsonl(tmp / "corpus.jsonl", passages)
+        if test_fraction > 0:
+            train, test = converters.split_by_title(examples, passages, test_fraction, seed)
+            write_jsonl(tmp / "train.jsonl", train)
+            write_jsonl(tmp / "test.jsonl", test)
+            summary = f"{len(passages)} passages, {len(train)} train / {len(test)} test questions -> {out}"
+        else:
+            write_jsonl(tmp / "qa.jsonl", examples)
+            summary = f"{len(passages)} passages, {len(examples)} questions -> {out}"
+    typer.echo(summary)

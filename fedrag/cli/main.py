@@ -1,0 +1,62 @@
+"""``fedrag``'s entry point: registers every command module, applies process defaults,
+and turns every failure into one line and an exit code (2 user error, 130 Ctrl-C,
+143 SIGTERM). Nothing imports this module."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from fedrag.cli import compare_cmds, data_cmds, fed_cmds, quickstart, train_cmds  # noqa: F401  (register commands)
+from fedrag.cli.options import app
+
+EXIT_USER, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so cleanups (temp dirs, logs) run."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
+    raise Terminated()
+
+
+def main() -> None:
+    import os
+    import warnings
+
+    import click
+
+    from fedrag._env import apply_defaults
+    from fedrag.errors import FedragError
+
+    apply_defaults()
+    if os.environ.get("FEDRAG_VERBOSE") != "1":  # library deprecation chatter is not for CLI users
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = app(standalone_mode=False)
+    except FedragError as exc:
+        _fail(f"error: {exc}", EXIT_USER)
+    except (KeyboardInterrupt, click.Abort):
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        _fail("terminated (SIGTERM); partial outputs were removed", EXIT_TERMINATED)
+    except click.ClickException as exc:  # usage errors arrive here in non-standalone mode
+        _fail(f"error: {exc.format_message()}", EXIT_USER)
+    except (OSError, MemoryError) as exc:  # the environment's failures: disk full, permissions, out of memory
+        _fail(f"error: {type(exc).__name__}: {exc}", 1)
+    if code == EXIT_INTERRUPTED:
+        _fail("interrupted (Ctrl-C); partial outputs were removed", EXIT_INTERRUPTED)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"fedrag: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Federation: the converter from fedrag strategies to Flower apps, and the launchers.
+
+* :class:`FedTask`: the federated run (models, strategy, rounds, aggregator, DP).
+* :func:`to_flower`: ``(ClientApp, ServerApp)`` for a task.
+* :func:`simulate`: run it in Flower's Simulation Engine; :func:`deploy`: on a local
+  SuperLink + one SuperNode per site (see docs/federation.md for real sites).
+"""
+
+from fedrag.federation.converter import site_from_node_config, sites_from_paths, to_flower
+from fedrag.federation.deployment import LocalDeployment, deploy
+from fedrag.federation.simulation import simulate
+from fedrag.federation.task import FedTask
+
+__all__ = ["FedTask", "LocalDeployment", "deploy", "simulate", "site_from_node_config", "sites_from_paths", "to_flower"]

@@ -1,0 +1,144 @@
+"""No silent success, nothing half-written, nothing mixed: interrupts, reruns, corrupt files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_cli import run
+
+TRAIN = ["train", "--stage", "ralt", "--steps", "1", "--batch-size", "2"]
+
+
+def _train_args(demo_dir, tiny_models, out):
+    return [*TRAIN, "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
+            "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", out]
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_models, sig, code, word):
+    out = tmp_path / "run"
+    args = [str(a) for a in _train_args(demo_dir, tiny_models, out)]
+    args[args.index("--steps") + 1] = "100000"
+    proc = subprocess.Popen([sys.executable, "-m", "fedrag", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(p.name.startswith(".run.") for p in tmp_path.iterdir()):
+            time.sleep(0.2)  # training has started once its temporary output exists
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and word in lines[0] and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == [], "no output, no temporary directory left"
+
+
+def test_train_refuses_an_existing_run_and_overwrite_replaces_it_whole(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, *_train_args(demo_dir, tiny_models, out))
+    assert code == 0, err
+    stray = out / "generator" / "stray.txt"
+    stray.write_text("from an older run")
+    before = (out / "cost.json").read_text()
+    code, _, err = run(monkeypatch, capsys, *_train_args(demo_dir, tiny_models, out))
+    assert code == 2 and "holds a fedrag train output; pass --overwrite" in err
+    assert stray.exists() and (out / "cost.json").read_text() == before, "the refused run touched nothing"
+    code, _, err = run(monkeypatch, capsys, *_train_args(demo_dir, tiny_models, out), "--overwrite")
+    assert code == 0, err
+    assert not stray.exists(), "--overwrite replaces the directory whole: nothing of the old run is mixed in"
+    assert json.loads((out / "fedrag_output.json").read_text())["kind"] == "train"
+
+
+def test_outputs_get_the_usual_permissions(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    old = os.umask(0o022)
+    try:
+        code, _, err = run(monkeypatch, capsys, "index", "--corpus", demo_dir / "corpus.jsonl",
+                           "--retriever", tiny_models["retriever"], "--out", tmp_path / "idx")
+        assert code == 0, err
+        code, _, err = run(monkeypatch, capsys, "demo-data", "--out", tmp_path / "data", "--people", "6")
+        assert code == 0, err
+    finally:
+        os.umask(old)
+    assert (tmp_path / "idx").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "idx" / "manifest.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "data" / "corpus.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_models, tmp_path_factory):
+    from fedrag.generate import Generator
+
+    out = tmp_path_factory.mktemp("adapter") / "generator"
+    Generator.load(tiny_models["generator"], lora=True).save(out)
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("case,message", [
+    ("truncated adapter weights", "could not load the adapter"),
+    ("invalid adapter config", "not a valid peft adapter config"),
+    ("adapter based on itself", "names itself"),
+    ("invalid retriever meta", "not a valid fedrag retriever file"),
+    ("truncated embeddings", "corrupt index"),
+])
+def test_corrupt_files_give_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models, adapter_dir, case, message):
+    from fedrag.data import load_corpus
+    from fedrag.retrieve import KnowledgeStore, Retriever
+
+    gen, ret, index = tiny_models["generator"], tiny_models["retriever"], None
+    if "adapter" in case:
+        gen = _copy(adapter_dir, tmp_path / "gen")
+        if case == "truncated adapter weights":
+            weights = gen / "adapter_model.safetensors"
+            weights.write_bytes(weights.read_bytes()[:100])
+        elif case == "invalid adapter config":
+            (gen / "adapter_config.json").write_text("{not json")
+        else:
+            cfg = json.loads((gen / "adapter_config.json").read_text())
+            (gen / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(gen)}))
+    elif case == "invalid retriever meta":
+        ret = _copy(Path(tiny_models["retriever"]), tmp_path / "ret")
+        (ret / "fedrag_retriever.json").write_text("[1, 2")
+    else:
+        index = tmp_path / "idx"
+        KnowledgeStore.build(load_corpus(demo_dir / "corpus.jsonl"), Retriever.load(ret)).save(index)
+        emb = index / "embeddings.npy"
+        emb.write_bytes(emb.read_bytes()[:200])
+    args = ["eval", "--qa", demo_dir / "test.jsonl", "--retriever", ret, "--generator", gen, "--limit", "1",
+            *(["--index", index] if index else ["--corpus", demo_dir / "corpus.jsonl"])]
+    code, _, err = run(monkeypatch, capsys, *args)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
+
+
+def test_nq_open_conversion_is_deterministic_and_drops_empty_passages(tmp_path):
+    from fedrag.data.converters import nq_open
+
+    src = tmp_path / "nq.jsonl"
+    rows = [{"question": "who?", "answers": ["x"], "ctxs": [{"title": "T", "text": "x is here", "hasanswer": True},
+                                                           {"title": "E", "text": "  "}]}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = ("from fedrag.data.converters import nq_open; import sys; "
+            "print([p.id for p in nq_open(sys.argv[1])[0]])")
+    ids = {subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, check=True).stdout
+           for _ in range(2)}  # two interpreters: two hash seeds
+    assert len(ids) == 1
+    passages, examples = nq_open(src)
+    assert [p.title for p in passages] == ["T"] and examples[0].gold_ids == (passages[0].id,)
