@@ -28,6 +28,10 @@ CONFIGS = {  # name -> (ContrastiveStage options, TrainConfig options)
     "b16-query-passages": ({"hard_negatives": 1, "train_passages": True}, {"batch_size": 16}),
     "b16-query-passages-hn3": ({"hard_negatives": 3, "train_passages": True}, {"batch_size": 16}),
     "b8-query-passages-2ep": ({"hard_negatives": 1, "train_passages": True}, {"batch_size": 8, "epochs": 2.0}),
+    "b8-query-3ep": ({"hard_negatives": 1, "train_passages": False}, {"batch_size": 8, "epochs": 3.0}),
+    "b8-query-passages-3ep": ({"hard_negatives": 1, "train_passages": True}, {"batch_size": 8, "epochs": 3.0}),
+    "b8-query-passages-3ep-lr5e-5": ({"hard_negatives": 1, "train_passages": True},
+                                     {"batch_size": 8, "epochs": 3.0, "lr_retriever": 5e-5}),
 }
 
 

@@ -146,3 +146,19 @@ def test_search_lr_reports_every_point(monkeypatch, capsys, tmp_path, demo_dir, 
     assert len(report["points"]) == 4 and report["search_cost"]["steps"] == 4  # 2-D grid for joint
     assert report["final_cost"]["steps"] == 1 and (tmp_path / "lr" / "generator" / "fedrag_decoding.json").exists()
     assert {"f1", "recall@5"} <= set(report["points"][0])
+
+
+def test_stage_defaults_apply_unless_an_option_is_given(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    common = ["train", "--stage", "contrastive", "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
+              "--retriever", tiny_models["retriever"], "--limit", "16"]
+    code, _, err = run(monkeypatch, capsys, *common, "--out", tmp_path / "a")
+    assert code == 0, err
+    cost = json.loads((tmp_path / "a" / "cost.json").read_text())
+    assert cost["config"]["batch_size"] == 16 and cost["config"]["lr_retriever"] == 5e-5
+    assert cost["total"]["steps"] == 20, "16 questions at batch 16 is 1 step an epoch: the stage's minimum applies"
+    assert (tmp_path / "a" / "index").is_dir(), "the passage side trains by default: the store is re-encoded"
+    code, _, err = run(monkeypatch, capsys, *common, "--out", tmp_path / "b", "--batch-size", "2", "--query-only",
+                       "--lr-retriever", "1e-5")
+    assert code == 0, err
+    cost = json.loads((tmp_path / "b" / "cost.json").read_text())
+    assert (cost["config"]["batch_size"], cost["config"]["lr_retriever"]) == (2, 1e-5) and not (tmp_path / "b" / "index").exists()

@@ -140,12 +140,15 @@ def test_dp_reports_privacy_budget(tiny_models, sites, tmp_path):
     assert 0 < last["dp_epsilon"] < float("inf") and last["dp_delta"] == pytest.approx(1e-5)
 
 
-def test_crashing_site_does_not_stop_the_round(tiny_models, sites, tmp_path):
+@pytest.mark.parametrize("min_sites", [1, 2])
+def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(tiny_models, sites, tmp_path, min_sites):
     from flwr.simulation import run_simulation
 
+    from fedrag.errors import FedragError
     from fedrag.federation.converter import sites_from_paths, to_flower
+    from fedrag.federation.deployment import raise_recorded_error
 
-    task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=2, min_sites=2)
+    task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=2, min_sites=min_sites)
     healthy = sites_from_paths(sites[2])
 
     def flaky(context):
@@ -154,12 +157,19 @@ def test_crashing_site_does_not_stop_the_round(tiny_models, sites, tmp_path):
         return healthy(context)
 
     client, server = to_flower(task, flaky)
-    run_simulation(server_app=server, client_app=client, num_supernodes=2,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}})
-    rounds = json.loads((tmp_path / "ft" / "rounds.json").read_text())
-    assert [(r["replies"], r["failures"]) for r in rounds] == [(1, 1), (1, 1)]
-    assert (tmp_path / "ft" / "generator").exists()
+    with contextlib.suppress(FedragError):  # the ServerApp's failure surfaces here in-process
+        run_simulation(server_app=server, client_app=client, num_supernodes=2,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}})
+    if min_sites == 1:
+        rounds = json.loads((tmp_path / "ft" / "rounds.json").read_text())
+        assert [(r["replies"], r["failures"]) for r in rounds] == [(1, 1), (1, 1)]
+        assert (tmp_path / "ft" / "generator").exists()
+        raise_recorded_error(task)  # no error recorded
+    else:  # fewer replies than min_sites: the run fails loudly and saves no model as its result
+        with pytest.raises(FedragError, match="1 of 2 required sites replied"):
+            raise_recorded_error(task)
+        assert not (tmp_path / "ft" / "generator").exists() and not (tmp_path / "ft" / "cost.json").exists()
 
 
 def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp_path):

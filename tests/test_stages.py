@@ -201,3 +201,24 @@ def test_lsr_can_train_the_passage_encoder(tiny_models, demo_dir, train):
     with torch.no_grad():
         loss1 = LSRStage(top_k=4).loss(rag, train[:8]).loss.item()
     assert loss1 < loss0, (loss0, loss1)
+
+
+def test_info_nce_with_several_golds_matches_a_slow_reference():
+    """Question 0 has two golds (pairs 0 and 1): each pair's denominator leaves out the
+    question's other gold; question 1's single gold is a negative for both."""
+    from fedrag.losses import info_nce
+
+    torch.manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    cands = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)  # 3 positives + 1 hard negative
+    owner, rows = [0, 0, 1], q[[0, 0, 1]]
+    exclude = torch.tensor([[True, True, False, False], [True, True, False, False], [False, False, True, False]])
+    got = info_nce(rows, cands[:3], cands[3:], scale=5.0, exclude=exclude)
+    ref = 0.0
+    for i, qi in enumerate(owner):
+        keep = [c for c in range(4) if c == i or not exclude[i, c]]
+        logits = torch.stack([5.0 * q[qi] @ cands[c] for c in keep])
+        ref -= torch.log_softmax(logits, 0)[keep.index(i)]
+    assert got.item() == pytest.approx(ref.item() / 3, rel=1e-5)
+    plain = info_nce(rows, cands[:3], cands[3:], scale=5.0)
+    assert plain.item() != pytest.approx(got.item(), rel=1e-3), "the mask matters here"

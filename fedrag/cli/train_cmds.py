@@ -48,8 +48,20 @@ def needs_generator(plan) -> bool:
     return "generator" in plan.trains or any(p.stage.name != "contrastive" for p in plan.phases)
 
 
+def stage_defaults(ctx: typer.Context, stage: str | None, **given) -> dict:
+    """The options the user left at their default take the stage's measured defaults
+    (``Stage.defaults``); options given on the command line always win."""
+    from click.core import ParameterSource
+
+    from fedrag.train import STAGES
+
+    defaults = getattr(STAGES.get(stage or ""), "defaults", {})
+    return {k: (defaults[k] if k in defaults and ctx.get_parameter_source(k) in (None, ParameterSource.DEFAULT) else v)
+            for k, v in given.items()}
+
+
 @app.command()
-def train(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corpus: str = CORPUS, train: str = TRAIN,
+def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corpus: str = CORPUS, train: str = TRAIN,
           val: Optional[str] = VAL, retriever: str = RETRIEVER, generator: str = GENERATOR,
           out: Path = typer.Option(..., "--out"), overwrite: bool = OVERWRITE,
           steps: Optional[int] = field_option(TrainConfig, "steps"), epochs: float = field_option(TrainConfig, "epochs"),
@@ -65,7 +77,7 @@ def train(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corp
           score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
           quantize: str = choice_option("none", "--quantize", Quantize, "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)"),
           ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS, two_phase_order: str = TWO_PHASE_ORDER,
-          train_passages: bool = typer.Option(False, "--train-passages", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store)"),
+          train_passages: bool = typer.Option(False, "--train-passages/--query-only", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store); default on for contrastive"),
           device: str = DEVICE):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
     from fedrag._io import check_out, output_dir
@@ -73,9 +85,12 @@ def train(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corp
     from fedrag.strategies import plan_from_names, save_outputs, total_cost
     from fedrag.train.validate import validation_fn
 
+    chosen = stage_defaults(ctx, stage, batch_size=batch_size, lr_retriever=lr_retriever, train_passages=train_passages,
+                            min_steps=0)
+    batch_size, lr_retriever, train_passages = chosen["batch_size"], chosen["lr_retriever"], chosen["train_passages"]
     plan = plan_from_names(strategy, stage, top_k, ralt_mode, two_phase_loss, two_phase_order, train_passages)
     cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever, seed=seed,
-                      batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
+                      min_steps=chosen["min_steps"], batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
                       eval_every=eval_every, checkpoint_every=checkpoint_every,
                       gradient_checkpointing=gradient_checkpointing, dtype=dtype, score_batch_size=score_batch_size,
                       progress=sys.stderr.isatty())

@@ -29,12 +29,16 @@ def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: flo
     backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
                              "_node_ip_address": "127.0.0.1", "logging_level": "ERROR"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(site_paths),
-                       backend_config=backend, verbose_logging=verbose)
     from fedrag.federation.deployment import raise_recorded_error
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(site_paths),
+                           backend_config=backend, verbose_logging=verbose)
+        except Exception:
+            raise_recorded_error(task)  # the ServerApp's own one-line reason, when it recorded one
+            raise
     raise_recorded_error(task)
     cost = Path(task.out) / "cost.json"
     if not cost.exists():

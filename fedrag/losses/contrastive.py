@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
-             scale: float = 20.0) -> torch.Tensor:
+             scale: float = 20.0, exclude: torch.Tensor | None = None) -> torch.Tensor:
     r"""Multiple Negatives Ranking loss with optional hard negatives.
 
     For a batch of ``B`` normalised query embeddings :math:`q_i` with their gold passage
@@ -20,8 +20,16 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
     where ``s = scale`` (20, as sentence-transformers' ``MultipleNegativesRankingLoss``).
     That loss runs the passage side through the encoder; here the passage side may be
     the store's frozen embeddings, so the same maths is applied to given embeddings.
-    Duplicate positives in a batch (two questions about one passage) are not masked.
+    ``exclude`` (bool ``[B, B + H]``) removes candidates from row ``i``'s denominator:
+    with several gold passages per question, row ``i`` is one (question, gold) pair and
+    the question's *other* golds are excluded rather than counted as negatives (the
+    multi-positive form, one term per pair). Row ``i``'s own positive is never excluded.
     """
     candidates = positives if negatives is None else torch.cat([positives, negatives], dim=0)
     logits = scale * (queries @ candidates.T).float()
-    return F.cross_entropy(logits, torch.arange(queries.shape[0], device=queries.device))
+    target = torch.arange(queries.shape[0], device=queries.device)
+    if exclude is not None:
+        exclude = exclude.clone()
+        exclude[target, target] = False
+        logits = logits.masked_fill(exclude, float("-inf"))
+    return F.cross_entropy(logits, target)

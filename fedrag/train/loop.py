@@ -40,6 +40,7 @@ class TrainConfig:
 
     steps: int | None = _f(None, "optimizer steps per phase (wins over --epochs)")
     epochs: float = _f(1.0, "passes over the training set per phase (when --steps is not given)")
+    min_steps: int = _f(0, "at least this many steps when they come from --epochs (small training sets)")
     batch_size: int = _f(4, "questions per step")
     grad_accum: int = _f(1, "batches accumulated per optimizer step")
     lr_generator: float = _f(3e-4, "generator learning rate (LoRA adapter or full model)")
@@ -80,7 +81,7 @@ class TrainConfig:
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:
             return self.steps
-        return max(1, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
+        return max(1, self.min_steps, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
 
 
 @dataclass

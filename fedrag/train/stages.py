@@ -68,6 +68,9 @@ class ContrastiveStage:
 
     name: ClassVar[str] = "contrastive"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
+    # measured defaults for `fedrag train --stage contrastive` (docs/results.md, benchmarks/contrastive_defaults.py):
+    # the query side alone did not raise Recall@5 on SQuAD or HotpotQA; with the passage side it did
+    defaults: ClassVar[dict] = {"batch_size": 16, "lr_retriever": 5e-5, "min_steps": 20, "train_passages": True}
     hard_negatives: int = 1
     scale: float = 20.0
     top_k: int = 4
@@ -78,23 +81,27 @@ class ContrastiveStage:
             raise FedragError("the contrastive stage needs gold passage ids ('gold_ids') for every training example")
         q, tokens = rag.retriever.embed_queries([e.question for e in batch], grad=True)
         emb = rag.store.embedding_tensor(q.device)
-        gold = [rag.store.position(e.gold_ids[0]) for e in batch]
-        negatives = None
+        # one (question, gold) pair per gold passage: multi-hop questions have several
+        pairs = [(i, rag.store.position(g)) for i, e in enumerate(batch) for g in dict.fromkeys(e.gold_ids)]
+        owner, gold = [i for i, _ in pairs], [p for _, p in pairs]
+        neg: list[int] = []
         if self.hard_negatives:
-            _, pos = rag.store.search(q.detach(), self.hard_negatives + len(batch[0].gold_ids) + 1)
-            neg = []
+            _, pos = rag.store.search(q.detach(), self.hard_negatives + max(len(e.gold_ids) for e in batch) + 1)
             for e, row in zip(batch, pos):
                 golds = {rag.store.position(g) for g in e.gold_ids}
                 neg += [p for p in row if p not in golds][: self.hard_negatives]
-            negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
         if self.train_passages:
-            ids = gold + (neg if self.hard_negatives else [])
-            enc, passage_tokens = embed_passages(rag, ids)
+            enc, passage_tokens = embed_passages(rag, gold + neg)
             tokens += passage_tokens
-            positives, negatives = enc[: len(gold)], (enc[len(gold):] if len(ids) > len(gold) else None)
+            positives, negatives = enc[: len(gold)], (enc[len(gold):] if neg else None)
         else:
             positives = emb[torch.as_tensor(gold, device=q.device)]
-        loss = info_nce(q, positives, negatives, self.scale)
+            negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
+        # a question's other golds (and the same passage as another pair's positive) are not its negatives
+        golds_of = [{rag.store.position(g) for g in e.gold_ids} for e in batch]
+        candidates = gold + neg
+        exclude = torch.tensor([[c in golds_of[i] for c in candidates] for i in owner], device=q.device)
+        loss = info_nce(q[torch.as_tensor(owner, device=q.device)], positives, negatives, self.scale, exclude)
         return StepOutput(loss, retriever_tokens=tokens, retriever_grad=True)
 
 
