@@ -133,11 +133,28 @@ def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tm
     Retriever.load(str(tmp_path / "out" / "retriever"))
 
 
-def test_dp_reports_privacy_budget(tiny_models, sites, tmp_path):
-    task = task_for(tiny_models, tmp_path / "dp", stage="ralt", rounds=1, dp_noise=1.0, dp_clip=0.5)
+def composed_epsilon(noise: float, sites: int, releases: int, delta: float = 1e-5) -> float:
+    """ε of ``releases`` identical Gaussian releases composed in a fresh RDP accountant."""
+    from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
+
+    from fedrag.federation.server import make_accountant
+
+    acc = make_accountant(FedTask(stage="ralt", dp_noise=noise, min_sites=sites, dp_delta=delta))
+    acc.compose(GaussianPrivacyEvent(noise_multiplier=noise, sample_size=sites, population_size=sites), releases)
+    return acc.get_privacy_spent().epsilon
+
+
+def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_path):
+    task = task_for(tiny_models, tmp_path / "dp", strategy="independent", rounds=2, dp_noise=1.0, dp_clip=0.5,
+                    evaluate_every=0)
     simulate(task, sites[2])
-    last = json.loads((tmp_path / "dp" / "rounds.json").read_text())[-1]
-    assert 0 < last["dp_epsilon"] < float("inf") and last["dp_delta"] == pytest.approx(1e-5)
+    rounds = json.loads((tmp_path / "dp" / "rounds.json").read_text())
+    assert [(r["phase"], r["dp_releases"]) for r in rounds] == [(0, 1), (0, 2), (1, 3), (1, 4)]
+    eps = [r["dp_epsilon"] for r in rounds]
+    assert eps == sorted(eps) and eps[2] > eps[1], "the second phase adds to the first phase's budget"
+    assert eps[-1] == pytest.approx(composed_epsilon(1.0, 2, 4), rel=1e-9)
+    dp = json.loads((tmp_path / "dp" / "cost.json").read_text())["dp"]
+    assert dp["epsilon"] == pytest.approx(eps[-1]) and "site metrics" in dp["not_covered"]
 
 
 @pytest.mark.parametrize("min_sites", [1, 2])
@@ -177,7 +194,7 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     cmd = [sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--sites", "2", "--rounds", "4",
            "--local-steps", "2", "--batch-size", "2", "--corpus", str(demo_dir / "corpus.jsonl"),
            "--train", str(demo_dir / "train.jsonl"), "--retriever", tiny_models["retriever"],
-           "--generator", tiny_models["generator"], "--out", str(out), "--evaluate-every", "3"]
+           "--generator", tiny_models["generator"], "--out", str(out), "--evaluate-every", "3", "--dp-noise", "0.8"]
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state = out / "checkpoint" / "state.json"
@@ -194,6 +211,9 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     assert all("clients_train-loss" in r for r in history), "rounds finished before the kill keep their site metrics"
     # the resumed run counts rounds from the checkpoint: sites evaluate round 3 (3 | 3) and 4 (last) only
     assert [r["round"] for r in history if "clients_eval_eval-loss" in r] == [3, 4]
+    # the privacy accountant was checkpointed: ε after kill + resume is the uninterrupted run's
+    assert [r["dp_releases"] for r in history] == [1, 2, 3, 4]
+    assert history[-1]["dp_epsilon"] == pytest.approx(composed_epsilon(0.8, 2, 4), rel=1e-9)
 
 
 @pytest.mark.parametrize("aggregator", ["fedprox", "fedadam"])
