@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedrag.federation.audit import METRIC_KEYS
+
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.federation.simulation import simulate
@@ -115,8 +117,7 @@ def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tm
     for r in rounds:
         assert r["replies"] == 2 and r["failures"] == 0
         assert set(r["array_names"]) == (lora if r["phase"] == 0 else query), "only the phase's trainable tensors travel"
-        assert set(r["record_types"]) == {"ArrayRecord", "MetricRecord"}
-        assert set(r["metric_value_types"]) <= {"int", "float"}
+        assert r["rejected"] == 0 and set(r["metric_keys"]) <= METRIC_KEYS
         assert r["bytes_sent"] > 0 and r["bytes_received"] == r["bytes_sent"]
     lora_bytes = sum(p.numel() * 4 for p in gen.trainable_parameters().values())
     n_arrays = len(gen.trainable_parameters())
@@ -164,6 +165,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
     from fedrag.errors import FedragError
     from fedrag.federation.converter import sites_from_paths, to_flower
     from fedrag.federation.deployment import raise_recorded_error
+    from fedrag.federation.policy import TRUSTED
 
     task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=2, min_sites=min_sites)
     healthy = sites_from_paths(sites[2])
@@ -173,7 +175,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
             raise RuntimeError("site 1 crashed")
         return healthy(context)
 
-    client, server = to_flower(task, flaky)
+    client, server = to_flower(task, flaky, lambda context: TRUSTED)
     with contextlib.suppress(FedragError):  # the ServerApp's failure surfaces here in-process
         run_simulation(server_app=server, client_app=client, num_supernodes=2,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -264,3 +266,85 @@ def test_sites_can_train_with_gradient_checkpointing(tiny_models, sites):
     new, _ = train_round(task, site["corpus"], load_qa(site["train"]), to_record(start), {"phase": 0, "server-round": 1})
     assert rag.generator.model.is_activation_checkpointing
     assert any(not torch.equal(new[k], start[k]) for k in start)
+
+
+def test_a_site_refuses_models_its_policy_does_not_allow(tiny_models, sites, tmp_path):
+    from fedrag.errors import FedragError
+    from fedrag.federation.policy import SitePolicy
+
+    task = task_for(tiny_models, tmp_path / "p", stage="ralt", rounds=1, evaluate_every=0)
+    with pytest.raises(FedragError, match="site policy: this site does not load retriever"):
+        # no allow-models in the node config: the bundled models only, not the server's chosen paths
+        simulate(task, sites[2], policy=lambda context: SitePolicy.from_node_config(context.node_config))
+    assert not (tmp_path / "p" / "generator").exists() and not (tmp_path / "p" / "cost.json").exists()
+
+
+def test_site_policy_covers_listed_directories_and_adapter_bases(tiny_models, tmp_path):
+    from fedrag.federation.policy import SitePolicy
+    from fedrag.generate import Generator
+
+    adapter = tmp_path / "shared" / "adapter"
+    Generator.load(tiny_models["generator"], lora=True).save(adapter)
+    only_shared = SitePolicy.from_node_config({"allow-models": f"minilm, {tmp_path / 'shared'}"})
+    assert only_shared.allows("minilm") and not only_shared.allows("smollm2-135m")
+    assert not only_shared.allows(str(adapter)), "the adapter's base (a private path) is not allowed"
+    both = SitePolicy.from_node_config({"allow-models": f"{tmp_path / 'shared'},{Path(tiny_models['generator']).parent}"})
+    assert both.allows(str(adapter)) and both.allows(tiny_models["retriever"])
+    assert SitePolicy.from_node_config({}).models == ("minilm", "smollm2-135m")
+
+
+def _tamper(kind):
+    """A Flower mod that makes a site leak through its reply, as a malicious site would."""
+    import numpy as np
+    from flwr.app import Array
+
+    def mod(msg, context, call_next):
+        reply = call_next(msg, context)
+        if int(context.node_config["partition-id"]) != 1 or reply.has_error():
+            return reply
+        if kind == "metric-key-text":
+            reply.content["metrics"]["alice-born-1970-in-oslo"] = 1.0
+        else:  # text packed into a correctly named tensor
+            name = next(iter(reply.content["arrays"]))
+            reply.content["arrays"][name] = Array(np.frombuffer(b"Alice was born in 1970 in Oslo.", dtype=np.uint8))
+        return reply
+
+    return mod
+
+
+@pytest.mark.parametrize("kind,reason", [("metric-key-text", "metric keys not in the allow-list"),
+                                          ("tensor-text", "expected float32")])
+def test_the_audit_rejects_a_leaking_reply(tiny_models, sites, tmp_path, kind, reason):
+    from flwr.simulation import run_simulation
+
+    from fedrag.federation.client import make_client_app
+    from fedrag.federation.converter import sites_from_paths
+    from fedrag.federation.policy import TRUSTED
+    from fedrag.federation.server import make_server_app
+
+    task = task_for(tiny_models, tmp_path / kind, stage="ralt", rounds=1, min_sites=1, evaluate_every=0)
+    client = make_client_app(task, sites_from_paths(sites[2]), lambda context: TRUSTED, mods=[_tamper(kind)])
+    run_simulation(server_app=make_server_app(task), client_app=client, num_supernodes=2,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}})
+    (entry,) = json.loads((tmp_path / kind / "rounds.json").read_text())
+    assert (entry["replies"], entry["rejected"]) == (1, 1), entry
+    assert any(reason in r for r in entry["rejected_reasons"]), entry["rejected_reasons"]
+    assert "alice-born-1970-in-oslo" not in entry["metric_keys"]
+
+
+def test_the_audit_refuses_text_in_an_outgoing_config():
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from fedrag.federation.audit import outgoing_violation, tensor_spec
+
+    state = {"generator.w": torch.zeros(2)}
+    ok = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": 0, "server-round": 1})}),
+                 dst_node_id=1, message_type="train")
+    assert outgoing_violation(ok, tensor_spec(state)) is None
+    leak = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": 0, "note": "/srv/secret"})}),
+                   dst_node_id=1, message_type="train")
+    assert "not in the allow-list" in outgoing_violation(leak, tensor_spec(state))
+    text = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": "zero"})}),
+                   dst_node_id=1, message_type="train")
+    assert "carries a str" in outgoing_violation(text, tensor_spec(state))

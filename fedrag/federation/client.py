@@ -99,9 +99,15 @@ def _optimizer_key(phase: int) -> str:
     return f"fedrag.optimizer.phase-{phase}"
 
 
-def make_client_app(task: FedTask | None, site_data):
+def make_client_app(task: FedTask | None, site_data, policy=None, mods=()):
     """A Flower ClientApp. ``task=None`` reads the task from ``context.run_config``;
-    ``site_data(context) -> (corpus_path, examples)`` gives this site's private data."""
+    ``site_data(context) -> (corpus_path, examples)`` gives this site's private data;
+    ``policy(context) -> SitePolicy`` the models the site loads (default: the node
+    config's ``allow-models``, else the bundled models only); ``mods``: extra Flower
+    client mods, run outside fedrag's DP clipping mod."""
+    from fedrag.federation.policy import SitePolicy
+
+    policy = policy or (lambda context: SitePolicy.from_node_config(context.node_config))
     from flwr.app import Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.clientapp.mod import fixedclipping_mod
@@ -113,15 +119,17 @@ def make_client_app(task: FedTask | None, site_data):
             return fixedclipping_mod(msg, context, call_next)
         return call_next(msg, context)
 
-    app = ClientApp(mods=[dp_clipping])
+    app = ClientApp(mods=[*mods, dp_clipping])
 
     def _task(context) -> FedTask:
-        return task or FedTask.from_config(context.run_config)
+        t = task or FedTask.from_config(context.run_config)
+        policy(context).check(retriever=t.retriever, generator=t.generator)
+        return t
 
     @app.train()
     def train(msg: Message, context) -> Message:
+        t = _task(context)  # the site's policy first: nothing loads before it
         corpus, examples = site_data(context)
-        t = _task(context)
         config = msg.content["config"]
         key = _optimizer_key(int(config["phase"]))
         moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
@@ -137,8 +145,9 @@ def make_client_app(task: FedTask | None, site_data):
 
     @app.evaluate()
     def evaluate(msg: Message, context) -> Message:
+        t = _task(context)
         corpus, examples = site_data(context)
-        metrics = evaluate_round(_task(context), corpus, examples, msg.content["arrays"], msg.content["config"],
+        metrics = evaluate_round(t, corpus, examples, msg.content["arrays"], msg.content["config"],
                                  device=context.node_config.get("device"))
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 

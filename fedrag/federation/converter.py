@@ -35,6 +35,9 @@ def site_from_node_config(context):
     return cfg["corpus"], load_qa(cfg["train"])
 
 
-def to_flower(task: FedTask | None, site_data=site_from_node_config):
-    """Return ``(client_app, server_app)`` for ``task`` (``None``: read from run_config)."""
-    return make_client_app(task, site_data), make_server_app(task)
+def to_flower(task: FedTask | None, site_data=site_from_node_config, policy=None):
+    """Return ``(client_app, server_app)`` for ``task`` (``None``: read from run_config).
+    ``policy(context) -> SitePolicy`` limits the models a site loads (default: its node
+    config's ``allow-models``, else the bundled models; :data:`~fedrag.federation.policy.TRUSTED`
+    allows any)."""
+    return make_client_app(task, site_data, policy), make_server_app(task)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedrag._env import apply_defaults
+from fedrag.federation.policy import DEFAULT_MODELS
 from fedrag.federation.task import FedTask
 
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "flower_app"
@@ -110,11 +111,14 @@ class LocalDeployment:
             for i, (_, public) in enumerate(self.auth_keys):
                 self.flwr("supernode", "register", str(public), "fedrag", "--name", f"site{i}")
 
-    def start_supernode(self, i: int, corpus: str, train: str) -> subprocess.Popen:
+    def start_supernode(self, i: int, corpus: str, train: str, allow_models: list[str] | None = None) -> subprocess.Popen:
         """One site. Its ClientApp processes inherit the SuperNode's environment, so
         ``threads_per_site`` caps their torch threads: sites sharing one machine would
-        otherwise each start one thread per core and slow each other down."""
+        otherwise each start one thread per core and slow each other down.
+        ``allow_models``: the site policy's models (default: the bundled ones)."""
         node_config = f'corpus="{Path(corpus).resolve()}" train="{Path(train).resolve()}" site={i}'
+        if allow_models:
+            node_config += f' allow-models="{",".join(allow_models)}"'
         cmd = [str(BIN / "flower-supernode"), *self._tls(False), "--superlink", f"127.0.0.1:{self.port}",
                "--node-config", node_config,
                "--host", "127.0.0.1", "--port", str(free_port())]
@@ -149,7 +153,10 @@ class LocalDeployment:
         for k, v in task.to_config().items():
             lines.append(f"{k.replace('_', '-')} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}")
         overrides.write_text("\n".join(lines) + "\n")
-        return self.flwr("run", str(APP_DIR), "fedrag", "--run-config", str(overrides), "--stream", timeout=timeout)
+        try:
+            return self.flwr("run", str(APP_DIR), "fedrag", "--run-config", str(overrides), "--stream", timeout=timeout)
+        finally:
+            raise_recorded_error(task)
 
     def _wait_port(self, port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
         t0 = time.time()
@@ -205,12 +212,12 @@ def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path,
     threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
     with LocalDeployment(Path(workdir), certs, auth_keys, threads) as dep:
         dep.start_superlink()
+        # on loopback every site is the user's own: each allows the bundled models and this task's
+        allow = [*DEFAULT_MODELS, *(m for m in (task.retriever, task.generator) if m not in DEFAULT_MODELS + ("none",))]
         for i, p in enumerate(site_paths):
-            dep.start_supernode(i, p["corpus"], p["train"])
-        try:
-            dep.submit(task, timeout=timeout)
-        finally:
-            raise_recorded_error(task)
+            dep.start_supernode(i, p["corpus"], p["train"], allow_models=[str(Path(m).resolve()) if Path(m).exists() else m
+                                                                          for m in allow])
+        dep.submit(task, timeout=timeout)
     cost = Path(task.out) / "cost.json"
     if not cost.exists():
         from fedrag.errors import FedragError

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from fedrag._io import atomic_dir, atomic_write_json
-from fedrag.federation.records import from_record, record_bytes, to_record
+from fedrag.federation.audit import AuditedGrid, tensor_spec
+from fedrag.federation.records import from_record, to_record
 from fedrag.federation.task import FedTask
 
 CKPT = "checkpoint"
@@ -87,53 +88,6 @@ def instrument(strategy, task: FedTask, done: int, client_metrics: dict):
     strategy.configure_evaluate, strategy.aggregate_train = configure_evaluate, aggregate_train
     strategy.aggregate_evaluate = aggregate_evaluate
     return strategy
-
-
-class AuditedGrid:
-    """The run's Grid, recording per training round what went out and what came back:
-    bytes each way, replies/failures, tensor names, record and metric value types.
-    Everything else is the wrapped Grid's own behaviour."""
-
-    def __init__(self, grid, audit: list):
-        self._grid, self.audit = grid, audit
-
-    def send_and_receive(self, messages, *args, **kwargs):
-        messages = list(messages)
-        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
-        if messages and messages[0].metadata.message_type == "train":
-            ok = [m for m in replies if not m.has_error()]
-            self.audit.append({
-                "sites": len(messages),
-                "bytes_sent": sum(record_bytes(r) for m in messages for r in m.content.array_records.values()),
-                "context_bytes_sent": sum(len(v) for m in messages for r in m.content.config_records.values()
-                                          for v in r.values() if isinstance(v, bytes)),
-                "replies": len(ok), "failures": len(replies) - len(ok),
-                "bytes_received": sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
-                "array_names": sorted({n for m in ok for r in m.content.array_records.values() for n in r}),
-                "record_types": sorted({type(r).__name__ for m in ok for r in m.content.values()}),
-                "metric_value_types": sorted({type(v).__name__ for m in ok for r in m.content.metric_records.values()
-                                              for v in r.values()}),
-            })
-        return replies
-
-    def get_node_ids(self):
-        return self._grid.get_node_ids()
-
-    def get_nodes(self):
-        return self._grid.get_nodes()
-
-    def create_message(self, *args, **kwargs):
-        return self._grid.create_message(*args, **kwargs)
-
-    def push_messages(self, messages):
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids):
-        return self._grid.pull_messages(message_ids)
-
-    @property
-    def run(self):
-        return self._grid.run
 
 
 def _server_model(task: FedTask):
@@ -254,9 +208,13 @@ def serve(grid, task: FedTask) -> dict:
                 return None
             got = audit[-1]["replies"] if audit else 0
             if got < task.min_sites:  # Flower keeps the old arrays: this round trained nothing
+                last = audit[-1] if audit else {}
+                reasons = "; ".join(last.get("failure_reasons", []) + [f"rejected by the audit: {r}"
+                                                                       for r in last.get("rejected_reasons", [])])
                 raise FedragError(f"phase {phase_idx} round {done + server_round}: {got} of {task.min_sites} required sites "
-                                  f"replied within {task.round_timeout:.0f}s; the checkpoint of the last good round is kept "
-                                  "in OUT/checkpoint; run the same command again to resume")
+                                  f"replied within {task.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "")
+                                  + "; the checkpoint of the last good round is kept in OUT/checkpoint; "
+                                  "run the same command again to resume")
             set_state(rag, from_record(arrays))
             entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
                      "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {}),
@@ -276,7 +234,8 @@ def serve(grid, task: FedTask) -> dict:
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context
-        strategy.start(grid=AuditedGrid(grid, audit), initial_arrays=to_record(get_state(rag, stage.trains)),
+        initial = get_state(rag, stage.trains)
+        strategy.start(grid=AuditedGrid(grid, audit, tensor_spec(initial)), initial_arrays=to_record(initial),
                        num_rounds=task.rounds - done, timeout=task.round_timeout,
                        train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
                        evaluate_fn=on_round)

@@ -12,9 +12,11 @@ from fedrag.federation.task import FedTask
 
 
 def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False,
-             gpus_per_site: float = 0.0) -> dict:
+             gpus_per_site: float = 0.0, policy=None) -> dict:
     """Run ``task`` over ``len(site_paths)`` virtual SuperNodes; returns the server's cost summary.
     ``gpus_per_site`` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
+    Every simulated site runs in this process, so it loads any model (``policy``
+    defaults to :data:`~fedrag.federation.policy.TRUSTED`).
 
     Uses ``flwr.simulation.run_simulation`` with the apps built in-process by the
     converter (so the task need not pass through ``run_config``).
@@ -25,7 +27,9 @@ def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: flo
 
     from flwr.simulation import run_simulation
 
-    client_app, server_app = to_flower(task, sites_from_paths(site_paths))
+    from fedrag.federation.policy import TRUSTED
+
+    client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED))
     backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
                              "_node_ip_address": "127.0.0.1", "logging_level": "ERROR"}}

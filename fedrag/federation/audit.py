@@ -1,0 +1,136 @@
+"""The message audit: every message through the run's Grid, both directions, is checked
+against an allow-list, and what went out and came back is recorded per round.
+
+Allowed out (train / evaluate): one ArrayRecord ``arrays`` holding exactly the phase's
+trainable tensors (names, shapes, dtypes); one ConfigRecord ``config`` with known keys
+and numeric values (``context``, the frozen tensors of earlier phases, is the one
+bytes value). Allowed back: the same tensors (train replies only) and one
+MetricRecord ``metrics`` whose keys come from a fixed set. A violating reply is
+rejected (the strategy sees a failed reply) and counted; a violating outgoing message
+is a server-side bug and stops the run.
+
+What an allow-list cannot see: numbers chosen to encode data inside a correctly named,
+shaped and typed tensor (or metric value). Differential privacy (``--dp-noise``) is
+the defence for the model updates; site metrics are not noised (docs/federation.md).
+"""
+
+from __future__ import annotations
+
+from fedrag.errors import FedragError
+from fedrag.federation.records import record_bytes
+
+CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm"}
+BYTES_KEYS = {"context"}
+METRIC_KEYS = {"num-examples", "train-loss", "client-wall-s", "flops", "generator-tokens", "retriever-tokens",
+               "bytes-received", "bytes-sent", "threads", "eval-loss", "phase", "recall@5"}
+
+
+def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{name: (shape, dtype)}`` of named torch tensors, as Flower's Arrays report them."""
+    return {n: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for n, t in state.items()}
+
+
+def _arrays_violation(record, spec: dict) -> str | None:
+    if set(record) != set(spec):
+        extra, missing = sorted(set(record) - set(spec)), sorted(set(spec) - set(record))
+        return f"tensor names differ from the phase's trainable set (extra {extra[:3]}, missing {missing[:3]})"
+    for name, array in record.items():
+        if (tuple(array.shape), array.dtype) != spec[name]:
+            return f"tensor '{name}' is {array.dtype}{tuple(array.shape)}, expected {spec[name][1]}{spec[name][0]}"
+    return None
+
+
+def outgoing_violation(message, spec: dict) -> str | None:
+    content = message.content
+    if set(content.array_records) - {"arrays"} or content.metric_records or set(content.config_records) - {"config"}:
+        return f"unexpected records {sorted(content.keys())}"
+    if "arrays" in content.array_records:
+        bad = _arrays_violation(content.array_records["arrays"], spec)
+        if bad:
+            return bad
+    for key, value in content.config_records.get("config", {}).items():
+        if key not in CONFIG_KEYS:
+            return f"config key '{key}' is not in the allow-list"
+        if isinstance(value, (bytes, bytearray)) != (key in BYTES_KEYS) or isinstance(value, str):
+            return f"config key '{key}' carries a {type(value).__name__}"
+    return None
+
+
+def reply_violation(reply, spec: dict, message_type: str) -> str | None:
+    content = reply.content
+    allowed_arrays = {"arrays"} if message_type == "train" else set()
+    if set(content.array_records) - allowed_arrays or content.config_records or set(content.metric_records) - {"metrics"}:
+        return f"unexpected records {sorted(content.keys())}"
+    if message_type == "train":
+        if "arrays" not in content.array_records:
+            return "a train reply without its tensors"
+        bad = _arrays_violation(content.array_records["arrays"], spec)
+        if bad:
+            return bad
+    unknown = sorted(set(content.metric_records.get("metrics", {})) - METRIC_KEYS)
+    return f"metric keys not in the allow-list: {unknown[:3]}" if unknown else None
+
+
+class AuditedGrid:
+    """Wraps the run's Grid: enforces the allow-lists above on ``send_and_receive`` and
+    records per training round bytes each way, replies, failures, rejections and what
+    the accepted replies held. Everything else is the wrapped Grid's own behaviour."""
+
+    def __init__(self, grid, audit: list, spec: dict):
+        self._grid, self.audit, self.spec = grid, audit, spec
+
+    def send_and_receive(self, messages, *args, **kwargs):
+        messages = list(messages)
+        for m in messages:
+            bad = outgoing_violation(m, self.spec)
+            if bad:
+                raise FedragError(f"audit: refusing to send a {m.metadata.message_type} message: {bad}")
+        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        kind = messages[0].metadata.message_type if messages else ""
+        accepted, rejected = [], []
+        for r in replies:
+            bad = None if r.has_error() else reply_violation(r, self.spec, kind)
+            (rejected if bad else accepted).append((r, bad))
+        if kind == "train":
+            ok = [r for r, _ in accepted if not r.has_error()]
+            self.audit.append({
+                "sites": len(messages),
+                "bytes_sent": sum(record_bytes(r) for m in messages for r in m.content.array_records.values()),
+                "context_bytes_sent": sum(len(v) for m in messages for r in m.content.config_records.values()
+                                          for v in r.values() if isinstance(v, bytes)),
+                "replies": len(ok), "failures": len(replies) - len(ok) - len(rejected), "rejected": len(rejected),
+                "rejected_reasons": sorted({bad for _, bad in rejected}),
+                "failure_reasons": sorted({failure_reason(r) for r, _ in accepted if r.has_error()}),
+                "bytes_received": sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
+                "array_names": sorted({n for m in ok for r in m.content.array_records.values() for n in r}),
+                "metric_keys": sorted({k for m in ok for r in m.content.metric_records.values() for k in r}),
+            })
+        return [r for r, _ in accepted]
+
+    def get_node_ids(self):
+        return self._grid.get_node_ids()
+
+    def get_nodes(self):
+        return self._grid.get_nodes()
+
+    def create_message(self, *args, **kwargs):
+        return self._grid.create_message(*args, **kwargs)
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    @property
+    def run(self):
+        return self._grid.run
+
+
+def failure_reason(message) -> str:
+    """The last ``...Error: text`` of a failed reply's reason (Flower embeds the site's traceback)."""
+    import re
+
+    text = str(message.error.reason or "")
+    found = re.findall(r"(?:FedragError|Error|Exception): ([^\n<>'\\]+)", text)
+    return (found[-1] if found else text.strip().splitlines()[-1] if text.strip() else "unknown")[:300]

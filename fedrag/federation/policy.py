@@ -1,0 +1,60 @@
+"""A site's own policy: which models a federated run may load on this site.
+
+The server's run config names the retriever and generator; without a policy, anyone
+who can submit a run to the SuperLink could name a private model directory on a
+site's disk and receive its weights back in the replies. A site therefore loads only
+what its operator listed, in the SuperNode's node config::
+
+    flower-supernode ... --node-config 'corpus="..." train="..." allow-models="minilm,smollm2-135m,/srv/models"'
+
+``allow-models`` is a comma-separated list of bundled names, directories (a directory
+also allows everything beneath it) or ``*`` (any model: only for trusted runs). The
+default is the bundled models only. An adapter directory's base model must be allowed
+too. Simulation runs every site in the user's own process and is trusted by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrag.errors import FedragError
+from fedrag.models import BUNDLED_GENERATORS, BUNDLED_RETRIEVERS, adapter_base
+
+DEFAULT_MODELS = (*BUNDLED_RETRIEVERS, *BUNDLED_GENERATORS)
+NODE_CONFIG_KEY = "allow-models"
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    models: tuple[str, ...] = DEFAULT_MODELS
+
+    @classmethod
+    def from_node_config(cls, node_config) -> "SitePolicy":
+        value = node_config.get(NODE_CONFIG_KEY) if node_config is not None else None
+        if value is None:
+            return cls()
+        return cls(tuple(m.strip() for m in str(value).split(",") if m.strip()))
+
+    def allows(self, model: str) -> bool:
+        if model in ("", "none") or "*" in self.models or model in self.models:
+            return True
+        path = Path(model).expanduser()
+        if not path.exists():
+            return False
+        path = path.resolve()
+        roots = [Path(m).expanduser().resolve() for m in self.models if m not in DEFAULT_MODELS]
+        if not any(path == r or path.is_relative_to(r) for r in roots):
+            return False
+        base = adapter_base(path) if path.is_dir() else None
+        return base is None or self.allows(base)
+
+    def check(self, **models: str) -> None:
+        """Raise if a named model (``retriever=...``, ``generator=...``) is not allowed."""
+        for role, model in models.items():
+            if not self.allows(model):
+                raise FedragError(f"site policy: this site does not load {role} '{model}' (allowed: "
+                                  f"{', '.join(self.models)}; the site operator sets --node-config '{NODE_CONFIG_KEY}=\"...\"')")
+
+
+TRUSTED = SitePolicy(("*",))
