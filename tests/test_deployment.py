@@ -52,7 +52,7 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
 
 
 def test_tls_and_supernode_authentication(tiny_models, sites, tmp_path):
-    from certs import make_supernode_keys, make_tls
+    from fedrag.federation.credentials import make_supernode_keys, make_tls
 
     certs = make_tls(tmp_path / "certs")
     keys = make_supernode_keys(tmp_path / "certs", 2)

@@ -64,6 +64,8 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
              gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing",
                                                          help="sites recompute activations in backward: less memory, slower"),
+             tls: bool = typer.Option(False, "--tls/--insecure", help="deployment: TLS between SuperLink and SuperNodes (certificates made in OUT/credentials)"),
+             supernode_auth: bool = typer.Option(False, "--supernode-auth", help="deployment: only SuperNodes with registered keys may join (needs --tls)"),
              keep_optimizer: bool = typer.Option(False, "--keep-optimizer/--reset-optimizer",
                                                  help="sites keep their AdamW moments between rounds, or restart them each round (default)")):
     """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json.
@@ -103,6 +105,17 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
     else:
         from fedrag.federation.deployment import deploy
 
-        cost = deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out))
+        if supernode_auth and not tls:
+            raise FedragError("--supernode-auth needs --tls")
+        certs = keys = None
+        if tls:
+            from fedrag.federation.credentials import make_supernode_keys, make_tls
+
+            certs = make_tls(out / "credentials")
+            keys = make_supernode_keys(out / "credentials", len(paths)) if supernode_auth else None
+        else:
+            typer.echo("fedrag: warning: INSECURE deployment (no TLS, no SuperNode authentication); on a network, anyone who "
+                       "reaches the SuperLink port can submit runs or join as a site. Pass --tls --supernode-auth.", err=True)
+        cost = deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out), certs=certs, auth_keys=keys)
     typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}),
                file=sys.stdout)
