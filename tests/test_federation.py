@@ -348,3 +348,44 @@ def test_the_audit_refuses_text_in_an_outgoing_config():
     text = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": "zero"})}),
                    dst_node_id=1, message_type="train")
     assert "carries a str" in outgoing_violation(text, tensor_spec(state))
+
+
+def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tmp_path):
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from fedrag.strategies import custom
+    from fedrag.train import ContrastiveStage, RALTStage
+
+    @dataclass
+    class HalfRALT:  # a user's own stage class, defined here, not in fedrag
+        name: ClassVar[str] = "half-ralt"
+        trains: ClassVar[tuple] = ("generator",)
+        factor: float = 0.5
+
+        def loss(self, rag, batch):
+            out = RALTStage(top_k=2).loss(rag, batch)
+            out.loss = out.loss * self.factor
+            return out
+
+    plan = custom("mine", HalfRALT(), ContrastiveStage(top_k=2, hard_negatives=1))
+    task = task_for(tiny_models, tmp_path / "mine", strategy="mine", rounds=1, evaluate_every=0)
+    cost = simulate(task, sites[2], plan=plan)
+    rounds = json.loads((tmp_path / "mine" / "rounds.json").read_text())
+    assert [(r["stage"], r["replies"]) for r in rounds] == [("half-ralt", 2), ("contrastive", 2)]
+    assert cost["strategy"] == "mine" and (tmp_path / "mine" / "generator").exists()
+
+
+def test_strategies_by_import_path_and_the_sites_that_import_them(tmp_path):
+    from fedrag.errors import FedragError
+    from fedrag.federation.policy import SitePolicy
+
+    task = FedTask(strategy="fedrag.strategies.library:ra_dit", top_k=2)
+    assert [p.name for p in task.plan().phases] == ["ralt", "lsr"]
+    with pytest.raises(FedragError, match="cannot import strategy"):
+        FedTask(strategy="no_such_pkg.plans:mine").plan()
+    site = SitePolicy.from_node_config({})
+    assert site.allows_strategy("ra-dit") and site.allows_strategy("fedrag.strategies.library:ra_dit")
+    with pytest.raises(FedragError, match="does not import strategy 'my_pkg.plans:mine'"):
+        site.check_strategy("my_pkg.plans:mine")
+    assert SitePolicy.from_node_config({"allow-strategies": "my_pkg"}).allows_strategy("my_pkg.plans:mine")

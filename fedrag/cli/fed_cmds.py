@@ -59,6 +59,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              seed: int = field_option(TrainConfig, "seed"), batch_size: int = field_option(TrainConfig, "batch_size"),
              ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS,
              cpus_per_site: float = typer.Option(1.0, "--cpus-per-site"),
+             verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log lines"),
              gpus_per_site: float = typer.Option(0.0, "--gpus-per-site", help="simulation: GPU fraction per site (0.5: two sites share one)"),
              dtype: str = field_option(TrainConfig, "dtype"),
              score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
@@ -101,7 +102,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
     if engine == "simulation":
         from fedrag.federation.simulation import simulate
 
-        cost = simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site)
+        cost = simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose)
     else:
         from fedrag.federation.deployment import deploy
 

@@ -39,7 +39,7 @@ def _load_context(rag, config) -> None:
 
 
 def train_round(task: FedTask, corpus: str, examples, arrays, config,
-                optimizer_state: dict | None = None, device: str | None = None) -> tuple[dict, dict]:
+                optimizer_state: dict | None = None, device: str | None = None, plan=None) -> tuple[dict, dict]:
     """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics.
 
     ``optimizer_state`` (the site's AdamW moments from its previous round of this phase,
@@ -48,7 +48,7 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
 
     phase_idx = int(config["phase"])
     rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
-    stage = task.plan().phases[phase_idx].stage
+    stage = (plan or task.plan()).phases[phase_idx].stage
     rag = site_rag(task, corpus, device)
     _load_context(rag, config)
     state = from_record(arrays)
@@ -72,12 +72,13 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     return new, metrics
 
 
-def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: int = 16, device: str | None = None) -> dict:
+def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: int = 16, device: str | None = None,
+                   plan=None) -> dict:
     """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
     from fedrag.evaluate import recall_at_k
 
     phase = int(config["phase"])
-    stage = task.plan().phases[phase].stage
+    stage = (plan or task.plan()).phases[phase].stage
     rag = site_rag(task, corpus, device)
     _load_context(rag, config)
     set_state(rag, from_record(arrays))
@@ -99,12 +100,13 @@ def _optimizer_key(phase: int) -> str:
     return f"fedrag.optimizer.phase-{phase}"
 
 
-def make_client_app(task: FedTask | None, site_data, policy=None, mods=()):
+def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=None):
     """A Flower ClientApp. ``task=None`` reads the task from ``context.run_config``;
     ``site_data(context) -> (corpus_path, examples)`` gives this site's private data;
     ``policy(context) -> SitePolicy`` the models the site loads (default: the node
     config's ``allow-models``, else the bundled models only); ``mods``: extra Flower
-    client mods, run outside fedrag's DP clipping mod."""
+    client mods, run outside fedrag's DP clipping mod; ``plan``: a Strategy object to
+    run (simulation: any composition of stage objects, captured as is), else the task's."""
     from fedrag.federation.policy import SitePolicy
 
     policy = policy or (lambda context: SitePolicy.from_node_config(context.node_config))
@@ -123,7 +125,10 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=()):
 
     def _task(context) -> FedTask:
         t = task or FedTask.from_config(context.run_config)
-        policy(context).check(retriever=t.retriever, generator=t.generator)
+        site = policy(context)
+        site.check(retriever=t.retriever, generator=t.generator)
+        if plan is None:
+            site.check_strategy(t.strategy)
         return t
 
     @app.train()
@@ -134,7 +139,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=()):
         key = _optimizer_key(int(config["phase"]))
         moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
         state, metrics = train_round(t, corpus, examples, msg.content["arrays"], config, optimizer_state=moments,
-                                     device=context.node_config.get("device"))
+                                     device=context.node_config.get("device"), plan=plan)
         if moments is not None:
             for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
                 del context.state[old]  # an earlier phase's moments are done with
@@ -148,7 +153,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=()):
         t = _task(context)
         corpus, examples = site_data(context)
         metrics = evaluate_round(t, corpus, examples, msg.content["arrays"], msg.content["config"],
-                                 device=context.node_config.get("device"))
+                                 device=context.node_config.get("device"), plan=plan)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

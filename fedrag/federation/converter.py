@@ -35,9 +35,12 @@ def site_from_node_config(context):
     return cfg["corpus"], load_qa(cfg["train"])
 
 
-def to_flower(task: FedTask | None, site_data=site_from_node_config, policy=None):
+def to_flower(task: FedTask | None, site_data=site_from_node_config, policy=None, plan=None):
     """Return ``(client_app, server_app)`` for ``task`` (``None``: read from run_config).
+    ``plan``: any Strategy object (a composition of stage objects, your own included) to
+    federate instead of the task's named one (``task.strategy`` may also be an import
+    path ``"module:attribute"``, for deployment).
     ``policy(context) -> SitePolicy`` limits the models a site loads (default: its node
     config's ``allow-models``, else the bundled models; :data:`~fedrag.federation.policy.TRUSTED`
     allows any)."""
-    return make_client_app(task, site_data, policy), make_server_app(task)
+    return make_client_app(task, site_data, policy, plan=plan), make_server_app(task, plan)

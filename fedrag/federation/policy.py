@@ -22,19 +22,36 @@ from fedrag.errors import FedragError
 from fedrag.models import BUNDLED_GENERATORS, BUNDLED_RETRIEVERS, adapter_base
 
 DEFAULT_MODELS = (*BUNDLED_RETRIEVERS, *BUNDLED_GENERATORS)
+DEFAULT_STRATEGY_MODULES = ("fedrag",)
 NODE_CONFIG_KEY = "allow-models"
+STRATEGY_KEY = "allow-strategies"
+
+
+def _listed(value) -> tuple[str, ...]:
+    return tuple(m.strip() for m in str(value).split(",") if m.strip())
 
 
 @dataclass(frozen=True)
 class SitePolicy:
+    """``models``: what the site loads; ``strategy_modules``: the packages whose
+    ``module:attribute`` strategies the site imports (naming an import path is not a
+    way to run arbitrary code on a site; fedrag's own by default)."""
+
     models: tuple[str, ...] = DEFAULT_MODELS
+    strategy_modules: tuple[str, ...] = DEFAULT_STRATEGY_MODULES
 
     @classmethod
     def from_node_config(cls, node_config) -> "SitePolicy":
-        value = node_config.get(NODE_CONFIG_KEY) if node_config is not None else None
-        if value is None:
-            return cls()
-        return cls(tuple(m.strip() for m in str(value).split(",") if m.strip()))
+        cfg = node_config if node_config is not None else {}
+        models = _listed(cfg[NODE_CONFIG_KEY]) if NODE_CONFIG_KEY in cfg else DEFAULT_MODELS
+        modules = DEFAULT_STRATEGY_MODULES + (_listed(cfg[STRATEGY_KEY]) if STRATEGY_KEY in cfg else ())
+        return cls(models, modules)
+
+    def allows_strategy(self, path: str) -> bool:
+        if ":" not in path or "*" in self.strategy_modules:
+            return True  # a built-in name
+        module = path.partition(":")[0]
+        return any(module == m or module.startswith(m + ".") for m in self.strategy_modules)
 
     def allows(self, model: str) -> bool:
         if model in ("", "none") or "*" in self.models or model in self.models:
@@ -49,6 +66,11 @@ class SitePolicy:
         base = adapter_base(path) if path.is_dir() else None
         return base is None or self.allows(base)
 
+    def check_strategy(self, path: str) -> None:
+        if not self.allows_strategy(path):
+            raise FedragError(f"site policy: this site does not import strategy '{path}' (allowed packages: "
+                              f"{', '.join(self.strategy_modules)}; the site operator sets --node-config '{STRATEGY_KEY}=\"...\"')")
+
     def check(self, **models: str) -> None:
         """Raise if a named model (``retriever=...``, ``generator=...``) is not allowed."""
         for role, model in models.items():
@@ -57,4 +79,4 @@ class SitePolicy:
                                   f"{', '.join(self.models)}; the site operator sets --node-config '{NODE_CONFIG_KEY}=\"...\"')")
 
 
-TRUSTED = SitePolicy(("*",))
+TRUSTED = SitePolicy(("*",), ("*",))

@@ -124,7 +124,7 @@ def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list,
                                                     "dp_accountant": accountant.state_dict() if accountant else None}))
 
 
-def load_checkpoint(out: Path, rag, task: FedTask) -> tuple[int, int, list, dict | None]:
+def load_checkpoint(out: Path, rag, task: FedTask, phases: int) -> tuple[int, int, list, dict | None]:
     """Resume point ``(phase, rounds done, history, DP accountant state)``; refuses a
     checkpoint of another task or of a run that already finished."""
     from safetensors.torch import load_file
@@ -148,7 +148,7 @@ def load_checkpoint(out: Path, rag, task: FedTask) -> tuple[int, int, list, dict
         diff = sorted(k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k))
         raise FedragError(f"{out} holds a checkpoint of another federated task (differs in {', '.join(diff[:4]) or 'format'}); "
                           "pass --overwrite to start over, or choose another --out")
-    if phase >= len(task.plan().phases):
+    if phase >= phases:
         raise FedragError(f"{out} already holds a finished federated run of this task; pass --overwrite to run it again")
     try:
         set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
@@ -162,7 +162,7 @@ def load_checkpoint(out: Path, rag, task: FedTask) -> tuple[int, int, list, dict
 ERROR_FILE = "error.json"
 
 
-def run_server(grid, task: FedTask) -> dict:
+def run_server(grid, task: FedTask, plan=None) -> dict:
     """:func:`serve`, with a failure recorded in ``OUT/error.json`` for the launcher
     (the ServerApp runs in another thread or process than the CLI)."""
     from fedrag.errors import FedragError
@@ -171,14 +171,15 @@ def run_server(grid, task: FedTask) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / ERROR_FILE).unlink(missing_ok=True)
     try:
-        return serve(grid, task)
+        return serve(grid, task, plan)
     except FedragError as exc:
         atomic_write_json(out / ERROR_FILE, {"error": str(exc)})
         raise
 
 
-def serve(grid, task: FedTask) -> dict:
-    """The ServerApp body: every phase, every round, checkpoints, rounds.json, final models."""
+def serve(grid, task: FedTask, plan=None) -> dict:
+    """The ServerApp body: every phase of ``plan`` (default the task's), every round,
+    checkpoints, rounds.json, final models."""
     from flwr.app import ConfigRecord, MetricRecord
 
     from fedrag.errors import FedragError
@@ -187,8 +188,8 @@ def serve(grid, task: FedTask) -> dict:
 
     out = Path(task.out)
     rag = _server_model(task)
-    plan = task.plan()
-    start_phase, rounds_done, history, dp_state = load_checkpoint(out, rag, task)
+    plan = plan or task.plan()
+    start_phase, rounds_done, history, dp_state = load_checkpoint(out, rag, task, len(plan.phases))
     accountant = make_accountant(task, dp_state)
     evaluator = _server_evaluator(task, rag)
     t_run = time.perf_counter()
@@ -226,6 +227,7 @@ def serve(grid, task: FedTask) -> dict:
                 entry.update(dp_epsilon=float(spent.epsilon), dp_delta=float(spent.delta), dp_releases=spent.num_releases)
             history.append(entry)
             save_checkpoint(out, rag, phase_idx, done + server_round, history, task, accountant)
+            _progress(entry, task, len(plan.phases))
             atomic_write_json(out / "rounds.json", history)
             t_round[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in metrics.items()}) if metrics else None
@@ -252,6 +254,18 @@ def serve(grid, task: FedTask) -> dict:
                          "not_covered": "site metrics (losses, Recall@5, counts) leave the sites without noise"}
     atomic_write_json(out / "cost.json", summary)
     return summary
+
+
+def _progress(entry: dict, task: FedTask, phases: int) -> None:
+    """One line per round on stderr: where the run is and what the sites reported."""
+    import sys
+
+    loss = entry.get("clients_train-loss")
+    parts = [f"phase {entry['phase'] + 1}/{phases} ({entry['stage']})", f"round {entry['round']}/{task.rounds}",
+             f"{entry.get('replies', 0)} replies" + (f", {entry['rejected']} rejected" if entry.get("rejected") else ""),
+             f"site loss {loss:.4f}" if loss is not None else "", f"{entry['seconds']:.0f}s",
+             f"eps {entry['dp_epsilon']:.2f}" if "dp_epsilon" in entry else ""]
+    print("fedrag: " + ", ".join(p for p in parts if p), file=sys.stderr, flush=True)
 
 
 def phase_context(plan, phase_idx: int, rag) -> bytes | None:
@@ -297,14 +311,15 @@ def _server_evaluator(task: FedTask, rag):
     return fn
 
 
-def make_server_app(task: FedTask | None = None):
-    """A Flower ServerApp; ``task=None`` reads the task from ``context.run_config``."""
+def make_server_app(task: FedTask | None = None, plan=None):
+    """A Flower ServerApp; ``task=None`` reads the task from ``context.run_config``;
+    ``plan``: a Strategy object to run instead of the task's."""
     from flwr.serverapp import ServerApp
 
     app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:
-        run_server(grid, task or FedTask.from_config(context.run_config))
+        run_server(grid, task or FedTask.from_config(context.run_config), plan)
 
     return app

@@ -12,11 +12,12 @@ from fedrag.federation.task import FedTask
 
 
 def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False,
-             gpus_per_site: float = 0.0, policy=None) -> dict:
+             gpus_per_site: float = 0.0, policy=None, plan=None) -> dict:
     """Run ``task`` over ``len(site_paths)`` virtual SuperNodes; returns the server's cost summary.
     ``gpus_per_site`` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
     Every simulated site runs in this process, so it loads any model (``policy``
-    defaults to :data:`~fedrag.federation.policy.TRUSTED`).
+    defaults to :data:`~fedrag.federation.policy.TRUSTED`). ``plan``: any Strategy object
+    (e.g. ``custom("mine", MyStage(), ...)``), captured in-process, instead of the task's.
 
     Uses ``flwr.simulation.run_simulation`` with the apps built in-process by the
     converter (so the task need not pass through ``run_config``).
@@ -27,9 +28,14 @@ def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: flo
 
     from flwr.simulation import run_simulation
 
+    import logging
+
     from fedrag.federation.policy import TRUSTED
 
-    client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED))
+    if not verbose:  # Flower's per-message INFO lines; fedrag prints one line per round itself
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+
+    client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
     backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
                              "_node_ip_address": "127.0.0.1", "logging_level": "ERROR"}}

@@ -20,7 +20,7 @@ AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 
 @dataclass
 class FedTask:
-    strategy: str = ""            # a named strategy, or ...
+    strategy: str = ""            # a named strategy or an import path "module:attribute" (a Strategy or a factory), or ...
     stage: str = ""               # ... a single stage
     retriever: str = "minilm"
     generator: str = "smollm2-135m"
@@ -72,9 +72,13 @@ class FedTask:
             raise FedragError("evaluate-every must be >= 0 (0 turns client-side evaluation off)")
 
     def plan(self):
-        """The Strategy this task federates (a one-phase one for a single stage)."""
+        """The Strategy this task federates: a named one, one imported from
+        ``strategy="module:attribute"`` (a Strategy, or a callable returning one, called
+        with ``top_k``), or a one-phase one for a single stage."""
         from fedrag.strategies import plan_from_names
 
+        if ":" in self.strategy:
+            return import_strategy(self.strategy, self.top_k)
         return plan_from_names(self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss)
 
     def to_config(self) -> dict:
@@ -89,3 +93,20 @@ class FedTask:
             if key in names:
                 kw[key] = bool(value) if names[key] in ("bool", bool) else value
         return cls(**kw)
+
+
+def import_strategy(path: str, top_k: int = 3):
+    """``"package.module:attribute"`` → a Strategy (Flower names its apps the same way)."""
+    import importlib
+
+    from fedrag.strategies import Strategy
+
+    module, _, attr = path.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise FedragError(f"cannot import strategy '{path}' ({type(exc).__name__}: {exc})") from None
+    plan = obj if isinstance(obj, Strategy) else obj(top_k=top_k) if callable(obj) else None
+    if not isinstance(plan, Strategy):
+        raise FedragError(f"'{path}' is neither a Strategy nor a function returning one")
+    return plan
