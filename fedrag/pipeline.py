@@ -54,7 +54,7 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
         passages = passages or KnowledgeStore.load(index).passages
         store = KnowledgeStore(passages, np.zeros((len(passages), 1), dtype=np.float32))
     else:
-        ret = Retriever.load(retriever or "minilm", device=device)
+        ret = Retriever.load(retriever or "minilm", device=device, dtype=dtype)
         store = load_store(passages, ret, index, show_progress=show_progress)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device, dtype=dtype,
                                                                   quantize=quantize, device_map=device_map)

@@ -100,3 +100,14 @@ def test_model_families_train_ralt_and_rag_token(tmp_path, tiny_models, demo_dir
         after = get_state(rag, stage.trains)
         assert torch.isfinite(torch.tensor(res.final_loss))
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("generator.")), stage.name
+
+
+def test_quantize_without_a_gpu_is_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - this checks the CPU-only message
+        pytest.skip("a GPU is present")
+    code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
+                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
+                       "--quantize", "4bit", "--limit", "1")
+    assert code == 2 and "--quantize 4bit needs a CUDA GPU" in err and "Traceback" not in err, err

@@ -8,87 +8,16 @@ atomically (safetensors) so a killed server resumes with no round lost.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from fedrag._io import atomic_dir, atomic_write_json
+from fedrag._io import atomic_write_json
+from fedrag.federation.aggregator import make_accountant, make_aggregator
 from fedrag.federation.audit import AuditedGrid, tensor_spec
+from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.records import from_record, to_record
+from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
-
-CKPT = "checkpoint"
-
-
-def make_accountant(task: FedTask, state: dict | None = None):
-    """One RDP accountant for the whole run (every phase's and round's release composes
-    into it), restored from a checkpoint's ``state`` on resume; None without DP."""
-    if task.dp_noise <= 0:
-        return None
-    from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
-    from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
-
-    accountant = RdpAccountant(PrivacyConfig(target_delta=task.dp_delta, population_size=task.min_sites,
-                                             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                             sampling_method=SamplingMethod.NO_AMPLIFICATION))
-    if state:
-        accountant.load_state_dict(state)
-    return accountant
-
-
-def make_aggregator(task: FedTask, accountant=None):
-    """The Flower strategy for ``task`` (stock Flower classes), wrapped in Flower's
-    client-side-clipping DP (reporting to the run's ``accountant``) if asked."""
-    from flwr.serverapp import strategy as fs
-
-    common = dict(fraction_train=task.fraction, min_train_nodes=task.min_sites, min_available_nodes=task.min_sites,
-                  fraction_evaluate=0.0 if task.eval_qa else task.fraction, min_evaluate_nodes=task.min_sites)
-    cls = {"fedavg": fs.FedAvg, "fedprox": fs.FedProx, "fedadam": fs.FedAdam, "fedyogi": fs.FedYogi}[task.aggregator]
-    extra = {"fedprox": {"proximal_mu": task.proximal_mu}, "fedadam": {"eta": task.server_lr},
-             "fedyogi": {"eta": task.server_lr}}.get(task.aggregator, {})
-    strategy = cls(**common, **extra)
-    if task.dp_noise > 0:
-        strategy = fs.DifferentialPrivacyClientSideFixedClipping(strategy, task.dp_noise, task.dp_clip, task.min_sites,
-                                                                 accountant=accountant or make_accountant(task))
-    return strategy
-
-
-def instrument(strategy, task: FedTask, done: int, client_metrics: dict):
-    """Two additions to a stock Flower strategy, by wrapping three of its methods.
-
-    * The sites evaluate only every ``task.evaluate_every`` rounds of a phase and at its
-      last round (never when 0). ``done`` is the rounds the phase finished before a
-      resume: Flower counts this call's rounds from 1, the task counts the phase's.
-    * The aggregated train/evaluate metrics of round ``r`` land in ``client_metrics[r]``
-      as soon as they exist, so ``rounds.json`` and the checkpoint get them that round
-      (Flower hands them back only when the whole ``start()`` returns).
-    """
-    configure, train, evaluate = strategy.configure_evaluate, strategy.aggregate_train, strategy.aggregate_evaluate
-
-    def configure_evaluate(server_round, arrays, config, grid):
-        rnd = done + server_round
-        if task.evaluate_every == 0 or (rnd % task.evaluate_every and rnd != task.rounds):
-            return []
-        return configure(server_round, arrays, config, grid)
-
-    def record(server_round, prefix, metrics):
-        if metrics:
-            client_metrics.setdefault(server_round, {}).update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
-
-    def aggregate_train(server_round, replies):
-        arrays, metrics = train(server_round, replies)
-        record(server_round, "clients_", metrics)
-        return arrays, metrics
-
-    def aggregate_evaluate(server_round, replies):
-        metrics = evaluate(server_round, replies)
-        record(server_round, "clients_eval_", metrics)
-        return metrics
-
-    strategy.configure_evaluate, strategy.aggregate_train = configure_evaluate, aggregate_train
-    strategy.aggregate_evaluate = aggregate_evaluate
-    return strategy
-
 
 def _server_model(task: FedTask):
     """Retriever + generator on the server: source of initial tensors, target of the final save."""
@@ -101,62 +30,6 @@ def _server_model(task: FedTask):
     gen = None if task.generator == "none" else Generator.load(task.generator, device=task.device, lora=task.lora,
                                                                trainable=True, seed=task.seed)
     return SimpleNamespace(retriever=ret, generator=gen)
-
-
-RUN_KEYS_IGNORED = ("out", "round_timeout", "device", "evaluate_every", "eval_limit")
-
-
-def run_identity(task: FedTask) -> dict:
-    """The task settings a checkpoint belongs to (a resume must match them)."""
-    return {k: v for k, v in task.to_config().items() if k not in RUN_KEYS_IGNORED}
-
-
-def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list, task: FedTask, accountant=None) -> None:
-    from safetensors.torch import save_file
-
-    from fedrag.train import get_state
-
-    with atomic_dir(out / CKPT) as tmp:
-        save_file({n: t.contiguous() for n, t in get_state(rag, ("retriever", "generator") if rag.generator else ("retriever",)).items()},
-                  str(tmp / "global.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"phase": phase, "rounds_done": rounds_done, "history": history,
-                                                    "task": run_identity(task),
-                                                    "dp_accountant": accountant.state_dict() if accountant else None}))
-
-
-def load_checkpoint(out: Path, rag, task: FedTask, phases: int) -> tuple[int, int, list, dict | None]:
-    """Resume point ``(phase, rounds done, history, DP accountant state)``; refuses a
-    checkpoint of another task or of a run that already finished."""
-    from safetensors.torch import load_file
-
-    from fedrag.train import set_state
-
-    from fedrag.errors import FedragError
-
-    state = out / CKPT / "state.json"
-    if not state.exists():
-        return 0, 0, [], None
-    try:
-        s = json.loads(state.read_text())
-        phase, done, history, saved = int(s["phase"]), int(s["rounds_done"]), list(s["history"]), s.get("task")
-        dp_state = s.get("dp_accountant")
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "delete it (or pass --overwrite) to start over") from None
-    mine = run_identity(task)
-    if saved != mine:
-        diff = sorted(k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k))
-        raise FedragError(f"{out} holds a checkpoint of another federated task (differs in {', '.join(diff[:4]) or 'format'}); "
-                          "pass --overwrite to start over, or choose another --out")
-    if phase >= phases:
-        raise FedragError(f"{out} already holds a finished federated run of this task; pass --overwrite to run it again")
-    try:
-        set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
-    except Exception as exc:  # noqa: BLE001
-        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "delete it (or pass --overwrite) to start over") from None
-    print(f"fedrag: resuming {out} from phase {phase}, round {done}", flush=True)
-    return phase, done, history, dp_state
 
 
 ERROR_FILE = "error.json"
@@ -200,7 +73,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
             continue
         audit: list = []
         client_metrics: dict = {}
-        strategy = instrument(make_aggregator(task, accountant), task, done, client_metrics)
+        strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics)
         t_round = [time.perf_counter()]
 
         def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round,

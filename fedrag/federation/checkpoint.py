@@ -1,0 +1,70 @@
+"""The server's checkpoint: the global trainable tensors (safetensors), the phase and
+round reached, the round history, the task it belongs to and the DP accountant's
+ledger, written atomically after every round so a killed server resumes with no round
+lost and no budget forgotten."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedrag._io import atomic_dir
+from fedrag.federation.task import FedTask
+
+CKPT = "checkpoint"
+
+
+RUN_KEYS_IGNORED = ("out", "round_timeout", "device", "evaluate_every", "eval_limit")
+
+
+def run_identity(task: FedTask) -> dict:
+    """The task settings a checkpoint belongs to (a resume must match them)."""
+    return {k: v for k, v in task.to_config().items() if k not in RUN_KEYS_IGNORED}
+
+
+def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list, task: FedTask, accountant=None) -> None:
+    from safetensors.torch import save_file
+
+    from fedrag.train import get_state
+
+    with atomic_dir(out / CKPT) as tmp:
+        save_file({n: t.contiguous() for n, t in get_state(rag, ("retriever", "generator") if rag.generator else ("retriever",)).items()},
+                  str(tmp / "global.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"phase": phase, "rounds_done": rounds_done, "history": history,
+                                                    "task": run_identity(task),
+                                                    "dp_accountant": accountant.state_dict() if accountant else None}))
+
+
+def load_checkpoint(out: Path, rag, task: FedTask, phases: int) -> tuple[int, int, list, dict | None]:
+    """Resume point ``(phase, rounds done, history, DP accountant state)``; refuses a
+    checkpoint of another task or of a run that already finished."""
+    from safetensors.torch import load_file
+
+    from fedrag.train import set_state
+
+    from fedrag.errors import FedragError
+
+    state = out / CKPT / "state.json"
+    if not state.exists():
+        return 0, 0, [], None
+    try:
+        s = json.loads(state.read_text())
+        phase, done, history, saved = int(s["phase"]), int(s["rounds_done"]), list(s["history"]), s.get("task")
+        dp_state = s.get("dp_accountant")
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "delete it (or pass --overwrite) to start over") from None
+    mine = run_identity(task)
+    if saved != mine:
+        diff = sorted(k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k))
+        raise FedragError(f"{out} holds a checkpoint of another federated task (differs in {', '.join(diff[:4]) or 'format'}); "
+                          "pass --overwrite to start over, or choose another --out")
+    if phase >= phases:
+        raise FedragError(f"{out} already holds a finished federated run of this task; pass --overwrite to run it again")
+    try:
+        set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
+    except Exception as exc:  # noqa: BLE001
+        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "delete it (or pass --overwrite) to start over") from None
+    print(f"fedrag: resuming {out} from phase {phase}, round {done}", flush=True)
+    return phase, done, history, dp_state

@@ -1,0 +1,53 @@
+"""Round recording as a strategy wrapper, in the style of Flower's DP wrappers: it
+implements the Strategy interface by delegating to the wrapped strategy and adds two
+things, without patching any method.
+
+* The sites evaluate only every ``task.evaluate_every`` rounds of a phase and at its
+  last round (never when 0). ``done`` is the rounds the phase finished before a resume:
+  Flower counts this call's rounds from 1, the task counts the phase's.
+* The aggregated train/evaluate metrics of round ``r`` land in ``metrics[r]`` as soon
+  as they exist, so ``rounds.json`` and the checkpoint get them that round (Flower hands
+  them back only when the whole ``start()`` returns).
+"""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import Strategy
+
+from fedrag.federation.task import FedTask
+
+
+class RoundRecorder(Strategy):
+    def __init__(self, strategy: Strategy, task: FedTask, done: int, metrics: dict):
+        super().__init__()
+        self.strategy, self.task, self.done, self.metrics = strategy, task, done, metrics
+
+    def __getattr__(self, name):  # e.g. the DP wrapper's accountant
+        return getattr(self.__dict__["strategy"], name)
+
+    def _record(self, server_round: int, prefix: str, metrics) -> None:
+        if metrics:
+            self.metrics.setdefault(server_round, {}).update({f"{prefix}{k}": float(v) for k, v in metrics.items()})
+
+    def configure_train(self, server_round, arrays, config, grid):
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round, replies):
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        self._record(server_round, "clients_", metrics)
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        rnd = self.done + server_round
+        every = self.task.evaluate_every
+        if every == 0 or (rnd % every and rnd != self.task.rounds):
+            return []
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round, replies):
+        metrics = self.strategy.aggregate_evaluate(server_round, replies)
+        self._record(server_round, "clients_eval_", metrics)
+        return metrics
+
+    def summary(self) -> None:
+        self.strategy.summary()

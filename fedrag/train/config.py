@@ -1,0 +1,73 @@
+"""Training settings: one dataclass, the single source of truth for every option.
+
+Each field's default and ``metadata["help"]`` are what ``fedrag train`` / ``compare`` /
+``search-lr`` / ``federate`` offer (``fedrag.cli.options.field_option``); choices are
+``Literal`` types, and every value is validated once, when the object is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+
+Precision = Literal["auto", "float32", "bfloat16", "float16"]
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings, validated when built. ``steps`` wins over ``epochs`` when given.
+
+    Each field's ``metadata["help"]`` is its documentation; the CLI options and the
+    Flower app config are derived from these fields."""
+
+    steps: int | None = _f(None, "optimizer steps per phase (wins over --epochs)")
+    epochs: float = _f(1.0, "passes over the training set per phase (when --steps is not given)")
+    min_steps: int = _f(0, "at least this many steps when they come from --epochs (small training sets)")
+    batch_size: int = _f(4, "questions per step")
+    grad_accum: int = _f(1, "batches accumulated per optimizer step")
+    lr_generator: float = _f(3e-4, "generator learning rate (LoRA adapter or full model)")
+    lr_retriever: float = _f(2e-5, "retriever learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    scheduler: Scheduler = _f("linear", "learning-rate schedule (transformers' get_scheduler)")
+    warmup_ratio: float = _f(0.1, "fraction of the steps spent warming up")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
+    seed: int = _f(0, "random seed (data order, LoRA init)")
+    eval_every: int = _f(0, "validate every N steps (0: only at the end, if --val is given)")
+    checkpoint_every: int = _f(0, "checkpoint every N steps (0: never)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower steps")
+    dtype: Precision = _f("auto", "compute precision (torch.autocast; weights stay float32): auto = bfloat16 on a "
+                                  "GPU that supports it, else float32; float16 needs a CUDA GPU (loss scaling)")
+    score_batch_size: int | None = _f(None, "rows per generator scoring forward (exact: each chunk is recomputed "
+                                            "in backward); trades time for memory, default all rows at once")
+    prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)")
+    schedule_total: int | None = _f(None, "LR schedule length if longer than this run (federated rounds)")
+    schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)")
+    progress: bool = _f(False, "show a progress bar")
+
+    def __post_init__(self):
+        from fedrag.errors import FedragError
+
+        if self.scheduler not in get_args(Scheduler):
+            raise FedragError(f"--scheduler must be one of {', '.join(get_args(Scheduler))}, got '{self.scheduler}'")
+        if self.steps is not None and self.steps < 1:
+            raise FedragError(f"--steps must be >= 1, got {self.steps} (a run that trains nothing is not a result)")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise FedragError(f"--batch-size and --grad-accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
+        if self.dtype not in get_args(Precision):
+            raise FedragError(f"--dtype must be one of {', '.join(get_args(Precision))}, got '{self.dtype}'")
+        if self.score_batch_size is not None and self.score_batch_size < 1:
+            raise FedragError(f"--score-batch-size must be >= 1, got {self.score_batch_size}")
+        if self.epochs <= 0 or min(self.lr_generator, self.lr_retriever) < 0 or not 0 <= self.warmup_ratio < 1:
+            raise FedragError("--epochs must be > 0, learning rates >= 0 and --warmup-ratio in [0, 1)")
+
+    def total_steps(self, n_examples: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, self.min_steps, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
