@@ -8,6 +8,9 @@ things, without patching any method.
 * The aggregated train/evaluate metrics of round ``r`` land in ``metrics[r]`` as soon
   as they exist, so ``rounds.json`` and the checkpoint get them that round (Flower hands
   them back only when the whole ``start()`` returns).
+* The aggregated tensors keep the phase's dtypes (``dtypes``): FedAdam/FedYogi compute in
+  float64, and their result would otherwise travel at twice the size next round (the
+  audit refuses tensors whose dtype is not the phase's).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from fedrag.federation.task import FedTask
 
 
 class RoundRecorder(Strategy):
-    def __init__(self, strategy: Strategy, task: FedTask, done: int, metrics: dict):
+    def __init__(self, strategy: Strategy, task: FedTask, done: int, metrics: dict, dtypes: dict | None = None):
         super().__init__()
         self.strategy, self.task, self.done, self.metrics = strategy, task, done, metrics
+        self.dtypes = dtypes or {}  # {tensor name: torch dtype}
 
     def __getattr__(self, name):  # e.g. the DP wrapper's accountant
         return getattr(self.__dict__["strategy"], name)
@@ -35,6 +39,11 @@ class RoundRecorder(Strategy):
     def aggregate_train(self, server_round, replies):
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         self._record(server_round, "clients_", metrics)
+        if arrays is not None and any(str(a.dtype) != str(self.dtypes.get(n, a.dtype)).replace("torch.", "")
+                                      for n, a in arrays.items()):
+            from fedrag.federation.records import from_record, to_record
+
+            arrays = to_record({n: t.to(self.dtypes.get(n, t.dtype)) for n, t in from_record(arrays).items()})
         return arrays, metrics
 
     def configure_evaluate(self, server_round, arrays, config, grid):

@@ -73,7 +73,9 @@ def serve(grid, task: FedTask, plan=None) -> dict:
             continue
         audit: list = []
         client_metrics: dict = {}
-        strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics)
+        initial = get_state(rag, stage.trains)
+        strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics,
+                                 {n: t.dtype for n, t in initial.items()})
         t_round = [time.perf_counter()]
 
         def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round,
@@ -109,7 +111,6 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context
-        initial = get_state(rag, stage.trains)
         strategy.start(grid=AuditedGrid(grid, audit, tensor_spec(initial)), initial_arrays=to_record(initial),
                        num_rounds=task.rounds - done, timeout=task.round_timeout,
                        train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
