@@ -103,22 +103,24 @@ def log_prior(scores: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor,
-                        settings: GenerationSettings, batch_size: int = 8) -> list[str]:
+                        settings: GenerationSettings, batch_size: int = 8, return_candidates: bool = False):
     """Thorough RAG-Sequence decoding. ``question_prompts[b][z]`` is question ``b``'s
-    prompt with passage ``z`` alone; ``scores`` ``[B, k]`` the retrieval scores."""
+    prompt with passage ``z`` alone; ``scores`` ``[B, k]`` the retrieval scores. With
+    ``return_candidates``, also each question's candidate answers (the set it ranked)."""
     flat = [p for ps in question_prompts for p in ps]
     n = settings.num_beams
     cands = gen.generate(flat, batch_size=batch_size, settings=settings, num_return_sequences=n)
     prior = log_prior(scores, settings.gamma)
-    answers, i = [], 0
+    answers, ranked, i = [], [], 0
     for b, prompts in enumerate(question_prompts):
         mine = list(dict.fromkeys(cands[i : i + n * len(prompts)]))  # unique, first-seen order
+        ranked.append(mine)
         i += n * len(prompts)
         k = len(prompts)
         logp = gen.score_no_grad([p for _ in mine for p in prompts], [y for y in mine for _ in prompts], batch_size)
         marginal = torch.logsumexp(prior[b, :k][None, :] + logp.view(len(mine), k), dim=-1)
         answers.append(mine[int(marginal.argmax())])
-    return answers
+    return (answers, ranked) if return_candidates else answers
 
 
 @torch.no_grad()
