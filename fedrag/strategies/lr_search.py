@@ -140,13 +140,16 @@ def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point)
     model's LR at its first value)."""
     start = get_state(rag, strategy.trains)
     grid = [(g, lrs_r[0], "lr_generator") for g in lrs_g] + [(lrs_g[0], r, "lr_retriever") for r in lrs_r[1:]]
+    # each axis is judged by the phase that trains its side (its own evaluator, built once)
+    judges = {axis: _evaluator(strategy, next((p.stage for p in strategy.phases if axis[3:] in p.stage.trains),
+                                              strategy.phases[0].stage), top_k)
+              for axis in ("lr_generator", "lr_retriever")}
     points, best = [], {}
     for g, r, axis in grid:
         set_state(rag, start)
         pcfg = replace(cfg, lr_generator=g, lr_retriever=r)
         results = _train_all(strategy, rag, train, pcfg)
-        stage = strategy.phases[-1].stage if axis == "lr_generator" else strategy.phases[0].stage
-        fn, rank = _evaluator(strategy, next((p.stage for p in strategy.phases if axis[3:] in p.stage.trains), stage), top_k)
+        fn, rank = judges[axis]
         metrics = fn(rag, val)
         point = _point("all", strategy.name, pcfg, metrics, results)
         points.append(point)
