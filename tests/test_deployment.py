@@ -2,6 +2,11 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +66,80 @@ def test_tls_and_supernode_authentication(tiny_models, sites, tmp_path):
     log = (tmp_path / "dep" / "superlink.log").read_text()
     assert "--insecure" not in log and "SuperNode authentication is disabled" not in log
     assert os.path.exists(tmp_path / "out" / "generator")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(tiny_models, demo_dir, tmp_path):
+    """Two SuperNodes, --min-sites 2; site 1 dies in round 2. The run must end with exit != 0
+    within round-timeout + 60 s, round 1's checkpoint intact, no process left; the same
+    command (site back) resumes and runs every round exactly once. --out is relative (as
+    the README writes it): the launcher resolves it before any subprocess runs. Through
+    the CLI's --tls --supernode-auth (certificates and site keys made in OUT/credentials)."""
+    from fedrag.federation.deployment import _children
+
+    timeout = 45
+    cmd = [sys.executable, "-m", "fedrag", "federate", "--engine", "deployment", "--stage", "ralt", "--sites", "2",
+           "--rounds", "2", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0",
+           "--round-timeout", str(timeout), "--corpus", str(demo_dir / "corpus.jsonl"),
+           "--train", str(demo_dir / "train.jsonl"), "--retriever", tiny_models["retriever"],
+           "--generator", tiny_models["generator"], "--out", "runs/dep", "--tls", "--supernode-auth"]
+    out = tmp_path / "runs" / "dep"
+    state = out / "checkpoint" / "state.json"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started: list[int] = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["rounds_done"] >= 1):
+            started = sorted(set(started) | set(_children(proc.pid)))
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        site1 = [p for p in _children(proc.pid) if "flower-supernode" in _cmdline(p) and "site=1" in _cmdline(p)]
+        assert len(site1) == 1, "round 1 finished and site 1's SuperNode is running"
+        for pid in [site1[0], *_children(site1[0])]:  # the site dies with its ClientApp, mid-round 2
+            os.kill(pid, signal.SIGKILL)
+        t_kill = time.time()
+        _, err = proc.communicate(timeout=timeout + 60)
+        took = time.time() - t_kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode not in (0, None), err
+    assert took <= timeout + 60, f"the run failed {took:.0f}s after the kill"
+    last = [line for line in err.strip().splitlines() if line.strip()][-1]
+    assert "round 2: 1 of 2 required sites replied" in last and "run the same command again to resume" in last, err
+    assert "Traceback" not in err and "INSECURE" not in err, err
+    assert (out / "credentials").is_dir()
+    logs = [p.read_text() for p in out.glob("fedrag-deploy-*/superlink.log")]
+    assert logs and not any("--insecure" in t or "SuperNode authentication is disabled" in t for t in logs)
+    assert not any(_alive(p) for p in started + [proc.pid]), "every process the launcher started is stopped"
+    assert json.loads(state.read_text())["rounds_done"] == 1, "the last good round's checkpoint is intact"
+    assert not (out / "cost.json").exists() and not (out / "generator").exists(), "a failed run leaves no result"
+
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stdout + res.stderr
+    history = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in history] == [1, 2] and all(r["replies"] == 2 for r in history)
+    assert json.loads((out / "cost.json").read_text())["rounds"] == 2
+
+
+def test_a_site_that_never_joins_fails_the_run_after_the_round_timeout(tiny_models, sites, tmp_path):
+    """Flower's stock strategies wait forever for min_available_nodes; fedrag's grid gives up."""
+    from fedrag.errors import FedragError
+
+    with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
+        dep.start_superlink()
+        dep.start_supernode(0, sites[0]["corpus"], sites[0]["train"],
+                            allow_models=[tiny_models["retriever"], tiny_models["generator"]])
+        t0 = time.time()
+        with pytest.raises(FedragError, match="only 1 of 2 required sites were connected for 10s"):
+            dep.submit(_task(tiny_models, tmp_path / "out", min_sites=2, round_timeout=10), timeout=300)
+        assert time.time() - t0 < 120
+    assert not (tmp_path / "out" / "checkpoint").exists() and not (tmp_path / "out" / "cost.json").exists()

@@ -207,7 +207,21 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     proc.wait()
     done_before = json.loads(state.read_text())["rounds_done"]
     assert 1 <= done_before < 4
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+
+    def refused(args, message):
+        res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
+        assert res.returncode == 2 and message in lines[-1] and "Traceback" not in res.stderr, res.stderr
+
+    weights = out / "checkpoint" / "global.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])  # a checkpoint truncated on disk: one line, nothing trained
+    refused(cmd, "corrupt checkpoint")
+    weights.write_bytes(good)
+    assert json.loads(state.read_text())["rounds_done"] == done_before
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"{done_before} of 4 rounds done" in res.stderr, "the user is told the run resumes"
     history = json.loads((out / "rounds.json").read_text())
     assert [r["round"] for r in history] == [1, 2, 3, 4], "every round exactly once across the kill"
     assert all("clients_train-loss" in r for r in history), "rounds finished before the kill keep their site metrics"
@@ -216,6 +230,14 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     # the privacy accountant was checkpointed: ε after kill + resume is the uninterrupted run's
     assert [r["dp_releases"] for r in history] == [1, 2, 3, 4]
     assert history[-1]["dp_epsilon"] == pytest.approx(composed_epsilon(0.8, 2, 4), rel=1e-9)
+    # a finished run is refused, never rerun over or mixed; its result stays as it was
+    cost = (out / "cost.json").read_text()
+    refused(cmd, "already holds a finished federated run of this task; pass --overwrite")
+    refused([*cmd[: cmd.index("--rounds") + 1], "5", *cmd[cmd.index("--rounds") + 2:]], "differs in rounds")
+    refused([*cmd[: cmd.index("--stage") + 1], "contrastive", *cmd[cmd.index("--stage") + 2:]], "differs in stage")
+    assert (out / "cost.json").read_text() == cost and json.loads((out / "rounds.json").read_text()) == history
+    state.write_text(state.read_text()[:40])
+    refused(cmd, "corrupt checkpoint")
 
 
 @pytest.mark.parametrize("aggregator", ["fedprox", "fedadam"])
@@ -333,8 +355,29 @@ def test_the_audit_rejects_a_leaking_reply(tiny_models, sites, tmp_path, kind, r
     assert "alice-born-1970-in-oslo" not in entry["metric_keys"]
 
 
-def test_the_audit_refuses_text_in_an_outgoing_config():
+@pytest.mark.parametrize("extra,message", [({"note": "/srv/secret"}, "'note' is not a fedrag task setting"),
+                                           ({"rounds": "2 and more text"}, "'rounds' must be int, got str"),
+                                           ({"lora": "yes"}, "'lora' must be bool, got str")])
+def test_a_site_audits_the_run_config(extra, message):
+    """The ClientApp builds its task with FedTask.from_config(context.run_config): a run
+    config carries task settings of their declared types and nothing else."""
+    import tomllib
+
+    from fedrag.errors import FedragError
+    from fedrag.federation.task import FedTask
+
+    shipped = tomllib.loads((Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert FedTask.from_config(shipped).strategy  # the shipped app config passes its own audit
+    with pytest.raises(FedragError, match=message):
+        FedTask.from_config({**shipped, **extra})
+
+
+def test_the_audit_refuses_text_in_an_outgoing_config(monkeypatch):
     from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_task_id", "_run_id", "_node_id"):  # what a ServerApp process has set
+        monkeypatch.setattr(TaskIdentity, name, 1)
 
     from fedrag.federation.audit import outgoing_violation, tensor_spec
 

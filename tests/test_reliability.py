@@ -142,3 +142,38 @@ def test_nq_open_conversion_is_deterministic_and_drops_empty_passages(tmp_path):
     assert len(ids) == 1
     passages, examples = nq_open(src)
     assert [p.title for p in passages] == ["T"] and examples[0].gold_ids == (passages[0].id,)
+
+
+def test_quickstart_refuses_a_finished_quickstart_instead_of_reporting_its_old_results(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "qs"
+    out.mkdir()
+    (out / "fedrag_output.json").write_text(json.dumps({"kind": "quickstart"}))
+    (out / "summary.json").write_text("[]")
+    code, _, err = run(monkeypatch, capsys, "quickstart", "--out", out, "--steps", "2", "--rounds", "1")
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "holds a fedrag quickstart output; pass --overwrite" in lines[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["fedrag_output.json", "summary.json"]
+
+
+def test_eval_reports_the_top_k_it_used(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    from fedrag.data import load_corpus
+
+    n = len(load_corpus(demo_dir / "corpus.jsonl"))
+    code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
+                       "--retriever", tiny_models["retriever"], "--generator", "none", "--top-k", "100000",
+                       "--limit", "2", "--output", tmp_path / "m.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "m.json").read_text())["top_k"] == n < 100000
+
+
+@pytest.mark.parametrize("command,options", [
+    ("train", {"--ralt-mode": "all-in-one", "--two-phase-order": "generator-first", "--scheduler": "linear"}),
+    ("federate", {"--engine": "deployment", "--partition": "by-title", "--aggregator": "fedyogi"}),
+    ("eval", {"--retrieval": "hybrid", "--decoding": "rag-token"}),
+])
+def test_help_lists_the_choices(command, options):
+    res = subprocess.run([sys.executable, "-m", "fedrag", command, "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "300"})
+    for option, choice in options.items():
+        line = next(line for line in res.stdout.splitlines() if option in line)
+        assert choice in line, line

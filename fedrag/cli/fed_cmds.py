@@ -13,7 +13,7 @@ import typer
 from fedrag.cli.options import GENERATOR, RETRIEVER, app, choice_option, field_option
 from fedrag.cli.train_cmds import LORA, RALT_MODE, STAGE, STRATEGY, TOP_K, TWO_PHASE_LOSS
 from fedrag.errors import FedragError
-from fedrag.federation.task import Aggregator
+from fedrag.federation.task import Aggregator, FedTask
 from fedrag.train import TrainConfig
 
 
@@ -48,6 +48,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              dp_noise: float = typer.Option(0.0, "--dp-noise", help="> 0: client-side clipping + server Gaussian noise"),
              dp_clip: float = typer.Option(1.0, "--dp-clip"), fraction: float = typer.Option(1.0, "--fraction"),
              min_sites: Optional[int] = typer.Option(None, "--min-sites"),
+             round_timeout: float = field_option(FedTask, "round_timeout"),
              eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round"),
              eval_limit: int = typer.Option(50, "--eval-limit"),
              evaluate_every: int = typer.Option(1, "--evaluate-every", min=0,
@@ -74,7 +75,6 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
     import shutil
 
     from fedrag._io import MARKER, atomic_write_json, check_out, output_kind
-    from fedrag.federation.task import FedTask
 
     if not site and not (corpus and train):
         raise FedragError("give --corpus and --train (partitioned across --sites) or one --site DIR per site")
@@ -87,17 +87,21 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
                    min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
                    eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
-                   evaluate_every=evaluate_every, dtype=dtype, score_batch_size=score_batch_size or 0)
-    task.plan()  # validates the strategy/stage names before anything starts
+                   evaluate_every=evaluate_every, round_timeout=round_timeout, dtype=dtype, score_batch_size=score_batch_size or 0)
+    phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
     if out.exists() and output_kind(out) == "federate" and not overwrite:
-        pass  # the server resumes it if the checkpoint is of this task, and refuses it otherwise
+        from fedrag.federation.checkpoint import read_checkpoint
+
+        resume = read_checkpoint(out, task, phases)  # refuses another task's or a finished run's checkpoint
+        if resume is not None:
+            typer.echo(f"fedrag: resuming {out}: phase {resume['phase'] + 1}/{phases}, "
+                       f"{resume['rounds_done']} of {task.rounds} rounds done", err=True)
     else:
         check_out(out, "federate", overwrite)
         if overwrite and out.exists():
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"kind": "federate"})
-    (out / "cost.json").unlink(missing_ok=True)
     paths = _site_paths(corpus, train, n_sites, partition, seed, site, out)
     if engine == "simulation":
         from fedrag.federation.simulation import simulate

@@ -74,10 +74,14 @@ def reply_violation(reply, spec: dict, message_type: str) -> str | None:
 class AuditedGrid:
     """Wraps the run's Grid: enforces the allow-lists above on ``send_and_receive`` and
     records per training round bytes each way, replies, failures, rejections and what
-    the accepted replies held. Everything else is the wrapped Grid's own behaviour."""
+    the accepted replies held. ``get_node_ids`` gives up (raises) when fewer than
+    ``min_nodes`` sites stay connected for ``wait`` seconds: Flower's stock strategies
+    would otherwise wait for them forever. Everything else is the wrapped Grid's own
+    behaviour."""
 
-    def __init__(self, grid, audit: list, spec: dict):
+    def __init__(self, grid, audit: list, spec: dict, min_nodes: int = 0, wait: float = float("inf")):
         self._grid, self.audit, self.spec = grid, audit, spec
+        self.min_nodes, self.wait, self._short_since = min_nodes, wait, None
 
     def send_and_receive(self, messages, *args, **kwargs):
         messages = list(messages)
@@ -108,7 +112,18 @@ class AuditedGrid:
         return [r for r, _ in accepted]
 
     def get_node_ids(self):
-        return self._grid.get_node_ids()
+        import time
+
+        ids = list(self._grid.get_node_ids())
+        if len(ids) >= self.min_nodes:
+            self._short_since = None
+        elif self._short_since is None:
+            self._short_since = time.monotonic()
+        elif time.monotonic() - self._short_since > self.wait:
+            raise FedragError(f"only {len(ids)} of {self.min_nodes} required sites were connected for "
+                              f"{self.wait:.0f}s; the checkpoint of the last good round is kept in OUT/checkpoint; "
+                              "run the same command again to resume")
+        return ids
 
     def get_nodes(self):
         return self._grid.get_nodes()

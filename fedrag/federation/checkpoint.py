@@ -35,36 +35,45 @@ def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list,
                                                     "dp_accountant": accountant.state_dict() if accountant else None}))
 
 
-def load_checkpoint(out: Path, rag, task: FedTask, phases: int) -> tuple[int, int, list, dict | None]:
-    """Resume point ``(phase, rounds done, history, DP accountant state)``; refuses a
-    checkpoint of another task or of a run that already finished."""
-    from safetensors.torch import load_file
-
-    from fedrag.train import set_state
-
+def read_checkpoint(out: Path, task: FedTask, phases: int) -> dict | None:
+    """The checkpoint's state (``phase``, ``rounds_done``, ``history``, ``dp_accountant``),
+    None when OUT has none; refuses (one line) a corrupt one, one of another task, or one
+    of a run that already finished. Launchers call it before starting anything."""
     from fedrag.errors import FedragError
 
-    state = out / CKPT / "state.json"
+    state = Path(out) / CKPT / "state.json"
     if not state.exists():
-        return 0, 0, [], None
+        return None
     try:
         s = json.loads(state.read_text())
-        phase, done, history, saved = int(s["phase"]), int(s["rounds_done"]), list(s["history"]), s.get("task")
-        dp_state = s.get("dp_accountant")
+        s.update(phase=int(s["phase"]), rounds_done=int(s["rounds_done"]), history=list(s["history"]))
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+        raise FedragError(f"{Path(out) / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
                           "delete it (or pass --overwrite) to start over") from None
-    mine = run_identity(task)
+    mine, saved = run_identity(task), s.get("task")
     if saved != mine:
         diff = sorted(k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k))
         raise FedragError(f"{out} holds a checkpoint of another federated task (differs in {', '.join(diff[:4]) or 'format'}); "
                           "pass --overwrite to start over, or choose another --out")
-    if phase >= phases:
+    if s["phase"] >= phases:
         raise FedragError(f"{out} already holds a finished federated run of this task; pass --overwrite to run it again")
+    return s
+
+
+def load_checkpoint(out: Path, rag, task: FedTask, phases: int) -> tuple[int, int, list, dict | None]:
+    """Resume point ``(phase, rounds done, history, DP accountant state)`` with the global
+    tensors loaded into ``rag``; (0, 0, [], None) without a checkpoint."""
+    from safetensors.torch import load_file
+
+    from fedrag.errors import FedragError
+    from fedrag.train import set_state
+
+    s = read_checkpoint(out, task, phases)
+    if s is None:
+        return 0, 0, [], None
     try:
         set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
     except Exception as exc:  # noqa: BLE001
         raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
                           "delete it (or pass --overwrite) to start over") from None
-    print(f"fedrag: resuming {out} from phase {phase}, round {done}", flush=True)
-    return phase, done, history, dp_state
+    return s["phase"], s["rounds_done"], s["history"], s.get("dp_accountant")

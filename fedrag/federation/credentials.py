@@ -32,9 +32,11 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def make_tls(out: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 30):
     """``ca.crt``, ``server.pem`` and ``server.key`` in ``out`` for a SuperLink reachable
-    as any of ``hosts`` (IP addresses or DNS names); returns their paths."""
+    as any of ``hosts`` (IP addresses or DNS names); returns their absolute paths (Flower
+    resolves relative ones against each process's own working directory)."""
     from fedrag.federation.deployment import Certs
 
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP384R1())
@@ -63,7 +65,8 @@ def _alt_name(host: str):
 
 
 def make_supernode_keys(out: Path, n: int) -> list[tuple[Path, Path]]:
-    """``site{i}_key`` (private, 0600) and ``site{i}_key.pub`` for ``n`` SuperNodes."""
+    """``site{i}_key`` (private, 0600) and ``site{i}_key.pub`` for ``n`` SuperNodes (absolute paths)."""
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     pairs = []
     for i in range(n):

@@ -205,10 +205,14 @@ class LocalDeployment:
 
 
 def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path, certs: Certs | None = None,
-           auth_keys=None, timeout: float = 1800, threads_per_site: int | None = None) -> dict:
+           auth_keys=None, timeout: float | None = None, threads_per_site: int | None = None) -> dict:
     """Run ``task`` on a local SuperLink + one SuperNode per site; return the server's cost.json.
 
-    The sites share this machine's cores: ``threads_per_site`` defaults to cores // sites."""
+    The sites share this machine's cores: ``threads_per_site`` defaults to cores // sites.
+    ``timeout`` (default: long enough for every round to wait out ``task.round_timeout``
+    twice) bounds ``flwr run``; the server itself fails a round that misses its sites."""
+    if timeout is None:
+        timeout = 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases)
     threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
     with LocalDeployment(Path(workdir), certs, auth_keys, threads) as dep:
         dep.start_superlink()

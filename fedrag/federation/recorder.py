@@ -8,6 +8,9 @@ things, without patching any method.
 * The aggregated train/evaluate metrics of round ``r`` land in ``metrics[r]`` as soon
   as they exist, so ``rounds.json`` and the checkpoint get them that round (Flower hands
   them back only when the whole ``start()`` returns).
+* A round with fewer usable train replies than ``task.min_sites`` ends the run at once
+  (``quorum`` raises), before Flower would aggregate nothing and go on to an evaluate
+  round that waits out the timeout a second time.
 * The aggregated tensors keep the phase's dtypes (``dtypes``): FedAdam/FedYogi compute in
   float64, and their result would otherwise travel at twice the size next round (the
   audit refuses tensors whose dtype is not the phase's).
@@ -15,16 +18,20 @@ things, without patching any method.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from flwr.serverapp.strategy import Strategy
 
 from fedrag.federation.task import FedTask
 
 
 class RoundRecorder(Strategy):
-    def __init__(self, strategy: Strategy, task: FedTask, done: int, metrics: dict, dtypes: dict | None = None):
+    def __init__(self, strategy: Strategy, task: FedTask, done: int, metrics: dict, dtypes: dict | None = None,
+                 quorum: Callable[[int, int], None] | None = None):
         super().__init__()
         self.strategy, self.task, self.done, self.metrics = strategy, task, done, metrics
         self.dtypes = dtypes or {}  # {tensor name: torch dtype}
+        self.quorum = quorum  # (server round, usable replies) -> None, or raises
 
     def __getattr__(self, name):  # e.g. the DP wrapper's accountant
         return getattr(self.__dict__["strategy"], name)
@@ -37,6 +44,9 @@ class RoundRecorder(Strategy):
         return self.strategy.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        if self.quorum is not None:
+            self.quorum(server_round, sum(not r.has_error() for r in replies))
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         self._record(server_round, "clients_", metrics)
         if arrays is not None and any(str(a.dtype) != str(self.dtypes.get(n, a.dtype)).replace("torch.", "")

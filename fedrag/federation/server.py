@@ -63,6 +63,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     rag = _server_model(task)
     plan = plan or task.plan()
     start_phase, rounds_done, history, dp_state = load_checkpoint(out, rag, task, len(plan.phases))
+    (out / "cost.json").unlink(missing_ok=True)  # this run trains: an older summary no longer describes OUT
     accountant = make_accountant(task, dp_state)
     evaluator = _server_evaluator(task, rag)
     t_run = time.perf_counter()
@@ -74,23 +75,26 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         audit: list = []
         client_metrics: dict = {}
         initial = get_state(rag, stage.trains)
+
+        def quorum(server_round: int, got: int, phase_idx=phase_idx, done=done, audit=audit):
+            if got >= task.min_sites:
+                return
+            last = audit[-1] if audit else {}  # Flower would keep the old arrays: this round trained nothing
+            reasons = "; ".join(last.get("failure_reasons", []) + [f"rejected by the audit: {r}"
+                                                                   for r in last.get("rejected_reasons", [])])
+            raise FedragError(f"phase {phase_idx} round {done + server_round}: {got} of {task.min_sites} required sites "
+                              f"replied within {task.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "")
+                              + "; the checkpoint of the last good round is kept in OUT/checkpoint; "
+                              "run the same command again to resume")
+
         strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics,
-                                 {n: t.dtype for n, t in initial.items()})
+                                 {n: t.dtype for n, t in initial.items()}, quorum)
         t_round = [time.perf_counter()]
 
         def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round,
                      stage=stage, client_metrics=client_metrics):
             if server_round == 0:
                 return None
-            got = audit[-1]["replies"] if audit else 0
-            if got < task.min_sites:  # Flower keeps the old arrays: this round trained nothing
-                last = audit[-1] if audit else {}
-                reasons = "; ".join(last.get("failure_reasons", []) + [f"rejected by the audit: {r}"
-                                                                       for r in last.get("rejected_reasons", [])])
-                raise FedragError(f"phase {phase_idx} round {done + server_round}: {got} of {task.min_sites} required sites "
-                                  f"replied within {task.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "")
-                                  + "; the checkpoint of the last good round is kept in OUT/checkpoint; "
-                                  "run the same command again to resume")
             set_state(rag, from_record(arrays))
             entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
                      "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {}),
@@ -111,7 +115,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context
-        strategy.start(grid=AuditedGrid(grid, audit, tensor_spec(initial)), initial_arrays=to_record(initial),
+        strategy.start(grid=AuditedGrid(grid, audit, tensor_spec(initial), task.min_sites, task.round_timeout), initial_arrays=to_record(initial),
                        num_rounds=task.rounds - done, timeout=task.round_timeout,
                        train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
                        evaluate_fn=on_round)

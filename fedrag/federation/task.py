@@ -8,7 +8,7 @@ is captured by the apps' closures (simulation from Python).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from typing import Literal, get_args
 
@@ -50,7 +50,9 @@ class FedTask:
     eval_qa: str = ""
     eval_limit: int = 50
     evaluate_every: int = 1       # client-side evaluation every N rounds and at a phase's last round; 0: never
-    round_timeout: float = 3600.0
+    round_timeout: float = field(default=3600.0, metadata={"help": (
+        "seconds the server waits for a round's replies (and for --min-sites sites to be connected); "
+        "fewer than --min-sites replies then end the run with an error, the last good round checkpointed")})
     device: str = "cpu"           # a site's --node-config 'device="cuda:1"' wins over this
     dtype: str = "auto"           # compute precision on the sites (TrainConfig.dtype)
     score_batch_size: int = 0     # rows per scoring forward on the sites (0: all at once)
@@ -68,6 +70,8 @@ class FedTask:
             raise FedragError("--min-sites, --batch-size and --top-k must be >= 1")
         if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise FedragError("--dp-noise must be >= 0, --dp-clip > 0 and the DP delta in (0, 1)")
+        if self.round_timeout <= 0:
+            raise FedragError("--round-timeout must be > 0")
         if self.evaluate_every < 0:
             raise FedragError("evaluate-every must be >= 0 (0 turns client-side evaluation off)")
 
@@ -86,12 +90,20 @@ class FedTask:
 
     @classmethod
     def from_config(cls, config) -> "FedTask":
-        names = {f.name: f.type for f in fields(cls)}
+        """The task from a Flower run config (``-`` or ``_`` in keys). Audited: a key that
+        is no task setting, or a value of the wrong type (text where a number belongs),
+        is refused rather than ignored, so a run config carries nothing else to a site."""
+        kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool, int)}
+        names = {f.name: str(f.type) for f in fields(cls)}
         kw = {}
         for key, value in dict(config).items():
-            key = key.replace("-", "_")
-            if key in names:
-                kw[key] = bool(value) if names[key] in ("bool", bool) else value
+            name = key.replace("-", "_")
+            if name not in names:
+                raise FedragError(f"run config: '{key}' is not a fedrag task setting")
+            ok = kinds.get(names[name], (object,))
+            if not isinstance(value, ok) or (names[name] in ("int", "float") and isinstance(value, bool)):
+                raise FedragError(f"run config: '{key}' must be {names[name]}, got {type(value).__name__}")
+            kw[name] = bool(value) if names[name] == "bool" else value
         return cls(**kw)
 
 
