@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -222,3 +224,26 @@ def test_info_nce_with_several_golds_matches_a_slow_reference():
     assert got.item() == pytest.approx(ref.item() / 3, rel=1e-5)
     plain = info_nce(rows, cands[:3], cands[3:], scale=5.0)
     assert plain.item() != pytest.approx(got.item(), rel=1e-3), "the mask matters here"
+
+
+class _Payload:
+    """A pickle that runs code when loaded: what a tampered optimizer.pt could hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_code_from_a_checkpoint(tiny_models, demo_dir, train, tmp_path):
+    from fedrag.errors import FedragError
+
+    cfg = TrainConfig(steps=2, batch_size=2, checkpoint_every=1, seed=3)
+    with pytest.raises(Interrupt):
+        train_stage(StopAfter(RALTStage(top_k=2), 1), make_rag(tiny_models, demo_dir), train, cfg, out_dir=tmp_path / "r")
+    marker = tmp_path / "code-ran"
+    torch.save({"optimizer": _Payload(marker), "scheduler": {}}, tmp_path / "r" / "checkpoint" / "optimizer.pt")
+    with pytest.raises(FedragError, match="corrupt checkpoint"):
+        train_stage(RALTStage(top_k=2), make_rag(tiny_models, demo_dir), train, cfg, out_dir=tmp_path / "r", resume=True)
+    assert not marker.exists(), "torch.load(weights_only=True): the checkpoint's pickle ran no code"
