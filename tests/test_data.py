@@ -102,3 +102,45 @@ def test_partition_keeps_every_gold_passage_on_its_questions_site(mode):
     if mode == "by-title":
         titles = [{p.title for p in s.passages} for s in sites]
         assert all(not (a & b) for i, a in enumerate(titles) for b in titles[i + 1:]), "topics do not cross sites"
+
+
+def test_a_saved_hugging_face_dataset_with_its_own_columns_converts_and_trains(monkeypatch, capsys, tmp_path, tiny_models):
+    """SQuAD-shaped data under other column names, as a user's HF dataset would be:
+    mapped with --columns (a dotted name for the nested answers), then one training step."""
+    import datasets
+
+    from fedrag.data import load_corpus, load_qa
+    from test_cli import run
+
+    people = [("Ada", "Paris", "painter"), ("Bo", "Oslo", "baker"), ("Cy", "Rome", "pilot"), ("Di", "Lima", "nurse")]
+    rows = [{"qid": f"q{i}{j}", "heading": name, "passage": f"{name} lives in {city} and works as a {job}.",
+             "query": q, "gold": {"text": [a], "answer_start": [0]}}
+            for i, (name, city, job) in enumerate(people)
+            for j, (q, a) in enumerate([(f"Where does {name} live?", city), (f"What is {name}'s job?", job)])]
+    datasets.DatasetDict({"validation": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "hf"))
+    cols = "id=qid,question=query,answers=gold.text,context=passage,title=heading"
+    code, out, err = run(monkeypatch, capsys, "convert", "--format", "hf", "--input", tmp_path / "hf", "--columns", cols,
+                         "--out", tmp_path / "data")
+    assert code == 0, err
+    passages, examples = load_corpus(tmp_path / "data" / "corpus.jsonl"), load_qa(tmp_path / "data" / "qa.jsonl")
+    assert len(passages) == 4 and len(examples) == 8
+    ex = next(e for e in examples if e.id == "q11")
+    gold = next(p for p in passages if p.id == ex.gold_ids[0])
+    assert (ex.question, ex.answers, gold.title) == ("What is Bo's job?", ("baker",), "Bo") and "baker" in gold.text
+
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "rows.parquet"))  # files work the same way
+    code, _, err = run(monkeypatch, capsys, "convert", "--format", "hf", "--input", tmp_path / "rows.parquet",
+                       "--columns", cols, "--out", tmp_path / "data2")
+    assert code == 0, err
+    assert (tmp_path / "data2" / "qa.jsonl").read_text() == (tmp_path / "data" / "qa.jsonl").read_text()
+
+    code, _, err = run(monkeypatch, capsys, "convert", "--format", "hf", "--input", tmp_path / "hf",
+                       "--out", tmp_path / "data3")  # without the mapping: one line naming what is missing
+    assert code == 2 and "no column for question, answers" in err and "--columns" in err
+
+    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--steps", "1", "--batch-size", "2",
+                       "--corpus", tmp_path / "data" / "corpus.jsonl", "--train", tmp_path / "data" / "qa.jsonl",
+                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
+                       "--out", tmp_path / "run")
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "cost.json").read_text())["total"]["steps"] == 1

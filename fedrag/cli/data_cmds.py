@@ -93,24 +93,38 @@ def eval_cmd(qa: str = typer.Option(..., "--qa"), corpus: Optional[str] = typer.
 
 
 @app.command()
-def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open", "hotpotqa"]),
+def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open", "hotpotqa", "hf"],
+                                    "hf: a Hugging Face dataset (save_to_disk directory, Parquet/Arrow/JSON/CSV files, or a Hub id online)"),
             input_path: str = typer.Option(..., "--input"), out: Path = typer.Option(..., "--out"),
+            columns: str = typer.Option("", "--columns", help="hf: FIELD=COLUMN,... for question, answers, id, gold_ids, "
+                                        "context, title (QA) or text, id, title (corpus); dotted names reach nested columns"),
+            split: Optional[str] = typer.Option(None, "--split", help="hf: the split to read"),
             test_fraction: float = typer.Option(0.0, "--test-fraction", help="> 0: also split by title into train/test"),
             seed: int = typer.Option(0, "--seed"),
             overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
-    """Convert a public QA file to the JSONL contract: DIR/corpus.jsonl + DIR/qa.jsonl (or train/test)."""
+    """Convert a public QA file or a Hugging Face dataset to the JSONL contract:
+    DIR/corpus.jsonl + DIR/qa.jsonl (or train/test)."""
     from fedrag.data import converters, write_jsonl
+    from fedrag.data.hf import load_hf, parse_columns
     from fedrag.errors import FedragError
 
-    if fmt not in converters.FORMATS:
-        raise FedragError(f"unknown format '{fmt}' (choose from {', '.join(converters.FORMATS)})")
     from fedrag._io import check_out, output_dir
 
     check_out(out, "data", overwrite)
-    passages, examples = converters.FORMATS[fmt](input_path)
+    if fmt == "hf":
+        passages, examples = load_hf(input_path, parse_columns(columns), split)
+    elif columns or split:
+        raise FedragError("--columns and --split apply to --format hf")
+    else:
+        passages, examples = converters.FORMATS[fmt](input_path)
+    if not passages and not examples:
+        raise FedragError(f"{input_path}: no rows to convert")
     with output_dir(out, "data", overwrite) as tmp:
-        write_jsonl(tmp / "corpus.jsonl", passages)
-        if test_fraction > 0:
+        if passages:
+            write_jsonl(tmp / "corpus.jsonl", passages)
+        if not examples:
+            summary = f"{len(passages)} passages -> {out}"
+        elif test_fraction > 0:
             train, test = converters.split_by_title(examples, passages, test_fraction, seed)
             write_jsonl(tmp / "train.jsonl", train)
             write_jsonl(tmp / "test.jsonl", test)

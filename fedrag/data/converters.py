@@ -83,7 +83,7 @@ def split_by_title(examples: list[Example], passages: list[Passage], test_fracti
     """Split examples by the title of their gold passage (no article in both splits)."""
     import random
 
-    title_of = {p.id: p.title for p in passages}
+    title_of = {p.id: p.title or p.id for p in passages}  # untitled passages are their own group
     titles = sorted({title_of[e.gold_ids[0]] for e in examples if e.gold_ids})
     random.Random(seed).shuffle(titles)
     test_titles = set(titles[: max(1, round(len(titles) * test_fraction))])
@@ -140,23 +140,6 @@ def hotpotqa(path: str | os.PathLike) -> Converted:
             )
         )
     return list(passages.values()), examples
-
-
-def from_hub(name: str, split: str = "validation", question: str = "question", answers: str = "answers", config: str | None = None) -> list[Example]:
-    """Examples from any ``datasets`` hub dataset (needs network, ``FEDRAG_ONLINE=1``)."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(name, config, split=split)
-    except Exception as exc:  # noqa: BLE001 - datasets raises many types
-        raise DataError(f"could not load hub dataset '{name}' ({type(exc).__name__}: {exc})") from None
-    out = []
-    for i, row in enumerate(ds):
-        ans = row[answers]
-        if isinstance(ans, dict):  # SQuAD-style {"text": [...]}
-            ans = ans.get("text", [])
-        out.append(Example(id=str(row.get("id", i)), question=row[question], answers=tuple(ans if isinstance(ans, list) else [ans])))
-    return out
 
 
 FORMATS = {"squad": squad, "nq-open": nq_open, "hotpotqa": hotpotqa}

@@ -3,9 +3,8 @@
 corpus: ``{"id": str, "title": str (optional), "text": str}``
 QA:     ``{"id": str, "question": str, "answers": [str], "gold_ids": [str] (optional)}``
 
-Each line is parsed and checked so that an error names the file and the line; the
-validated rows then go through ``datasets`` (``Dataset.from_list``) for users who
-want the Arrow view (:func:`as_dataset`).
+Each line is parsed and checked so that an error names the file and the line. Data in
+Hugging Face ``datasets`` form comes in through :func:`fedrag.data.load_hf`.
 """
 
 from __future__ import annotations
@@ -123,10 +122,3 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict | Passage | Example
     """Write rows atomically, one JSON object per line."""
     lines = [json.dumps(r if isinstance(r, dict) else r.to_dict(), ensure_ascii=False) for r in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def as_dataset(rows: Iterable[Passage | Example]):
-    """The rows as a ``datasets.Dataset`` (Arrow-backed; map/filter/shard work as usual)."""
-    import datasets
-
-    return datasets.Dataset.from_list([r.to_dict() for r in rows])
