@@ -14,7 +14,7 @@ ROOT = Path(fedrag.__file__).parent
 LAYERS = [
     {"fedrag._env", "fedrag._io", "fedrag.errors", "fedrag.models"},
     {"fedrag.data"}, {"fedrag.retrieve"}, {"fedrag.generate"}, {"fedrag.rag", "fedrag.pipeline"},
-    {"fedrag.evaluate"}, {"fedrag.losses"}, {"fedrag.train"}, {"fedrag.strategies"}, {"fedrag.federation"},
+    {"fedrag.bridges"}, {"fedrag.evaluate"}, {"fedrag.losses"}, {"fedrag.train"}, {"fedrag.strategies"}, {"fedrag.federation"},
     {"fedrag.cli", "fedrag.__main__"},
 ]
 

@@ -88,3 +88,24 @@ def test_query_embeddings_are_differentiable(setup):
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert all(p.grad is None for p in retriever.passage_encoder.parameters())
     retriever.query_encoder.zero_grad(set_to_none=True)
+
+
+def test_a_qdrant_backed_store_returns_the_faiss_stores_top_k(setup, demo_dir, tmp_path):
+    """Qdrant's embedded local mode (a directory, no server) against the default FAISS index."""
+    from fedrag.retrieve import QdrantIndex
+
+    retriever, passages, store = setup
+    questions = [e.question for e in load_qa(demo_dir / "test.jsonl")]
+    qdrant = KnowledgeStore(passages, store.embeddings, store.encoder, store.fingerprint,
+                            index=QdrantIndex(path=str(tmp_path / "qdrant")))
+    ours, theirs = Searcher(store, retriever).search(questions, 5), Searcher(qdrant, retriever).search(questions, 5)
+    for a, b in zip(ours, theirs):
+        ids_a, ids_b = [h.passage.id for h in a], [h.passage.id for h in b]
+        sa, sb = np.array([h.score for h in a]), np.array([h.score for h in b])
+        assert np.allclose(sa, sb, atol=1e-5)
+        assert ids_a == ids_b, "same top-5, same order"
+    assert (tmp_path / "qdrant").is_dir(), "the vectors live in Qdrant's local store on disk"
+    again = qdrant.reencoded(retriever)  # a re-encoded store searches its own collection
+    assert again.index.collection != qdrant.index.collection
+    assert [h.passage.id for h in Searcher(qdrant, retriever).search(questions[:3], 5)[0]] == \
+        [h.passage.id for h in theirs[0]]

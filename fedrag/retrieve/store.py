@@ -1,9 +1,11 @@
-"""Knowledge store: passages + their embeddings in a FAISS inner-product index.
+"""Knowledge store: passages + their embeddings in an inner-product index (FAISS in
+memory by default, or a vector database: :mod:`fedrag.retrieve.vector_index`).
 
 Vectors are L2-normalised, so inner product = cosine similarity. On disk a store is
 a directory: ``embeddings.npy``, ``passages.jsonl`` and ``manifest.json`` (encoder
 name, weight fingerprint, dimension, count); the flat FAISS index is rebuilt from the
-embeddings on load (exact search: nothing to persist beyond the vectors).
+embeddings on load (exact search: nothing to persist beyond the vectors). Pass
+``index=QdrantIndex(...)`` to build, load or re-encode to search in Qdrant instead.
 
 Documented clamp: ``search(k)`` with ``k`` larger than the store returns
 ``len(store)`` hits per query (never FAISS's ``-1`` padding).
@@ -24,29 +26,24 @@ from fedrag._io import atomic_dir
 from fedrag.data.jsonl import load_corpus, write_jsonl
 from fedrag.data.types import Passage
 from fedrag.errors import StoreError
+from fedrag.retrieve.vector_index import FaissIndex, VectorIndex
 
 MANIFEST = "manifest.json"
 
 
-def _faiss():
-    import faiss
-
-    return faiss
-
-
 class KnowledgeStore:
-    """Passages with fixed embeddings and a flat inner-product FAISS index."""
+    """Passages with fixed embeddings and an inner-product index over them (``index``:
+    an empty :class:`~fedrag.retrieve.vector_index.VectorIndex`, FAISS when None)."""
 
-    def __init__(self, passages: list[Passage], embeddings: np.ndarray, encoder: str = "", fingerprint: str = ""):
+    def __init__(self, passages: list[Passage], embeddings: np.ndarray, encoder: str = "", fingerprint: str = "",
+                 index: VectorIndex | None = None):
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(passages):
             raise StoreError(f"store needs one embedding per passage: {len(passages)} passages, embeddings {embeddings.shape}")
         self.passages = passages
         self.embeddings = embeddings
         self.encoder, self.fingerprint = encoder, fingerprint
-        self.index = _faiss().IndexFlatIP(embeddings.shape[1])
-        if len(passages):
-            self.index.add(embeddings)
+        self.index = (index or FaissIndex()).build(embeddings)
         self._pos = {p.id: i for i, p in enumerate(passages)}
         self._tensor: torch.Tensor | None = None
 
@@ -68,7 +65,7 @@ class KnowledgeStore:
 
     @classmethod
     def build(cls, passages: list[Passage], retriever, batch_size: int = 64, use_cache: bool = True,
-              show_progress: bool = False) -> "KnowledgeStore":
+              show_progress: bool = False, index: VectorIndex | None = None) -> "KnowledgeStore":
         """Encode passages with the retriever's passage encoder (reusing cached embeddings)."""
         fp = retriever.passage_fingerprint()
         h = hashlib.sha1(f"{fp}|{retriever.passage_prompt}".encode())
@@ -85,12 +82,13 @@ class KnowledgeStore:
                 tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
                 np.save(tmp, emb)
                 os.replace(tmp, cache)
-        return cls(passages, emb, encoder=retriever.passage_name, fingerprint=fp)
+        return cls(passages, emb, encoder=retriever.passage_name, fingerprint=fp, index=index)
 
     def reencoded(self, retriever, show_progress: bool = False) -> "KnowledgeStore":
         """The same passages embedded anew by ``retriever``'s passage encoder (after it
         was trained): a new store, this one untouched."""
-        return KnowledgeStore.build(self.passages, retriever, use_cache=False, show_progress=show_progress)
+        return KnowledgeStore.build(self.passages, retriever, use_cache=False, show_progress=show_progress,
+                                    index=self.index.fresh())
 
     def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Batched top-k: ``(scores [n, k'], positions [n, k'])`` with ``k' = min(k, len(store))``."""
@@ -126,7 +124,7 @@ class KnowledgeStore:
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, retriever=None) -> "KnowledgeStore":
+    def load(cls, path: str | os.PathLike, retriever=None, index: VectorIndex | None = None) -> "KnowledgeStore":
         """Load a saved store; with ``retriever`` given, check it matches the encoder."""
         path = Path(path)
         if not (path / MANIFEST).is_file():
@@ -140,7 +138,7 @@ class KnowledgeStore:
         passages = load_corpus(path / "passages.jsonl")
         if emb.shape != shape:
             raise StoreError(f"{path}: embeddings {emb.shape} disagree with the manifest ({manifest['count']}, {manifest['dim']})")
-        store = cls(passages, emb, encoder=manifest["encoder"], fingerprint=manifest.get("fingerprint", ""))
+        store = cls(passages, emb, encoder=manifest["encoder"], fingerprint=manifest.get("fingerprint", ""), index=index)
         if retriever is not None:
             store.check_encoder(retriever)
         return store
