@@ -103,10 +103,21 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     assert max((kept[k] - restarted[k]).abs().max().item() for k in kept) > 1e-4
 
 
-def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tmp_path):
-    task = task_for(tiny_models, tmp_path / "out", strategy="ra-dit", evaluate_every=2)
+def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    task = task_for(tiny_models, tmp_path / "out", strategy="ra-dit", evaluate_every=2, report_to="mlflow,tensorboard")
     cost = simulate(task, sites[2])
     rounds = json.loads((tmp_path / "out" / "rounds.json").read_text())
+    # tracked as HF users know it: the server's per-round metrics and each site's, tagged by its node id
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("fedrag").experiment_id])
+    assert run.info.run_name == "out/federated"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "clients_train-loss")] == [1, 2, 3, 4]
+    nodes = set(rounds[0]["site_metrics"])
+    assert len(nodes) == 2 and all(f"site/{n}/train-loss" in run.data.metrics for n in nodes)
+    assert list((tmp_path / "out" / "tracking" / "tensorboard").glob("events.out.tfevents.*"))
     assert [(r["phase"], r["round"]) for r in rounds] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     from fedrag.generate import Generator
     from fedrag.retrieve import Retriever

@@ -28,6 +28,7 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
             lr_generator: float = field_option(TrainConfig, "lr_generator"),
             lr_retriever: float = field_option(TrainConfig, "lr_retriever"),
             batch_size: int = field_option(TrainConfig, "batch_size"), seed: int = field_option(TrainConfig, "seed"),
+            report_to: str = field_option(TrainConfig, "report_to"),
             top_k: int = TOP_K, limit: Optional[int] = LIMIT,
             test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1),
             val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1),
@@ -45,9 +46,10 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
 
     cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever,
                       batch_size=batch_size, seed=seed, progress=sys.stderr.isatty())
+    TrainConfig(report_to=report_to)  # validated before anything runs; not part of the settings a resume matches
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     settings = CompareSettings(strategies=names, retriever=retriever, generator=generator, top_k=top_k,
-                               train={k: v for k, v in asdict(cfg).items() if k != "progress"}, search=search,
+                               train={k: v for k, v in asdict(cfg).items() if k not in ("progress", "report_to", "run_name", "tracking_dir")}, search=search,
                                lrs_generator=floats(lrs_generator), lrs_retriever=floats(lrs_retriever),
                                max_new_tokens=max_new_tokens,
                                data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
@@ -73,7 +75,8 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"kind": "compare", "settings": wanted})
-    result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build, log=lambda m: typer.echo(m, err=True))
+    result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build, log=lambda m: typer.echo(m, err=True),
+                         report_to=report_to)
     has_gold = all(e.gold_ids for e in train_ex)
     advice = advise(has_gold, lrs_known=not search, result=result)
     md = "# fedrag compare\n\n" + markdown_table(result) + "\n## Advice\n\n" + "\n".join(f"- {a}" if not a.startswith("  ") else f"  - {a.strip()}" for a in advice) + "\n"

@@ -49,6 +49,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              dp_clip: float = typer.Option(1.0, "--dp-clip"), fraction: float = typer.Option(1.0, "--fraction"),
              min_sites: Optional[int] = typer.Option(None, "--min-sites"),
              round_timeout: float = field_option(FedTask, "round_timeout"),
+             report_to: str = field_option(FedTask, "report_to"),
              eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round"),
              eval_limit: int = typer.Option(50, "--eval-limit"),
              evaluate_every: int = typer.Option(1, "--evaluate-every", min=0,
@@ -87,7 +88,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
                    min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
                    eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
-                   evaluate_every=evaluate_every, round_timeout=round_timeout, dtype=dtype, score_batch_size=score_batch_size or 0)
+                   evaluate_every=evaluate_every, round_timeout=round_timeout, report_to=report_to, dtype=dtype, score_batch_size=score_batch_size or 0)
     phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
     if out.exists() and output_kind(out) == "federate" and not overwrite:
         from fedrag.federation.checkpoint import read_checkpoint

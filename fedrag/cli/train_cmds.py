@@ -75,6 +75,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
           gradient_checkpointing: bool = field_option(TrainConfig, "gradient_checkpointing"),
           dtype: str = field_option(TrainConfig, "dtype"),
           score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
+          report_to: str = field_option(TrainConfig, "report_to"), run_name: str = field_option(TrainConfig, "run_name"),
           quantize: str = choice_option("none", "--quantize", Quantize, "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)"),
           ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS, two_phase_order: str = TWO_PHASE_ORDER,
           train_passages: bool = typer.Option(False, "--train-passages/--query-only", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store); default on for contrastive"),
@@ -93,7 +94,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
                       min_steps=chosen["min_steps"], batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
                       eval_every=eval_every, checkpoint_every=checkpoint_every,
                       gradient_checkpointing=gradient_checkpointing, dtype=dtype, score_batch_size=score_batch_size,
-                      progress=sys.stderr.isatty())
+                      report_to=report_to, run_name=run_name or out.name, progress=sys.stderr.isatty())
     check_out(out, "train", overwrite)  # before anything loads
     _, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,

@@ -14,7 +14,7 @@ from fedrag.federation.task import FedTask
 CKPT = "checkpoint"
 
 
-RUN_KEYS_IGNORED = ("out", "round_timeout", "device", "evaluate_every", "eval_limit")
+RUN_KEYS_IGNORED = ("out", "round_timeout", "device", "evaluate_every", "eval_limit", "report_to")
 
 
 def run_identity(task: FedTask) -> dict:

@@ -5,8 +5,8 @@ things, without patching any method.
 * The sites evaluate only every ``task.evaluate_every`` rounds of a phase and at its
   last round (never when 0). ``done`` is the rounds the phase finished before a resume:
   Flower counts this call's rounds from 1, the task counts the phase's.
-* The aggregated train/evaluate metrics of round ``r`` land in ``metrics[r]`` as soon
-  as they exist, so ``rounds.json`` and the checkpoint get them that round (Flower hands
+* The aggregated train/evaluate metrics of round ``r`` (and each site's own train
+  metrics, under ``site_metrics``) land in ``metrics[r]`` as soon as they exist, so ``rounds.json`` and the checkpoint get them that round (Flower hands
   them back only when the whole ``start()`` returns).
 * A round with fewer usable train replies than ``task.min_sites`` ends the run at once
   (``quorum`` raises), before Flower would aggregate nothing and go on to an evaluate
@@ -47,6 +47,10 @@ class RoundRecorder(Strategy):
         replies = list(replies)
         if self.quorum is not None:
             self.quorum(server_round, sum(not r.has_error() for r in replies))
+        sites = {str(r.metadata.src_node_id): {k: float(v) for k, v in r.content["metrics"].items()}
+                 for r in replies if not r.has_error() and "metrics" in r.content.metric_records}
+        if sites:  # each site's own figures, keyed by its (stable) Flower node id
+            self.metrics.setdefault(server_round, {})["site_metrics"] = sites
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         self._record(server_round, "clients_", metrics)
         if arrays is not None and any(str(a.dtype) != str(self.dtypes.get(n, a.dtype)).replace("torch.", "")

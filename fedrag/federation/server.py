@@ -18,6 +18,7 @@ from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.records import from_record, to_record
 from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
+from fedrag.train.tracking import Tracker
 
 def _server_model(task: FedTask):
     """Retriever + generator on the server: source of initial tensors, target of the final save."""
@@ -66,6 +67,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     (out / "cost.json").unlink(missing_ok=True)  # this run trains: an older summary no longer describes OUT
     accountant = make_accountant(task, dp_state)
     evaluator = _server_evaluator(task, rag)
+    tracker = Tracker(task.report_to, out / "tracking", f"{out.name}/federated", task.to_config())
     t_run = time.perf_counter()
     for phase_idx in range(start_phase, len(plan.phases)):
         stage = plan.phases[phase_idx].stage
@@ -106,6 +108,9 @@ def serve(grid, task: FedTask, plan=None) -> dict:
                 entry.update(dp_epsilon=float(spent.epsilon), dp_delta=float(spent.delta), dp_releases=spent.num_releases)
             history.append(entry)
             save_checkpoint(out, rag, phase_idx, done + server_round, history, task, accountant)
+            tracker.log({**{k: v for k, v in entry.items() if k != "round"},
+                         **{f"site/{node}/{k}": v for node, m in entry.get("site_metrics", {}).items()
+                            for k, v in m.items()}}, len(history))
             _progress(entry, task, len(plan.phases))
             atomic_write_json(out / "rounds.json", history)
             t_round[0] = time.perf_counter()
@@ -121,6 +126,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
                        evaluate_fn=on_round)
         save_checkpoint(out, rag, phase_idx + 1, 0, history, task, accountant)
         atomic_write_json(out / "rounds.json", history)
+    tracker.close()
     rag.retriever.save(out / "retriever")
     if rag.generator is not None:
         rag.generator.save(out / "generator")

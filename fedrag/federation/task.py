@@ -56,6 +56,9 @@ class FedTask:
     device: str = "cpu"           # a site's --node-config 'device="cuda:1"' wins over this
     dtype: str = "auto"           # compute precision on the sites (TrainConfig.dtype)
     score_batch_size: int = 0     # rows per scoring forward on the sites (0: all at once)
+    report_to: str = field(default="none", metadata={"help": (
+        "the server tracks each round's global and per-site metrics: none, all, or tensorboard,mlflow,wandb "
+        "(TensorBoard/W&B files in OUT/tracking)")})
 
     def __post_init__(self):
         if bool(self.strategy) == bool(self.stage):
@@ -70,6 +73,9 @@ class FedTask:
             raise FedragError("--min-sites, --batch-size and --top-k must be >= 1")
         if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise FedragError("--dp-noise must be >= 0, --dp-clip > 0 and the DP delta in (0, 1)")
+        from fedrag.train.tracking import parse_report_to
+
+        parse_report_to(self.report_to)
         if self.round_timeout <= 0:
             raise FedragError("--round-timeout must be > 0")
         if self.evaluate_every < 0:

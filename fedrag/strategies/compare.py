@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fedrag._io import atomic_write_json
@@ -58,12 +58,14 @@ def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str
 
 
 def compare(settings: CompareSettings, passages: list[Passage], train: list[Example], test: list[Example],
-            val: list[Example] | None, out: str | Path, build_rag, log=print) -> dict:
+            val: list[Example] | None, out: str | Path, build_rag, log=print, report_to: str = "none") -> dict:
     """Run the comparison into ``out``; ``build_rag()`` returns fresh base models each call.
 
     Returns (and writes to ``OUT/compare.json``) ``{"settings", "rows", "skipped"}``, one
     row per strategy plus the untuned baseline: EM, F1, Recall@5 (with gold ids) and
-    answer-recall@5, train seconds and FLOPs, search seconds and FLOPs."""
+    answer-recall@5, train seconds and FLOPs, search seconds and FLOPs. ``report_to``:
+    each strategy's training is tracked as run ``OUT-name/strategy/stage`` (files in
+    ``OUT/tracking``); it is not part of the settings a resume must match."""
     out = Path(out)
     (out / "strategies").mkdir(parents=True, exist_ok=True)
     run, skipped = applicable(settings.strategies, train)
@@ -79,7 +81,8 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
             log(f"compare: [{i}/{len(run)}] {name}: already finished (F1 {row.get('f1', 0):.3f}), skipped")
         else:
             log(f"compare: [{i}/{len(run)}] {name}: training{' with LR search' if settings.search else ''} ...")
-            row = _save(out, name, _one(name, build_rag(), train, val, test, cfg, settings, log))
+            scfg = replace(cfg, report_to=report_to, run_name=f"{out.name}/{name}", tracking_dir=str(out / "tracking" / name))
+            row = _save(out, name, _one(name, build_rag(), train, val, test, scfg, settings, log))
             log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
                 f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
         rows.append(row)

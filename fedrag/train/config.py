@@ -50,6 +50,10 @@ class TrainConfig:
     schedule_total: int | None = _f(None, "LR schedule length if longer than this run (federated rounds)")
     schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)")
     progress: bool = _f(False, "show a progress bar")
+    report_to: str = _f("none", "experiment tracking, as Hugging Face's Trainer: none, all, or a comma-separated "
+                                "list of tensorboard, mlflow, wandb (configured by their own environment variables)")
+    run_name: str = _f("", "name of the tracked run (default: the output directory's name)")
+    tracking_dir: str = _f("", "where TensorBoard and W&B files go (default: the stage's output directory)")
 
     def __post_init__(self):
         from fedrag.errors import FedragError
@@ -64,6 +68,9 @@ class TrainConfig:
             raise FedragError(f"--dtype must be one of {', '.join(get_args(Precision))}, got '{self.dtype}'")
         if self.score_batch_size is not None and self.score_batch_size < 1:
             raise FedragError(f"--score-batch-size must be >= 1, got {self.score_batch_size}")
+        from fedrag.train.tracking import parse_report_to
+
+        parse_report_to(self.report_to)  # an unknown integration fails here, before any model loads
         if self.epochs <= 0 or min(self.lr_generator, self.lr_retriever) < 0 or not 0 <= self.warmup_ratio < 1:
             raise FedragError("--epochs must be > 0, learning rates >= 0 and --warmup-ratio in [0, 1)")
 

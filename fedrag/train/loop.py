@@ -108,7 +108,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
     if optimizer_state:
         import_optimizer_state(opt, params, optimizer_state)
     out = Path(out_dir) if out_dir else None
-    log = _Log(out, stage.name)
+    log = _Log(out, stage.name, cfg)
     start = _resume(out, rag, opt, sched) if (resume and out) else 0
     batches = _batches(len(examples), cfg)
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the resumed step
@@ -164,6 +164,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
         final = {"stage": stage.name, "step": total, **{f"val_{k}": v for k, v in evaluate_fn(rag, val).items()}}
         history.append(final)
         log.write(final)
+    log.close()
     cost = meter.finish(total - start)
     if optimizer_state is not None:
         optimizer_state.clear()
@@ -194,54 +195,25 @@ def import_optimizer_state(opt, params: dict[str, torch.nn.Parameter], state: di
 
 
 class _Log:
-    """metrics.jsonl (+ TensorBoard when installed)."""
+    """metrics.jsonl, and the experiment trackers ``cfg.report_to`` names (one run per stage)."""
 
-    def __init__(self, out: Path | None, stage: str):
+    def __init__(self, out: Path | None, stage: str, cfg: TrainConfig):
+        from dataclasses import asdict
+
+        from fedrag.train.tracking import Tracker
+
         self.path = out / "metrics.jsonl" if out else None
-        self.tb = None
         if out:
             out.mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard" / stage))
-            except Exception:  # noqa: BLE001 - tensorboard is optional
-                self.tb = None
+        run_dir = Path(cfg.tracking_dir) / stage if cfg.tracking_dir else (out or Path("fedrag-runs"))
+        self.tracker = Tracker(cfg.report_to, run_dir, f"{cfg.run_name or 'fedrag'}/{stage}",
+                               {"stage": stage, **asdict(cfg)})
 
     def write(self, record: dict) -> None:
         if self.path:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
-        if self.tb:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(k, v, record["step"])
+        self.tracker.log({k: v for k, v in record.items() if k != "step"}, record["step"])
 
-
-def save_checkpoint(path: Path, rag, trains, opt, sched, step: int) -> None:
-    """Trainable tensors as safetensors + optimizer/scheduler state, written atomically."""
-    from safetensors.torch import save_file
-
-    with atomic_dir(path) as tmp:
-        save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trainable.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "trains": list(trains)}))
-
-
-def _resume(out: Path, rag, opt, sched) -> int:
-    ckpt = out / "checkpoint"
-    if not (ckpt / "state.json").exists():
-        return 0
-    from safetensors.torch import load_file
-
-    from fedrag.errors import FedragError
-
-    try:
-        step = int(json.loads((ckpt / "state.json").read_text())["step"])
-        set_state(rag, load_file(str(ckpt / "trainable.safetensors")))
-        states = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        opt.load_state_dict(states["optimizer"])
-        sched.load_state_dict(states["scheduler"])
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise FedragError(f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over") from None
-    return step
+    def close(self) -> None:
+        self.tracker.close()
