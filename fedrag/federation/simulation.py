@@ -32,8 +32,9 @@ def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: flo
 
     from fedrag.federation.policy import TRUSTED
 
-    if not verbose:  # Flower's per-message INFO lines; fedrag prints one line per round itself
-        logging.getLogger("flwr").setLevel(logging.WARNING)
+    if not verbose:  # Flower's per-message INFO lines and its warnings about run_simulation's deprecation
+        logging.getLogger("flwr").setLevel(logging.ERROR)  # and fraction_evaluate=0 (both fedrag's choices,
+        # docs/design.md); fedrag prints one line per round itself
 
     client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
     backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},

@@ -77,7 +77,7 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
     return lines
 
 
-def plot_quality_vs_cost(result: dict, path: str | Path) -> Path:
+def plot_quality_vs_cost(result: dict, path: str | Path, title: str | None = None) -> Path:
     """F1 against training FLOPs (and train + search when searched), one point per strategy."""
     require("matplotlib", "fedrag[plot]")
     import matplotlib
@@ -87,6 +87,9 @@ def plot_quality_vs_cost(result: dict, path: str | Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in result["rows"]:
+        if r["strategy"] == "untuned":  # nothing trained: a reference line, not a point at zero cost
+            ax.axhline(r.get("f1", 0.0), color="grey", linestyle="--", linewidth=0.8, label="untuned")
+            continue
         x = max(r["train_flops"], 1.0)
         ax.scatter([x], [r.get("f1", 0.0)], s=40)
         ax.annotate(r["strategy"], (x, r.get("f1", 0.0)), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -96,8 +99,10 @@ def plot_quality_vs_cost(result: dict, path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (estimated; x = with the learning-rate search)")
     ax.set_ylabel("test F1")
-    ax.set_title("fedrag compare: quality vs cost")
+    ax.set_title(title or "fedrag compare: quality vs cost")
     ax.grid(True, alpha=0.3)
+    if any(r["strategy"] == "untuned" for r in result["rows"]):
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
