@@ -64,14 +64,15 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
 
 def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,
                        device: str = "cpu", seed: int = 0, index: str | None = None,
-                       shared_retriever: bool = False, quantize: str = "none") -> RAGSystem:
-    """A RAG system ready for training: dual-encoder retriever, store, generator (LoRA by
-    default; ``quantize="4bit"`` for QLoRA on a GPU). Weights stay float32: half precision
+                       shared_retriever: bool = False, quantize: str = "none", retriever_lora: bool = False) -> RAGSystem:
+    """A RAG system ready for training: dual-encoder retriever (``retriever_lora``: a LoRA
+    adapter on its query encoder), store, generator (LoRA by default; ``quantize="4bit"``
+    for QLoRA on a GPU). Weights stay float32: half precision
     comes from autocast (``TrainConfig.dtype``)."""
     from fedrag.generate import Generator
 
     passages = load_corpus(corpus) if not index else None
-    ret = Retriever.load(retriever, device=device, shared=shared_retriever)
+    ret = Retriever.load(retriever, device=device, shared=shared_retriever, lora=retriever_lora)
     store = load_store(passages, ret, index)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed,
                                                                  quantize=quantize)

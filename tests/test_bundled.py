@@ -44,3 +44,23 @@ def test_smollm2_answers_from_retrieved_context(demo_dir):
     # the facts are fictional: an answer containing them can only come from the retrieved passage
     found = [e.answers[0].lower() in o.answer.lower() for e, o in zip(qa, outs) if o.passage_ids[0] in e.gold_ids]
     assert len(found) >= 4 and sum(found) >= len(found) / 2, [(e.answers, o.answer) for e, o in zip(qa, outs)]
+
+
+def test_a_federated_minilm_round_with_retriever_lora_moves_under_5_mb_per_site(demo_dir, tmp_path):
+    """--retriever-lora: only the query encoder's adapter travels, as the audit records it."""
+    from fedrag.data.partition import partition, write_sites
+    from fedrag.federation import FedTask, simulate
+    from fedrag.retrieve import Retriever
+
+    sites = write_sites(partition(load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl"), 2, "iid"),
+                        tmp_path / "sites")
+    task = FedTask(stage="contrastive", retriever="minilm", generator="none", retriever_lora=True, rounds=1,
+                   local_steps=2, batch_size=8, lr_retriever=1e-3, min_sites=2, evaluate_every=0, out=str(tmp_path / "fed"))
+    simulate(task, sites)
+    (entry,) = json.loads((tmp_path / "fed" / "rounds.json").read_text())
+    assert entry["replies"] == 2 and all("lora_" in n for n in entry["array_names"])
+    per_site_sent, per_site_received = entry["bytes_sent"] / 2, entry["bytes_received"] / 2
+    full = sum(p.numel() * 4 for p in Retriever.load("minilm").trainable_parameters().values())
+    assert per_site_sent <= 5e6 and per_site_received <= 5e6, (per_site_sent, per_site_received)
+    assert full > 80e6 and per_site_sent < full / 100, "the whole query encoder would be ~91 MB"
+    assert not Retriever.load(str(tmp_path / "fed" / "retriever")).is_lora, "the global retriever is saved merged"

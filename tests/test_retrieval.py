@@ -109,3 +109,30 @@ def test_a_qdrant_backed_store_returns_the_faiss_stores_top_k(setup, demo_dir, t
     assert again.index.collection != qdrant.index.collection
     assert [h.passage.id for h in Searcher(qdrant, retriever).search(questions[:3], 5)[0]] == \
         [h.passage.id for h in theirs[0]]
+
+
+def test_a_lora_retriever_trains_only_its_adapter_and_saves_merged(tiny_models, demo_dir, tmp_path):
+    import torch
+
+    from fedrag.pipeline import build_training_rag
+    from fedrag.train import ContrastiveStage, TrainConfig, get_state, train_stage
+
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", retriever_lora=True)
+    before = {n: p.detach().clone() for n, p in rag.retriever.query_encoder.named_parameters()}
+    q = ["Where was someone born?"]
+    start = rag.retriever.encode_queries(q)
+    assert torch.allclose(start, Retriever.load(tiny_models["retriever"]).encode_queries(q), atol=1e-6), \
+        "the adapter starts at zero: the retriever starts as its base model"
+    train_stage(ContrastiveStage(top_k=2), rag, load_qa(demo_dir / "train.jsonl")[:8],
+                TrainConfig(steps=2, batch_size=4, lr_retriever=1e-2))
+    state = get_state(rag, ("retriever",))
+    assert state and all("lora_" in n for n in state), "only the adapter is the retriever's trainable state"
+    after = dict(rag.retriever.query_encoder.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n), "base weights frozen"
+    assert any(not torch.equal(before[n], after[n]) for n in before if "lora_" in n)
+    moved = rag.retriever.encode_queries(q)
+    assert not torch.allclose(moved, start, atol=1e-4)
+    rag.retriever.save(tmp_path / "ret")
+    loaded = Retriever.load(str(tmp_path / "ret"))
+    assert not loaded.is_lora and torch.allclose(loaded.encode_queries(q), moved, atol=1e-5), "saved merged"
+    assert loaded.passage_fingerprint() == rag.retriever.passage_fingerprint(), "the index stays valid"

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import typer
 
 from fedrag.cli.options import GENERATOR, RETRIEVER, app, choice_option, field_option
-from fedrag.cli.train_cmds import LORA, RALT_MODE, STAGE, STRATEGY, TOP_K, TWO_PHASE_LOSS
+from fedrag.cli.train_cmds import LORA, RALT_MODE, RETRIEVER_LORA, STAGE, STRATEGY, TOP_K, TWO_PHASE_LOSS
 from fedrag.errors import FedragError
 from fedrag.federation.task import Aggregator, FedTask
 from fedrag.train import TrainConfig
@@ -49,7 +49,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              dp_clip: float = typer.Option(1.0, "--dp-clip"), fraction: float = typer.Option(1.0, "--fraction"),
              min_sites: Optional[int] = typer.Option(None, "--min-sites"),
              round_timeout: float = field_option(FedTask, "round_timeout"),
-             report_to: str = field_option(FedTask, "report_to"),
+             report_to: str = field_option(FedTask, "report_to"), retriever_lora: bool = RETRIEVER_LORA,
              eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round"),
              eval_limit: int = typer.Option(50, "--eval-limit"),
              evaluate_every: int = typer.Option(1, "--evaluate-every", min=0,
@@ -81,6 +81,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
         raise FedragError("give --corpus and --train (partitioned across --sites) or one --site DIR per site")
     n_sites = len(site) if site else sites
     task = FedTask(strategy=strategy or "", stage=stage or "", retriever=retriever, generator=generator, lora=lora,
+                   retriever_lora=retriever_lora,
                    top_k=top_k, ralt_mode=ralt_mode, two_phase_loss=two_phase_loss, rounds=rounds,
                    local_steps=local_steps, batch_size=batch_size, lr_generator=lr_generator, lr_retriever=lr_retriever,
                    keep_optimizer=keep_optimizer, gradient_checkpointing=gradient_checkpointing, seed=seed,

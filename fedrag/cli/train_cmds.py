@@ -25,6 +25,8 @@ TRAIN = typer.Option(..., "--train", help="training QA JSONL")
 VAL = typer.Option(None, "--val", help="validation QA JSONL")
 TOP_K = typer.Option(3, "--top-k", min=1, help="passages retrieved per question")
 LORA = typer.Option(True, "--lora/--full", help="LoRA adapter (default) or full fine-tuning of the generator")
+RETRIEVER_LORA = typer.Option(False, "--retriever-lora", help="a LoRA adapter on the query encoder instead of all its "
+                              "weights (federated: only the adapter travels); saved merged")
 LIMIT = typer.Option(None, "--limit", min=1, help="use only the first N training examples")
 OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")
 RALT_MODE = choice_option("all-in-one", "--ralt-mode", RaltMode, "RALT: all passages in one prompt, or one example per passage")
@@ -76,6 +78,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
           dtype: str = field_option(TrainConfig, "dtype"),
           score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
           report_to: str = field_option(TrainConfig, "report_to"), run_name: str = field_option(TrainConfig, "run_name"),
+          retriever_lora: bool = RETRIEVER_LORA,
           quantize: str = choice_option("none", "--quantize", Quantize, "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)"),
           ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS, two_phase_order: str = TWO_PHASE_ORDER,
           train_passages: bool = typer.Option(False, "--train-passages/--query-only", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store); default on for contrastive"),
@@ -98,7 +101,8 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
     check_out(out, "train", overwrite)  # before anything loads
     _, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,
-                             resolve_device(device), seed, shared_retriever=train_passages, quantize=quantize)
+                             resolve_device(device), seed, shared_retriever=train_passages, quantize=quantize,
+                             retriever_lora=retriever_lora)
     evaluate_fn = validation_fn("generator" in plan.trains, top_k) if val_ex else None
     with output_dir(out, "train", overwrite, {"strategy": plan.name}) as tmp:
         results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn)

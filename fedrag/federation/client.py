@@ -21,7 +21,8 @@ def _site_rag(task_key: tuple, corpus: str, device: str):
     from fedrag.pipeline import build_training_rag
 
     task = FedTask(**dict(task_key))
-    return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, device, task.seed)
+    return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, device, task.seed,
+                              retriever_lora=task.retriever_lora)
 
 
 def site_rag(task: FedTask, corpus: str, device: str | None = None):

@@ -27,7 +27,7 @@ def _server_model(task: FedTask):
     from fedrag.generate import Generator
     from fedrag.retrieve import Retriever
 
-    ret = Retriever.load(task.retriever, device=task.device)
+    ret = Retriever.load(task.retriever, device=task.device, lora=task.retriever_lora)
     gen = None if task.generator == "none" else Generator.load(task.generator, device=task.device, lora=task.lora,
                                                                trainable=True, seed=task.seed)
     return SimpleNamespace(retriever=ret, generator=gen)

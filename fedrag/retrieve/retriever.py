@@ -59,10 +59,13 @@ class Retriever(torch.nn.Module):
         self._passage_fp: str | None = None
 
     @classmethod
-    def load(cls, name: str, device: str = "cpu", shared: bool = False, dtype: str = "float32") -> "Retriever":
+    def load(cls, name: str, device: str = "cpu", shared: bool = False, dtype: str = "float32",
+             lora: bool = False) -> "Retriever":
         """Load from any model argument; a directory saved by :meth:`save` restores its
         frozen passage encoder (so indexes built with the base model stay valid).
-        ``dtype``: the weights' dtype (see :func:`fedrag.models.weight_dtype`)."""
+        ``dtype``: the weights' dtype (see :func:`fedrag.models.weight_dtype`). ``lora``:
+        train a LoRA adapter on the query encoder instead of all its weights
+        (:meth:`add_lora`)."""
         from fedrag.models import weight_dtype
 
         torch_dtype = weight_dtype(dtype, device)
@@ -78,8 +81,26 @@ class Retriever(torch.nn.Module):
         passage_model = None
         if passage_name and not shared:
             passage_model = load_sentence_transformer(passage_name, device, torch_dtype)
-        return cls(model, name, passage_model=passage_model, passage_name=passage_name or name, shared=shared,
-                   query_prompt=meta.get("query_prompt", ""), passage_prompt=meta.get("passage_prompt", ""))
+        ret = cls(model, name, passage_model=passage_model, passage_name=passage_name or name, shared=shared,
+                  query_prompt=meta.get("query_prompt", ""), passage_prompt=meta.get("passage_prompt", ""))
+        if lora:
+            ret.add_lora()
+        return ret
+
+    @property
+    def is_lora(self) -> bool:
+        return any("lora_" in n for n, _ in self.query_encoder.named_parameters())
+
+    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.0) -> None:
+        """Train a LoRA adapter (peft, on the attention's query/key/value projections) on
+        the query encoder instead of all its weights: only the adapter trains and travels
+        between sites (~0.3 MB for MiniLM against 90.9 MB). The adapter starts at zero, so
+        the retriever starts as the base model; :meth:`save` writes the merged weights."""
+        from peft import LoraConfig, get_peft_model
+
+        module = self.query_encoder[0]  # sentence-transformers' Transformer module: its ``model`` is the HF model
+        module.model = get_peft_model(module.model, LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "key", "value"]))
 
     @property
     def device(self) -> torch.device:
@@ -132,13 +153,20 @@ class Retriever(torch.nn.Module):
         return np.ascontiguousarray(emb, dtype=np.float32)
 
     def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
-        """Named parameters of the query encoder (which *is* the passage encoder when shared)."""
-        return dict(self.query_encoder.named_parameters())
+        """Named parameters of the query encoder (which *is* the passage encoder when
+        shared): all of them, or only the LoRA adapter's with :meth:`add_lora`."""
+        params = dict(self.query_encoder.named_parameters())
+        return {n: p for n, p in params.items() if "lora_" in n} if self.is_lora else params
 
     def save(self, out_dir: str | Path) -> None:
-        """Save the query encoder as a sentence-transformers folder + the passage encoder's name."""
+        """Save the query encoder as a sentence-transformers folder (a LoRA adapter merged
+        into its weights) + the passage encoder's name."""
         out = Path(out_dir)
-        self.query_encoder.save(str(out))
+        encoder = self.query_encoder
+        if self.is_lora:
+            encoder = copy.deepcopy(encoder)
+            encoder[0].model = encoder[0].model.merge_and_unload()
+        encoder.save(str(out))
         meta = {"query_prompt": self.query_prompt, "passage_prompt": self.passage_prompt}
         if not self.shared:
             meta["passage_encoder"] = self.passage_name
