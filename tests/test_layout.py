@@ -89,12 +89,15 @@ def test_every_public_name_resolves():
 
 
 def test_the_shipped_flower_app_config_matches_the_task_defaults():
+    """The app is generated from FedTask (fedrag app); the repository's copy is that output."""
     import tomllib
     from dataclasses import fields
 
     from fedrag.federation import FedTask
+    from fedrag.federation.app import render_pyproject
 
     path = Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml"
+    assert path.read_text() == render_pyproject(), "regenerate it: fedrag app --out examples/flower_app --overwrite"
     config = tomllib.loads(path.read_text())["tool"]["flwr"]["app"]["config"]
     defaults = {f.name.replace("_", "-"): f.default for f in fields(FedTask)}
     assert set(config) == set(defaults), set(config) ^ set(defaults)

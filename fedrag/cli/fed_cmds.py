@@ -126,3 +126,17 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
         cost = deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out), certs=certs, auth_keys=keys)
     typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}),
                file=sys.stdout)
+
+
+@app.command("app")
+def app_cmd(out: Path = typer.Option(..., "--out", help="directory for the app's pyproject.toml"),
+            strategy: str = typer.Option("ra-dit", "--strategy", help="the strategy the app config names by default"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing pyproject.toml")):
+    """Write the Flower app (pyproject.toml with every FedTask setting) that `flwr run DIR` deploys:
+    the ServerApp and ClientApp come from the installed fedrag, so no source checkout is needed."""
+    from fedrag.federation.app import write_app
+
+    if (out / "pyproject.toml").exists() and not overwrite:
+        raise FedragError(f"{out / 'pyproject.toml'} exists; pass --overwrite to replace it")
+    FedTask(strategy=strategy).plan()  # a strategy fedrag knows, or an importable "module:attribute"
+    typer.echo(f"Flower app -> {write_app(out, strategy)}; run it with: flwr run {out} <federation> --stream")

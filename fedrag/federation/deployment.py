@@ -23,7 +23,6 @@ from fedrag._env import apply_defaults
 from fedrag.federation.policy import DEFAULT_MODELS
 from fedrag.federation.task import FedTask
 
-APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "flower_app"
 BIN = Path(sys.executable).parent
 
 
@@ -147,14 +146,18 @@ class LocalDeployment:
         return res
 
     def submit(self, task: FedTask, timeout: float = 1800) -> subprocess.CompletedProcess:
-        """``flwr run`` the shipped app with ``task`` as run-config overrides; waits for the end."""
+        """``flwr run`` the app (written from the installed package) with ``task`` as
+        run-config overrides; waits for the end."""
+        from fedrag.federation.app import write_app
+
+        app_dir = write_app(self.workdir / "app")
         overrides = self.workdir / "run-config.toml"
         lines = []
         for k, v in task.to_config().items():
             lines.append(f"{k.replace('_', '-')} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}")
         overrides.write_text("\n".join(lines) + "\n")
         try:
-            return self.flwr("run", str(APP_DIR), "fedrag", "--run-config", str(overrides), "--stream", timeout=timeout)
+            return self.flwr("run", str(app_dir), "fedrag", "--run-config", str(overrides), "--stream", timeout=timeout)
         finally:
             raise_recorded_error(task)
 
