@@ -37,18 +37,49 @@ def _alive(pid: int) -> bool:
         return False
 
 
+USER_PLANS = """
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fedrag.strategies import custom
+from fedrag.train import RALTStage
+
+
+@dataclass
+class HalfRALT:  # a user's own stage, in the user's own package
+    name: ClassVar[str] = "half-ralt"
+    trains: ClassVar[tuple] = ("generator",)
+
+    def loss(self, rag, batch):
+        out = RALTStage(top_k=2).loss(rag, batch)
+        out.loss = out.loss * 0.5
+        return out
+
+
+plan = custom("mine", HalfRALT())
+"""
+
+
 def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_path):
+    """Also: a user's strategy named by import path, imported by sites whose policy lists its package."""
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "userplans.py").write_text(USER_PLANS)
     out = tmp_path / "out"
     with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
+        dep.env["PYTHONPATH"] = str(tmp_path / "user")  # the user's package is installed on every host
         dep.start_superlink()
         for i, p in enumerate(sites):  # each site's operator allows the two models this run uses
-            dep.start_supernode(i, p["corpus"], p["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]])
+            dep.start_supernode(i, p["corpus"], p["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]],
+                                allow_strategies=["userplans"])
         from fedrag.federation.deployment import _children
 
-        dep.submit(_task(tiny_models, out, evaluate_every=0))
+        task = FedTask(strategy="userplans:plan", retriever=tiny_models["retriever"], generator=tiny_models["generator"],
+                       rounds=1, local_steps=2, batch_size=2, out=str(out), evaluate_every=0)
+        dep.submit(task)
         pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in _children(p.pid)]
     assert not any(_alive(pid) for pid in pids), "every process we started is stopped"
     rounds = json.loads((out / "rounds.json").read_text())
+    assert rounds[0]["stage"] == "half-ralt", "the user's stage ran on the sites"
     assert rounds[0]["replies"] == 2 and rounds[0]["rejected"] == 0 and rounds[0]["metric_keys"]
     assert all(n.startswith("generator.") and "lora_" in n for n in rounds[0]["array_names"])
     assert (out / "generator" / "adapter_config.json").exists()

@@ -110,14 +110,18 @@ class LocalDeployment:
             for i, (_, public) in enumerate(self.auth_keys):
                 self.flwr("supernode", "register", str(public), "fedrag", "--name", f"site{i}")
 
-    def start_supernode(self, i: int, corpus: str, train: str, allow_models: list[str] | None = None) -> subprocess.Popen:
+    def start_supernode(self, i: int, corpus: str, train: str, allow_models: list[str] | None = None,
+                        allow_strategies: list[str] | None = None) -> subprocess.Popen:
         """One site. Its ClientApp processes inherit the SuperNode's environment, so
         ``threads_per_site`` caps their torch threads: sites sharing one machine would
         otherwise each start one thread per core and slow each other down.
-        ``allow_models``: the site policy's models (default: the bundled ones)."""
+        ``allow_models``: the site policy's models (default: the bundled ones);
+        ``allow_strategies``: packages whose ``module:attribute`` strategies it imports."""
         node_config = f'corpus="{Path(corpus).resolve()}" train="{Path(train).resolve()}" site={i}'
         if allow_models:
             node_config += f' allow-models="{",".join(allow_models)}"'
+        if allow_strategies:
+            node_config += f' allow-strategies="{",".join(allow_strategies)}"'
         cmd = [str(BIN / "flower-supernode"), *self._tls(False), "--superlink", f"127.0.0.1:{self.port}",
                "--node-config", node_config,
                "--host", "127.0.0.1", "--port", str(free_port())]
