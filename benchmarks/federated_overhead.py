@@ -65,7 +65,7 @@ def main() -> None:
             ("sites evaluate each round" if every else "no site evaluation")
         rows.append([label, local * args.sites * args.rounds, res.cost.examples, fed, fed / central,
                      cost["bytes_sent"] + cost["bytes_received"]])
-        per_round[label] = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in rounds]
+        per_round[label] = rounds
     if args.deployment:
         from fedrag.federation.deployment import deploy
 
@@ -76,11 +76,18 @@ def main() -> None:
         drounds = json.loads((work / "dep-out" / "rounds.json").read_text())
         rows.append([f"deployment, {args.sites} SuperNodes, no site evaluation", local * args.sites * args.rounds, res.cost.examples, dep,
                      dep / central, dcost["bytes_sent"] + dcost["bytes_received"]])
-        per_round["deployment, no site evaluation"] = [r["seconds"] - r.get("clients_client-wall-s", 0.0) for r in drounds]
+        per_round["deployment, no site evaluation"] = drounds
     print(table(["run", "optimizer steps", "examples", "wall s", "ratio vs centralized", "bytes on the wire"], rows))
-    print("\nround seconds minus the sites' mean training seconds (the per-round overhead):")
-    for label, xs in per_round.items():
-        print(f"  {label}: {[round(x, 1) for x in xs]}")
+    print("\nWhere each round's seconds go (site figures are the sites' means; the sites run in parallel):")
+    split = []
+    for label, rounds in per_round.items():
+        for r in rounds:
+            start, load, trained = (r.get(f"clients_{k}", 0.0) for k in ("startup-s", "load-s", "client-wall-s"))
+            split.append([label, r["round"], r["seconds"], start, load, trained, r["seconds"] - start - load - trained,
+                          r["seconds"] - trained])
+    print(table(["run", "round", "round s", "site start-up s (imports)", "site model + store load s",
+                 "site training s", "rest s (Flower transport, polling, (de)serialization, aggregation)",
+                 "overhead s (round - training)"], split))
 
 
 if __name__ == "__main__":

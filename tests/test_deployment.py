@@ -12,7 +12,7 @@ import pytest
 
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
-from fedrag.federation.deployment import LocalDeployment, deploy
+from fedrag.federation.deployment import LocalDeployment
 from fedrag.federation.task import FedTask
 
 pytestmark = pytest.mark.slow
@@ -87,16 +87,28 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
     assert not any(k.startswith("clients_eval_") for k in rounds[0]), "evaluate-every 0: no evaluate messages"
 
 
-def test_tls_and_supernode_authentication(tiny_models, sites, tmp_path):
+def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authentication(tiny_models, sites, tmp_path):
+    """A federation someone else runs (SuperLink + 2 authenticated SuperNodes over TLS):
+    `fedrag federate --superlink HOST:PORT --root-certificates CA` only submits the run."""
     from fedrag.federation.credentials import make_supernode_keys, make_tls
 
     certs = make_tls(tmp_path / "certs")
     keys = make_supernode_keys(tmp_path / "certs", 2)
-    cost = deploy(_task(tiny_models, tmp_path / "out"), sites, tmp_path / "dep", certs=certs, auth_keys=keys, timeout=600)
-    assert cost["rounds"] == 1
-    log = (tmp_path / "dep" / "superlink.log").read_text()
+    out = tmp_path / "out"
+    with LocalDeployment(tmp_path / "dep", certs, keys, threads_per_site=1) as dep:
+        dep.start_superlink()
+        for i, p in enumerate(sites):
+            dep.start_supernode(i, p["corpus"], p["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]])
+        res = subprocess.run([sys.executable, "-m", "fedrag", "federate", "--superlink", f"127.0.0.1:{dep.port}",
+                              "--root-certificates", str(certs.ca), "--stage", "ralt", "--rounds", "1",
+                              "--local-steps", "2", "--batch-size", "2", "--evaluate-every", "0",
+                              "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
+                              "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        log = (tmp_path / "dep" / "superlink.log").read_text()
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 1 and "warning" not in res.stderr
     assert "--insecure" not in log and "SuperNode authentication is disabled" not in log
-    assert os.path.exists(tmp_path / "out" / "generator")
+    assert os.path.exists(out / "generator")
 
 
 def _cmdline(pid: int) -> str:

@@ -70,15 +70,22 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              tls: bool = typer.Option(False, "--tls/--insecure", help="deployment: TLS between SuperLink and SuperNodes (certificates made in OUT/credentials)"),
              supernode_auth: bool = typer.Option(False, "--supernode-auth", help="deployment: only SuperNodes with registered keys may join (needs --tls)"),
              keep_optimizer: bool = typer.Option(False, "--keep-optimizer/--reset-optimizer",
-                                                 help="sites keep their AdamW moments between rounds, or restart them each round (default)")):
+                                                 help="sites keep their AdamW moments between rounds, or restart them each round (default)"),
+             superlink: Optional[str] = typer.Option(None, "--superlink", help="HOST:PORT of a running SuperLink whose sites "
+                                                     "are connected: submit the run there (--out is a path on its host)"),
+             root_certificates: Optional[Path] = typer.Option(None, "--root-certificates",
+                                                              help="with --superlink: the CA certificate of its TLS")):
     """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json.
     An interrupted run resumes from its last round when the same command runs again."""
     import shutil
 
     from fedrag._io import MARKER, atomic_write_json, check_out, output_kind
 
-    if not site and not (corpus and train):
-        raise FedragError("give --corpus and --train (partitioned across --sites) or one --site DIR per site")
+    if not superlink and not site and not (corpus and train):
+        raise FedragError("give --corpus and --train (partitioned across --sites), one --site DIR per site, "
+                          "or --superlink HOST:PORT of a running federation")
+    if superlink and not out.is_absolute():
+        raise FedragError("with --superlink, --out is a path on the SuperLink's host: give it absolute")
     n_sites = len(site) if site else sites
     task = FedTask(strategy=strategy or "", stage=stage or "", retriever=retriever, generator=generator, lora=lora,
                    retriever_lora=retriever_lora,
@@ -91,6 +98,14 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
                    eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
                    evaluate_every=evaluate_every, round_timeout=round_timeout, report_to=report_to, dtype=dtype, score_batch_size=score_batch_size or 0)
     phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
+    if superlink:  # the sites and the server's outputs are elsewhere: only the submission happens here
+        from fedrag.federation.deployment import submit_remote
+
+        if not root_certificates:
+            typer.echo(f"fedrag: warning: submitting to {superlink} without TLS (pass --root-certificates)", err=True)
+        cost = submit_remote(task, superlink, str(root_certificates) if root_certificates else None)
+        typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}))
+        return
     if out.exists() and output_kind(out) == "federate" and not overwrite:
         from fedrag.federation.checkpoint import read_checkpoint
 

@@ -22,7 +22,7 @@ from fedrag.federation.records import record_bytes
 CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm"}
 BYTES_KEYS = {"context"}
 METRIC_KEYS = {"num-examples", "train-loss", "client-wall-s", "flops", "generator-tokens", "retriever-tokens",
-               "bytes-received", "bytes-sent", "threads", "eval-loss", "phase", "recall@5"}
+               "bytes-received", "bytes-sent", "threads", "eval-loss", "phase", "recall@5", "startup-s", "load-s"}
 
 
 def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:

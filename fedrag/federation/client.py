@@ -50,7 +50,9 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     phase_idx = int(config["phase"])
     rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
     stage = (plan or task.plan()).phases[phase_idx].stage
-    rag = site_rag(task, corpus, device)
+    t_load = time.perf_counter()
+    rag = site_rag(task, corpus, device)  # cached in a long-lived process (simulation), loaded per message otherwise
+    load_s = time.perf_counter() - t_load
     _load_context(rag, config)
     state = from_record(arrays)
     set_state(rag, state)
@@ -69,7 +71,7 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     metrics = {"num-examples": res.cost.examples, "train-loss": res.final_loss, "client-wall-s": time.perf_counter() - t0,
                "flops": res.cost.flops, "generator-tokens": res.cost.generator_tokens,
                "retriever-tokens": res.cost.retriever_tokens, "bytes-received": record_bytes(arrays),
-               "threads": torch.get_num_threads()}
+               "threads": torch.get_num_threads(), "load-s": load_s}
     return new, metrics
 
 
@@ -99,6 +101,22 @@ def _optimizer_key(phase: int) -> str:
     (Flower keeps it on the site between rounds, in simulation and deployment alike; it
     never enters a message). A new phase finds no key and starts fresh."""
     return f"fedrag.optimizer.phase-{phase}"
+
+
+_STARTED = False
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc; 0 elsewhere): in a deployment, where
+    Flower starts a ClientApp process per message, the start-up cost of that message."""
+    import os
+
+    try:
+        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return max(0.0, time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0
 
 
 def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=None):
@@ -134,6 +152,9 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
 
     @app.train()
     def train(msg: Message, context) -> Message:
+        global _STARTED
+        startup_s, _STARTED = (0.0 if _STARTED else _process_age()), True  # this process's start-up (imports,
+        # Flower's set-up), reported by its first message: every message in a deployment, round 1 in simulation
         t = _task(context)  # the site's policy first: nothing loads before it
         corpus, examples = site_data(context)
         config = msg.content["config"]
@@ -147,6 +168,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             context.state[key] = to_record(moments)
         reply = to_record(state)
         metrics["bytes-sent"] = record_bytes(reply)
+        metrics["startup-s"] = startup_s
         return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     @app.evaluate()

@@ -102,13 +102,18 @@ class LocalDeployment:
             cmd.append("--enable-supernode-auth")
         self._start("superlink", cmd)
         self._wait_port(self.port, self.procs["superlink"])
-        conn = {"address": f"127.0.0.1:{self.port}"}
-        conn.update({"root-certificates": str(self.certs.ca)} if self.certs else {"insecure": True})
-        body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in conn.items())
-        (self.flwr_home / "config.toml").write_text(f'[superlink]\ndefault = "fedrag"\n\n[superlink.fedrag]\n{body}\n')
+        self.connect(f"127.0.0.1:{self.port}", str(self.certs.ca) if self.certs else None)
         if self.auth_keys:
             for i, (_, public) in enumerate(self.auth_keys):
                 self.flwr("supernode", "register", str(public), "fedrag", "--name", f"site{i}")
+
+    def connect(self, address: str, root_certificates: str | None = None) -> None:
+        """Use a SuperLink started elsewhere (``HOST:PORT``): only ``submit`` runs here."""
+        conn = {"address": address}
+        conn.update({"root-certificates": str(Path(root_certificates).resolve())} if root_certificates
+                    else {"insecure": True})
+        body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in conn.items())
+        (self.flwr_home / "config.toml").write_text(f'[superlink]\ndefault = "fedrag"\n\n[superlink.fedrag]\n{body}\n')
 
     def start_supernode(self, i: int, corpus: str, train: str, allow_models: list[str] | None = None,
                         allow_strategies: list[str] | None = None) -> subprocess.Popen:
@@ -245,3 +250,17 @@ def raise_recorded_error(task: FedTask) -> None:
     path = Path(task.out) / ERROR_FILE
     if path.is_file():
         raise FedragError(json.loads(path.read_text())["error"])
+
+
+def submit_remote(task: FedTask, address: str, root_certificates: str | None = None,
+                  timeout: float | None = None) -> dict:
+    """Submit ``task`` to a running SuperLink (its sites already connected); wait for the
+    end. ``task.out`` is a path on the SuperLink's host: its cost.json is returned when
+    this host can read it, else where the outputs are."""
+    import tempfile
+
+    with LocalDeployment(Path(tempfile.mkdtemp(prefix="fedrag-submit-"))) as dep:
+        dep.connect(address, root_certificates)
+        dep.submit(task, timeout=timeout or 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases))
+    cost = Path(task.out) / "cost.json"
+    return json.loads(cost.read_text()) if cost.is_file() else {"out": task.out, "outputs": "on the SuperLink's host"}

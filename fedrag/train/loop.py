@@ -217,3 +217,32 @@ class _Log:
 
     def close(self) -> None:
         self.tracker.close()
+
+
+def save_checkpoint(path: Path, rag, trains, opt, sched, step: int) -> None:
+    """Trainable tensors as safetensors + optimizer/scheduler state, written atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(path) as tmp:
+        save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "trains": list(trains)}))
+
+
+def _resume(out: Path, rag, opt, sched) -> int:
+    ckpt = out / "checkpoint"
+    if not (ckpt / "state.json").exists():
+        return 0
+    from safetensors.torch import load_file
+
+    from fedrag.errors import FedragError
+
+    try:
+        step = int(json.loads((ckpt / "state.json").read_text())["step"])
+        set_state(rag, load_file(str(ckpt / "trainable.safetensors")))
+        states = torch.load(ckpt / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(states["optimizer"])
+        sched.load_state_dict(states["scheduler"])
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise FedragError(f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over") from None
+    return step
