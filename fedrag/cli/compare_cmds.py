@@ -44,12 +44,13 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
     from fedrag.strategies.compare import CompareSettings, compare as run_compare
     from fedrag.strategies.report import advise, markdown_table, plot_quality_vs_cost
 
+    UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir")  # not part of what a resume must match
     cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever,
                       batch_size=batch_size, seed=seed, progress=sys.stderr.isatty())
     TrainConfig(report_to=report_to)  # validated before anything runs; not part of the settings a resume matches
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     settings = CompareSettings(strategies=names, retriever=retriever, generator=generator, top_k=top_k,
-                               train={k: v for k, v in asdict(cfg).items() if k not in ("progress", "report_to", "run_name", "tracking_dir")}, search=search,
+                               train={k: v for k, v in asdict(cfg).items() if k not in UNTRACKED}, search=search,
                                lrs_generator=floats(lrs_generator), lrs_retriever=floats(lrs_retriever),
                                max_new_tokens=max_new_tokens,
                                data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,

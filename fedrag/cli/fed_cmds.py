@@ -96,7 +96,8 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
                    min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
                    eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
-                   evaluate_every=evaluate_every, round_timeout=round_timeout, report_to=report_to, dtype=dtype, score_batch_size=score_batch_size or 0)
+                   evaluate_every=evaluate_every, round_timeout=round_timeout, report_to=report_to, dtype=dtype,
+                   score_batch_size=score_batch_size or 0)
     phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
     if superlink:  # the sites and the server's outputs are elsewhere: only the submission happens here
         from fedrag.federation.deployment import submit_remote

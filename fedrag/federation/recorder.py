@@ -6,8 +6,9 @@ things, without patching any method.
   last round (never when 0). ``done`` is the rounds the phase finished before a resume:
   Flower counts this call's rounds from 1, the task counts the phase's.
 * The aggregated train/evaluate metrics of round ``r`` (and each site's own train
-  metrics, under ``site_metrics``) land in ``metrics[r]`` as soon as they exist, so ``rounds.json`` and the checkpoint get them that round (Flower hands
-  them back only when the whole ``start()`` returns).
+  metrics, under ``site_metrics``) land in ``metrics[r]`` as soon as they exist, so
+  ``rounds.json`` and the checkpoint get them that round (Flower hands them back only
+  when the whole ``start()`` returns).
 * A round with fewer usable train replies than ``task.min_sites`` ends the run at once
   (``quorum`` raises), before Flower would aggregate nothing and go on to an evaluate
   round that waits out the timeout a second time.
