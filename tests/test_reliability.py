@@ -20,13 +20,22 @@ def _train_args(demo_dir, tiny_models, out):
             "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", out]
 
 
-@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
-def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_models, sig, code, word):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig,code,word,ignored", [(signal.SIGINT, 130, "interrupted", False),
+                                                   (signal.SIGINT, 130, "interrupted", True),
+                                                   (signal.SIGTERM, 143, "terminated", False)])
+def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_models, sig, code, word, ignored):
+    """``ignored``: started with SIGINT ignored (as a non-interactive shell starts background
+    jobs, or a parent process that ignores it): Ctrl-C still interrupts fedrag."""
     out = tmp_path / "run"
     args = [str(a) for a in _train_args(demo_dir, tiny_models, out)]
     args[args.index("--steps") + 1] = "100000"
     proc = subprocess.Popen([sys.executable, "-m", "fedrag", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=_ignore_sigint if ignored else None)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not any(p.name.startswith(".run.") for p in tmp_path.iterdir()):

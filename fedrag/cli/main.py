@@ -17,8 +17,17 @@ class Terminated(BaseException):
     """SIGTERM, raised where the process is so cleanups (temp dirs, logs) run."""
 
 
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C), raised by fedrag's own handler: installed even where the parent
+    left SIGINT ignored, and not a KeyboardInterrupt that a library could swallow."""
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
     raise Terminated()
+
+
+def _on_sigint(signum, frame):  # pragma: no cover - exercised through a subprocess
+    raise Interrupted()
 
 
 def main() -> None:
@@ -35,11 +44,12 @@ def main() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         code = app(standalone_mode=False)
     except FedragError as exc:
         _fail(f"error: {exc}", EXIT_USER)
-    except (KeyboardInterrupt, click.Abort):
+    except (Interrupted, KeyboardInterrupt, click.Abort):
         code = EXIT_INTERRUPTED
     except Terminated:
         _fail("terminated (SIGTERM); partial outputs were removed", EXIT_TERMINATED)
