@@ -13,6 +13,7 @@ from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, field_option
 from fedrag.cli.train_cmds import CORPUS, LIMIT, TOP_K, TRAIN, carve_validation, floats, load_inputs
 from fedrag.errors import FedragError
 from fedrag.train import TrainConfig
+from fedrag.train.tracking import parse_report_to
 
 
 @app.command()
@@ -47,7 +48,7 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
     UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir")  # not part of what a resume must match
     cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever,
                       batch_size=batch_size, seed=seed, progress=sys.stderr.isatty())
-    TrainConfig(report_to=report_to)  # validated before anything runs; not part of the settings a resume matches
+    parse_report_to(report_to)  # validated before anything runs; not part of the settings a resume matches
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     settings = CompareSettings(strategies=names, retriever=retriever, generator=generator, top_k=top_k,
                                train={k: v for k, v in asdict(cfg).items() if k not in UNTRACKED}, search=search,

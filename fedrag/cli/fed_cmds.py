@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Literal, Optional
@@ -32,6 +31,10 @@ def _site_paths(corpus: str, train: str, sites: int, partition_mode: str, seed: 
     passages, examples = load_corpus(corpus), load_qa(train)
     check_gold_ids(examples, passages, train)
     return write_sites(partition(passages, examples, sites, partition_mode, seed), out / "sites")
+
+
+def _print_summary(cost: dict) -> None:
+    typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}))
 
 
 @app.command()
@@ -105,7 +108,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
         if not root_certificates:
             typer.echo(f"fedrag: warning: submitting to {superlink} without TLS (pass --root-certificates)", err=True)
         cost = submit_remote(task, superlink, str(root_certificates) if root_certificates else None)
-        typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}))
+        _print_summary(cost)
         return
     if out.exists() and output_kind(out) == "federate" and not overwrite:
         from fedrag.federation.checkpoint import read_checkpoint
@@ -140,8 +143,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
             typer.echo("fedrag: warning: INSECURE deployment (no TLS, no SuperNode authentication); on a network, anyone who "
                        "reaches the SuperLink port can submit runs or join as a site. Pass --tls --supernode-auth.", err=True)
         cost = deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out), certs=certs, auth_keys=keys)
-    typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}),
-               file=sys.stdout)
+    _print_summary(cost)
 
 
 @app.command("app")

@@ -21,6 +21,7 @@ from fedrag.federation.records import record_bytes
 
 CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm"}
 BYTES_KEYS = {"context"}
+RESUME_HINT = "the checkpoint of the last good round is kept in OUT/checkpoint; run the same command again to resume"
 METRIC_KEYS = {"num-examples", "train-loss", "client-wall-s", "flops", "generator-tokens", "retriever-tokens",
                "bytes-received", "bytes-sent", "threads", "eval-loss", "phase", "recall@5", "startup-s", "load-s"}
 
@@ -121,8 +122,7 @@ class AuditedGrid:
             self._short_since = time.monotonic()
         elif time.monotonic() - self._short_since > self.wait:
             raise FedragError(f"only {len(ids)} of {self.min_nodes} required sites were connected for "
-                              f"{self.wait:.0f}s; the checkpoint of the last good round is kept in OUT/checkpoint; "
-                              "run the same command again to resume")
+                              f"{self.wait:.0f}s; {RESUME_HINT}")
         return ids
 
     def get_nodes(self):

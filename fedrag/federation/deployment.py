@@ -216,6 +216,12 @@ class LocalDeployment:
         self.stop()
 
 
+def run_timeout(task: FedTask) -> float:
+    """How long ``flwr run`` may take: every round of every phase waiting out
+    ``task.round_timeout`` twice, plus start-up (the server fails short rounds itself)."""
+    return 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases)
+
+
 def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path, certs: Certs | None = None,
            auth_keys=None, timeout: float | None = None, threads_per_site: int | None = None) -> dict:
     """Run ``task`` on a local SuperLink + one SuperNode per site; return the server's cost.json.
@@ -223,8 +229,7 @@ def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path,
     The sites share this machine's cores: ``threads_per_site`` defaults to cores // sites.
     ``timeout`` (default: long enough for every round to wait out ``task.round_timeout``
     twice) bounds ``flwr run``; the server itself fails a round that misses its sites."""
-    if timeout is None:
-        timeout = 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases)
+    timeout = timeout or run_timeout(task)
     threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
     with LocalDeployment(Path(workdir), certs, auth_keys, threads) as dep:
         dep.start_superlink()
@@ -261,6 +266,6 @@ def submit_remote(task: FedTask, address: str, root_certificates: str | None = N
 
     with LocalDeployment(Path(tempfile.mkdtemp(prefix="fedrag-submit-"))) as dep:
         dep.connect(address, root_certificates)
-        dep.submit(task, timeout=timeout or 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases))
+        dep.submit(task, timeout=timeout or run_timeout(task))
     cost = Path(task.out) / "cost.json"
     return json.loads(cost.read_text()) if cost.is_file() else {"out": task.out, "outputs": "on the SuperLink's host"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fedrag._io import atomic_write_json
 from fedrag.federation.aggregator import make_accountant, make_aggregator
-from fedrag.federation.audit import AuditedGrid, tensor_spec
+from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.records import from_record, to_record
 from fedrag.federation.recorder import RoundRecorder
@@ -86,8 +86,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
                                                                    for r in last.get("rejected_reasons", [])])
             raise FedragError(f"phase {phase_idx} round {done + server_round}: {got} of {task.min_sites} required sites "
                               f"replied within {task.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "")
-                              + "; the checkpoint of the last good round is kept in OUT/checkpoint; "
-                              "run the same command again to resume")
+                              + f"; {RESUME_HINT}")
 
         strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics,
                                  {n: t.dtype for n, t in initial.items()}, quorum)
