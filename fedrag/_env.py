@@ -1,4 +1,4 @@
-"""Process-wide defaults: offline Hugging Face, quiet Flower/Ray, one import helper."""
+"""Process-wide defaults: offline Hugging Face, quiet and prompt Flower/Ray, one import helper."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ OFFLINE_DEFAULTS = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
+    # how often a SuperExec (started by flower-superlink / flower-supernode) looks for a
+    # ServerApp or ClientApp to launch; Flower's default 1 s is paid on every message
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
 }
 
 

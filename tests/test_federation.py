@@ -270,7 +270,7 @@ def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sit
     from safetensors.torch import save
 
     from fedrag.federation.client import site_rag, train_round
-    from fedrag.federation.records import to_record
+    from fedrag.federation.records import to_wire
     from fedrag.train import get_state
 
     task = task_for(tiny_models, "unused", strategy="ra-dit", local_steps=1)
@@ -278,7 +278,7 @@ def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sit
     rag = site_rag(task, site["corpus"])
     tuned = {n: t + 0.5 for n, t in get_state(rag, ("generator",)).items()}
     config = {"phase": 1, "server-round": 1, "context": save(tuned)}
-    new, metrics = train_round(task, site["corpus"], load_qa(site["train"]), to_record(get_state(rag, ("retriever",))), config)
+    new, metrics = train_round(task, site["corpus"], load_qa(site["train"]), to_wire(get_state(rag, ("retriever",))), config)
     assert set(new) == set(get_state(rag, ("retriever",))), "only the retriever goes back"
     now = get_state(rag, ("generator",))
     assert all(torch.equal(now[k], tuned[k]) for k in tuned), "the site scored with the global adapter"
@@ -288,7 +288,7 @@ def test_sites_can_train_with_gradient_checkpointing(tiny_models, sites):
     """``gradient_checkpointing`` reaches the site's generator (two sites back-propagating a
     joint loss through SmolLM2 ran out of memory on a 24 GB box without it)."""
     from fedrag.federation.client import site_rag, train_round
-    from fedrag.federation.records import to_record
+    from fedrag.federation.records import to_wire
     from fedrag.train import get_state
 
     task = task_for(tiny_models, "unused", stage="rag-sequence", local_steps=1, gradient_checkpointing=True)
@@ -296,7 +296,7 @@ def test_sites_can_train_with_gradient_checkpointing(tiny_models, sites):
     rag = site_rag(task, site["corpus"])
     assert not rag.generator.model.is_activation_checkpointing
     start = get_state(rag, ("retriever", "generator"))
-    new, _ = train_round(task, site["corpus"], load_qa(site["train"]), to_record(start), {"phase": 0, "server-round": 1})
+    new, _ = train_round(task, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 1})
     assert rag.generator.model.is_activation_checkpointing
     assert any(not torch.equal(new[k], start[k]) for k in start)
 
@@ -443,3 +443,27 @@ def test_strategies_by_import_path_and_the_sites_that_import_them(tmp_path):
     with pytest.raises(FedragError, match="does not import strategy 'my_pkg.plans:mine'"):
         site.check_strategy("my_pkg.plans:mine")
     assert SitePolicy.from_node_config({"allow-strategies": "my_pkg"}).allows_strategy("my_pkg.plans:mine")
+
+
+def test_a_message_carries_the_tensors_packed_one_array_per_dtype(tiny_models):
+    """Flower sends each Array as its own object (a request per object and hop): a LoRA
+    adapter's many small tensors travel as one flat array per dtype and unpack exactly."""
+    from fedrag.federation.audit import _arrays_violation, tensor_spec
+    from fedrag.federation.records import from_wire, packed_spec, to_wire
+    from fedrag.generate import Generator
+
+    gen = Generator.load(tiny_models["generator"], lora=True)
+    state = {f"generator.{n}": p.detach().clone() for n, p in gen.trainable_parameters().items()}
+    state["retriever.scale"] = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    record = to_wire(state)
+    assert len(state) > 8 and sorted(record) == ["packed.float32", "packed.float64"]
+    layout = tensor_spec(state)
+    back = from_wire(record, layout)
+    assert set(back) == set(state) and all(torch.equal(back[n], state[n]) and back[n].dtype == state[n].dtype
+                                           for n in state)
+    assert _arrays_violation(record, packed_spec(layout)) is None
+    fewer = {n: t for n, t in list(state.items())[1:]}
+    assert "expected float32" in _arrays_violation(to_wire(fewer), packed_spec(layout))  # a tensor short: refused
+    with pytest.raises(ValueError, match="holds"):
+        from_wire(to_wire(state), tensor_spec(fewer))
+

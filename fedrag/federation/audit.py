@@ -2,7 +2,8 @@
 against an allow-list, and what went out and came back is recorded per round.
 
 Allowed out (train / evaluate): one ArrayRecord ``arrays`` holding exactly the phase's
-trainable tensors (names, shapes, dtypes); one ConfigRecord ``config`` with known keys
+trainable tensors, packed (one flat array per dtype, :mod:`fedrag.federation.records`:
+their count and dtypes must match the phase's layout, which both ends derive); one ConfigRecord ``config`` with known keys
 and numeric values (``context``, the frozen tensors of earlier phases, is the one
 bytes value). Allowed back: the same tensors (train replies only) and one
 MetricRecord ``metrics`` whose keys come from a fixed set. A violating reply is
@@ -17,13 +18,14 @@ the defence for the model updates; site metrics are not noised (docs/federation.
 from __future__ import annotations
 
 from fedrag.errors import FedragError
-from fedrag.federation.records import record_bytes
+from fedrag.federation.records import packed_spec, record_bytes
 
 CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm"}
 BYTES_KEYS = {"context"}
 RESUME_HINT = "the checkpoint of the last good round is kept in OUT/checkpoint; run the same command again to resume"
 METRIC_KEYS = {"num-examples", "train-loss", "client-wall-s", "flops", "generator-tokens", "retriever-tokens",
-               "bytes-received", "bytes-sent", "threads", "eval-loss", "phase", "recall@5", "startup-s", "load-s"}
+               "bytes-received", "bytes-sent", "threads", "eval-loss", "phase", "recall@5", "startup-s", "load-s",
+               "dispatch-s", "prepare-s"}
 
 
 def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -34,10 +36,10 @@ def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
 def _arrays_violation(record, spec: dict) -> str | None:
     if set(record) != set(spec):
         extra, missing = sorted(set(record) - set(spec)), sorted(set(spec) - set(record))
-        return f"tensor names differ from the phase's trainable set (extra {extra[:3]}, missing {missing[:3]})"
+        return f"arrays differ from the phase's packed trainable set (extra {extra[:3]}, missing {missing[:3]})"
     for name, array in record.items():
         if (tuple(array.shape), array.dtype) != spec[name]:
-            return f"tensor '{name}' is {array.dtype}{tuple(array.shape)}, expected {spec[name][1]}{spec[name][0]}"
+            return f"array '{name}' is {array.dtype}{tuple(array.shape)}, expected {spec[name][1]}{spec[name][0]}"
     return None
 
 
@@ -75,13 +77,15 @@ def reply_violation(reply, spec: dict, message_type: str) -> str | None:
 class AuditedGrid:
     """Wraps the run's Grid: enforces the allow-lists above on ``send_and_receive`` and
     records per training round bytes each way, replies, failures, rejections and what
-    the accepted replies held. ``get_node_ids`` gives up (raises) when fewer than
+    the accepted replies held, pulling replies every ``poll`` seconds. ``get_node_ids`` gives up (raises) when fewer than
     ``min_nodes`` sites stay connected for ``wait`` seconds: Flower's stock strategies
     would otherwise wait for them forever. Everything else is the wrapped Grid's own
     behaviour."""
 
-    def __init__(self, grid, audit: list, spec: dict, min_nodes: int = 0, wait: float = float("inf")):
-        self._grid, self.audit, self.spec = grid, audit, spec
+    def __init__(self, grid, audit: list, layout: dict, min_nodes: int = 0, wait: float = float("inf"),
+                 poll: float = 0.2):
+        self._grid, self.audit, self.poll = grid, audit, poll
+        self.layout, self.spec = layout, packed_spec(layout)  # the phase's tensors; what their packed arrays must be
         self.min_nodes, self.wait, self._short_since = min_nodes, wait, None
 
     def send_and_receive(self, messages, *args, **kwargs):
@@ -90,7 +94,7 @@ class AuditedGrid:
             bad = outgoing_violation(m, self.spec)
             if bad:
                 raise FedragError(f"audit: refusing to send a {m.metadata.message_type} message: {bad}")
-        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        replies = self._exchange(messages, kwargs.get("timeout", args[0] if args else None))
         kind = messages[0].metadata.message_type if messages else ""
         accepted, rejected = [], []
         for r in replies:
@@ -107,10 +111,29 @@ class AuditedGrid:
                 "rejected_reasons": sorted({bad for _, bad in rejected}),
                 "failure_reasons": sorted({failure_reason(r) for r, _ in accepted if r.has_error()}),
                 "bytes_received": sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
-                "array_names": sorted({n for m in ok for r in m.content.array_records.values() for n in r}),
+                # the tensors the accepted replies' packed arrays were checked against and unpack to
+                "array_names": sorted(self.layout) if any(m.content.array_records for m in ok) else [],
                 "metric_keys": sorted({k for m in ok for r in m.content.metric_records.values() for k in r}),
             })
         return [r for r, _ in accepted]
+
+    def _exchange(self, messages, timeout: float | None) -> list:
+        """Push ``messages`` and pull their replies every ``poll`` seconds until all are in
+        or ``timeout`` passes: Flower's own send_and_receive against a SuperLink sleeps a
+        fixed 3 s between pulls, which a deployment round paid at least once."""
+        import time
+
+        pending = set(self._grid.push_messages(messages))
+        end = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        replies: list = []
+        while pending:
+            got = list(self._grid.pull_messages(pending))
+            replies.extend(got)
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if not pending or time.monotonic() >= end:
+                break
+            time.sleep(self.poll)
+        return replies
 
     def get_node_ids(self):
         import time

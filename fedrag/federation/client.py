@@ -11,9 +11,9 @@ from functools import lru_cache
 
 import torch
 
-from fedrag.federation.records import from_record, record_bytes, to_record
+from fedrag.federation.records import from_record, from_wire, record_bytes, to_record, to_wire
 from fedrag.federation.task import FedTask
-from fedrag.train.state import set_state
+from fedrag.train.state import get_state, set_state
 
 
 @lru_cache(maxsize=2)
@@ -39,23 +39,31 @@ def _load_context(rag, config) -> None:
         set_state(rag, load(bytes(config["context"])))
 
 
+def _layout(rag, stage) -> dict:
+    """The phase's tensors (names, shapes, dtypes) that a message's packed arrays hold."""
+    from fedrag.federation.audit import tensor_spec
+    from fedrag.train.state import trainable_parameters
+
+    return tensor_spec(trainable_parameters(rag, stage.trains))
+
+
 def train_round(task: FedTask, corpus: str, examples, arrays, config,
                 optimizer_state: dict | None = None, device: str | None = None, plan=None) -> tuple[dict, dict]:
     """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics.
 
     ``optimizer_state`` (the site's AdamW moments from its previous round of this phase,
     updated in place) lets the site's optimizer continue rather than restart each round."""
+    t_load = time.perf_counter()
     from fedrag.train import TrainConfig, train_stage
 
     phase_idx = int(config["phase"])
     rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
     stage = (plan or task.plan()).phases[phase_idx].stage
-    t_load = time.perf_counter()
     rag = site_rag(task, corpus, device)  # cached in a long-lived process (simulation), loaded per message otherwise
-    load_s = time.perf_counter() - t_load
     _load_context(rag, config)
-    state = from_record(arrays)
+    state = from_wire(arrays, _layout(rag, stage))
     set_state(rag, state)
+    load_s = time.perf_counter() - t_load  # imports, models, store, the round's tensors
     mu = float(config.get("proximal-mu", 0.0))
     cfg = TrainConfig(steps=task.local_steps, batch_size=task.batch_size, lr_generator=task.lr_generator,
                       lr_retriever=task.lr_retriever, warmup_ratio=task.warmup_ratio, seed=task.seed + rnd - 1,
@@ -65,8 +73,6 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
                       schedule_offset=(rnd - 1) * task.local_steps)
     t0 = time.perf_counter()
     res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
-    from fedrag.train import get_state
-
     new = get_state(rag, stage.trains)
     metrics = {"num-examples": res.cost.examples, "train-loss": res.final_loss, "client-wall-s": time.perf_counter() - t0,
                "flops": res.cost.flops, "generator-tokens": res.cost.generator_tokens,
@@ -84,7 +90,7 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
     stage = (plan or task.plan()).phases[phase].stage
     rag = site_rag(task, corpus, device)
     _load_context(rag, config)
-    set_state(rag, from_record(arrays))
+    set_state(rag, from_wire(arrays, _layout(rag, stage)))
     sample = examples[:limit]
     with torch.no_grad():
         loss = float(stage.loss(rag, sample).loss)
@@ -103,20 +109,29 @@ def _optimizer_key(phase: int) -> str:
     return f"fedrag.optimizer.phase-{phase}"
 
 
-_STARTED = False
-
-
-def _process_age() -> float:
-    """Seconds since this process started (Linux /proc; 0 elsewhere): in a deployment, where
-    Flower starts a ClientApp process per message, the start-up cost of that message."""
+def _process_start() -> float:
+    """When this process started (epoch seconds, from Linux /proc; 0 elsewhere)."""
     import os
 
     try:
         start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
         boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
-        return max(0.0, time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK")))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return 0.0
+
+
+def _arrival(msg) -> dict:
+    """Where a message's time went before its handler ran. ``dispatch-s``: from the server
+    creating it to this process starting (Flower's polling and the ClientApp process
+    launch) or, in a process that was already running (simulation), to the handler
+    (queueing); ``startup-s``: this process's start-up before the handler (imports,
+    installing the app, pulling the message), 0 when the process predates the message.
+    Loopback-exact; across hosts it includes their clock offset."""
+    now, created, born = time.time(), msg.metadata.created_at, _process_start()
+    spawned = born >= created > 0
+    return {"dispatch-s": max(0.0, (born if spawned else now) - created) if created > 0 else 0.0,
+            "startup-s": now - born if spawned else 0.0}
 
 
 def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=None):
@@ -152,11 +167,10 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
 
     @app.train()
     def train(msg: Message, context) -> Message:
-        global _STARTED
-        startup_s, _STARTED = (0.0 if _STARTED else _process_age()), True  # this process's start-up (imports,
-        # Flower's set-up), reported by its first message: every message in a deployment, round 1 in simulation
+        arrival, t_enter = _arrival(msg), time.perf_counter()
         t = _task(context)  # the site's policy first: nothing loads before it
         corpus, examples = site_data(context)
+        arrival["prepare-s"] = time.perf_counter() - t_enter  # policy check, plan import, the site's data
         config = msg.content["config"]
         key = _optimizer_key(int(config["phase"]))
         moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
@@ -166,9 +180,9 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
                 del context.state[old]  # an earlier phase's moments are done with
             context.state[key] = to_record(moments)
-        reply = to_record(state)
+        reply = to_wire(state)
         metrics["bytes-sent"] = record_bytes(reply)
-        metrics["startup-s"] = startup_s
+        metrics.update(arrival)
         return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     @app.evaluate()

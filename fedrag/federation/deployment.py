@@ -95,8 +95,10 @@ class LocalDeployment:
         return ["--root-certificates", str(self.certs.ca)]
 
     def start_superlink(self) -> None:
+        # Flower's in-memory state and object store (its default): with --database FILE the
+        # SuperLink's SQLite store took ~25 s to take in one site's 20 MB reply on this box
+        # (benchmarks/federated_overhead.py). fedrag resumes from its own checkpoint, not this state.
         cmd = [str(BIN / "flower-superlink"), *self._tls(True), "--host", "127.0.0.1", "--port", str(self.port),
-               "--database", str(self.workdir / "state.db"),
                "--disable-runtime-dependency-installation"]
         if self.auth_keys:
             cmd.append("--enable-supernode-auth")

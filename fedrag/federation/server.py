@@ -15,7 +15,7 @@ from fedrag._io import atomic_write_json
 from fedrag.federation.aggregator import make_accountant, make_aggregator
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
-from fedrag.federation.records import from_record, to_record
+from fedrag.federation.records import from_wire, pack, to_wire
 from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
 from fedrag.train.tracking import Tracker
@@ -88,15 +88,16 @@ def serve(grid, task: FedTask, plan=None) -> dict:
                               f"replied within {task.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "")
                               + f"; {RESUME_HINT}")
 
+        layout = tensor_spec(initial)  # the phase's tensors; messages carry them packed
         strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics,
-                                 {n: t.dtype for n, t in initial.items()}, quorum)
+                                 {n: t.dtype for n, t in pack(initial).items()}, quorum)
         t_round = [time.perf_counter()]
 
         def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round,
-                     stage=stage, client_metrics=client_metrics):
+                     stage=stage, client_metrics=client_metrics, layout=layout):
             if server_round == 0:
                 return None
-            set_state(rag, from_record(arrays))
+            set_state(rag, from_wire(arrays, layout))
             entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
                      "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {}),
                      **client_metrics.pop(server_round, {})}
@@ -119,7 +120,8 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context
-        strategy.start(grid=AuditedGrid(grid, audit, tensor_spec(initial), task.min_sites, task.round_timeout), initial_arrays=to_record(initial),
+        strategy.start(grid=AuditedGrid(grid, audit, layout, task.min_sites, task.round_timeout),
+                       initial_arrays=to_wire(initial),
                        num_rounds=task.rounds - done, timeout=task.round_timeout,
                        train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
                        evaluate_fn=on_round)
