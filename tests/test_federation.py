@@ -467,3 +467,20 @@ def test_a_message_carries_the_tensors_packed_one_array_per_dtype(tiny_models):
     with pytest.raises(ValueError, match="holds"):
         from_wire(to_wire(state), tensor_spec(fewer))
 
+
+def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_models, sites):
+    """A long-lived site process (a simulation's Ray actor) trains round after round on
+    one cached model: the last round's leftover gradients must not leak into the next
+    (they did, as extra AdamW steps while the schedule was fast-forwarded to the round)."""
+    from fedrag.federation.client import site_rag, train_round
+    from fedrag.federation.records import to_wire
+    from fedrag.train import get_state
+
+    task = task_for(tiny_models, "unused", stage="ralt", local_steps=2)
+    site = sites[2][0]
+    rag = site_rag(task, site["corpus"])
+    start = get_state(rag, ("generator",))
+    runs = [train_round(task, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 2})
+            for _ in range(2)]
+    assert runs[0][1]["train-loss"] == runs[1][1]["train-loss"]
+    assert all(torch.equal(runs[0][0][k], runs[1][0][k]) for k in start)

@@ -102,8 +102,9 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
 
     horizon = max(total, cfg.schedule_total or 0)
     sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=int(cfg.warmup_ratio * horizon), num_training_steps=horizon)
+    opt.zero_grad(set_to_none=True)  # a model trained before in this process keeps its last gradients
     for _ in range(cfg.schedule_offset):  # federated round r continues the schedule of rounds < r
-        opt.step()  # no grads yet: a no-op for AdamW, keeps torch's scheduler-order check quiet
+        opt.step()  # no grads (cleared above): a no-op for AdamW, keeps torch's scheduler-order check quiet
         sched.step()
     if optimizer_state:
         import_optimizer_state(opt, params, optimizer_state)
@@ -155,6 +156,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
     bar.close()
+    opt.zero_grad(set_to_none=True)  # nothing stale for the next caller (and the memory back)
     if rag.generator is not None:
         rag.generator.score_batch_size = old_chunk
     rag.retriever.query_encoder.eval()
