@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# `fedrag train --stage contrastive` with its defaults, as a new user runs it, against the untuned retriever:
+# `fedrag train --stage S` with its defaults, as a new user runs it, against the untuned retriever:
 #   bash benchmarks/validate_defaults.sh ../shared/data/hotpotqa_dev_first100/hotpot_dev_distractor_first100.json \
 #                                        ../shared/data/squad_v1.1_dev/dev-v1.1.json
 # HotpotQA 100: first 50 questions train, last 50 test. SQuAD: split by article (convert --test-fraction 0.2).
+# STAGES (default "contrastive"; e.g. "contrastive lsr") picks the stages; SQUAD_LIMIT (e.g. 1000) trains on the
+# first N SQuAD training questions only (a data size, not a setting: the stage's defaults are untouched).
 # Writes runs/val; the *_rows.jsonl files pair the questions for gained/lost counts.
 set -euxo pipefail
 HOTPOT=$1; SQUAD=${2:-}
+STAGES=${STAGES:-contrastive}
 F=.venv/bin/fedrag
 mkdir -p runs/val/hotpot
 .venv/bin/python - "$HOTPOT" <<'PY'
@@ -17,11 +20,19 @@ write_jsonl("runs/val/hotpot/train.jsonl", examples[:50])
 write_jsonl("runs/val/hotpot/test.jsonl", examples[50:])
 PY
 for d in hotpot ${SQUAD:+squad}; do
-  if [ "$d" = squad ]; then $F convert --format squad --input "$SQUAD" --out runs/val/squad --test-fraction 0.2 --overwrite; fi
-  $F eval --qa runs/val/$d/test.jsonl --corpus runs/val/$d/corpus.jsonl --generator none \
+  limit=()
+  if [ "$d" = squad ]; then
+    $F convert --format squad --input "$SQUAD" --out runs/val/squad --test-fraction 0.2 --overwrite
+    if [ -n "${SQUAD_LIMIT:-}" ]; then limit=(--limit "$SQUAD_LIMIT"); fi
+  fi
+  [ -f runs/val/${d}_base.json ] || $F eval --qa runs/val/$d/test.jsonl --corpus runs/val/$d/corpus.jsonl --generator none \
       --predictions runs/val/${d}_base_rows.jsonl --output runs/val/${d}_base.json
-  $F train --stage contrastive --corpus runs/val/$d/corpus.jsonl --train runs/val/$d/train.jsonl \
-      --out runs/val/${d}_contrastive --overwrite
-  $F eval --qa runs/val/$d/test.jsonl --index runs/val/${d}_contrastive/index --retriever runs/val/${d}_contrastive/retriever \
-      --generator none --predictions runs/val/${d}_contrastive_rows.jsonl --output runs/val/${d}_contrastive.json
+  for s in $STAGES; do
+    $F train --stage "$s" --corpus runs/val/$d/corpus.jsonl --train runs/val/$d/train.jsonl "${limit[@]}" \
+        --out runs/val/${d}_$s --overwrite
+    idx=runs/val/${d}_$s/index; [ -d "$idx" ] || idx=runs/val/$d/corpus.jsonl  # query-side-only stages keep the corpus
+    if [ -d "$idx" ]; then src=(--index "$idx"); else src=(--corpus "$idx"); fi
+    $F eval --qa runs/val/$d/test.jsonl "${src[@]}" --retriever runs/val/${d}_$s/retriever \
+        --generator none --predictions runs/val/${d}_${s}_rows.jsonl --output runs/val/${d}_$s.json
+  done
 done

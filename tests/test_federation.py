@@ -368,7 +368,8 @@ def test_the_audit_rejects_a_leaking_reply(tiny_models, sites, tmp_path, kind, r
 
 @pytest.mark.parametrize("extra,message", [({"note": "/srv/secret"}, "'note' is not a fedrag task setting"),
                                            ({"rounds": "2 and more text"}, "'rounds' must be int, got str"),
-                                           ({"lora": "yes"}, "'lora' must be bool, got str")])
+                                           ({"lora": "yes"}, "'lora' must be bool, got str"),
+                                           ({"dtype": "fp8"}, "--dtype must be one of")])
 def test_a_site_audits_the_run_config(extra, message):
     """The ClientApp builds its task with FedTask.from_config(context.run_config): a run
     config carries task settings of their declared types and nothing else."""

@@ -54,7 +54,7 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     ``optimizer_state`` (the site's AdamW moments from its previous round of this phase,
     updated in place) lets the site's optimizer continue rather than restart each round."""
     t_load = time.perf_counter()
-    from fedrag.train import TrainConfig, train_stage
+    from fedrag.train import train_stage
 
     phase_idx = int(config["phase"])
     rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
@@ -65,12 +65,7 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     set_state(rag, state)
     load_s = time.perf_counter() - t_load  # imports, models, store, the round's tensors
     mu = float(config.get("proximal-mu", 0.0))
-    cfg = TrainConfig(steps=task.local_steps, batch_size=task.batch_size, lr_generator=task.lr_generator,
-                      lr_retriever=task.lr_retriever, warmup_ratio=task.warmup_ratio, seed=task.seed + rnd - 1,
-                      prox_mu=mu, gradient_checkpointing=task.gradient_checkpointing, dtype=task.dtype,
-                      score_batch_size=task.score_batch_size or None,
-                      schedule_total=task.rounds * task.local_steps,
-                      schedule_offset=(rnd - 1) * task.local_steps)
+    cfg = task.train_config(rnd, mu)
     t0 = time.perf_counter()
     res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
     new = get_state(rag, stage.trains)

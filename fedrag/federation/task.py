@@ -18,6 +18,15 @@ Aggregator = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
 AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 
 
+def _train(name: str):
+    """A site's training setting: default and help are :class:`~fedrag.train.TrainConfig`'s
+    (one definition; a site builds its TrainConfig from these)."""
+    from fedrag.train.config import TrainConfig
+
+    f = {f.name: f for f in fields(TrainConfig)}[name]
+    return field(default=f.default, metadata=dict(f.metadata))
+
+
 @dataclass
 class FedTask:
     strategy: str = ""            # a named strategy or an import path "module:attribute" (a Strategy or a factory), or ...
@@ -33,13 +42,13 @@ class FedTask:
     two_phase_loss: str = "rag-sequence"
     rounds: int = 2               # rounds per phase
     local_steps: int = 10         # optimizer steps per client per round
-    batch_size: int = 4
-    lr_generator: float = 3e-4
-    lr_retriever: float = 2e-5
-    warmup_ratio: float = 0.1
-    gradient_checkpointing: bool = False  # sites recompute activations in backward (less memory)
+    batch_size: int = _train("batch_size")
+    lr_generator: float = _train("lr_generator")
+    lr_retriever: float = _train("lr_retriever")
+    warmup_ratio: float = _train("warmup_ratio")
+    gradient_checkpointing: bool = _train("gradient_checkpointing")
     keep_optimizer: bool = False  # sites keep their AdamW moments between rounds of a phase (docs/federation.md)
-    seed: int = 0
+    seed: int = _train("seed")
     aggregator: str = "fedavg"
     proximal_mu: float = 0.01     # FedProx only
     server_lr: float = 0.1        # FedAdam/FedYogi eta
@@ -57,7 +66,7 @@ class FedTask:
         "seconds the server waits for a round's replies (and for --min-sites sites to be connected); "
         "fewer than --min-sites replies then end the run with an error, the last good round checkpointed")})
     device: str = "cpu"           # a site's --node-config 'device="cuda:1"' wins over this
-    dtype: str = "auto"           # compute precision on the sites (TrainConfig.dtype)
+    dtype: str = _train("dtype")
     score_batch_size: int = 0     # rows per scoring forward on the sites (0: all at once)
     report_to: str = field(default="none", metadata={"help": (
         "the server tracks each round's global and per-site metrics: none, all, or tensorboard,mlflow,wandb "
@@ -83,6 +92,18 @@ class FedTask:
             raise FedragError("--round-timeout must be > 0")
         if self.evaluate_every < 0:
             raise FedragError("evaluate-every must be >= 0 (0 turns client-side evaluation off)")
+        self.train_config()  # the sites' training settings, validated as TrainConfig validates them
+
+    def train_config(self, rnd: int = 1, prox_mu: float = 0.0):
+        """The :class:`~fedrag.train.TrainConfig` a site trains round ``rnd`` of a phase
+        with: ``local_steps`` steps, the schedule continuing across the phase's rounds."""
+        from fedrag.train.config import TrainConfig
+
+        return TrainConfig(steps=self.local_steps, batch_size=self.batch_size, lr_generator=self.lr_generator,
+                           lr_retriever=self.lr_retriever, warmup_ratio=self.warmup_ratio, seed=self.seed + rnd - 1,
+                           prox_mu=prox_mu, gradient_checkpointing=self.gradient_checkpointing, dtype=self.dtype,
+                           score_batch_size=self.score_batch_size or None,
+                           schedule_total=self.rounds * self.local_steps, schedule_offset=(rnd - 1) * self.local_steps)
 
     def plan(self):
         """The Strategy this task federates: a named one, one imported from
