@@ -2,11 +2,11 @@
 against an allow-list, and what went out and came back is recorded per round.
 
 Allowed out (train / evaluate): one ArrayRecord ``arrays`` holding exactly the phase's
-trainable tensors, packed (one flat array per dtype, :mod:`fedrag.federation.records`:
-their count and dtypes must match the phase's layout, which both ends derive); one ConfigRecord ``config`` with known keys
-and numeric values (``context``, the frozen tensors of earlier phases, is the one
-bytes value). Allowed back: the same tensors (train replies only) and one
-MetricRecord ``metrics`` whose keys come from a fixed set. A violating reply is
+trainable tensors, packed (one flat array per dtype, :mod:`fedrag.federation.records`;
+sizes and dtypes must match the phase's layout, which both ends derive); one
+ConfigRecord ``config`` with known keys and numeric values (``context``, the frozen
+tensors of earlier phases, is the one bytes value). Allowed back: the same tensors
+(train replies only) and one MetricRecord ``metrics`` whose keys come from a fixed set. A violating reply is
 rejected (the strategy sees a failed reply) and counted; a violating outgoing message
 is a server-side bug and stops the run.
 
@@ -77,8 +77,8 @@ def reply_violation(reply, spec: dict, message_type: str) -> str | None:
 class AuditedGrid:
     """Wraps the run's Grid: enforces the allow-lists above on ``send_and_receive`` and
     records per training round bytes each way, replies, failures, rejections and what
-    the accepted replies held, pulling replies every ``poll`` seconds. ``get_node_ids`` gives up (raises) when fewer than
-    ``min_nodes`` sites stay connected for ``wait`` seconds: Flower's stock strategies
+    the accepted replies held, pulling replies every ``poll`` seconds. ``get_node_ids``
+    gives up (raises) when fewer than ``min_nodes`` sites stay connected for ``wait`` seconds: Flower's stock strategies
     would otherwise wait for them forever. Everything else is the wrapped Grid's own
     behaviour."""
 

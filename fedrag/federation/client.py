@@ -108,11 +108,11 @@ def _process_start() -> float:
     """When this process started (epoch seconds, from Linux /proc; 0 elsewhere)."""
     import os
 
-    try:
+    try:  # the system's uptime now and at this process's start (10 ms ticks; /proc/stat's boot time is whole seconds)
         start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
-        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return 0.0
 
 
