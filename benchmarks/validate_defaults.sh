@@ -4,7 +4,8 @@
 #                                        ../shared/data/squad_v1.1_dev/dev-v1.1.json
 # HotpotQA 100: first 50 questions train, last 50 test. SQuAD: split by article (convert --test-fraction 0.2).
 # STAGES (default "contrastive"; e.g. "contrastive lsr") picks the stages; SQUAD_LIMIT (e.g. 1000) trains on the
-# first N SQuAD training questions only (a data size, not a setting: the stage's defaults are untouched).
+# first N SQuAD training questions only (a data size, not a setting: the stage's defaults are untouched);
+# DATASETS (default "hotpot squad") picks the datasets.
 # Writes runs/val; the *_rows.jsonl files pair the questions for gained/lost counts.
 set -euxo pipefail
 HOTPOT=$1; SQUAD=${2:-}
@@ -20,6 +21,7 @@ write_jsonl("runs/val/hotpot/train.jsonl", examples[:50])
 write_jsonl("runs/val/hotpot/test.jsonl", examples[50:])
 PY
 for d in hotpot ${SQUAD:+squad}; do
+  case " ${DATASETS:-hotpot squad} " in *" $d "*) ;; *) continue ;; esac
   limit=()
   if [ "$d" = squad ]; then
     $F convert --format squad --input "$SQUAD" --out runs/val/squad --test-fraction 0.2 --overwrite
