@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import torch
 
+from fedrag._env import apply_defaults
 from fedrag.federation.records import from_record, from_wire, record_bytes, to_record, to_wire
 from fedrag.federation.task import FedTask
 from fedrag.train.state import get_state, set_state
@@ -153,6 +154,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     app = ClientApp(mods=[*mods, dp_clipping])
 
     def _task(context) -> FedTask:
+        apply_defaults()  # a site's process is an entry point: Ray workers do not inherit the launcher's filters
         t = task or FedTask.from_config(context.run_config)
         site = policy(context)
         site.check(retriever=t.retriever, generator=t.generator)
