@@ -14,7 +14,7 @@ import torch
 from fedrag._env import apply_defaults
 from fedrag.federation.records import from_record, from_wire, record_bytes, to_record, to_wire
 from fedrag.federation.task import FedTask
-from fedrag.train.state import get_state, set_state
+from fedrag.train.state import get_state, set_state, trainable_parameters
 
 
 @lru_cache(maxsize=2)
@@ -43,7 +43,6 @@ def _load_context(rag, config) -> None:
 def _layout(rag, stage) -> dict:
     """The phase's tensors (names, shapes, dtypes) that a message's packed arrays hold."""
     from fedrag.federation.audit import tensor_spec
-    from fedrag.train.state import trainable_parameters
 
     return tensor_spec(trainable_parameters(rag, stage.trains))
 

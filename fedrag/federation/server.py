@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from fedrag._io import atomic_write_json
 from fedrag.federation.aggregator import make_accountant, make_aggregator
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
-from fedrag.federation.records import from_wire, pack, to_wire
+from fedrag.federation.records import from_wire, packed_spec, to_wire
 from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
 from fedrag.train.tracking import Tracker
@@ -90,7 +92,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
 
         layout = tensor_spec(initial)  # the phase's tensors; messages carry them packed
         strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics,
-                                 {n: t.dtype for n, t in pack(initial).items()}, quorum)
+                                 {k: getattr(torch, d) for k, (_, d) in packed_spec(layout).items()}, quorum)
         t_round = [time.perf_counter()]
 
         def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round,
