@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import pytest
 
 from fedrag.data import Example, load_qa
-from fedrag.evaluate import evaluate
+from fedrag.data.partition import evenly_spaced
+from fedrag.evaluate import evaluate, paired_sign_test
 from fedrag.pipeline import build_training_rag
 from fedrag.rag import RAGSystem
 from fedrag.strategies import Phase, Strategy
@@ -96,6 +97,14 @@ def test_without_gold_ids_answer_recall_replaces_recall(tiny_models, demo_dir, d
     assert answer_recall_at_k(["nothing relevant"], data[1][0].answers, 1) == 0.0
 
 
+def test_paired_sign_test_and_evenly_spaced_samples():
+    assert paired_sign_test([0, 0, 0, 1], [1, 1, 1, 1]) == (3, 0, 0.25)           # 2 · (1/2)^3
+    assert paired_sign_test([1, 0, 0.5], [0, 1, 0.5]) == (1, 1, 1.0)               # ties are dropped
+    gained, lost, p = paired_sign_test([0.0] * 109, [1.0] * 48 + [-1.0] * 61)
+    assert (gained, lost) == (48, 61) and abs(p - 0.2503) < 1e-3
+    assert evenly_spaced(list(range(10)), 3) == [0, 3, 6] and evenly_spaced([1, 2], 5) == [1, 2]
+
+
 def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
     # the same data without gold ids: independent is skipped and said so
     def strip_gold(name):
@@ -119,6 +128,14 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     assert all(r["train_s"] > 0 and r["train_flops"] > 0 for r in result["rows"][1:])
     md = (tmp_path / "c" / "compare.md").read_text()
     assert md.count("\n| ") >= 7 and "## Advice" in md and (tmp_path / "c" / "compare.png").stat().st_size > 1000
+    # per-question rows pair every strategy with the untuned pipeline and the best one
+    untuned = [json.loads(x) for x in (tmp_path / "c" / "strategies" / "untuned.rows.jsonl").read_text().splitlines()]
+    assert [q["id"] for q in untuned] == [e.id for e in evenly_spaced(load_qa(demo_dir / "test.jsonl"), 2)]
+    best = max(result["rows"][1:], key=lambda r: r["f1"])["strategy"]
+    for name, d in result["paired"].items():
+        gained, lost, p = d["vs_untuned"]["f1"]
+        assert d["best"] == best and gained + lost <= 2 and 0 < p <= 1 and ("vs_best" in d) == (name != best)
+    assert set(result["paired"]) == set(names[1:]) and "Paired, question by question" in md
     # resumed: nothing is trained again
     code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
     assert code == 0 and err.count("already finished") == 5, err

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, field_option
-from fedrag.cli.train_cmds import CORPUS, LIMIT, TOP_K, TRAIN, carve_validation, floats, load_inputs
+from fedrag.cli.train_cmds import CORPUS, TOP_K, TRAIN, carve_validation, floats, load_inputs
 from fedrag.errors import FedragError
 from fedrag.train import TrainConfig
 from fedrag.train.tracking import parse_report_to
@@ -30,8 +30,10 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
             lr_retriever: float = field_option(TrainConfig, "lr_retriever"),
             batch_size: int = field_option(TrainConfig, "batch_size"), seed: int = field_option(TrainConfig, "seed"),
             report_to: str = field_option(TrainConfig, "report_to"),
-            top_k: int = TOP_K, limit: Optional[int] = LIMIT,
-            test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1),
+            top_k: int = TOP_K,
+            limit: Optional[int] = typer.Option(None, "--limit", min=1, help="train on N questions spread evenly through --train"),
+            test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1, help="test on N questions spread evenly "
+                                                     "through --test (a file sorted by article keeps every article)"),
             val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1),
             max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1), device: str = DEVICE):
     """Train every applicable strategy on your data and compare quality against cost:
@@ -41,6 +43,7 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
 
     from fedrag._io import MARKER, atomic_write_json, atomic_write_text, check_out, output_kind
     from fedrag.data import load_qa
+    from fedrag.data.partition import evenly_spaced
     from fedrag.pipeline import build_training_rag, resolve_device
     from fedrag.strategies.compare import CompareSettings, compare as run_compare
     from fedrag.strategies.report import advise, markdown_table, plot_quality_vs_cost
@@ -55,7 +58,8 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
                                lrs_generator=floats(lrs_generator), lrs_retriever=floats(lrs_retriever),
                                max_new_tokens=max_new_tokens,
                                data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
-                                     "limit": limit, "test_limit": test_limit, "val_limit": val_limit})
+                                     "limit": limit, "test_limit": test_limit, "val_limit": val_limit,
+                                     "sampling": "evenly-spaced"})
     wanted = json.loads(json.dumps(asdict(settings)))
     if out.exists() and output_kind(out) == "compare" and not overwrite:
         had = json.loads((out / MARKER).read_text()).get("settings")
@@ -66,8 +70,8 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
         check_out(out, "compare", overwrite)
         if overwrite and out.exists():
             shutil.rmtree(out)
-    passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
-    test_ex = load_qa(test, limit=test_limit)
+    passages, train_ex, val_ex = load_inputs(corpus, train, val, None, val_limit)
+    train_ex, test_ex = evenly_spaced(train_ex, limit), evenly_spaced(load_qa(test), test_limit)
     if search and val_ex is None:
         train_ex, val_ex = carve_validation(train_ex, passages, seed, val_limit)
     dev = resolve_device(device)

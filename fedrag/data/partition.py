@@ -80,3 +80,12 @@ def write_sites(sites: list[SiteData], out_dir: str | Path) -> list[dict[str, st
         write_jsonl(d / "train.jsonl", site.train)
         paths.append({"corpus": str(d / "corpus.jsonl"), "train": str(d / "train.jsonl")})
     return paths
+
+
+def evenly_spaced(items: list, n: int | None) -> list:
+    """``n`` items spread evenly through ``items`` (all of them when ``n`` is None or not
+    smaller): a file sorted by article or topic keeps every part represented, where its
+    first ``n`` lines would be one article's questions."""
+    if n is None or n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]

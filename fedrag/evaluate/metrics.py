@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -61,3 +62,19 @@ def answer_recall_at_k(passage_texts: list[str], answers: list[str] | tuple[str,
     "top-k accuracy"): a retrieval metric that needs no gold passage ids."""
     needles = [f" {normalize_answer(a)} " for a in answers if normalize_answer(a)]
     return float(any(n in f" {normalize_answer(t)} " for t in passage_texts[:k] for n in needles))
+
+
+def paired_sign_test(before: list[float], after: list[float]) -> tuple[int, int, float]:
+    """Question-by-question comparison of two systems' scores on the same questions.
+
+    Returns ``(gained, lost, p)``: how many questions scored higher with ``after``, how
+    many lower (ties are dropped), and the exact two-sided sign-test p-value
+    ``min(1, 2·Σ_{i≤min(gained, lost)} C(n, i) / 2^n)`` with ``n = gained + lost``, the
+    chance of a split at least this uneven if neither system were better."""
+    if len(before) != len(after):
+        raise ValueError(f"paired scores need the same questions ({len(before)} against {len(after)})")
+    gained = sum(b > a for a, b in zip(before, after))
+    lost = sum(b < a for a, b in zip(before, after))
+    n = gained + lost
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1))
+    return gained, lost, min(1.0, 2 * tail / 2**n)

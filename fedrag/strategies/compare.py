@@ -3,8 +3,11 @@
 Every applicable strategy is trained from the same base models (optionally after a
 phase-aware learning-rate search), evaluated on the test set with the decoding that
 matches its training, and reported next to the untuned pipeline. Results are written
-per strategy as they finish (``OUT/strategies/NAME.json``), so an interrupted
-comparison resumes where it stopped; a finished strategy is never run twice.
+per strategy as they finish (``OUT/strategies/NAME.json``, with its per-question scores in
+``NAME.rows.jsonl``), so an interrupted comparison resumes where it stopped; a finished
+strategy is never run twice. The per-question scores pair every strategy with the untuned
+pipeline and with the best strategy (questions gained/lost, sign test), which says whether
+a gap between strategies is larger than the test set's noise.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from fedrag._io import atomic_write_json
+from fedrag._io import atomic_write_json, atomic_write_text
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
+from fedrag.evaluate.metrics import paired_sign_test
 from fedrag.generate.decoding import GenerationSettings
 from fedrag.rag import RAGSystem
 from fedrag.strategies.base import total_cost
@@ -86,9 +90,33 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
             log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
                 f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
         rows.append(row)
-    result = {"settings": asdict(settings), "rows": rows, "skipped": skipped}
+    result = {"settings": asdict(settings), "rows": rows, "skipped": skipped, "paired": paired(out, rows)}
     atomic_write_json(out / "compare.json", result)
     return result
+
+
+def paired(out: Path, rows: list[dict]) -> dict:
+    """Per strategy, EM and F1 question by question against the untuned pipeline and
+    against the strategy with the best F1: ``{name: {"vs_untuned": {"em": [gained, lost, p],
+    "f1": [...]}, "vs_best": {...}}}`` (strategies whose rows were not saved are left out)."""
+    scores = {r["strategy"]: _rows(out, r["strategy"]) for r in rows}
+    scores = {k: v for k, v in scores.items() if v}
+    trained = [r for r in rows if r["strategy"] != "untuned" and r["strategy"] in scores]
+    best = max(trained, key=lambda r: r.get("f1", 0.0))["strategy"] if trained else None
+    result = {}
+    for r in trained:
+        name, one = r["strategy"], {}
+        for label, ref in (("vs_untuned", "untuned"), ("vs_best", best)):
+            if ref in scores and ref != name:
+                one[label] = {key: list(paired_sign_test([q.get(key, 0.0) for q in scores[ref]],
+                                                         [q.get(key, 0.0) for q in scores[name]])) for key in ("em", "f1")}
+        result[name] = {"best": best, **one}
+    return result
+
+
+def _rows(out: Path, name: str) -> list[dict] | None:
+    path = out / "strategies" / f"{name}.rows.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else None
 
 
 def _cached(out: Path, name: str) -> dict | None:
@@ -96,30 +124,36 @@ def _cached(out: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _save(out: Path, name: str, row: dict) -> dict:
+def _save(out: Path, name: str, row_and_questions: tuple[dict, list[dict]]) -> dict:
+    row, questions = row_and_questions  # the rows first: a strategy's JSON marks it finished
+    atomic_write_text(out / "strategies" / f"{name}.rows.jsonl", "".join(json.dumps(q) + "\n" for q in questions))
     atomic_write_json(out / "strategies" / f"{name}.json", row)
     return row
 
 
-def _test_metrics(rag, test: list[Example], settings: GenerationSettings, top_k: int) -> dict:
+KEEP = ("em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10", "answer_recall@1", "answer_recall@5",
+        "answer_recall@20", "n")
+
+
+def _test_metrics(rag, test: list[Example], settings: GenerationSettings, top_k: int) -> tuple[dict, list[dict]]:
+    """The test set's metrics, and its per-question rows (id, prediction and scores)."""
     from fedrag.evaluate import evaluate
 
     t0 = time.perf_counter()
     m = evaluate(RAGSystem(rag.searcher, rag.generator, top_k=top_k, settings=settings), test, progress=False)
-    m.pop("_rows")
-    keep = ("em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10", "answer_recall@1", "answer_recall@5",
-            "answer_recall@20", "n")
-    return {**{k: m[k] for k in keep if k in m}, "eval_s": time.perf_counter() - t0}
+    questions = [{k: q[k] for k in ("id", "prediction", *KEEP) if k in q} for q in m.pop("_rows")]
+    return {**{k: m[k] for k in KEEP if k in m}, "eval_s": time.perf_counter() - t0}, questions
 
 
-def _baseline(rag, test, settings: CompareSettings, log) -> dict:
+def _baseline(rag, test, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
     log("compare: evaluating the untuned pipeline ...")
     gen = GenerationSettings("concat", max_new_tokens=settings.max_new_tokens)
-    return {"strategy": "untuned", "decoding": "concat", **_test_metrics(rag, test, gen, settings.top_k),
-            "train_s": 0.0, "train_flops": 0.0, "search_s": 0.0, "search_flops": 0.0, "steps": 0}
+    metrics, questions = _test_metrics(rag, test, gen, settings.top_k)
+    return {"strategy": "untuned", "decoding": "concat", **metrics,
+            "train_s": 0.0, "train_flops": 0.0, "search_s": 0.0, "search_flops": 0.0, "steps": 0}, questions
 
 
-def _one(name: str, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> dict:
+def _one(name: str, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
     plan = make_strategy(name, top_k=settings.top_k)
     search = {"search_s": 0.0, "search_flops": 0.0, "search_points": 0}
     if settings.search:
@@ -137,5 +171,6 @@ def _one(name: str, rag, train, val, test, cfg: TrainConfig, settings: CompareSe
     cost = total_cost(results, name)["total"]
     dec = plan.decoding
     gen = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", 1.0), max_new_tokens=settings.max_new_tokens)
-    return {"strategy": name, "decoding": dec["decoding"], **_test_metrics(rag, test, gen, settings.top_k),
-            "train_s": cost["wall_s"], "train_flops": cost["flops"], "steps": cost["steps"], **search}
+    metrics, questions = _test_metrics(rag, test, gen, settings.top_k)
+    return {"strategy": name, "decoding": dec["decoding"], **metrics,
+            "train_s": cost["wall_s"], "train_flops": cost["flops"], "steps": cost["steps"], **search}, questions

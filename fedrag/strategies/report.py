@@ -31,7 +31,28 @@ def markdown_table(result: dict) -> str:
     notes.append(f"* {rows[0].get('n', '?')} test questions; train = the final run's optimizer steps; search = every "
                  "grid point of the learning-rate search (the chosen run included); FLOPs are estimates (2·N·T forward, "
                  "×3 with backward).")
-    return "\n".join(lines + [""] + notes) + "\n"
+    return "\n".join(lines + [""] + notes) + "\n" + paired_table(result)
+
+
+def paired_table(result: dict) -> str:
+    """Question by question: how many test questions each strategy got right (EM) or
+    scored higher on (F1) than the untuned pipeline and than the best strategy, and how
+    many it lost, with the sign test's p; empty when no per-question rows were saved."""
+    paired = result.get("paired") or {}
+    if not paired:
+        return ""
+
+    def cell(d: dict | None, key: str) -> str:
+        return f"+{d[key][0]} / −{d[key][1]} (p {d[key][2]:.2g})" if d else "–"
+
+    best = next(iter(paired.values()))["best"]
+    head = ["strategy", "EM vs untuned", "F1 vs untuned", f"EM vs {best}", f"F1 vs {best}"]
+    lines = ["", "Paired, question by question (gained / lost, two-sided sign test):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in paired.items():
+        lines.append("| " + " | ".join([name, cell(d.get("vs_untuned"), "em"), cell(d.get("vs_untuned"), "f1"),
+                                         cell(d.get("vs_best"), "em"), cell(d.get("vs_best"), "f1")]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[str]:
