@@ -5,7 +5,7 @@ import torch
 
 from fedrag.data import load_corpus, load_qa
 from fedrag.generate import Generator
-from fedrag.generate.decoding import GenerationSettings, log_prior, rag_sequence_decode, rag_token_decode
+from fedrag.generate.decoding import GenerationSettings, log_prior, rag_sequence_decode, rag_token_decode, resolve_settings
 from fedrag.rag import RAGSystem
 from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
 
@@ -103,3 +103,19 @@ def test_settings_are_validated_when_built():
         GenerationSettings("magic")
     with pytest.raises(FedragError, match="beam search"):
         GenerationSettings("rag-token", num_beams=2)
+
+
+def test_the_default_retrieval_temperature_lets_the_best_passage_lead_on_cosine_scores():
+    """fedrag's scores are cosines: under MiniLM, on 40 SQuAD test questions, the median
+    top-1 score is 0.60, 0.048 above the second and 0.085 above the third. Training and
+    every decoding share one gamma, at which the best passage clearly leads; at Lewis et
+    al.'s gamma = 1, p(z|x) is nearly uniform and RAG-Token mixes the passages' words
+    (docs/results.md: EM 0.05 -> 0.15 on SQuAD)."""
+    from fedrag.train import LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage
+
+    gammas = {GenerationSettings().gamma, RAGSequenceStage().gamma, RAGTokenStage().gamma, LSRStage().gamma,
+              RALTStage(mode="per-passage").decoding["gamma"], resolve_settings("rag-token", None).gamma}
+    assert len(gammas) == 1
+    scores = torch.tensor([[0.600, 0.552, 0.515]])
+    assert log_prior(scores, gammas.pop()).exp()[0, 0] > 0.45
+    assert log_prior(scores, 1.0).exp()[0, 0] < 0.36  # gamma = 1: within 0.02 of uniform

@@ -66,7 +66,7 @@ def eval_cmd(qa: str = typer.Option(..., "--qa"), corpus: Optional[str] = typer.
              do_sample: bool = field_option(GenerationSettings, "do_sample"),
              temperature: float = field_option(GenerationSettings, "temperature"),
              top_p: float = field_option(GenerationSettings, "top_p"),
-             gamma: Optional[float] = typer.Option(None, "--gamma", help="temperature of p(z|x) for rag-* decodings (default: the recorded one, else 1.0)"),
+             gamma: Optional[float] = typer.Option(None, "--gamma", help="temperature of p(z|x) for rag-* decodings (default: the recorded one, else 0.1)"),
              dtype: str = choice_option("float32", "--dtype", WeightDtype, "weights' dtype of both models (auto: bfloat16 on a GPU that supports it; an --index must be built at the same dtype)"),
              quantize: str = choice_option("none", "--quantize", Quantize, "load a 4-/8-bit generator base (bitsandbytes, CUDA GPU only)"),
              device_map: Optional[str] = typer.Option(None, "--device-map", help="'auto': spread a generator larger than one device (accelerate)")):

@@ -14,6 +14,13 @@ all passages pasted into one prompt (Lewis et al. 2020, §2.4):
 
 ``p(z|x) = softmax(s(x, z) / gamma)`` over the retrieval scores, with the ``gamma``
 the stage was trained with. With ``k = 1`` all three give the same answers.
+
+fedrag's scores are cosine similarities (normalised embeddings), so the top passages'
+scores lie within about 0.1 of each other: at Lewis et al.'s ``gamma = 1`` (made for
+DPR's unnormalised inner products, tens of units apart) p(z|x) is nearly uniform and
+RAG-Token's mixture averages the passages' next tokens into words none of them holds.
+:data:`RETRIEVAL_GAMMA` (0.1) is the default everywhere; see docs/results.md for the
+measurement.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from fedrag.errors import FedragError
 Decoding = Literal["concat", "rag-sequence", "rag-token"]
 DECODINGS: tuple[str, ...] = get_args(Decoding)
 DECODING_FILE = "fedrag_decoding.json"
+RETRIEVAL_GAMMA = 0.1  # temperature of p(z|x) = softmax(cosine score / gamma), in training and decoding
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class GenerationSettings:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    gamma: float = 1.0  # retrieval temperature of p(z|x) (the training stage's gamma)
+    gamma: float = RETRIEVAL_GAMMA  # retrieval temperature of p(z|x) (the training stage's gamma)
 
     def __post_init__(self):
         if self.decoding not in DECODINGS:
@@ -64,7 +72,7 @@ class GenerationSettings:
         return kw
 
 
-def save_decoding(out_dir: str | Path, decoding: str, gamma: float = 1.0, strategy: str = "") -> None:
+def save_decoding(out_dir: str | Path, decoding: str, gamma: float = RETRIEVAL_GAMMA, strategy: str = "") -> None:
     """Record in a saved generator directory the decoding that matches its training."""
     Path(out_dir, DECODING_FILE).write_text(json.dumps({"decoding": decoding, "gamma": gamma, "strategy": strategy}))
 
@@ -93,7 +101,7 @@ def resolve_settings(decoding: str, generator: str | None, gamma: float | None =
     if decoding == "auto":
         decoding = meta["decoding"] if meta else "concat"
     if gamma is None:
-        gamma = float(meta.get("gamma", 1.0)) if meta else 1.0
+        gamma = float(meta.get("gamma", RETRIEVAL_GAMMA)) if meta else RETRIEVAL_GAMMA
     return GenerationSettings(decoding, gamma=gamma, **options)
 
 

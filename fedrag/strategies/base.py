@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fedrag._io import atomic_write_json
 from fedrag.data.types import Example
-from fedrag.generate.decoding import save_decoding
+from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
 from fedrag.train.cost import Cost
 from fedrag.train.loop import StageResult, TrainConfig, train_stage
 from fedrag.train.protocol import Stage
@@ -83,5 +83,5 @@ def save_outputs(rag, out_dir: str | Path, results: list[StageResult], strategy_
     if rag.generator is not None:
         rag.generator.save(out / "generator")
         if decoding:
-            save_decoding(out / "generator", decoding["decoding"], decoding.get("gamma", 1.0), strategy_name)
+            save_decoding(out / "generator", decoding["decoding"], decoding.get("gamma", RETRIEVAL_GAMMA), strategy_name)
     atomic_write_json(out / "cost.json", {**total_cost(results, strategy_name), **(extra or {})})

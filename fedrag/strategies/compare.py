@@ -21,7 +21,7 @@ from fedrag._io import atomic_write_json, atomic_write_text
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
 from fedrag.evaluate.metrics import paired_sign_test
-from fedrag.generate.decoding import GenerationSettings
+from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings
 from fedrag.rag import RAGSystem
 from fedrag.strategies.base import total_cost
 from fedrag.strategies.library import STRATEGIES, make_strategy
@@ -170,7 +170,7 @@ def _one(name: str, rag, train, val, test, cfg: TrainConfig, settings: CompareSe
         results = plan.run(rag, train, cfg)
     cost = total_cost(results, name)["total"]
     dec = plan.decoding
-    gen = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", 1.0), max_new_tokens=settings.max_new_tokens)
+    gen = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", RETRIEVAL_GAMMA), max_new_tokens=settings.max_new_tokens)
     metrics, questions = _test_metrics(rag, test, gen, settings.top_k)
     return {"strategy": name, "decoding": dec["decoding"], **metrics,
             "train_s": cost["wall_s"], "train_flops": cost["flops"], "steps": cost["steps"], **search}, questions

@@ -26,7 +26,7 @@ from typing import Literal
 
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
-from fedrag.generate.decoding import GenerationSettings
+from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings
 from fedrag.strategies.base import Strategy
 from fedrag.train.cost import Cost
 from fedrag.train.loop import StageResult, TrainConfig, train_stage
@@ -73,7 +73,7 @@ def _evaluator(strategy: Strategy, stage, top_k: int):
     """Validation for a phase: answers (decoded as ``stage`` trains) if it trains the generator."""
     if "generator" in stage.trains:
         dec = getattr(stage, "decoding", None) or strategy.decoding
-        settings = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", 1.0))
+        settings = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", RETRIEVAL_GAMMA))
         fn = validation_fn(True, top_k, settings=settings)
         return fn, lambda m: (m.get("f1", 0.0), m.get("em", 0.0), retrieval_key(m))
     return validation_fn(False, top_k), lambda m: (retrieval_key(m),)

@@ -15,6 +15,7 @@ import torch
 
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
+from fedrag.generate.decoding import RETRIEVAL_GAMMA
 from fedrag.losses import answer_nll, info_nce, lsr_loss, rag_sequence_nll, rag_token_nll
 from fedrag.train.protocol import StepOutput
 
@@ -116,7 +117,7 @@ class LSRStage:
     name: ClassVar[str] = "lsr"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
     top_k: int = 4
-    gamma: float = 0.1
+    gamma: float = RETRIEVAL_GAMMA
     tau: float = 1.0
     train_passages: bool = False
 
@@ -152,7 +153,7 @@ class RALTStage:
     trains: ClassVar[tuple[str, ...]] = ("generator",)
     top_k: int = 3
     mode: RaltMode = "all-in-one"
-    gamma: float = 0.1  # per-passage mode: retrieval temperature of the REPLUG-style ensemble at decoding
+    gamma: float = RETRIEVAL_GAMMA  # per-passage mode: retrieval temperature of the REPLUG-style ensemble at decoding
 
     @property
     def decoding(self) -> dict:
@@ -183,7 +184,7 @@ class RALTStage:
 @dataclass
 class _JointStage:
     top_k: int = 4
-    gamma: float = 1.0
+    gamma: float = RETRIEVAL_GAMMA  # p(z|x) = softmax(cosine / gamma); see fedrag.generate.decoding
     train_retriever: bool = True
     train_generator: bool = True
 
