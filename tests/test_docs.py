@@ -17,5 +17,5 @@ def test_the_docs_site_builds_strictly(tmp_path):
     for name in ("load_hf", "KnowledgeStore", "QdrantIndex", "train_stage", "FedTask", "as_query_engine"):
         assert name in api, f"the API reference documents {name}"
     results = (tmp_path / "site" / "results" / "index.html").read_text()
-    for img in ("quality_vs_cost_hotpotqa.png", "fed_vs_central_by_round.png"):
+    for img in ("quality_vs_cost_hotpotqa.png", "quality_vs_cost_squad.png", "fed_vs_central_by_round.png"):
         assert img in results and (tmp_path / "site" / "img" / img).is_file(), img
