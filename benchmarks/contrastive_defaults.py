@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import squad_split, table  # noqa: E402
-from squad_stages import sign_test  # noqa: E402
+from fedrag.evaluate.metrics import sign_test  # noqa: E402
 
 CONFIGS = {  # name -> (ContrastiveStage options, TrainConfig options)
     "old-default": ({"hard_negatives": 1, "train_passages": False}, {"batch_size": 4}),

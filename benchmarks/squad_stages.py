@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -19,14 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import squad_split, table  # noqa: E402
 
-
-def sign_test(gained: int, lost: int) -> float:
-    """Two-sided exact sign test on the questions that changed (ties dropped)."""
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+from fedrag.evaluate.metrics import sign_test  # noqa: E402
 
 
 def main() -> None:

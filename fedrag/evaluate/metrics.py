@@ -64,17 +64,21 @@ def answer_recall_at_k(passage_texts: list[str], answers: list[str] | tuple[str,
     return float(any(n in f" {normalize_answer(t)} " for t in passage_texts[:k] for n in needles))
 
 
-def paired_sign_test(before: list[float], after: list[float]) -> tuple[int, int, float]:
-    """Question-by-question comparison of two systems' scores on the same questions.
-
-    Returns ``(gained, lost, p)``: how many questions scored higher with ``after``, how
-    many lower (ties are dropped), and the exact two-sided sign-test p-value
+def sign_test(gained: int, lost: int) -> float:
+    """Exact two-sided sign-test p-value of ``gained`` against ``lost`` changed questions:
     ``min(1, 2·Σ_{i≤min(gained, lost)} C(n, i) / 2^n)`` with ``n = gained + lost``, the
     chance of a split at least this uneven if neither system were better."""
+    n = gained + lost
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_sign_test(before: list[float], after: list[float]) -> tuple[int, int, float]:
+    """Question-by-question comparison of two systems' scores on the same questions:
+    ``(gained, lost, p)``, how many questions scored higher with ``after``, how many
+    lower (ties are dropped), and :func:`sign_test`'s p."""
     if len(before) != len(after):
         raise ValueError(f"paired scores need the same questions ({len(before)} against {len(after)})")
     gained = sum(b > a for a, b in zip(before, after))
     lost = sum(b < a for a, b in zip(before, after))
-    n = gained + lost
-    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1))
-    return gained, lost, min(1.0, 2 * tail / 2**n)
+    return gained, lost, sign_test(gained, lost)
