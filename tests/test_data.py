@@ -144,3 +144,120 @@ def test_a_saved_hugging_face_dataset_with_its_own_columns_converts_and_trains(m
                        "--out", tmp_path / "run")
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "cost.json").read_text())["total"]["steps"] == 1
+
+
+# ``fedrag convert``: nothing false, nothing mixed. Each case goes through the CLI and checks
+# that what was written loads; a record that cannot be converted is skipped with a count on
+# stderr, or refused in one line with --strict.
+
+def convert(monkeypatch, capsys, fmt, src, out, *extra):
+    from test_cli import run
+
+    return run(monkeypatch, capsys, "convert", "--format", fmt, "--input", src, "--out", out, *extra)
+
+
+def lines_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_convert_keeps_a_bare_string_answer_whole(monkeypatch, capsys, tmp_path):
+    src = write(tmp_path / "nq.jsonl", [json.dumps({"question": "capital of France?", "answers": "Paris",
+                                                    "ctxs": [{"title": "France", "text": "Paris is its capital."}]})])
+    code, _, err = convert(monkeypatch, capsys, "nq-open", src, tmp_path / "out")
+    assert code == 0, err
+    assert [e.answers for e in load_qa(tmp_path / "out" / "qa.jsonl")] == [("Paris",)]
+
+
+def test_convert_parquet_nulls_are_never_written_as_strings(monkeypatch, capsys, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"id": ["q0", "q1", "q2", "q3"], "question": ["Who?", None, "Where?", "When?"],
+            "answers": [["Ada"], ["Bo"], ["Oslo"], None], "context": ["Ada was here.", "Bo too.", "In Oslo.", "Then."],
+            "title": ["A", "B", None, "D"]}
+    pq.write_table(pa.table(rows), tmp_path / "rows.parquet")
+    code, _, err = convert(monkeypatch, capsys, "hf", tmp_path / "rows.parquet", tmp_path / "out")
+    assert code == 0, err
+    assert "None" not in (tmp_path / "out" / "qa.jsonl").read_text() + (tmp_path / "out" / "corpus.jsonl").read_text()
+    examples, passages = load_qa(tmp_path / "out" / "qa.jsonl"), load_corpus(tmp_path / "out" / "corpus.jsonl")
+    assert [e.id for e in examples] == ["q0", "q2"], "a null question or null answers: the record is skipped"
+    assert {p.text: p.title for p in passages} == {"Ada was here.": "A", "In Oslo.": ""}, "a null title is no title"
+    assert "convert: skipped 2 records" in err and "row 1" in err, err
+
+
+def test_convert_squad_articles_with_one_title_get_distinct_stable_ids(monkeypatch, capsys, tmp_path):
+    article = lambda n: {"title": "Paris", "paragraphs": [  # noqa: E731
+        {"context": f"Fact {n}.", "qas": [{"id": f"q{n}", "question": f"Fact {n}?", "answers": [{"text": f"{n}"}]}]}]}
+    (tmp_path / "s.json").write_text(json.dumps({"data": [article(1), article(2)]}))
+    outs = []
+    for run_no in range(2):
+        code, _, err = convert(monkeypatch, capsys, "squad", tmp_path / "s.json", tmp_path / f"out{run_no}")
+        assert code == 0, err
+        outs.append((tmp_path / f"out{run_no}" / "corpus.jsonl").read_text() + (tmp_path / f"out{run_no}" / "qa.jsonl").read_text())
+    assert outs[0] == outs[1], "the same ids in every run"
+    passages = {p.id: p.text for p in load_corpus(tmp_path / "out0" / "corpus.jsonl")}
+    assert len(passages) == 2
+    for ex in load_qa(tmp_path / "out0" / "qa.jsonl"):
+        assert ex.answers[0] in passages[ex.gold_ids[0]], "each question's gold is its own article's paragraph"
+
+
+def squad_file(qas=None, context="Ada lives in Paris."):
+    qas = qas or [{"id": "q1", "question": "Where does Ada live?", "answers": [{"text": "Paris"}]}]
+    return {"data": [{"title": "Ada", "paragraphs": [
+        {"context": "Bo lives in Oslo.", "qas": [{"id": "ok", "question": "Where does Bo live?", "answers": [{"text": "Oslo"}]}]},
+        {"context": context, "qas": qas}]}]}
+
+
+@pytest.mark.parametrize("case,fmt,data,where,reason", [
+    ("empty passage", "squad", squad_file(context="  "), "paragraphs[1]", "'context' is empty"),
+    ("null question", "squad", squad_file([{"id": "q1", "question": None, "answers": [{"text": "Paris"}]}]), "qas[0]", "'question' is null"),
+    ("empty answers", "squad", squad_file([{"id": "q1", "question": "Where?", "answers": []}]), "qas[0]", "'answers' is empty"),
+    ("empty answers list", "nq-open", [{"id": "ok", "question": "Who?", "answers": ["Ada"]}, {"question": "Why?", "answers": []}],
+     ":2", "'answers' is empty"),
+    ("duplicate question ids", "nq-open", [{"id": "q", "question": "Who?", "answers": ["Ada"]},
+                                           {"id": "q", "question": "Why?", "answers": ["Bo"]}], ":2", "repeated id 'q'"),
+])
+def test_convert_skips_bad_records_with_a_count_and_strict_refuses_them(monkeypatch, capsys, tmp_path, case, fmt, data, where, reason):
+    if fmt == "squad":
+        src = tmp_path / "in.json"
+        src.write_text(json.dumps(data))
+    else:
+        src = write(tmp_path / "in.jsonl", [json.dumps({**r, "ctxs": [{"title": "T", "text": f"{r['question']} text"}]})
+                                            for r in data])
+    code, _, err = convert(monkeypatch, capsys, fmt, src, tmp_path / "out")
+    assert code == 0, err
+    what = {"duplicate question ids": "renamed 1 repeated id", "empty passage": "skipped 2 records"}.get(case, "skipped 1 record")
+    assert f"convert: {what} (first: {src}" in err and where in err and reason in err, err
+    examples = load_qa(tmp_path / "out" / "qa.jsonl")
+    load_corpus(tmp_path / "out" / "corpus.jsonl")
+    assert len({e.id for e in examples}) == len(examples) == (2 if "duplicate" in case else 1)
+
+    code, _, err = convert(monkeypatch, capsys, fmt, src, tmp_path / "strict", "--strict")
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and str(src) in lines[0] and where in lines[0] and reason in lines[0], err
+    assert not (tmp_path / "strict").exists(), "nothing written"
+
+
+def test_convert_publishes_nothing_that_does_not_load(monkeypatch, capsys, tmp_path):
+    """One article split by title leaves train.jsonl empty, which no command could load."""
+    (tmp_path / "s.json").write_text(json.dumps(squad_file()))
+    code, _, err = convert(monkeypatch, capsys, "squad", tmp_path / "s.json", tmp_path / "out", "--test-fraction", "0.5")
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "train.jsonl: no QA examples" in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*")), "nothing published, no temp left"
+
+
+def test_a_title_only_passage_loads_and_its_title_is_its_text(tmp_path):
+    path = write(tmp_path / "c.jsonl", ['{"id": "a", "title": "Paris", "text": ""}', '{"id": "b", "title": "Oslo", "text": "A city."}'])
+    a, b = load_corpus(path)
+    assert (a.id, a.as_text(), b.as_text()) == ("a", "Paris", "Oslo. A city.")
+
+
+def test_a_passage_with_neither_title_nor_text_is_skipped_and_counted_or_refused(tmp_path, capsys):
+    path = write(tmp_path / "c.jsonl", ['{"id": "a", "text": "x"}', '{"id": "b", "text": " "}',
+                                        '{"id": "c", "title": "", "text": ""}'])
+    assert [p.id for p in load_corpus(path)] == ["a"]
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "skipped 2 passages" in err and f"{path}:2" in err, err
+    with pytest.raises(DataError, match=r"c.jsonl:2: passage has neither title nor text"):
+        load_corpus(path, strict=True)

@@ -101,25 +101,31 @@ def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open"
             split: Optional[str] = typer.Option(None, "--split", help="hf: the split to read"),
             test_fraction: float = typer.Option(0.0, "--test-fraction", help="> 0: also split by title into train/test"),
             seed: int = typer.Option(0, "--seed"),
+            strict: bool = typer.Option(False, "--strict", help="refuse a record that does not convert (null or empty "
+                                        "required field, wrong type, repeated id) instead of skipping it with a count"),
             overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
     """Convert a public QA file or a Hugging Face dataset to the JSONL contract:
-    DIR/corpus.jsonl + DIR/qa.jsonl (or train/test)."""
+    DIR/corpus.jsonl + DIR/qa.jsonl (or train/test). Records that do not convert are
+    skipped and counted on stderr (--strict: refused); what is written is loaded back
+    before it is published."""
+    from fedrag._io import check_out, output_dir
     from fedrag.data import converters, write_jsonl
     from fedrag.data.hf import load_hf, parse_columns
-    from fedrag.errors import FedragError
-
-    from fedrag._io import check_out, output_dir
+    from fedrag.data.jsonl import check_dataset
+    from fedrag.data.types import RecordLog
+    from fedrag.errors import DataError, FedragError
 
     check_out(out, "data", overwrite)
+    log = RecordLog(strict=strict)
     if fmt == "hf":
-        passages, examples = load_hf(input_path, parse_columns(columns), split)
+        passages, examples = load_hf(input_path, parse_columns(columns), split, log=log)
     elif columns or split:
         raise FedragError("--columns and --split apply to --format hf")
     else:
-        passages, examples = converters.FORMATS[fmt](input_path)
+        passages, examples = converters.FORMATS[fmt](input_path, log=log)
     if not passages and not examples:
-        raise FedragError(f"{input_path}: no rows to convert")
-    with output_dir(out, "data", overwrite) as tmp:
+        raise FedragError(f"{input_path}: no rows to convert" + (f" ({log.summary()})" if log.summary() else ""))
+    with output_dir(out, "data", overwrite, {"format": fmt, "skipped": log.skipped, "renamed": log.renamed}) as tmp:
         if passages:
             write_jsonl(tmp / "corpus.jsonl", passages)
         if not examples:
@@ -132,4 +138,11 @@ def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open"
         else:
             write_jsonl(tmp / "qa.jsonl", examples)
             summary = f"{len(passages)} passages, {len(examples)} questions -> {out}"
+        try:  # the output is what index/train/eval will read: one that would not load is not published
+            check_dataset(tmp)
+        except DataError as exc:
+            raise DataError(f"the converted data would not load, so nothing was written: "
+                            f"{str(exc).replace(str(tmp), str(out))}") from None
+    if log.summary():
+        typer.echo(f"convert: {log.summary()}", err=True)
     typer.echo(summary)

@@ -3,6 +3,14 @@
 Each converter returns ``(passages, examples)`` with gold passage ids filled in, so
 that retrieval can be scored. Write them out with :func:`fedrag.data.write_jsonl`
 (or ``fedrag convert``) to get the generic JSONL contract.
+
+Every record is checked against its format's schema: text fields are strings (a null is
+no value, never the text ``"None"``), required ones non-empty; answers are a non-empty
+list of non-empty strings (a bare string is one answer, never its characters). A record
+that fails is skipped and counted in ``log`` (``RecordLog(strict=True)`` refuses it
+instead; without a ``log`` the count is a one-line warning on stderr). A file whose
+structure is not the format fails whole. Ids are unique: where the source repeats an id
+the later record becomes ``ID#2`` (``#3``, ...), the same in every run, and is counted.
 """
 
 from __future__ import annotations
@@ -14,10 +22,94 @@ import os
 from pathlib import Path
 
 from fedrag.data.jsonl import iter_json_lines
-from fedrag.data.types import Example, Passage
+from fedrag.data.types import Example, Passage, RecordLog
 from fedrag.errors import DataError
 
 Converted = tuple[list[Passage], list[Example]]
+MISSING = object()  # a field absent from its record, told apart from a null one in messages
+
+
+class BadRecord(Exception):
+    """A record that cannot be converted; the message says why (caught per record)."""
+
+
+def _absent(value, name: str, required: bool) -> bool:
+    if value is MISSING or value is None:
+        if required:
+            raise BadRecord(f"'{name}' is {'missing' if value is MISSING else 'null'}")
+        return True
+    return False
+
+
+def text_of(value, name: str, required: bool = True) -> str:
+    """A text field: non-empty if ``required``, else ``""`` where absent or null."""
+    if _absent(value, name, required):
+        return ""
+    if not isinstance(value, str):
+        raise BadRecord(f"'{name}' is {type(value).__name__}, expected text")
+    if required and not value.strip():
+        raise BadRecord(f"'{name}' is empty")
+    return value
+
+
+def id_of(value, name: str = "id") -> str | None:
+    """A source id (text or integer), or None where absent, null or blank: the caller numbers it."""
+    if _absent(value, name, False):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRecord(f"'{name}' is {type(value).__name__}, expected text or an integer")
+    return str(value) if str(value).strip() else None
+
+
+def answers_of(value, name: str = "answers") -> tuple[str, ...]:
+    """Answer aliases: a non-empty list of non-empty strings, or one bare string."""
+    _absent(value, name, True)
+    if isinstance(value, str):
+        value = [value]  # one answer: iterating the string would split it into characters
+    if not isinstance(value, (list, tuple)):
+        raise BadRecord(f"'{name}' is {type(value).__name__}, expected a list of texts")
+    if not value:
+        raise BadRecord(f"'{name}' is empty")
+    if not all(isinstance(a, str) and a.strip() for a in value):
+        raise BadRecord(f"'{name}' must hold non-empty texts only")
+    return tuple(dict.fromkeys(value))
+
+
+class UniqueIds:
+    """Ids made unique in the order they come: a repeated ``ID`` becomes ``ID#2``, ``ID#3``, ..."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def take(self, want: str) -> str:
+        new, k = want, 1
+        while new in self.seen:
+            k += 1
+            new = f"{want}#{k}"
+        self.seen.add(new)
+        return new
+
+
+class Corpus:
+    """Passages by id: an id seen again with the same title and text is the same passage
+    (a context retrieved for many questions); with other content it gets a new id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Passage] = {}
+
+    def add(self, pid: str, title: str, text: str) -> tuple[str, bool]:
+        """``(id the passage has, whether that id is a new one because ``pid`` was taken)``."""
+        new, k = pid, 1
+        while new in self.by_id:
+            if (self.by_id[new].title, self.by_id[new].text) == (title, text):
+                return new, False
+            k += 1
+            new = f"{pid}#{k}"
+        self.by_id[new] = Passage(id=new, title=title, text=text)
+        return new, k > 1
+
+    def passages(self) -> list[Passage]:
+        return list(self.by_id.values())
 
 
 def _load_json(path: str | os.PathLike):
@@ -34,17 +126,22 @@ def _load_json(path: str | os.PathLike):
 
 
 def _schema(fmt: str):
-    """A converter whose input lacks a field (or has one of the wrong type) fails with
-    one line naming the file and the format, not a KeyError."""
+    """A converter whose input lacks a structural field (or has one of the wrong type)
+    fails with one line naming the file and the format, not a KeyError. Records are
+    checked one by one inside the converter; their problems go to ``log``."""
 
     def wrap(fn):
         @functools.wraps(fn)
-        def converter(path, *args, **kwargs):
+        def converter(path, *args, log: RecordLog | None = None, **kwargs):
+            own, log = log is None, log or RecordLog()
             try:
-                return fn(path, *args, **kwargs)
+                out = fn(path, *args, log=log, **kwargs)
             except (KeyError, TypeError, AttributeError, IndexError) as exc:
                 what = f"missing field {exc}" if isinstance(exc, KeyError) else f"unexpected structure ({exc})"
                 raise DataError(f"{path}: not a valid {fmt} file: {what}") from None
+            if own:
+                log.warn()
+            return out
 
         return converter
 
@@ -56,26 +153,61 @@ def stable_id(*parts: str) -> str:
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:10]
 
 
+def take_qid(qids: UniqueIds, qid: str | None, fallback: str, where: str, log: RecordLog) -> str:
+    """A unique question id: the source's (renamed and counted if repeated), else ``fallback``."""
+    new = qids.take(qid or fallback)
+    if qid is not None and new != qid:
+        log.rename(where, f"repeated id '{qid}' (written as '{new}')")
+    return new
+
+
 @_schema("SQuAD")
-def squad(path: str | os.PathLike, skip_unanswerable: bool = True) -> Converted:
-    """SQuAD v1.1 / v2.0 JSON. Passage id ``<title>#<paragraph index>``; each example
-    is tagged with its article title in the id prefix so callers can split by article."""
+def squad(path: str | os.PathLike, skip_unanswerable: bool = True, *, log: RecordLog | None = None) -> Converted:
+    """SQuAD v1.1 / v2.0 JSON. Passage id ``<title>#<n>``, n counting the paragraphs of
+    every article with that title (two articles of one title get distinct ids); each
+    example's gold is its paragraph. Questions marked ``is_impossible`` (v2.0) are left
+    out unless ``skip_unanswerable`` is False; other questions need answers."""
     data = _load_json(path)
     if not isinstance(data, dict) or "data" not in data:
         raise DataError(f"{path}: not a SQuAD file (no top-level 'data')")
-    passages, examples = [], []
-    for article in data["data"]:
-        title = article.get("title", "").replace("_", " ")
-        for i, para in enumerate(article["paragraphs"]):
-            pid = f"{article.get('title', '')}#{i}"
-            passages.append(Passage(id=pid, title=title, text=para["context"]))
-            for qa in para["qas"]:
-                answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", [])))
-                if not answers:
-                    if skip_unanswerable:
-                        continue
-                    answers = ("",)
-                examples.append(Example(id=qa["id"], question=qa["question"], answers=answers, gold_ids=(pid,)))
+    passages, examples, qids, n_of_title = [], [], UniqueIds(), {}
+    for a, article in enumerate(data["data"]):
+        paragraphs = article["paragraphs"]
+        try:
+            raw = text_of(article.get("title", MISSING), "title", required=False)
+        except BadRecord as exc:
+            log.skip(f"{path}: data[{a}]", str(exc), n=sum(1 + len(p["qas"]) for p in paragraphs))
+            continue
+        for i, para in enumerate(paragraphs):
+            n_of_title[raw] = n = n_of_title.get(raw, -1) + 1
+            pid, where, qas = f"{raw}#{n}", f"{path}: data[{a}].paragraphs[{i}]", para["qas"]
+            try:
+                context = text_of(para.get("context", MISSING), "context")
+            except BadRecord as exc:
+                log.skip(where, f"{exc} (left out with its {len(qas)} question{'s' * (len(qas) != 1)})", n=1 + len(qas))
+                continue
+            passages.append(Passage(id=pid, title=raw.replace("_", " "), text=context))
+            for j, qa in enumerate(qas):
+                try:
+                    if not isinstance(qa, dict):
+                        raise BadRecord(f"a question is {type(qa).__name__}, expected an object")
+                    question, qid = text_of(qa.get("question", MISSING), "question"), id_of(qa.get("id", MISSING))
+                    if qid is None:
+                        raise BadRecord("'id' is missing")
+                    raw_answers = qa.get("answers", MISSING)
+                    if qa.get("is_impossible") and not raw_answers:
+                        if skip_unanswerable:
+                            continue
+                        answers = ("",)
+                    else:
+                        if isinstance(raw_answers, list):  # [{"text": ..., "answer_start": ...}]
+                            raw_answers = [x.get("text") if isinstance(x, dict) else x for x in raw_answers]
+                        answers = answers_of(raw_answers)
+                except BadRecord as exc:
+                    log.skip(f"{where}.qas[{j}]", str(exc))
+                    continue
+                qid = take_qid(qids, qid, qid, f"{where}.qas[{j}]", log)
+                examples.append(Example(id=qid, question=question, answers=answers, gold_ids=(pid,)))
     return passages, examples
 
 
@@ -93,53 +225,79 @@ def split_by_title(examples: list[Example], passages: list[Passage], test_fracti
 
 
 @_schema("NQ-open")
-def nq_open(path: str | os.PathLike) -> Converted:
+def nq_open(path: str | os.PathLike, *, log: RecordLog | None = None) -> Converted:
     """NQ-open JSONL(.gz) with retrieved ``ctxs`` (the lost-in-the-middle format).
-    Gold = contexts flagged ``isgold`` (else ``hasanswer``); the corpus is the union of ctxs."""
-    passages: dict[str, Passage] = {}
-    examples = []
+    Gold = contexts flagged ``isgold`` (else ``hasanswer``); the corpus is the union of
+    ctxs. A ctx without text is skipped (it holds no evidence), as is a line whose
+    question or answers do not convert; ``answers`` may be one bare string."""
+    corpus, qids, examples = Corpus(), UniqueIds(), []
     for lineno, obj in iter_json_lines(path):
-        if "question" not in obj or "answers" not in obj:
-            raise DataError(f"{path}:{lineno}: expected 'question' and 'answers'")
+        where = f"{path}:{lineno}"
+        try:
+            question, answers = text_of(obj.get("question", MISSING), "question"), answers_of(obj.get("answers", MISSING))
+            qid, ctxs = id_of(obj.get("id", MISSING)), obj.get("ctxs") or []
+            if not isinstance(ctxs, list):
+                raise BadRecord(f"'ctxs' is {type(ctxs).__name__}, expected a list")
+        except BadRecord as exc:
+            log.skip(where, str(exc))
+            continue
         gold = []
-        for j, ctx in enumerate(obj.get("ctxs", [])):
-            if not str(ctx.get("text", "")).strip():
-                continue  # an empty passage cannot be indexed
-            pid = str(ctx.get("id") or f"{ctx.get('title', '')}#{stable_id(ctx.get('title', ''), ctx['text'])}")
-            passages.setdefault(pid, Passage(id=pid, title=ctx.get("title", ""), text=ctx.get("text", "")))
+        for j, ctx in enumerate(ctxs):
+            try:
+                if not isinstance(ctx, dict):
+                    raise BadRecord(f"is {type(ctx).__name__}, expected an object")
+                text, title = text_of(ctx.get("text", MISSING), "text"), text_of(ctx.get("title", MISSING), "title", False)
+                cid = id_of(ctx.get("id", MISSING))
+            except BadRecord as exc:
+                log.skip(f"{where}: ctxs[{j}]", str(exc))
+                continue
+            pid, renamed = corpus.add(cid or f"{title}#{stable_id(title, text)}", title, text)
+            if renamed:
+                log.rename(f"{where}: ctxs[{j}]", f"repeated id '{cid}' with other text (written as '{pid}')")
             if ctx.get("isgold") or (ctx.get("hasanswer") and "isgold" not in ctx):
                 gold.append(pid)
-        examples.append(
-            Example(id=str(obj.get("id", lineno)), question=obj["question"], answers=tuple(obj["answers"]), gold_ids=tuple(gold))
-        )
-    return list(passages.values()), examples
+        qid = take_qid(qids, qid, str(lineno), where, log)
+        examples.append(Example(id=qid, question=question, answers=answers, gold_ids=tuple(dict.fromkeys(gold))))
+    return corpus.passages(), examples
 
 
 @_schema("HotpotQA")
-def hotpotqa(path: str | os.PathLike) -> Converted:
+def hotpotqa(path: str | os.PathLike, *, log: RecordLog | None = None) -> Converted:
     """HotpotQA distractor setting: the official JSON (``context`` as [[title, sents]])
     or the Hugging Face schema (``context`` as {title: [...], sentences: [[...]]}).
-    A paragraph's id is its title; gold ids are the titles in ``supporting_facts``."""
+    A paragraph's id is its title (``Title#2`` for the same title with other text);
+    gold ids are the titles in ``supporting_facts`` that the question's context has."""
     data = _load_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of HotpotQA questions")
-    passages: dict[str, Passage] = {}
-    examples = []
+    corpus, qids, examples = Corpus(), UniqueIds(), []
     for n, q in enumerate(data):
-        ctx, sf = q["context"], q["supporting_facts"]
+        where, ctx, sf = f"{path}: [{n}]", q["context"], q["supporting_facts"]
+        try:
+            question, answers = text_of(q.get("question", MISSING), "question"), answers_of(q.get("answer", MISSING), "answer")
+            qid = id_of(q.get("id", q.get("_id", MISSING)))
+        except BadRecord as exc:
+            log.skip(where, str(exc))
+            continue
+        pid_of = {}
         pairs = zip(ctx["title"], ctx["sentences"]) if isinstance(ctx, dict) else ((c[0], c[1]) for c in ctx)
-        for title, sents in pairs:
-            passages.setdefault(title, Passage(id=title, title=title, text="".join(sents).strip()))
+        for k, (title, sents) in enumerate(pairs):
+            try:
+                title = text_of(title, "title")
+                if not isinstance(sents, list) or not all(isinstance(s, str) for s in sents):
+                    raise BadRecord(f"the sentences of '{title}' are not a list of texts")
+                if not "".join(sents).strip():
+                    raise BadRecord(f"paragraph '{title}' is empty")
+            except BadRecord as exc:
+                log.skip(f"{where}.context[{k}]", str(exc))
+                continue
+            # the id is derived from the title, not given by the source: a new one is no source error
+            pid_of[title], _ = corpus.add(title, title, "".join(sents).strip())
         gold = sf["title"] if isinstance(sf, dict) else [f[0] for f in sf]
-        examples.append(
-            Example(
-                id=str(q.get("id", q.get("_id", n))),
-                question=q["question"],
-                answers=(q["answer"],),
-                gold_ids=tuple(dict.fromkeys(gold)),
-            )
-        )
-    return list(passages.values()), examples
+        qid = take_qid(qids, qid, str(n), where, log)
+        examples.append(Example(id=qid, question=question, answers=answers,
+                                gold_ids=tuple(dict.fromkeys(pid_of[t] for t in gold if t in pid_of))))
+    return corpus.passages(), examples
 
 
 FORMATS = {"squad": squad, "nq-open": nq_open, "hotpotqa": hotpotqa}

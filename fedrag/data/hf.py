@@ -13,7 +13,9 @@ column (``answers.text`` for SQuAD's ``{"text": [...], "answer_start": [...]}``)
 * A **corpus** has ``text`` and no ``question``; optionally ``id`` and ``title``.
 
 Columns left out of ``columns`` are looked up under the field's own name. Returns
-``(passages, examples)`` like every converter.
+``(passages, examples)`` like every converter, and checks every row the same way: a null
+is no value (never the text ``"None"``), so a row whose required field is null or empty
+is skipped and counted; a repeated id becomes ``ID#2``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import glob
 import os
 from pathlib import Path
 
-from fedrag.data.types import Example, Passage
+from fedrag.data.converters import BadRecord, Corpus, UniqueIds, answers_of, id_of, stable_id, take_qid, text_of
+from fedrag.data.types import Example, Passage, RecordLog
 from fedrag.errors import DataError
 
 QA_FIELDS = ("question", "answers", "id", "gold_ids", "context", "title")
@@ -76,29 +79,52 @@ def _open(source: str, split: str | None):
 
 
 def _get(row: dict, column: str, where: str):
+    """The value of ``column`` (dotted: nested); None where it or a column above it is null."""
     value = row
     for key in column.split("."):
+        if value is None:
+            return None  # a null struct: its fields are null, not missing columns
         if not isinstance(value, dict) or key not in value:
             raise DataError(f"{where}: no column '{column}'")
         value = value[key]
     return value
 
 
-def _texts(value, column: str, where: str) -> tuple[str, ...]:
-    if isinstance(value, dict) and "text" in value:
-        value = value["text"]
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return tuple(dict.fromkeys(value))
-    raise DataError(f"{where}: column '{column}' holds {type(value).__name__}, expected text or a list of texts")
+def _texts(value, column: str) -> tuple[str, ...]:
+    """Contexts: one text or a list of texts, blank ones dropped; at least one."""
+    texts = [value] if isinstance(value, str) else value
+    if texts is None or not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise BadRecord(f"'{column}' is {'null' if value is None else type(value).__name__}, expected text or a list of texts")
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise BadRecord(f"'{column}' is empty")
+    return tuple(dict.fromkeys(texts))
+
+
+def _ids(value, column: str) -> tuple[str, ...]:
+    """Gold ids: one id or a list of ids (text or integers); null is none."""
+    values = [] if value is None else [value] if isinstance(value, (str, int)) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+        raise BadRecord(f"'{column}' is {type(value).__name__}, expected an id or a list of ids")
+    return tuple(dict.fromkeys(str(v) for v in values))
 
 
 def load_hf(source: str | os.PathLike, columns: dict[str, str] | None = None,
-            split: str | None = None) -> tuple[list[Passage], list[Example]]:
-    """``(passages, examples)`` from a Hugging Face dataset; see the module docstring."""
-    from fedrag.data.converters import stable_id
+            split: str | None = None, log: RecordLog | None = None) -> tuple[list[Passage], list[Example]]:
+    """``(passages, examples)`` from a Hugging Face dataset; see the module docstring.
 
+    Args:
+        source: a ``save_to_disk`` directory, data file(s) or glob, or a Hub id.
+        columns: fedrag field -> column (dotted for nested columns).
+        split: the split to read where the dataset has several.
+        log: counts rows skipped (a null or empty required field, a wrong type) and
+            renamed (a repeated id); strict refuses them. Default: a warning on stderr.
+
+    Raises:
+        DataError: one line: a missing column or split, an unreadable source, or
+            (strict) the first row that does not convert.
+    """
+    own, log = log is None, log or RecordLog()
     source = str(source)
     ds = _open(source, split)
     have = set(ds.column_names)
@@ -107,31 +133,39 @@ def load_hf(source: str | os.PathLike, columns: dict[str, str] | None = None,
     for f, c in (columns or {}).items():
         if f not in present:
             raise DataError(f"{source}: no column '{c.split('.')[0]}' (columns: {', '.join(sorted(have))})")
-    passages: dict[str, Passage] = {}
-    examples = []
-    corpus = "question" not in present and "text" in present
-    missing = [] if corpus else [f for f in ("question", "answers") if f not in present]
+    corpus, qids, examples = Corpus(), UniqueIds(), []
+    is_corpus = "question" not in present and "text" in present
+    missing = [] if is_corpus else [f for f in ("question", "answers") if f not in present]
     if missing:
         raise DataError(f"{source}: no column for {', '.join(missing)} (a QA set) or text (a corpus) "
                         f"(columns: {', '.join(sorted(have))}); map yours with --columns FIELD=COLUMN")
     for i, row in enumerate(ds):
         where = f"{source}: row {i}"
-        title = str(_get(row, col["title"], where)) if "title" in present else ""
-        if corpus:
-            text = str(_get(row, col["text"], where))
-            pid = str(_get(row, col["id"], where)) if "id" in present else stable_id(title, text)
-            if text.strip():
-                passages.setdefault(pid, Passage(id=pid, title=title, text=text))
+        get = lambda f: _get(row, col[f], where) if f in present else None  # noqa: E731
+        try:
+            title = text_of(get("title"), col["title"], required=False)
+            if is_corpus:  # the corpus contract: a title-only passage is kept, one with neither is not
+                text, pid = text_of(get("text"), col["text"], required=False), id_of(get("id"), col["id"])
+                if not text.strip() and not title.strip():
+                    raise BadRecord("passage has neither title nor text")
+            else:
+                question = text_of(get("question"), col["question"])
+                answers = get("answers")
+                answers = answers_of(answers["text"] if isinstance(answers, dict) and "text" in answers else answers,
+                                     col["answers"])
+                qid, gold = id_of(get("id"), col["id"]), _ids(get("gold_ids"), col["gold_ids"])
+                contexts = _texts(get("context"), col["context"]) if "context" in present else ()
+        except BadRecord as exc:
+            log.skip(where, str(exc))
             continue
-        gold = _texts(_get(row, col["gold_ids"], where), col["gold_ids"], where) if "gold_ids" in present else ()
-        if "context" in present:
-            contexts = _texts(_get(row, col["context"], where), col["context"], where)
-            ids = [stable_id(title, c) for c in contexts]
-            for pid, c in zip(ids, contexts):
-                passages.setdefault(pid, Passage(id=pid, title=title, text=c))
-            gold = gold or tuple(ids)
-        examples.append(Example(id=str(_get(row, col["id"], where)) if "id" in present else str(i),
-                                question=str(_get(row, col["question"], where)),
-                                answers=_texts(_get(row, col["answers"], where), col["answers"], where),
-                                gold_ids=gold))
-    return list(passages.values()), examples
+        if is_corpus:
+            new, renamed = corpus.add(pid or stable_id(title, text), title, text)
+            if renamed:
+                log.rename(where, f"repeated id '{pid}' with other text (written as '{new}')")
+            continue
+        ids = [corpus.add(stable_id(title, c), title, c)[0] for c in contexts]  # content-addressed: no clashes
+        examples.append(Example(id=take_qid(qids, qid, str(i), where, log), question=question, answers=answers,
+                                gold_ids=gold or tuple(ids)))
+    if own:
+        log.warn()
+    return corpus.passages(), examples

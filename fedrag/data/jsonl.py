@@ -1,6 +1,6 @@
 """The on-disk contract: corpus JSONL and QA JSONL, validated line by line.
 
-corpus: ``{"id": str, "title": str (optional), "text": str}``
+corpus: ``{"id": str, "title": str (optional), "text": str (may be empty if there is a title)}``
 QA:     ``{"id": str, "question": str, "answers": [str], "gold_ids": [str] (optional)}``
 
 Each line is parsed and checked so that an error names the file and the line. Data in
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fedrag._io import atomic_write_text
-from fedrag.data.types import Example, Passage
+from fedrag.data.types import Example, Passage, RecordLog
 from fedrag.errors import DataError
 
 
@@ -69,20 +69,36 @@ def _str_list(obj: dict, key: str, where: str, required: bool) -> tuple[str, ...
     return tuple(str(v) for v in value)
 
 
-def load_corpus(path: str | os.PathLike) -> list[Passage]:
-    """Read a corpus JSONL file; ids must be unique and texts non-empty."""
-    passages, seen = [], set()
+def load_corpus(path: str | os.PathLike, strict: bool = False) -> list[Passage]:
+    """Read a corpus JSONL file; ids must be unique.
+
+    A passage with a title and empty text is kept (Wikipedia-derived corpora have
+    title-only sections; :meth:`Passage.as_text` is then the title). One with neither
+    title nor text cannot be retrieved: it is skipped, and how many were is reported
+    in one line on stderr.
+
+    Args:
+        path: the corpus JSONL (``.gz`` too).
+        strict: refuse a passage with neither title nor text instead of skipping it.
+
+    Raises:
+        DataError: one line naming the file and line of the first problem.
+    """
+    passages, seen, log = [], set(), RecordLog(strict=strict)
     for lineno, obj in iter_json_lines(path):
         where = f"{path}:{lineno}"
         pid, text = _str(obj, "id", where), _str(obj, "text", where)
-        if not text.strip():
-            raise DataError(f"{where}: field 'text' is empty")
+        title = _str(obj, "title", where, required=False)
+        if not text.strip() and not title.strip():
+            log.skip(where, "passage has neither title nor text")
+            continue
         if pid in seen:
             raise DataError(f"{where}: duplicate passage id '{pid}'")
         seen.add(pid)
-        passages.append(Passage(id=pid, text=text, title=_str(obj, "title", where, required=False)))
+        passages.append(Passage(id=pid, text=text, title=title))
     if not passages:
-        raise DataError(f"{path}: corpus is empty")
+        raise DataError(f"{path}: corpus is empty" + (f" ({log.summary('passage')})" if log.skipped else ""))
+    log.warn("passage")  # a warning, not an error: the rest of the corpus is usable as it is
     return passages
 
 
@@ -116,6 +132,24 @@ def check_gold_ids(examples: Iterable[Example], passages: Iterable[Passage], pat
         missing = [g for g in ex.gold_ids if g not in ids]
         if missing:
             raise DataError(f"{path}: example '{ex.id}' has gold id '{missing[0]}' not in the corpus")
+
+
+def check_dataset(directory: str | os.PathLike) -> None:
+    """Load what ``fedrag convert`` writes (``corpus.jsonl``, ``qa.jsonl`` or
+    ``train.jsonl`` + ``test.jsonl``) as the commands that read it will, strictly.
+
+    Raises:
+        DataError: one line naming the file (and line) that would not load, or a gold
+            id that names no passage of the corpus.
+    """
+    directory = Path(directory)
+    corpus = directory / "corpus.jsonl"
+    passages = load_corpus(corpus, strict=True) if corpus.exists() else None
+    for name in ("qa.jsonl", "train.jsonl", "test.jsonl"):
+        if (directory / name).exists():
+            examples = load_qa(directory / name)
+            if passages is not None:  # without a corpus, gold ids name passages of one the user has
+                check_gold_ids(examples, passages, str(directory / name))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict | Passage | Example]) -> None:
