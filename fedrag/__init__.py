@@ -21,6 +21,7 @@ _EXPORTS = {
     "write_jsonl": "fedrag.data",
     # retrieve / generate / the RAG system
     "KnowledgeStore": "fedrag.retrieve", "Retriever": "fedrag.retrieve", "Searcher": "fedrag.retrieve",
+    "QdrantIndex": "fedrag.retrieve",  # qdrant-client is imported when the index first builds, not here
     "Generator": "fedrag.generate", "GenerationSettings": "fedrag.generate.decoding", "RAGSystem": "fedrag.rag",
     "build_rag": "fedrag.pipeline", "build_training_rag": "fedrag.pipeline",
     # training

@@ -8,6 +8,8 @@
 trained for: concat, RAG-Sequence or RAG-Token), so its answers are ``fedrag eval``'s.
 ``FedragLLM`` is the generator as a LlamaIndex ``CustomLLM``, for pipelines that build
 their own prompts (e.g. ``RetrieverQueryEngine.from_args(FedragRetriever(rag), llm=FedragLLM(rag))``).
+A wrong ``rag`` or ``k``, or a system without a generator given to ``FedragLLM`` or
+``as_query_engine``, fails at construction with the LangChain bridge's ``FedragError``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from llama_index.core.query_engine import CustomQueryEngine  # noqa: E402
 from llama_index.core.retrievers import BaseRetriever  # noqa: E402
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode  # noqa: E402
 
+from fedrag.bridges import check_k, check_query, check_rag  # noqa: E402
 from fedrag.rag import RAGSystem  # noqa: E402
 
 
@@ -34,10 +37,14 @@ def _nodes(hits) -> list[NodeWithScore]:
 
 
 class FedragRetriever(BaseRetriever):
-    """The top ``k`` passages (default: the system's ``top_k``) of a fedrag RAG system."""
+    """The top ``k`` passages (default: the system's ``top_k``) of a fedrag RAG system.
+
+    Raises:
+        FedragError: ``rag`` is not a RAG system, or ``k`` is not an integer >= 1.
+    """
 
     def __init__(self, rag: RAGSystem, k: int | None = None, **kwargs: Any):
-        self.rag, self.k = rag, k
+        self.rag, self.k = check_rag(rag), check_k(k)
         super().__init__(**kwargs)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -46,13 +53,18 @@ class FedragRetriever(BaseRetriever):
 
 
 class FedragLLM(CustomLLM):
-    """A fedrag generator as a LlamaIndex LLM (completion only)."""
+    """A fedrag generator as a LlamaIndex LLM (completion only).
+
+    Raises:
+        FedragError: ``rag`` is not a RAG system, or has no generator.
+    """
 
     rag: Any
     context_window: int = 2048
     num_output: int = 32
 
     def __init__(self, rag: RAGSystem, **kwargs: Any):
+        rag = check_rag(rag, generator=True)
         super().__init__(rag=rag, num_output=rag.settings.max_new_tokens, **kwargs)
 
     @property
@@ -71,10 +83,15 @@ class _FedragQueryEngine(CustomQueryEngine):
     rag: Any
 
     def custom_query(self, query_str: str) -> Response:
-        (out,) = self.rag.answer([query_str])
+        (out,) = self.rag.answer([check_query(query_str)])
         return Response(response=out.answer or "", source_nodes=_nodes(out.hits[: self.rag.top_k]))
 
 
 def as_query_engine(rag: RAGSystem) -> CustomQueryEngine:
-    """A LlamaIndex query engine that retrieves and answers exactly as ``fedrag eval`` does."""
-    return _FedragQueryEngine(rag=rag)
+    """A LlamaIndex query engine that retrieves and answers exactly as ``fedrag eval`` does.
+
+    Raises:
+        FedragError: ``rag`` is not a RAG system, or has no generator (its answers would
+            be the string ``"None"``).
+    """
+    return _FedragQueryEngine(rag=check_rag(rag, generator=True))
