@@ -75,13 +75,113 @@ def check_out(out: str | os.PathLike, kind: str, overwrite: bool = False) -> Non
 
 
 @contextmanager
+def out_lock(out: str | os.PathLike):
+    """Hold an exclusive lock on ``out`` for this process (a hidden ``.NAME.lock`` beside it).
+
+    A second fedrag process writing the same ``--out`` is refused at once instead of both
+    succeeding and one silently replacing the other. The lock dies with its process
+    (``flock``), so a killed run never leaves ``out`` locked."""
+    import fcntl
+
+    from fedrag.errors import FedragError
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.with_name(f".{out.name}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FedragError(f"{out} is being written by another fedrag process; wait for it or choose another --out") from None
+        try:  # the holder before us may have unlinked the file: then lock the new one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        finally:
+            os.close(fd)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's content (what a resume checks, not the path as typed)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
 def output_dir(out: str | os.PathLike, kind: str, overwrite: bool = False, meta: dict | None = None):
     """Build a ``kind`` output in a temp sibling of ``out``, renamed onto ``out`` only on
-    success (Ctrl-C, SIGTERM or an error leave ``out`` as it was)."""
-    check_out(out, kind, overwrite)
-    with atomic_dir(out) as tmp:
-        yield tmp
-        (tmp / MARKER).write_text(json.dumps({"kind": kind, **(meta or {})}, indent=2) + "\n")
+    success (Ctrl-C, SIGTERM or an error leave ``out`` as it was); one process at a time."""
+    with out_lock(out):
+        check_out(out, kind, overwrite)
+        with atomic_dir(out) as tmp:
+            yield tmp
+            (tmp / MARKER).write_text(json.dumps({"kind": kind, **(meta or {})}, indent=2) + "\n")
+
+
+@contextmanager
+def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: bool = False,
+                  meta: dict | None = None, log=None):
+    """Like :func:`output_dir`, but the work directory (``.NAME.partial`` beside ``out``)
+    survives a failure, Ctrl-C or SIGKILL, so the same command continues it.
+
+    Yields ``(work_dir, resumed)``. ``identity`` (JSON) is what the run must match to
+    continue: another command finding the partial work is refused with one line naming
+    what differs; ``overwrite`` discards it (and replaces a finished ``out``)."""
+    from fedrag.errors import FedragError
+
+    out = Path(out)
+    work = out.with_name(f".{out.name}.partial")
+    wanted = json.loads(json.dumps(identity))
+    with out_lock(out):
+        check_out(out, kind, overwrite)
+        resumed = False
+        if work.exists() and overwrite:
+            shutil.rmtree(work)
+        elif work.exists():
+            try:
+                had = json.loads((work / "identity.json").read_text())
+            except (OSError, ValueError):
+                had = None
+            if had != wanted:
+                diff = sorted(k for k in set(wanted) | set(had or {}) if (had or {}).get(k) != wanted.get(k))
+                raise FedragError(f"{work} holds an interrupted run of another command (differs in {', '.join(diff) or 'its files'}); "
+                                  f"run that command again to continue it, or pass --overwrite to start afresh")
+            resumed = True
+        else:
+            work.mkdir(parents=True)
+            atomic_write_json(work / "identity.json", wanted)
+        if log and resumed:
+            log(f"resuming the interrupted run in {work}")
+        try:
+            yield work, resumed
+        except BaseException as exc:
+            exc.add_note(f"its progress is kept in {work}: run the same command again to continue, "
+                         "or pass --overwrite to start afresh")
+            raise
+        (work / MARKER).write_text(json.dumps({"kind": kind, **(meta or {})}, indent=2) + "\n")
+        _publish_mode(work, True)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(work, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, out)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -43,29 +43,54 @@ def main() -> None:
     if os.environ.get("FEDRAG_VERBOSE") != "1":  # library deprecation chatter is not for CLI users
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, _on_sigint)
+    handlers = signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)
     try:
-        code = app(standalone_mode=False)
-    except FedragError as exc:
-        _fail(f"error: {exc}", EXIT_USER)
-    except (Interrupted, KeyboardInterrupt, click.Abort):
-        code = EXIT_INTERRUPTED
-    except Terminated:
-        _fail("terminated (SIGTERM); partial outputs were removed", EXIT_TERMINATED)
-    except click.ClickException as exc:  # usage errors arrive here in non-standalone mode
-        _fail(f"error: {exc.format_message()}", EXIT_USER)
-    except (OSError, MemoryError) as exc:  # the environment's failures: disk full, permissions, out of memory
-        _fail(f"error: {type(exc).__name__}: {exc}", 1)
-    if code == EXIT_INTERRUPTED:
-        _fail("interrupted (Ctrl-C); partial outputs were removed", EXIT_INTERRUPTED)
-    if isinstance(code, int) and code:
-        sys.exit(code)
+        try:
+            code = app(standalone_mode=False)
+        except FedragError as exc:
+            _fail(f"error: {exc}{_notes(exc)}", EXIT_USER)
+        except (Interrupted, KeyboardInterrupt, click.Abort) as exc:
+            _stop(f"interrupted (Ctrl-C){_notes(exc, 'partial outputs were removed')}", EXIT_INTERRUPTED)
+        except Terminated as exc:
+            _stop(f"terminated (SIGTERM){_notes(exc, 'partial outputs were removed')}", EXIT_TERMINATED)
+        except click.ClickException as exc:  # usage errors arrive here in non-standalone mode
+            _fail(f"error: {exc.format_message()}", EXIT_USER)
+        except (OSError, MemoryError) as exc:  # the environment's failures: disk full, permissions, out of memory
+            _fail(f"error: {type(exc).__name__}: {exc}{_notes(exc)}", 1)
+        except Exception as exc:  # a library's own error type on an environment failure (e.g. safetensors, disk full)
+            if "No space left on device" not in str(exc):
+                raise
+            _fail(f"error: {type(exc).__name__}: {exc}{_notes(exc)}", 1)
+        if code == EXIT_INTERRUPTED:
+            _stop("interrupted (Ctrl-C); partial outputs were removed", EXIT_INTERRUPTED)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    finally:  # an in-process caller (a test, a notebook) gets its own handlers back
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+
+
+def _notes(exc: BaseException, default: str = "") -> str:
+    """What the code that the exception passed through added (``add_note``), e.g. where
+    a resumable run kept its progress; else ``default``."""
+    notes = getattr(exc, "__notes__", None) or ([default] if default else [])
+    return "".join(f"; {n}" for n in notes)
 
 
 def _fail(message: str, code: int) -> None:
     print(f"fedrag: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def _stop(message: str, code: int) -> None:
+    """Print the one line and end the process now. Cleanups have run (the exception
+    unwound every ``with``); what is left are library threads (Ray, gRPC, Flower) that an
+    orderly interpreter exit would wait for, possibly for minutes."""
+    import os
+
+    print(f"fedrag: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,9 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
           train_passages: bool = typer.Option(False, "--train-passages/--query-only", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store); default on for contrastive"),
           device: str = DEVICE):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
-    from fedrag._io import check_out, output_dir
+    from dataclasses import asdict
+
+    from fedrag._io import check_out, file_digest, resumable_dir
     from fedrag.pipeline import build_training_rag, resolve_device
     from fedrag.strategies import plan_from_names, save_outputs, total_cost
     from fedrag.train.validate import validation_fn
@@ -100,12 +102,23 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
                       report_to=report_to, run_name=run_name or out.name, progress=sys.stderr.isatty())
     check_out(out, "train", overwrite)  # before anything loads
     _, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
-    rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,
-                             resolve_device(device), seed, shared_retriever=train_passages, quantize=quantize,
-                             retriever_lora=retriever_lora)
-    evaluate_fn = validation_fn("generator" in plan.trains, top_k) if val_ex else None
-    with output_dir(out, "train", overwrite, {"strategy": plan.name}) as tmp:
-        results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn)
+    # what an interrupted run must match to be continued: the settings and the data's content
+    identity = {"plan": {"strategy": strategy, "stage": stage, "top_k": top_k, "ralt_mode": ralt_mode,
+                         "two_phase_loss": two_phase_loss, "two_phase_order": two_phase_order,
+                         "train_passages": train_passages},
+                "models": {"retriever": retriever, "generator": generator, "lora": lora, "retriever_lora": retriever_lora,
+                           "quantize": quantize},
+                "train": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "report_to", "run_name", "tracking_dir")},
+                "data": {"corpus": file_digest(corpus), "train": file_digest(train), "val": file_digest(val) if val else None,
+                         "limit": limit, "val_limit": val_limit}}
+    with resumable_dir(out, "train", identity, overwrite, {"strategy": plan.name},
+                       log=lambda m: typer.echo(f"fedrag: {m}", err=True)) as (tmp, resumed):
+        rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,
+                                 resolve_device(device), seed, shared_retriever=train_passages, quantize=quantize,
+                                 retriever_lora=retriever_lora)
+        evaluate_fn = validation_fn("generator" in plan.trains, top_k) if val_ex else None
+        results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn, resume=resumed,
+                           log=lambda m: typer.echo(f"fedrag: {m}", err=True))
         extra = {"config": cfg.__dict__}
         if train_passages:
             extra["reencode"] = rag.reencode_store()
@@ -122,8 +135,10 @@ def floats(text: str) -> list[float]:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise FedragError(f"expected comma-separated numbers, got '{text}'") from None
-    if not values or min(values) <= 0:
-        raise FedragError(f"expected positive learning rates, got '{text}'")
+    import math
+
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise FedragError(f"expected positive, finite learning rates, got '{text}'")
     return values
 
 

@@ -23,7 +23,27 @@ def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: flo
     converter (so the task need not pass through ``run_config``).
     """
     apply_defaults()
-    os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedrag-flwr-"))
+    had_home = os.environ.get("FLWR_HOME")
+    if had_home is None:
+        os.environ["FLWR_HOME"] = tempfile.mkdtemp(prefix="fedrag-flwr-")
+    try:
+        return _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan)
+    except BaseException:
+        _stop_ray()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
+        raise
+    finally:
+        if had_home is None:
+            os.environ.pop("FLWR_HOME", None)
+
+
+def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan) -> dict:
     import warnings
 
     from flwr.simulation import run_simulation

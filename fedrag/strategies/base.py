@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fedrag._io import atomic_write_json
+from fedrag._io import atomic_dir, atomic_write_json, atomic_write_text
 from fedrag.data.types import Example
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
 from fedrag.train.cost import Cost
@@ -52,18 +52,73 @@ class Strategy:
         return {"decoding": "concat", "gamma": 1.0}
 
     def run(self, rag, train: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
-            out_dir: str | Path | None = None, evaluate_fn=None) -> list[StageResult]:
+            out_dir: str | Path | None = None, evaluate_fn=None, resume: bool = False, log=None) -> list[StageResult]:
+        """Train the phases in order on ``rag``.
+
+        Args:
+            rag: the RAG system to train in place.
+            train: training examples.
+            cfg: the base settings; each phase applies its own overrides to them.
+            val: validation examples for ``evaluate_fn``.
+            out_dir: where each phase writes ``phaseI-NAME/`` (metrics, checkpoints, and
+                ``done/`` when it has finished) and the run's ``metrics.jsonl``.
+            evaluate_fn: ``fn(rag, examples) -> metrics`` for validation.
+            resume: continue from ``out_dir``: finished phases are loaded from ``done/``,
+                the interrupted one continues from its last checkpoint.
+            log: ``fn(message)`` for what a resume skips.
+
+        Returns:
+            One :class:`StageResult` per phase.
+        """
         results = []
         for i, phase in enumerate(self.phases):
             pcfg = phase.config(cfg)
             pdir = Path(out_dir) / f"phase{i}-{phase.name}" if out_dir else None
-            res = train_stage(phase.stage, rag, train, pcfg, val=val, out_dir=pdir, evaluate_fn=evaluate_fn)
+            res = _load_done(pdir, rag) if (resume and pdir) else None
+            if res is not None:
+                if log:
+                    log(f"phase {i + 1}/{len(self.phases)} ({phase.name}) already finished: loaded")
+            else:
+                res = train_stage(phase.stage, rag, train, pcfg, val=val, out_dir=pdir, evaluate_fn=evaluate_fn,
+                                  resume=resume)
+                if pdir:
+                    _save_done(pdir, rag, phase.stage.trains, res)
             results.append(res)
             if out_dir:
-                with open(Path(out_dir) / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                    for rec in res.history:
-                        fh.write(json.dumps({"phase": i, **rec}) + "\n")
+                atomic_write_text(Path(out_dir) / "metrics.jsonl", "".join(
+                    json.dumps({"phase": j, **rec}) + "\n" for j, r in enumerate(results) for rec in r.history))
         return results
+
+
+def _save_done(pdir: Path, rag, trains, res: StageResult) -> None:
+    """A finished phase: its trained tensors and its result, so a resume skips it."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    from fedrag.train.state import get_state
+
+    with atomic_dir(pdir / "done") as tmp:
+        save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trained.safetensors"))
+        (tmp / "result.json").write_text(json.dumps(asdict(res)))
+
+
+def _load_done(pdir: Path, rag) -> StageResult | None:
+    done = pdir / "done"
+    if not (done / "result.json").is_file():
+        return None
+    from safetensors.torch import load_file
+
+    from fedrag.errors import FedragError
+    from fedrag.train.state import set_state
+
+    try:
+        data = json.loads((done / "result.json").read_text())
+        set_state(rag, load_file(str(done / "trained.safetensors")))
+        return StageResult(**{**data, "cost": Cost(**data["cost"])})
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise FedragError(f"{done}: corrupt finished phase ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "pass --overwrite to start afresh") from None
 
 
 def total_cost(results: list[StageResult], name: str) -> dict:

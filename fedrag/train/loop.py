@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,10 +111,11 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
         import_optimizer_state(opt, params, optimizer_state)
     out = Path(out_dir) if out_dir else None
     log = _Log(out, stage.name, cfg)
-    start = _resume(out, rag, opt, sched) if (resume and out) else 0
     batches = _batches(len(examples), cfg)
+    start = _resume(out, rag, opt, sched) if (resume and out) else 0
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the resumed step
         next(batches)
+    earlier = log.truncate(start) if (resume and out) else []  # steps after the checkpoint are trained again
     meter = CostMeter(stage.name, param_count(rag.retriever.query_encoder),
                       param_count(rag.generator.model) if rag.generator is not None else 0)
     ref = {n: t.to(p.device) for n, t in reference.items() for p in [params[n]]} if (reference and cfg.prox_mu) else None
@@ -123,7 +125,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     if rag.generator is not None:
         old_chunk, rag.generator.score_batch_size = rag.generator.score_batch_size, cfg.score_batch_size
-    history, loss_value = [], float("nan")
+    history, loss_value, saved = earlier, float("nan"), 0
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)
     for step in range(start, total):
         opt.zero_grad(set_to_none=True)
@@ -139,8 +141,14 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
             losses.append(float(loss.detach()))
             meter.step(res, len(batch))
         scaler.unscale_(opt)
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm or float("inf"))
+        if not scaler.is_enabled() and not (math.isfinite(sum(losses)) and math.isfinite(float(grad_norm))):
+            # float16's scaler skips such steps itself; otherwise this step would make the weights non-finite
+            bar.close()
+            last = saved or start
+            kept = f"; its last good checkpoint (step {last}) is kept" if last else "; no checkpoint was saved"
+            raise FedragError(f"stage {stage.name} diverged at step {step + 1} (loss {sum(losses) / len(losses):.4g}, "
+                              f"gradient norm {float(grad_norm):.4g}){kept}; lower the learning rate")
         scaler.step(opt)
         scaler.update()
         sched.step()
@@ -153,6 +161,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
         log.write(record)
         if out and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save_checkpoint(out / "checkpoint", rag, stage.trains, opt, sched, step + 1)
+            saved = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
     bar.close()
@@ -211,6 +220,14 @@ class _Log:
         self.tracker = Tracker(cfg.report_to, run_dir, f"{cfg.run_name or 'fedrag'}/{stage}",
                                {"stage": stage, **asdict(cfg)})
 
+    def truncate(self, step: int) -> list[dict]:
+        """Drop records after ``step`` (a resumed run trains them again); return the rest."""
+        if not (self.path and self.path.is_file()):
+            return []
+        keep = [r for r in map(json.loads, self.path.read_text().splitlines()) if r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        return keep
+
     def write(self, record: dict) -> None:
         if self.path:
             with open(self.path, "a", encoding="utf-8") as fh:
@@ -227,8 +244,21 @@ def save_checkpoint(path: Path, rag, trains, opt, sched, step: int) -> None:
 
     with atomic_dir(path) as tmp:
         save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trainable.safetensors"))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "trains": list(trains)}))
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                    **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})},
+                   tmp / "optimizer.pt")
+        np_state = np.random.get_state()
+        (tmp / "state.json").write_text(json.dumps({
+            "step": step, "trains": list(trains), "python_rng": _jsonable(random.getstate()),
+            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}))
+
+
+def _jsonable(value):
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _resume(out: Path, rag, opt, sched) -> int:
@@ -240,11 +270,22 @@ def _resume(out: Path, rag, opt, sched) -> int:
     from fedrag.errors import FedragError
 
     try:
-        step = int(json.loads((ckpt / "state.json").read_text())["step"])
+        meta = json.loads((ckpt / "state.json").read_text())
+        step = int(meta["step"])
         set_state(rag, load_file(str(ckpt / "trainable.safetensors")))
         states = torch.load(ckpt / "optimizer.pt", weights_only=True)
         opt.load_state_dict(states["optimizer"])
         sched.load_state_dict(states["scheduler"])
+        # the random streams where the checkpoint left them: dropout then masks as it would have
+        if "torch_rng" in states:
+            torch.set_rng_state(states["torch_rng"])
+        if "cuda_rng" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda_rng"])
+        if "python_rng" in meta:
+            random.setstate(_tuples(meta["python_rng"]))
+        if "numpy_rng" in meta:
+            kind, keys, *rest = meta["numpy_rng"]
+            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
         raise FedragError(f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over") from None
     return step
