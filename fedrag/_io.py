@@ -170,7 +170,8 @@ def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: 
             yield work, resumed
         except BaseException as exc:
             exc.add_note(f"its progress is kept in {work}: run the same command again to continue, "
-                         "or pass --overwrite to start afresh")
+                         "or pass --overwrite to start afresh" if getattr(exc, "resumable", True)
+                         else f"pass --overwrite to start afresh (the checkpoints are in {work})")
             raise
         (work / MARKER).write_text(json.dumps({"kind": kind, **(meta or {})}, indent=2) + "\n")
         _publish_mode(work, True)

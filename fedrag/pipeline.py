@@ -48,7 +48,10 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
         raise FedragError(f"--top-k must be >= 1, got {top_k}")
     if index and not Path(index).is_dir():
         raise StoreError(f"{index}: index directory not found")
-    passages = load_corpus(corpus) if (corpus and not index) else None  # user data is checked before any model loads
+    passages = load_corpus(corpus) if corpus else None  # user data is checked before any model loads
+    if passages is not None and index:
+        _check_index_corpus(index, corpus, passages)
+        passages = None  # the saved index is used as it is
     if retrieval == "bm25" and (retriever in (None, "none")):
         ret = None
         passages = passages or KnowledgeStore.load(index).passages
@@ -60,6 +63,16 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
                                                                   quantize=quantize, device_map=device_map)
     settings = settings or resolve_settings("auto", generator)
     return RAGSystem(Searcher(store, ret, retrieval), gen, top_k=top_k, settings=settings)
+
+
+def _check_index_corpus(index: str, corpus: str, passages) -> None:
+    """Refuse an index built from another corpus than ``corpus`` (both were given: the
+    user means them to agree, and answers scored on a stale index would look valid)."""
+    indexed = KnowledgeStore.load(index).passages
+    if indexed != passages:
+        differ = sum(a != b for a, b in zip(indexed, passages)) + abs(len(indexed) - len(passages))
+        raise StoreError(f"{index} was built from another corpus than {corpus} ({len(indexed)} vs {len(passages)} "
+                         f"passages, {differ} differ): rebuild it with fedrag index, or drop --corpus")
 
 
 def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,

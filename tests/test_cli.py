@@ -37,6 +37,11 @@ def bad_files(tmp_path):
     (tmp_path / "binary.json").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "squad_nopara.json").write_text('{"data": [{"title": "T"}]}')
     (tmp_path / "hotpot_noctx.json").write_text('[{"_id": "1", "question": "q", "answer": "a", "supporting_facts": []}]')
+    (tmp_path / "changed.jsonl").write_text('{"id": "p1", "title": "Other", "text": "A corpus the index was not built from."}\n')
+    (tmp_path / "bad_compare.json").write_text("{not json")
+    (tmp_path / "list_compare.json").write_text("[1, 2]")
+    (tmp_path / "noflops_compare.json").write_text('{"rows": [{"strategy": "independent", "f1": 0.5}]}')
+    (tmp_path / "a_file").write_text("not a directory")
     return tmp_path
 
 
@@ -51,6 +56,15 @@ def bad_files(tmp_path):
     ("unknown generator", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retriever", "{r}", "--generator", "./missing.gguf"], "generator path './missing.gguf' does not exist"),
     ("mismatched index", ["eval", "--qa", "{d}/test.jsonl", "--index", "{i}", "--retriever", "minilm", "--generator", "none"], "does not match the retriever's dimension"),
     ("not an index", ["eval", "--qa", "{d}/test.jsonl", "--index", "{t}", "--retriever", "{r}", "--generator", "none"], "not a fedrag index directory"),
+    ("index of another corpus", ["eval", "--qa", "{d}/test.jsonl", "--index", "{i}", "--corpus", "{t}/changed.jsonl", "--retriever", "{r}", "--generator", "none"], "was built from another corpus than"),
+    ("eval zero batch", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--batch-size", "0", "--generator", "none"], "Invalid value for '--batch-size'"),
+    ("eval zero limit", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--limit", "0", "--generator", "none"], "Invalid value for '--limit'"),
+    ("eval negative limit", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--limit", "-1", "--generator", "none"], "Invalid value for '--limit'"),
+    ("advise bad json", ["advise", "--labels", "--compare", "{t}/bad_compare.json"], "not a compare.json (invalid JSON"),
+    ("advise json list", ["advise", "--labels", "--compare", "{t}/list_compare.json"], "not a compare.json (expected an object"),
+    ("advise rows without flops", ["advise", "--labels", "--compare", "{t}/noflops_compare.json"], "row 1 lacks a numeric 'train_flops'"),
+    ("app strategy not a factory", ["app", "--strategy", "os:system", "--out", "{t}/run"], "'os:system' is not a strategy factory"),
+    ("app out onto a file", ["app", "--out", "{t}/a_file"], "exists and is not a directory"),
     ("bad retrieval mode", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retrieval", "magic", "--generator", "none"], "Invalid value for '--retrieval': 'magic' is not one of 'dense', 'bm25', 'hybrid'"),
     ("bad top-k", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--top-k", "0", "--generator", "none"], "--top-k must be >= 1"),
     ("unknown strategy", ["train", "--strategy", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--strategy'"),

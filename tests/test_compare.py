@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import pytest
 
 from fedrag.data import Example, load_qa
+from fedrag.errors import FedragError
 from fedrag.data.partition import evenly_spaced
 from fedrag.evaluate import evaluate, paired_sign_test
 from fedrag.pipeline import build_training_rag
@@ -147,4 +148,27 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     assert [r["strategy"] for r in rows] == ["untuned", "joint-token"] and "recall@5" not in rows[1] and "answer_recall@5" in rows[1]
     # other settings in the same OUT are refused, not mixed
     code, out, err = run(monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "joint-token")
-    assert code == 2 and "other settings" in err
+    assert code == 2 and "other settings" in err and "strategies" in err
+    # the same paths with other content (a test file edited since) are refused, naming the input
+    edited = nogold_test.read_text().splitlines()
+    nogold_test.write_text("\n".join(edited[1:] + edited[:1]) + "\n")
+    code, out, err = run(monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n",
+                         "--strategies", "independent,joint-token")
+    assert code == 2 and "inputs.test" in err and "Traceback" not in err, err
+    # from Python too: the library checks, not only the CLI
+    from fedrag.data import load_corpus
+    from fedrag.strategies.compare import CompareSettings, compare
+
+    settings = CompareSettings(strategies=["joint-token"], retriever=tiny_models["retriever"],
+                               generator=tiny_models["generator"], top_k=2)
+    with pytest.raises(FedragError, match="other settings or data"):
+        compare(settings, load_corpus(demo_dir / "corpus.jsonl"), load_qa(nogold), load_qa(nogold_test), None,
+                tmp_path / "n", build_rag=None)
+
+
+def test_compare_without_a_generator_is_one_line(monkeypatch, capsys, tmp_path, demo_dir):
+    code, _, err = run(monkeypatch, capsys, "compare", "--corpus", demo_dir / "corpus.jsonl", "--train",
+                       demo_dir / "train.jsonl", "--test", demo_dir / "test.jsonl", "--generator", "none",
+                       "--out", tmp_path / "c")
+    assert code == 2 and "needs a generator" in err and "Traceback" not in err, err
+    assert not (tmp_path / "c").exists()

@@ -272,3 +272,22 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
     assert len(second.stderr.strip().splitlines()) == 1
     assert first.returncode == 0, f_err
     assert json.loads((out / "cost.json").read_text())["total"]["steps"] == 300
+
+
+def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models):
+    """A tmpfs too small for the trained models: the library's own error type (safetensors'
+    SafetensorError) still ends as one line, exit 1, and nothing is published."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        args = [str(a) for a in _train_args(demo_dir, tiny_models, disk / "run")]
+        proc = subprocess.run([sys.executable, "-m", "fedrag", *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+        assert not (disk / "run").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -41,7 +41,7 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
     import shutil
     from dataclasses import asdict
 
-    from fedrag._io import MARKER, atomic_write_json, atomic_write_text, check_out, output_kind
+    from fedrag._io import atomic_write_text, check_out, out_lock, output_kind
     from fedrag.data import load_qa
     from fedrag.data.partition import evenly_spaced
     from fedrag.pipeline import build_training_rag, resolve_device
@@ -60,16 +60,11 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
                                data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
                                      "limit": limit, "test_limit": test_limit, "val_limit": val_limit,
                                      "sampling": "evenly-spaced"})
-    wanted = json.loads(json.dumps(asdict(settings)))
-    if out.exists() and output_kind(out) == "compare" and not overwrite:
-        had = json.loads((out / MARKER).read_text()).get("settings")
-        if had != wanted:
-            raise FedragError(f"{out} holds a comparison with other settings; pass --overwrite to start over, or choose another --out")
-        typer.echo(f"compare: resuming in {out}", err=True)
-    else:
+    if overwrite and out.exists():
         check_out(out, "compare", overwrite)
-        if overwrite and out.exists():
-            shutil.rmtree(out)
+        shutil.rmtree(out)
+    elif out.exists() and output_kind(out) != "compare":
+        check_out(out, "compare", overwrite)  # a directory that is not a comparison is never written into
     passages, train_ex, val_ex = load_inputs(corpus, train, val, None, val_limit)
     train_ex, test_ex = evenly_spaced(train_ex, limit), evenly_spaced(load_qa(test), test_limit)
     if search and val_ex is None:
@@ -79,10 +74,9 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
     def build():
         return build_training_rag(corpus, retriever, generator, True, top_k, dev, seed)
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / MARKER, {"kind": "compare", "settings": wanted})
-    result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build, log=lambda m: typer.echo(m, err=True),
-                         report_to=report_to)
+    with out_lock(out):
+        result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build,
+                             log=lambda m: typer.echo(m, err=True), report_to=report_to)
     has_gold = all(e.gold_ids for e in train_ex)
     advice = advise(has_gold, lrs_known=not search, result=result)
     md = "# fedrag compare\n\n" + markdown_table(result) + "\n## Advice\n\n" + "\n".join(f"- {a}" if not a.startswith("  ") else f"  - {a.strip()}" for a in advice) + "\n"
@@ -102,10 +96,24 @@ def advise(labels: bool = typer.Option(..., "--labels/--no-labels", help="does y
     """Which fine-tuning strategy is worth its cost for your situation (Lawton et al. 2025)."""
     from fedrag.strategies.report import advise as rule
 
-    result = None
-    if compare_json:
-        if not compare_json.is_file():
-            raise FedragError(f"{compare_json}: file not found")
-        result = json.loads(compare_json.read_text())
+    result = read_compare_json(compare_json) if compare_json else None
     for line in rule(labels, lrs_known, result):
         typer.echo(line)
+
+
+def read_compare_json(path: Path) -> dict:
+    """A compare.json, checked: a dict whose ``rows`` each name a strategy and its cost."""
+    if not path.is_file():
+        raise FedragError(f"{path}: file not found")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FedragError(f"{path}: not a compare.json (invalid JSON: {exc})") from None
+    rows = result.get("rows") if isinstance(result, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise FedragError(f"{path}: not a compare.json (expected an object with a list of 'rows')")
+    for i, r in enumerate(rows):
+        missing = [k for k in ("strategy", "train_flops") if k not in r]
+        if missing or not isinstance(r.get("train_flops"), (int, float)):
+            raise FedragError(f"{path}: row {i + 1} lacks a numeric '{(missing or ['train_flops'])[0]}' (written by fedrag compare?)")
+    return result

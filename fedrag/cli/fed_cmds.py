@@ -154,6 +154,8 @@ def app_cmd(out: Path = typer.Option(..., "--out", help="directory for the app's
     the ServerApp and ClientApp come from the installed fedrag, so no source checkout is needed."""
     from fedrag.federation.app import write_app
 
+    if out.exists() and not out.is_dir():
+        raise FedragError(f"{out} exists and is not a directory; choose another --out")
     if (out / "pyproject.toml").exists() and not overwrite:
         raise FedragError(f"{out / 'pyproject.toml'} exists; pass --overwrite to replace it")
     FedTask(strategy=strategy).plan()  # a strategy fedrag knows, or an importable "module:attribute"

@@ -10,7 +10,7 @@ from fedrag.federation.task import FedTask
 def make_accountant(task: FedTask, state: dict | None = None):
     """One RDP accountant for the whole run (every phase's and round's release composes
     into it), restored from a checkpoint's ``state`` on resume; None without DP."""
-    if task.dp_noise <= 0:
+    if not task.dp_enabled:
         return None
     from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
@@ -34,7 +34,7 @@ def make_aggregator(task: FedTask, accountant=None):
     extra = {"fedprox": {"proximal_mu": task.proximal_mu}, "fedadam": {"eta": task.server_lr},
              "fedyogi": {"eta": task.server_lr}}.get(task.aggregator, {})
     strategy = cls(**common, **extra)
-    if task.dp_noise > 0:
+    if task.dp_enabled:
         strategy = fs.DifferentialPrivacyClientSideFixedClipping(strategy, task.dp_noise, task.dp_clip, task.min_sites,
                                                                  accountant=accountant or make_accountant(task))
     return strategy

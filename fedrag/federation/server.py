@@ -136,11 +136,20 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     summary = _cost(history, time.perf_counter() - t_run, task)
     if accountant is not None:
         spent = accountant.get_privacy_spent()
-        summary["dp"] = {"epsilon": float(spent.epsilon), "delta": float(spent.delta), "releases": spent.num_releases,
-                         "covers": "the aggregated model updates of every round of every phase (RDP, composed)",
-                         "not_covered": "site metrics (losses, Recall@5, counts) leave the sites without noise"}
+        summary["dp"] = dp_report(spent, task)
     atomic_write_json(out / "cost.json", summary)
     return summary
+
+
+def dp_report(spent, task: FedTask) -> dict:
+    """The privacy report, from what the accountant saw happen: it names coverage only
+    for noised releases that were counted (a run with none covers nothing)."""
+    released = int(spent.num_releases)
+    return {"epsilon": float(spent.epsilon) if released else None, "delta": float(spent.delta), "releases": released,
+            "noise_multiplier": task.dp_noise, "clip": task.dp_clip,
+            "covers": ("the aggregated model updates of every round of every phase (RDP, composed)" if released
+                       else "nothing: no noised release was made"),
+            "not_covered": "site metrics (losses, Recall@5, counts) leave the sites without noise"}
 
 
 def _progress(entry: dict, task: FedTask, phases: int) -> None:

@@ -59,7 +59,11 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
     client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
     backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
                "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
-                             "_node_ip_address": "127.0.0.1", "logging_level": "ERROR"}}
+                             "_node_ip_address": "127.0.0.1", "logging_level": "ERROR",
+                             # the sites' actors' own lines ("(ClientAppActor pid=..) WARNING: Manually
+                             # terminating ClientAppActor" at every end) only with --verbose: a site's
+                             # failure reaches the server as a message and fedrag reports it in one line
+                             "log_to_driver": verbose}}
     from fedrag.federation.deployment import raise_recorded_error
 
     with warnings.catch_warnings():

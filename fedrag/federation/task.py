@@ -73,6 +73,9 @@ class FedTask:
         "(TensorBoard/W&B files in OUT/tracking)")})
 
     def __post_init__(self):
+        from fedrag.errors import check_finite
+
+        check_finite(self)  # before the range checks: nan passes both `< 0` and `> 0`
         if bool(self.strategy) == bool(self.stage):
             raise FedragError("a federated task needs exactly one of strategy or stage")
         if self.aggregator not in AGGREGATORS:
@@ -83,6 +86,8 @@ class FedTask:
             raise FedragError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.min_sites < 1 or self.batch_size < 1 or self.top_k < 1:
             raise FedragError("--min-sites, --batch-size and --top-k must be >= 1")
+        if self.proximal_mu < 0 or self.server_lr <= 0 or self.eval_limit < 1:
+            raise FedragError("--proximal-mu must be >= 0, --server-lr > 0 and --eval-limit >= 1")
         if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise FedragError("--dp-noise must be >= 0, --dp-clip > 0 and the DP delta in (0, 1)")
         from fedrag.train.tracking import parse_report_to
@@ -93,6 +98,11 @@ class FedTask:
         if self.evaluate_every < 0:
             raise FedragError("evaluate-every must be >= 0 (0 turns client-side evaluation off)")
         self.train_config()  # the sites' training settings, validated as TrainConfig validates them
+
+    @property
+    def dp_enabled(self) -> bool:
+        """Central DP is on: sites clip, the server noises (the one test every layer uses)."""
+        return self.dp_noise > 0
 
     def train_config(self, rnd: int = 1, prox_mu: float = 0.0):
         """The :class:`~fedrag.train.TrainConfig` a site trains round ``rnd`` of a phase
@@ -148,7 +158,13 @@ def import_strategy(path: str, top_k: int = 3):
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise FedragError(f"cannot import strategy '{path}' ({type(exc).__name__}: {exc})") from None
-    plan = obj if isinstance(obj, Strategy) else obj(top_k=top_k) if callable(obj) else None
+    plan = obj
+    if not isinstance(obj, Strategy) and callable(obj):
+        try:
+            plan = obj(top_k=top_k)
+        except Exception as exc:  # noqa: BLE001 - a user's factory (or something that is none) fails in its own way
+            raise FedragError(f"'{path}' is not a strategy factory: calling it with top_k={top_k} failed "
+                              f"({type(exc).__name__}: {exc})") from None
     if not isinstance(plan, Strategy):
         raise FedragError(f"'{path}' is neither a Strategy nor a function returning one")
     return plan

@@ -55,6 +55,9 @@ class GenerationSettings:
     gamma: float = RETRIEVAL_GAMMA  # retrieval temperature of p(z|x) (the training stage's gamma)
 
     def __post_init__(self):
+        from fedrag.errors import check_finite
+
+        check_finite(self)
         if self.decoding not in DECODINGS:
             raise FedragError(f"--decoding must be one of {', '.join(DECODINGS)}, got '{self.decoding}'")
         if self.max_new_tokens < 1 or self.num_beams < 1:

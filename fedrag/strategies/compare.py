@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from fedrag._io import atomic_write_json, atomic_write_text
+from fedrag._io import MARKER, atomic_write_json, atomic_write_text
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
 from fedrag.evaluate.metrics import paired_sign_test
@@ -52,6 +52,13 @@ class CompareSettings:
             raise FedragError(f"unknown strategy '{unknown[0]}' (choose from {', '.join(STRATEGIES)})")
         if not self.strategies:
             raise FedragError("give at least one strategy to compare")
+        if str(self.generator).lower() == "none":
+            raise FedragError("compare scores answers: it needs a generator (--generator none is for retriever-only commands)")
+        from fedrag.errors import check_finite
+
+        check_finite(self)
+        if self.top_k < 1 or self.max_new_tokens < 1:
+            raise FedragError("--top-k and --max-new-tokens must be >= 1")
 
 
 def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str], dict[str, str]]:
@@ -71,6 +78,8 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
     each strategy's training is tracked as run ``OUT-name/strategy/stage`` (files in
     ``OUT/tracking``); it is not part of the settings a resume must match."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_resume(out, identity(settings, passages, train, test, val), log)
     (out / "strategies").mkdir(parents=True, exist_ok=True)
     run, skipped = applicable(settings.strategies, train)
     for name, why in skipped.items():
@@ -93,6 +102,56 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
     result = {"settings": asdict(settings), "rows": rows, "skipped": skipped, "paired": paired(out, rows)}
     atomic_write_json(out / "compare.json", result)
     return result
+
+
+def fingerprint(items) -> str:
+    """SHA-256 of passages or examples as JSON: their content, not the path they came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for item in items or ():
+        h.update(json.dumps(item.to_dict(), sort_keys=True, ensure_ascii=False).encode() + b"\n")
+    return h.hexdigest()
+
+
+def identity(settings: CompareSettings, passages, train, test, val) -> dict:
+    """What a resumed comparison must match: the settings (paths as typed excluded) and
+    the content of every input, so rows scored on other questions are never paired."""
+    return {**json.loads(json.dumps(asdict(settings))), "data": {k: v for k, v in settings.data.items() if k not in PATHS},
+            "inputs": {"corpus": fingerprint(passages), "train": fingerprint(train), "test": fingerprint(test),
+                       "val": fingerprint(val) if val else None}}
+
+
+PATHS = ("corpus", "train", "test", "val")  # where the inputs were read from: a rerun may name them differently
+
+
+def check_resume(out: Path, wanted: dict, log=print) -> None:
+    """Refuse ``out`` if it holds a comparison of other settings or data (naming what
+    differs); otherwise mark it as this comparison's, announcing a resume."""
+    marker = out / MARKER
+    if marker.is_file():
+        had = json.loads(marker.read_text())
+        old = had.get("identity") if had.get("kind") == "compare" else None
+        if old != wanted:
+            diff = _differs(old or {}, wanted)
+            raise FedragError(f"{out} holds a comparison with other settings or data (differs in {', '.join(diff)}); "
+                              "pass --overwrite to start over, or choose another --out")
+        log(f"compare: resuming in {out}")
+    elif any(p for p in out.iterdir() if p.name != "tracking"):
+        raise FedragError(f"{out} is not empty and holds no comparison; choose another --out")
+    atomic_write_json(marker, {"kind": "compare", "identity": wanted})
+
+
+def _differs(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ, one level of nesting spelled ``outer.inner``."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += [f"{k}.{j}" for j in sorted(set(a) | set(b)) if a.get(j) != b.get(j)]
+        elif a != b:
+            keys.append(k)
+    return keys
 
 
 def paired(out: Path, rows: list[dict]) -> dict:

@@ -56,8 +56,9 @@ class TrainConfig:
     tracking_dir: str = _f("", "where TensorBoard and W&B files go (default: the stage's output directory)")
 
     def __post_init__(self):
-        from fedrag.errors import FedragError
+        from fedrag.errors import FedragError, check_finite
 
+        check_finite(self)
         if self.scheduler not in get_args(Scheduler):
             raise FedragError(f"--scheduler must be one of {', '.join(get_args(Scheduler))}, got '{self.scheduler}'")
         if self.steps is not None and self.steps < 1:
@@ -73,6 +74,10 @@ class TrainConfig:
         parse_report_to(self.report_to)  # an unknown integration fails here, before any model loads
         if self.epochs <= 0 or min(self.lr_generator, self.lr_retriever) < 0 or not 0 <= self.warmup_ratio < 1:
             raise FedragError("--epochs must be > 0, learning rates >= 0 and --warmup-ratio in [0, 1)")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.prox_mu < 0:
+            raise FedragError("--weight-decay, --max-grad-norm and the proximal term must be >= 0")
+        if min(self.min_steps, self.eval_every, self.checkpoint_every, self.schedule_offset) < 0:
+            raise FedragError("--min-steps, --eval-every and --checkpoint-every must be >= 0")
 
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:

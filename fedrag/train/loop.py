@@ -87,7 +87,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
     from saved moments and is updated in place with the final ones: a federated site
     passes the same dict every round, so its optimizer continues instead of restarting.
     """
-    from fedrag.errors import FedragError
+    from fedrag.errors import DivergedError, FedragError
 
     if not examples:
         raise FedragError("no training examples")
@@ -147,7 +147,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
             bar.close()
             last = saved or start
             kept = f"; its last good checkpoint (step {last}) is kept" if last else "; no checkpoint was saved"
-            raise FedragError(f"stage {stage.name} diverged at step {step + 1} (loss {sum(losses) / len(losses):.4g}, "
+            raise DivergedError(f"stage {stage.name} diverged at step {step + 1} (loss {sum(losses) / len(losses):.4g}, "
                               f"gradient norm {float(grad_norm):.4g}){kept}; lower the learning rate")
         scaler.step(opt)
         scaler.update()

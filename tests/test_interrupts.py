@@ -1,0 +1,148 @@
+"""Ctrl-C during a federated simulation: fedrag exits at once (130, one line), leaves no
+process of its own behind (Ray's raylet, GCS server, workers) and the same command resumes.
+
+Before ``os._exit`` in the CLI and ``ray.shutdown()`` on an interrupt, a simulation
+interrupted after a round printed its line and then did not exit for ~12 minutes."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROUNDS = 50  # far more than a try reaches: every try is interrupted mid-run
+TRIES = 10
+ROUND_LINE = re.compile(rf"^fedrag: phase 1/1 \(ralt\), round (\d+)/{ROUNDS}\b")
+RESUMING = re.compile(rf"fedrag: resuming .*: phase 1/1, (\d+) of {ROUNDS} rounds done")
+
+
+def _stat(pid: int) -> dict | None:
+    """state, parent, session and start time (clock ticks since boot) of ``pid``, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": comm may hold spaces or ")"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return {"state": rest[0], "ppid": int(rest[1]), "sid": int(rest[3]), "start": int(rest[19])}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+    except OSError:
+        return "?"
+
+
+def _family(root: int) -> dict[int, int]:
+    """Every live process in ``root``'s session or below it: pid -> start time (so a reused pid is not taken for it)."""
+    procs = {pid: st for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()) if (st := _stat(pid))}
+    found = {pid for pid, st in procs.items() if st["sid"] == root or pid == root}
+    grew = True
+    while grew:
+        below = {pid for pid, st in procs.items() if st["ppid"] in found} - found
+        found |= below
+        grew = bool(below)
+    return {pid: procs[pid]["start"] for pid in found if procs[pid]["state"] not in "ZX"}
+
+
+def _still_running(known: dict[int, int], root: int) -> dict[int, int]:
+    """Of ``known`` (and whatever else is in ``root``'s session now), what still runs; zombies count as ended."""
+    alive = {pid: start for pid, start in {**known, **_family(root)}.items()
+             if (st := _stat(pid)) and st["start"] == start and st["state"] not in "ZX"}
+    alive.pop(root, None)  # the fedrag process itself was reaped by wait()
+    return alive
+
+
+def _read_lines(stream, lines: list) -> None:
+    for line in stream:
+        lines.append(line)
+
+
+@pytest.mark.slow
+def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny_models, demo_dir, tmp_path):
+    """SIGINT right after a finished round, ``TRIES`` times over one --out (so every try after
+    the first is also a resumed run). Even tries signal the whole process group, as a terminal
+    does on Ctrl-C (Ray's children see it too); odd tries only fedrag's pid, as ``kill -INT``
+    or a supervisor does. Both must end the same way."""
+    out = tmp_path / "fed"
+    cmd = [sys.executable, "-m", "fedrag", "federate", "--engine", "simulation", "--stage", "ralt", "--sites", "2",
+           "--rounds", str(ROUNDS), "--local-steps", "1", "--batch-size", "2", "--cpus-per-site", "1",
+           "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl"),
+           "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FLWR_HOME": str(tmp_path / "flwr")}
+    last_round = 0  # the last round a try announced as finished
+    timings = []
+    t_all = time.monotonic()
+    for i in range(TRIES):
+        to_group = i % 2 == 0
+        delay = 0.4 * (i % 3)  # interrupt at slightly different points of the next round
+        lines: list[str] = []
+        family: dict[int, int] = {}
+        leftovers: dict[int, int] = {}
+        t_start = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        reader = threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and proc.poll() is None and not any(map(ROUND_LINE.match, lines)):
+                time.sleep(0.1)
+            assert proc.poll() is None, f"try {i + 1}: ended before a round finished:\n{''.join(lines)}"
+            assert any(map(ROUND_LINE.match, lines)), f"try {i + 1}: no round finished in 180 s:\n{''.join(lines)}"
+            t_round = time.monotonic() - t_start
+            time.sleep(delay)
+            family = _family(proc.pid)  # fedrag and what it started (Ray's processes), before the signal
+            t_sig = time.monotonic()
+            (os.killpg if to_group else os.kill)(proc.pid, signal.SIGINT)
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"try {i + 1} ({'group' if to_group else 'pid'}): still running 30 s after SIGINT:\n"
+                            + "".join(lines))
+            t_exit = time.monotonic() - t_sig
+            for _ in range(50):  # a few seconds for Ray's processes to follow their parent
+                leftovers = _still_running(family, proc.pid)
+                if not leftovers:
+                    break
+                time.sleep(0.1)
+            reader.join(timeout=5)  # EOF once no process holds the pipe
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            leftovers = _still_running(family, proc.pid) if family else {}
+            names = {pid: _cmdline(pid) for pid in leftovers}
+            if names:
+                print(f"\ntry {i + 1}: left running after exit, killing: {names}")
+            for pid in leftovers:  # by pid, never a broad name
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        err = "".join(lines)
+        assert not names, f"try {i + 1}: processes left running after exit (killed now): {names}"
+        assert code == 130, f"try {i + 1}: exit {code}\n{err}"
+        kept = [line.strip() for line in lines if line.strip()]
+        rounds = [int(m.group(1)) for line in kept if (m := ROUND_LINE.match(line))]
+        after = kept[max(n for n, line in enumerate(kept) if ROUND_LINE.match(line)) + 1:]
+        assert len(after) == 1 and "interrupted" in after[0], f"try {i + 1}: one line after the rounds:\n{err}"
+        assert "Traceback" not in err, err
+        if i:  # the same command on the interrupted --out resumes, losing no announced round
+            resumed = [int(m.group(1)) for line in kept if (m := RESUMING.search(line))]
+            assert resumed and resumed[0] >= last_round, f"try {i + 1}: did not resume after round {last_round}:\n{err}"
+            assert rounds[0] == resumed[0] + 1, err
+        else:
+            assert "resuming" not in err and rounds[0] == 1, err
+        last_round = rounds[-1]
+        timings.append(t_exit)
+        print(f"\ntry {i + 1}: SIGINT to {'group' if to_group else 'pid  '} {delay:.1f}s after round {rounds[-1]} "
+              f"(first round after {t_round:.1f}s): exit {code} in {t_exit:.2f}s, {len(family) - 1} child processes, "
+              f"none left; last line: {after[0][:90]}")
+    print(f"\n{TRIES}/{TRIES} tries: exit after SIGINT max {max(timings):.2f}s, mean {sum(timings) / len(timings):.2f}s; "
+          f"total {time.monotonic() - t_all:.0f}s")
