@@ -120,7 +120,7 @@ def main() -> None:
     batch = train[: args.batch_size]
     rows = []
     for name in ("contrastive", "ralt", "lsr", "rag-sequence", "rag-token"):
-        stage = make_stage(name, top_k=args.top_k, hard_negatives=1)
+        stage = make_stage(name, top_k=args.top_k, **({"hard_negatives": 1} if name == "contrastive" else {}))
         params = list(freeze_except(rag, stage.trains).values())
         opt = torch.optim.AdamW(params, lr=1e-6)
         rag.retriever.query_encoder.eval()  # no dropout: both sides do identical work

@@ -45,6 +45,15 @@ class RAGSystem:
         self.searcher.store = self.store.reencoded(self.retriever)
         return {"reencode_s": time.perf_counter() - t0, "reencoded_passages": len(self.store)}
 
+    def sync_store(self) -> dict | None:
+        """Re-embed the store if a shared encoder (trained on the passage side) changed
+        since the store was embedded; returns the cost, or None when it was current."""
+        if self.retriever is None or not self.retriever.shared:
+            return None
+        if self.store.fingerprint == self.retriever.passage_fingerprint():
+            return None
+        return self.reencode_store()
+
     def retrieve(self, questions: list[str], k: int | None = None) -> list[list[Hit]]:
         return self.searcher.search(questions, k or self.top_k)
 

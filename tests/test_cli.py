@@ -168,11 +168,13 @@ def test_stage_defaults_apply_unless_an_option_is_given(monkeypatch, capsys, tmp
     code, _, err = run(monkeypatch, capsys, *common, "--out", tmp_path / "a")
     assert code == 0, err
     cost = json.loads((tmp_path / "a" / "cost.json").read_text())
-    assert cost["config"]["batch_size"] == 16 and cost["config"]["lr_retriever"] == 5e-5
+    phase = cost["config"]["phases"][0]
+    assert phase["batch_size"] == 16 and phase["lr_retriever"] == 5e-5
     assert cost["total"]["steps"] == 20, "16 questions at batch 16 is 1 step an epoch: the stage's minimum applies"
     assert (tmp_path / "a" / "index").is_dir(), "the passage side trains by default: the store is re-encoded"
     code, _, err = run(monkeypatch, capsys, *common, "--out", tmp_path / "b", "--batch-size", "2", "--query-only",
                        "--lr-retriever", "1e-5")
     assert code == 0, err
     cost = json.loads((tmp_path / "b" / "cost.json").read_text())
-    assert (cost["config"]["batch_size"], cost["config"]["lr_retriever"]) == (2, 1e-5) and not (tmp_path / "b" / "index").exists()
+    phase = cost["config"]["phases"][0]
+    assert (phase["batch_size"], phase["lr_retriever"]) == (2, 1e-5) and not (tmp_path / "b" / "index").exists()

@@ -485,3 +485,93 @@ def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_mod
             for _ in range(2)]
     assert runs[0][1]["train-loss"] == runs[1][1]["train-loss"]
     assert all(torch.equal(runs[0][0][k], runs[1][0][k]) for k in start)
+
+
+def _saved_weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {f"{f.parent.name}/{k}": v for f in sorted(out.glob("*/*.safetensors")) if f.parent.name != "checkpoint"
+            for k, v in load_file(str(f)).items()}
+
+
+def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
+    """The same plan trained centrally on the site's data and federated over that one site
+    for one round (its steps = the local steps): both outputs, saved the same way."""
+    from fedrag.pipeline import build_training_rag
+    from fedrag.strategies import save_outputs
+    from fedrag.train import TrainConfig
+
+    task = task_for(tiny_models, tmp_path / "fed", strategy=name, rounds=1, local_steps=3, min_sites=1,
+                    evaluate_every=0)
+    simulate(task, sites[1], plan=plan)
+    site = sites[1][0]
+    rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed,
+                             shared_retriever=plan.shared_retriever)
+    cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed,
+                      warmup_ratio=task.warmup_ratio)
+    with one_thread():
+        results = plan.run(rag, load_qa(site["train"]), cfg)
+    save_outputs(rag, tmp_path / "central", results, plan.name, decoding=plan.decoding)
+    return _saved_weights(tmp_path / "central"), _saved_weights(tmp_path / "fed")
+
+
+def _assert_same(central: dict, fed: dict, base: dict) -> None:
+    assert central.keys() == fed.keys() and central
+    moved = [k for k in central if k in base and not torch.equal(central[k], base[k])]
+    assert moved, "training moved the weights"
+    for k in central:
+        rel = (fed[k].float() - central[k].float()).norm() / max(central[k].float().norm(), 1e-12)
+        assert rel <= 1e-3, (k, float(rel))
+
+
+def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tiny_models, sites, tmp_path):
+    """Per-phase overrides (learning rate, batch size) apply on the site exactly as in
+    ``Strategy.run``; the contrastive phase trains the passage side (its default), so the
+    site re-embeds its store as the central run does."""
+    from fedrag.strategies import custom
+    from fedrag.train import ContrastiveStage, RALTStage
+
+    plan = custom("mine", (RALTStage(top_k=2), {"lr_generator": 3e-2, "batch_size": 3}),
+                  (ContrastiveStage(top_k=2), {"lr_retriever": 5e-3}))
+    central, fed = _central_and_federated(tiny_models, sites, tmp_path, plan, "mine")
+    from fedrag.pipeline import build_training_rag
+    from fedrag.strategies import save_outputs
+
+    base = build_training_rag(sites[1][0]["corpus"], tiny_models["retriever"], tiny_models["generator"], top_k=2,
+                              shared_retriever=True)
+    save_outputs(base, tmp_path / "base", [], "base")
+    _assert_same(central, fed, _saved_weights(tmp_path / "base"))
+    # without the overrides the central run is another run: the comparison would see it
+    plain = custom("plain", RALTStage(top_k=2), ContrastiveStage(top_k=2))
+    other, _ = _central_and_federated(tiny_models, sites, tmp_path / "plain", plain, "plain")
+    assert any(not torch.allclose(other[k].float(), central[k].float()) for k in central)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"])
+def test_each_built_in_strategy_federates_as_it_trains_centrally(tiny_models, sites, tmp_path, name):
+    from fedrag.strategies import make_strategy
+
+    plan = make_strategy(name, top_k=FedTask.top_k)
+    central, fed = _central_and_federated(tiny_models, sites, tmp_path, plan, name)
+    for k in central:
+        rel = (fed[k].float() - central[k].float()).norm() / max(central[k].float().norm(), 1e-12)
+        assert rel <= 1e-3, (k, float(rel))
+    recorded = json.loads((tmp_path / "fed" / "generator" / "fedrag_decoding.json").read_text())
+    expected = json.loads((tmp_path / "central" / "generator" / "fedrag_decoding.json").read_text())
+    assert (recorded["decoding"], recorded["gamma"]) == (expected["decoding"], expected["gamma"])
+
+
+def test_a_federated_generator_is_evaluated_with_the_decoding_it_was_trained_for(monkeypatch, capsys, tiny_models,
+                                                                                  sites, demo_dir, tmp_path):
+    from test_cli import run
+
+    task = task_for(tiny_models, tmp_path / "fed", stage="rag-token", rounds=1, local_steps=1, min_sites=1,
+                    evaluate_every=0)
+    simulate(task, sites[1])
+    assert json.loads((tmp_path / "fed" / "generator" / "fedrag_decoding.json").read_text())["decoding"] == "rag-token"
+    code, out, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
+                         "--retriever", tmp_path / "fed" / "retriever", "--generator", tmp_path / "fed" / "generator",
+                         "--limit", "2", "--max-new-tokens", "3")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["decoding"] == "rag-token"

@@ -56,7 +56,8 @@ def main() -> None:
     plan = custom("per-question-then-contrastive", PerQuestionRALT(), ContrastiveStage(top_k=3))
 
     # centrally
-    rag = build_training_rag(f"{args.data}/corpus.jsonl", args.retriever, args.generator, top_k=3)
+    rag = build_training_rag(f"{args.data}/corpus.jsonl", args.retriever, args.generator, top_k=3,
+                             shared_retriever=plan.shared_retriever)
     results = plan.run(rag, load_qa(f"{args.data}/train.jsonl"), TrainConfig(steps=args.steps, lr_generator=1e-3))
     save_outputs(rag, out / "central", results, plan.name, decoding=plan.decoding)
 

@@ -10,14 +10,14 @@ from typing import Optional
 import typer
 
 from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, field_option
-from fedrag.cli.train_cmds import CORPUS, TOP_K, TRAIN, carve_validation, floats, load_inputs
+from fedrag.cli.train_cmds import CORPUS, TOP_K, TRAIN, carve_validation, floats, given, load_inputs
 from fedrag.errors import FedragError
 from fedrag.train import TrainConfig
 from fedrag.train.tracking import parse_report_to
 
 
 @app.command()
-def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(..., "--test", help="test QA JSONL"),
+def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(..., "--test", help="test QA JSONL"),
             val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL for --search (default: 20% of --train)"),
             strategies: str = typer.Option("independent,two-phase,joint-sequence,joint-token,ra-dit", "--strategies"),
             retriever: str = RETRIEVER, generator: str = GENERATOR, out: Path = typer.Option(..., "--out"),
@@ -50,7 +50,7 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
 
     UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir")  # not part of what a resume must match
     cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever,
-                      batch_size=batch_size, seed=seed, progress=sys.stderr.isatty())
+                      batch_size=batch_size, seed=seed, progress=sys.stderr.isatty(), explicit=given(ctx, TrainConfig))
     parse_report_to(report_to)  # validated before anything runs; not part of the settings a resume matches
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     settings = CompareSettings(strategies=names, retriever=retriever, generator=generator, top_k=top_k,
@@ -71,8 +71,8 @@ def compare(corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(.
         train_ex, val_ex = carve_validation(train_ex, passages, seed, val_limit)
     dev = resolve_device(device)
 
-    def build():
-        return build_training_rag(corpus, retriever, generator, True, top_k, dev, seed)
+    def build(shared_retriever: bool = False):
+        return build_training_rag(corpus, retriever, generator, True, top_k, dev, seed, shared_retriever=shared_retriever)
 
     with out_lock(out):
         result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build,

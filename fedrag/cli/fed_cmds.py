@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import typer
 
 from fedrag.cli.options import GENERATOR, RETRIEVER, app, choice_option, field_option
-from fedrag.cli.train_cmds import LORA, RALT_MODE, RETRIEVER_LORA, STAGE, STRATEGY, TOP_K, TWO_PHASE_LOSS
+from fedrag.cli.train_cmds import LORA, given, RALT_MODE, RETRIEVER_LORA, STAGE, STRATEGY, TOP_K, TWO_PHASE_LOSS
 from fedrag.errors import FedragError
 from fedrag.federation.task import Aggregator, FedTask
 from fedrag.train import TrainConfig
@@ -38,7 +38,7 @@ def _print_summary(cost: dict) -> None:
 
 
 @app.command()
-def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
+def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              corpus: Optional[str] = typer.Option(None, "--corpus"), train: Optional[str] = typer.Option(None, "--train"),
              site: Optional[list[str]] = typer.Option(None, "--site", help="a site's own directory with corpus.jsonl + train.jsonl (repeat per site)"),
              sites: int = typer.Option(2, "--sites", min=1), rounds: int = typer.Option(2, "--rounds", min=1),
@@ -100,7 +100,7 @@ def federate(strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
                    eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
                    evaluate_every=evaluate_every, round_timeout=round_timeout, report_to=report_to, dtype=dtype,
-                   score_batch_size=score_batch_size or 0)
+                   score_batch_size=score_batch_size or 0, explicit=",".join(given(ctx, TrainConfig)))
     phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
     if superlink:  # the sites and the server's outputs are elsewhere: only the submission happens here
         from fedrag.federation.deployment import submit_remote

@@ -4,6 +4,7 @@ and turns every failure into one line and an exit code (2 user error, 130 Ctrl-C
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -23,10 +24,15 @@ class Interrupted(BaseException):
 
 
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
+    logging.disable(logging.CRITICAL)  # see _on_sigint
     raise Terminated()
 
 
 def _on_sigint(signum, frame):  # pragma: no cover - exercised through a subprocess
+    # the one line is all the user gets: while the interrupt unwinds, library threads that
+    # are torn down with it log their own view of it (Flower's simulation workers: an
+    # ERROR and a traceback per site whose Ray actor the shutdown ended mid-round)
+    logging.disable(logging.CRITICAL)
     raise Interrupted()
 
 
@@ -44,6 +50,7 @@ def main() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     handlers = signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)
+    logging_disabled = logging.root.manager.disable
     try:
         try:
             code = app(standalone_mode=False)
@@ -65,9 +72,10 @@ def main() -> None:
             _stop("interrupted (Ctrl-C); partial outputs were removed", EXIT_INTERRUPTED)
         if isinstance(code, int) and code:
             sys.exit(code)
-    finally:  # an in-process caller (a test, a notebook) gets its own handlers back
+    finally:  # an in-process caller (a test, a notebook) gets its own handlers (and logging) back
         signal.signal(signal.SIGTERM, handlers[0])
         signal.signal(signal.SIGINT, handlers[1])
+        logging.disable(logging_disabled)
 
 
 def _notes(exc: BaseException, default: str = "") -> str:

@@ -67,8 +67,9 @@ def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: i
     console.print(f"[bold]2/4[/] baseline: EM {rows[-1][1]['em']:.3f}  F1 {rows[-1][1]['f1']:.3f}")
     cfg = TrainConfig(steps=steps, batch_size=4, lr_generator=lr_generator, lr_retriever=lr_retriever,
                       progress=sys.stderr.isatty())
-    rag = build_training_rag(str(data / "corpus.jsonl"), "minilm", "smollm2-135m", top_k=top_k)
     plan = make_strategy(strategy, top_k=top_k)
+    rag = build_training_rag(str(data / "corpus.jsonl"), "minilm", "smollm2-135m", top_k=top_k,
+                             shared_retriever=plan.shared_retriever)
     t = time.perf_counter()
     results = plan.run(rag, load_qa(data / "train.jsonl"), cfg, out_dir=out / "central")
     wall = time.perf_counter() - t

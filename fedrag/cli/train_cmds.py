@@ -50,16 +50,14 @@ def needs_generator(plan) -> bool:
     return "generator" in plan.trains or any(p.stage.name != "contrastive" for p in plan.phases)
 
 
-def stage_defaults(ctx: typer.Context, stage: str | None, **given) -> dict:
-    """The options the user left at their default take the stage's measured defaults
-    (``Stage.defaults``); options given on the command line always win."""
+def given(ctx: typer.Context, cls) -> tuple[str, ...]:
+    """The fields of ``cls`` whose options were given on the command line: a stage's own
+    defaults never replace them (``TrainConfig.explicit``)."""
+    from dataclasses import fields
+
     from click.core import ParameterSource
 
-    from fedrag.train import STAGES
-
-    defaults = getattr(STAGES.get(stage or ""), "defaults", {})
-    return {k: (defaults[k] if k in defaults and ctx.get_parameter_source(k) in (None, ParameterSource.DEFAULT) else v)
-            for k, v in given.items()}
+    return tuple(f.name for f in fields(cls) if ctx.get_parameter_source(f.name) not in (None, ParameterSource.DEFAULT))
 
 
 @app.command()
@@ -81,7 +79,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
           retriever_lora: bool = RETRIEVER_LORA,
           quantize: str = choice_option("none", "--quantize", Quantize, "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)"),
           ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS, two_phase_order: str = TWO_PHASE_ORDER,
-          train_passages: bool = typer.Option(False, "--train-passages/--query-only", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store); default on for contrastive"),
+          train_passages: Optional[bool] = typer.Option(None, "--train-passages/--query-only", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store); default: the stage's (on for contrastive)"),
           device: str = DEVICE):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
     from dataclasses import asdict
@@ -91,12 +89,10 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
     from fedrag.strategies import plan_from_names, save_outputs, total_cost
     from fedrag.train.validate import validation_fn
 
-    chosen = stage_defaults(ctx, stage, batch_size=batch_size, lr_retriever=lr_retriever, train_passages=train_passages,
-                            min_steps=0)
-    batch_size, lr_retriever, train_passages = chosen["batch_size"], chosen["lr_retriever"], chosen["train_passages"]
     plan = plan_from_names(strategy, stage, top_k, ralt_mode, two_phase_loss, two_phase_order, train_passages)
     cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever, seed=seed,
-                      min_steps=chosen["min_steps"], batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
+                      explicit=given(ctx, TrainConfig),
+                      batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
                       eval_every=eval_every, checkpoint_every=checkpoint_every,
                       gradient_checkpointing=gradient_checkpointing, dtype=dtype, score_batch_size=score_batch_size,
                       report_to=report_to, run_name=run_name or out.name, progress=sys.stderr.isatty())
@@ -105,7 +101,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
     # what an interrupted run must match to be continued: the settings and the data's content
     identity = {"plan": {"strategy": strategy, "stage": stage, "top_k": top_k, "ralt_mode": ralt_mode,
                          "two_phase_loss": two_phase_loss, "two_phase_order": two_phase_order,
-                         "train_passages": train_passages},
+                         "shared_retriever": plan.shared_retriever},
                 "models": {"retriever": retriever, "generator": generator, "lora": lora, "retriever_lora": retriever_lora,
                            "quantize": quantize},
                 "train": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "report_to", "run_name", "tracking_dir")},
@@ -114,14 +110,14 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
     with resumable_dir(out, "train", identity, overwrite, {"strategy": plan.name},
                        log=lambda m: typer.echo(f"fedrag: {m}", err=True)) as (tmp, resumed):
         rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,
-                                 resolve_device(device), seed, shared_retriever=train_passages, quantize=quantize,
+                                 resolve_device(device), seed, shared_retriever=plan.shared_retriever, quantize=quantize,
                                  retriever_lora=retriever_lora)
         evaluate_fn = validation_fn("generator" in plan.trains, top_k) if val_ex else None
         results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn, resume=resumed,
                            log=lambda m: typer.echo(f"fedrag: {m}", err=True))
-        extra = {"config": cfg.__dict__}
-        if train_passages:
-            extra["reencode"] = rag.reencode_store()
+        extra = {"config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]}}
+        if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
+            extra["reencode"] = {"reencoded_passages": len(rag.store)}
             rag.store.save(tmp / "index")
         save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding)
     summary = total_cost(results, plan.name)["total"]
@@ -143,7 +139,7 @@ def floats(text: str) -> list[float]:
 
 
 @app.command("search-lr")
-def search_lr(strategy: str = choice_option(..., "--strategy", StrategyName), corpus: str = CORPUS, train: str = TRAIN,
+def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy", StrategyName), corpus: str = CORPUS, train: str = TRAIN,
               val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL (default: 20% of --train, split by gold title)"),
               retriever: str = RETRIEVER, generator: str = GENERATOR,
               out: Path = typer.Option(..., "--out"), overwrite: bool = OVERWRITE,
@@ -163,13 +159,14 @@ def search_lr(strategy: str = choice_option(..., "--strategy", StrategyName), co
     from fedrag.strategies.lr_search import search_lr as run_search
 
     plan = make_strategy(strategy, top_k=top_k)
-    cfg = TrainConfig(steps=steps, epochs=epochs, seed=seed, batch_size=batch_size)
+    cfg = TrainConfig(steps=steps, epochs=epochs, seed=seed, batch_size=batch_size, explicit=given(ctx, TrainConfig))
     grid_g, grid_r = floats(lrs_generator), floats(lrs_retriever)
     check_out(out, "search-lr", overwrite)
     passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     if val_ex is None:
         train_ex, val_ex = carve_validation(train_ex, passages, seed, val_limit)
-    rag = build_training_rag(corpus, retriever, generator, lora, top_k, resolve_device(device), seed)
+    rag = build_training_rag(corpus, retriever, generator, lora, top_k, resolve_device(device), seed,
+                             shared_retriever=plan.shared_retriever)
 
     def show(point):
         lr = {k: point[k] for k in ("lr_generator", "lr_retriever")}

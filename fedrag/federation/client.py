@@ -18,18 +18,20 @@ from fedrag.train.state import get_state, set_state, trainable_parameters
 
 
 @lru_cache(maxsize=2)
-def _site_rag(task_key: tuple, corpus: str, device: str):
+def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
     from fedrag.pipeline import build_training_rag
 
     task = FedTask(**dict(task_key))
     return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, device, task.seed,
-                              retriever_lora=task.retriever_lora)
+                              retriever_lora=task.retriever_lora, shared_retriever=shared)
 
 
-def site_rag(task: FedTask, corpus: str, device: str | None = None):
+def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool = False):
     """The site's RAG system (models + private store) on ``device`` (default the task's),
-    cached per process."""
-    return _site_rag(tuple(sorted(task.to_config().items())), corpus, device or task.device)
+    cached per process; ``shared``: one encoder for questions and passages (a plan that
+    trains the passage side)."""
+    return _site_rag(tuple(sorted(task.to_config().items())), corpus, device or task.device, shared)
+
 
 
 def _load_context(rag, config) -> None:
@@ -58,14 +60,18 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
 
     phase_idx = int(config["phase"])
     rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
-    stage = (plan or task.plan()).phases[phase_idx].stage
-    rag = site_rag(task, corpus, device)  # cached in a long-lived process (simulation), loaded per message otherwise
+    plan = plan or task.plan()
+    phase = plan.phases[phase_idx]
+    stage = phase.stage
+    # cached in a long-lived process (simulation), loaded per message otherwise
+    rag = site_rag(task, corpus, device, plan.shared_retriever)
     _load_context(rag, config)
     state = from_wire(arrays, _layout(rag, stage))
     set_state(rag, state)
+    rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
     load_s = time.perf_counter() - t_load  # imports, models, store, the round's tensors
     mu = float(config.get("proximal-mu", 0.0))
-    cfg = task.train_config(rnd, mu)
+    cfg = phase.config(task.train_config(rnd, mu), federated=True)  # the phase's overrides, as centrally
     t0 = time.perf_counter()
     res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
     new = get_state(rag, stage.trains)
@@ -82,10 +88,12 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
     from fedrag.evaluate import recall_at_k
 
     phase = int(config["phase"])
-    stage = (plan or task.plan()).phases[phase].stage
-    rag = site_rag(task, corpus, device)
+    plan = plan or task.plan()
+    stage = plan.phases[phase].stage
+    rag = site_rag(task, corpus, device, plan.shared_retriever)
     _load_context(rag, config)
     set_state(rag, from_wire(arrays, _layout(rag, stage)))
+    rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
     sample = examples[:limit]
     with torch.no_grad():
         loss = float(stage.loss(rag, sample).loss)

@@ -15,6 +15,7 @@ import torch
 
 from fedrag._io import atomic_write_json
 from fedrag.federation.aggregator import make_accountant, make_aggregator
+from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.records import from_wire, packed_spec, to_wire
@@ -22,14 +23,15 @@ from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
 from fedrag.train.tracking import Tracker
 
-def _server_model(task: FedTask):
-    """Retriever + generator on the server: source of initial tensors, target of the final save."""
+def _server_model(task: FedTask, shared: bool = False):
+    """Retriever + generator on the server: source of initial tensors, target of the final
+    save (``shared``: one encoder for both sides, saved as such)."""
     from types import SimpleNamespace
 
     from fedrag.generate import Generator
     from fedrag.retrieve import Retriever
 
-    ret = Retriever.load(task.retriever, device=task.device, lora=task.retriever_lora)
+    ret = Retriever.load(task.retriever, device=task.device, lora=task.retriever_lora, shared=shared)
     gen = None if task.generator == "none" else Generator.load(task.generator, device=task.device, lora=task.lora,
                                                                trainable=True, seed=task.seed)
     return SimpleNamespace(retriever=ret, generator=gen)
@@ -63,8 +65,8 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     from fedrag.train import get_state, set_state
 
     out = Path(task.out)
-    rag = _server_model(task)
     plan = plan or task.plan()
+    rag = _server_model(task, plan.shared_retriever)
     start_phase, rounds_done, history, dp_state = load_checkpoint(out, rag, task, len(plan.phases))
     (out / "cost.json").unlink(missing_ok=True)  # this run trains: an older summary no longer describes OUT
     accountant = make_accountant(task, dp_state)
@@ -133,6 +135,8 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     rag.retriever.save(out / "retriever")
     if rag.generator is not None:
         rag.generator.save(out / "generator")
+        dec = plan.decoding  # decoded as it was trained, as a centrally trained generator is
+        save_decoding(out / "generator", dec["decoding"], dec.get("gamma", RETRIEVAL_GAMMA), plan.name)
     summary = _cost(history, time.perf_counter() - t_run, task)
     if accountant is not None:
         spent = accountant.get_privacy_spent()

@@ -68,6 +68,9 @@ class FedTask:
     device: str = "cpu"           # a site's --node-config 'device="cuda:1"' wins over this
     dtype: str = _train("dtype")
     score_batch_size: int = 0     # rows per scoring forward on the sites (0: all at once)
+    explicit: str = field(default="", metadata={"help": (
+        "the training settings the user set, comma-separated (default: those passed when the task is built); "
+        "a stage's own defaults never replace them")})
     report_to: str = field(default="none", metadata={"help": (
         "the server tracks each round's global and per-site metrics: none, all, or tensorboard,mlflow,wandb "
         "(TensorBoard/W&B files in OUT/tracking)")})
@@ -109,7 +112,8 @@ class FedTask:
         with: ``local_steps`` steps, the schedule continuing across the phase's rounds."""
         from fedrag.train.config import TrainConfig
 
-        return TrainConfig(steps=self.local_steps, batch_size=self.batch_size, lr_generator=self.lr_generator,
+        names = {f.name for f in fields(TrainConfig)}
+        return TrainConfig(explicit=tuple(n for n in self.explicit.split(",") if n in names), steps=self.local_steps, batch_size=self.batch_size, lr_generator=self.lr_generator,
                            lr_retriever=self.lr_retriever, warmup_ratio=self.warmup_ratio, seed=self.seed + rnd - 1,
                            prox_mu=prox_mu, gradient_checkpointing=self.gradient_checkpointing, dtype=self.dtype,
                            score_batch_size=self.score_batch_size or None,
@@ -144,7 +148,19 @@ class FedTask:
             if not isinstance(value, ok) or (names[name] in ("int", "float") and isinstance(value, bool)):
                 raise FedragError(f"run config: '{key}' must be {names[name]}, got {type(value).__name__}")
             kw[name] = bool(value) if names[name] == "bool" else value
+        if not kw.get("explicit"):  # an app config lists every setting: those that differ from the default were set
+            defaults = {f.name: f.default for f in fields(cls)}
+            kw["explicit"] = ",".join(k for k, v in kw.items() if k != "explicit" and v != defaults.get(k))
         return cls(**kw)
+
+
+def _record_explicit():
+    from fedrag.train.config import record_explicit
+
+    record_explicit(FedTask, join=True)
+
+
+_record_explicit()
 
 
 def import_strategy(path: str, top_k: int = 3):

@@ -14,6 +14,9 @@ from fedrag.train.loop import StageResult, TrainConfig, train_stage
 from fedrag.train.protocol import Stage
 
 
+LENGTH = ("steps", "epochs", "min_steps", "schedule_total", "schedule_offset")  # a federated phase's length is its rounds
+
+
 @dataclass
 class Phase:
     """One stage of a strategy, with optional per-phase overrides of the TrainConfig."""
@@ -25,8 +28,20 @@ class Phase:
     def name(self) -> str:
         return self.stage.name
 
-    def config(self, base: TrainConfig) -> TrainConfig:
-        return replace(base, **self.overrides)
+    def config(self, base: TrainConfig, federated: bool = False) -> TrainConfig:
+        """The settings this phase trains with: ``base``, with the stage's own defaults
+        (``Stage.defaults``) where the user set nothing, then this phase's overrides.
+
+        ``federated``: on a site, the rounds and local steps set the length and schedule,
+        so overrides of ``steps``/``epochs``/``min_steps`` do not apply there (nor does the
+        stage's ``min_steps``); every other override does, exactly as centrally."""
+        defaults = dict(getattr(self.stage, "defaults", None) or {})
+        overrides = dict(self.overrides)
+        if federated:
+            for key in LENGTH:
+                defaults.pop(key, None)
+                overrides.pop(key, None)
+        return replace(base.with_stage_defaults(defaults), **overrides)
 
 
 @dataclass
@@ -40,6 +55,11 @@ class Strategy:
     @property
     def trains(self) -> tuple[str, ...]:
         return tuple(sorted({side for p in self.phases for side in p.stage.trains}))
+
+    @property
+    def shared_retriever(self) -> bool:
+        """Some phase trains the passage encoder: the system needs a shared retriever."""
+        return any(getattr(p.stage, "needs_shared_retriever", False) for p in self.phases)
 
     @property
     def decoding(self) -> dict:
@@ -83,6 +103,9 @@ class Strategy:
                                   resume=resume)
                 if pdir:
                     _save_done(pdir, rag, phase.stage.trains, res)
+            reencoded = rag.sync_store()  # the passage side moved: later phases retrieve from the new embeddings
+            if reencoded:
+                res.cost.wall_s += reencoded["reencode_s"]
             results.append(res)
             if out_dir:
                 atomic_write_text(Path(out_dir) / "metrics.jsonl", "".join(

@@ -70,7 +70,8 @@ def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str
 
 def compare(settings: CompareSettings, passages: list[Passage], train: list[Example], test: list[Example],
             val: list[Example] | None, out: str | Path, build_rag, log=print, report_to: str = "none") -> dict:
-    """Run the comparison into ``out``; ``build_rag()`` returns fresh base models each call.
+    """Run the comparison into ``out``; ``build_rag(shared_retriever=...)`` returns fresh
+    base models each call (a shared retriever for strategies that train the passage side).
 
     Returns (and writes to ``OUT/compare.json``) ``{"settings", "rows", "skipped"}``, one
     row per strategy plus the untuned baseline: EM, F1, Recall@5 (with gold ids) and
@@ -87,7 +88,7 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
     if settings.search and not val:
         raise FedragError("the learning-rate search needs validation data (--val, or carve it from --train)")
     cfg = TrainConfig(**settings.train)
-    rows = [_cached(out, "untuned") or _save(out, "untuned", _baseline(build_rag(), test, settings, log))]
+    rows = [_cached(out, "untuned") or _save(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))]
     for i, name in enumerate(run, 1):
         row = _cached(out, name)
         if row:
@@ -95,7 +96,9 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
         else:
             log(f"compare: [{i}/{len(run)}] {name}: training{' with LR search' if settings.search else ''} ...")
             scfg = replace(cfg, report_to=report_to, run_name=f"{out.name}/{name}", tracking_dir=str(out / "tracking" / name))
-            row = _save(out, name, _one(name, build_rag(), train, val, test, scfg, settings, log))
+            plan = make_strategy(name, top_k=settings.top_k)
+            rag = build_rag(shared_retriever=plan.shared_retriever)
+            row = _save(out, name, _one(plan, rag, train, val, test, scfg, settings, log))
             log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
                 f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
         rows.append(row)
@@ -212,8 +215,8 @@ def _baseline(rag, test, settings: CompareSettings, log) -> tuple[dict, list[dic
             "train_s": 0.0, "train_flops": 0.0, "search_s": 0.0, "search_flops": 0.0, "steps": 0}, questions
 
 
-def _one(name: str, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
-    plan = make_strategy(name, top_k=settings.top_k)
+def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
+    name = plan.name
     search = {"search_s": 0.0, "search_flops": 0.0, "search_points": 0}
     if settings.search:
         def show(p):

@@ -75,15 +75,21 @@ def custom(name: str, *stages) -> Strategy:
 
 def plan_from_names(strategy: str | None, stage: str | None, top_k: int = 3, ralt_mode: str = "all-in-one",
                     two_phase_loss: str = "rag-sequence", two_phase_order: str = "generator-first",
-                    train_passages: bool = False) -> Strategy:
-    """A Strategy from a strategy name, or a one-phase one from a stage name (exactly one)."""
+                    train_passages: bool | None = None) -> Strategy:
+    """A Strategy from a strategy name, or a one-phase one from a stage name (exactly one).
+
+    ``train_passages``: None keeps the stage's own default (contrastive trains the passage
+    side, LSR does not); True/False applies to a contrastive or LSR stage only."""
     if (strategy is None) == (stage is None):
         raise FedragError("give exactly one of --strategy or --stage")
     if stage:
-        if train_passages and stage not in ("contrastive", "lsr"):
+        if train_passages is not None and stage not in ("contrastive", "lsr"):
             raise FedragError("--train-passages applies to --stage contrastive or --stage lsr")
-        return custom(stage, make_stage(stage, top_k=top_k, mode=ralt_mode, train_passages=train_passages or None))
-    if train_passages:
+        opts = {"mode": ralt_mode} if stage == "ralt" else {}
+        if stage in ("contrastive", "lsr"):
+            opts["train_passages"] = train_passages
+        return custom(stage, make_stage(stage, top_k=top_k, **opts))
+    if train_passages is not None:
         raise FedragError("--train-passages applies to --stage contrastive or --stage lsr")
     opts = {"retriever_loss": two_phase_loss, "order": two_phase_order} if strategy == "two-phase" else {}
     return make_strategy(strategy, top_k=top_k, **opts)

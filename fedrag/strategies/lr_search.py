@@ -21,7 +21,6 @@ retraining follows, and their cost is reported apart from the search's.
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from typing import Literal
 
 from fedrag.data.types import Example
@@ -96,8 +95,10 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
         best = None
         for lr in lrs_g if side == "generator" else lrs_r:
             set_state(rag, start)
-            pcfg = replace(phase.config(cfg), **{key: lr})
+            rag.sync_store()
+            pcfg = phase.config(cfg).set(**{key: lr})
             res = train_stage(phase.stage, rag, train, pcfg)
+            rag.sync_store()
             metrics = fn(rag, val)
             point = _point(i, phase.name, pcfg, metrics, [res])
             points.append(point)
@@ -105,13 +106,14 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
             if best is None or rank(metrics) > rank(best[0]):
                 best = (metrics, get_state(rag, sides), res, point)
         set_state(rag, best[1])
+        rag.sync_store()
         best[3]["chosen"] = [key]
         final.append(best[2])
     return points, final
 
 
 def _train_all(strategy, rag, train, cfg) -> list[StageResult]:
-    return [train_stage(p.stage, rag, train, p.config(cfg)) for p in strategy.phases]
+    return strategy.run(rag, train, cfg)
 
 
 def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
@@ -122,7 +124,8 @@ def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
     points, best = [], None
     for g, r in itertools.product(lrs_g, lrs_r):
         set_state(rag, start)
-        pcfg = replace(cfg, lr_generator=g, lr_retriever=r)
+        rag.sync_store()
+        pcfg = cfg.set(lr_generator=g, lr_retriever=r)
         results = _train_all(strategy, rag, train, pcfg)
         metrics = fn(rag, val)
         point = _point("all", strategy.name, pcfg, metrics, results)
@@ -131,6 +134,7 @@ def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
         if best is None or rank(metrics) > rank(best[0]):
             best = (metrics, get_state(rag, strategy.trains), results, point)
     set_state(rag, best[1])
+    rag.sync_store()
     best[3]["chosen"] = ["lr_generator", "lr_retriever"]
     return points, best[2]
 
@@ -147,7 +151,8 @@ def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point)
     points, best = [], {}
     for g, r, axis in grid:
         set_state(rag, start)
-        pcfg = replace(cfg, lr_generator=g, lr_retriever=r)
+        rag.sync_store()
+        pcfg = cfg.set(lr_generator=g, lr_retriever=r)
         results = _train_all(strategy, rag, train, pcfg)
         fn, rank = judges[axis]
         metrics = fn(rag, val)
@@ -159,6 +164,7 @@ def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point)
     for axis, (_, point, _) in best.items():
         point.setdefault("chosen", []).append(axis)
     set_state(rag, start)  # the naive search ends with a final run at the chosen point
-    chosen = replace(cfg, lr_generator=best["lr_generator"][1]["lr_generator"],
+    rag.sync_store()
+    chosen = cfg.set(lr_generator=best["lr_generator"][1]["lr_generator"],
                      lr_retriever=best.get("lr_retriever", best["lr_generator"])[1]["lr_retriever"])
     return points, _train_all(strategy, rag, train, chosen)

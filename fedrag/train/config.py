@@ -8,7 +8,7 @@ Each field's default and ``metadata["help"]`` are what ``fedrag train`` / ``comp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
 
@@ -54,6 +54,8 @@ class TrainConfig:
                                 "list of tensorboard, mlflow, wandb (configured by their own environment variables)")
     run_name: str = _f("", "name of the tracked run (default: the output directory's name)")
     tracking_dir: str = _f("", "where TensorBoard and W&B files go (default: the stage's output directory)")
+    explicit: tuple[str, ...] = _f((), "the fields the user set (default: those passed to the constructor): a "
+                                        "stage's own defaults (Stage.defaults) never replace them")
 
     def __post_init__(self):
         from fedrag.errors import FedragError, check_finite
@@ -72,6 +74,11 @@ class TrainConfig:
         from fedrag.train.tracking import parse_report_to
 
         parse_report_to(self.report_to)  # an unknown integration fails here, before any model loads
+        names = {f.name for f in fields(self)}
+        unknown = [n for n in self.explicit if n not in names]
+        if unknown:
+            raise FedragError(f"TrainConfig.explicit names no setting: '{unknown[0]}'")
+        self.explicit = tuple(self.explicit)
         if self.epochs <= 0 or min(self.lr_generator, self.lr_retriever) < 0 or not 0 <= self.warmup_ratio < 1:
             raise FedragError("--epochs must be > 0, learning rates >= 0 and --warmup-ratio in [0, 1)")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.prox_mu < 0:
@@ -83,3 +90,39 @@ class TrainConfig:
         if self.steps is not None:
             return self.steps
         return max(1, self.min_steps, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
+
+    def set(self, **values) -> "TrainConfig":
+        """A copy with ``values`` set as the user's own (``explicit``): a stage's defaults
+        do not replace them (e.g. a learning-rate search's grid point)."""
+        from dataclasses import replace
+
+        return replace(self, **values, explicit=tuple(dict.fromkeys((*self.explicit, *values))))
+
+    def with_stage_defaults(self, defaults: dict) -> "TrainConfig":
+        """This config with a stage's preferred settings (``Stage.defaults``) in place of
+        those the user did not set (``explicit``)."""
+        from dataclasses import replace
+
+        chosen = {k: v for k, v in (defaults or {}).items() if k not in self.explicit}
+        return replace(self, **chosen) if chosen else self
+
+
+def record_explicit(cls, join: bool = False):
+    """Make ``cls``'s dataclass ``__init__`` fill its ``explicit`` field, when not given,
+    with the names of the fields passed to it (a comma-separated string if ``join``): so
+    ``TrainConfig(lr_retriever=2e-5)`` keeps that rate where a stage prefers another."""
+    init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        if "explicit" not in kwargs:
+            names = [f.name for f in fields(cls)][: len(args)] + list(kwargs)
+            kwargs["explicit"] = ",".join(names) if join else tuple(names)
+        init(self, *args, **kwargs)
+
+    __init__.__wrapped__ = init
+    __init__.__doc__ = init.__doc__
+    cls.__init__ = __init__
+    return cls
+
+
+record_explicit(TrainConfig)

@@ -69,13 +69,19 @@ class ContrastiveStage:
 
     name: ClassVar[str] = "contrastive"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
-    # measured defaults for `fedrag train --stage contrastive` (docs/results.md, benchmarks/contrastive_defaults.py):
-    # the query side alone did not raise Recall@5 on SQuAD or HotpotQA; with the passage side it did
-    defaults: ClassVar[dict] = {"batch_size": 16, "lr_retriever": 5e-5, "min_steps": 20, "train_passages": True}
+    # measured (docs/results.md, benchmarks/contrastive_defaults.py): the query side alone did not raise
+    # Recall@5 on SQuAD or HotpotQA; the passage side at batch 16, lr 5e-5 did. Training settings the
+    # stage prefers, applied by Phase.config wherever the stage runs unless the user set them.
+    defaults: ClassVar[dict] = {"batch_size": 16, "lr_retriever": 5e-5, "min_steps": 20}
     hard_negatives: int = 1
     scale: float = 20.0
     top_k: int = 4
-    train_passages: bool = False
+    train_passages: bool = True
+
+    @property
+    def needs_shared_retriever(self) -> bool:
+        """Training the passage side needs one encoder for questions and passages."""
+        return self.train_passages
 
     def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
         if not all(e.gold_ids for e in batch):
@@ -120,6 +126,11 @@ class LSRStage:
     gamma: float = RETRIEVAL_GAMMA
     tau: float = 1.0
     train_passages: bool = False
+
+    @property
+    def needs_shared_retriever(self) -> bool:
+        """Training the passage side needs one encoder for questions and passages."""
+        return self.train_passages
 
     def scores(self, rag: RAGSystem, batch: list[Example], grad: bool = True):
         """The two sides of the loss over each question's top-k: retriever scores ``[B, k]``
@@ -251,5 +262,8 @@ def make_stage(name: str, **options):
     if name not in STAGES:
         raise FedragError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})")
     cls = STAGES[name]
-    fields = cls.__dataclass_fields__
-    return cls(**{k: v for k, v in options.items() if k in fields and v is not None})
+    fields = [f for f in cls.__dataclass_fields__ if not f.startswith("_")]
+    unknown = sorted(k for k in options if k not in fields)
+    if unknown:
+        raise FedragError(f"stage '{name}' has no option '{unknown[0]}' (its options: {', '.join(sorted(fields))})")
+    return cls(**{k: v for k, v in options.items() if v is not None})  # None: the stage's own default
