@@ -124,10 +124,21 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"kind": "federate"})
     paths = _site_paths(corpus, train, n_sites, partition, seed, site, out)
+    try:
+        cost = _run(task, paths, engine, out, cpus_per_site, gpus_per_site, verbose, tls, supernode_auth)
+    except BaseException as exc:  # an interrupt keeps the finished rounds' checkpoint: say so, not "removed"
+        if not isinstance(exc, Exception) and (out / "checkpoint").exists():
+            exc.add_note(f"the finished rounds are checkpointed in {out}: run the same command again to resume")
+        raise
+    _print_summary(cost)
+
+
+def _run(task: FedTask, paths, engine: str, out: Path, cpus_per_site: float, gpus_per_site: float, verbose: bool,
+         tls: bool, supernode_auth: bool) -> dict:
     if engine == "simulation":
         from fedrag.federation.simulation import simulate
 
-        cost = simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose)
+        return simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose)
     else:
         from fedrag.federation.deployment import deploy
 
@@ -142,8 +153,7 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
         else:
             typer.echo("fedrag: warning: INSECURE deployment (no TLS, no SuperNode authentication); on a network, anyone who "
                        "reaches the SuperLink port can submit runs or join as a site. Pass --tls --supernode-auth.", err=True)
-        cost = deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out), certs=certs, auth_keys=keys)
-    _print_summary(cost)
+        return deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out), certs=certs, auth_keys=keys)
 
 
 @app.command("app")
