@@ -109,6 +109,12 @@ def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir,
         assert code == 0, err
         m = json.loads((tmp_path / f"{mode}.json").read_text())
         assert m["n"] == 4 and {"em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10"} <= set(m)
+        assert m["retrieval"] == mode
+    got = {mode: json.loads((tmp_path / f"{mode}.json").read_text()) for mode in ("dense", "bm25", "hybrid")}
+    # the tiny BERT is random (dense retrieval near chance); names are rare tokens that BM25 finds:
+    # an ignored --retrieval would give the dense figures three times
+    assert got["bm25"]["recall@1"] > got["dense"]["recall@1"], got
+    assert (got["hybrid"]["recall@1"], got["hybrid"]["mrr@10"]) != (got["dense"]["recall@1"], got["dense"]["mrr@10"]), got
 
 
 def test_demo_data_command(monkeypatch, capsys, tmp_path):

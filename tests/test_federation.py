@@ -44,6 +44,7 @@ def task_for(tiny_models, out, **kw):
     return FedTask(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_one_site_one_round_equals_centralized(tiny_models, sites, tmp_path):
     """The converter is faithful: FedAvg over one site for one round = centralized training."""
     from fedrag.pipeline import build_training_rag
@@ -69,6 +70,7 @@ def test_one_site_one_round_equals_centralized(tiny_models, sites, tmp_path):
         assert torch.allclose(fed[k], central[k], atol=1e-6, rtol=1e-5), k
 
 
+@pytest.mark.slow
 def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, tmp_path):
     """With ``keep_optimizer`` a site's AdamW continues across rounds (its moments live in
     Flower's context.state): 1 site x 2 rounds = centralized training in two chunks that
@@ -86,12 +88,14 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     site = sites[1][0]
 
     def central(carry: bool) -> dict:
-        rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
+        rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed,
+                                 shared_retriever=True)  # contrastive trains the passage side
         moments = {} if carry else None
         with one_thread():
             for rnd in (1, 2):
                 cfg = TrainConfig(steps=3, batch_size=2, lr_retriever=1e-3, seed=task.seed + rnd - 1,
                                   warmup_ratio=task.warmup_ratio, schedule_total=6, schedule_offset=3 * (rnd - 1))
+                rag.sync_store()  # as the site re-embeds its store once the global encoder moved
                 train_stage(make_stage("contrastive", top_k=task.top_k), rag, load_qa(site["train"]), cfg,
                             optimizer_state=moments)
         return get_state(rag, ("retriever",))
@@ -103,6 +107,7 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     assert max((kept[k] - restarted[k]).abs().max().item() for k in kept) > 1e-4
 
 
+@pytest.mark.slow
 def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     task = task_for(tiny_models, tmp_path / "out", strategy="ra-dit", evaluate_every=2, report_to="mlflow,tensorboard")
@@ -156,6 +161,7 @@ def composed_epsilon(noise: float, sites: int, releases: int, delta: float = 1e-
     return acc.get_privacy_spent().epsilon
 
 
+@pytest.mark.slow
 def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_path):
     task = task_for(tiny_models, tmp_path / "dp", strategy="independent", rounds=2, dp_noise=1.0, dp_clip=0.5,
                     evaluate_every=0)
@@ -170,6 +176,7 @@ def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_
 
 
 @pytest.mark.parametrize("min_sites", [1, 2])
+@pytest.mark.slow
 def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(tiny_models, sites, tmp_path, min_sites):
     from flwr.simulation import run_simulation
 
@@ -202,6 +209,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
         assert not (tmp_path / "ft" / "generator").exists() and not (tmp_path / "ft" / "cost.json").exists()
 
 
+@pytest.mark.slow
 def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp_path):
     out = tmp_path / "resume"
     cmd = [sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--sites", "2", "--rounds", "4",
@@ -252,6 +260,7 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
 
 
 @pytest.mark.parametrize("aggregator", ["fedprox", "fedadam"])
+@pytest.mark.slow
 def test_other_aggregators_run(tiny_models, sites, tmp_path, aggregator):
     from fedrag.train import get_state
     from fedrag.pipeline import build_training_rag
@@ -301,6 +310,7 @@ def test_sites_can_train_with_gradient_checkpointing(tiny_models, sites):
     assert any(not torch.equal(new[k], start[k]) for k in start)
 
 
+@pytest.mark.slow
 def test_a_site_refuses_models_its_policy_does_not_allow(tiny_models, sites, tmp_path):
     from fedrag.errors import FedragError
     from fedrag.federation.policy import SitePolicy
@@ -347,6 +357,7 @@ def _tamper(kind):
 
 @pytest.mark.parametrize("kind,reason", [("metric-key-text", "metric keys not in the allow-list"),
                                           ("tensor-text", "expected float32")])
+@pytest.mark.slow
 def test_the_audit_rejects_a_leaking_reply(tiny_models, sites, tmp_path, kind, reason):
     from flwr.simulation import run_simulation
 
@@ -405,6 +416,7 @@ def test_the_audit_refuses_text_in_an_outgoing_config(monkeypatch):
     assert "carries a str" in outgoing_violation(text, tensor_spec(state))
 
 
+@pytest.mark.slow
 def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tmp_path):
     from dataclasses import dataclass
     from typing import ClassVar
@@ -469,6 +481,7 @@ def test_a_message_carries_the_tensors_packed_one_array_per_dtype(tiny_models):
         from_wire(to_wire(state), tensor_spec(fewer))
 
 
+@pytest.mark.slow
 def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_models, sites):
     """A long-lived site process (a simulation's Ray actor) trains round after round on
     one cached model: the last round's leftover gradients must not leak into the next
@@ -524,6 +537,7 @@ def _assert_same(central: dict, fed: dict, base: dict) -> None:
         assert rel <= 1e-3, (k, float(rel))
 
 
+@pytest.mark.slow
 def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tiny_models, sites, tmp_path):
     """Per-phase overrides (learning rate, batch size) apply on the site exactly as in
     ``Strategy.run``; the contrastive phase trains the passage side (its default), so the
@@ -549,6 +563,7 @@ def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tin
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"])
+@pytest.mark.slow
 def test_each_built_in_strategy_federates_as_it_trains_centrally(tiny_models, sites, tmp_path, name):
     from fedrag.strategies import make_strategy
 
@@ -562,6 +577,7 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(tiny_models, si
     assert (recorded["decoding"], recorded["gamma"]) == (expected["decoding"], expected["gamma"])
 
 
+@pytest.mark.slow
 def test_a_federated_generator_is_evaluated_with_the_decoding_it_was_trained_for(monkeypatch, capsys, tiny_models,
                                                                                   sites, demo_dir, tmp_path):
     from test_cli import run

@@ -27,6 +27,7 @@ def _ignore_sigint():
 @pytest.mark.parametrize("sig,code,word,ignored", [(signal.SIGINT, 130, "interrupted", False),
                                                    (signal.SIGINT, 130, "interrupted", True),
                                                    (signal.SIGTERM, 143, "terminated", False)])
+@pytest.mark.slow
 def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_models, sig, code, word, ignored):
     """``ignored``: started with SIGINT ignored (as a non-interactive shell starts background
     jobs, or a parent process that ignores it): Ctrl-C still interrupts fedrag."""
@@ -138,6 +139,7 @@ def test_corrupt_files_give_one_line(monkeypatch, capsys, tmp_path, demo_dir, ti
     assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_nq_open_conversion_is_deterministic_and_drops_empty_passages(tmp_path):
     from fedrag.data.converters import nq_open
 
@@ -181,6 +183,7 @@ def test_eval_reports_the_top_k_it_used(monkeypatch, capsys, tmp_path, demo_dir,
     ("federate", {"--engine": "deployment", "--partition": "by-title", "--aggregator": "fedyogi"}),
     ("eval", {"--retrieval": "hybrid", "--decoding": "rag-token"}),
 ])
+@pytest.mark.slow
 def test_help_lists_the_choices(command, options):
     res = subprocess.run([sys.executable, "-m", "fedrag", command, "--help"], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "300"})
@@ -195,6 +198,7 @@ def _weights(path: Path) -> dict:
     return {k: v for f in sorted(path.rglob("*.safetensors")) for k, v in load_file(str(f)).items()}
 
 
+@pytest.mark.slow
 def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path, demo_dir, tiny_models):
     """SIGKILL (the OOM killer, a preempted node) after the first checkpoint; the same
     command continues and ends bit-for-bit where an uninterrupted run ends. Contrastive
@@ -248,6 +252,7 @@ def test_another_command_does_not_continue_an_interrupted_run(monkeypatch, capsy
     assert not partial.exists() and (out / "cost.json").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
     """The second ``train --out X`` started while the first runs is refused with one line;
     the first finishes and its result is the one in X."""
@@ -274,6 +279,7 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
     assert json.loads((out / "cost.json").read_text())["total"]["steps"] == 300
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models):
     """A tmpfs too small for the trained models: the library's own error type (safetensors'
     SafetensorError) still ends as one line, exit 1, and nothing is published."""

@@ -75,3 +75,18 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
     from safetensors.torch import load_file
 
     assert all(bool(t.isfinite().all()) for t in load_file(str(ckpt / "trainable.safetensors")).values())
+
+
+def test_train_then_eval_in_bfloat16_through_the_cli(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    """``eval --dtype bfloat16`` loads the retriever in bfloat16 and fingerprints it for the
+    store (numpy has no bfloat16: this was a TypeError traceback)."""
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--steps", "1", "--batch-size", "2",
+                       "--dtype", "bfloat16", "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
+                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", out)
+    assert code == 0, err
+    code, stdout, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
+                            "--retriever", out / "retriever", "--generator", out / "generator", "--dtype", "bfloat16",
+                            "--limit", "2", "--max-new-tokens", "2")
+    assert code == 0 and "Traceback" not in err, err
+    assert 0 <= json.loads(stdout.strip().splitlines()[-1])["recall@5"] <= 1

@@ -179,7 +179,7 @@ def test_lsr_can_train_the_passage_encoder(tiny_models, demo_dir, train):
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", shared_retriever=True)
     enc, questions = rag.retriever.query_encoder, [e.question for e in train[:4]]
     enc.eval()
-    grads = []
+    grads, ref, ref_pos = [], None, None
     for passages in (False, True):
         enc.zero_grad()
         scores, pos, _ = retrieve_scores(rag, questions, 3, grad=True, train_passages=passages)

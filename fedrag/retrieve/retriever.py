@@ -36,7 +36,8 @@ def fingerprint(module: torch.nn.Module) -> str:
     h = hashlib.sha1()
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        # raw bytes through a uint8 view: numpy has no bfloat16 (float32 gives numpy's bytes exactly)
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -86,6 +87,13 @@ class Retriever(torch.nn.Module):
         if lora:
             ret.add_lora()
         return ret
+
+    def share(self) -> None:
+        """Use the query encoder for passages too (what training the passage side needs).
+        A store embedded by the old passage encoder stays valid while both encoders hold the
+        same weights; :meth:`fedrag.rag.RAGSystem.sync_store` re-embeds it otherwise."""
+        if not self.shared:
+            self.passage_encoder, self.shared, self._passage_fp = self.query_encoder, True, None
 
     @property
     def is_lora(self) -> bool:

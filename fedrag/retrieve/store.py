@@ -97,7 +97,7 @@ class KnowledgeStore:
         if k < 1:
             raise StoreError(f"top-k must be >= 1, got {k}")
         if isinstance(queries, torch.Tensor):
-            queries = queries.detach().cpu().numpy()
+            queries = queries.detach().float().cpu().numpy()  # numpy has no bfloat16
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise StoreError(f"query dimension {queries.shape[-1]} does not match the store's dimension {self.dim} (encoder '{self.encoder}')")

@@ -91,6 +91,9 @@ class Strategy:
             One :class:`StageResult` per phase.
         """
         results = []
+        if self.shared_retriever and not rag.retriever.shared:  # a phase trains the passage side: it needs one encoder
+            rag.retriever.share()
+            rag.sync_store()
         for i, phase in enumerate(self.phases):
             pcfg = phase.config(cfg)
             pdir = Path(out_dir) / f"phase{i}-{phase.name}" if out_dir else None
