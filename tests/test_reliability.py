@@ -231,6 +231,7 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(tm
         assert torch_close(a[k], b[k]), k
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 7)), "each step logged once"
+    assert not list(out.glob("phase*/done")), "what only a resume needs is not published"
 
 
 def torch_close(a, b) -> bool:

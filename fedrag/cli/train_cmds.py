@@ -87,6 +87,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
     from fedrag._io import check_out, file_digest, resumable_dir
     from fedrag.pipeline import build_training_rag, resolve_device
     from fedrag.strategies import plan_from_names, save_outputs, total_cost
+    from fedrag.strategies.base import drop_resume_state
     from fedrag.train.validate import validation_fn
 
     plan = plan_from_names(strategy, stage, top_k, ralt_mode, two_phase_loss, two_phase_order, train_passages)
@@ -120,6 +121,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
             extra["reencode"] = {"reencoded_passages": len(rag.store)}
             rag.store.save(tmp / "index")
         save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding)
+        drop_resume_state(tmp)
     summary = total_cost(results, plan.name)["total"]
     typer.echo(json.dumps({"strategy": plan.name, "out": str(out), "steps": summary["steps"],
                            "wall_s": round(summary["wall_s"], 1), "flops": summary["flops"],

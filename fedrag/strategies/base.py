@@ -129,6 +129,15 @@ def _save_done(pdir: Path, rag, trains, res: StageResult) -> None:
         (tmp / "result.json").write_text(json.dumps(asdict(res)))
 
 
+def drop_resume_state(out_dir: str | Path) -> None:
+    """Delete what only a resume needs (each finished phase's ``done/`` copy of its
+    weights), once the run's outputs are saved."""
+    import shutil
+
+    for done in Path(out_dir).glob("phase*/done"):
+        shutil.rmtree(done)
+
+
 def _load_done(pdir: Path, rag) -> StageResult | None:
     done = pdir / "done"
     if not (done / "result.json").is_file():
