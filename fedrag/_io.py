@@ -140,7 +140,8 @@ def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: 
 
     Yields ``(work_dir, resumed)``. ``identity`` (JSON) is what the run must match to
     continue: another command finding the partial work is refused with one line naming
-    what differs; ``overwrite`` discards it (and replaces a finished ``out``)."""
+    what differs, or with ``overwrite`` discards it (which also replaces a finished
+    ``out``); the same command continues it, ``overwrite`` or not."""
     from fedrag.errors import FedragError
 
     out = Path(out)
@@ -149,19 +150,20 @@ def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: 
     with out_lock(out):
         check_out(out, kind, overwrite)
         resumed = False
-        if work.exists() and overwrite:
-            shutil.rmtree(work)
-        elif work.exists():
+        if work.exists():
             try:
                 had = json.loads((work / "identity.json").read_text())
             except (OSError, ValueError):
                 had = None
-            if had != wanted:
+            if had != wanted and overwrite:  # another command's progress: --overwrite discards it
+                shutil.rmtree(work)
+            elif had != wanted:
                 diff = sorted(k for k in set(wanted) | set(had or {}) if (had or {}).get(k) != wanted.get(k))
                 raise FedragError(f"{work} holds an interrupted run of another command (differs in {', '.join(diff) or 'its files'}); "
-                                  f"run that command again to continue it, or pass --overwrite to start afresh")
-            resumed = True
-        else:
+                                  f"run that command again to continue it, or pass --overwrite to discard it")
+            else:
+                resumed = True
+        if not resumed:
             work.mkdir(parents=True)
             atomic_write_json(work / "identity.json", wanted)
         if log and resumed:
@@ -169,9 +171,9 @@ def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: 
         try:
             yield work, resumed
         except BaseException as exc:
-            exc.add_note(f"its progress is kept in {work}: run the same command again to continue, "
-                         "or pass --overwrite to start afresh" if getattr(exc, "resumable", True)
-                         else f"pass --overwrite to start afresh (the checkpoints are in {work})")
+            exc.add_note(f"its progress is kept in {work}: run the same command again to continue "
+                         "(delete that directory to start afresh)" if getattr(exc, "resumable", True)
+                         else f"its checkpoints are in {work}; delete that directory to start afresh")
             raise
         (work / MARKER).write_text(json.dumps({"kind": kind, **(meta or {})}, indent=2) + "\n")
         _publish_mode(work, True)

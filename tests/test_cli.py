@@ -68,6 +68,7 @@ def bad_files(tmp_path):
     ("bad retrieval mode", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retrieval", "magic", "--generator", "none"], "Invalid value for '--retrieval': 'magic' is not one of 'dense', 'bm25', 'hybrid'"),
     ("bad top-k", ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--top-k", "0", "--generator", "none"], "--top-k must be >= 1"),
     ("unknown strategy", ["train", "--strategy", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--strategy'"),
+    ("train with an unknown retriever", ["train", "--stage", "ralt", "--retriever", "no-such-model", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "unknown retriever model 'no-such-model'"),
     ("unknown stage", ["train", "--stage", "magic", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--stage'"),
     ("passages with ralt", ["train", "--stage", "ralt", "--train-passages", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--train-passages applies to --stage contrastive or --stage lsr"),
     ("unknown option", ["eval", "--qa", "x", "--frobnicate"], "No such option"),
@@ -94,6 +95,7 @@ def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, demo_dir
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
     assert not out_file.exists(), "no half-written output"
     assert not (tmp_path / "run").exists() and not (tmp_path / "idx").exists()
+    assert not (tmp_path / ".run.partial").exists(), "a refused command leaves nothing to resume"
     assert sorted(p.name for p in demo_dir.iterdir()) == ["corpus.jsonl", "test.jsonl", "train.jsonl"], "the data directory is untouched"
 
 

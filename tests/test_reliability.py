@@ -232,6 +232,8 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(tm
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 7)), "each step logged once"
     assert not list(out.glob("phase*/done")), "what only a resume needs is not published"
+    cost = json.loads((out / "cost.json").read_text())["total"]
+    assert cost["steps"] == 6 and cost["examples"] == 24, "the cost is the whole run's, not the resumed part's"
 
 
 def torch_close(a, b) -> bool:

@@ -153,8 +153,10 @@ def test_training_is_reproducible_and_resumable(tiny_models, demo_dir, train, tm
     with pytest.raises(Interrupt):
         train_stage(StopAfter(RALTStage(top_k=2), 3), c, train, cfg, out_dir=tmp_path / "c")
     d = make_rag(tiny_models, demo_dir)
-    res = train_stage(RALTStage(top_k=2), d, train, cfg, out_dir=tmp_path / "c", resume=True)
-    assert res.cost.steps == 2, "resumed from the step-2 checkpoint"
+    counted = StopAfter(RALTStage(top_k=2), 100)
+    res = train_stage(counted, d, train, cfg, out_dir=tmp_path / "c", resume=True)
+    assert counted.n == 98, "resumed from the step-2 checkpoint: 2 steps trained"
+    assert res.cost.steps == 4, "the cost is the whole run's"
     sd = get_state(d, ("generator",))
     assert all(torch.allclose(sa[k], sd[k], atol=1e-6) for k in sa)
 

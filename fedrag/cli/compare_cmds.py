@@ -60,10 +60,7 @@ def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: 
                                data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
                                      "limit": limit, "test_limit": test_limit, "val_limit": val_limit,
                                      "sampling": "evenly-spaced"})
-    if overwrite and out.exists():
-        check_out(out, "compare", overwrite)
-        shutil.rmtree(out)
-    elif out.exists() and output_kind(out) != "compare":
+    if out.exists() and output_kind(out) != "compare" and not overwrite:
         check_out(out, "compare", overwrite)  # a directory that is not a comparison is never written into
     passages, train_ex, val_ex = load_inputs(corpus, train, val, None, val_limit)
     train_ex, test_ex = evenly_spaced(train_ex, limit), evenly_spaced(load_qa(test), test_limit)
@@ -75,6 +72,8 @@ def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: 
         return build_training_rag(corpus, retriever, generator, True, top_k, dev, seed, shared_retriever=shared_retriever)
 
     with out_lock(out):
+        if overwrite and out.exists():
+            shutil.rmtree(out)
         result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build,
                              log=lambda m: typer.echo(m, err=True), report_to=report_to)
     has_gold = all(e.gold_ids for e in train_ex)

@@ -57,7 +57,9 @@ def given(ctx: typer.Context, cls) -> tuple[str, ...]:
 
     from click.core import ParameterSource
 
-    return tuple(f.name for f in fields(cls) if ctx.get_parameter_source(f.name) not in (None, ParameterSource.DEFAULT))
+    untracked = ("progress", "report_to", "run_name", "tracking_dir", "explicit")  # they change no weight
+    return tuple(f.name for f in fields(cls) if f.name not in untracked
+                 and ctx.get_parameter_source(f.name) not in (None, ParameterSource.DEFAULT))
 
 
 @app.command()
@@ -105,14 +107,16 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
                          "shared_retriever": plan.shared_retriever},
                 "models": {"retriever": retriever, "generator": generator, "lora": lora, "retriever_lora": retriever_lora,
                            "quantize": quantize},
-                "train": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "report_to", "run_name", "tracking_dir")},
+                "train": [{k: v for k, v in asdict(p.config(cfg)).items()  # what each phase trains with
+                           if k not in ("progress", "report_to", "run_name", "tracking_dir", "explicit")} for p in plan.phases],
                 "data": {"corpus": file_digest(corpus), "train": file_digest(train), "val": file_digest(val) if val else None,
                          "limit": limit, "val_limit": val_limit}}
+    # the models load before the run's work directory exists: a bad model name leaves nothing to resume
+    rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,
+                             resolve_device(device), seed, shared_retriever=plan.shared_retriever, quantize=quantize,
+                             retriever_lora=retriever_lora)
     with resumable_dir(out, "train", identity, overwrite, {"strategy": plan.name},
                        log=lambda m: typer.echo(f"fedrag: {m}", err=True)) as (tmp, resumed):
-        rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,
-                                 resolve_device(device), seed, shared_retriever=plan.shared_retriever, quantize=quantize,
-                                 retriever_lora=retriever_lora)
         evaluate_fn = validation_fn("generator" in plan.trains, top_k) if val_ex else None
         results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn, resume=resumed,
                            log=lambda m: typer.echo(f"fedrag: {m}", err=True))

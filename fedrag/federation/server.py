@@ -9,6 +9,7 @@ atomically (safetensors) so a killed server resumes with no round lost.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -138,6 +139,11 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         dec = plan.decoding  # decoded as it was trained, as a centrally trained generator is
         save_decoding(out / "generator", dec["decoding"], dec.get("gamma", RETRIEVAL_GAMMA), plan.name)
     summary = _cost(history, time.perf_counter() - t_run, task)
+    # what the sites trained each phase with: the task's settings, the stage's defaults and the phase's overrides
+    summary["phases"] = [{"stage": p.name, **{k: v for k, v in asdict(p.config(task.train_config(), federated=True)).items()
+                                              if k in ("batch_size", "lr_generator", "lr_retriever", "warmup_ratio",
+                                                       "weight_decay", "max_grad_norm", "grad_accum", "scheduler")}}
+                         for p in plan.phases]
     if accountant is not None:
         spent = accountant.get_privacy_spent()
         summary["dp"] = dp_report(spent, task)
@@ -203,9 +209,13 @@ def _server_evaluator(task: FedTask, rag):
 
     examples = load_qa(task.eval_qa, limit=task.eval_limit)
     store = load_store(task.eval_corpus, rag.retriever)
+    current = [store]  # re-embedded at most once per round, only when the encoder moved
 
     def fn(model):
-        m = evaluate(RAGSystem(Searcher(store, model.retriever), model.generator, top_k=task.top_k), examples, progress=False)
+        system = RAGSystem(Searcher(current[0], model.retriever), model.generator, top_k=task.top_k)
+        system.sync_store()  # a shared encoder the round moved: score against passages it embedded
+        current[0] = system.store
+        m = evaluate(system, examples, progress=False)
         return {k: m[k] for k in ("em", "f1", "recall@5", "mrr@10") if k in m}
 
     return fn

@@ -148,7 +148,7 @@ class FedTask:
             if not isinstance(value, ok) or (names[name] in ("int", "float") and isinstance(value, bool)):
                 raise FedragError(f"run config: '{key}' must be {names[name]}, got {type(value).__name__}")
             kw[name] = bool(value) if names[name] == "bool" else value
-        if not kw.get("explicit"):  # an app config lists every setting: those that differ from the default were set
+        if "explicit" not in kw:  # a run config without the key: the settings that differ from the default were set
             defaults = {f.name: f.default for f in fields(cls)}
             kw["explicit"] = ",".join(k for k, v in kw.items() if k != "explicit" and v != defaults.get(k))
         return cls(**kw)

@@ -57,6 +57,9 @@ def search_lr(strategy: Strategy, rag, train: list[Example], val: list[Example],
     if mode == "phase-wise" and search_mode(strategy) == "grid":
         raise FedragError(f"strategy '{strategy.name}' trains both sides in one phase: its search is the 2-D grid")
     runner = {"phase-wise": _phase_wise, "grid": _grid, "full-retrain": _full_retrain}[mode]
+    if strategy.shared_retriever and not rag.retriever.shared:  # as Strategy.run does
+        rag.retriever.share()
+        rag.sync_store()
     points, final = runner(strategy, rag, train, val, cfg, lrs_generator, lrs_retriever, top_k, on_point or (lambda p: None))
     search_cost = sum((Cost(**{k: v for k, v in p["cost"].items()}) for p in points), Cost(name="lr-search"))
     final_cost = sum((r.cost for r in final), Cost(name="final"))

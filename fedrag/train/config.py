@@ -24,6 +24,10 @@ def _f(default, help: str):
 class TrainConfig:
     """Optimisation settings, validated when built. ``steps`` wins over ``epochs`` when given.
 
+    Change a copy with :meth:`set` (it marks the values as the user's own); a plain
+    ``dataclasses.replace`` keeps ``explicit`` as it was, so a stage's defaults may still
+    replace a replaced value.
+
     Each field's ``metadata["help"]`` is its documentation; the CLI options and the
     Flower app config are derived from these fields."""
 
@@ -103,6 +107,12 @@ class TrainConfig:
         those the user did not set (``explicit``)."""
         from dataclasses import replace
 
+        from fedrag.errors import FedragError
+
+        unknown = sorted(set(defaults or {}) - {f.name for f in fields(self)})
+        if unknown:
+            raise FedragError(f"a stage's defaults name no training setting: '{unknown[0]}' (Stage.defaults holds "
+                              "TrainConfig fields; stage options are the stage's own dataclass fields)")
         chosen = {k: v for k, v in (defaults or {}).items() if k not in self.explicit}
         return replace(self, **chosen) if chosen else self
 

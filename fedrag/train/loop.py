@@ -112,7 +112,7 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
     out = Path(out_dir) if out_dir else None
     log = _Log(out, stage.name, cfg)
     batches = _batches(len(examples), cfg)
-    start = _resume(out, rag, opt, sched) if (resume and out) else 0
+    start, prior = _resume(out, rag, opt, sched) if (resume and out) else (0, None)
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the resumed step
         next(batches)
     earlier = log.truncate(start) if (resume and out) else []  # steps after the checkpoint are trained again
@@ -125,58 +125,65 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     if rag.generator is not None:
         old_chunk, rag.generator.score_batch_size = rag.generator.score_batch_size, cfg.score_batch_size
-    history, loss_value, saved = earlier, float("nan"), 0
+    # a run resumed at its last step trains none: its loss is the one it logged
+    history, saved = earlier, 0
+    loss_value = next((r["loss"] for r in reversed(earlier) if "loss" in r), float("nan"))
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)
-    for step in range(start, total):
-        opt.zero_grad(set_to_none=True)
-        losses = []
-        for _ in range(cfg.grad_accum):
-            batch = [examples[i] for i in next(batches)]
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                res = stage.loss(rag, batch)
-            loss = res.loss.float()
-            if ref is not None:
-                loss = loss + cfg.prox_mu / 2 * sum(((params[n] - r) ** 2).sum() for n, r in ref.items())
-            scaler.scale(loss / cfg.grad_accum).backward()
-            losses.append(float(loss.detach()))
-            meter.step(res, len(batch))
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm or float("inf"))
-        if not scaler.is_enabled() and not (math.isfinite(sum(losses)) and math.isfinite(float(grad_norm))):
-            # float16's scaler skips such steps itself; otherwise this step would make the weights non-finite
-            bar.close()
-            last = saved or start
-            kept = f"; its last good checkpoint (step {last}) is kept" if last else "; no checkpoint was saved"
-            raise DivergedError(f"stage {stage.name} diverged at step {step + 1} (loss {sum(losses) / len(losses):.4g}, "
-                              f"gradient norm {float(grad_norm):.4g}){kept}; lower the learning rate")
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        loss_value = sum(losses) / len(losses)
-        record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0]}
-        if val and evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-            record.update({f"val_{k}": v for k, v in evaluate_fn(rag, val).items()})
-            _set_modes(rag, stage.trains)
-        history.append(record)
-        log.write(record)
-        if out and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-            save_checkpoint(out / "checkpoint", rag, stage.trains, opt, sched, step + 1)
-            saved = step + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-    bar.close()
-    opt.zero_grad(set_to_none=True)  # nothing stale for the next caller (and the memory back)
-    if rag.generator is not None:
-        rag.generator.score_batch_size = old_chunk
-    rag.retriever.query_encoder.eval()
-    if rag.generator is not None:
-        rag.generator.model.eval()
-    if val and evaluate_fn:
-        final = {"stage": stage.name, "step": total, **{f"val_{k}": v for k, v in evaluate_fn(rag, val).items()}}
-        history.append(final)
-        log.write(final)
-    log.close()
+    try:
+        for step in range(start, total):
+            opt.zero_grad(set_to_none=True)
+            losses = []
+            for _ in range(cfg.grad_accum):
+                batch = [examples[i] for i in next(batches)]
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    res = stage.loss(rag, batch)
+                loss = res.loss.float()
+                if ref is not None:
+                    loss = loss + cfg.prox_mu / 2 * sum(((params[n] - r) ** 2).sum() for n, r in ref.items())
+                scaler.scale(loss / cfg.grad_accum).backward()
+                losses.append(float(loss.detach()))
+                meter.step(res, len(batch))
+            scaler.unscale_(opt)
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm or float("inf"))
+            if not scaler.is_enabled() and not (math.isfinite(sum(losses)) and math.isfinite(float(grad_norm))):
+                # float16's scaler skips such steps itself; otherwise this step would make the weights non-finite
+                last = saved or start
+                kept = f"; its last good checkpoint (step {last}) is kept" if last else "; no checkpoint was saved"
+                raise DivergedError(f"stage {stage.name} diverged at step {step + 1} (loss {sum(losses) / len(losses):.4g}, "
+                                  f"gradient norm {float(grad_norm):.4g}){kept}; lower the learning rate")
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_value = sum(losses) / len(losses)
+            record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0]}
+            if val and evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+                record.update({f"val_{k}": v for k, v in evaluate_fn(rag, val).items()})
+                _set_modes(rag, stage.trains)
+            history.append(record)
+            log.write(record)
+            if out and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                so_far = meter.finish(step + 1 - start)  # the cost up to this checkpoint, a resume adds to it
+                save_checkpoint(out / "checkpoint", rag, stage.trains, opt, sched, step + 1,
+                                (prior.add(so_far) if prior else so_far).to_dict())
+                saved = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+        bar.close()
+        opt.zero_grad(set_to_none=True)  # nothing stale for the next caller (and the memory back)
+        rag.retriever.query_encoder.eval()
+        if rag.generator is not None:
+            rag.generator.model.eval()
+        if val and evaluate_fn:
+            final = {"stage": stage.name, "step": total, **{f"val_{k}": v for k, v in evaluate_fn(rag, val).items()}}
+            history.append(final)
+            log.write(final)
+    finally:  # an error or an interrupt too: the bar, the trackers and the scoring chunk as they were
+        bar.close()
+        log.close()
+        if rag.generator is not None:
+            rag.generator.score_batch_size = old_chunk
     cost = meter.finish(total - start)
+    cost = prior.add(cost) if prior else cost  # a resumed run reports the whole run's cost
     if optimizer_state is not None:
         optimizer_state.clear()
         optimizer_state.update(export_optimizer_state(opt, params))
@@ -238,18 +245,20 @@ class _Log:
         self.tracker.close()
 
 
-def save_checkpoint(path: Path, rag, trains, opt, sched, step: int) -> None:
+def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict | None = None) -> None:
     """Trainable tensors as safetensors + optimizer/scheduler state, written atomically."""
     from safetensors.torch import save_file
 
     with atomic_dir(path) as tmp:
         save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trainable.safetensors"))
+        device = next((p.device for p in opt.param_groups[0]["params"]), torch.device("cpu"))
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {})},
+                    # the training device's stream only: other GPUs are not touched (nor required on resume)
+                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
                    tmp / "optimizer.pt")
         np_state = np.random.get_state()
         (tmp / "state.json").write_text(json.dumps({
-            "step": step, "trains": list(trains), "python_rng": _jsonable(random.getstate()),
+            "step": step, "trains": list(trains), "cost": cost, "python_rng": _jsonable(random.getstate()),
             "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}))
 
 
@@ -261,10 +270,12 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def _resume(out: Path, rag, opt, sched) -> int:
+def _resume(out: Path, rag, opt, sched) -> tuple[int, Cost | None]:
+    """Load ``out/checkpoint`` into the model, optimizer, scheduler and random streams;
+    returns its step and the cost up to it (``(0, None)`` without a checkpoint)."""
     ckpt = out / "checkpoint"
     if not (ckpt / "state.json").exists():
-        return 0
+        return 0, None
     from safetensors.torch import load_file
 
     from fedrag.errors import FedragError
@@ -279,8 +290,9 @@ def _resume(out: Path, rag, opt, sched) -> int:
         # the random streams where the checkpoint left them: dropout then masks as it would have
         if "torch_rng" in states:
             torch.set_rng_state(states["torch_rng"])
-        if "cuda_rng" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda_rng"])
+        device = next((p.device for g in opt.param_groups for p in g["params"]), torch.device("cpu"))
+        if "cuda_rng" in states and device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda_rng"], device)
         if "python_rng" in meta:
             random.setstate(_tuples(meta["python_rng"]))
         if "numpy_rng" in meta:
@@ -288,4 +300,4 @@ def _resume(out: Path, rag, opt, sched) -> int:
             np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
         raise FedragError(f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over") from None
-    return step
+    return step, (Cost(**meta["cost"]) if meta.get("cost") else None)
