@@ -24,6 +24,19 @@ def _publish_mode(path: Path, is_dir: bool) -> None:
     os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
 
 
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename the finished ``tmp`` onto ``target``, replacing a directory there whole."""
+    _publish_mode(tmp, True)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
 @contextmanager
 def atomic_dir(target: str | os.PathLike):
     """Yield a temp directory next to ``target``; on success it replaces ``target``."""
@@ -32,15 +45,7 @@ def atomic_dir(target: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        _publish_mode(tmp, True)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -176,15 +181,7 @@ def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: 
                          else f"its checkpoints are in {work}; delete that directory to start afresh")
             raise
         (work / MARKER).write_text(json.dumps({"kind": kind, **(meta or {})}, indent=2) + "\n")
-        _publish_mode(work, True)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(work, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, out)
+        _publish(work, out)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
