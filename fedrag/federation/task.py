@@ -113,7 +113,8 @@ class FedTask:
         from fedrag.train.config import TrainConfig
 
         names = {f.name for f in fields(TrainConfig)}
-        return TrainConfig(explicit=tuple(n for n in self.explicit.split(",") if n in names), steps=self.local_steps, batch_size=self.batch_size, lr_generator=self.lr_generator,
+        explicit = tuple(n for n in self.explicit.split(",") if n in names)
+        return TrainConfig(explicit=explicit, steps=self.local_steps, batch_size=self.batch_size, lr_generator=self.lr_generator,
                            lr_retriever=self.lr_retriever, warmup_ratio=self.warmup_ratio, seed=self.seed + rnd - 1,
                            prox_mu=prox_mu, gradient_checkpointing=self.gradient_checkpointing, dtype=self.dtype,
                            score_batch_size=self.score_batch_size or None,
