@@ -24,7 +24,7 @@ def fedrag(*args: str) -> None:
 
 def evaluate(data: Path, out: Path, retriever: str, generator: str, limit: int, top_k: int) -> dict:
     fedrag("eval", "--corpus", str(data / "corpus.jsonl"), "--qa", str(data / "test.jsonl"), "--retriever", retriever,
-           "--generator", generator, "--top-k", str(top_k), "--limit", str(limit), "--output", str(out))
+           "--generator", generator, "--top-k", str(top_k), "--limit", str(limit), "--out", str(out))
     return json.loads(out.read_text())
 
 

@@ -52,7 +52,7 @@ def main() -> None:
                    "--eval-qa", args.test, "--eval-limit", 1000, "--evaluate-every", 0, "--out", out / "fed")
     rounds = json.loads((out / "fed" / "rounds.json").read_text())
     fed = {r["round"] * args.local_steps: r["server_recall@5"] for r in rounds}
-    fedrag("eval", "--corpus", args.corpus, "--qa", args.test, "--generator", "none", "--output", out / "base.json")
+    fedrag("eval", "--corpus", args.corpus, "--qa", args.test, "--generator", "none", "--out", out / "base.json")
     start = json.loads((out / "base.json").read_text())["recall@5"]
     result = {"stage": "contrastive (query encoder)", "sites": 2, "local_steps": args.local_steps,
               "batch_size": args.batch_size, "lr_retriever": float(args.lr_retriever), "untuned_recall@5": start,

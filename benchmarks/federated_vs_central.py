@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--lr-generator", default="1e-3")
     ap.add_argument("--lr-retriever", default="2e-5")
     ap.add_argument("--test-limit", type=int, default=60)
-    ap.add_argument("--extra", default="", help="extra `fedrag federate` options, e.g. '--reset-optimizer'")
+    ap.add_argument("--extra", default="", help="extra `fedrag federate` options, e.g. '--keep-optimizer'")
     args = ap.parse_args()
     out = Path(args.out)
     data = out / "data"
@@ -48,7 +48,7 @@ def main() -> None:
     def evaluate(run: Path) -> dict:
         fedrag("eval", "--corpus", str(data / "corpus.jsonl"), "--qa", str(data / "test.jsonl"), "--retriever",
                str(run / "retriever"), "--generator", str(run / "generator"), "--limit", str(args.test_limit),
-               "--output", str(run / "eval.json"))
+               "--out", str(run / "eval.json"))
         return json.loads((run / "eval.json").read_text())
 
     rows, results = [], {}

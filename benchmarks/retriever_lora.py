@@ -26,7 +26,7 @@ def fedrag(*args) -> None:
 
 def recall(data: Path, retriever: str, out: Path) -> float:
     fedrag("eval", "--corpus", data / "corpus.jsonl", "--qa", data / "test.jsonl", "--retriever", retriever,
-           "--generator", "none", "--output", out)
+           "--generator", "none", "--out", out)
     return json.loads(out.read_text())["recall@5"]
 
 

@@ -21,7 +21,7 @@ def test_minilm_recall_matches_plain_sentence_transformers_and_faiss(monkeypatch
 
     monkeypatch.setattr(sys, "argv", ["fedrag", "eval", "--corpus", str(demo_dir / "corpus.jsonl"), "--qa",
                                       str(demo_dir / "test.jsonl"), "--retriever", "minilm", "--generator", "none",
-                                      "--output", str(tmp_path / "m.json")])
+                                      "--out", str(tmp_path / "m.json")])
     main()
     ours = json.loads((tmp_path / "m.json").read_text())
     passages, qa = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "test.jsonl")

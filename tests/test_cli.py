@@ -76,7 +76,7 @@ def bad_files(tmp_path):
     ("bad two-phase order", ["train", "--stage", "ralt", "--two-phase-order", "bogus", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--two-phase-order'"),
     ("zero steps", ["train", "--stage", "ralt", "--steps", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--steps must be >= 1"),
     ("zero batch", ["train", "--stage", "ralt", "--batch-size", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--batch-size and --grad-accum must be >= 1"),
-    ("zero top-k in train", ["train", "--stage", "ralt", "--top-k", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "Invalid value for '--top-k'"),
+    ("zero top-k in train", ["train", "--stage", "ralt", "--top-k", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--top-k must be >= 1, got 0"),
     ("zero fraction", ["federate", "--stage", "ralt", "--fraction", "0", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl", "--out", "{t}/run"], "--fraction must be in (0, 1]"),
     ("binary convert input", ["convert", "--format", "squad", "--input", "{t}/binary.json", "--out", "{t}/run"], "not UTF-8 text"),
     ("squad without paragraphs", ["convert", "--format", "squad", "--input", "{t}/squad_nopara.json", "--out", "{t}/run"], "not a valid SQuAD file: missing field 'paragraphs'"),
@@ -88,7 +88,7 @@ def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, demo_dir
     t = bad_files(tmp_path)
     fmt = dict(t=t, d=demo_dir, r=tiny_models["retriever"], i=index_dir)
     out_file = tmp_path / "metrics.json"
-    args = [a.format(**fmt) for a in args] + (["--output", str(out_file)] if args[0] == "eval" and case != "unknown option" else [])
+    args = [a.format(**fmt) for a in args] + (["--out", str(out_file)] if args[0] == "eval" and case != "unknown option" else [])
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 2, (case, err)
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -107,7 +107,7 @@ def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir,
     for mode in ("dense", "bm25", "hybrid"):
         code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--index", tmp_path / "idx",
                            "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
-                           "--retrieval", mode, "--limit", "4", "--output", tmp_path / f"{mode}.json")
+                           "--retrieval", mode, "--limit", "4", "--out", tmp_path / f"{mode}.json")
         assert code == 0, err
         m = json.loads((tmp_path / f"{mode}.json").read_text())
         assert m["n"] == 4 and {"em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10"} <= set(m)
@@ -142,7 +142,7 @@ def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, d
     assert any("val_f1" in r for r in logs)
     code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
                        "--retriever", tmp_path / "run" / "retriever", "--generator", tmp_path / "run" / "generator",
-                       "--limit", "2", "--output", tmp_path / "m.json")
+                       "--limit", "2", "--out", tmp_path / "m.json")
     assert code == 0, err
 
 
@@ -156,9 +156,9 @@ def test_lsr_with_passages_writes_an_index_its_retriever_matches(monkeypatch, ca
     assert cost["reencode"]["reencoded_passages"] == 48
     args = ["eval", "--qa", demo_dir / "test.jsonl", "--index", tmp_path / "run" / "index", "--generator", "none",
             "--limit", "4"]
-    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tmp_path / "run" / "retriever", "--output", tmp_path / "m.json")
+    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tmp_path / "run" / "retriever", "--out", tmp_path / "m.json")
     assert code == 0, err
-    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tiny_models["retriever"], "--output", tmp_path / "x.json")
+    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tiny_models["retriever"], "--out", tmp_path / "x.json")
     assert code == 2 and "index was built with encoder" in err, "the re-encoded index no longer matches the base model"
 
 

@@ -12,7 +12,7 @@ ROOT = Path(fedrag.__file__).parent
 
 # the layout, bottom to top: a module may import only from its own layer or below
 LAYERS = [
-    {"fedrag._env", "fedrag._io", "fedrag.errors", "fedrag.models"},
+    {"fedrag._env", "fedrag._io", "fedrag._settings", "fedrag.errors", "fedrag.models"},
     {"fedrag.data"}, {"fedrag.retrieve"}, {"fedrag.generate"}, {"fedrag.rag", "fedrag.pipeline"},
     {"fedrag.bridges"}, {"fedrag.evaluate"}, {"fedrag.losses"}, {"fedrag.train"}, {"fedrag.strategies"}, {"fedrag.federation"},
     {"fedrag.cli", "fedrag.__main__"},
@@ -99,7 +99,7 @@ def test_the_shipped_flower_app_config_matches_the_task_defaults():
     path = Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml"
     assert path.read_text() == render_pyproject(), "regenerate it: fedrag app --out examples/flower_app --overwrite"
     config = tomllib.loads(path.read_text())["tool"]["flwr"]["app"]["config"]
-    defaults = {f.name.replace("_", "-"): f.default for f in fields(FedTask)}
+    defaults = {f.name.replace("_", "-"): f.default for f in fields(FedTask) if f.default is not None}
     assert set(config) == set(defaults), set(config) ^ set(defaults)
     differs = {k: (config[k], defaults[k]) for k in config if config[k] != defaults[k] and k != "strategy"}
     assert not differs, differs

@@ -173,7 +173,7 @@ def test_eval_reports_the_top_k_it_used(monkeypatch, capsys, tmp_path, demo_dir,
     n = len(load_corpus(demo_dir / "corpus.jsonl"))
     code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
                        "--retriever", tiny_models["retriever"], "--generator", "none", "--top-k", "100000",
-                       "--limit", "2", "--output", tmp_path / "m.json")
+                       "--limit", "2", "--out", tmp_path / "m.json")
     assert code == 0, err
     assert json.loads((tmp_path / "m.json").read_text())["top_k"] == n < 100000
 

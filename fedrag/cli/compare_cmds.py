@@ -9,33 +9,24 @@ from typing import Optional
 
 import typer
 
-from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, field_option
-from fedrag.cli.train_cmds import CORPUS, TOP_K, TRAIN, carve_validation, floats, given, load_inputs
+from fedrag.cli.options import DEVICE, app, collect, settings, with_settings
+from fedrag.cli.train_cmds import CORPUS, LIMIT, OUT, TRAIN, UNTRACKED, carve_validation, given, load_inputs
 from fedrag.errors import FedragError
+from fedrag.strategies.compare import CompareSettings
 from fedrag.train import TrainConfig
-from fedrag.train.tracking import parse_report_to
 
 
 @app.command()
+@with_settings(settings(CompareSettings, panel="Comparison"),
+               settings(TrainConfig, exclude=("run_name", "tracking_dir"), panel="Training"))
 def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(..., "--test", help="test QA JSONL"),
             val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL for --search (default: 20% of --train)"),
-            strategies: str = typer.Option("independent,two-phase,joint-sequence,joint-token,ra-dit", "--strategies"),
-            retriever: str = RETRIEVER, generator: str = GENERATOR, out: Path = typer.Option(..., "--out"),
-            overwrite: bool = typer.Option(False, "--overwrite", help="start over in an existing --out"),
-            search: bool = typer.Option(False, "--search/--no-search", help="phase-aware learning-rate search per strategy"),
-            lrs_generator: str = typer.Option("1e-4,3e-4,1e-3", "--lrs-generator"),
-            lrs_retriever: str = typer.Option("1e-5,3e-5,1e-4", "--lrs-retriever"),
-            steps: Optional[int] = field_option(TrainConfig, "steps"), epochs: float = field_option(TrainConfig, "epochs"),
-            lr_generator: float = field_option(TrainConfig, "lr_generator"),
-            lr_retriever: float = field_option(TrainConfig, "lr_retriever"),
-            batch_size: int = field_option(TrainConfig, "batch_size"), seed: int = field_option(TrainConfig, "seed"),
-            report_to: str = field_option(TrainConfig, "report_to"),
-            top_k: int = TOP_K,
-            limit: Optional[int] = typer.Option(None, "--limit", min=1, help="train on N questions spread evenly through --train"),
+            out: Path = OUT, overwrite: bool = typer.Option(False, "--overwrite", help="start over in an existing --out"),
+            limit: Optional[int] = LIMIT,
             test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1, help="test on N questions spread evenly "
                                                      "through --test (a file sorted by article keeps every article)"),
-            val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1),
-            max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1), device: str = DEVICE):
+            val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions (--search)"),
+            device: str = DEVICE, **kw):
     """Train every applicable strategy on your data and compare quality against cost:
     writes DIR/compare.json, DIR/compare.md (table + advice) and DIR/compare.png. Resumable."""
     import shutil
@@ -45,31 +36,26 @@ def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: 
     from fedrag.data import load_qa
     from fedrag.data.partition import evenly_spaced
     from fedrag.pipeline import build_training_rag, resolve_device
-    from fedrag.strategies.compare import CompareSettings, compare as run_compare
+    from fedrag.strategies.compare import compare as run_compare
     from fedrag.strategies.report import advise, markdown_table, plot_quality_vs_cost
 
-    UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir")  # not part of what a resume must match
-    cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever,
-                      batch_size=batch_size, seed=seed, progress=sys.stderr.isatty(), explicit=given(ctx, TrainConfig))
-    parse_report_to(report_to)  # validated before anything runs; not part of the settings a resume matches
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
-    settings = CompareSettings(strategies=names, retriever=retriever, generator=generator, top_k=top_k,
-                               train={k: v for k, v in asdict(cfg).items() if k not in UNTRACKED}, search=search,
-                               lrs_generator=floats(lrs_generator), lrs_retriever=floats(lrs_retriever),
-                               max_new_tokens=max_new_tokens,
-                               data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
-                                     "limit": limit, "test_limit": test_limit, "val_limit": val_limit,
-                                     "sampling": "evenly-spaced"})
+    cfg = collect(TrainConfig, kw, progress=sys.stderr.isatty(), explicit=given(ctx, TrainConfig))
+    report_to = cfg.report_to
+    settings = collect(CompareSettings, kw, train={k: v for k, v in asdict(cfg).items() if k not in UNTRACKED},
+                       data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
+                             "limit": limit, "test_limit": test_limit, "val_limit": val_limit, "sampling": "evenly-spaced"})
+    search, seed, top_k = settings.search, cfg.seed, settings.top_k
     if out.exists() and output_kind(out) != "compare" and not overwrite:
         check_out(out, "compare", overwrite)  # a directory that is not a comparison is never written into
-    passages, train_ex, val_ex = load_inputs(corpus, train, val, None, val_limit)
-    train_ex, test_ex = evenly_spaced(train_ex, limit), evenly_spaced(load_qa(test), test_limit)
+    passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
+    test_ex = evenly_spaced(load_qa(test), test_limit)
     if search and val_ex is None:
         train_ex, val_ex = carve_validation(train_ex, passages, seed, val_limit)
     dev = resolve_device(device)
 
     def build(shared_retriever: bool = False):
-        return build_training_rag(corpus, retriever, generator, True, top_k, dev, seed, shared_retriever=shared_retriever)
+        return build_training_rag(corpus, settings.retriever, settings.generator, True, top_k, dev, seed,
+                                  shared_retriever=shared_retriever)
 
     with out_lock(out):
         if overwrite and out.exists():

@@ -9,9 +9,11 @@ from typing import Literal, Optional
 
 import typer
 
-from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, choice_option, field_option, write_json
+from fedrag._settings import field_help
+from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, with_settings, write_json
 from fedrag.generate.decoding import GenerationSettings
-from fedrag.models import Quantize, WeightDtype
+from fedrag.models import WeightDtype
+from fedrag.strategies.settings import PlanSettings
 
 Retrieval = Literal["dense", "bm25", "hybrid"]
 EvalDecoding = Literal["auto", "concat", "rag-sequence", "rag-token"]
@@ -19,7 +21,8 @@ EvalDecoding = Literal["auto", "concat", "rag-sequence", "rag-token"]
 
 @app.command("demo-data")
 def demo_data(out: Path = typer.Option(..., "--out", help="directory for corpus/train/test JSONL"),
-              seed: int = typer.Option(0, "--seed"), people: int = typer.Option(120, "--people", min=4),
+              seed: int = typer.Option(0, "--seed", help="seed of the generated people and questions"),
+              people: int = typer.Option(120, "--people", min=4, help="fictional people (about 2 passages and 5 questions each)"),
               overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
     """Write the built-in synthetic demo dataset (fictional people) as JSONL."""
     from fedrag._io import output_dir
@@ -31,8 +34,9 @@ def demo_data(out: Path = typer.Option(..., "--out", help="directory for corpus/
 
 
 @app.command()
-def index(corpus: str = typer.Option(..., "--corpus"), retriever: str = RETRIEVER,
-          out: Path = typer.Option(..., "--out"), device: str = DEVICE,
+def index(corpus: str = typer.Option(..., "--corpus", help="corpus JSONL"),
+          retriever: str = typer.Option(PlanSettings.retriever, "--retriever", help=field_help(PlanSettings, "retriever")),
+          out: Path = typer.Option(..., "--out", help="directory for the store (embeddings + FAISS index)"), device: str = DEVICE,
           overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
     """Encode a corpus and save a FAISS knowledge store (reuses cached embeddings)."""
     import time
@@ -53,54 +57,64 @@ def index(corpus: str = typer.Option(..., "--corpus"), retriever: str = RETRIEVE
 
 
 @app.command("eval")
-def eval_cmd(qa: str = typer.Option(..., "--qa"), corpus: Optional[str] = typer.Option(None, "--corpus"),
-             retriever: str = RETRIEVER, generator: str = GENERATOR,
-             top_k: int = typer.Option(3, "--top-k"), retrieval: str = choice_option("dense", "--retrieval", Retrieval),
-             limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate the first N questions"), index_dir: Optional[str] = typer.Option(None, "--index"),
-             output: Optional[str] = typer.Option(None, "--output"), predictions: Optional[str] = typer.Option(None, "--predictions"),
+@with_settings(settings(PlanSettings, only=("retriever", "generator", "quantize", "top_k"), panel="Models"),
+               settings(GenerationSettings, exclude=("decoding", "gamma"), panel="Generation"))
+def eval_cmd(qa: str = typer.Option(..., "--qa", help="QA JSONL to evaluate on"),
+             corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL (or --index)"),
+             index_dir: Optional[str] = typer.Option(None, "--index", help="a store built by fedrag index or saved by train"),
+             retrieval: str = choice_option("dense", "--retrieval", Retrieval, "dense (the retriever), bm25, or both fused"),
+             limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate N questions spread evenly through --qa"),
+             out: Optional[str] = typer.Option(None, "--out", help="write the metrics to this JSON file"),
+             predictions: Optional[str] = typer.Option(None, "--predictions", help="write each question's answer and scores "
+                                                       "to this JSONL file"),
              batch_size: int = typer.Option(8, "--batch-size", min=1, help="questions per batch"), device: str = DEVICE,
              decoding: str = choice_option("auto", "--decoding", EvalDecoding,
-                                           "auto: the decoding the generator was trained for (recorded in its directory), else concat"),
-             max_new_tokens: int = field_option(GenerationSettings, "max_new_tokens"),
-             num_beams: int = field_option(GenerationSettings, "num_beams"),
-             do_sample: bool = field_option(GenerationSettings, "do_sample"),
-             temperature: float = field_option(GenerationSettings, "temperature"),
-             top_p: float = field_option(GenerationSettings, "top_p"),
-             gamma: Optional[float] = typer.Option(None, "--gamma", help="temperature of p(z|x) for rag-* decodings (default: the recorded one, else 0.1)"),
-             dtype: str = choice_option("float32", "--dtype", WeightDtype, "weights' dtype of both models (auto: bfloat16 on a GPU that supports it; an --index must be built at the same dtype)"),
-             quantize: str = choice_option("none", "--quantize", Quantize, "load a 4-/8-bit generator base (bitsandbytes, CUDA GPU only)"),
-             device_map: Optional[str] = typer.Option(None, "--device-map", help="'auto': spread a generator larger than one device (accelerate)")):
+                                           "auto: the decoding the generator was trained for (recorded in its "
+                                           "directory), else concat", panel="Generation"),
+             gamma: Optional[float] = typer.Option(None, "--gamma", help="temperature of p(z|x) for rag-* decodings "
+                                                   "(default: the recorded one, else 0.1)", rich_help_panel="Generation"),
+             dtype: str = choice_option("float32", "--dtype", WeightDtype, "weights' dtype of both models (auto: bfloat16 "
+                                        "on a GPU that supports it; an --index must be built at the same dtype)",
+                                        panel="Models"),
+             device_map: Optional[str] = typer.Option(None, "--device-map", help="'auto': spread a generator larger than "
+                                                      "one device (accelerate)", rich_help_panel="Models"),
+             **kw):
     """Evaluate retrieval (Recall@k, answer-recall@k, MRR@10) and answers (EM, F1) on a QA set."""
     from fedrag.data import check_gold_ids, load_qa, write_jsonl
     from fedrag.evaluate import evaluate
     from fedrag.generate.decoding import resolve_settings
     from fedrag.pipeline import build_rag, resolve_device
 
-    settings = resolve_settings(decoding, generator, gamma, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                do_sample=do_sample, temperature=temperature, top_p=top_p)
-    examples = load_qa(qa, limit=limit)
+    from fedrag.data.partition import evenly_spaced
+
+    models = collect(PlanSettings, kw)
+    retriever, generator, top_k = models.retriever, models.generator, models.top_k
+    settings = resolve_settings(decoding, generator, gamma, **{k: kw[k] for k in ("max_new_tokens", "num_beams",
+                                                                                  "do_sample", "temperature", "top_p")})
+    examples = evenly_spaced(load_qa(qa), limit)
     rag = build_rag(corpus, retriever, generator, index_dir, retrieval, top_k, resolve_device(device), settings=settings,
-                    dtype=dtype, quantize=quantize, device_map=device_map)
+                    dtype=dtype, quantize=models.quantize, device_map=device_map)
     check_gold_ids(examples, rag.store.passages, qa)
     metrics = evaluate(rag, examples, batch_size=batch_size, progress=sys.stderr.isatty())
     rows = metrics.pop("_rows")
     metrics.update(retrieval=retrieval, top_k=min(top_k, len(rag.store)), retriever=retriever, generator=generator)
     if predictions:
         write_jsonl(predictions, rows)
-    if output:
-        write_json(output, metrics)
+    if out:
+        write_json(out, metrics)
     typer.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
 
 
 @app.command()
 def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open", "hotpotqa", "hf"],
                                     "hf: a Hugging Face dataset (save_to_disk directory, Parquet/Arrow/JSON/CSV files, or a Hub id online)"),
-            input_path: str = typer.Option(..., "--input"), out: Path = typer.Option(..., "--out"),
+            input_path: str = typer.Option(..., "--input", help="the dataset file or directory"),
+            out: Path = typer.Option(..., "--out", help="directory for corpus.jsonl and train.jsonl (+ test.jsonl)"),
             columns: str = typer.Option("", "--columns", help="hf: FIELD=COLUMN,... for question, answers, id, gold_ids, "
                                         "context, title (QA) or text, id, title (corpus); dotted names reach nested columns"),
             split: Optional[str] = typer.Option(None, "--split", help="hf: the split to read"),
             test_fraction: float = typer.Option(0.0, "--test-fraction", help="> 0: also split by title into train/test"),
-            seed: int = typer.Option(0, "--seed"),
+            seed: int = typer.Option(0, "--seed", help="seed of the train/test split by title"),
             strict: bool = typer.Option(False, "--strict", help="refuse a record that does not convert (null or empty "
                                         "required field, wrong type, repeated id) instead of skipping it with a count"),
             overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):

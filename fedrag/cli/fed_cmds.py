@@ -9,11 +9,16 @@ from typing import Literal, Optional
 
 import typer
 
-from fedrag.cli.options import GENERATOR, RETRIEVER, app, choice_option, field_option
-from fedrag.cli.train_cmds import LORA, given, RALT_MODE, RETRIEVER_LORA, STAGE, STRATEGY, TOP_K, TWO_PHASE_LOSS
+from click.core import ParameterSource
+
+from fedrag.cli.options import app, choice_option, collect, settings, with_settings
+from fedrag.cli.train_cmds import OUT, OVERWRITE, STAGE, STRATEGY, given
+from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
-from fedrag.federation.task import Aggregator, FedTask
+from fedrag.federation.task import FedTask
 from fedrag.train import TrainConfig
+
+Engine = Literal["simulation", "deployment"]
 
 
 def _site_paths(corpus: str, train: str, sites: int, partition_mode: str, seed: int, site_dirs: list[str] | None,
@@ -38,46 +43,41 @@ def _print_summary(cost: dict) -> None:
 
 
 @app.command()
+@with_settings(settings(FedTask, only=("retriever", "generator", "lora", "retriever_lora", "top_k", "ralt_mode",
+                                       "two_phase_loss", "two_phase_order"), panel="Models and plan"),
+               settings(FedTask, only=("rounds", "local_steps", "batch_size", "lr_generator", "lr_retriever", "warmup_ratio",
+                                       "seed", "keep_optimizer", "gradient_checkpointing", "dtype", "score_batch_size"),
+                        panel="Training on the sites"),
+               settings(FedTask, only=("aggregator", "proximal_mu", "server_lr", "fraction", "min_sites", "round_timeout",
+                                       "dp_noise", "dp_clip"), panel="Aggregation and privacy"),
+               settings(FedTask, only=("eval_limit", "evaluate_every", "report_to"), panel="Evaluation and tracking"))
 def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
-             corpus: Optional[str] = typer.Option(None, "--corpus"), train: Optional[str] = typer.Option(None, "--train"),
-             site: Optional[list[str]] = typer.Option(None, "--site", help="a site's own directory with corpus.jsonl + train.jsonl (repeat per site)"),
-             sites: int = typer.Option(2, "--sites", min=1), rounds: int = typer.Option(2, "--rounds", min=1),
-             local_steps: int = typer.Option(10, "--local-steps", min=1),
-             engine: str = choice_option("simulation", "--engine", Literal["simulation", "deployment"],
-                                         "deployment: a local SuperLink + one SuperNode per site on 127.0.0.1, INSECURE (no TLS, no SuperNode auth)"),
-             partition: str = choice_option("iid", "--partition", Literal["iid", "by-title"]),
-             aggregator: str = choice_option("fedavg", "--aggregator", Aggregator),
-             proximal_mu: float = typer.Option(0.01, "--proximal-mu"), server_lr: float = typer.Option(0.1, "--server-lr"),
-             dp_noise: float = typer.Option(0.0, "--dp-noise", help="> 0: client-side clipping + server Gaussian noise"),
-             dp_clip: float = typer.Option(1.0, "--dp-clip"), fraction: float = typer.Option(1.0, "--fraction"),
-             min_sites: Optional[int] = typer.Option(None, "--min-sites"),
-             round_timeout: float = field_option(FedTask, "round_timeout"),
-             report_to: str = field_option(FedTask, "report_to"), retriever_lora: bool = RETRIEVER_LORA,
-             eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round"),
-             eval_limit: int = typer.Option(50, "--eval-limit"),
-             evaluate_every: int = typer.Option(1, "--evaluate-every", min=0,
-                                                help="sites evaluate every N rounds and at a phase's last round (0: never)"),
-             retriever: str = RETRIEVER, generator: str = GENERATOR, out: Path = typer.Option(..., "--out"),
-             overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
-             lr_generator: float = field_option(TrainConfig, "lr_generator"),
-             lr_retriever: float = field_option(TrainConfig, "lr_retriever"), top_k: int = TOP_K, lora: bool = LORA,
-             seed: int = field_option(TrainConfig, "seed"), batch_size: int = field_option(TrainConfig, "batch_size"),
-             ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS,
-             cpus_per_site: float = typer.Option(1.0, "--cpus-per-site"),
-             verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log lines"),
-             gpus_per_site: float = typer.Option(0.0, "--gpus-per-site", help="simulation: GPU fraction per site (0.5: two sites share one)"),
-             dtype: str = field_option(TrainConfig, "dtype"),
-             score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
-             gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing",
-                                                         help="sites recompute activations in backward: less memory, slower"),
-             tls: bool = typer.Option(False, "--tls/--insecure", help="deployment: TLS between SuperLink and SuperNodes (certificates made in OUT/credentials)"),
-             supernode_auth: bool = typer.Option(False, "--supernode-auth", help="deployment: only SuperNodes with registered keys may join (needs --tls)"),
-             keep_optimizer: bool = typer.Option(False, "--keep-optimizer/--reset-optimizer",
-                                                 help="sites keep their AdamW moments between rounds, or restart them each round (default)"),
-             superlink: Optional[str] = typer.Option(None, "--superlink", help="HOST:PORT of a running SuperLink whose sites "
-                                                     "are connected: submit the run there (--out is a path on its host)"),
-             root_certificates: Optional[Path] = typer.Option(None, "--root-certificates",
-                                                              help="with --superlink: the CA certificate of its TLS")):
+             corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL, partitioned across --sites"),
+             train: Optional[str] = typer.Option(None, "--train", help="training QA JSONL, partitioned across --sites"),
+             site: Optional[list[str]] = typer.Option(None, "--site", help="a site's own directory with corpus.jsonl + "
+                                                      "train.jsonl (repeat per site)"),
+             sites: int = typer.Option(2, "--sites", min=1, help="sites to partition --corpus/--train across"),
+             partition: str = choice_option("iid", "--partition", Partition, "how --corpus/--train are split across sites"),
+             eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round",
+                                                   rich_help_panel="Evaluation and tracking"),
+             out: Path = OUT, overwrite: bool = OVERWRITE,
+             engine: str = choice_option("simulation", "--engine", Engine, "simulation (Ray, one machine) or deployment "
+                                         "(a SuperLink + one SuperNode per site on 127.0.0.1)", panel="Engine"),
+             cpus_per_site: float = typer.Option(1.0, "--cpus-per-site", help="simulation: CPU cores per site",
+                                                 rich_help_panel="Engine"),
+             gpus_per_site: float = typer.Option(0.0, "--gpus-per-site", help="simulation: GPU fraction per site "
+                                                 "(0.5: two sites share one)", rich_help_panel="Engine"),
+             verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log lines", rich_help_panel="Engine"),
+             tls: bool = typer.Option(False, "--tls/--insecure", help="deployment: TLS between SuperLink and SuperNodes "
+                                      "(certificates made in OUT/credentials)", rich_help_panel="Engine"),
+             supernode_auth: bool = typer.Option(False, "--supernode-auth", help="deployment: only SuperNodes with "
+                                                 "registered keys may join (needs --tls)", rich_help_panel="Engine"),
+             superlink: Optional[str] = typer.Option(None, "--superlink", help="HOST:PORT of a running SuperLink whose "
+                                                     "sites are connected: submit the run there (--out is a path on "
+                                                     "its host)", rich_help_panel="Engine"),
+             root_certificates: Optional[Path] = typer.Option(None, "--root-certificates", help="with --superlink: the CA "
+                                                              "certificate of its TLS", rich_help_panel="Engine"),
+             **kw):
     """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json.
     An interrupted run resumes from its last round when the same command runs again."""
     import shutil
@@ -90,17 +90,10 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
     if superlink and not out.is_absolute():
         raise FedragError("with --superlink, --out is a path on the SuperLink's host: give it absolute")
     n_sites = len(site) if site else sites
-    task = FedTask(strategy=strategy or "", stage=stage or "", retriever=retriever, generator=generator, lora=lora,
-                   retriever_lora=retriever_lora,
-                   top_k=top_k, ralt_mode=ralt_mode, two_phase_loss=two_phase_loss, rounds=rounds,
-                   local_steps=local_steps, batch_size=batch_size, lr_generator=lr_generator, lr_retriever=lr_retriever,
-                   keep_optimizer=keep_optimizer, gradient_checkpointing=gradient_checkpointing, seed=seed,
-                   aggregator=aggregator, proximal_mu=proximal_mu, server_lr=server_lr, fraction=fraction,
-                   min_sites=min_sites or n_sites, dp_noise=dp_noise, dp_clip=dp_clip, out=str(out.resolve()),
+    min_sites = kw["min_sites"] if ctx.get_parameter_source("min_sites") is not ParameterSource.DEFAULT else n_sites
+    task = collect(FedTask, kw, strategy=strategy or "", stage=stage or "", min_sites=min_sites, out=str(out.resolve()),
                    eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
-                   eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", eval_limit=eval_limit,
-                   evaluate_every=evaluate_every, round_timeout=round_timeout, report_to=report_to, dtype=dtype,
-                   score_batch_size=score_batch_size or 0, explicit=",".join(given(ctx, TrainConfig)))
+                   eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", explicit=",".join(given(ctx, TrainConfig)))
     phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
     if superlink:  # the sites and the server's outputs are elsewhere: only the submission happens here
         from fedrag.federation.deployment import submit_remote
@@ -123,7 +116,7 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"kind": "federate"})
-    paths = _site_paths(corpus, train, n_sites, partition, seed, site, out)
+    paths = _site_paths(corpus, train, n_sites, partition, task.seed, site, out)
     try:
         cost = _run(task, paths, engine, out, cpus_per_site, gpus_per_site, verbose, tls, supernode_auth)
     except BaseException as exc:  # an interrupt keeps the finished rounds' checkpoint: say so, not "removed"

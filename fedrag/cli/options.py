@@ -1,15 +1,20 @@
-"""The Typer app and the options every command shares (a leaf: imports no command module).
+"""The Typer app and its options, generated from the settings' dataclass fields (a leaf:
+imports no command module).
 
-Options that mirror a setting are derived from the dataclass field that defines it
-(:func:`field_option`): its default, its help (``metadata["help"]``) and, for a
-``Literal`` type, its choices, so ``--help`` lists them and a bad value exits 2.
+A setting is a dataclass field (:mod:`fedrag._settings`); :func:`settings` turns a
+class's fields into a command's options: the same default, help (``metadata["help"]``)
+and, for a ``Literal`` type, choices, so ``--help`` lists them and a bad value exits 2.
+A command takes them as ``**kw`` (:func:`with_settings`) and rebuilds the dataclass
+with :func:`collect`, whose ``__post_init__`` validates every value with one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import types
 import typing
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Callable, Literal, Optional, Union, get_args, get_origin
 
 import click
 import typer
@@ -17,9 +22,21 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune Retrieval-Augmented Generation systems, centrally or with Flower.")
 
-RETRIEVER = typer.Option("minilm", "--retriever", help="bundled name (minilm), directory, or Hub id")
-GENERATOR = typer.Option("smollm2-135m", "--generator", help="bundled name (smollm2-135m), directory, .gguf, Hub id, or 'none'")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from fedrag import __version__
+
+        typer.echo(f"fedrag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print fedrag's version and exit")) -> None:
+    """Fine-tune Retrieval-Augmented Generation systems, centrally or with Flower."""
 
 
 def choices(literal) -> list[str]:
@@ -27,23 +44,93 @@ def choices(literal) -> list[str]:
     return [str(v) for v in get_args(literal)]
 
 
-def choice_option(default: Any, flag: str, literal, help: str = "") -> Any:
-    """A ``--flag`` restricted to a ``Literal``'s values (listed in ``--help``)."""
-    return typer.Option(default, flag, help=help, click_type=click.Choice(choices(literal)), show_choices=True)
+def choice_option(default: Any, flag: str, literal, help: str = "", panel: str | None = None) -> Any:
+    """A ``--flag`` restricted to a ``Literal``'s values: ``--help`` lists them in the help
+    text (which wraps between words at 80 columns, where a metavar would break mid-word)."""
+    listed = f"one of: {', '.join(choices(literal))}"
+    return typer.Option(default, flag, help=f"{help} ({listed})" if help else listed, metavar="NAME",
+                        click_type=click.Choice(choices(literal)), show_choices=False, rich_help_panel=panel)
 
 
-def field_option(cls, name: str, flag: str | None = None, default: Any = dataclasses.MISSING) -> Any:
-    """A Typer option for dataclass field ``cls.name``: same default, help and choices."""
+def _optional(hint) -> tuple[Any, bool]:
+    """``(inner type, True)`` for ``X | None``; ``(hint, False)`` otherwise."""
+    if get_origin(hint) in (Union, types.UnionType):
+        inner = [a for a in get_args(hint) if a is not type(None)]
+        if len(inner) == 1 and len(get_args(hint)) == 2:
+            return inner[0], True
+    return hint, False
+
+
+def _is_grid(hint) -> bool:
+    """A list or tuple of numbers or names: typed on the command line as ``a,b,c``."""
+    return get_origin(hint) in (list, tuple) and get_args(hint)[:1] in ((float,), (str,))
+
+
+def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
+    """``(annotation, typer.Option)`` for dataclass field ``cls.name``: same default, help, choices."""
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    hint = typing.get_type_hints(cls)[name]
-    flag = flag or "--" + name.replace("_", "-")
-    value = field.default if default is dataclasses.MISSING else default
+    hint, optional = _optional(typing.get_type_hints(cls)[name])
+    flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
+    default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
     help_text = field.metadata.get("help", "")
     if get_origin(hint) is Literal:
-        return choice_option(value, flag, hint, help_text)
-    if hint is bool:
-        return typer.Option(value, f"{flag}/--no-{flag[2:]}", help=help_text)
-    return typer.Option(value, flag, help=help_text)
+        return (Optional[str] if optional else str), choice_option(default, flag, hint, help_text, panel)
+    if _is_grid(hint):
+        text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        return str, typer.Option(text, flag, help=help_text, rich_help_panel=panel, show_default=text.replace(",", ", "))
+    if hint is bool and "/" not in flag and default:  # an off-by-default switch needs no --no- form
+        flag = f"{flag}/--no-{flag[2:]}"
+    return (Optional[hint] if optional else hint), typer.Option(default, flag, help=help_text, rich_help_panel=panel)
+
+
+def settings(cls, *, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), panel: str | None = None) -> list:
+    """Options for the CLI-facing fields of dataclass ``cls`` (``metadata["cli"]`` not False)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True) is not False]
+    names = [n for n in (only or names) if n not in exclude]
+    params = []
+    for name in names:
+        annotation, option = field_option(cls, name, panel)
+        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
+                                        annotation=annotation))
+    return params
+
+
+def with_settings(*groups: list) -> Callable:
+    """Give a command (``def cmd(..., **kw)``) the options of ``groups`` (from :func:`settings`)."""
+    def wrap(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [p for g in groups for p in g if p.name not in sig.parameters]
+        hints = typing.get_type_hints(fn)
+        fn.__signature__ = sig.replace(parameters=own + extra)
+        fn.__annotations__ = {**hints, **{p.name: p.annotation for p in extra}}
+        return fn
+    return wrap
+
+
+def collect(cls, kw: dict, **overrides: Any) -> Any:
+    """``cls`` built from a command's generated options (and ``overrides``)."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif f.name in kw:
+            value = kw[f.name]
+            if _is_grid(hints[f.name]) and isinstance(value, str):
+                value = grid(value) if get_args(hints[f.name])[0] is float else [v.strip() for v in value.split(",") if v.strip()]
+            values[f.name] = value
+    return cls(**values)
+
+
+def grid(text: str) -> tuple[float, ...]:
+    """``"1e-4,3e-4"`` → ``(1e-4, 3e-4)``; a value that is no number is one line."""
+    from fedrag.errors import FedragError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise FedragError(f"expected comma-separated numbers, got '{text}'") from None
 
 
 def write_json(path: str, obj) -> None:

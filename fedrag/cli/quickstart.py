@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from fedrag.cli.options import app
+from fedrag.cli.options import app, choice_option
+from fedrag.strategies.library import StrategyName
 
 
 def _eval(data: Path, retriever: str, generator: str, limit: int, top_k: int) -> dict:
@@ -28,12 +29,16 @@ def _eval(data: Path, retriever: str, generator: str, limit: int, top_k: int) ->
 
 
 @app.command()
-def quickstart(out: Path = typer.Option(Path("runs/quickstart"), "--out"),
-               strategy: str = typer.Option("independent", "--strategy"),
-               steps: int = typer.Option(30, "--steps", help="centralized optimizer steps per phase"),
-               rounds: int = typer.Option(2, "--rounds"), test_limit: int = typer.Option(40, "--test-limit"),
-               top_k: int = typer.Option(3, "--top-k"), lr_generator: float = typer.Option(1e-3, "--lr-generator"),
-               lr_retriever: float = typer.Option(5e-5, "--lr-retriever"), skip_federated: bool = typer.Option(False, "--skip-federated"),
+def quickstart(out: Path = typer.Option(Path("runs/quickstart"), "--out", help="the run folder"),
+               strategy: str = choice_option("independent", "--strategy", StrategyName, "the strategy to fine-tune with"),
+               steps: int = typer.Option(30, "--steps", min=1, help="centralized optimizer steps per phase"),
+               rounds: int = typer.Option(2, "--rounds", min=1, help="federated rounds per phase (2 sites)"),
+               test_limit: int = typer.Option(40, "--test-limit", min=1, help="test questions"),
+               top_k: int = typer.Option(3, "--top-k", min=1, help="passages retrieved per question"),
+               lr_generator: float = typer.Option(1e-3, "--lr-generator", help="the demo's generator learning rate "
+                                                  "(higher than train's default: a short run on easy data)"),
+               lr_retriever: float = typer.Option(5e-5, "--lr-retriever", help="the demo's retriever learning rate"),
+               skip_federated: bool = typer.Option(False, "--skip-federated", help="only the baseline and centralized rows"),
                overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
     """Baseline → fine-tune → federated, on the demo data with MiniLM + SmolLM2; prints the table."""
     from fedrag._io import output_dir

@@ -5,41 +5,39 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
-from fedrag.cli.options import DEVICE, GENERATOR, RETRIEVER, app, choice_option, field_option
+from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, with_settings
 from fedrag.errors import FedragError
-from fedrag.models import Quantize
-from fedrag.strategies.library import StrategyName, TwoPhaseLoss, TwoPhaseOrder
+from fedrag.strategies.library import StrategyName
+from fedrag.strategies.settings import PlanSettings, SearchSettings
 from fedrag.train import TrainConfig
+from fedrag.train.stages import StageName
 
-StageName = Literal["contrastive", "lsr", "ralt", "rag-sequence", "rag-token"]
-RaltMode = Literal["all-in-one", "per-passage"]
-
-STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)")
-STAGE = choice_option(None, "--stage", StageName, "a single stage (or --strategy)")
+STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", panel="Plan")
+STAGE = choice_option(None, "--stage", StageName, "a single stage (or --strategy)", panel="Plan")
 CORPUS = typer.Option(..., "--corpus", help="corpus JSONL")
 TRAIN = typer.Option(..., "--train", help="training QA JSONL")
 VAL = typer.Option(None, "--val", help="validation QA JSONL")
-TOP_K = typer.Option(3, "--top-k", min=1, help="passages retrieved per question")
-LORA = typer.Option(True, "--lora/--full", help="LoRA adapter (default) or full fine-tuning of the generator")
-RETRIEVER_LORA = typer.Option(False, "--retriever-lora", help="a LoRA adapter on the query encoder instead of all its "
-                              "weights (federated: only the adapter travels); saved merged")
-LIMIT = typer.Option(None, "--limit", min=1, help="use only the first N training examples")
+LIMIT = typer.Option(None, "--limit", min=1, help="train on N questions spread evenly through --train")
+OUT = typer.Option(..., "--out", help="output directory (written whole, or not at all)")
 OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")
-RALT_MODE = choice_option("all-in-one", "--ralt-mode", RaltMode, "RALT: all passages in one prompt, or one example per passage")
-TWO_PHASE_LOSS = choice_option("rag-sequence", "--two-phase-loss", TwoPhaseLoss, "two-phase: the retriever phase's loss")
-TWO_PHASE_ORDER = choice_option("generator-first", "--two-phase-order", TwoPhaseOrder, "two-phase: which phase runs first")
+PLAN = settings(PlanSettings, panel="Models and plan")
+# what changes no weight is not part of a run's identity (a resume matches the rest)
+UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir", "explicit")
 
 
 def load_inputs(corpus: str, train: str, val: str | None, limit: int | None, val_limit: int | None = None):
+    """The corpus and QA files, gold ids checked; ``limit``/``val_limit`` questions spread
+    evenly through their file (an article-sorted file keeps every article)."""
     from fedrag.data import check_gold_ids, load_corpus, load_qa
+    from fedrag.data.partition import evenly_spaced
 
     passages = load_corpus(corpus)
-    train_ex = load_qa(train, limit=limit)
-    val_ex = load_qa(val, limit=val_limit) if val else None
+    train_ex = evenly_spaced(load_qa(train), limit)
+    val_ex = evenly_spaced(load_qa(val), val_limit) if val else None
     check_gold_ids(train_ex, passages, train)
     if val_ex:
         check_gold_ids(val_ex, passages, val)
@@ -57,67 +55,45 @@ def given(ctx: typer.Context, cls) -> tuple[str, ...]:
 
     from click.core import ParameterSource
 
-    untracked = ("progress", "report_to", "run_name", "tracking_dir", "explicit")  # they change no weight
-    return tuple(f.name for f in fields(cls) if f.name not in untracked
+    return tuple(f.name for f in fields(cls) if f.name not in UNTRACKED
                  and ctx.get_parameter_source(f.name) not in (None, ParameterSource.DEFAULT))
 
 
 @app.command()
-def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corpus: str = CORPUS, train: str = TRAIN,
-          val: Optional[str] = VAL, retriever: str = RETRIEVER, generator: str = GENERATOR,
-          out: Path = typer.Option(..., "--out"), overwrite: bool = OVERWRITE,
-          steps: Optional[int] = field_option(TrainConfig, "steps"), epochs: float = field_option(TrainConfig, "epochs"),
-          lr_generator: float = field_option(TrainConfig, "lr_generator"),
-          lr_retriever: float = field_option(TrainConfig, "lr_retriever"), top_k: int = TOP_K, lora: bool = LORA,
-          seed: int = field_option(TrainConfig, "seed"), batch_size: int = field_option(TrainConfig, "batch_size"),
-          grad_accum: int = field_option(TrainConfig, "grad_accum"),
-          limit: Optional[int] = LIMIT, val_limit: Optional[int] = typer.Option(None, "--val-limit"),
-          scheduler: str = field_option(TrainConfig, "scheduler"), warmup_ratio: float = field_option(TrainConfig, "warmup_ratio"),
-          eval_every: int = field_option(TrainConfig, "eval_every"), checkpoint_every: int = field_option(TrainConfig, "checkpoint_every"),
-          gradient_checkpointing: bool = field_option(TrainConfig, "gradient_checkpointing"),
-          dtype: str = field_option(TrainConfig, "dtype"),
-          score_batch_size: Optional[int] = field_option(TrainConfig, "score_batch_size"),
-          report_to: str = field_option(TrainConfig, "report_to"), run_name: str = field_option(TrainConfig, "run_name"),
-          retriever_lora: bool = RETRIEVER_LORA,
-          quantize: str = choice_option("none", "--quantize", Quantize, "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)"),
-          ralt_mode: str = RALT_MODE, two_phase_loss: str = TWO_PHASE_LOSS, two_phase_order: str = TWO_PHASE_ORDER,
-          train_passages: Optional[bool] = typer.Option(None, "--train-passages/--query-only", help="contrastive or lsr stage: also train the passage encoder (re-encodes the store); default: the stage's (on for contrastive)"),
-          device: str = DEVICE):
+@with_settings(PLAN, settings(TrainConfig, panel="Training"))
+def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corpus: str = CORPUS,
+          train: str = TRAIN, val: Optional[str] = VAL, out: Path = OUT, overwrite: bool = OVERWRITE,
+          limit: Optional[int] = LIMIT, val_limit: Optional[int] = typer.Option(None, "--val-limit", min=1,
+                                                                                help="validate on N questions of --val"),
+          device: str = DEVICE, **kw):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
     from dataclasses import asdict
 
     from fedrag._io import check_out, file_digest, resumable_dir
     from fedrag.pipeline import build_training_rag, resolve_device
-    from fedrag.strategies import plan_from_names, save_outputs, total_cost
+    from fedrag.strategies import save_outputs, total_cost
     from fedrag.strategies.base import drop_resume_state
     from fedrag.train.validate import validation_fn
 
-    plan = plan_from_names(strategy, stage, top_k, ralt_mode, two_phase_loss, two_phase_order, train_passages)
-    cfg = TrainConfig(steps=steps, epochs=epochs, lr_generator=lr_generator, lr_retriever=lr_retriever, seed=seed,
-                      explicit=given(ctx, TrainConfig),
-                      batch_size=batch_size, grad_accum=grad_accum, scheduler=scheduler, warmup_ratio=warmup_ratio,
-                      eval_every=eval_every, checkpoint_every=checkpoint_every,
-                      gradient_checkpointing=gradient_checkpointing, dtype=dtype, score_batch_size=score_batch_size,
-                      report_to=report_to, run_name=run_name or out.name, progress=sys.stderr.isatty())
+    models = collect(PlanSettings, kw)
+    plan = models.plan(strategy, stage)
+    cfg = collect(TrainConfig, kw, explicit=given(ctx, TrainConfig), run_name=kw["run_name"] or out.name,
+                  progress=sys.stderr.isatty())
     check_out(out, "train", overwrite)  # before anything loads
     _, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     # what an interrupted run must match to be continued: the settings and the data's content
-    identity = {"plan": {"strategy": strategy, "stage": stage, "top_k": top_k, "ralt_mode": ralt_mode,
-                         "two_phase_loss": two_phase_loss, "two_phase_order": two_phase_order,
-                         "shared_retriever": plan.shared_retriever},
-                "models": {"retriever": retriever, "generator": generator, "lora": lora, "retriever_lora": retriever_lora,
-                           "quantize": quantize},
-                "train": [{k: v for k, v in asdict(p.config(cfg)).items()  # what each phase trains with
-                           if k not in ("progress", "report_to", "run_name", "tracking_dir", "explicit")} for p in plan.phases],
+    identity = {"plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},
+                "train": [{k: v for k, v in asdict(p.config(cfg)).items() if k not in UNTRACKED}  # what each phase trains with
+                          for p in plan.phases],
                 "data": {"corpus": file_digest(corpus), "train": file_digest(train), "val": file_digest(val) if val else None,
                          "limit": limit, "val_limit": val_limit}}
     # the models load before the run's work directory exists: a bad model name leaves nothing to resume
-    rag = build_training_rag(corpus, retriever, generator if needs_generator(plan) else "none", lora, top_k,
-                             resolve_device(device), seed, shared_retriever=plan.shared_retriever, quantize=quantize,
-                             retriever_lora=retriever_lora)
+    rag = build_training_rag(corpus, models.retriever, models.generator if needs_generator(plan) else "none", models.lora,
+                             models.top_k, resolve_device(device), cfg.seed, shared_retriever=plan.shared_retriever,
+                             quantize=models.quantize, retriever_lora=models.retriever_lora)
     with resumable_dir(out, "train", identity, overwrite, {"strategy": plan.name},
                        log=lambda m: typer.echo(f"fedrag: {m}", err=True)) as (tmp, resumed):
-        evaluate_fn = validation_fn("generator" in plan.trains, top_k) if val_ex else None
+        evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
         results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn, resume=resumed,
                            log=lambda m: typer.echo(f"fedrag: {m}", err=True))
         extra = {"config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]}}
@@ -132,47 +108,32 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
                            "final_loss": [round(r.final_loss, 4) for r in results]}))
 
 
-def floats(text: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise FedragError(f"expected comma-separated numbers, got '{text}'") from None
-    import math
-
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise FedragError(f"expected positive, finite learning rates, got '{text}'")
-    return values
-
-
 @app.command("search-lr")
-def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy", StrategyName), corpus: str = CORPUS, train: str = TRAIN,
+@with_settings(settings(SearchSettings, panel="Search"), PLAN,
+               settings(TrainConfig, exclude=("lr_generator", "lr_retriever"), panel="Training"))
+def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy", StrategyName, "the strategy to tune"),
+              corpus: str = CORPUS, train: str = TRAIN,
               val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL (default: 20% of --train, split by gold title)"),
-              retriever: str = RETRIEVER, generator: str = GENERATOR,
-              out: Path = typer.Option(..., "--out"), overwrite: bool = OVERWRITE,
-              lrs_generator: str = typer.Option("1e-4,3e-4,1e-3", "--lrs-generator"),
-              lrs_retriever: str = typer.Option("1e-5,3e-5,1e-4", "--lrs-retriever"),
-              mode: str = choice_option("auto", "--mode", Literal["auto", "phase-wise", "grid", "full-retrain"],
-                                        "auto: phase-wise for strategies whose phases train one side, the 2-D grid for joint"),
-              steps: Optional[int] = field_option(TrainConfig, "steps"), epochs: float = field_option(TrainConfig, "epochs"),
-              top_k: int = TOP_K, lora: bool = LORA, seed: int = field_option(TrainConfig, "seed"),
-              batch_size: int = field_option(TrainConfig, "batch_size"), limit: Optional[int] = LIMIT,
-              val_limit: Optional[int] = typer.Option(50, "--val-limit"), device: str = DEVICE):
+              out: Path = OUT, overwrite: bool = OVERWRITE, limit: Optional[int] = LIMIT,
+              val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions"),
+              device: str = DEVICE, **kw):
     """Search learning rates phase by phase (2-D grid for joint); the best models are the
     final training: writes DIR/lr_search.json, DIR/retriever, DIR/generator, DIR/cost.json."""
     from fedrag._io import atomic_write_json, check_out, output_dir
     from fedrag.pipeline import build_training_rag, resolve_device
-    from fedrag.strategies import make_strategy, save_outputs, total_cost
+    from fedrag.strategies import save_outputs, total_cost
     from fedrag.strategies.lr_search import search_lr as run_search
 
-    plan = make_strategy(strategy, top_k=top_k)
-    cfg = TrainConfig(steps=steps, epochs=epochs, seed=seed, batch_size=batch_size, explicit=given(ctx, TrainConfig))
-    grid_g, grid_r = floats(lrs_generator), floats(lrs_retriever)
+    models, search = collect(PlanSettings, kw), collect(SearchSettings, kw)
+    plan = models.plan(strategy, None)
+    cfg = collect(TrainConfig, kw, explicit=given(ctx, TrainConfig), run_name=kw["run_name"] or out.name)
     check_out(out, "search-lr", overwrite)
     passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     if val_ex is None:
-        train_ex, val_ex = carve_validation(train_ex, passages, seed, val_limit)
-    rag = build_training_rag(corpus, retriever, generator, lora, top_k, resolve_device(device), seed,
-                             shared_retriever=plan.shared_retriever)
+        train_ex, val_ex = carve_validation(train_ex, passages, cfg.seed, val_limit)
+    rag = build_training_rag(corpus, models.retriever, models.generator, models.lora, models.top_k, resolve_device(device),
+                             cfg.seed, shared_retriever=plan.shared_retriever, quantize=models.quantize,
+                             retriever_lora=models.retriever_lora)
 
     def show(point):
         lr = {k: point[k] for k in ("lr_generator", "lr_retriever")}
@@ -180,7 +141,8 @@ def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy
         typer.echo(f"search-lr: phase {point['phase']} ({point['stage']}) {lr} -> {scores} [{point['wall_s']:.0f}s]", err=True)
 
     with output_dir(out, "search-lr", overwrite, {"strategy": plan.name}) as tmp:
-        report = run_search(plan, rag, train_ex, val_ex, cfg, grid_g, grid_r, mode=mode, top_k=top_k, on_point=show)
+        report = run_search(plan, rag, train_ex, val_ex, cfg, list(search.lrs_generator), list(search.lrs_retriever),
+                            mode=search.mode, top_k=models.top_k, on_point=show)
         results = report.pop("final_results")
         save_outputs(rag, tmp, results, plan.name, {"lr_search": {k: report[k] for k in ("best", "search_cost")}},
                      decoding=plan.decoding)

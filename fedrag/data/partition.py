@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from fedrag.data.jsonl import write_jsonl
 from fedrag.data.types import Example, Passage
@@ -16,6 +17,8 @@ class SiteData:
     passages: list[Passage]
     train: list[Example]
 
+
+Partition = Literal["iid", "by-title"]  # how questions are dealt to sites
 
 def partition(passages: list[Passage], examples: list[Example], n_sites: int, mode: str = "iid", seed: int = 0) -> list[SiteData]:
     """Deal questions and passages to ``n_sites`` sites.
@@ -31,8 +34,8 @@ def partition(passages: list[Passage], examples: list[Example], n_sites: int, mo
     """
     if n_sites < 1:
         raise FedragError("need at least one site")
-    if mode not in ("iid", "by-title"):
-        raise FedragError(f"partition must be 'iid' or 'by-title', got '{mode}'")
+    if mode not in get_args(Partition):
+        raise FedragError(f"partition must be one of {', '.join(get_args(Partition))}, got '{mode}'")
     rng = random.Random(seed)
     title_of = {p.id: p.title for p in passages}
 

@@ -56,7 +56,7 @@ def _toml(value) -> str:
 
 def render_pyproject(strategy: str = "ra-dit") -> str:
     """The app's pyproject.toml; ``strategy`` is the default the config names."""
-    values = {f.name: f.default for f in fields(FedTask)}
+    values = {f.name: f.default for f in fields(FedTask) if f.default is not None}  # None: unset, the site's default
     values["strategy"] = strategy
     config = "".join(f"{name.replace('_', '-')} = {_toml(v)}\n" for name, v in values.items())
     return HEADER + BODY + config

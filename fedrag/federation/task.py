@@ -8,72 +8,87 @@ is captured by the apps' closures (simulation from Python).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import asdict, dataclass, fields
+from typing import Literal, get_args, get_origin
 
-from typing import Literal, get_args
-
+from fedrag._settings import same, setting
 from fedrag.errors import FedragError
+from fedrag.strategies.library import TwoPhaseLoss, TwoPhaseOrder
+from fedrag.train.config import Precision
+from fedrag.train.stages import RaltMode
 
 Aggregator = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
 AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 
 
 def _train(name: str):
-    """A site's training setting: default and help are :class:`~fedrag.train.TrainConfig`'s
-    (one definition; a site builds its TrainConfig from these)."""
+    """A site's training setting: :class:`~fedrag.train.TrainConfig`'s field, one definition."""
     from fedrag.train.config import TrainConfig
 
-    f = {f.name: f for f in fields(TrainConfig)}[name]
-    return field(default=f.default, metadata=dict(f.metadata))
+    return same(TrainConfig, name)
+
+
+def _plan(name: str):
+    """The models and plan options: :class:`~fedrag.strategies.settings.PlanSettings`' field."""
+    from fedrag.strategies.settings import PlanSettings
+
+    return same(PlanSettings, name)
 
 
 @dataclass
 class FedTask:
-    strategy: str = ""            # a named strategy or an import path "module:attribute" (a Strategy or a factory), or ...
-    stage: str = ""               # ... a single stage
-    retriever: str = "minilm"
-    generator: str = "smollm2-135m"
-    lora: bool = True
-    retriever_lora: bool = field(default=False, metadata={"help": (
-        "train a LoRA adapter on the query encoder: only the adapter travels (~0.4 MB a round for MiniLM, "
-        "not 90.9 MB)")})
-    top_k: int = 3
-    ralt_mode: str = "all-in-one"
-    two_phase_loss: str = "rag-sequence"
-    rounds: int = 2               # rounds per phase
-    local_steps: int = 10         # optimizer steps per client per round
+    """A federated run: what every site trains and how the server aggregates.
+
+    Each field is one setting (its help is ``fedrag federate --help``'s); the training
+    and model settings are those of :class:`~fedrag.train.TrainConfig` and
+    :class:`~fedrag.strategies.settings.PlanSettings`, declared with the same default
+    and help. The task travels flat, as a Flower run config (:meth:`to_config`)."""
+
+    strategy: str = setting("", "a named strategy, or an import path 'module:attribute' (a Strategy or a factory)",
+                            cli=False)
+    stage: str = setting("", "a single stage (instead of a strategy)", cli=False)
+    retriever: str = _plan("retriever")
+    generator: str = _plan("generator")
+    lora: bool = _plan("lora")
+    retriever_lora: bool = _plan("retriever_lora")
+    top_k: int = _plan("top_k")
+    ralt_mode: RaltMode = _plan("ralt_mode")
+    two_phase_loss: TwoPhaseLoss = _plan("two_phase_loss")
+    two_phase_order: TwoPhaseOrder = _plan("two_phase_order")
+    rounds: int = setting(2, "federated rounds per phase")
+    local_steps: int = setting(10, "optimizer steps each site takes per round")
     batch_size: int = _train("batch_size")
     lr_generator: float = _train("lr_generator")
     lr_retriever: float = _train("lr_retriever")
     warmup_ratio: float = _train("warmup_ratio")
     gradient_checkpointing: bool = _train("gradient_checkpointing")
-    keep_optimizer: bool = False  # sites keep their AdamW moments between rounds of a phase (docs/federation.md)
+    keep_optimizer: bool = setting(False, "sites keep their AdamW moments between rounds of a phase (default: "
+                                          "they restart them each round)")
     seed: int = _train("seed")
-    aggregator: str = "fedavg"
-    proximal_mu: float = 0.01     # FedProx only
-    server_lr: float = 0.1        # FedAdam/FedYogi eta
-    fraction: float = 1.0
-    min_sites: int = 2
-    dp_noise: float = 0.0         # > 0 enables central DP (client-side clipping + server noise)
-    dp_clip: float = 1.0
-    dp_delta: float = 1e-5
-    out: str = ""                 # server output directory
-    eval_corpus: str = ""         # server-side held-out evaluation (optional)
-    eval_qa: str = ""
-    eval_limit: int = 50
-    evaluate_every: int = 1       # client-side evaluation every N rounds and at a phase's last round; 0: never
-    round_timeout: float = field(default=3600.0, metadata={"help": (
-        "seconds the server waits for a round's replies (and for --min-sites sites to be connected); "
-        "fewer than --min-sites replies then end the run with an error, the last good round checkpointed")})
-    device: str = "cpu"           # a site's --node-config 'device="cuda:1"' wins over this
-    dtype: str = _train("dtype")
-    score_batch_size: int = 0     # rows per scoring forward on the sites (0: all at once)
-    explicit: str = field(default="", metadata={"help": (
-        "the training settings the user set, comma-separated (default: those passed when the task is built); "
-        "a stage's own defaults never replace them")})
-    report_to: str = field(default="none", metadata={"help": (
-        "the server tracks each round's global and per-site metrics: none, all, or tensorboard,mlflow,wandb "
-        "(TensorBoard/W&B files in OUT/tracking)")})
+    aggregator: Aggregator = setting("fedavg", "how the server combines the sites' updates (Flower's strategies)")
+    proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term on the sites")
+    server_lr: float = setting(0.1, "FedAdam/FedYogi: the server's learning rate (eta)")
+    fraction: float = setting(1.0, "fraction of the connected sites sampled each round")
+    min_sites: int = setting(2, "sites a round needs (fedrag federate: every site it starts, unless given)")
+    dp_noise: float = setting(0.0, "> 0: central differential privacy: sites clip their update, the server adds "
+                                   "Gaussian noise of this multiplier")
+    dp_clip: float = setting(1.0, "DP: the L2 norm each site's update is clipped to")
+    dp_delta: float = setting(1e-5, "DP: the delta of the reported (epsilon, delta) guarantee", cli=False)
+    out: str = setting("", "the server's output directory", cli=False)
+    eval_corpus: str = setting("", "server-side evaluation: the corpus (default: --corpus)", cli=False)
+    eval_qa: str = setting("", "held-out QA the server evaluates each round", cli=False)
+    eval_limit: int = setting(50, "server-side evaluation: at most N questions")
+    evaluate_every: int = setting(1, "sites evaluate every N rounds and at a phase's last round (0: never)")
+    round_timeout: float = setting(3600.0, "seconds the server waits for a round's replies (and for --min-sites sites "
+                                           "to be connected); fewer than --min-sites replies then end the run with an "
+                                           "error, the last good round checkpointed")
+    device: str = setting("cpu", "a site's device (a site's --node-config 'device=\"cuda:1\"' wins over this)", cli=False)
+    dtype: Precision = _train("dtype")
+    score_batch_size: int | None = _train("score_batch_size")
+    explicit: str = setting("", "the training settings the user set, comma-separated (default: those passed when "
+                                "the task is built); a stage's own defaults never replace them", cli=False)
+    report_to: str = _train("report_to")  # the server tracks each round's global and per-site metrics
 
     def __post_init__(self):
         from fedrag.errors import check_finite
@@ -81,8 +96,10 @@ class FedTask:
         check_finite(self)  # before the range checks: nan passes both `< 0` and `> 0`
         if bool(self.strategy) == bool(self.stage):
             raise FedragError("a federated task needs exactly one of strategy or stage")
-        if self.aggregator not in AGGREGATORS:
-            raise FedragError(f"unknown aggregator '{self.aggregator}' (choose from {', '.join(AGGREGATORS)})")
+        for name, hint in typing.get_type_hints(FedTask).items():  # every choice, from its Literal type
+            if get_origin(hint) is Literal and getattr(self, name) not in get_args(hint):
+                raise FedragError(f"--{name.replace('_', '-')} must be one of {', '.join(get_args(hint))}, "
+                                  f"got '{getattr(self, name)}'")
         if self.rounds < 1 or self.local_steps < 1:
             raise FedragError("rounds and local steps must be >= 1")
         if not 0 < self.fraction <= 1:
@@ -117,7 +134,7 @@ class FedTask:
         return TrainConfig(explicit=explicit, steps=self.local_steps, batch_size=self.batch_size, lr_generator=self.lr_generator,
                            lr_retriever=self.lr_retriever, warmup_ratio=self.warmup_ratio, seed=self.seed + rnd - 1,
                            prox_mu=prox_mu, gradient_checkpointing=self.gradient_checkpointing, dtype=self.dtype,
-                           score_batch_size=self.score_batch_size or None,
+                           score_batch_size=self.score_batch_size,
                            schedule_total=self.rounds * self.local_steps, schedule_offset=(rnd - 1) * self.local_steps)
 
     def plan(self):
@@ -128,10 +145,12 @@ class FedTask:
 
         if ":" in self.strategy:
             return import_strategy(self.strategy, self.top_k)
-        return plan_from_names(self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss)
+        return plan_from_names(self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss,
+                               self.two_phase_order)
 
     def to_config(self) -> dict:
-        return {k: v for k, v in asdict(self).items()}
+        """The flat run config; an unset optional setting (None) is left out: a site reads its default."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_config(cls, config) -> "FedTask":
@@ -139,7 +158,8 @@ class FedTask:
         is no task setting, or a value of the wrong type (text where a number belongs),
         is refused rather than ignored, so a run config carries nothing else to a site."""
         kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool, int)}
-        names = {f.name: str(f.type) for f in fields(cls)}
+        hints = typing.get_type_hints(cls)  # a Literal setting travels as text and is checked against its choices
+        names = {f.name: _kind(hints[f.name]) for f in fields(cls)}
         kw = {}
         for key, value in dict(config).items():
             name = key.replace("-", "_")
@@ -153,6 +173,14 @@ class FedTask:
             defaults = {f.name: f.default for f in fields(cls)}
             kw["explicit"] = ",".join(k for k, v in kw.items() if k != "explicit" and v != defaults.get(k))
         return cls(**kw)
+
+
+def _kind(hint) -> str:
+    """How a setting travels in a run config: a ``Literal`` as text, ``X | None`` as ``X``."""
+    if get_origin(hint) is Literal:
+        return "str"
+    args = [a for a in get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint).__name__
 
 
 def _record_explicit():

@@ -32,6 +32,7 @@ from typing import Literal, get_args
 
 import torch
 
+from fedrag._settings import setting
 from fedrag.errors import FedragError
 
 Decoding = Literal["concat", "rag-sequence", "rag-token"]
@@ -46,13 +47,14 @@ class GenerationSettings:
     ``num_beams`` > 1 is beam search (concat; per-passage candidates for RAG-Sequence);
     ``do_sample`` samples with ``temperature`` / ``top_p`` instead of greedy decoding."""
 
-    decoding: Decoding = "concat"
-    max_new_tokens: int = 32
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    gamma: float = RETRIEVAL_GAMMA  # retrieval temperature of p(z|x) (the training stage's gamma)
+    decoding: Decoding = setting("concat", "concat: one prompt holding the top-k passages; rag-sequence / rag-token: "
+                                           "the marginal over passages the generator was trained with")
+    max_new_tokens: int = setting(32, "longest answer, in tokens")
+    num_beams: int = setting(1, "beam search width (1: greedy); rag-sequence: candidates per passage")
+    do_sample: bool = setting(False, "sample instead of greedy decoding")
+    temperature: float = setting(1.0, "sampling temperature (with --do-sample)")
+    top_p: float = setting(1.0, "nucleus sampling mass (with --do-sample)")
+    gamma: float = setting(RETRIEVAL_GAMMA, "temperature of p(z|x) = softmax(score / gamma) for the rag-* decodings")
 
     def __post_init__(self):
         from fedrag.errors import check_finite

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from fedrag._io import MARKER, atomic_write_json, atomic_write_text
+from fedrag._settings import same, setting
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
 from fedrag.evaluate.metrics import paired_sign_test
@@ -26,6 +27,7 @@ from fedrag.rag import RAGSystem
 from fedrag.strategies.base import total_cost
 from fedrag.strategies.library import STRATEGIES, make_strategy
 from fedrag.strategies.lr_search import search_lr
+from fedrag.strategies.settings import PlanSettings, SearchSettings
 from fedrag.train.loop import TrainConfig
 
 NEEDS_GOLD = {"independent": "its retriever stage is contrastive and needs gold passage ids (context labels)"}
@@ -35,18 +37,21 @@ NEEDS_GOLD = {"independent": "its retriever stage is contrastive and needs gold 
 class CompareSettings:
     """What a comparison runs; stored in OUT so a resume with other settings is refused."""
 
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
-    retriever: str = "minilm"
-    generator: str = "smollm2-135m"
-    top_k: int = 3
-    train: dict = field(default_factory=dict)        # TrainConfig fields
-    search: bool = False
-    lrs_generator: list[float] = field(default_factory=lambda: [1e-4, 3e-4, 1e-3])
-    lrs_retriever: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
-    max_new_tokens: int = 32
-    data: dict = field(default_factory=dict)         # input paths and sizes
+    strategies: list[str] = setting(help="the strategies to train and compare, comma-separated",
+                                    factory=lambda: list(STRATEGIES))
+    retriever: str = same(PlanSettings, "retriever")
+    generator: str = same(PlanSettings, "generator")
+    top_k: int = same(PlanSettings, "top_k")
+    train: dict = setting(help="TrainConfig fields", factory=dict, cli=False)
+    search: bool = setting(False, "phase-aware learning-rate search per strategy")
+    lrs_generator: list[float] = same(SearchSettings, "lrs_generator")
+    lrs_retriever: list[float] = same(SearchSettings, "lrs_retriever")
+    max_new_tokens: int = same(GenerationSettings, "max_new_tokens")
+    data: dict = setting(help="input paths and sizes", factory=dict, cli=False)
 
     def __post_init__(self):
+        grids = SearchSettings(tuple(self.lrs_generator), tuple(self.lrs_retriever))  # validated as search-lr's
+        self.lrs_generator, self.lrs_retriever = list(grids.lrs_generator), list(grids.lrs_retriever)
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise FedragError(f"unknown strategy '{unknown[0]}' (choose from {', '.join(STRATEGIES)})")

@@ -8,16 +8,19 @@ Each field's default and ``metadata["help"]`` are what ``fedrag train`` / ``comp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
+from fedrag._settings import setting
+from fedrag.models import WeightDtype
 
-Precision = Literal["auto", "float32", "bfloat16", "float16"]
+
+Precision = WeightDtype  # the same choices: a compute precision here, the weights' dtype when loading
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
+def _f(default, help: str, **cli):
+    return setting(default, help, **cli)
 
 
 @dataclass
@@ -50,16 +53,16 @@ class TrainConfig:
                                   "GPU that supports it, else float32; float16 needs a CUDA GPU (loss scaling)")
     score_batch_size: int | None = _f(None, "rows per generator scoring forward (exact: each chunk is recomputed "
                                             "in backward); trades time for memory, default all rows at once")
-    prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)")
-    schedule_total: int | None = _f(None, "LR schedule length if longer than this run (federated rounds)")
-    schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)")
-    progress: bool = _f(False, "show a progress bar")
+    prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)", cli=False)
+    schedule_total: int | None = _f(None, "LR schedule length if longer than this run (federated rounds)", cli=False)
+    schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)", cli=False)
+    progress: bool = _f(False, "show a progress bar", cli=False)
     report_to: str = _f("none", "experiment tracking, as Hugging Face's Trainer: none, all, or a comma-separated "
                                 "list of tensorboard, mlflow, wandb (configured by their own environment variables)")
     run_name: str = _f("", "name of the tracked run (default: the output directory's name)")
     tracking_dir: str = _f("", "where TensorBoard and W&B files go (default: the stage's output directory)")
     explicit: tuple[str, ...] = _f((), "the fields the user set (default: those passed to the constructor): a "
-                                        "stage's own defaults (Stage.defaults) never replace them")
+                                        "stage's own defaults (Stage.defaults) never replace them", cli=False)
 
     def __post_init__(self):
         from fedrag.errors import FedragError, check_finite

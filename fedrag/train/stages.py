@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from fedrag.rag import RAGSystem
 
 RaltMode = Literal["all-in-one", "per-passage"]
+StageName = Literal["contrastive", "lsr", "ralt", "rag-sequence", "rag-token"]
 
 
 def retrieve_scores(rag: RAGSystem, questions: list[str], k: int, grad: bool,

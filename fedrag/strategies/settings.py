@@ -1,0 +1,79 @@
+"""What a run trains and with which models: the settings every entry point shares.
+
+``fedrag train``, ``compare``, ``search-lr``, ``federate`` and a federated site read
+these fields (the federated task carries them with :func:`fedrag._settings.same`), so
+a model default, a choice list or a help text is written here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import get_args
+
+from fedrag._settings import setting
+from fedrag.errors import FedragError
+from fedrag.models import Quantize
+from fedrag.strategies.library import StrategyName, TwoPhaseLoss, TwoPhaseOrder, plan_from_names
+from fedrag.strategies.lr_search import SearchMode
+from fedrag.train.stages import RaltMode
+
+
+@dataclass
+class PlanSettings:
+    """The models and the plan's options (the strategy or stage itself is chosen apart)."""
+
+    retriever: str = setting("minilm", "bundled name (minilm), directory, or Hub id")
+    generator: str = setting("smollm2-135m", "bundled name (smollm2-135m), directory, .gguf, Hub id, or 'none'")
+    lora: bool = setting(True, "LoRA adapter (default) or full fine-tuning of the generator", flag="--lora/--full")
+    retriever_lora: bool = setting(False, "a LoRA adapter on the query encoder instead of all its weights, saved "
+                                          "merged (federated: only the adapter travels, ~0.4 MB a round for MiniLM)")
+    quantize: Quantize = setting("none", "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)")
+    top_k: int = setting(3, "passages retrieved per question")
+    ralt_mode: RaltMode = setting("all-in-one", "RALT: all passages in one prompt, or one example per passage")
+    two_phase_loss: TwoPhaseLoss = setting("rag-sequence", "two-phase: the retriever phase's loss")
+    two_phase_order: TwoPhaseOrder = setting("generator-first", "two-phase: which phase runs first")
+    train_passages: bool | None = setting(None, "contrastive or lsr stage: also train the passage encoder "
+                                                "(re-encodes the store); default: the stage's (on for contrastive)",
+                                          flag="--train-passages/--query-only")
+
+    def __post_init__(self):
+        for name, literal in (("quantize", Quantize), ("ralt_mode", RaltMode), ("two_phase_loss", TwoPhaseLoss),
+                              ("two_phase_order", TwoPhaseOrder)):
+            if getattr(self, name) not in get_args(literal):
+                raise FedragError(f"--{name.replace('_', '-')} must be one of {', '.join(get_args(literal))}, "
+                                  f"got '{getattr(self, name)}'")
+        if self.top_k < 1:
+            raise FedragError(f"--top-k must be >= 1, got {self.top_k}")
+
+    def plan(self, strategy: str | None, stage: str | None):
+        """The :class:`~fedrag.strategies.base.Strategy` named by ``strategy`` (or a
+        one-phase one for ``stage``), built with these options."""
+        return plan_from_names(strategy, stage, self.top_k, self.ralt_mode, self.two_phase_loss, self.two_phase_order,
+                               self.train_passages)
+
+
+def _grid(values: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in values.split(","))
+
+
+@dataclass
+class SearchSettings:
+    """The learning-rate grids of ``search-lr`` and ``compare --search``."""
+
+    lrs_generator: tuple[float, ...] = setting(_grid("1e-4,3e-4,1e-3"), "generator learning rates to try, comma-separated")
+    lrs_retriever: tuple[float, ...] = setting(_grid("1e-5,3e-5,1e-4"), "retriever learning rates to try, comma-separated")
+    mode: SearchMode = setting("auto", "auto: phase-wise for strategies whose phases train one side, the 2-D grid for joint")
+
+    def __post_init__(self):
+        import math
+
+        for name in ("lrs_generator", "lrs_retriever"):
+            values = tuple(getattr(self, name))
+            if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+                raise FedragError(f"--{name.replace('_', '-')}: expected positive, finite learning rates, got {values}")
+            setattr(self, name, values)
+        if self.mode not in get_args(SearchMode):
+            raise FedragError(f"--mode must be one of {', '.join(get_args(SearchMode))}, got '{self.mode}'")
+
+
+__all__ = ["PlanSettings", "SearchMode", "SearchSettings", "StrategyName"]

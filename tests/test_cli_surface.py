@@ -1,0 +1,123 @@
+"""The CLI is generated from the settings: each option mirrors its dataclass field
+(default, help, choices), every option has help, no name is cut at 80 columns, and a
+choice list is written once in the package."""
+
+import ast
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Literal, get_args, get_origin
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import fedrag
+from fedrag.cli.main import app
+from fedrag.cli.options import _optional
+from fedrag.federation.task import FedTask
+from fedrag.generate.decoding import GenerationSettings
+from fedrag.strategies.compare import CompareSettings
+from fedrag.strategies.settings import PlanSettings, SearchSettings
+from fedrag.train import TrainConfig
+
+SETTINGS = (TrainConfig, PlanSettings, SearchSettings, GenerationSettings, CompareSettings, FedTask)
+# options that share a field's name but not its meaning, each for a stated reason
+OWN_MEANING = {
+    ("eval", "decoding"): "'auto' reads the decoding recorded in the generator's directory",
+    ("eval", "gamma"): "unset reads the gamma recorded in the generator's directory",
+    ("eval", "dtype"): "the weights' dtype of a model to evaluate, not training's autocast precision",
+    ("eval", "batch_size"): "questions per evaluation batch, not per training step",
+    ("demo-data", "seed"): "the seed of the generated data", ("convert", "seed"): "the seed of the split",
+}
+DEMO = {"quickstart"}  # a guided demo with its own measured defaults (its help says so)
+
+
+def _commands():
+    root = typer.main.get_command(app)
+    return {name: cmd for name, cmd in root.commands.items()}
+
+
+def _fields():
+    out = {}
+    for cls in SETTINGS:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("cli", True) is not False:
+                out.setdefault(f.name, []).append((cls, f, hints[f.name]))
+    return out
+
+
+def _expected_default(f, hint):
+    value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
+
+
+def test_every_option_that_names_a_setting_is_that_setting():
+    fields, checked = _fields(), set()
+    for name, cmd in _commands().items():
+        if name in DEMO:
+            continue
+        for p in cmd.params:
+            if not isinstance(p, click.Option) or p.name not in fields:
+                continue
+            checked.add(p.name)
+            if (name, p.name) in OWN_MEANING:
+                continue
+            for cls, f, hint in fields[p.name]:
+                where = f"fedrag {name} --{p.name.replace('_', '-')} vs {cls.__name__}.{f.name}"
+                assert p.default == _expected_default(f, hint), where
+                assert p.help.startswith(f.metadata["help"]), where
+                inner, _ = _optional(hint)
+                if get_origin(inner) is Literal:
+                    assert list(p.type.choices) == [str(v) for v in get_args(inner)], where
+    unused = sorted(set(fields) - checked)
+    assert not unused, f"settings no command offers: {unused}"
+
+
+def test_every_option_has_help_and_no_name_is_cut_at_80_columns():
+    runner = CliRunner()
+    bare = [f"fedrag {name} --{p.name}" for name, cmd in _commands().items() for p in cmd.params
+            if isinstance(p, click.Option) and not (p.help or "").strip()]
+    assert not bare, f"options without help: {bare}"
+    for name, cmd in _commands().items():
+        res = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"}, terminal_width=80)
+        assert res.exit_code == 0, res.output
+        text = res.output
+        assert max(len(line) for line in text.splitlines()) <= 80, name
+        assert "…" not in text, f"fedrag {name} --help cuts a name:\n{text}"
+        for p in cmd.params:
+            for opt in [*p.opts, *getattr(p, "secondary_opts", [])]:
+                assert opt in text, f"fedrag {name} --help at 80 columns lacks {opt}"
+
+
+def test_version():
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"fedrag {fedrag.__version__}"
+
+
+def test_each_choice_list_is_written_once():
+    seen = {}
+    for path in Path(fedrag.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "Literal":
+                elts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+                key = tuple(getattr(e, "value", None) for e in elts)
+                if len(key) > 1:
+                    assert key not in seen, f"{key} is written in {seen[key]} and {path}:{node.lineno}"
+                    seen[key] = f"{path}:{node.lineno}"
+
+
+def test_stage_names_are_the_registry():
+    from fedrag.train.stages import STAGES, StageName
+
+    assert set(get_args(StageName)) == set(STAGES)
+
+
+@pytest.mark.parametrize("cls", SETTINGS)
+def test_every_setting_documents_itself(cls):
+    missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
+    assert not missing, f"{cls.__name__} fields without help: {missing}"
