@@ -67,13 +67,13 @@ def test_every_option_that_names_a_setting_is_that_setting():
             checked.add(p.name)
             if (name, p.name) in OWN_MEANING:
                 continue
+            matches = []  # the field it is generated from (two classes may declare one name differently)
             for cls, f, hint in fields[p.name]:
-                where = f"fedrag {name} --{p.name.replace('_', '-')} vs {cls.__name__}.{f.name}"
-                assert p.default == _expected_default(f, hint), where
-                assert p.help.startswith(f.metadata["help"]), where
                 inner, _ = _optional(hint)
-                if get_origin(inner) is Literal:
-                    assert list(p.type.choices) == [str(v) for v in get_args(inner)], where
+                choices_ok = get_origin(inner) is not Literal or list(p.type.choices) == [str(v) for v in get_args(inner)]
+                if p.default == _expected_default(f, hint) and (p.help or "").startswith(f.metadata["help"]) and choices_ok:
+                    matches.append(cls.__name__)
+            assert matches, f"fedrag {name} --{p.name.replace('_', '-')} matches no field of {[c.__name__ for c, _, _ in fields[p.name]]}"
     unused = sorted(set(fields) - checked)
     assert not unused, f"settings no command offers: {unused}"
 

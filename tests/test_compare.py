@@ -124,7 +124,7 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     names = [r["strategy"] for r in result["rows"]]
     assert names == ["untuned", "independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"]
     by = {r["strategy"]: r for r in result["rows"]}
-    assert by["joint-token"]["decoding"] == "rag-token" and by["joint-sequence"]["decoding"] == "rag-sequence"
+    assert by["joint-token"]["decoding"] == "rag-token" and by["joint-sequence"]["decoding"] == "rag-sequence (fast)"
     assert by["independent"]["decoding"] == "concat" and by["ra-dit"]["decoding"] == "rag-token"
     assert all(r["train_s"] > 0 and r["train_flops"] > 0 for r in result["rows"][1:])
     md = (tmp_path / "c" / "compare.md").read_text()
@@ -137,6 +137,13 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
         gained, lost, p = d["vs_untuned"]["f1"]
         assert d["best"] == best and gained + lost <= 2 and 0 < p <= 1 and ("vs_best" in d) == (name != best)
     assert set(result["paired"]) == set(names[1:]) and "Paired, question by question" in md
+    # every row has its intervals; every trained one but the best its verdict against the best
+    for r in result["rows"]:
+        assert r["n"] == 2 and all(r[k][0] <= r[k][1] for k in ("em_ci", "f1_ci", "recall_ci")), r
+        if r["strategy"] not in ("untuned", best):
+            assert r["verdict"] in ("equivalent", "different", "inconclusive") and len(r["f1_diff_ci"]) == 2
+            assert f"{r['strategy']}: F1" in md
+    assert by[best]["verdict"] == "best" and "Verdicts" in md
     # resumed: nothing is trained again
     code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
     assert code == 0 and err.count("already finished") == 5, err

@@ -259,19 +259,65 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     refused(cmd, "corrupt checkpoint")
 
 
-@pytest.mark.parametrize("aggregator", ["fedprox", "fedadam"])
 @pytest.mark.slow
-def test_other_aggregators_run(tiny_models, sites, tmp_path, aggregator):
-    from fedrag.train import get_state
-    from fedrag.pipeline import build_training_rag
-
-    task = task_for(tiny_models, tmp_path / aggregator, stage="ralt", rounds=1, aggregator=aggregator, proximal_mu=0.1)
-    simulate(task, sites[2])
+def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(tiny_models, sites, demo_dir, tmp_path):
+    """SIGKILL after round 1 of 3, the same command again: the global weights equal those of
+    a run that was never interrupted (sites reseed per round, the schedule continues)."""
     from safetensors.torch import load_file
 
-    final = load_file(str(tmp_path / aggregator / "checkpoint" / "global.safetensors"))
+    common = ["--stage", "ralt", "--rounds", "3", "--local-steps", "1", "--batch-size", "2", "--lr-generator", "1e-2",
+              "--evaluate-every", "0", "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
+    site_args = [a for s in sites[2] for a in ("--site", str(Path(s["corpus"]).parent))]
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr")}
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fedrag", "federate", *common, *site_args, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = out / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["rounds_done"] >= 1):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads(state.read_text())["rounds_done"] < 3, "killed before the end"
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "rounds done" in res.stderr, res.stderr
+    whole = tmp_path / "whole"
+    res = subprocess.run([*cmd[:-1], str(whole)], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    resumed = load_file(str(out / "checkpoint" / "global.safetensors"))
+    uninterrupted = load_file(str(whole / "checkpoint" / "global.safetensors"))
+    assert set(resumed) == set(uninterrupted)
+    for k in resumed:
+        assert torch.allclose(resumed[k], uninterrupted[k], rtol=1e-5, atol=1e-7), k
+
+
+@pytest.mark.slow
+def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sites, tmp_path):
+    """One round from the same start, the sites seeded alike: FedAdam's global step is Flower's
+    bias-corrected Adam step on FedAvg's pseudo-gradient (Reddi et al. 2021); FedProx's proximal
+    term changes what the sites send (mu > 0), so its aggregate is not FedAvg's."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from fedrag.pipeline import build_training_rag
+    from fedrag.train import get_state
+
+    final = {}
+    for agg, extra in (("fedavg", {}), ("fedadam", {"server_lr": 0.01}), ("fedprox", {"proximal_mu": 10.0})):
+        task = task_for(tiny_models, tmp_path / agg, stage="ralt", rounds=1, aggregator=agg, evaluate_every=0, **extra)
+        simulate(task, sites[2])
+        final[agg] = load_file(str(tmp_path / agg / "checkpoint" / "global.safetensors"))
     start = get_state(build_training_rag(sites[2][0]["corpus"], task.retriever, task.generator), ("generator",))
-    assert any(not torch.equal(final[k], v) for k, v in start.items()), "the global adapter moved"
+    b1, b2, tau, eta, rnd = 0.9, 0.99, 1e-3, 0.01, 1
+    eta_norm = eta * np.sqrt(1 - b2 ** (rnd + 1)) / (1 - b1 ** (rnd + 1))
+    moved = 0
+    for k, x0 in start.items():
+        delta = (final["fedavg"][k] - x0).double()
+        expected = x0.double() + eta_norm * (1 - b1) * delta / (((1 - b2) * delta ** 2).sqrt() + tau)
+        assert torch.allclose(final["fedadam"][k].double(), expected, rtol=1e-4, atol=1e-6), k
+        moved += int((delta.abs() > 0).sum())
+    assert moved > 0, "FedAvg's aggregate moved the adapter"
+    assert any(not torch.equal(final["fedprox"][k], final["fedavg"][k]) for k in start), "the proximal term acted"
 
 
 def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sites):
@@ -375,6 +421,19 @@ def test_the_audit_rejects_a_leaking_reply(tiny_models, sites, tmp_path, kind, r
     assert (entry["replies"], entry["rejected"]) == (1, 1), entry
     assert any(reason in r for r in entry["rejected_reasons"]), entry["rejected_reasons"]
     assert "alice-born-1970-in-oslo" not in entry["metric_keys"]
+    # the rejected reply is out of the aggregate: the global model is the honest site's alone
+    from safetensors.torch import load_file
+
+    from fedrag.pipeline import build_training_rag
+    from fedrag.train import get_state, make_stage, train_stage
+
+    honest = sites[2][0]
+    rag = build_training_rag(honest["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
+    with one_thread():
+        train_stage(make_stage("ralt", top_k=task.top_k), rag, load_qa(honest["train"]), task.train_config(1))
+    final = load_file(str(tmp_path / kind / "checkpoint" / "global.safetensors"))
+    for k, v in get_state(rag, ("generator",)).items():
+        assert torch.allclose(final[k], v, atol=1e-6, rtol=1e-5), k
 
 
 @pytest.mark.parametrize("extra,message", [({"note": "/srv/secret"}, "'note' is not a fedrag task setting"),

@@ -43,13 +43,16 @@ def test_rag_losses_with_k1_equal_answer_nll(rag, train):
 
 
 def test_rag_losses_match_slow_reference():
+    """At the default retrieval temperature (RETRIEVAL_GAMMA, the decodings' too)."""
+    from fedrag.generate.decoding import RETRIEVAL_GAMMA
+
     torch.manual_seed(0)
-    scores, tok = torch.randn(2, 3), torch.randn(2, 3, 4).clamp(max=0) - 0.1
+    scores, tok = torch.randn(2, 3) * RETRIEVAL_GAMMA, torch.randn(2, 3, 4).clamp(max=0) - 0.1
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
     tok = tok * mask[:, None, :]
     seq_ref, token_ref = 0.0, 0.0
     for b in range(2):
-        prior = torch.softmax(scores[b], 0)
+        prior = torch.softmax(scores[b] / RETRIEVAL_GAMMA, 0)
         seq_ref -= torch.log(sum(prior[z] * tok[b, z].sum().exp() for z in range(3)))
         for t in range(4):
             if mask[b, t]:

@@ -89,8 +89,10 @@ def eval_cmd(qa: str = typer.Option(..., "--qa", help="QA JSONL to evaluate on")
 
     models = collect(PlanSettings, kw)
     retriever, generator, top_k = models.retriever, models.generator, models.top_k
-    settings = resolve_settings(decoding, generator, gamma, **{k: kw[k] for k in ("max_new_tokens", "num_beams",
-                                                                                  "do_sample", "temperature", "top_p")})
+    from dataclasses import fields
+
+    settings = resolve_settings(decoding, generator, gamma,
+                                **{f.name: kw[f.name] for f in fields(GenerationSettings) if f.name in kw})
     examples = evenly_spaced(load_qa(qa), limit)
     rag = build_rag(corpus, retriever, generator, index_dir, retrieval, top_k, resolve_device(device), settings=settings,
                     dtype=dtype, quantize=models.quantize, device_map=device_map)

@@ -5,9 +5,11 @@ RAG-Token, RA-DIT's per-passage RALT) must be decoded with that marginal, not wi
 all passages pasted into one prompt (Lewis et al. 2020, §2.4):
 
 * ``concat``: one prompt holding the top-k passages, then ordinary ``generate``.
-* ``rag-sequence`` ("thorough" decoding): a candidate answer per passage (or
-  ``num_beams`` per passage), every candidate rescored under every passage, ranked
-  by :math:`p(y|x) = \\sum_z p(z|x)\\, p(y|x,z)`.
+* ``rag-sequence``: a candidate answer per passage (or ``num_beams`` per passage),
+  ranked by :math:`p(y|x) = \\sum_z p(z|x)\\, p(y|x,z)`. "Thorough" decoding scores
+  every candidate under every passage (k² rows); "fast" decoding (Lewis et al. 2020,
+  §2.4) takes :math:`p(y|x,z) \\approx 0` where passage ``z`` did not produce ``y``, so
+  it scores only each passage's own candidates (k rows).
 * ``rag-token``: greedy (or sampled) decoding over the per-step mixture
   :math:`p(y_i|x,y_{<i}) = \\sum_z p(z|x)\\, p(y_i|x,z,y_{<i})`; the k passages of a
   question run as k rows of one batched forward per step, with a KV cache.
@@ -36,6 +38,7 @@ from fedrag._settings import setting
 from fedrag.errors import FedragError
 
 Decoding = Literal["concat", "rag-sequence", "rag-token"]
+RagSequenceMode = Literal["thorough", "fast"]
 DECODINGS: tuple[str, ...] = get_args(Decoding)
 DECODING_FILE = "fedrag_decoding.json"
 RETRIEVAL_GAMMA = 0.1  # temperature of p(z|x) = softmax(cosine score / gamma), in training and decoding
@@ -55,6 +58,9 @@ class GenerationSettings:
     temperature: float = setting(1.0, "sampling temperature (with --do-sample)")
     top_p: float = setting(1.0, "nucleus sampling mass (with --do-sample)")
     gamma: float = setting(RETRIEVAL_GAMMA, "temperature of p(z|x) = softmax(score / gamma) for the rag-* decodings")
+    rag_sequence: RagSequenceMode = setting("thorough", "rag-sequence: score every candidate under every passage "
+                                                        "(thorough, k² rows), or only under the passages that produced "
+                                                        "it (fast, k rows; Lewis et al. 2020)")
 
     def __post_init__(self):
         from fedrag.errors import check_finite
@@ -62,6 +68,9 @@ class GenerationSettings:
         check_finite(self)
         if self.decoding not in DECODINGS:
             raise FedragError(f"--decoding must be one of {', '.join(DECODINGS)}, got '{self.decoding}'")
+        if self.rag_sequence not in get_args(RagSequenceMode):
+            raise FedragError(f"--rag-sequence must be one of {', '.join(get_args(RagSequenceMode))}, "
+                              f"got '{self.rag_sequence}'")
         if self.max_new_tokens < 1 or self.num_beams < 1:
             raise FedragError("--max-new-tokens and --num-beams must be >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.gamma <= 0:
@@ -117,21 +126,33 @@ def log_prior(scores: torch.Tensor, gamma: float) -> torch.Tensor:
 
 def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor,
                         settings: GenerationSettings, batch_size: int = 8, return_candidates: bool = False):
-    """Thorough RAG-Sequence decoding. ``question_prompts[b][z]`` is question ``b``'s
-    prompt with passage ``z`` alone; ``scores`` ``[B, k]`` the retrieval scores. With
-    ``return_candidates``, also each question's candidate answers (the set it ranked)."""
+    """RAG-Sequence decoding of a batch, thorough or fast (``settings.rag_sequence``).
+
+    ``question_prompts[b][z]`` is question ``b``'s prompt with passage ``z`` alone;
+    ``scores`` ``[B, k]`` the retrieval scores. With ``return_candidates``, also each
+    question's candidate answers (the set it ranked)."""
     flat = [p for ps in question_prompts for p in ps]
     n = settings.num_beams
     cands = gen.generate(flat, batch_size=batch_size, settings=settings, num_return_sequences=n)
     prior = log_prior(scores, settings.gamma)
+    fast = settings.rag_sequence == "fast"
+    # fast: each candidate is scored only under the passage(s) that produced it
+    own = gen.score_no_grad([p for p in flat for _ in range(n)], cands, batch_size) if fast else None
     answers, ranked, i = [], [], 0
     for b, prompts in enumerate(question_prompts):
-        mine = list(dict.fromkeys(cands[i : i + n * len(prompts)]))  # unique, first-seen order
-        ranked.append(mine)
-        i += n * len(prompts)
         k = len(prompts)
-        logp = gen.score_no_grad([p for _ in mine for p in prompts], [y for y in mine for _ in prompts], batch_size)
-        marginal = torch.logsumexp(prior[b, :k][None, :] + logp.view(len(mine), k), dim=-1)
+        mine_all = cands[i : i + n * k]
+        mine = list(dict.fromkeys(mine_all))  # unique, first-seen order
+        ranked.append(mine)
+        if fast:
+            logp = torch.full((len(mine), k), float("-inf"))
+            for j, y in enumerate(mine_all):  # candidate j came from passage j // n
+                logp[mine.index(y), j // n] = own[i + j]
+        else:
+            logp = gen.score_no_grad([p for _ in mine for p in prompts], [y for y in mine for _ in prompts],
+                                     batch_size).view(len(mine), k)
+        i += n * k
+        marginal = torch.logsumexp(prior[b, :k][None, :] + logp, dim=-1)
         answers.append(mine[int(marginal.argmax())])
     return (answers, ranked) if return_candidates else answers
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fedrag.generate.decoding import RETRIEVAL_GAMMA  # one temperature for training and decoding
 
-def rag_sequence_nll(retriever_scores: torch.Tensor, seq_logp: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+
+def rag_sequence_nll(retriever_scores: torch.Tensor, seq_logp: torch.Tensor, gamma: float = RETRIEVAL_GAMMA) -> torch.Tensor:
     r"""RAG-Sequence negative log-likelihood, averaged over the batch.
 
     .. math::
@@ -23,7 +25,7 @@ def rag_sequence_nll(retriever_scores: torch.Tensor, seq_logp: torch.Tensor, gam
 
 
 def rag_token_nll(retriever_scores: torch.Tensor, token_logp: torch.Tensor, mask: torch.Tensor,
-                  gamma: float = 1.0) -> torch.Tensor:
+                  gamma: float = RETRIEVAL_GAMMA) -> torch.Tensor:
     r"""RAG-Token negative log-likelihood, averaged over the batch.
 
     .. math::

@@ -22,12 +22,13 @@ from fedrag._settings import same, setting
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
 from fedrag.evaluate.metrics import paired_sign_test
-from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings
+from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings, RagSequenceMode
 from fedrag.rag import RAGSystem
 from fedrag.strategies.base import total_cost
 from fedrag.strategies.library import STRATEGIES, make_strategy
 from fedrag.strategies.lr_search import search_lr
 from fedrag.strategies.settings import PlanSettings, SearchSettings
+from fedrag.strategies.verdicts import MARGIN, decide
 from fedrag.train.loop import TrainConfig
 
 NEEDS_GOLD = {"independent": "its retriever stage is contrastive and needs gold passage ids (context labels)"}
@@ -47,6 +48,10 @@ class CompareSettings:
     lrs_generator: list[float] = same(SearchSettings, "lrs_generator")
     lrs_retriever: list[float] = same(SearchSettings, "lrs_retriever")
     max_new_tokens: int = same(GenerationSettings, "max_new_tokens")
+    rag_sequence: RagSequenceMode = setting("fast", "how RAG-Sequence-trained strategies are decoded: fast (k scoring "
+                                                    "rows) or thorough (k² rows); see docs/results.md for their agreement")
+    margin: float = setting(MARGIN, "F1 difference (as a fraction: 0.03 = 3 points) within which two strategies "
+                                    "count as equivalent")
     data: dict = setting(help="input paths and sizes", factory=dict, cli=False)
 
     def __post_init__(self):
@@ -64,6 +69,9 @@ class CompareSettings:
         check_finite(self)
         if self.top_k < 1 or self.max_new_tokens < 1:
             raise FedragError("--top-k and --max-new-tokens must be >= 1")
+        if not 0 < self.margin < 1:
+            raise FedragError(f"--margin is a fraction of F1 in (0, 1), got {self.margin}")
+        GenerationSettings(rag_sequence=self.rag_sequence)  # validated where it is defined
 
 
 def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str], dict[str, str]]:
@@ -107,6 +115,9 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
             log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
                 f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
         rows.append(row)
+    stats = decide({r["strategy"]: _rows(out, r["strategy"]) for r in rows if _rows(out, r["strategy"])},
+                   settings.margin, seed=cfg.seed)
+    rows = [{**r, **stats.get(r["strategy"], {})} for r in rows]
     result = {"settings": asdict(settings), "rows": rows, "skipped": skipped, "paired": paired(out, rows)}
     atomic_write_json(out / "compare.json", result)
     return result
@@ -125,7 +136,9 @@ def fingerprint(items) -> str:
 def identity(settings: CompareSettings, passages, train, test, val) -> dict:
     """What a resumed comparison must match: the settings (paths as typed excluded) and
     the content of every input, so rows scored on other questions are never paired."""
-    return {**json.loads(json.dumps(asdict(settings))), "data": {k: v for k, v in settings.data.items() if k not in PATHS},
+    reported = ("margin",)  # how results are read, not what was run: a resume may change it
+    ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in reported}
+    return {**ran, "data": {k: v for k, v in settings.data.items() if k not in PATHS},
             "inputs": {"corpus": fingerprint(passages), "train": fingerprint(train), "test": fingerprint(test),
                        "val": fingerprint(val) if val else None}}
 
@@ -237,7 +250,9 @@ def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSetting
         results = plan.run(rag, train, cfg)
     cost = total_cost(results, name)["total"]
     dec = plan.decoding
-    gen = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", RETRIEVAL_GAMMA), max_new_tokens=settings.max_new_tokens)
+    gen = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", RETRIEVAL_GAMMA), max_new_tokens=settings.max_new_tokens,
+                             rag_sequence=settings.rag_sequence)
     metrics, questions = _test_metrics(rag, test, gen, settings.top_k)
-    return {"strategy": name, "decoding": dec["decoding"], **metrics,
+    decoding = f"{dec['decoding']} ({settings.rag_sequence})" if dec["decoding"] == "rag-sequence" else dec["decoding"]
+    return {"strategy": name, "decoding": decoding, **metrics,
             "train_s": cost["wall_s"], "train_flops": cost["flops"], "steps": cost["steps"], **search}, questions

@@ -31,7 +31,20 @@ def markdown_table(result: dict) -> str:
     notes.append(f"* {rows[0].get('n', '?')} test questions; train = the final run's optimizer steps; search = every "
                  "grid point of the learning-rate search (the chosen run included); FLOPs are estimates (2·N·T forward, "
                  "×3 with backward).")
-    return "\n".join(lines + [""] + notes) + "\n" + paired_table(result)
+    return "\n".join(lines + [""] + notes) + "\n" + paired_table(result) + verdict_lines(result)
+
+
+def verdict_lines(result: dict) -> str:
+    """One sentence per strategy: equal, different or undecided against the best, at this n."""
+    from fedrag.strategies.verdicts import MARGIN, sentence
+
+    margin = result.get("settings", {}).get("margin", MARGIN)
+    said = [sentence(r["strategy"], r, margin) for r in result["rows"] if r.get("verdict")]
+    if not said:
+        return ""
+    head = (f"\nVerdicts (paired bootstrap, 95%; equivalent = the F1 difference's CI inside ±{100 * margin:.0f} "
+            "points):\n\n")
+    return head + "".join(f"- {s}\n" for s in said)
 
 
 def paired_table(result: dict) -> str:
@@ -60,9 +73,9 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
     comparison, the measured figures that back or contradict it."""
     lines = []
     if has_gold:
-        lines.append("Your training data has context labels (gold passage ids): independent fine-tuning (generator "
-                     "on retrieved contexts, retriever contrastive on the gold passages) reaches about the same EM/F1 "
-                     "as the joint methods at a fraction of the compute; start there.")
+        lines.append("Your training data has context labels (gold passage ids). Lawton et al. (2025) found independent "
+                     "fine-tuning (generator on retrieved contexts, retriever contrastive on the gold passages) about "
+                     "as good as the joint methods at a fraction of the compute, after a learning-rate search.")
     elif lrs_known:
         lines.append("No context labels, learning rates known: joint RAG-Sequence/RAG-Token (or two-phase) train "
                      "the retriever from the generator's signal; with no search to pay for, one joint run is the "
@@ -78,15 +91,13 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
         return lines
     cheapest = min(rows.values(), key=lambda r: r["train_flops"] or float("inf"))
     f1s = [r.get("f1", 0.0) for r in rows.values()]
-    lines.append(f"Measured: F1 spread across strategies {100 * (max(f1s) - min(f1s)):.1f} points "
-                 f"(the paper's 'about equal' is within ~3); cheapest training: {cheapest['strategy']}.")
+    lines.append(f"Measured: F1 spread across strategies {100 * (max(f1s) - min(f1s)):.1f} points; "
+                 f"cheapest training: {cheapest['strategy']}.")
     for r in sorted(rows.values(), key=lambda r: r["train_flops"]):
         ratio = r["train_flops"] / cheapest["train_flops"] if cheapest["train_flops"] else float("nan")
         search = f", search {r['search_flops'] / cheapest['train_flops']:.1f}x" if r.get("search_flops") and cheapest["train_flops"] else ""
         lines.append(f"  {r['strategy']}: F1 {r.get('f1', 0):.3f}, training {ratio:.1f}x the cheapest's FLOPs{search}")
-    if has_gold and "independent" in rows:
-        agrees = cheapest["strategy"] == "independent"
-        lines.append("This run " + ("backs" if agrees else "contradicts") + " the rule that independent is the cheapest with labels.")
+    lines += _verdict_advice(rows, cheapest, has_gold)
     if "two-phase" in rows and any(k.startswith("joint") for k in rows) and rows["two-phase"].get("search_flops"):
         joint = min((r for k, r in rows.items() if k.startswith("joint") and r.get("search_flops")),
                     key=lambda r: r["search_flops"], default=None)
@@ -95,6 +106,37 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
             lines.append(f"Search: two-phase {rows['two-phase']['search_flops']:.2e} FLOPs vs {joint['strategy']} "
                          f"{joint['search_flops']:.2e}: " + ("backs" if cheaper else "contradicts")
                          + " the rule that two-phase's 1-D searches are cheaper than joint's 2-D grid.")
+    return lines
+
+
+def _verdict_advice(rows: dict, cheapest: dict, has_gold: bool) -> list[str]:
+    """What the verdicts (not the point estimates) say about the paper's rule."""
+    judged = {k: r for k, r in rows.items() if r.get("verdict")}
+    if not judged:
+        return ["No per-question scores: the gaps above cannot be told from the test set's noise."]
+    best = next(k for k, r in judged.items() if r["verdict"] == "best")
+    worse = [k for k, r in judged.items() if r["verdict"] == "different"]
+    open_ = [k for k, r in judged.items() if r["verdict"] == "inconclusive"]
+    need = max((judged[k].get("questions_needed") or 0 for k in open_), default=0)
+    n = judged[best].get("n")
+    lines = []
+    if not worse and not open_:
+        lines.append(f"Every strategy is equivalent to {best} within the margin at n = {n}: this run supports "
+                     f"'about equal'; choose the cheapest, {cheapest['strategy']}.")
+    elif worse:
+        lines.append(f"{', '.join(worse)} {'is' if len(worse) == 1 else 'are'} worse than {best} at n = {n}: this run "
+                     "rejects 'about equal' for " + ("it." if len(worse) == 1 else "them."))
+    if open_:
+        lines.append(f"{', '.join(open_)}: not resolved at n = {n}" + (f"; about {need} test questions would settle "
+                                                                         "the largest open gap." if need else "."))
+    rule = "independent" if has_gold else None
+    if rule and rule in judged and judged[rule]["verdict"] == "different":
+        lines.append("The measured data contradicts the paper's rule for labelled data (independent at about equal "
+                     "quality): here independent is worse than the best strategy; prefer "
+                     f"{best} unless its extra training cost matters more.")
+    elif rule and rule in judged and judged[rule]["verdict"] in ("best", "equivalent"):
+        lines.append("This run backs the paper's rule for labelled data: independent is "
+                     + ("the best." if judged[rule]["verdict"] == "best" else "equivalent to the best at a lower cost."))
     return lines
 
 
@@ -107,20 +149,29 @@ def plot_quality_vs_cost(result: dict, path: str | Path, title: str | None = Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    searched = any(r.get("search_flops") for r in result["rows"])
     for r in result["rows"]:
+        f1 = r.get("f1", 0.0)
         if r["strategy"] == "untuned":  # nothing trained: a reference line, not a point at zero cost
-            ax.axhline(r.get("f1", 0.0), color="grey", linestyle="--", linewidth=0.8, label="untuned")
+            ax.axhline(f1, color="grey", linestyle="--", linewidth=0.8, label="untuned")
             continue
         x = max(r["train_flops"], 1.0)
-        ax.scatter([x], [r.get("f1", 0.0)], s=40)
-        ax.annotate(r["strategy"], (x, r.get("f1", 0.0)), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ci = r.get("f1_ci")
+        yerr = [[f1 - ci[0]], [ci[1] - f1]] if ci else None
+        ax.errorbar([x], [f1], yerr=yerr, fmt="o", capsize=3, markersize=5)
+        ax.annotate(r["strategy"], (x, f1), textcoords="offset points", xytext=(5, 4), fontsize=8)
         if r.get("search_flops"):
-            ax.scatter([r["search_flops"]], [r.get("f1", 0.0)], marker="x", color="grey")
-            ax.plot([x, r["search_flops"]], [r.get("f1", 0.0)] * 2, color="grey", linewidth=0.6, linestyle=":")
+            ax.scatter([r["search_flops"]], [f1], marker="x", color="grey")
+            ax.plot([x, r["search_flops"]], [f1] * 2, color="grey", linewidth=0.6, linestyle=":")
     ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs (estimated; x = with the learning-rate search)")
-    ax.set_ylabel("test F1")
-    ax.set_title(title or "fedrag compare: quality vs cost")
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(numticks=4))  # a narrow FLOP range must not crowd its labels
+    ax.xaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=True))
+    ax.set_xlabel("training FLOPs (estimated" + ("; x = with the learning-rate search)" if searched else ")"))
+    ax.set_ylabel("test F1" + (" (bars: 95% CI)" if any(r.get("f1_ci") for r in result["rows"]) else ""))
+    n = next((r.get("n") for r in result["rows"] if r.get("n")), None)
+    ax.set_title((title or "fedrag compare: quality vs cost") + (f" (n = {n} test questions)" if n else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
     if any(r["strategy"] == "untuned" for r in result["rows"]):
         ax.legend(loc="lower right", fontsize=8)
