@@ -163,11 +163,15 @@ def plot_quality_vs_cost(result: dict, path: str | Path, title: str | None = Non
         if r.get("search_flops"):
             ax.scatter([r["search_flops"]], [f1], marker="x", color="grey")
             ax.plot([x, r["search_flops"]], [f1] * 2, color="grey", linewidth=0.6, linestyle=":")
-    ax.set_xscale("log")
-    from matplotlib.ticker import LogFormatterSciNotation, LogLocator
+    xs = [max(r["train_flops"], 1.0) for r in result["rows"] if r["strategy"] != "untuned"]
+    xs += [r["search_flops"] for r in result["rows"] if r.get("search_flops")]
+    if xs and max(xs) / min(xs) >= 10:  # a log axis only where the costs span decades
+        ax.set_xscale("log")
+    else:  # a narrow range: a linear axis whose few labels cannot overlap
+        from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(LogLocator(numticks=4))  # a narrow FLOP range must not crowd its labels
-    ax.xaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=True))
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     ax.set_xlabel("training FLOPs (estimated" + ("; x = with the learning-rate search)" if searched else ")"))
     ax.set_ylabel("test F1" + (" (bars: 95% CI)" if any(r.get("f1_ci") for r in result["rows"]) else ""))
     n = next((r.get("n") for r in result["rows"] if r.get("n")), None)
