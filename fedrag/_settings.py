@@ -47,3 +47,16 @@ def same(cls: type, name: str, **changes: Any) -> Any:
 def field_help(cls: type, name: str) -> str:
     """The help text of setting ``cls.name``."""
     return {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("help", "")
+
+
+def check_choices(obj: Any) -> None:
+    """Refuse, with one line, a ``Literal``-typed field of dataclass ``obj`` holding no
+    listed value (the choices come from the type: nothing repeats them)."""
+    import typing
+
+    from fedrag.errors import FedragError
+
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        if typing.get_origin(hint) is typing.Literal and getattr(obj, name) not in typing.get_args(hint):
+            raise FedragError(f"--{name.replace('_', '-')} must be one of {', '.join(typing.get_args(hint))}, "
+                              f"got '{getattr(obj, name)}'")

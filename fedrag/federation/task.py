@@ -12,7 +12,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, get_args, get_origin
 
-from fedrag._settings import same, setting
+from fedrag._settings import check_choices, same, setting
 from fedrag.errors import FedragError
 from fedrag.strategies.library import TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.config import Precision
@@ -96,10 +96,7 @@ class FedTask:
         check_finite(self)  # before the range checks: nan passes both `< 0` and `> 0`
         if bool(self.strategy) == bool(self.stage):
             raise FedragError("a federated task needs exactly one of strategy or stage")
-        for name, hint in typing.get_type_hints(FedTask).items():  # every choice, from its Literal type
-            if get_origin(hint) is Literal and getattr(self, name) not in get_args(hint):
-                raise FedragError(f"--{name.replace('_', '-')} must be one of {', '.join(get_args(hint))}, "
-                                  f"got '{getattr(self, name)}'")
+        check_choices(self)  # every choice, from its Literal type
         if self.rounds < 1 or self.local_steps < 1:
             raise FedragError("rounds and local steps must be >= 1")
         if not 0 < self.fraction <= 1:

@@ -8,9 +8,7 @@ a model default, a choice list or a help text is written here once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
-
-from fedrag._settings import setting
+from fedrag._settings import check_choices, setting
 from fedrag.errors import FedragError
 from fedrag.models import Quantize
 from fedrag.strategies.library import StrategyName, TwoPhaseLoss, TwoPhaseOrder, plan_from_names
@@ -37,11 +35,7 @@ class PlanSettings:
                                           flag="--train-passages/--query-only")
 
     def __post_init__(self):
-        for name, literal in (("quantize", Quantize), ("ralt_mode", RaltMode), ("two_phase_loss", TwoPhaseLoss),
-                              ("two_phase_order", TwoPhaseOrder)):
-            if getattr(self, name) not in get_args(literal):
-                raise FedragError(f"--{name.replace('_', '-')} must be one of {', '.join(get_args(literal))}, "
-                                  f"got '{getattr(self, name)}'")
+        check_choices(self)
         if self.top_k < 1:
             raise FedragError(f"--top-k must be >= 1, got {self.top_k}")
 
@@ -72,8 +66,7 @@ class SearchSettings:
             if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
                 raise FedragError(f"--{name.replace('_', '-')}: expected positive, finite learning rates, got {values}")
             setattr(self, name, values)
-        if self.mode not in get_args(SearchMode):
-            raise FedragError(f"--mode must be one of {', '.join(get_args(SearchMode))}, got '{self.mode}'")
+        check_choices(self)
 
 
 __all__ = ["PlanSettings", "SearchMode", "SearchSettings", "StrategyName"]
