@@ -115,8 +115,8 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
             log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
                 f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
         rows.append(row)
-    stats = decide({r["strategy"]: _rows(out, r["strategy"]) for r in rows if _rows(out, r["strategy"])},
-                   settings.margin, seed=cfg.seed)
+    per_question = {r["strategy"]: _rows(out, r["strategy"]) for r in rows}
+    stats = decide({k: v for k, v in per_question.items() if v}, settings.margin, seed=cfg.seed)
     rows = [{**r, **stats.get(r["strategy"], {})} for r in rows]
     result = {"settings": asdict(settings), "rows": rows, "skipped": skipped, "paired": paired(out, rows)}
     atomic_write_json(out / "compare.json", result)
