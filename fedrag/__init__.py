@@ -3,10 +3,10 @@
 Pipeline: data → retrieve (store, retriever) → generate/score (generator) → losses →
 train (stages) → strategies → federation (converter to Flower).
 
-``import fedrag`` is cheap and has no side effects: names load on first use, and
+`import fedrag` is cheap and has no side effects: names load on first use, and
 process-wide defaults (offline Hugging Face, quiet Flower) are applied by the entry
-points (the CLI, the Flower apps, :func:`simulate` / :func:`deploy`), or by calling
-:func:`fedrag.apply_defaults` yourself.
+points (the CLI, the Flower apps, [`simulate`][simulate] / [`deploy`][deploy]), or by calling
+[`fedrag.apply_defaults`][fedrag.apply_defaults] yourself.
 """
 
 from __future__ import annotations

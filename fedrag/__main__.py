@@ -1,4 +1,4 @@
-"""``python -m fedrag`` = the ``fedrag`` command."""
+"""`python -m fedrag` = the `fedrag` command."""
 
 from fedrag.cli.main import main
 

@@ -28,7 +28,7 @@ OFFLINE_DEFAULTS = {
 def apply_defaults() -> None:
     """Set offline/telemetry defaults unless the user already chose a value.
 
-    ``FEDRAG_ONLINE=1`` leaves the Hugging Face Hub reachable (hub ids, hub datasets).
+    `FEDRAG_ONLINE=1` leaves the Hugging Face Hub reachable (hub ids, hub datasets).
     """
     online = os.environ.get("FEDRAG_ONLINE") == "1"
     for key, value in OFFLINE_DEFAULTS.items():

@@ -1,5 +1,5 @@
 """Atomic writes and output directories: output appears complete or not at all, and an
-existing directory is replaced whole (``--overwrite``) or not touched, never mixed."""
+existing directory is replaced whole (`--overwrite`) or not touched, never mixed."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _publish_mode(path: Path, is_dir: bool) -> None:
 
 
 def _publish(tmp: Path, target: Path) -> None:
-    """Rename the finished ``tmp`` onto ``target``, replacing a directory there whole."""
+    """Rename the finished `tmp` onto `target`, replacing a directory there whole."""
     _publish_mode(tmp, True)
     if target.exists():
         old = target.with_name(f".{target.name}.old")
@@ -39,7 +39,7 @@ def _publish(tmp: Path, target: Path) -> None:
 
 @contextmanager
 def atomic_dir(target: str | os.PathLike):
-    """Yield a temp directory next to ``target``; on success it replaces ``target``."""
+    """Yield a temp directory next to `target`; on success it replaces `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -52,7 +52,7 @@ def atomic_dir(target: str | os.PathLike):
 
 
 def output_kind(path: str | os.PathLike) -> str | None:
-    """The kind of fedrag output in ``path`` (``train``, ``index``, ...), else None."""
+    """The kind of fedrag output in `path` (`train`, `index`, ...), else None."""
     path = Path(path)
     if (path / MARKER).is_file():
         try:
@@ -65,7 +65,7 @@ def output_kind(path: str | os.PathLike) -> str | None:
 
 
 def check_out(out: str | os.PathLike, kind: str, overwrite: bool = False) -> None:
-    """Refuse an existing non-empty ``out`` unless ``overwrite`` (then it is replaced whole)."""
+    """Refuse an existing non-empty `out` unless `overwrite` (then it is replaced whole)."""
     from fedrag.errors import FedragError
 
     out = Path(out)
@@ -81,11 +81,11 @@ def check_out(out: str | os.PathLike, kind: str, overwrite: bool = False) -> Non
 
 @contextmanager
 def out_lock(out: str | os.PathLike):
-    """Hold an exclusive lock on ``out`` for this process (a hidden ``.NAME.lock`` beside it).
+    """Hold an exclusive lock on `out` for this process (a hidden `.NAME.lock` beside it).
 
-    A second fedrag process writing the same ``--out`` is refused at once instead of both
+    A second fedrag process writing the same `--out` is refused at once instead of both
     succeeding and one silently replacing the other. The lock dies with its process
-    (``flock``), so a killed run never leaves ``out`` locked."""
+    (`flock`), so a killed run never leaves `out` locked."""
     import fcntl
 
     from fedrag.errors import FedragError
@@ -128,8 +128,8 @@ def file_digest(path: str | os.PathLike) -> str:
 
 @contextmanager
 def output_dir(out: str | os.PathLike, kind: str, overwrite: bool = False, meta: dict | None = None):
-    """Build a ``kind`` output in a temp sibling of ``out``, renamed onto ``out`` only on
-    success (Ctrl-C, SIGTERM or an error leave ``out`` as it was); one process at a time."""
+    """Build a `kind` output in a temp sibling of `out`, renamed onto `out` only on
+    success (Ctrl-C, SIGTERM or an error leave `out` as it was); one process at a time."""
     with out_lock(out):
         check_out(out, kind, overwrite)
         with atomic_dir(out) as tmp:
@@ -140,13 +140,13 @@ def output_dir(out: str | os.PathLike, kind: str, overwrite: bool = False, meta:
 @contextmanager
 def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: bool = False,
                   meta: dict | None = None, log=None):
-    """Like :func:`output_dir`, but the work directory (``.NAME.partial`` beside ``out``)
+    """Like [`output_dir`][output_dir], but the work directory (`.NAME.partial` beside `out`)
     survives a failure, Ctrl-C or SIGKILL, so the same command continues it.
 
-    Yields ``(work_dir, resumed)``. ``identity`` (JSON) is what the run must match to
+    Yields `(work_dir, resumed)`. `identity` (JSON) is what the run must match to
     continue: another command finding the partial work is refused with one line naming
-    what differs, or with ``overwrite`` discards it (which also replaces a finished
-    ``out``); the same command continues it, ``overwrite`` or not."""
+    what differs, or with `overwrite` discards it (which also replaces a finished
+    `out`); the same command continues it, `overwrite` or not."""
     from fedrag.errors import FedragError
 
     out = Path(out)

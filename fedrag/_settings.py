@@ -1,11 +1,11 @@
 """Settings are dataclass fields: one definition each, read by every layer and the CLI.
 
-A setting's default, help text and, through its ``Literal`` type, its choices are
-written once, in the dataclass that owns it (``TrainConfig``, ``PlanSettings``,
-``GenerationSettings``, ``FedTask`` ...). A class that carries another's setting (the
-federated task carries the training settings) declares it with :func:`same`, so the
+A setting's default, help text and, through its `Literal` type, its choices are
+written once, in the dataclass that owns it (`TrainConfig`, `PlanSettings`,
+`GenerationSettings`, `FedTask` ...). A class that carries another's setting (the
+federated task carries the training settings) declares it with [`same`][same], so the
 default and help cannot drift apart; the CLI builds its options from these fields
-(``fedrag.cli.options.settings``).
+(`fedrag.cli.options.settings`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ def setting(default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DE
     """A dataclass field that documents itself.
 
     Args:
-        default: The default value (or use ``factory`` for a mutable one).
-        help: One line: what the setting does; the CLI's ``--help`` and the API reference show it.
+        default: The default value (or use `factory` for a mutable one).
+        help: One line: what the setting does; the CLI's `--help` and the API reference show it.
         factory: A zero-argument callable building the default (lists, dicts).
-        flag: The CLI flag when it is not ``--`` + the name with dashes (``"--lora/--full"``).
+        flag: The CLI flag when it is not `--` + the name with dashes (`"--lora/--full"`).
         cli: False for settings the library fills in itself (they get no CLI option).
     """
     meta = {"help": help, "flag": flag, "cli": cli}
@@ -34,9 +34,9 @@ def setting(default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DE
 
 
 def same(cls: type, name: str, **changes: Any) -> Any:
-    """A field carrying ``cls.name``'s setting: the same default, help and flag.
+    """A field carrying `cls.name`'s setting: the same default, help and flag.
 
-    ``changes`` may set ``cli`` (whether this class offers it as a CLI option)."""
+    `changes` may set `cli` (whether this class offers it as a CLI option)."""
     src = {f.name: f for f in dataclasses.fields(cls)}[name]
     meta = {**src.metadata, **changes}
     if src.default_factory is not dataclasses.MISSING:
@@ -45,12 +45,12 @@ def same(cls: type, name: str, **changes: Any) -> Any:
 
 
 def field_help(cls: type, name: str) -> str:
-    """The help text of setting ``cls.name``."""
+    """The help text of setting `cls.name`."""
     return {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("help", "")
 
 
 def check_choices(obj: Any) -> None:
-    """Refuse, with one line, a ``Literal``-typed field of dataclass ``obj`` holding no
+    """Refuse, with one line, a `Literal`-typed field of dataclass `obj` holding no
     listed value (the choices come from the type: nothing repeats them)."""
     import typing
 

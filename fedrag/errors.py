@@ -26,13 +26,13 @@ class StoreError(FedragError):
 def check_finite(obj, what: str = "") -> None:
     """Refuse a dataclass whose float fields hold NaN or infinity.
 
-    ``nan > 0`` and ``nan < 0`` are both false, so a range check alone lets NaN through
-    (a ``--dp-noise nan`` would switch DP off while the report still named it). Every
-    settings dataclass calls this first in ``__post_init__``.
+    `nan > 0` and `nan < 0` are both false, so a range check alone lets NaN through
+    (a `--dp-noise nan` would switch DP off while the report still named it). Every
+    settings dataclass calls this first in `__post_init__`.
 
     Args:
         obj: a dataclass instance.
-        what: how the error names the fields' owner (default: option names ``--field``).
+        what: how the error names the fields' owner (default: option names `--field`).
 
     Raises:
         FedragError: naming the first non-finite field.

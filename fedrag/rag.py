@@ -23,9 +23,9 @@ class RAGOutput:
 
 
 class RAGSystem:
-    """``searcher`` finds passages; ``generator`` (optional) answers from the top ``top_k``
-    with ``settings`` (decoding ``concat`` | ``rag-sequence`` | ``rag-token`` and the
-    generation options, :class:`~fedrag.generate.decoding.GenerationSettings`)."""
+    """`searcher` finds passages; `generator` (optional) answers from the top `top_k`
+    with `settings` (decoding `concat` | `rag-sequence` | `rag-token` and the
+    generation options, [`GenerationSettings`][fedrag.generate.decoding.GenerationSettings])."""
 
     def __init__(self, searcher: Searcher, generator=None, top_k: int = 3, settings: GenerationSettings | None = None):
         self.searcher, self.generator, self.top_k = searcher, generator, top_k
@@ -58,8 +58,8 @@ class RAGSystem:
         return self.searcher.search(questions, k or self.top_k)
 
     def answer(self, questions: list[str], k: int | None = None, batch_size: int = 8) -> list[RAGOutput]:
-        """Answer a batch: retrieve ``max(k, top_k)`` hits per question (``k`` for
-        retrieval metrics), then decode from the first ``top_k``."""
+        """Answer a batch: retrieve `max(k, top_k)` hits per question (`k` for
+        retrieval metrics), then decode from the first `top_k`."""
         t0 = time.perf_counter()
         hits = self.retrieve(questions, max(k or self.top_k, self.top_k))
         t1 = time.perf_counter()
@@ -74,7 +74,7 @@ class RAGSystem:
         ]
 
     def decode(self, questions: list[str], hits: list[list[Hit]], batch_size: int = 8) -> list[str]:
-        """Answers from the given passages with ``self.settings.decoding``."""
+        """Answers from the given passages with `self.settings.decoding`."""
         gen, s = self.generator, self.settings
         if s.decoding == "concat":
             prompts = [gen.prompt(q, [h.passage for h in hs]) for q, hs in zip(questions, hits)]

@@ -3,6 +3,7 @@ and no output file; the happy paths write what they promise."""
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +141,13 @@ def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, d
     assert cost["total"]["steps"] == 2 and cost["total"]["flops"] > 0 and cost["total"]["generator_tokens"] > 0
     logs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("val_f1" in r for r in logs)
+    # model cards say what trained each model, with no machine path (peft's template names the base by its path)
+    card = (tmp_path / "run" / "generator" / "README.md").read_text()
+    base = Path(tiny_models["generator"]).name
+    assert "library_name: peft" in card and f"base_model: {base}" in card and "trained by fedrag's `ralt` run" in card
+    assert "| 1 | ralt | 2 |" in card and str(tmp_path) not in card and tiny_models["generator"] not in card
+    card = (tmp_path / "run" / "retriever" / "README.md").read_text()
+    assert "left untrained by fedrag's `ralt` run" in card and str(Path(tiny_models["retriever"]).parent) not in card
     code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
                        "--retriever", tmp_path / "run" / "retriever", "--generator", tmp_path / "run" / "generator",
                        "--limit", "2", "--out", tmp_path / "m.json")

@@ -121,3 +121,21 @@ def test_stage_names_are_the_registry():
 def test_every_setting_documents_itself(cls):
     missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
     assert not missing, f"{cls.__name__} fields without help: {missing}"
+
+
+def test_the_quickstart_summary_reads_at_80_columns_and_says_what_each_row_is():
+    from fedrag.cli.quickstart import Row, summary_lines, summary_markdown
+
+    m = {"em": 0.125, "f1": 0.2345, "recall@1": 0.5, "recall@5": 0.875}
+    rows = [Row("untuned", "the models as they come", m, 0.0, 18.2, 0),
+            Row("centralized", "independent, 30 optimizer steps per phase on this machine", m, 301.4, 17.9, 0),
+            Row("federated", "independent, 2 sites (Flower simulation) x 2 rounds x 7 local steps per phase: "
+                "14 sequential steps of the global model", m, 250.0, 99.7, 123_456_789)]
+    lines = summary_lines(rows, 40)
+    assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
+    table = [line for line in lines if line.startswith(("untuned", "centralized", "federated")) and "0.125" in line]
+    assert len(table) == 3 and "123.5" in table[2] and "301" in table[1]
+    text = "\n".join(lines)
+    assert "14 sequential steps" in text and "fedrag compare" in text
+    md = summary_markdown(rows, 40)
+    assert "| federated | 0.125 | 0.234 | 0.500 | 0.875 | 250 | 100 | 123.5 |" in md and "**federated**: independent" in md

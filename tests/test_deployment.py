@@ -88,12 +88,21 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
 
 
 def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authentication(tiny_models, sites, tmp_path):
-    """A federation someone else runs (SuperLink + 2 authenticated SuperNodes over TLS):
-    `fedrag federate --superlink HOST:PORT --root-certificates CA` only submits the run."""
-    from fedrag.federation.credentials import make_supernode_keys, make_tls
+    """A federation someone else runs (SuperLink + 2 authenticated SuperNodes over TLS, with
+    the credentials `fedrag credentials` makes): `fedrag federate --superlink HOST:PORT
+    --root-certificates CA` only submits the run."""
+    from fedrag.federation.deployment import Certs
 
-    certs = make_tls(tmp_path / "certs")
-    keys = make_supernode_keys(tmp_path / "certs", 2)
+    made = subprocess.run([sys.executable, "-m", "fedrag", "credentials", "--out", str(tmp_path / "certs"), "--host",
+                           "127.0.0.1", "--host", "localhost", "--sites", "2"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    d = tmp_path / "certs"
+    assert oct((d / "server.key").stat().st_mode & 0o777) == "0o600" and oct((d / "site1_key").stat().st_mode & 0o777) == "0o600"
+    certs = Certs(ca=d / "ca.crt", cert=d / "server.pem", key=d / "server.key")
+    keys = [(d / f"site{i}_key", d / f"site{i}_key.pub") for i in range(2)]
+    again = subprocess.run([sys.executable, "-m", "fedrag", "credentials", "--out", str(d), "--host", "127.0.0.1",
+                            "--sites", "2"], capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr
     out = tmp_path / "out"
     with LocalDeployment(tmp_path / "dep", certs, keys, threads_per_site=1) as dep:
         dep.start_superlink()

@@ -652,6 +652,9 @@ def test_a_federated_generator_is_evaluated_with_the_decoding_it_was_trained_for
                     evaluate_every=0)
     simulate(task, sites[1])
     assert json.loads((tmp_path / "fed" / "generator" / "fedrag_decoding.json").read_text())["decoding"] == "rag-token"
+    card = (tmp_path / "fed" / "generator" / "README.md").read_text()
+    assert "federated training" in card and "Rounds per phase: 1" in card and "`rag-token`" in card
+    assert str(tmp_path) not in card and tiny_models["generator"] not in card
     code, out, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
                          "--retriever", tmp_path / "fed" / "retriever", "--generator", tmp_path / "fed" / "generator",
                          "--limit", "2", "--max-new-tokens", "3")

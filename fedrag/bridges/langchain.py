@@ -1,14 +1,14 @@
-"""LangChain bridge: ``FedragRetriever`` (``BaseRetriever``) and ``FedragLLM`` (``LLM``).
+"""LangChain bridge: `FedragRetriever` (`BaseRetriever`) and `FedragLLM` (`LLM`).
 
     from fedrag.bridges.langchain import FedragLLM, FedragRetriever
     retriever = FedragRetriever(rag=rag, k=5)   # retriever.invoke("question") -> [Document]
     llm = FedragLLM(rag=rag)                    # llm.invoke(prompt) -> str
 
-A document's ``id`` is the fedrag passage id; ``metadata`` holds its ``title`` and
-retrieval ``score``. ``FedragLLM`` generates from a prompt the chain built, with the
-system's generation settings (``max_new_tokens``, beams, sampling). ``rag`` may also be
-given positionally, as in the LlamaIndex bridge. A wrong ``rag`` or ``k``, or a system
-without a generator given to ``FedragLLM``, fails at construction with a ``FedragError``.
+A document's `id` is the fedrag passage id; `metadata` holds its `title` and
+retrieval `score`. `FedragLLM` generates from a prompt the chain built, with the
+system's generation settings (`max_new_tokens`, beams, sampling). `rag` may also be
+given positionally, as in the LlamaIndex bridge. A wrong `rag` or `k`, or a system
+without a generator given to `FedragLLM`, fails at construction with a `FedragError`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from fedrag.rag import RAGSystem  # noqa: E402
 
 
 class FedragRetriever(BaseRetriever):
-    """The top ``k`` passages (default: the system's ``top_k``) of a fedrag RAG system.
+    """The top `k` passages (default: the system's `top_k`) of a fedrag RAG system.
 
     Raises:
-        FedragError: ``rag`` is not a RAG system, or ``k`` is not an integer >= 1.
+        FedragError: `rag` is not a RAG system, or `k` is not an integer >= 1.
     """
 
     rag: Any
@@ -53,7 +53,7 @@ class FedragLLM(LLM):
     """A fedrag generator (base model + adapter) as a LangChain LLM.
 
     Raises:
-        FedragError: ``rag`` is not a RAG system, or has no generator.
+        FedragError: `rag` is not a RAG system, or has no generator.
     """
 
     rag: Any

@@ -1,15 +1,15 @@
-"""LlamaIndex bridge: ``FedragRetriever``, ``FedragLLM`` and ``as_query_engine``.
+"""LlamaIndex bridge: `FedragRetriever`, `FedragLLM` and `as_query_engine`.
 
     from fedrag.bridges.llama_index import FedragRetriever, as_query_engine
     nodes = FedragRetriever(rag, k=5).retrieve("question")   # [NodeWithScore], node_id = passage id
     response = as_query_engine(rag).query("question")        # str(response), response.source_nodes
 
-``as_query_engine`` answers with fedrag's own decoding (the one the generator was
-trained for: concat, RAG-Sequence or RAG-Token), so its answers are ``fedrag eval``'s.
-``FedragLLM`` is the generator as a LlamaIndex ``CustomLLM``, for pipelines that build
-their own prompts (e.g. ``RetrieverQueryEngine.from_args(FedragRetriever(rag), llm=FedragLLM(rag))``).
-A wrong ``rag`` or ``k``, or a system without a generator given to ``FedragLLM`` or
-``as_query_engine``, fails at construction with the LangChain bridge's ``FedragError``.
+`as_query_engine` answers with fedrag's own decoding (the one the generator was
+trained for: concat, RAG-Sequence or RAG-Token), so its answers are `fedrag eval`'s.
+`FedragLLM` is the generator as a LlamaIndex `CustomLLM`, for pipelines that build
+their own prompts (e.g. `RetrieverQueryEngine.from_args(FedragRetriever(rag), llm=FedragLLM(rag))`).
+A wrong `rag` or `k`, or a system without a generator given to `FedragLLM` or
+`as_query_engine`, fails at construction with the LangChain bridge's `FedragError`.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def _nodes(hits) -> list[NodeWithScore]:
 
 
 class FedragRetriever(BaseRetriever):
-    """The top ``k`` passages (default: the system's ``top_k``) of a fedrag RAG system.
+    """The top `k` passages (default: the system's `top_k`) of a fedrag RAG system.
 
     Raises:
-        FedragError: ``rag`` is not a RAG system, or ``k`` is not an integer >= 1.
+        FedragError: `rag` is not a RAG system, or `k` is not an integer >= 1.
     """
 
     def __init__(self, rag: RAGSystem, k: int | None = None, **kwargs: Any):
@@ -56,7 +56,7 @@ class FedragLLM(CustomLLM):
     """A fedrag generator as a LlamaIndex LLM (completion only).
 
     Raises:
-        FedragError: ``rag`` is not a RAG system, or has no generator.
+        FedragError: `rag` is not a RAG system, or has no generator.
     """
 
     rag: Any
@@ -88,10 +88,10 @@ class _FedragQueryEngine(CustomQueryEngine):
 
 
 def as_query_engine(rag: RAGSystem) -> CustomQueryEngine:
-    """A LlamaIndex query engine that retrieves and answers exactly as ``fedrag eval`` does.
+    """A LlamaIndex query engine that retrieves and answers exactly as `fedrag eval` does.
 
     Raises:
-        FedragError: ``rag`` is not a RAG system, or has no generator (its answers would
-            be the string ``"None"``).
+        FedragError: `rag` is not a RAG system, or has no generator (its answers would
+            be the string `"None"`).
     """
     return _FedragQueryEngine(rag=check_rag(rag, generator=True))

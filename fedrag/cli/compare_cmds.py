@@ -1,4 +1,4 @@
-"""``fedrag compare`` and ``fedrag advise``."""
+"""`fedrag compare` and `fedrag advise`."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def advise(labels: bool = typer.Option(..., "--labels/--no-labels", help="does y
 
 
 def read_compare_json(path: Path) -> dict:
-    """A compare.json, checked: a dict whose ``rows`` each name a strategy and its cost."""
+    """A compare.json, checked: a dict whose `rows` each name a strategy and its cost."""
     if not path.is_file():
         raise FedragError(f"{path}: file not found")
     try:

@@ -1,4 +1,4 @@
-"""``fedrag demo-data``, ``index``, ``eval`` and ``convert``."""
+"""`fedrag demo-data`, `index`, `eval` and `convert`."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open"
             columns: str = typer.Option("", "--columns", help="hf: FIELD=COLUMN,... for question, answers, id, gold_ids, "
                                         "context, title (QA) or text, id, title (corpus); dotted names reach nested columns"),
             split: Optional[str] = typer.Option(None, "--split", help="hf: the split to read"),
-            test_fraction: float = typer.Option(0.0, "--test-fraction", help="> 0: also split by title into train/test"),
+            test_fraction: float = typer.Option(0.0, "--test-fraction", help="above 0: also split this fraction of titles off as test"),
             seed: int = typer.Option(0, "--seed", help="seed of the train/test split by title"),
             strict: bool = typer.Option(False, "--strict", help="refuse a record that does not convert (null or empty "
                                         "required field, wrong type, repeated id) instead of skipping it with a count"),

@@ -1,4 +1,4 @@
-"""``fedrag federate``: one strategy or stage across N sites, simulated or deployed."""
+"""`fedrag federate`: one strategy or stage across N sites, simulated or deployed."""
 
 from __future__ import annotations
 
@@ -162,4 +162,29 @@ def app_cmd(out: Path = typer.Option(..., "--out", help="directory for the app's
     if (out / "pyproject.toml").exists() and not overwrite:
         raise FedragError(f"{out / 'pyproject.toml'} exists; pass --overwrite to replace it")
     FedTask(strategy=strategy).plan()  # a strategy fedrag knows, or an importable "module:attribute"
-    typer.echo(f"Flower app -> {write_app(out, strategy)}; run it with: flwr run {out} <federation> --stream")
+    typer.echo(f"Flower app -> {write_app(out, strategy)}\n"
+               f"Flower's local simulation: flwr run {out} --stream --run-config 'corpus=\"/abs/corpus.jsonl\" "
+               f"train=\"/abs/train.jsonl\" out=\"/abs/run\"'\n"
+               f"A deployed SuperLink: flwr run {out} CONNECTION --stream (each SuperNode names its data with "
+               f"--node-config; docs/deployment.md)")
+
+
+@app.command()
+def credentials(out: Path = typer.Option(..., "--out", help="directory for the certificates and keys"),
+                host: list[str] = typer.Option(..., "--host", help="an address the sites reach the SuperLink at "
+                                               "(IP or DNS name; repeat for several)"),
+                sites: int = typer.Option(..., "--sites", min=1, help="SuperNode key pairs to make (site0_key ...)"),
+                days: int = typer.Option(365, "--days", min=1, help="days the certificates are valid"),
+                overwrite: bool = typer.Option(False, "--overwrite", help="replace existing credentials in --out")):
+    """TLS and SuperNode-authentication credentials for a deployment: a CA (ca.crt), the
+    SuperLink's certificate and key (server.pem, server.key) for each --host, and one key
+    pair per site (siteI_key, siteI_key.pub). Private keys are readable by their owner only."""
+    from fedrag.federation.credentials import make_supernode_keys, make_tls
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FedragError(f"{out} is not empty; pass --overwrite to replace its credentials")
+    certs = make_tls(out, hosts=tuple(host), days=days)
+    keys = make_supernode_keys(out, sites)
+    typer.echo(f"CA {certs.ca}\nSuperLink {certs.cert} + {certs.key} (valid for {', '.join(host)}, {days} days)")
+    for private, public in keys:
+        typer.echo(f"site key {private} (copy to the site) + {public} (register: flwr supernode register)")

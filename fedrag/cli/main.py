@@ -1,4 +1,4 @@
-"""``fedrag``'s entry point: registers every command module, applies process defaults,
+"""`fedrag`'s entry point: registers every command module, applies process defaults,
 and turns every failure into one line and an exit code (2 user error, 130 Ctrl-C,
 143 SIGTERM). Nothing imports this module."""
 
@@ -79,8 +79,8 @@ def main() -> None:
 
 
 def _notes(exc: BaseException, default: str = "") -> str:
-    """What the code that the exception passed through added (``add_note``), e.g. where
-    a resumable run kept its progress; else ``default``."""
+    """What the code that the exception passed through added (`add_note`), e.g. where
+    a resumable run kept its progress; else `default`."""
     notes = getattr(exc, "__notes__", None) or ([default] if default else [])
     return "".join(f"; {n}" for n in notes)
 
@@ -92,7 +92,7 @@ def _fail(message: str, code: int) -> None:
 
 def _stop(message: str, code: int) -> None:
     """Print the one line and end the process now. Cleanups have run (the exception
-    unwound every ``with``); what is left are library threads (Ray, gRPC, Flower) that an
+    unwound every `with`); what is left are library threads (Ray, gRPC, Flower) that an
     orderly interpreter exit would wait for, possibly for minutes."""
     import os
 

@@ -1,11 +1,11 @@
 """The Typer app and its options, generated from the settings' dataclass fields (a leaf:
 imports no command module).
 
-A setting is a dataclass field (:mod:`fedrag._settings`); :func:`settings` turns a
-class's fields into a command's options: the same default, help (``metadata["help"]``)
-and, for a ``Literal`` type, choices, so ``--help`` lists them and a bad value exits 2.
-A command takes them as ``**kw`` (:func:`with_settings`) and rebuilds the dataclass
-with :func:`collect`, whose ``__post_init__`` validates every value with one line.
+A setting is a dataclass field ([`fedrag._settings`][fedrag._settings]); [`settings`][settings] turns a
+class's fields into a command's options: the same default, help (`metadata["help"]`)
+and, for a `Literal` type, choices, so `--help` lists them and a bad value exits 2.
+A command takes them as `**kw` ([`with_settings`][with_settings]) and rebuilds the dataclass
+with [`collect`][collect], whose `__post_init__` validates every value with one line.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def choices(literal) -> list[str]:
-    """The values of a ``Literal[...]`` type."""
+    """The values of a `Literal[...]` type."""
     return [str(v) for v in get_args(literal)]
 
 
 def choice_option(default: Any, flag: str, literal, help: str = "", panel: str | None = None) -> Any:
-    """A ``--flag`` restricted to a ``Literal``'s values: ``--help`` lists them in the help
+    """A `--flag` restricted to a `Literal`'s values: `--help` lists them in the help
     text (which wraps between words at 80 columns, where a metavar would break mid-word)."""
     listed = f"one of: {', '.join(choices(literal))}"
     return typer.Option(default, flag, help=f"{help} ({listed})" if help else listed, metavar="NAME",
@@ -53,7 +53,7 @@ def choice_option(default: Any, flag: str, literal, help: str = "", panel: str |
 
 
 def _optional(hint) -> tuple[Any, bool]:
-    """``(inner type, True)`` for ``X | None``; ``(hint, False)`` otherwise."""
+    """`(inner type, True)` for `X | None`; `(hint, False)` otherwise."""
     if get_origin(hint) in (Union, types.UnionType):
         inner = [a for a in get_args(hint) if a is not type(None)]
         if len(inner) == 1 and len(get_args(hint)) == 2:
@@ -62,12 +62,12 @@ def _optional(hint) -> tuple[Any, bool]:
 
 
 def _is_grid(hint) -> bool:
-    """A list or tuple of numbers or names: typed on the command line as ``a,b,c``."""
+    """A list or tuple of numbers or names: typed on the command line as `a,b,c`."""
     return get_origin(hint) in (list, tuple) and get_args(hint)[:1] in ((float,), (str,))
 
 
 def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
-    """``(annotation, typer.Option)`` for dataclass field ``cls.name``: same default, help, choices."""
+    """`(annotation, typer.Option)` for dataclass field `cls.name`: same default, help, choices."""
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
     hint, optional = _optional(typing.get_type_hints(cls)[name])
     flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
@@ -84,7 +84,7 @@ def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
 
 
 def settings(cls, *, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), panel: str | None = None) -> list:
-    """Options for the CLI-facing fields of dataclass ``cls`` (``metadata["cli"]`` not False)."""
+    """Options for the CLI-facing fields of dataclass `cls` (`metadata["cli"]` not False)."""
     names = [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True) is not False]
     names = [n for n in (only or names) if n not in exclude]
     params = []
@@ -96,7 +96,7 @@ def settings(cls, *, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), 
 
 
 def with_settings(*groups: list) -> Callable:
-    """Give a command (``def cmd(..., **kw)``) the options of ``groups`` (from :func:`settings`)."""
+    """Give a command (`def cmd(..., **kw)`) the options of `groups` (from [`settings`][settings])."""
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
@@ -109,7 +109,7 @@ def with_settings(*groups: list) -> Callable:
 
 
 def collect(cls, kw: dict, **overrides: Any) -> Any:
-    """``cls`` built from a command's generated options (and ``overrides``)."""
+    """`cls` built from a command's generated options (and `overrides`)."""
     hints = typing.get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
@@ -124,7 +124,7 @@ def collect(cls, kw: dict, **overrides: Any) -> Any:
 
 
 def grid(text: str) -> tuple[float, ...]:
-    """``"1e-4,3e-4"`` → ``(1e-4, 3e-4)``; a value that is no number is one line."""
+    """`"1e-4,3e-4"` → `(1e-4, 3e-4)`; a value that is no number is one line."""
     from fedrag.errors import FedragError
 
     try:

@@ -1,4 +1,4 @@
-"""``fedrag quickstart``: the whole story on the embedded defaults (bundled models + demo data).
+"""`fedrag quickstart`: the whole story on the embedded defaults (bundled models + demo data).
 
 demo data → baseline eval → fine-tune → eval → 2-site federated simulation → eval,
 ending with a before/after table.
@@ -6,7 +6,9 @@ ending with a before/after table.
 
 from __future__ import annotations
 
+import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -53,9 +55,8 @@ def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: i
     import sys
 
     from rich.console import Console
-    from rich.table import Table
 
-    from fedrag._io import atomic_write_json
+    from fedrag._io import atomic_write_json, atomic_write_text
     from fedrag.data import demo, load_qa
     from fedrag.pipeline import build_training_rag
     from fedrag.strategies import make_strategy, save_outputs
@@ -65,11 +66,12 @@ def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: i
     data = out / "data"
     counts = demo.write(data)
     console.print(f"[bold]1/4[/] demo data: {counts} → {data}")
-    rows = []  # (system, metrics, train s, eval s, bytes)
+    rows: list[Row] = []
     t = time.perf_counter()
     base = _eval(data, "minilm", "smollm2-135m", test_limit, top_k)
-    rows.append(("untuned", base, 0.0, time.perf_counter() - t, 0))
-    console.print(f"[bold]2/4[/] baseline: EM {rows[-1][1]['em']:.3f}  F1 {rows[-1][1]['f1']:.3f}")
+    rows.append(Row("untuned", "MiniLM + SmolLM2-135M as they come, no fine-tuning", base, 0.0,
+                    time.perf_counter() - t, 0))
+    console.print(f"[bold]2/4[/] baseline: EM {base['em']:.3f}  F1 {base['f1']:.3f}")
     cfg = TrainConfig(steps=steps, batch_size=4, lr_generator=lr_generator, lr_retriever=lr_retriever,
                       progress=sys.stderr.isatty())
     plan = make_strategy(strategy, top_k=top_k)
@@ -78,11 +80,12 @@ def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: i
     t = time.perf_counter()
     results = plan.run(rag, load_qa(data / "train.jsonl"), cfg, out_dir=out / "central")
     wall = time.perf_counter() - t
-    save_outputs(rag, out / "central", results, plan.name, decoding=plan.decoding)
+    save_outputs(rag, out / "central", results, plan.name, decoding=plan.decoding, plan=plan)
     t = time.perf_counter()
     m = _eval(data, str(out / "central" / "retriever"), str(out / "central" / "generator"), test_limit, top_k)
-    rows.append((f"{strategy} (centralized, {steps} steps/phase)", m, wall, time.perf_counter() - t, 0))
-    console.print(f"[bold]3/4[/] {strategy}: EM {rows[-1][1]['em']:.3f}  F1 {rows[-1][1]['f1']:.3f}  ({wall:.0f}s)")
+    rows.append(Row("centralized", f"{strategy}, {steps} optimizer steps per phase on this machine", m, wall,
+                    time.perf_counter() - t, 0))
+    console.print(f"[bold]3/4[/] {strategy}: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({wall:.0f}s)")
     if not skip_federated:
         from fedrag.data import load_corpus
         from fedrag.data.partition import partition, write_sites
@@ -98,15 +101,58 @@ def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: i
         wall = time.perf_counter() - t
         t = time.perf_counter()
         m = _eval(data, str(out / "federated" / "retriever"), str(out / "federated" / "generator"), test_limit, top_k)
-        rows.append((f"{strategy} (2 sites × {rounds} rounds × {local} local steps/phase, federated)", m, wall,
-                     time.perf_counter() - t, cost["bytes_sent"] + cost["bytes_received"]))
-        console.print(f"[bold]4/4[/] federated: EM {rows[-1][1]['em']:.3f}  F1 {rows[-1][1]['f1']:.3f}  ({wall:.0f}s)")
-    table = Table(title=f"fedrag quickstart: demo data, {test_limit} test questions, MiniLM + SmolLM2-135M")
-    for col in ("system", "EM", "F1", "Recall@1", "Recall@5", "train s", "eval s", "MB on the wire"):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    for name, m, train_s, eval_s, nbytes in rows:
-        table.add_row(name, f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['recall@1']:.3f}", f"{m['recall@5']:.3f}",
-                      f"{train_s:.0f}" if train_s else "-", f"{eval_s:.0f}", f"{nbytes / 1e6:.1f}" if nbytes else "-")
-    console.print(table)
-    atomic_write_json(out / "summary.json", [{"system": n, **m, "train_s": ts, "eval_s": es, "bytes": b}
-                                             for n, m, ts, es, b in rows])
+        rows.append(Row("federated", f"{strategy}, 2 sites (Flower simulation) x {rounds} rounds x {local} local steps "
+                        f"per phase: {rounds * local} sequential steps of the global model", m, wall,
+                        time.perf_counter() - t, cost["bytes_sent"] + cost["bytes_received"]))
+        console.print(f"[bold]4/4[/] federated: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({wall:.0f}s)")
+    for line in summary_lines(rows, test_limit):
+        console.print(line, markup=False) if line else console.print()
+    atomic_write_text(out / "summary.md", summary_markdown(rows, test_limit))
+    atomic_write_json(out / "summary.json", [{"system": r.system, "what": r.what, **r.metrics, "train_s": r.train_s,
+                                              "eval_s": r.eval_s, "bytes": r.nbytes} for r in rows])
+
+
+@dataclass
+class Row:
+    """One system of the quickstart's table: a short name, what it is, its metrics and costs."""
+
+    system: str
+    what: str
+    metrics: dict
+    train_s: float
+    eval_s: float
+    nbytes: int
+
+
+COLUMNS = ("system", "EM", "F1", "R@1", "R@5", "train s", "eval s", "MB on wire")
+NEXT = ("Next: which strategy is worth its cost on your data? `fedrag compare --corpus C --train T --test Q "
+        "--out DIR` (docs/strategies.md).")
+
+
+def _cells(r: Row) -> list[str]:
+    m = r.metrics
+    return [r.system, f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['recall@1']:.3f}", f"{m['recall@5']:.3f}",
+            f"{r.train_s:.0f}" if r.train_s else "-", f"{r.eval_s:.0f}", f"{r.nbytes / 1e6:.1f}" if r.nbytes else "-"]
+
+
+def summary_lines(rows: list[Row], test_limit: int) -> list[str]:
+    """The table as plain lines that fit 80 columns, a line per row saying what it is, and the next step."""
+    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))  # noqa: E731
+    lines = [f"fedrag quickstart: demo data, {test_limit} test questions, MiniLM + SmolLM2-135M", "", fmt(cells[0]),
+             "  ".join("-" * w for w in widths)]
+    lines += [fmt(c) for c in cells[1:]]
+    lines.append("")
+    for r in rows:
+        lines += textwrap.wrap(f"{r.system}: {r.what}", 80, subsequent_indent="  ")
+    return lines + [""] + textwrap.wrap(NEXT, 80, break_on_hyphens=False)
+
+
+def summary_markdown(rows: list[Row], test_limit: int) -> str:
+    """The same summary as Markdown, written to the run folder."""
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" for _ in COLUMNS) + "|\n"
+    body = "".join("| " + " | ".join(_cells(r)) + " |\n" for r in rows)
+    what = "".join(f"* **{r.system}**: {r.what}\n" for r in rows)
+    return (f"# fedrag quickstart\n\nDemo data, {test_limit} test questions, MiniLM + SmolLM2-135M.\n\n"
+            f"{head}{body}\n{what}\n{NEXT}\n")

@@ -1,4 +1,4 @@
-"""``fedrag train`` and ``fedrag search-lr``."""
+"""`fedrag train` and `fedrag search-lr`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir", "explicit")
 
 
 def load_inputs(corpus: str, train: str, val: str | None, limit: int | None, val_limit: int | None = None):
-    """The corpus and QA files, gold ids checked; ``limit``/``val_limit`` questions spread
+    """The corpus and QA files, gold ids checked; `limit`/`val_limit` questions spread
     evenly through their file (an article-sorted file keeps every article)."""
     from fedrag.data import check_gold_ids, load_corpus, load_qa
     from fedrag.data.partition import evenly_spaced
@@ -49,8 +49,8 @@ def needs_generator(plan) -> bool:
 
 
 def given(ctx: typer.Context, cls) -> tuple[str, ...]:
-    """The fields of ``cls`` whose options were given on the command line: a stage's own
-    defaults never replace them (``TrainConfig.explicit``)."""
+    """The fields of `cls` whose options were given on the command line: a stage's own
+    defaults never replace them (`TrainConfig.explicit`)."""
     from dataclasses import fields
 
     from click.core import ParameterSource
@@ -100,7 +100,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
         if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
             extra["reencode"] = {"reencoded_passages": len(rag.store)}
             rag.store.save(tmp / "index")
-        save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding)
+        save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding, plan=plan)
         drop_resume_state(tmp)
     summary = total_cost(results, plan.name)["total"]
     typer.echo(json.dumps({"strategy": plan.name, "out": str(out), "steps": summary["steps"],
@@ -145,7 +145,7 @@ def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy
                             mode=search.mode, top_k=models.top_k, on_point=show)
         results = report.pop("final_results")
         save_outputs(rag, tmp, results, plan.name, {"lr_search": {k: report[k] for k in ("best", "search_cost")}},
-                     decoding=plan.decoding)
+                     decoding=plan.decoding, plan=plan)
         atomic_write_json(tmp / "lr_search.json", report)
     typer.echo(json.dumps({"best": report["best"], "mode": report["mode"], "points": len(report["points"]),
                            "search_wall_s": round(report["search_cost"]["wall_s"], 1),
@@ -153,7 +153,7 @@ def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy
 
 
 def carve_validation(train_ex, passages, seed: int = 0, limit: int | None = None, fraction: float = 0.2):
-    """Split ``train_ex`` into train/validation by the title of the gold passage (by
+    """Split `train_ex` into train/validation by the title of the gold passage (by
     example when there are no gold ids); raises if either side would be empty."""
     import random
 

@@ -1,16 +1,16 @@
 """Converters from public QA formats to fedrag's (corpus, examples) pair.
 
-Each converter returns ``(passages, examples)`` with gold passage ids filled in, so
-that retrieval can be scored. Write them out with :func:`fedrag.data.write_jsonl`
-(or ``fedrag convert``) to get the generic JSONL contract.
+Each converter returns `(passages, examples)` with gold passage ids filled in, so
+that retrieval can be scored. Write them out with [`fedrag.data.write_jsonl`][fedrag.data.write_jsonl]
+(or `fedrag convert`) to get the generic JSONL contract.
 
 Every record is checked against its format's schema: text fields are strings (a null is
-no value, never the text ``"None"``), required ones non-empty; answers are a non-empty
+no value, never the text `"None"`), required ones non-empty; answers are a non-empty
 list of non-empty strings (a bare string is one answer, never its characters). A record
-that fails is skipped and counted in ``log`` (``RecordLog(strict=True)`` refuses it
-instead; without a ``log`` the count is a one-line warning on stderr). A file whose
+that fails is skipped and counted in `log` (`RecordLog(strict=True)` refuses it
+instead; without a `log` the count is a one-line warning on stderr). A file whose
 structure is not the format fails whole. Ids are unique: where the source repeats an id
-the later record becomes ``ID#2`` (``#3``, ...), the same in every run, and is counted.
+the later record becomes `ID#2` (`#3`, ...), the same in every run, and is counted.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _absent(value, name: str, required: bool) -> bool:
 
 
 def text_of(value, name: str, required: bool = True) -> str:
-    """A text field: non-empty if ``required``, else ``""`` where absent or null."""
+    """A text field: non-empty if `required`, else `""` where absent or null."""
     if _absent(value, name, required):
         return ""
     if not isinstance(value, str):
@@ -76,7 +76,7 @@ def answers_of(value, name: str = "answers") -> tuple[str, ...]:
 
 
 class UniqueIds:
-    """Ids made unique in the order they come: a repeated ``ID`` becomes ``ID#2``, ``ID#3``, ..."""
+    """Ids made unique in the order they come: a repeated `ID` becomes `ID#2`, `ID#3`, ..."""
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
@@ -98,7 +98,7 @@ class Corpus:
         self.by_id: dict[str, Passage] = {}
 
     def add(self, pid: str, title: str, text: str) -> tuple[str, bool]:
-        """``(id the passage has, whether that id is a new one because ``pid`` was taken)``."""
+        """`(id the passage has, whether that id is a new one because `pid` was taken)`."""
         new, k = pid, 1
         while new in self.by_id:
             if (self.by_id[new].title, self.by_id[new].text) == (title, text):
@@ -128,7 +128,7 @@ def _load_json(path: str | os.PathLike):
 def _schema(fmt: str):
     """A converter whose input lacks a structural field (or has one of the wrong type)
     fails with one line naming the file and the format, not a KeyError. Records are
-    checked one by one inside the converter; their problems go to ``log``."""
+    checked one by one inside the converter; their problems go to `log`."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -149,12 +149,12 @@ def _schema(fmt: str):
 
 
 def stable_id(*parts: str) -> str:
-    """A short id that is the same in every run (unlike the salted built-in ``hash``)."""
+    """A short id that is the same in every run (unlike the salted built-in `hash`)."""
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:10]
 
 
 def take_qid(qids: UniqueIds, qid: str | None, fallback: str, where: str, log: RecordLog) -> str:
-    """A unique question id: the source's (renamed and counted if repeated), else ``fallback``."""
+    """A unique question id: the source's (renamed and counted if repeated), else `fallback`."""
     new = qids.take(qid or fallback)
     if qid is not None and new != qid:
         log.rename(where, f"repeated id '{qid}' (written as '{new}')")
@@ -163,10 +163,10 @@ def take_qid(qids: UniqueIds, qid: str | None, fallback: str, where: str, log: R
 
 @_schema("SQuAD")
 def squad(path: str | os.PathLike, skip_unanswerable: bool = True, *, log: RecordLog | None = None) -> Converted:
-    """SQuAD v1.1 / v2.0 JSON. Passage id ``<title>#<n>``, n counting the paragraphs of
+    """SQuAD v1.1 / v2.0 JSON. Passage id `<title>#<n>`, n counting the paragraphs of
     every article with that title (two articles of one title get distinct ids); each
-    example's gold is its paragraph. Questions marked ``is_impossible`` (v2.0) are left
-    out unless ``skip_unanswerable`` is False; other questions need answers."""
+    example's gold is its paragraph. Questions marked `is_impossible` (v2.0) are left
+    out unless `skip_unanswerable` is False; other questions need answers."""
     data = _load_json(path)
     if not isinstance(data, dict) or "data" not in data:
         raise DataError(f"{path}: not a SQuAD file (no top-level 'data')")
@@ -226,10 +226,10 @@ def split_by_title(examples: list[Example], passages: list[Passage], test_fracti
 
 @_schema("NQ-open")
 def nq_open(path: str | os.PathLike, *, log: RecordLog | None = None) -> Converted:
-    """NQ-open JSONL(.gz) with retrieved ``ctxs`` (the lost-in-the-middle format).
-    Gold = contexts flagged ``isgold`` (else ``hasanswer``); the corpus is the union of
+    """NQ-open JSONL(.gz) with retrieved `ctxs` (the lost-in-the-middle format).
+    Gold = contexts flagged `isgold` (else `hasanswer`); the corpus is the union of
     ctxs. A ctx without text is skipped (it holds no evidence), as is a line whose
-    question or answers do not convert; ``answers`` may be one bare string."""
+    question or answers do not convert; `answers` may be one bare string."""
     corpus, qids, examples = Corpus(), UniqueIds(), []
     for lineno, obj in iter_json_lines(path):
         where = f"{path}:{lineno}"
@@ -263,10 +263,10 @@ def nq_open(path: str | os.PathLike, *, log: RecordLog | None = None) -> Convert
 
 @_schema("HotpotQA")
 def hotpotqa(path: str | os.PathLike, *, log: RecordLog | None = None) -> Converted:
-    """HotpotQA distractor setting: the official JSON (``context`` as [[title, sents]])
-    or the Hugging Face schema (``context`` as {title: [...], sentences: [[...]]}).
-    A paragraph's id is its title (``Title#2`` for the same title with other text);
-    gold ids are the titles in ``supporting_facts`` that the question's context has."""
+    """HotpotQA distractor setting: the official JSON (`context` as [[title, sents]])
+    or the Hugging Face schema (`context` as {title: [...], sentences: [[...]]}).
+    A paragraph's id is its title (`Title#2` for the same title with other text);
+    gold ids are the titles in `supporting_facts` that the question's context has."""
     data = _load_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of HotpotQA questions")

@@ -1,8 +1,8 @@
 """A synthetic QA corpus about fictional people, deterministic from a seed.
 
 No pretrained model can know these facts, so answers must come from retrieval.
-Names share first and last name parts across people (``Varn Okelli`` vs ``Varn
-Tessaly``), which makes passages confusable for an untuned retriever. Each person
+Names share first and last name parts across people (`Varn Okelli` vs `Varn
+Tessaly`), which makes passages confusable for an untuned retriever. Each person
 has two passages (a biography and a career note); each question has exactly one
 gold passage. Train and test questions are about *different* people, so a model
 cannot memorise test answers; it must read the retrieved passage.
@@ -48,7 +48,7 @@ def _unique(rng: random.Random, make, n: int) -> list[str]:
 
 
 def generate(n_people: int = 120, seed: int = 0, test_fraction: float = 0.25):
-    """Return ``(passages, train, test)``; the same seed always gives the same data."""
+    """Return `(passages, train, test)`; the same seed always gives the same data."""
     rng = random.Random(seed)
     firsts = _unique(rng, lambda: _word(rng, 2), max(4, n_people // 4))
     lasts = _unique(rng, lambda: _word(rng, 3), max(4, n_people // 3))
@@ -88,7 +88,7 @@ def generate(n_people: int = 120, seed: int = 0, test_fraction: float = 0.25):
 
 
 def write(out_dir: str | Path, seed: int = 0, n_people: int = 120) -> dict[str, int]:
-    """Write ``corpus.jsonl``, ``train.jsonl`` and ``test.jsonl`` under ``out_dir``."""
+    """Write `corpus.jsonl`, `train.jsonl` and `test.jsonl` under `out_dir`."""
     out = Path(out_dir)
     passages, train, test = generate(n_people=n_people, seed=seed)
     write_jsonl(out / "corpus.jsonl", passages)

@@ -1,21 +1,21 @@
-"""Hugging Face ``datasets`` as input: a QA set or a corpus in any column layout.
+"""Hugging Face `datasets` as input: a QA set or a corpus in any column layout.
 
-``load_hf(source, columns, split)`` reads a dataset saved with ``save_to_disk`` (a
+`load_hf(source, columns, split)` reads a dataset saved with `save_to_disk` (a
 directory), Parquet / Arrow / JSON(L) / CSV files (a path or a glob), or a Hub id (only
-when the Hub is reachable: ``FEDRAG_ONLINE=1``), and maps its columns onto fedrag's
-fields. ``columns`` maps a fedrag field to a column; a dotted name reaches into a nested
-column (``answers.text`` for SQuAD's ``{"text": [...], "answer_start": [...]}``).
+when the Hub is reachable: `FEDRAG_ONLINE=1`), and maps its columns onto fedrag's
+fields. `columns` maps a fedrag field to a column; a dotted name reaches into a nested
+column (`answers.text` for SQuAD's `{"text": [...], "answer_start": [...]}`).
 
-* A **QA set** has ``question`` and ``answers`` (a string, a list of strings, or a dict
-  with ``text``), optionally ``id`` and ``gold_ids``. With a ``context`` column (and
-  optionally ``title``) each distinct context becomes a passage of the corpus and the
+* A **QA set** has `question` and `answers` (a string, a list of strings, or a dict
+  with `text`), optionally `id` and `gold_ids`. With a `context` column (and
+  optionally `title`) each distinct context becomes a passage of the corpus and the
   gold passage of its questions, as in SQuAD.
-* A **corpus** has ``text`` and no ``question``; optionally ``id`` and ``title``.
+* A **corpus** has `text` and no `question`; optionally `id` and `title`.
 
-Columns left out of ``columns`` are looked up under the field's own name. Returns
-``(passages, examples)`` like every converter, and checks every row the same way: a null
-is no value (never the text ``"None"``), so a row whose required field is null or empty
-is skipped and counted; a repeated id becomes ``ID#2``.
+Columns left out of `columns` are looked up under the field's own name. Returns
+`(passages, examples)` like every converter, and checks every row the same way: a null
+is no value (never the text `"None"`), so a row whose required field is null or empty
+is skipped and counted; a repeated id becomes `ID#2`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl":
 
 
 def parse_columns(spec: str) -> dict[str, str]:
-    """``"question=query,answers=answers.text"`` -> ``{"question": "query", "answers": "answers.text"}``."""
+    """`"question=query,answers=answers.text"` -> `{"question": "query", "answers": "answers.text"}`."""
     out = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         field, sep, column = part.partition("=")
@@ -79,7 +79,7 @@ def _open(source: str, split: str | None):
 
 
 def _get(row: dict, column: str, where: str):
-    """The value of ``column`` (dotted: nested); None where it or a column above it is null."""
+    """The value of `column` (dotted: nested); None where it or a column above it is null."""
     value = row
     for key in column.split("."):
         if value is None:
@@ -111,10 +111,10 @@ def _ids(value, column: str) -> tuple[str, ...]:
 
 def load_hf(source: str | os.PathLike, columns: dict[str, str] | None = None,
             split: str | None = None, log: RecordLog | None = None) -> tuple[list[Passage], list[Example]]:
-    """``(passages, examples)`` from a Hugging Face dataset; see the module docstring.
+    """`(passages, examples)` from a Hugging Face dataset; see the module docstring.
 
     Args:
-        source: a ``save_to_disk`` directory, data file(s) or glob, or a Hub id.
+        source: a `save_to_disk` directory, data file(s) or glob, or a Hub id.
         columns: fedrag field -> column (dotted for nested columns).
         split: the split to read where the dataset has several.
         log: counts rows skipped (a null or empty required field, a wrong type) and

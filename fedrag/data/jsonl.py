@@ -1,10 +1,10 @@
 """The on-disk contract: corpus JSONL and QA JSONL, validated line by line.
 
-corpus: ``{"id": str, "title": str (optional), "text": str (may be empty if there is a title)}``
-QA:     ``{"id": str, "question": str, "answers": [str], "gold_ids": [str] (optional)}``
+corpus: `{"id": str, "title": str (optional), "text": str (may be empty if there is a title)}`
+QA:     `{"id": str, "question": str, "answers": [str], "gold_ids": [str] (optional)}`
 
 Each line is parsed and checked so that an error names the file and the line. Data in
-Hugging Face ``datasets`` form comes in through :func:`fedrag.data.load_hf`.
+Hugging Face `datasets` form comes in through [`fedrag.data.load_hf`][fedrag.data.load_hf].
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _open(path: Path):
 
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)``; blank lines are skipped, bad JSON raises DataError."""
+    """Yield `(line_number, object)`; blank lines are skipped, bad JSON raises DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -73,12 +73,12 @@ def load_corpus(path: str | os.PathLike, strict: bool = False) -> list[Passage]:
     """Read a corpus JSONL file; ids must be unique.
 
     A passage with a title and empty text is kept (Wikipedia-derived corpora have
-    title-only sections; :meth:`Passage.as_text` is then the title). One with neither
+    title-only sections; [`Passage.as_text`][Passage.as_text] is then the title). One with neither
     title nor text cannot be retrieved: it is skipped, and how many were is reported
     in one line on stderr.
 
     Args:
-        path: the corpus JSONL (``.gz`` too).
+        path: the corpus JSONL (`.gz` too).
         strict: refuse a passage with neither title nor text instead of skipping it.
 
     Raises:
@@ -103,7 +103,7 @@ def load_corpus(path: str | os.PathLike, strict: bool = False) -> list[Passage]:
 
 
 def load_qa(path: str | os.PathLike, limit: int | None = None) -> list[Example]:
-    """Read a QA JSONL file (optionally only the first ``limit`` examples)."""
+    """Read a QA JSONL file (optionally only the first `limit` examples)."""
     examples = []
     for lineno, obj in iter_json_lines(path):
         where = f"{path}:{lineno}"
@@ -135,8 +135,8 @@ def check_gold_ids(examples: Iterable[Example], passages: Iterable[Passage], pat
 
 
 def check_dataset(directory: str | os.PathLike) -> None:
-    """Load what ``fedrag convert`` writes (``corpus.jsonl``, ``qa.jsonl`` or
-    ``train.jsonl`` + ``test.jsonl``) as the commands that read it will, strictly.
+    """Load what `fedrag convert` writes (`corpus.jsonl`, `qa.jsonl` or
+    `train.jsonl` + `test.jsonl`) as the commands that read it will, strictly.
 
     Raises:
         DataError: one line naming the file (and line) that would not load, or a gold

@@ -21,11 +21,11 @@ class SiteData:
 Partition = Literal["iid", "by-title"]  # how questions are dealt to sites
 
 def partition(passages: list[Passage], examples: list[Example], n_sites: int, mode: str = "iid", seed: int = 0) -> list[SiteData]:
-    """Deal questions and passages to ``n_sites`` sites.
+    """Deal questions and passages to `n_sites` sites.
 
-    ``iid``: questions are grouped by their first gold passage (all questions about one
+    `iid`: questions are grouped by their first gold passage (all questions about one
     passage stay together) and the groups are shuffled and dealt round-robin.
-    ``by-title``: whole titles (topics, people, articles) go to one site, so sites see
+    `by-title`: whole titles (topics, people, articles) go to one site, so sites see
     different topics (non-IID).
 
     Every question's gold passages are in its site's corpus, so retrieval can succeed
@@ -75,7 +75,7 @@ def partition(passages: list[Passage], examples: list[Example], n_sites: int, mo
 
 
 def write_sites(sites: list[SiteData], out_dir: str | Path) -> list[dict[str, str]]:
-    """Write ``site{i}/corpus.jsonl`` and ``site{i}/train.jsonl``; return their paths."""
+    """Write `site{i}/corpus.jsonl` and `site{i}/train.jsonl`; return their paths."""
     paths = []
     for i, site in enumerate(sites):
         d = Path(out_dir) / f"site{i}"
@@ -86,9 +86,9 @@ def write_sites(sites: list[SiteData], out_dir: str | Path) -> list[dict[str, st
 
 
 def evenly_spaced(items: list, n: int | None) -> list:
-    """``n`` items spread evenly through ``items`` (all of them when ``n`` is None or not
+    """`n` items spread evenly through `items` (all of them when `n` is None or not
     smaller): a file sorted by article or topic keeps every part represented, where its
-    first ``n`` lines would be one article's questions."""
+    first `n` lines would be one article's questions."""
     if n is None or n >= len(items):
         return list(items)
     return [items[i * len(items) // n] for i in range(n)]

@@ -17,8 +17,8 @@ class Passage:
     title: str = ""
 
     def as_text(self) -> str:
-        """The string that is embedded / indexed: ``title. text``; a passage without
-        text (a title-only Wikipedia section) is its title alone, not ``title. ``."""
+        """The string that is embedded / indexed: `title. text`; a passage without
+        text (a title-only Wikipedia section) is its title alone, not `title. `."""
         if not self.text.strip():
             return self.title
         return f"{self.title}. {self.text}" if self.title else self.text
@@ -49,11 +49,11 @@ class RecordLog:
     id of the source), kept so they are reported in one line instead of passing silently.
 
     Attributes:
-        strict: refuse instead: the first such record raises a one-line ``DataError``.
+        strict: refuse instead: the first such record raises a one-line `DataError`.
         skipped: how many records were left out.
         renamed: how many records got a new id because the source repeated theirs.
-        first_skip: ``WHERE: reason`` of the first skipped record.
-        first_rename: ``WHERE: reason`` of the first renamed record.
+        first_skip: `WHERE: reason` of the first skipped record.
+        first_rename: `WHERE: reason` of the first renamed record.
     """
 
     strict: bool = False
@@ -63,7 +63,7 @@ class RecordLog:
     first_rename: str = ""
 
     def skip(self, where: str, reason: str, n: int = 1) -> None:
-        """Count ``n`` records left out at ``where`` (a record and its dependents count each)."""
+        """Count `n` records left out at `where` (a record and its dependents count each)."""
         if self.strict:
             raise DataError(f"{where}: {reason}")
         self.skipped += n
@@ -77,7 +77,7 @@ class RecordLog:
         self.first_rename = self.first_rename or f"{where}: {reason}"
 
     def summary(self, what: str = "record") -> str:
-        """One line, e.g. ``skipped 3 records (first: FILE:LINE: reason)``; empty if none."""
+        """One line, e.g. `skipped 3 records (first: FILE:LINE: reason)`; empty if none."""
         parts = []
         if self.skipped:
             parts.append(f"skipped {self.skipped} {what}{'s' * (self.skipped != 1)} (first: {self.first_skip})")

@@ -13,10 +13,10 @@ RECALL_KS = (1, 5, 20)
 
 
 def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool = True, ks=RECALL_KS) -> dict:
-    """Metrics over ``examples``: answer-recall@k always (a top-k passage contains a gold
+    """Metrics over `examples`: answer-recall@k always (a top-k passage contains a gold
     answer), Recall@k and MRR@10 where gold ids exist, EM/F1 when the system has a
-    generator (decoded with ``rag.settings``). Returns a flat dict plus per-example rows
-    under ``"_rows"`` (dropped before writing metrics files)."""
+    generator (decoded with `rag.settings`). Returns a flat dict plus per-example rows
+    under `"_rows"` (dropped before writing metrics files)."""
     depth = max(max(ks), 10, rag.top_k)
     rows, t0 = [], time.perf_counter()
     bar = tqdm(total=len(examples), desc="eval", disable=not progress, leave=False)

@@ -41,7 +41,7 @@ def f1_score(prediction: str, answers: list[str] | tuple[str, ...]) -> float:
 
 
 def recall_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int) -> float:
-    """Fraction of gold passages found among the first ``k`` retrieved ids."""
+    """Fraction of gold passages found among the first `k` retrieved ids."""
     if not gold:
         return float("nan")
     top = set(retrieved[:k])
@@ -49,7 +49,7 @@ def recall_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int)
 
 
 def mrr_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int = 10) -> float:
-    """Reciprocal rank of the first gold passage within the top ``k`` (0 if none)."""
+    """Reciprocal rank of the first gold passage within the top `k` (0 if none)."""
     gold = set(gold)
     for rank, pid in enumerate(retrieved[:k], 1):
         if pid in gold:
@@ -58,15 +58,15 @@ def mrr_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int = 1
 
 
 def answer_recall_at_k(passage_texts: list[str], answers: list[str] | tuple[str, ...], k: int) -> float:
-    """1.0 if a normalised gold answer occurs in one of the first ``k`` passages (DPR's
+    """1.0 if a normalised gold answer occurs in one of the first `k` passages (DPR's
     "top-k accuracy"): a retrieval metric that needs no gold passage ids."""
     needles = [f" {normalize_answer(a)} " for a in answers if normalize_answer(a)]
     return float(any(n in f" {normalize_answer(t)} " for t in passage_texts[:k] for n in needles))
 
 
 def sign_test(gained: int, lost: int) -> float:
-    """Exact two-sided sign-test p-value of ``gained`` against ``lost`` changed questions:
-    ``min(1, 2·Σ_{i≤min(gained, lost)} C(n, i) / 2^n)`` with ``n = gained + lost``, the
+    """Exact two-sided sign-test p-value of `gained` against `lost` changed questions:
+    `min(1, 2·Σ_{i≤min(gained, lost)} C(n, i) / 2^n)` with `n = gained + lost`, the
     chance of a split at least this uneven if neither system were better."""
     n = gained + lost
     tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1))
@@ -75,8 +75,8 @@ def sign_test(gained: int, lost: int) -> float:
 
 def paired_sign_test(before: list[float], after: list[float]) -> tuple[int, int, float]:
     """Question-by-question comparison of two systems' scores on the same questions:
-    ``(gained, lost, p)``, how many questions scored higher with ``after``, how many
-    lower (ties are dropped), and :func:`sign_test`'s p."""
+    `(gained, lost, p)`, how many questions scored higher with `after`, how many
+    lower (ties are dropped), and [`sign_test`][sign_test]'s p."""
     if len(before) != len(after):
         raise ValueError(f"paired scores need the same questions ({len(before)} against {len(after)})")
     gained = sum(b > a for a, b in zip(before, after))

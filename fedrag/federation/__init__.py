@@ -1,8 +1,8 @@
 """Federation: the converter from fedrag strategies to Flower apps, and the launchers.
 
-* :class:`FedTask`: the federated run (models, strategy, rounds, aggregator, DP).
-* :func:`to_flower`: ``(ClientApp, ServerApp)`` for a task.
-* :func:`simulate`: run it in Flower's Simulation Engine; :func:`deploy`: on a local
+* [`FedTask`][FedTask]: the federated run (models, strategy, rounds, aggregator, DP).
+* [`to_flower`][to_flower]: `(ClientApp, ServerApp)` for a task.
+* [`simulate`][simulate]: run it in Flower's Simulation Engine; [`deploy`][deploy]: on a local
   SuperLink + one SuperNode per site (see docs/federation.md for real sites).
 """
 

@@ -9,7 +9,7 @@ from fedrag.federation.task import FedTask
 
 def make_accountant(task: FedTask, state: dict | None = None):
     """One RDP accountant for the whole run (every phase's and round's release composes
-    into it), restored from a checkpoint's ``state`` on resume; None without DP."""
+    into it), restored from a checkpoint's `state` on resume; None without DP."""
     if not task.dp_enabled:
         return None
     from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
@@ -24,8 +24,8 @@ def make_accountant(task: FedTask, state: dict | None = None):
 
 
 def make_aggregator(task: FedTask, accountant=None):
-    """The Flower strategy for ``task`` (stock Flower classes), wrapped in Flower's
-    client-side-clipping DP (reporting to the run's ``accountant``) if asked."""
+    """The Flower strategy for `task` (stock Flower classes), wrapped in Flower's
+    client-side-clipping DP (reporting to the run's `accountant`) if asked."""
     from flwr.serverapp import strategy as fs
 
     common = dict(fraction_train=task.fraction, min_train_nodes=task.min_sites, min_available_nodes=task.min_sites,

@@ -1,9 +1,9 @@
-"""The Flower app, generated from the installed package: ``fedrag app --out DIR`` (or
-:func:`write_app`) writes the ``pyproject.toml`` that ``flwr run DIR`` deploys, so a
-``pip install fedrag`` needs no source checkout. Its ``[tool.flwr.app.config]`` is
-:class:`~fedrag.federation.task.FedTask`'s fields with their defaults (one source of
-truth), its components are :mod:`fedrag.federation.apps`. ``examples/flower_app`` in the
-repository is this file as written by ``fedrag app`` (a test keeps them equal).
+"""The Flower app, generated from the installed package: `fedrag app --out DIR` (or
+[`write_app`][write_app]) writes the `pyproject.toml` that `flwr run DIR` deploys, so a
+`pip install fedrag` needs no source checkout. Its `[tool.flwr.app.config]` is
+[`FedTask`][fedrag.federation.task.FedTask]'s fields with their defaults (one source of
+truth), its components are [`fedrag.federation.apps`][fedrag.federation.apps]. `examples/flower_app` in the
+repository is this file as written by `fedrag app` (a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _toml(value) -> str:
 
 
 def render_pyproject(strategy: str = "ra-dit") -> str:
-    """The app's pyproject.toml; ``strategy`` is the default the config names."""
+    """The app's pyproject.toml; `strategy` is the default the config names."""
     values = {f.name: f.default for f in fields(FedTask) if f.default is not None}  # None: unset, the site's default
     values["strategy"] = strategy
     config = "".join(f"{name.replace('_', '-')} = {_toml(v)}\n" for name, v in values.items())
@@ -63,7 +63,7 @@ def render_pyproject(strategy: str = "ra-dit") -> str:
 
 
 def write_app(out: str | Path, strategy: str = "ra-dit") -> Path:
-    """Write the app into directory ``out`` (created if needed); returns it."""
+    """Write the app into directory `out` (created if needed); returns it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "pyproject.toml", render_pyproject(strategy))

@@ -1,7 +1,7 @@
-"""Module-level apps for ``flwr run`` (deployment and ``:local:`` simulation).
+"""Module-level apps for `flwr run` (deployment and `:local:` simulation).
 
-The task comes from the run config (``[tool.flwr.app.config]`` / ``--run-config``),
-each site's data from its SuperNode's ``--node-config``.
+The task comes from the run config (`[tool.flwr.app.config]` / `--run-config`),
+each site's data from its SuperNode's `--node-config`.
 """
 
 from fedrag._env import apply_defaults

@@ -1,17 +1,17 @@
 """The message audit: every message through the run's Grid, both directions, is checked
 against an allow-list, and what went out and came back is recorded per round.
 
-Allowed out (train / evaluate): one ArrayRecord ``arrays`` holding exactly the phase's
-trainable tensors, packed (one flat array per dtype, :mod:`fedrag.federation.records`;
+Allowed out (train / evaluate): one ArrayRecord `arrays` holding exactly the phase's
+trainable tensors, packed (one flat array per dtype, [`fedrag.federation.records`][fedrag.federation.records];
 sizes and dtypes must match the phase's layout, which both ends derive); one
-ConfigRecord ``config`` with known keys and numeric values (``context``, the frozen
+ConfigRecord `config` with known keys and numeric values (`context`, the frozen
 tensors of earlier phases, is the one bytes value). Allowed back: the same tensors
-(train replies only) and one MetricRecord ``metrics`` whose keys come from a fixed set. A violating reply is
+(train replies only) and one MetricRecord `metrics` whose keys come from a fixed set. A violating reply is
 rejected (the strategy sees a failed reply) and counted; a violating outgoing message
 is a server-side bug and stops the run.
 
 What an allow-list cannot see: numbers chosen to encode data inside a correctly named,
-shaped and typed tensor (or metric value). Differential privacy (``--dp-noise``) is
+shaped and typed tensor (or metric value). Differential privacy (`--dp-noise`) is
 the defence for the model updates; site metrics are not noised (docs/federation.md).
 """
 
@@ -29,7 +29,7 @@ METRIC_KEYS = {"num-examples", "train-loss", "client-wall-s", "flops", "generato
 
 
 def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
-    """``{name: (shape, dtype)}`` of named torch tensors, as Flower's Arrays report them."""
+    """`{name: (shape, dtype)}` of named torch tensors, as Flower's Arrays report them."""
     return {n: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for n, t in state.items()}
 
 
@@ -75,10 +75,10 @@ def reply_violation(reply, spec: dict, message_type: str) -> str | None:
 
 
 class AuditedGrid:
-    """Wraps the run's Grid: enforces the allow-lists above on ``send_and_receive`` and
+    """Wraps the run's Grid: enforces the allow-lists above on `send_and_receive` and
     records per training round bytes each way, replies, failures, rejections and what
-    the accepted replies held, pulling replies every ``poll`` seconds. ``get_node_ids``
-    gives up (raises) when fewer than ``min_nodes`` sites stay connected for ``wait`` seconds: Flower's stock strategies
+    the accepted replies held, pulling replies every `poll` seconds. `get_node_ids`
+    gives up (raises) when fewer than `min_nodes` sites stay connected for `wait` seconds: Flower's stock strategies
     would otherwise wait for them forever. Everything else is the wrapped Grid's own
     behaviour."""
 
@@ -118,8 +118,8 @@ class AuditedGrid:
         return [r for r, _ in accepted]
 
     def _exchange(self, messages, timeout: float | None) -> list:
-        """Push ``messages`` and pull their replies every ``poll`` seconds until all are in
-        or ``timeout`` passes: Flower's own send_and_receive against a SuperLink sleeps a
+        """Push `messages` and pull their replies every `poll` seconds until all are in
+        or `timeout` passes: Flower's own send_and_receive against a SuperLink sleeps a
         fixed 3 s between pulls, which a deployment round paid at least once."""
         import time
 
@@ -166,7 +166,7 @@ class AuditedGrid:
 
 
 def failure_reason(message) -> str:
-    """The last ``...Error: text`` of a failed reply's reason (Flower embeds the site's traceback)."""
+    """The last `...Error: text` of a failed reply's reason (Flower embeds the site's traceback)."""
     import re
 
     text = str(message.error.reason or "")

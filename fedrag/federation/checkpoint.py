@@ -36,7 +36,7 @@ def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list,
 
 
 def read_checkpoint(out: Path, task: FedTask, phases: int) -> dict | None:
-    """The checkpoint's state (``phase``, ``rounds_done``, ``history``, ``dp_accountant``),
+    """The checkpoint's state (`phase`, `rounds_done`, `history`, `dp_accountant`),
     None when OUT has none; refuses (one line) a corrupt one, one of another task, or one
     of a run that already finished. Launchers call it before starting anything."""
     from fedrag.errors import FedragError
@@ -61,8 +61,8 @@ def read_checkpoint(out: Path, task: FedTask, phases: int) -> dict | None:
 
 
 def load_checkpoint(out: Path, rag, task: FedTask, phases: int) -> tuple[int, int, list, dict | None]:
-    """Resume point ``(phase, rounds done, history, DP accountant state)`` with the global
-    tensors loaded into ``rag``; (0, 0, [], None) without a checkpoint."""
+    """Resume point `(phase, rounds done, history, DP accountant state)` with the global
+    tensors loaded into `rag`; (0, 0, [], None) without a checkpoint."""
     from safetensors.torch import load_file
 
     from fedrag.errors import FedragError

@@ -27,8 +27,8 @@ def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
 
 
 def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool = False):
-    """The site's RAG system (models + private store) on ``device`` (default the task's),
-    cached per process; ``shared``: one encoder for questions and passages (a plan that
+    """The site's RAG system (models + private store) on `device` (default the task's),
+    cached per process; `shared`: one encoder for questions and passages (a plan that
     trains the passage side)."""
     return _site_rag(tuple(sorted(task.to_config().items())), corpus, device or task.device, shared)
 
@@ -51,9 +51,9 @@ def _layout(rag, stage) -> dict:
 
 def train_round(task: FedTask, corpus: str, examples, arrays, config,
                 optimizer_state: dict | None = None, device: str | None = None, plan=None) -> tuple[dict, dict]:
-    """Run one client round: load global tensors, train ``local_steps``, return tensors + metrics.
+    """Run one client round: load global tensors, train `local_steps`, return tensors + metrics.
 
-    ``optimizer_state`` (the site's AdamW moments from its previous round of this phase,
+    `optimizer_state` (the site's AdamW moments from its previous round of this phase,
     updated in place) lets the site's optimizer continue rather than restart each round."""
     t_load = time.perf_counter()
     from fedrag.train import train_stage
@@ -106,7 +106,7 @@ def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: 
 
 
 def _optimizer_key(phase: int) -> str:
-    """Where a site keeps its AdamW moments for ``phase`` in the node's ``context.state``
+    """Where a site keeps its AdamW moments for `phase` in the node's `context.state`
     (Flower keeps it on the site between rounds, in simulation and deployment alike; it
     never enters a message). A new phase finds no key and starts fresh."""
     return f"fedrag.optimizer.phase-{phase}"
@@ -125,10 +125,10 @@ def _process_start() -> float:
 
 
 def _arrival(msg) -> dict:
-    """Where a message's time went before its handler ran. ``dispatch-s``: from the server
+    """Where a message's time went before its handler ran. `dispatch-s`: from the server
     creating it to this process starting (Flower's polling and the ClientApp process
     launch) or, in a process that was already running (simulation), to the handler
-    (queueing); ``startup-s``: this process's start-up before the handler (imports,
+    (queueing); `startup-s`: this process's start-up before the handler (imports,
     installing the app, pulling the message), 0 when the process predates the message.
     Loopback-exact; across hosts it includes their clock offset."""
     now, created, born = time.time(), msg.metadata.created_at, _process_start()
@@ -138,11 +138,11 @@ def _arrival(msg) -> dict:
 
 
 def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=None):
-    """A Flower ClientApp. ``task=None`` reads the task from ``context.run_config``;
-    ``site_data(context) -> (corpus_path, examples)`` gives this site's private data;
-    ``policy(context) -> SitePolicy`` the models the site loads (default: the node
-    config's ``allow-models``, else the bundled models only); ``mods``: extra Flower
-    client mods, run outside fedrag's DP clipping mod; ``plan``: a Strategy object to
+    """A Flower ClientApp. `task=None` reads the task from `context.run_config`;
+    `site_data(context) -> (corpus_path, examples)` gives this site's private data;
+    `policy(context) -> SitePolicy` the models the site loads (default: the node
+    config's `allow-models`, else the bundled models only); `mods`: extra Flower
+    client mods, run outside fedrag's DP clipping mod; `plan`: a Strategy object to
     run (simulation: any composition of stage objects, captured as is), else the task's."""
     from fedrag.federation.policy import SitePolicy
 

@@ -2,7 +2,7 @@
 for the given hosts, and EC P-384 SuperNode key pairs in OpenSSH format (what Flower's
 SuperNode authentication reads). Private keys are written owner-only (0600).
 
-``cryptography`` comes with Flower. For production, a site may prefer certificates
+`cryptography` comes with Flower. For production, a site may prefer certificates
 from its own CA; these are for loopback runs and for getting started (docs/federation.md)."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def make_tls(out: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 30):
-    """``ca.crt``, ``server.pem`` and ``server.key`` in ``out`` for a SuperLink reachable
-    as any of ``hosts`` (IP addresses or DNS names); returns their absolute paths (Flower
+    """`ca.crt`, `server.pem` and `server.key` in `out` for a SuperLink reachable
+    as any of `hosts` (IP addresses or DNS names); returns their absolute paths (Flower
     resolves relative ones against each process's own working directory)."""
     from fedrag.federation.deployment import Certs
 
@@ -65,7 +65,7 @@ def _alt_name(host: str):
 
 
 def make_supernode_keys(out: Path, n: int) -> list[tuple[Path, Path]]:
-    """``site{i}_key`` (private, 0600) and ``site{i}_key.pub`` for ``n`` SuperNodes (absolute paths)."""
+    """`site{i}_key` (private, 0600) and `site{i}_key.pub` for `n` SuperNodes (absolute paths)."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     pairs = []

@@ -1,10 +1,10 @@
 """A real multi-site Flower deployment on 127.0.0.1: one SuperLink, one SuperNode per
-site, the run submitted with ``flwr run``. Every process started here is stopped by
+site, the run submitted with `flwr run`. Every process started here is stopped by
 PID (with the detached SuperExec it spawns), never by name.
 
-TLS: pass ``certs`` (CA + server certificate/key for 127.0.0.1). SuperNode
-authentication (needs TLS): pass ``auth_keys`` (one EC private/public key pair per
-site); the public keys are registered with ``flwr supernode register``.
+TLS: pass `certs` (CA + server certificate/key for 127.0.0.1). SuperNode
+authentication (needs TLS): pass `auth_keys` (one EC private/public key pair per
+site); the public keys are registered with `flwr supernode register`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def _children(pid: int) -> list[int]:
-    """All descendants of ``pid`` (from /proc), deepest last."""
+    """All descendants of `pid` (from /proc), deepest last."""
     kids: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -59,7 +59,7 @@ class Certs:
 
 @dataclass
 class LocalDeployment:
-    """SuperLink + SuperNodes on loopback, in ``workdir`` (logs, FLWR_HOME, state)."""
+    """SuperLink + SuperNodes on loopback, in `workdir` (logs, FLWR_HOME, state)."""
 
     workdir: Path
     certs: Certs | None = None
@@ -110,7 +110,7 @@ class LocalDeployment:
                 self.flwr("supernode", "register", str(public), "fedrag", "--name", f"site{i}")
 
     def connect(self, address: str, root_certificates: str | None = None) -> None:
-        """Use a SuperLink started elsewhere (``HOST:PORT``): only ``submit`` runs here."""
+        """Use a SuperLink started elsewhere (`HOST:PORT`): only `submit` runs here."""
         conn = {"address": address}
         conn.update({"root-certificates": str(Path(root_certificates).resolve())} if root_certificates
                     else {"insecure": True})
@@ -120,10 +120,10 @@ class LocalDeployment:
     def start_supernode(self, i: int, corpus: str, train: str, allow_models: list[str] | None = None,
                         allow_strategies: list[str] | None = None) -> subprocess.Popen:
         """One site. Its ClientApp processes inherit the SuperNode's environment, so
-        ``threads_per_site`` caps their torch threads: sites sharing one machine would
+        `threads_per_site` caps their torch threads: sites sharing one machine would
         otherwise each start one thread per core and slow each other down.
-        ``allow_models``: the site policy's models (default: the bundled ones);
-        ``allow_strategies``: packages whose ``module:attribute`` strategies it imports."""
+        `allow_models`: the site policy's models (default: the bundled ones);
+        `allow_strategies`: packages whose `module:attribute` strategies it imports."""
         node_config = f'corpus="{Path(corpus).resolve()}" train="{Path(train).resolve()}" site={i}'
         if allow_models:
             node_config += f' allow-models="{",".join(allow_models)}"'
@@ -157,7 +157,7 @@ class LocalDeployment:
         return res
 
     def submit(self, task: FedTask, timeout: float = 1800) -> subprocess.CompletedProcess:
-        """``flwr run`` the app (written from the installed package) with ``task`` as
+        """`flwr run` the app (written from the installed package) with `task` as
         run-config overrides; waits for the end."""
         from fedrag.federation.app import write_app
 
@@ -219,18 +219,18 @@ class LocalDeployment:
 
 
 def run_timeout(task: FedTask) -> float:
-    """How long ``flwr run`` may take: every round of every phase waiting out
-    ``task.round_timeout`` twice, plus start-up (the server fails short rounds itself)."""
+    """How long `flwr run` may take: every round of every phase waiting out
+    `task.round_timeout` twice, plus start-up (the server fails short rounds itself)."""
     return 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases)
 
 
 def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path, certs: Certs | None = None,
            auth_keys=None, timeout: float | None = None, threads_per_site: int | None = None) -> dict:
-    """Run ``task`` on a local SuperLink + one SuperNode per site; return the server's cost.json.
+    """Run `task` on a local SuperLink + one SuperNode per site; return the server's cost.json.
 
-    The sites share this machine's cores: ``threads_per_site`` defaults to cores // sites.
-    ``timeout`` (default: long enough for every round to wait out ``task.round_timeout``
-    twice) bounds ``flwr run``; the server itself fails a round that misses its sites."""
+    The sites share this machine's cores: `threads_per_site` defaults to cores // sites.
+    `timeout` (default: long enough for every round to wait out `task.round_timeout`
+    twice) bounds `flwr run`; the server itself fails a round that misses its sites."""
     timeout = timeout or run_timeout(task)
     threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
     with LocalDeployment(Path(workdir), certs, auth_keys, threads) as dep:
@@ -261,8 +261,8 @@ def raise_recorded_error(task: FedTask) -> None:
 
 def submit_remote(task: FedTask, address: str, root_certificates: str | None = None,
                   timeout: float | None = None) -> dict:
-    """Submit ``task`` to a running SuperLink (its sites already connected); wait for the
-    end. ``task.out`` is a path on the SuperLink's host: its cost.json is returned when
+    """Submit `task` to a running SuperLink (its sites already connected); wait for the
+    end. `task.out` is a path on the SuperLink's host: its cost.json is returned when
     this host can read it, else where the outputs are."""
     import tempfile
 

@@ -7,8 +7,8 @@ what its operator listed, in the SuperNode's node config::
 
     flower-supernode ... --node-config 'corpus="..." train="..." allow-models="minilm,smollm2-135m,/srv/models"'
 
-``allow-models`` is a comma-separated list of bundled names, directories (a directory
-also allows everything beneath it) or ``*`` (any model: only for trusted runs). The
+`allow-models` is a comma-separated list of bundled names, directories (a directory
+also allows everything beneath it) or `*` (any model: only for trusted runs). The
 default is the bundled models only. An adapter directory's base model must be allowed
 too. Simulation runs every site in the user's own process and is trusted by default.
 """
@@ -33,8 +33,8 @@ def _listed(value) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SitePolicy:
-    """``models``: what the site loads; ``strategy_modules``: the packages whose
-    ``module:attribute`` strategies the site imports (naming an import path is not a
+    """`models`: what the site loads; `strategy_modules`: the packages whose
+    `module:attribute` strategies the site imports (naming an import path is not a
     way to run arbitrary code on a site; fedrag's own by default)."""
 
     models: tuple[str, ...] = DEFAULT_MODELS
@@ -72,7 +72,7 @@ class SitePolicy:
                               f"{', '.join(self.strategy_modules)}; the site operator sets --node-config '{STRATEGY_KEY}=\"...\"')")
 
     def check(self, **models: str) -> None:
-        """Raise if a named model (``retriever=...``, ``generator=...``) is not allowed."""
+        """Raise if a named model (`retriever=...`, `generator=...`) is not allowed."""
         for role, model in models.items():
             if not self.allows(model):
                 raise FedragError(f"site policy: this site does not load {role} '{model}' (allowed: "
@@ -80,3 +80,4 @@ class SitePolicy:
 
 
 TRUSTED = SitePolicy(("*",), ("*",))
+"""A policy that loads any model and imports any strategy: for runs whose every site is your own."""

@@ -2,17 +2,17 @@
 implements the Strategy interface by delegating to the wrapped strategy and adds two
 things, without patching any method.
 
-* The sites evaluate only every ``task.evaluate_every`` rounds of a phase and at its
-  last round (never when 0). ``done`` is the rounds the phase finished before a resume:
+* The sites evaluate only every `task.evaluate_every` rounds of a phase and at its
+  last round (never when 0). `done` is the rounds the phase finished before a resume:
   Flower counts this call's rounds from 1, the task counts the phase's.
-* The aggregated train/evaluate metrics of round ``r`` (and each site's own train
-  metrics, under ``site_metrics``) land in ``metrics[r]`` as soon as they exist, so
-  ``rounds.json`` and the checkpoint get them that round (Flower hands them back only
-  when the whole ``start()`` returns).
-* A round with fewer usable train replies than ``task.min_sites`` ends the run at once
-  (``quorum`` raises), before Flower would aggregate nothing and go on to an evaluate
+* The aggregated train/evaluate metrics of round `r` (and each site's own train
+  metrics, under `site_metrics`) land in `metrics[r]` as soon as they exist, so
+  `rounds.json` and the checkpoint get them that round (Flower hands them back only
+  when the whole `start()` returns).
+* A round with fewer usable train replies than `task.min_sites` ends the run at once
+  (`quorum` raises), before Flower would aggregate nothing and go on to an evaluate
   round that waits out the timeout a second time.
-* The aggregated tensors keep the phase's dtypes (``dtypes``): FedAdam/FedYogi compute in
+* The aggregated tensors keep the phase's dtypes (`dtypes`): FedAdam/FedYogi compute in
   float64, and their result would otherwise travel at twice the size next round (the
   audit refuses tensors whose dtype is not the phase's).
 """

@@ -1,6 +1,6 @@
 """Named tensors ↔ Flower ArrayRecord, and what a message weighs.
 
-On the wire (:func:`to_wire` / :func:`from_wire`) a stage's tensors travel *packed*: one
+On the wire ([`to_wire`][to_wire] / [`from_wire`][from_wire]) a stage's tensors travel *packed*: one
 flat array per dtype, the tensors in name order. Both ends know the layout (names,
 shapes, dtypes: the phase's trainable set), so nothing but the numbers travels. Flower
 sends every Array of a message as its own object (one HTTP request per object and
@@ -19,7 +19,7 @@ PACKED = "packed."  # key prefix of a packed array: packed.<dtype>
 
 
 def to_record(state: dict[str, torch.Tensor]):
-    """An ArrayRecord from named tensors, one ``Array`` each (site-local state)."""
+    """An ArrayRecord from named tensors, one `Array` each (site-local state)."""
     from flwr.app import ArrayRecord
 
     return ArrayRecord(OrderedDict((n, t.detach().cpu().contiguous()) for n, t in state.items()))
@@ -34,7 +34,7 @@ def _dtype(t) -> str:
 
 
 def pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``{"packed.<dtype>": 1-D tensor}``: each dtype's tensors flattened in name order."""
+    """`{"packed.<dtype>": 1-D tensor}`: each dtype's tensors flattened in name order."""
     groups: dict[str, list[torch.Tensor]] = {}
     for name in sorted(state):
         t = state[name]
@@ -43,8 +43,8 @@ def pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def unpack(packed: dict[str, torch.Tensor], layout: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`pack` for ``layout`` (``{name: (shape, dtype)}``, as
-    :func:`fedrag.federation.audit.tensor_spec` gives). Sizes must match exactly."""
+    """Inverse of [`pack`][pack] for `layout` (`{name: (shape, dtype)}`, as
+    [`fedrag.federation.audit.tensor_spec`][fedrag.federation.audit.tensor_spec] gives). Sizes must match exactly."""
     out, offsets = {}, {}
     for name in sorted(layout):
         shape, dtype = layout[name]
@@ -62,7 +62,7 @@ def unpack(packed: dict[str, torch.Tensor], layout: dict[str, tuple[tuple[int, .
 
 
 def packed_spec(layout: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """The packed arrays' ``{key: ((size,), dtype)}`` for ``layout``."""
+    """The packed arrays' `{key: ((size,), dtype)}` for `layout`."""
     sizes: dict[str, int] = {}
     for shape, dtype in layout.values():
         sizes[PACKED + dtype] = sizes.get(PACKED + dtype, 0) + int(torch.Size(shape).numel())
@@ -70,7 +70,7 @@ def packed_spec(layout: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, tup
 
 
 def to_wire(state: dict[str, torch.Tensor]):
-    """The ArrayRecord a message carries: ``state`` packed."""
+    """The ArrayRecord a message carries: `state` packed."""
     return to_record(pack(state))
 
 

@@ -17,6 +17,7 @@ import torch
 from fedrag._io import atomic_write_json
 from fedrag.federation.aggregator import make_accountant, make_aggregator
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
+from fedrag.strategies.cards import write_model_card
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.records import from_wire, packed_spec, to_wire
@@ -26,7 +27,7 @@ from fedrag.train.tracking import Tracker
 
 def _server_model(task: FedTask, shared: bool = False):
     """Retriever + generator on the server: source of initial tensors, target of the final
-    save (``shared``: one encoder for both sides, saved as such)."""
+    save (`shared`: one encoder for both sides, saved as such)."""
     from types import SimpleNamespace
 
     from fedrag.generate import Generator
@@ -42,7 +43,7 @@ ERROR_FILE = "error.json"
 
 
 def run_server(grid, task: FedTask, plan=None) -> dict:
-    """:func:`serve`, with a failure recorded in ``OUT/error.json`` for the launcher
+    """[`serve`][serve], with a failure recorded in `OUT/error.json` for the launcher
     (the ServerApp runs in another thread or process than the CLI)."""
     from fedrag.errors import FedragError
 
@@ -57,7 +58,7 @@ def run_server(grid, task: FedTask, plan=None) -> dict:
 
 
 def serve(grid, task: FedTask, plan=None) -> dict:
-    """The ServerApp body: every phase of ``plan`` (default the task's), every round,
+    """The ServerApp body: every phase of `plan` (default the task's), every round,
     checkpoints, rounds.json, final models."""
     from flwr.app import ConfigRecord, MetricRecord
 
@@ -134,10 +135,17 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         atomic_write_json(out / "rounds.json", history)
     tracker.close()
     rag.retriever.save(out / "retriever")
+    phases = [{"stage": p.name, "steps": task.rounds * task.local_steps, "examples": "-"} for p in plan.phases]
+    fed = {"sites": task.min_sites, "rounds": task.rounds, "local_steps": task.local_steps, "aggregator": task.aggregator}
+    write_model_card(out / "retriever", role="retriever", base=task.retriever, strategy=plan.name, phases=phases,
+                     trained="retriever" in plan.trains, lora=rag.retriever.is_lora, federated=fed)
     if rag.generator is not None:
         rag.generator.save(out / "generator")
         dec = plan.decoding  # decoded as it was trained, as a centrally trained generator is
         save_decoding(out / "generator", dec["decoding"], dec.get("gamma", RETRIEVAL_GAMMA), plan.name)
+        write_model_card(out / "generator", role="generator", base=task.generator, strategy=plan.name, phases=phases,
+                         trained="generator" in plan.trains, lora=rag.generator.is_lora, decoding=dec["decoding"],
+                         federated=fed)
     summary = _cost(history, time.perf_counter() - t_run, task)
     # what the sites trained each phase with: the task's settings, the stage's defaults and the phase's overrides
     summary["phases"] = [{"stage": p.name, **{k: v for k, v in asdict(p.config(task.train_config(), federated=True)).items()
@@ -198,7 +206,7 @@ def _cost(history: list, wall: float, task: FedTask) -> dict:
 
 
 def _server_evaluator(task: FedTask, rag):
-    """Server-side held-out evaluation (EM/F1/Recall@5) when ``eval_corpus``/``eval_qa`` are set."""
+    """Server-side held-out evaluation (EM/F1/Recall@5) when `eval_corpus`/`eval_qa` are set."""
     if not task.eval_qa:
         return None
     from fedrag.data import load_qa
@@ -222,8 +230,8 @@ def _server_evaluator(task: FedTask, rag):
 
 
 def make_server_app(task: FedTask | None = None, plan=None):
-    """A Flower ServerApp; ``task=None`` reads the task from ``context.run_config``;
-    ``plan``: a Strategy object to run instead of the task's."""
+    """A Flower ServerApp; `task=None` reads the task from `context.run_config`;
+    `plan`: a Strategy object to run instead of the task's."""
     from flwr.serverapp import ServerApp
 
     app = ServerApp()

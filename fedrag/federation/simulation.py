@@ -13,14 +13,14 @@ from fedrag.federation.task import FedTask
 
 def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False,
              gpus_per_site: float = 0.0, policy=None, plan=None) -> dict:
-    """Run ``task`` over ``len(site_paths)`` virtual SuperNodes; returns the server's cost summary.
-    ``gpus_per_site`` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
-    Every simulated site runs in this process, so it loads any model (``policy``
-    defaults to :data:`~fedrag.federation.policy.TRUSTED`). ``plan``: any Strategy object
-    (e.g. ``custom("mine", MyStage(), ...)``), captured in-process, instead of the task's.
+    """Run `task` over `len(site_paths)` virtual SuperNodes; returns the server's cost summary.
+    `gpus_per_site` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
+    Every simulated site runs in this process, so it loads any model (`policy`
+    defaults to [`TRUSTED`][fedrag.federation.policy.TRUSTED]). `plan`: any Strategy object
+    (e.g. `custom("mine", MyStage(), ...)`), captured in-process, instead of the task's.
 
-    Uses ``flwr.simulation.run_simulation`` with the apps built in-process by the
-    converter (so the task need not pass through ``run_config``).
+    Uses `flwr.simulation.run_simulation` with the apps built in-process by the
+    converter (so the task need not pass through `run_config`).
     """
     apply_defaults()
     had_home = os.environ.get("FLWR_HOME")

@@ -1,8 +1,8 @@
 """The federated task: everything a ServerApp and ClientApp need, as a flat config.
 
-One :class:`FedTask` describes the run (models, plan, rounds, aggregator, DP). It
-round-trips through a flat ``{str: scalar}`` dict, so the same task travels as a
-Flower ``run_config`` (deployment: ``[tool.flwr.app.config]`` / ``--run-config``) or
+One [`FedTask`][FedTask] describes the run (models, plan, rounds, aggregator, DP). It
+round-trips through a flat `{str: scalar}` dict, so the same task travels as a
+Flower `run_config` (deployment: `[tool.flwr.app.config]` / `--run-config`) or
 is captured by the apps' closures (simulation from Python).
 """
 
@@ -23,14 +23,14 @@ AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 
 
 def _train(name: str):
-    """A site's training setting: :class:`~fedrag.train.TrainConfig`'s field, one definition."""
+    """A site's training setting: [`TrainConfig`][fedrag.train.TrainConfig]'s field, one definition."""
     from fedrag.train.config import TrainConfig
 
     return same(TrainConfig, name)
 
 
 def _plan(name: str):
-    """The models and plan options: :class:`~fedrag.strategies.settings.PlanSettings`' field."""
+    """The models and plan options: [`PlanSettings`][fedrag.strategies.settings.PlanSettings]' field."""
     from fedrag.strategies.settings import PlanSettings
 
     return same(PlanSettings, name)
@@ -40,10 +40,10 @@ def _plan(name: str):
 class FedTask:
     """A federated run: what every site trains and how the server aggregates.
 
-    Each field is one setting (its help is ``fedrag federate --help``'s); the training
-    and model settings are those of :class:`~fedrag.train.TrainConfig` and
-    :class:`~fedrag.strategies.settings.PlanSettings`, declared with the same default
-    and help. The task travels flat, as a Flower run config (:meth:`to_config`)."""
+    Each field is one setting (its help is `fedrag federate --help`'s); the training
+    and model settings are those of [`TrainConfig`][fedrag.train.TrainConfig] and
+    [`PlanSettings`][fedrag.strategies.settings.PlanSettings], declared with the same default
+    and help. The task travels flat, as a Flower run config ([`to_config`][to_config])."""
 
     strategy: str = setting("", "a named strategy, or an import path 'module:attribute' (a Strategy or a factory)",
                             cli=False)
@@ -71,7 +71,7 @@ class FedTask:
     server_lr: float = setting(0.1, "FedAdam/FedYogi: the server's learning rate (eta)")
     fraction: float = setting(1.0, "fraction of the connected sites sampled each round")
     min_sites: int = setting(2, "sites a round needs (fedrag federate: every site it starts, unless given)")
-    dp_noise: float = setting(0.0, "> 0: central differential privacy: sites clip their update, the server adds "
+    dp_noise: float = setting(0.0, "central differential privacy when above 0: sites clip their update, the server adds "
                                    "Gaussian noise of this multiplier")
     dp_clip: float = setting(1.0, "DP: the L2 norm each site's update is clipped to")
     dp_delta: float = setting(1e-5, "DP: the delta of the reported (epsilon, delta) guarantee", cli=False)
@@ -122,8 +122,8 @@ class FedTask:
         return self.dp_noise > 0
 
     def train_config(self, rnd: int = 1, prox_mu: float = 0.0):
-        """The :class:`~fedrag.train.TrainConfig` a site trains round ``rnd`` of a phase
-        with: ``local_steps`` steps, the schedule continuing across the phase's rounds."""
+        """The [`TrainConfig`][fedrag.train.TrainConfig] a site trains round `rnd` of a phase
+        with: `local_steps` steps, the schedule continuing across the phase's rounds."""
         from fedrag.train.config import TrainConfig
 
         names = {f.name for f in fields(TrainConfig)}
@@ -136,8 +136,8 @@ class FedTask:
 
     def plan(self):
         """The Strategy this task federates: a named one, one imported from
-        ``strategy="module:attribute"`` (a Strategy, or a callable returning one, called
-        with ``top_k``), or a one-phase one for a single stage."""
+        `strategy="module:attribute"` (a Strategy, or a callable returning one, called
+        with `top_k`), or a one-phase one for a single stage."""
         from fedrag.strategies import plan_from_names
 
         if ":" in self.strategy:
@@ -151,7 +151,7 @@ class FedTask:
 
     @classmethod
     def from_config(cls, config) -> "FedTask":
-        """The task from a Flower run config (``-`` or ``_`` in keys). Audited: a key that
+        """The task from a Flower run config (`-` or `_` in keys). Audited: a key that
         is no task setting, or a value of the wrong type (text where a number belongs),
         is refused rather than ignored, so a run config carries nothing else to a site."""
         kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool, int)}
@@ -173,7 +173,7 @@ class FedTask:
 
 
 def _kind(hint) -> str:
-    """How a setting travels in a run config: a ``Literal`` as text, ``X | None`` as ``X``."""
+    """How a setting travels in a run config: a `Literal` as text, `X | None` as `X`."""
     if get_origin(hint) is Literal:
         return "str"
     args = [a for a in get_args(hint) if a is not type(None)]
@@ -190,7 +190,7 @@ _record_explicit()
 
 
 def import_strategy(path: str, top_k: int = 3):
-    """``"package.module:attribute"`` → a Strategy (Flower names its apps the same way)."""
+    """`"package.module:attribute"` → a Strategy (Flower names its apps the same way)."""
     import importlib
 
     from fedrag.strategies import Strategy

@@ -4,24 +4,24 @@ A generator trained with a marginal likelihood over retrieved passages (RAG-Sequ
 RAG-Token, RA-DIT's per-passage RALT) must be decoded with that marginal, not with
 all passages pasted into one prompt (Lewis et al. 2020, §2.4):
 
-* ``concat``: one prompt holding the top-k passages, then ordinary ``generate``.
-* ``rag-sequence``: a candidate answer per passage (or ``num_beams`` per passage),
+* `concat`: one prompt holding the top-k passages, then ordinary `generate`.
+* `rag-sequence`: a candidate answer per passage (or `num_beams` per passage),
   ranked by :math:`p(y|x) = \\sum_z p(z|x)\\, p(y|x,z)`. "Thorough" decoding scores
   every candidate under every passage (k² rows); "fast" decoding (Lewis et al. 2020,
-  §2.4) takes :math:`p(y|x,z) \\approx 0` where passage ``z`` did not produce ``y``, so
+  §2.4) takes :math:`p(y|x,z) \\approx 0` where passage `z` did not produce `y`, so
   it scores only each passage's own candidates (k rows).
-* ``rag-token``: greedy (or sampled) decoding over the per-step mixture
+* `rag-token`: greedy (or sampled) decoding over the per-step mixture
   :math:`p(y_i|x,y_{<i}) = \\sum_z p(z|x)\\, p(y_i|x,z,y_{<i})`; the k passages of a
   question run as k rows of one batched forward per step, with a KV cache.
 
-``p(z|x) = softmax(s(x, z) / gamma)`` over the retrieval scores, with the ``gamma``
-the stage was trained with. With ``k = 1`` all three give the same answers.
+`p(z|x) = softmax(s(x, z) / gamma)` over the retrieval scores, with the `gamma`
+the stage was trained with. With `k = 1` all three give the same answers.
 
 fedrag's scores are cosine similarities (normalised embeddings), so the top passages'
-scores lie within about 0.1 of each other: at Lewis et al.'s ``gamma = 1`` (made for
+scores lie within about 0.1 of each other: at Lewis et al.'s `gamma = 1` (made for
 DPR's unnormalised inner products, tens of units apart) p(z|x) is nearly uniform and
 RAG-Token's mixture averages the passages' next tokens into words none of them holds.
-:data:`RETRIEVAL_GAMMA` (0.1) is the default everywhere; see docs/results.md for the
+[`RETRIEVAL_GAMMA`][RETRIEVAL_GAMMA] (0.1) is the default everywhere; see docs/results.md for the
 measurement.
 """
 
@@ -41,14 +41,15 @@ Decoding = Literal["concat", "rag-sequence", "rag-token"]
 RagSequenceMode = Literal["thorough", "fast"]
 DECODINGS: tuple[str, ...] = get_args(Decoding)
 DECODING_FILE = "fedrag_decoding.json"
-RETRIEVAL_GAMMA = 0.1  # temperature of p(z|x) = softmax(cosine score / gamma), in training and decoding
+RETRIEVAL_GAMMA = 0.1
+"""Temperature of p(z|x) = softmax(cosine score / gamma), in training and decoding alike."""
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How answers are generated. ``max_new_tokens`` caps an answer's length;
-    ``num_beams`` > 1 is beam search (concat; per-passage candidates for RAG-Sequence);
-    ``do_sample`` samples with ``temperature`` / ``top_p`` instead of greedy decoding."""
+    """How answers are generated. `max_new_tokens` caps an answer's length;
+    `num_beams` > 1 is beam search (concat; per-passage candidates for RAG-Sequence);
+    `do_sample` samples with `temperature` / `top_p` instead of greedy decoding."""
 
     decoding: Decoding = setting("concat", "concat: one prompt holding the top-k passages; rag-sequence / rag-token: "
                                            "the marginal over passages the generator was trained with")
@@ -79,7 +80,7 @@ class GenerationSettings:
             raise FedragError("rag-token decoding is greedy or sampled; beam search (--num-beams > 1) is not supported")
 
     def hf_kwargs(self) -> dict:
-        """Keyword arguments for ``transformers``' ``generate``."""
+        """Keyword arguments for `transformers`' `generate`."""
         kw = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": self.do_sample}
         if self.do_sample:
             kw.update(temperature=self.temperature, top_p=self.top_p)
@@ -92,7 +93,7 @@ def save_decoding(out_dir: str | Path, decoding: str, gamma: float = RETRIEVAL_G
 
 
 def recorded_decoding(generator_dir: str | Path | None) -> dict | None:
-    """``{"decoding", "gamma", "strategy"}`` recorded by :func:`save_decoding`, or None."""
+    """`{"decoding", "gamma", "strategy"}` recorded by [`save_decoding`][save_decoding], or None."""
     if not generator_dir:
         return None
     path = Path(generator_dir) / DECODING_FILE
@@ -108,8 +109,8 @@ def recorded_decoding(generator_dir: str | Path | None) -> dict | None:
 
 
 def resolve_settings(decoding: str, generator: str | None, gamma: float | None = None, **options) -> GenerationSettings:
-    """Settings for a generator argument: ``decoding="auto"`` uses the decoding recorded
-    in a fedrag-trained generator directory (concat for any other model); ``gamma``
+    """Settings for a generator argument: `decoding="auto"` uses the decoding recorded
+    in a fedrag-trained generator directory (concat for any other model); `gamma`
     defaults to the recorded one."""
     meta = recorded_decoding(generator) if generator and Path(generator).is_dir() else None
     if decoding == "auto":
@@ -120,16 +121,16 @@ def resolve_settings(decoding: str, generator: str | None, gamma: float | None =
 
 
 def log_prior(scores: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``log p(z|x)`` over each question's passages: ``log_softmax(scores / gamma)``."""
+    """`log p(z|x)` over each question's passages: `log_softmax(scores / gamma)`."""
     return torch.log_softmax(scores.float() / gamma, dim=-1)
 
 
 def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor,
                         settings: GenerationSettings, batch_size: int = 8, return_candidates: bool = False):
-    """RAG-Sequence decoding of a batch, thorough or fast (``settings.rag_sequence``).
+    """RAG-Sequence decoding of a batch, thorough or fast (`settings.rag_sequence`).
 
-    ``question_prompts[b][z]`` is question ``b``'s prompt with passage ``z`` alone;
-    ``scores`` ``[B, k]`` the retrieval scores. With ``return_candidates``, also each
+    `question_prompts[b][z]` is question `b`'s prompt with passage `z` alone;
+    `scores` `[B, k]` the retrieval scores. With `return_candidates`, also each
     question's candidate answers (the set it ranked)."""
     flat = [p for ps in question_prompts for p in ps]
     n = settings.num_beams
@@ -160,10 +161,10 @@ def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Te
 @torch.no_grad()
 def rag_token_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor, settings: GenerationSettings,
                      return_step_logp: bool = False):
-    """RAG-Token decoding of a batch: one forward of ``B·k`` rows per step, KV cached.
+    """RAG-Token decoding of a batch: one forward of `B·k` rows per step, KV cached.
 
-    Returns the answers, and with ``return_step_logp`` also, per question, the list of
-    mixture log-distributions ``[V]`` the tokens were chosen from (for tests)."""
+    Returns the answers, and with `return_step_logp` also, per question, the list of
+    mixture log-distributions `[V]` the tokens were chosen from (for tests)."""
     model, tok = gen.model, gen.tokenizer
     k = len(question_prompts[0])
     if any(len(ps) != k for ps in question_prompts):

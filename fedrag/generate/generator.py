@@ -18,11 +18,11 @@ DEFAULT_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules":
 
 @dataclass
 class AnswerScores:
-    """Output of :meth:`Generator.score`.
+    """Output of [`Generator.score`][Generator.score].
 
-    ``token_logp[b, j]`` is log p(answer token j | prompt_b, answer tokens < j) and
-    ``mask[b, j]`` marks real (non-padding) answer tokens; ``seq_logp = (token_logp *
-    mask).sum(-1)`` is log p(answer | prompt_b).
+    `token_logp[b, j]` is log p(answer token j | prompt_b, answer tokens < j) and
+    `mask[b, j]` marks real (non-padding) answer tokens; `seq_logp = (token_logp *
+    mask).sum(-1)` is log p(answer | prompt_b).
     """
 
     seq_logp: torch.Tensor
@@ -47,14 +47,14 @@ class Generator:
     def load(cls, name: str, device: str = "cpu", lora: bool | dict = False, trainable: bool = False,
              seed: int = 0, dtype: str = "float32", quantize: str = "none", device_map: str | None = None) -> "Generator":
         """Load any model argument. A saved adapter directory loads its base + adapter;
-        ``lora=True`` (or a dict of ``peft.LoraConfig`` fields) wraps the model in a
+        `lora=True` (or a dict of `peft.LoraConfig` fields) wraps the model in a
         fresh LoRA adapter for training.
 
-        ``dtype`` (``auto`` | ``float32`` | ``bfloat16`` | ``float16``) is the weights'
-        dtype: keep float32 to train with autocast (``TrainConfig.dtype``), use half
-        precision for inference. ``quantize="4bit"|"8bit"`` loads a bitsandbytes base
+        `dtype` (`auto` | `float32` | `bfloat16` | `float16`) is the weights'
+        dtype: keep float32 to train with autocast (`TrainConfig.dtype`), use half
+        precision for inference. `quantize="4bit"|"8bit"` loads a bitsandbytes base
         (GPU only) prepared for k-bit training (QLoRA: only the float32 adapter trains).
-        ``device_map="auto"`` spreads a model too large for one device (accelerate)."""
+        `device_map="auto"` spreads a model too large for one device (accelerate)."""
         from fedrag.models import weight_dtype
 
         if quantize != "none" and trainable and not lora and adapter_base(Path(name)) is None:
@@ -121,7 +121,7 @@ class Generator:
         return build_prompt(self.tokenizer, question, passages, self.system)
 
     def token_ids(self, text: str) -> list[int]:
-        """Token ids of ``text`` as the model reads it (prompts carry their own specials)."""
+        """Token ids of `text` as the model reads it (prompts carry their own specials)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def answer_ids(self, answer: str) -> list[int]:
@@ -131,9 +131,9 @@ class Generator:
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, prompts: list[str], batch_size: int = 8, settings=None, num_return_sequences: int = 1) -> list[str]:
-        """Decode each prompt (batched, left padding) with ``settings``
-        (:class:`fedrag.generate.decoding.GenerationSettings`; default greedy, 32 new
-        tokens); returns ``num_return_sequences`` stripped answers per prompt, in order."""
+        """Decode each prompt (batched, left padding) with `settings`
+        ([`fedrag.generate.decoding.GenerationSettings`][fedrag.generate.decoding.GenerationSettings]; default greedy, 32 new
+        tokens); returns `num_return_sequences` stripped answers per prompt, in order."""
         from fedrag.generate.decoding import GenerationSettings
 
         settings = settings or GenerationSettings()
@@ -153,14 +153,14 @@ class Generator:
 
     @torch.no_grad()
     def score_no_grad(self, prompts: list[str], answers: list[str], batch_size: int = 8) -> torch.Tensor:
-        """log p(answer | prompt) per pair, ``[n]``, scored ``batch_size`` pairs at a time."""
+        """log p(answer | prompt) per pair, `[n]`, scored `batch_size` pairs at a time."""
         parts = [self.score(prompts[i : i + batch_size], answers[i : i + batch_size]).seq_logp
                  for i in range(0, len(prompts), batch_size)]
         return torch.cat(parts) if parts else torch.zeros(0)
 
     # ------------------------------------------------------------------ scoring
     def encode_pairs(self, prompts: list[str], answers: list[str]) -> dict[str, torch.Tensor]:
-        """Right-padded ``prompt + answer + EOS`` ids with the answer's start and length."""
+        """Right-padded `prompt + answer + EOS` ids with the answer's start and length."""
         rows, starts, lengths = [], [], []
         for p, a in zip(prompts, answers):
             pid, aid = self.token_ids(p), self.answer_ids(a)
@@ -177,16 +177,16 @@ class Generator:
     def score(self, prompts: list[str], answers: list[str], chunk: int | None = None) -> AnswerScores:
         """log p(answer | prompt) for each pair.
 
-        Only answer tokens are scored: the logits at position ``t`` predict token
-        ``t + 1``, so answer token ``j`` (at ``start + j``) is read from the logits at
-        ``start + j - 1``. Hidden states are gathered at those positions before the LM
+        Only answer tokens are scored: the logits at position `t` predict token
+        `t + 1`, so answer token `j` (at `start + j`) is read from the logits at
+        `start + j - 1`. Hidden states are gathered at those positions before the LM
         head, so the vocabulary projection runs on answer positions only. Gradients
-        flow when grad mode is on (training) and not under ``torch.no_grad``.
+        flow when grad mode is on (training) and not under `torch.no_grad`.
 
-        ``chunk`` (default ``self.score_batch_size``; ``None``: all rows in one forward)
-        bounds memory: rows are scored ``chunk`` at a time and, when gradients are on,
+        `chunk` (default `self.score_batch_size`; `None`: all rows in one forward)
+        bounds memory: rows are scored `chunk` at a time and, when gradients are on,
         each chunk's activations are recomputed in the backward pass
-        (``torch.utils.checkpoint``), so the loss and its gradients are those of one
+        (`torch.utils.checkpoint`), so the loss and its gradients are those of one
         forward while only one chunk's activations are alive at a time.
         """
         enc = self.encode_pairs(prompts, answers)
@@ -210,7 +210,7 @@ class Generator:
         return AnswerScores(token_logp.sum(-1), token_logp, mask, int(attention.sum()))
 
     def _score_rows(self, input_ids, attention, start, length, width: int) -> torch.Tensor:
-        """``token_logp [rows, width]`` (zero past each answer's end) for right-padded rows."""
+        """`token_logp [rows, width]` (zero past each answer's end) for right-padded rows."""
         j = torch.arange(width, device=input_ids.device)
         mask = j[None, :] < length[:, None]
         pos = (start[:, None] + j[None, :] - 1).clamp(max=input_ids.shape[1] - 1)
@@ -236,7 +236,7 @@ class Generator:
 def add_lora(model, config: dict | None = None, seed: int = 0):
     """Wrap a causal LM in a fresh peft LoRA adapter (defaults: r=8, alpha=16, all linear).
 
-    The adapter's random init is drawn from ``seed`` without touching the global RNG,
+    The adapter's random init is drawn from `seed` without touching the global RNG,
     so the same seed gives the same adapter on every site and every run."""
     from peft import LoraConfig, get_peft_model
 

@@ -19,7 +19,7 @@ def build_prompt(tokenizer, question: str, passages: list[Passage], system: str 
     """The generation prompt as text, ending where the answer starts.
 
     Uses the tokenizer's chat template when it has one (system + user turn, then the
-    assistant header); otherwise a plain ``Context: / Question: / Answer:`` layout.
+    assistant header); otherwise a plain `Context: / Question: / Answer:` layout.
     """
     user = (f"Context:\n{context_block(passages)}\n\n" if passages else "") + f"Question: {question}"
     if getattr(tokenizer, "chat_template", None):

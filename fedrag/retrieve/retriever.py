@@ -2,7 +2,7 @@
 
 By default the *query* encoder trains and the *passage* encoder is a frozen copy,
 so an index built with the passage encoder stays valid during and after training.
-``shared=True`` uses one model for both (then the store must be re-encoded after
+`shared=True` uses one model for both (then the store must be re-encoded after
 training the passage side).
 """
 
@@ -25,7 +25,7 @@ META_FILE = "fedrag_retriever.json"
 
 
 class Embedded(NamedTuple):
-    """L2-normalised embeddings ``[n, dim]`` and the number of tokens encoded."""
+    """L2-normalised embeddings `[n, dim]` and the number of tokens encoded."""
 
     vectors: torch.Tensor
     tokens: int
@@ -42,7 +42,7 @@ def fingerprint(module: torch.nn.Module) -> str:
 
 
 class Retriever(torch.nn.Module):
-    """Query encoder (trainable) + passage encoder (frozen copy unless ``shared``)."""
+    """Query encoder (trainable) + passage encoder (frozen copy unless `shared`)."""
 
     def __init__(self, model, name: str, passage_model=None, passage_name: str | None = None, shared: bool = False,
                  query_prompt: str = "", passage_prompt: str = ""):
@@ -62,11 +62,11 @@ class Retriever(torch.nn.Module):
     @classmethod
     def load(cls, name: str, device: str = "cpu", shared: bool = False, dtype: str = "float32",
              lora: bool = False) -> "Retriever":
-        """Load from any model argument; a directory saved by :meth:`save` restores its
+        """Load from any model argument; a directory saved by [`save`][save] restores its
         frozen passage encoder (so indexes built with the base model stay valid).
-        ``dtype``: the weights' dtype (see :func:`fedrag.models.weight_dtype`). ``lora``:
+        `dtype`: the weights' dtype (see [`fedrag.models.weight_dtype`][fedrag.models.weight_dtype]). `lora`:
         train a LoRA adapter on the query encoder instead of all its weights
-        (:meth:`add_lora`)."""
+        ([`add_lora`][add_lora])."""
         from fedrag.models import weight_dtype
 
         torch_dtype = weight_dtype(dtype, device)
@@ -91,7 +91,7 @@ class Retriever(torch.nn.Module):
     def share(self) -> None:
         """Use the query encoder for passages too (what training the passage side needs).
         A store embedded by the old passage encoder stays valid while both encoders hold the
-        same weights; :meth:`fedrag.rag.RAGSystem.sync_store` re-embeds it otherwise."""
+        same weights; [`fedrag.rag.RAGSystem.sync_store`][fedrag.rag.RAGSystem.sync_store] re-embeds it otherwise."""
         if not self.shared:
             self.passage_encoder, self.shared, self._passage_fp = self.query_encoder, True, None
 
@@ -103,7 +103,7 @@ class Retriever(torch.nn.Module):
         """Train a LoRA adapter (peft, on the attention's query/key/value projections) on
         the query encoder instead of all its weights: only the adapter trains and travels
         between sites (~0.3 MB for MiniLM against 90.9 MB). The adapter starts at zero, so
-        the retriever starts as the base model; :meth:`save` writes the merged weights."""
+        the retriever starts as the base model; [`save`][save] writes the merged weights."""
         from peft import LoraConfig, get_peft_model
 
         module = self.query_encoder[0]  # sentence-transformers' Transformer module: its ``model`` is the HF model
@@ -132,26 +132,26 @@ class Retriever(torch.nn.Module):
         return Embedded(F.normalize(model(features)["sentence_embedding"], dim=-1), tokens)
 
     def embed_queries(self, questions: list[str], grad: bool = False) -> Embedded:
-        """Embed questions (L2-normalised ``[n, dim]``) and count their tokens. With
-        ``grad=True`` the vectors are connected to the query encoder's weights."""
+        """Embed questions (L2-normalised `[n, dim]`) and count their tokens. With
+        `grad=True` the vectors are connected to the query encoder's weights."""
         texts = [self.query_prompt + q for q in questions]
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             return self._embed(self.query_encoder, texts)
 
     def encode_queries(self, questions: list[str], grad: bool = False) -> torch.Tensor:
-        """The vectors of :meth:`embed_queries`."""
+        """The vectors of [`embed_queries`][embed_queries]."""
         return self.embed_queries(questions, grad).vectors
 
     def embed_passages_with_grad(self, texts: list[str]) -> Embedded:
-        """Embed passages as differentiable vectors (L2-normalised ``[n, dim]``) with their
-        token count, for training the passage side; only a ``shared`` retriever's passage
+        """Embed passages as differentiable vectors (L2-normalised `[n, dim]`) with their
+        token count, for training the passage side; only a `shared` retriever's passage
         encoder trains."""
         if not self.shared:
             raise FedragError("training the passage encoder needs a shared retriever (--train-passages loads one)")
         return self._embed(self.passage_encoder, [self.passage_prompt + t for t in texts])
 
     def encode_passages(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
-        """Embed passages with the passage encoder: float32 ``[n, dim]``, L2-normalised."""
+        """Embed passages with the passage encoder: float32 `[n, dim]`, L2-normalised."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         emb = self.passage_encoder.encode(
@@ -162,7 +162,7 @@ class Retriever(torch.nn.Module):
 
     def trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
         """Named parameters of the query encoder (which *is* the passage encoder when
-        shared): all of them, or only the LoRA adapter's with :meth:`add_lora`."""
+        shared): all of them, or only the LoRA adapter's with [`add_lora`][add_lora]."""
         params = dict(self.query_encoder.named_parameters())
         return {n: p for n, p in params.items() if "lora_" in n} if self.is_lora else params
 

@@ -22,9 +22,9 @@ class Hit:
 
 
 class Searcher:
-    """Top-k passages for a batch of questions with the chosen retrieval ``mode``.
+    """Top-k passages for a batch of questions with the chosen retrieval `mode`.
 
-    ``hybrid`` fuses dense and BM25 rankings (each ``depth`` deep, default ``4k``)
+    `hybrid` fuses dense and BM25 rankings (each `depth` deep, default `4k`)
     with reciprocal rank fusion.
     """
 

@@ -1,4 +1,4 @@
-"""Sparse (BM25 via ``bm25s``) and hybrid (reciprocal rank fusion) retrieval."""
+"""Sparse (BM25 via `bm25s`) and hybrid (reciprocal rank fusion) retrieval."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class BM25Index:
         self.model.index(bm25s.tokenize([p.as_text() for p in passages], stopwords="en", show_progress=False), show_progress=False)
 
     def search(self, questions: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores [n, k'], positions [n, k'])``, ``k' = min(k, size)``."""
+        """`(scores [n, k'], positions [n, k'])`, `k' = min(k, size)`."""
         k = min(k, self.size)
         tokens = self._bm25s.tokenize(questions, stopwords="en", show_progress=False)
         pos, scores = self.model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
@@ -27,10 +27,10 @@ class BM25Index:
 
 
 def reciprocal_rank_fusion(rankings: list[np.ndarray], k: int, c: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
-    """Fuse per-query rankings: ``score(d) = sum_r 1 / (c + rank_r(d))`` (rank from 1).
+    """Fuse per-query rankings: `score(d) = sum_r 1 / (c + rank_r(d))` (rank from 1).
 
-    ``rankings`` is a list of ``[n, depth]`` position arrays (one per retriever).
-    Returns ``(scores [n, k], positions [n, k])`` sorted by fused score.
+    `rankings` is a list of `[n, depth]` position arrays (one per retriever).
+    Returns `(scores [n, k], positions [n, k])` sorted by fused score.
     """
     n = rankings[0].shape[0]
     out_pos = np.full((n, k), -1, dtype=np.int64)

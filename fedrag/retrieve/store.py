@@ -1,14 +1,14 @@
 """Knowledge store: passages + their embeddings in an inner-product index (FAISS in
-memory by default, or a vector database: :mod:`fedrag.retrieve.vector_index`).
+memory by default, or a vector database: [`fedrag.retrieve.vector_index`][fedrag.retrieve.vector_index]).
 
 Vectors are L2-normalised, so inner product = cosine similarity. On disk a store is
-a directory: ``embeddings.npy``, ``passages.jsonl`` and ``manifest.json`` (encoder
+a directory: `embeddings.npy`, `passages.jsonl` and `manifest.json` (encoder
 name, weight fingerprint, dimension, count); the flat FAISS index is rebuilt from the
 embeddings on load (exact search: nothing to persist beyond the vectors). Pass
-``index=QdrantIndex(...)`` to build, load or re-encode to search in Qdrant instead.
+`index=QdrantIndex(...)` to build, load or re-encode to search in Qdrant instead.
 
-Documented clamp: ``search(k)`` with ``k`` larger than the store returns
-``len(store)`` hits per query (never FAISS's ``-1`` padding).
+Documented clamp: `search(k)` with `k` larger than the store returns
+`len(store)` hits per query (never FAISS's `-1` padding).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ MANIFEST = "manifest.json"
 
 
 class KnowledgeStore:
-    """Passages with fixed embeddings and an inner-product index over them (``index``:
-    an empty :class:`~fedrag.retrieve.vector_index.VectorIndex`, FAISS when None)."""
+    """Passages with fixed embeddings and an inner-product index over them (`index`:
+    an empty [`VectorIndex`][fedrag.retrieve.vector_index.VectorIndex], FAISS when None)."""
 
     def __init__(self, passages: list[Passage], embeddings: np.ndarray, encoder: str = "", fingerprint: str = "",
                  index: VectorIndex | None = None):
@@ -85,13 +85,13 @@ class KnowledgeStore:
         return cls(passages, emb, encoder=retriever.passage_name, fingerprint=fp, index=index)
 
     def reencoded(self, retriever, show_progress: bool = False) -> "KnowledgeStore":
-        """The same passages embedded anew by ``retriever``'s passage encoder (after it
+        """The same passages embedded anew by `retriever`'s passage encoder (after it
         was trained): a new store, this one untouched."""
         return KnowledgeStore.build(self.passages, retriever, use_cache=False, show_progress=show_progress,
                                     index=self.index.fresh())
 
     def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batched top-k: ``(scores [n, k'], positions [n, k'])`` with ``k' = min(k, len(store))``."""
+        """Batched top-k: `(scores [n, k'], positions [n, k'])` with `k' = min(k, len(store))`."""
         if len(self) == 0:
             raise StoreError("cannot search an empty knowledge store")
         if k < 1:
@@ -105,7 +105,7 @@ class KnowledgeStore:
         return scores, pos
 
     def check_encoder(self, retriever) -> None:
-        """Fail if this store was built with a different passage encoder than ``retriever``'s."""
+        """Fail if this store was built with a different passage encoder than `retriever`'s."""
         if retriever.dim != self.dim:
             raise StoreError(f"index dimension {self.dim} (encoder '{self.encoder}') does not match the retriever's dimension {retriever.dim} ('{retriever.name}')")
         if self.fingerprint and retriever.passage_fingerprint() != self.fingerprint:
@@ -125,7 +125,7 @@ class KnowledgeStore:
 
     @classmethod
     def load(cls, path: str | os.PathLike, retriever=None, index: VectorIndex | None = None) -> "KnowledgeStore":
-        """Load a saved store; with ``retriever`` given, check it matches the encoder."""
+        """Load a saved store; with `retriever` given, check it matches the encoder."""
         path = Path(path)
         if not (path / MANIFEST).is_file():
             raise StoreError(f"{path}: not a fedrag index directory (no {MANIFEST})")

@@ -2,8 +2,8 @@
 external vector database (Qdrant, in its embedded local mode or as a server).
 
 An index is built from the store's embeddings and answers batched inner-product top-k
-with ``(scores [n, k], positions [n, k])``, positions being the passages' rows in the
-store. ``fresh()`` gives an empty index of the same kind for a re-encoded store, so the
+with `(scores [n, k], positions [n, k])`, positions being the passages' rows in the
+store. `fresh()` gives an empty index of the same kind for a re-encoded store, so the
 store it came from stays searchable and untouched.
 """
 
@@ -20,13 +20,15 @@ from fedrag.errors import StoreError
 
 
 def _one_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception (Qdrant's HTTP errors append the raw response)."""
+    """`Type: first line` of an exception (Qdrant's HTTP errors append the raw response)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 @runtime_checkable
 class VectorIndex(Protocol):
+    """What a knowledge store searches with: built from normalised embeddings, searched by inner product."""
+
     def build(self, embeddings: np.ndarray) -> "VectorIndex": ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
@@ -35,7 +37,7 @@ class VectorIndex(Protocol):
 
 
 class FaissIndex:
-    """Exact inner-product search in memory (``faiss.IndexFlatIP``)."""
+    """Exact inner-product search in memory (`faiss.IndexFlatIP`)."""
 
     def __init__(self):
         self._index = None
@@ -57,15 +59,15 @@ class FaissIndex:
 
 class QdrantIndex:
     """The vectors in a Qdrant collection (dot product on the store's normalised vectors,
-    i.e. cosine, as FAISS computes it). ``path``: Qdrant's embedded local mode on disk
-    (no server; one process at a time); ``url``: a Qdrant server; neither: in memory.
-    Building (re)creates ``collection``; a re-encoded store gets ``collection-2``, ...
-    Needs the ``qdrant`` extra (``pip install 'fedrag[qdrant]'``).
+    i.e. cosine, as FAISS computes it). `path`: Qdrant's embedded local mode on disk
+    (no server; one process at a time); `url`: a Qdrant server; neither: in memory.
+    Building (re)creates `collection`; a re-encoded store gets `collection-2`, ...
+    Needs the `qdrant` extra (`pip install 'fedrag[qdrant]'`).
 
     Raises:
-        StoreError: ``path`` and ``url`` both given; ``path`` is a file, a non-empty
+        StoreError: `path` and `url` both given; `path` is a file, a non-empty
             directory that is no Qdrant storage, or open in another client; the server at
-            ``url`` fails; ``search`` before ``build``.
+            `url` fails; `search` before `build`.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, url: str | None = None, collection: str = "fedrag",

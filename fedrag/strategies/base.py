@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from fedrag._io import atomic_dir, atomic_write_json, atomic_write_text
 from fedrag.data.types import Example
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
+from fedrag.strategies.cards import write_model_card
 from fedrag.train.cost import Cost
 from fedrag.train.loop import StageResult, TrainConfig, train_stage
 from fedrag.train.protocol import Stage
+
+if TYPE_CHECKING:
+    from fedrag.rag import RAGSystem
 
 
 LENGTH = ("steps", "epochs", "min_steps", "schedule_total", "schedule_offset")  # a federated phase's length is its rounds
@@ -29,12 +34,12 @@ class Phase:
         return self.stage.name
 
     def config(self, base: TrainConfig, federated: bool = False) -> TrainConfig:
-        """The settings this phase trains with: ``base``, with the stage's own defaults
-        (``Stage.defaults``) where the user set nothing, then this phase's overrides.
+        """The settings this phase trains with: `base`, with the stage's own defaults
+        (`Stage.defaults`) where the user set nothing, then this phase's overrides.
 
-        ``federated``: on a site, the rounds and local steps set the length and schedule,
-        so overrides of ``steps``/``epochs``/``min_steps`` do not apply there (nor does the
-        stage's ``min_steps``); every other override does, exactly as centrally."""
+        `federated`: on a site, the rounds and local steps set the length and schedule,
+        so overrides of `steps`/`epochs`/`min_steps` do not apply there (nor does the
+        stage's `min_steps`); every other override does, exactly as centrally."""
         defaults = dict(getattr(self.stage, "defaults", None) or {})
         overrides = dict(self.overrides)
         if federated:
@@ -46,7 +51,7 @@ class Phase:
 
 @dataclass
 class Strategy:
-    """Named composition of stages; ``run`` trains them in order on one RAG system."""
+    """Named composition of stages; `run` trains them in order on one RAG system."""
 
     name: str
     phases: list[Phase]
@@ -63,32 +68,33 @@ class Strategy:
 
     @property
     def decoding(self) -> dict:
-        """``{"decoding", "gamma"}`` matching how the generator was last trained: the
-        ``decoding`` of the last phase that trains the generator (a stage may declare
+        """`{"decoding", "gamma"}` matching how the generator was last trained: the
+        `decoding` of the last phase that trains the generator (a stage may declare
         one), else concat (an untouched generator keeps its usual prompt)."""
         for phase in reversed(self.phases):
             if "generator" in phase.stage.trains:
                 return dict(getattr(phase.stage, "decoding", None) or {"decoding": "concat", "gamma": 1.0})
         return {"decoding": "concat", "gamma": 1.0}
 
-    def run(self, rag, train: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
-            out_dir: str | Path | None = None, evaluate_fn=None, resume: bool = False, log=None) -> list[StageResult]:
-        """Train the phases in order on ``rag``.
+    def run(self, rag: RAGSystem, train: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
+            out_dir: str | Path | None = None, evaluate_fn: Callable[[RAGSystem, list[Example]], dict] | None = None,
+            resume: bool = False, log: Callable[[str], None] | None = None) -> list[StageResult]:
+        """Train the phases in order on `rag`.
 
         Args:
             rag: the RAG system to train in place.
             train: training examples.
             cfg: the base settings; each phase applies its own overrides to them.
-            val: validation examples for ``evaluate_fn``.
-            out_dir: where each phase writes ``phaseI-NAME/`` (metrics, checkpoints, and
-                ``done/`` when it has finished) and the run's ``metrics.jsonl``.
-            evaluate_fn: ``fn(rag, examples) -> metrics`` for validation.
-            resume: continue from ``out_dir``: finished phases are loaded from ``done/``,
+            val: validation examples for `evaluate_fn`.
+            out_dir: where each phase writes `phaseI-NAME/` (metrics, checkpoints, and
+                `done/` when it has finished) and the run's `metrics.jsonl`.
+            evaluate_fn: `fn(rag, examples) -> metrics` for validation.
+            resume: continue from `out_dir`: finished phases are loaded from `done/`,
                 the interrupted one continues from its last checkpoint.
-            log: ``fn(message)`` for what a resume skips.
+            log: `fn(message)` for what a resume skips.
 
         Returns:
-            One :class:`StageResult` per phase.
+            One [`StageResult`][fedrag.train.loop.StageResult] per phase.
         """
         results = []
         if self.shared_retriever and not rag.retriever.shared:  # a phase trains the passage side: it needs one encoder
@@ -130,7 +136,7 @@ def _save_done(pdir: Path, rag, trains, res: StageResult) -> None:
 
 
 def drop_resume_state(out_dir: str | Path) -> None:
-    """Delete what only a resume needs (each finished phase's ``done/`` copy of its
+    """Delete what only a resume needs (each finished phase's `done/` copy of its
     weights), once the run's outputs are saved."""
     import shutil
 
@@ -164,14 +170,22 @@ def total_cost(results: list[StageResult], name: str) -> dict:
 
 
 def save_outputs(rag, out_dir: str | Path, results: list[StageResult], strategy_name: str, extra: dict | None = None,
-                 decoding: dict | None = None) -> None:
-    """Write DIR/retriever, DIR/generator (adapter or full model, with the ``decoding``
-    that matches its training recorded in it) and DIR/cost.json."""
+                 decoding: dict | None = None, plan: Strategy | None = None) -> None:
+    """Write DIR/retriever, DIR/generator (adapter or full model, with the `decoding`
+    that matches its training recorded in it, and a model card) and DIR/cost.json.
+    `plan`: the strategy that trained them (the cards then say which model it trained)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    phases = [{"stage": r.stage, "steps": r.steps, "examples": r.cost.examples, "final_loss": r.final_loss}
+              for r in results]
     rag.retriever.save(out / "retriever")
+    write_model_card(out / "retriever", role="retriever", base=rag.retriever.name, strategy=strategy_name, phases=phases,
+                     trained=("retriever" in plan.trains) if plan else None, lora=rag.retriever.is_lora)
     if rag.generator is not None:
         rag.generator.save(out / "generator")
         if decoding:
             save_decoding(out / "generator", decoding["decoding"], decoding.get("gamma", RETRIEVAL_GAMMA), strategy_name)
+        write_model_card(out / "generator", role="generator", base=rag.generator.base_name, strategy=strategy_name,
+                         phases=phases, trained=("generator" in plan.trains) if plan else None, lora=rag.generator.is_lora,
+                         decoding=decoding["decoding"] if decoding else None)
     atomic_write_json(out / "cost.json", {**total_cost(results, strategy_name), **(extra or {})})

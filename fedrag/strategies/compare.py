@@ -3,8 +3,8 @@
 Every applicable strategy is trained from the same base models (optionally after a
 phase-aware learning-rate search), evaluated on the test set with the decoding that
 matches its training, and reported next to the untuned pipeline. Results are written
-per strategy as they finish (``OUT/strategies/NAME.json``, with its per-question scores in
-``NAME.rows.jsonl``), so an interrupted comparison resumes where it stopped; a finished
+per strategy as they finish (`OUT/strategies/NAME.json`, with its per-question scores in
+`NAME.rows.jsonl`), so an interrupted comparison resumes where it stopped; a finished
 strategy is never run twice. The per-question scores pair every strategy with the untuned
 pipeline and with the best strategy (questions gained/lost, sign test), which says whether
 a gap between strategies is larger than the test set's noise.
@@ -75,7 +75,7 @@ class CompareSettings:
 
 
 def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str], dict[str, str]]:
-    """The strategies that can run on ``examples``, and why the others are skipped."""
+    """The strategies that can run on `examples`, and why the others are skipped."""
     has_gold = all(e.gold_ids for e in examples)
     skipped = {s: NEEDS_GOLD[s] for s in strategies if s in NEEDS_GOLD and not has_gold}
     return [s for s in strategies if s not in skipped], skipped
@@ -83,14 +83,14 @@ def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str
 
 def compare(settings: CompareSettings, passages: list[Passage], train: list[Example], test: list[Example],
             val: list[Example] | None, out: str | Path, build_rag, log=print, report_to: str = "none") -> dict:
-    """Run the comparison into ``out``; ``build_rag(shared_retriever=...)`` returns fresh
+    """Run the comparison into `out`; `build_rag(shared_retriever=...)` returns fresh
     base models each call (a shared retriever for strategies that train the passage side).
 
-    Returns (and writes to ``OUT/compare.json``) ``{"settings", "rows", "skipped"}``, one
+    Returns (and writes to `OUT/compare.json`) `{"settings", "rows", "skipped"}`, one
     row per strategy plus the untuned baseline: EM, F1, Recall@5 (with gold ids) and
-    answer-recall@5, train seconds and FLOPs, search seconds and FLOPs. ``report_to``:
-    each strategy's training is tracked as run ``OUT-name/strategy/stage`` (files in
-    ``OUT/tracking``); it is not part of the settings a resume must match."""
+    answer-recall@5, train seconds and FLOPs, search seconds and FLOPs. `report_to`:
+    each strategy's training is tracked as run `OUT-name/strategy/stage` (files in
+    `OUT/tracking`); it is not part of the settings a resume must match."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_resume(out, identity(settings, passages, train, test, val), log)
@@ -147,7 +147,7 @@ PATHS = ("corpus", "train", "test", "val")  # where the inputs were read from: a
 
 
 def check_resume(out: Path, wanted: dict, log=print) -> None:
-    """Refuse ``out`` if it holds a comparison of other settings or data (naming what
+    """Refuse `out` if it holds a comparison of other settings or data (naming what
     differs); otherwise mark it as this comparison's, announcing a resume."""
     marker = out / MARKER
     if marker.is_file():
@@ -164,7 +164,7 @@ def check_resume(out: Path, wanted: dict, log=print) -> None:
 
 
 def _differs(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ, one level of nesting spelled ``outer.inner``."""
+    """The keys whose values differ, one level of nesting spelled `outer.inner`."""
     keys = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
@@ -177,8 +177,8 @@ def _differs(old: dict, new: dict) -> list[str]:
 
 def paired(out: Path, rows: list[dict]) -> dict:
     """Per strategy, EM and F1 question by question against the untuned pipeline and
-    against the strategy with the best F1: ``{name: {"vs_untuned": {"em": [gained, lost, p],
-    "f1": [...]}, "vs_best": {...}}}`` (strategies whose rows were not saved are left out)."""
+    against the strategy with the best F1: `{name: {"vs_untuned": {"em": [gained, lost, p],
+    "f1": [...]}, "vs_best": {...}}}` (strategies whose rows were not saved are left out)."""
     scores = {r["strategy"]: _rows(out, r["strategy"]) for r in rows}
     scores = {k: v for k, v in scores.items() if v}
     trained = [r for r in rows if r["strategy"] != "untuned" and r["strategy"] in scores]

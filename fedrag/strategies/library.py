@@ -23,8 +23,8 @@ def independent(top_k: int = 3) -> Strategy:
 
 def two_phase(top_k: int = 3, retriever_loss: str = "rag-sequence", order: str = "generator-first") -> Strategy:
     """Generator with the retriever frozen (RAG-Sequence loss), then the retriever with
-    the generator frozen (``retriever_loss``: rag-sequence, rag-token or lsr);
-    ``order="retriever-first"`` swaps them."""
+    the generator frozen (`retriever_loss`: rag-sequence, rag-token or lsr);
+    `order="retriever-first"` swaps them."""
     gen = Phase(RAGSequenceStage(top_k=top_k, train_retriever=False))
     if retriever_loss == "rag-sequence":
         ret = Phase(RAGSequenceStage(top_k=top_k, train_generator=False))
@@ -68,7 +68,7 @@ def make_strategy(name: str, top_k: int = 3, **options) -> Strategy:
 
 
 def custom(name: str, *stages) -> Strategy:
-    """Compose a strategy from stage objects (or ``(stage, overrides)`` pairs)."""
+    """Compose a strategy from stage objects (or `(stage, overrides)` pairs)."""
     phases = [Phase(s[0], s[1]) if isinstance(s, tuple) else Phase(s) for s in stages]
     return Strategy(name, phases, "custom composition")
 
@@ -78,7 +78,7 @@ def plan_from_names(strategy: str | None, stage: str | None, top_k: int = 3, ral
                     train_passages: bool | None = None) -> Strategy:
     """A Strategy from a strategy name, or a one-phase one from a stage name (exactly one).
 
-    ``train_passages``: None keeps the stage's own default (contrastive trains the passage
+    `train_passages`: None keeps the stage's own default (contrastive trains the passage
     side, LSR does not); True/False applies to a contrastive or LSR stage only."""
     if (strategy is None) == (stage is None):
         raise FedragError("give exactly one of --strategy or --stage")

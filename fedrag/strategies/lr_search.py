@@ -8,13 +8,13 @@
 * **grid** (a phase trains both sides: joint RAG-Sequence / RAG-Token): the 2-D grid,
   every point trained from the initial models.
 * **full-retrain**: the naive search, which retrains the whole strategy for every
-  point of each axis. It is kept only so ``benchmarks/`` can measure what the
+  point of each axis. It is kept only so `benchmarks/` can measure what the
   phase-wise search saves.
 
 Selection is on validation data: a phase that trains the generator by F1 (EM breaks
 ties), decoded as that phase trains; one that trains the retriever by Recall@5 (or
 answer-recall@5 without gold ids), which needs no generation. The best models stay
-in ``rag``: they *are* the final training at the chosen learning rates, so no
+in `rag`: they *are* the final training at the chosen learning rates, so no
 retraining follows, and their cost is reported apart from the search's.
 """
 
@@ -36,17 +36,17 @@ SearchMode = Literal["auto", "phase-wise", "grid", "full-retrain"]
 
 
 def search_mode(strategy: Strategy) -> str:
-    """``grid`` when a phase trains both sides, else ``phase-wise``."""
+    """`grid` when a phase trains both sides, else `phase-wise`."""
     return "grid" if any(len(p.stage.trains) > 1 for p in strategy.phases) else "phase-wise"
 
 
 def search_lr(strategy: Strategy, rag, train: list[Example], val: list[Example], cfg: TrainConfig,
               lrs_generator: list[float], lrs_retriever: list[float], mode: str = "auto", top_k: int = 3,
               on_point=None) -> dict:
-    """Search, leave the best models in ``rag`` and return the report:
-    ``points`` (each with its phase, learning rates, validation metrics and cost),
-    ``best`` learning rates, ``search_cost`` (every point), ``final_cost`` (the chosen
-    path only), ``stage_runs`` and ``final_results`` (:class:`StageResult` list)."""
+    """Search, leave the best models in `rag` and return the report:
+    `points` (each with its phase, learning rates, validation metrics and cost),
+    `best` learning rates, `search_cost` (every point), `final_cost` (the chosen
+    path only), `stage_runs` and `final_results` ([`StageResult`][StageResult] list)."""
     if not val:
         raise FedragError("the learning-rate search needs validation examples")
     if not lrs_generator or not lrs_retriever:
@@ -72,7 +72,7 @@ def search_lr(strategy: Strategy, rag, train: list[Example], val: list[Example],
 
 
 def _evaluator(strategy: Strategy, stage, top_k: int):
-    """Validation for a phase: answers (decoded as ``stage`` trains) if it trains the generator."""
+    """Validation for a phase: answers (decoded as `stage` trains) if it trains the generator."""
     if "generator" in stage.trains:
         dec = getattr(stage, "decoding", None) or strategy.decoding
         settings = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", RETRIEVAL_GAMMA))

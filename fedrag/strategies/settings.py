@@ -1,7 +1,7 @@
 """What a run trains and with which models: the settings every entry point shares.
 
-``fedrag train``, ``compare``, ``search-lr``, ``federate`` and a federated site read
-these fields (the federated task carries them with :func:`fedrag._settings.same`), so
+`fedrag train`, `compare`, `search-lr`, `federate` and a federated site read
+these fields (the federated task carries them with `fedrag._settings.same`), so
 a model default, a choice list or a help text is written here once.
 """
 
@@ -40,8 +40,8 @@ class PlanSettings:
             raise FedragError(f"--top-k must be >= 1, got {self.top_k}")
 
     def plan(self, strategy: str | None, stage: str | None):
-        """The :class:`~fedrag.strategies.base.Strategy` named by ``strategy`` (or a
-        one-phase one for ``stage``), built with these options."""
+        """The [`Strategy`][fedrag.strategies.base.Strategy] named by `strategy` (or a
+        one-phase one for `stage`), built with these options."""
         return plan_from_names(strategy, stage, self.top_k, self.ralt_mode, self.two_phase_loss, self.two_phase_order,
                                self.train_passages)
 
@@ -52,7 +52,7 @@ def _grid(values: str) -> tuple[float, ...]:
 
 @dataclass
 class SearchSettings:
-    """The learning-rate grids of ``search-lr`` and ``compare --search``."""
+    """The learning-rate grids of `search-lr` and `compare --search`."""
 
     lrs_generator: tuple[float, ...] = setting(_grid("1e-4,3e-4,1e-3"), "generator learning rates to try, comma-separated")
     lrs_retriever: tuple[float, ...] = setting(_grid("1e-5,3e-5,1e-4"), "retriever learning rates to try, comma-separated")

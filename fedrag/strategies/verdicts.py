@@ -10,12 +10,12 @@ MARGIN = 0.03  # Lawton et al.'s "about equal": within 3 F1 points
 
 
 def decide(scores: dict[str, list[dict]], margin: float = MARGIN, seed: int = 0) -> dict[str, dict]:
-    """``{strategy: stats}`` from per-question rows (``scores[name]``: one dict per test
-    question, the same questions in the same order for every strategy; ``untuned`` is
-    the baseline). Each strategy gets ``em_ci``, ``f1_ci`` and ``recall_ci`` (Recall@5,
+    """`{strategy: stats}` from per-question rows (`scores[name]`: one dict per test
+    question, the same questions in the same order for every strategy; `untuned` is
+    the baseline). Each strategy gets `em_ci`, `f1_ci` and `recall_ci` (Recall@5,
     or answer-recall@5 without gold ids); each trained one but the best (by F1) also
-    ``f1_diff`` (its F1 minus the best's), ``f1_diff_ci``, ``verdict`` and
-    ``questions_needed`` (None when the per-question differences do not vary)."""
+    `f1_diff` (its F1 minus the best's), `f1_diff_ci`, `verdict` and
+    `questions_needed` (None when the per-question differences do not vary)."""
     out: dict[str, dict] = {}
     for name, qs in scores.items():
         key = "recall@5" if qs and "recall@5" in qs[0] else "answer_recall@5"

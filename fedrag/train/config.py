@@ -1,8 +1,8 @@
 """Training settings: one dataclass, the single source of truth for every option.
 
-Each field's default and ``metadata["help"]`` are what ``fedrag train`` / ``compare`` /
-``search-lr`` / ``federate`` offer (``fedrag.cli.options.field_option``); choices are
-``Literal`` types, and every value is validated once, when the object is built.
+Each field's default and `metadata["help"]` are what `fedrag train` / `compare` /
+`search-lr` / `federate` offer (`fedrag.cli.options.field_option`); choices are
+`Literal` types, and every value is validated once, when the object is built.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ def _f(default, help: str, **cli):
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings, validated when built. ``steps`` wins over ``epochs`` when given.
+    """Optimisation settings, validated when built. `steps` wins over `epochs` when given.
 
-    Change a copy with :meth:`set` (it marks the values as the user's own); a plain
-    ``dataclasses.replace`` keeps ``explicit`` as it was, so a stage's defaults may still
+    Change a copy with [`set`][set] (it marks the values as the user's own); a plain
+    `dataclasses.replace` keeps `explicit` as it was, so a stage's defaults may still
     replace a replaced value.
 
-    Each field's ``metadata["help"]`` is its documentation; the CLI options and the
+    Each field's `metadata["help"]` is its documentation; the CLI options and the
     Flower app config are derived from these fields."""
 
     steps: int | None = _f(None, "optimizer steps per phase (wins over --epochs)")
@@ -99,15 +99,15 @@ class TrainConfig:
         return max(1, self.min_steps, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
 
     def set(self, **values) -> "TrainConfig":
-        """A copy with ``values`` set as the user's own (``explicit``): a stage's defaults
+        """A copy with `values` set as the user's own (`explicit`): a stage's defaults
         do not replace them (e.g. a learning-rate search's grid point)."""
         from dataclasses import replace
 
         return replace(self, **values, explicit=tuple(dict.fromkeys((*self.explicit, *values))))
 
     def with_stage_defaults(self, defaults: dict) -> "TrainConfig":
-        """This config with a stage's preferred settings (``Stage.defaults``) in place of
-        those the user did not set (``explicit``)."""
+        """This config with a stage's preferred settings (`Stage.defaults`) in place of
+        those the user did not set (`explicit`)."""
         from dataclasses import replace
 
         from fedrag.errors import FedragError
@@ -121,9 +121,9 @@ class TrainConfig:
 
 
 def record_explicit(cls, join: bool = False):
-    """Make ``cls``'s dataclass ``__init__`` fill its ``explicit`` field, when not given,
-    with the names of the fields passed to it (a comma-separated string if ``join``): so
-    ``TrainConfig(lr_retriever=2e-5)`` keeps that rate where a stage prefers another."""
+    """Make `cls`'s dataclass `__init__` fill its `explicit` field, when not given,
+    with the names of the fields passed to it (a comma-separated string if `join`): so
+    `TrainConfig(lr_retriever=2e-5)` keeps that rate where a stage prefers another."""
     init = cls.__init__
 
     def __init__(self, *args, **kwargs):

@@ -19,8 +19,8 @@ def _peak_rss_mb() -> float:
 class Cost:
     """Counters for one stage (or a sum of stages).
 
-    FLOPs are estimated as ``2 · N · T`` for a forward pass over ``T`` tokens of a
-    model with ``N`` parameters and ``4 · N · T`` more when a backward pass runs
+    FLOPs are estimated as `2 · N · T` for a forward pass over `T` tokens of a
+    model with `N` parameters and `4 · N · T` more when a backward pass runs
     through it (activations' and weights' gradients), the usual dense-transformer rule.
     """
 
@@ -59,7 +59,7 @@ class Cost:
 
 
 class CostMeter:
-    """Accumulates :class:`Cost` from the loop's step outputs."""
+    """Accumulates [`Cost`][Cost] from the loop's step outputs."""
 
     def __init__(self, name: str, retriever_params: int, generator_params: int):
         self.cost = Cost(name=name)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class StageResult:
+    """What one stage's training returns: its name, the optimizer steps taken, the last
+    loss, the logged history (one dict per logged step) and what it cost."""
+
     stage: str
     steps: int
     final_loss: float
@@ -34,7 +37,7 @@ class StageResult:
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for ``name`` on ``device`` (``auto``: bf16 where a GPU supports it)."""
+    """The autocast dtype for `name` on `device` (`auto`: bf16 where a GPU supports it)."""
     from fedrag.errors import FedragError
 
     if name == "auto":
@@ -60,7 +63,7 @@ def _optimizer(params: dict[str, torch.nn.Parameter], cfg: TrainConfig):
 
 
 def _batches(n: int, cfg: TrainConfig):
-    """Endless seeded shuffles of ``range(n)`` cut into batches."""
+    """Endless seeded shuffles of `range(n)` cut into batches."""
     gen = torch.Generator().manual_seed(cfg.seed)
     while True:
         order = torch.randperm(n, generator=gen).tolist()
@@ -78,12 +81,12 @@ def _set_modes(rag, trains) -> None:
 def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
                 out_dir: str | Path | None = None, resume: bool = False, reference: dict | None = None,
                 evaluate_fn=None, optimizer_state: dict[str, torch.Tensor] | None = None) -> StageResult:
-    """Train ``stage`` on ``examples`` for ``cfg.total_steps`` optimizer steps.
+    """Train `stage` on `examples` for `cfg.total_steps` optimizer steps.
 
-    ``reference`` (named tensors) adds FedProx's ``mu/2 · ||w - w_ref||²``. With
-    ``out_dir``, metrics go to ``metrics.jsonl`` and checkpoints (safetensors) to
-    ``checkpoint/``; ``resume=True`` continues from that checkpoint.
-    ``optimizer_state`` (named tensors, see :func:`export_optimizer_state`) starts AdamW
+    `reference` (named tensors) adds FedProx's `mu/2 · ||w - w_ref||²`. With
+    `out_dir`, metrics go to `metrics.jsonl` and checkpoints (safetensors) to
+    `checkpoint/`; `resume=True` continues from that checkpoint.
+    `optimizer_state` (named tensors, see [`export_optimizer_state`][export_optimizer_state]) starts AdamW
     from saved moments and is updated in place with the final ones: a federated site
     passes the same dict every round, so its optimizer continues instead of restarting.
     """
@@ -194,7 +197,7 @@ _MOMENTS = ("exp_avg", "exp_avg_sq", "step")
 
 
 def export_optimizer_state(opt, params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    """AdamW's per-parameter moments as flat named CPU tensors (``<param>::exp_avg`` ...)."""
+    """AdamW's per-parameter moments as flat named CPU tensors (`<param>::exp_avg` ...)."""
     out = {}
     for name, p in params.items():
         for key, value in opt.state.get(p, {}).items():
@@ -204,7 +207,7 @@ def export_optimizer_state(opt, params: dict[str, torch.nn.Parameter]) -> dict[s
 
 
 def import_optimizer_state(opt, params: dict[str, torch.nn.Parameter], state: dict[str, torch.Tensor]) -> None:
-    """Load moments saved by :func:`export_optimizer_state`; parameters it lacks start fresh."""
+    """Load moments saved by [`export_optimizer_state`][export_optimizer_state]; parameters it lacks start fresh."""
     for name, p in params.items():
         found = {key: state[f"{name}::{key}"] for key in _MOMENTS if f"{name}::{key}" in state}
         if len(found) == len(_MOMENTS):
@@ -213,7 +216,7 @@ def import_optimizer_state(opt, params: dict[str, torch.nn.Parameter], state: di
 
 
 class _Log:
-    """metrics.jsonl, and the experiment trackers ``cfg.report_to`` names (one run per stage)."""
+    """metrics.jsonl, and the experiment trackers `cfg.report_to` names (one run per stage)."""
 
     def __init__(self, out: Path | None, stage: str, cfg: TrainConfig):
         from dataclasses import asdict
@@ -228,7 +231,7 @@ class _Log:
                                {"stage": stage, **asdict(cfg)})
 
     def truncate(self, step: int) -> list[dict]:
-        """Drop records after ``step`` (a resumed run trains them again); return the rest."""
+        """Drop records after `step` (a resumed run trains them again); return the rest."""
         if not (self.path and self.path.is_file()):
             return []
         keep = [r for r in map(json.loads, self.path.read_text().splitlines()) if r.get("step", 0) <= step]
@@ -271,8 +274,8 @@ def _tuples(value):
 
 
 def _resume(out: Path, rag, opt, sched) -> tuple[int, Cost | None]:
-    """Load ``out/checkpoint`` into the model, optimizer, scheduler and random streams;
-    returns its step and the cost up to it (``(0, None)`` without a checkpoint)."""
+    """Load `out/checkpoint` into the model, optimizer, scheduler and random streams;
+    returns its step and the cost up to it (`(0, None)` without a checkpoint)."""
     ckpt = out / "checkpoint"
     if not (ckpt / "state.json").exists():
         return 0, None

@@ -1,5 +1,5 @@
 """The stage interface every layer is written against: the loop, strategies, the LR
-search, ``compare`` and the Flower converter. A user's own class that has these three
+search, `compare` and the Flower converter. A user's own class that has these three
 members works everywhere a built-in stage does (no subclassing needed)."""
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ class StepOutput:
 
 @runtime_checkable
 class Stage(Protocol):
-    """``name`` (used in logs and output folders); ``trains``, a subset of
-    ``("retriever", "generator")`` (the loop freezes everything else, so a frozen side
-    stays bit-identical); ``loss(rag, batch)``, one batch's :class:`StepOutput`.
+    """`name` (used in logs and output folders); `trains`, a subset of
+    `("retriever", "generator")` (the loop freezes everything else, so a frozen side
+    stays bit-identical); `loss(rag, batch)`, one batch's [`StepOutput`][StepOutput].
 
-    Optional: ``decoding`` (``{"decoding": ..., "gamma": ...}``), the decoding that
-    matches how the stage trains the generator (see :mod:`fedrag.generate.decoding`)."""
+    Optional: `decoding` (`{"decoding": ..., "gamma": ...}`), the decoding that
+    matches how the stage trains the generator (see [`fedrag.generate.decoding`][fedrag.generate.decoding])."""
 
     name: str
 

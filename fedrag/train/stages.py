@@ -1,7 +1,7 @@
 """The built-in training stages: each declares what it trains and computes one batch's loss.
 
-Each satisfies :class:`fedrag.train.protocol.Stage` (``name``, ``trains``,
-``loss(rag, batch) -> StepOutput``). The loop (:mod:`fedrag.train.loop`) freezes
+Each satisfies [`fedrag.train.protocol.Stage`][fedrag.train.protocol.Stage] (`name`, `trains`,
+`loss(rag, batch) -> StepOutput`). The loop ([`fedrag.train.loop`][fedrag.train.loop]) freezes
 everything else, so a frozen side's weights stay bit-identical. The same objects run
 centrally and, one round at a time, inside a Flower client.
 """
@@ -28,13 +28,13 @@ StageName = Literal["contrastive", "lsr", "ralt", "rag-sequence", "rag-token"]
 
 def retrieve_scores(rag: RAGSystem, questions: list[str], k: int, grad: bool,
                     train_passages: bool = False) -> tuple[torch.Tensor, list[list[int]], int]:
-    """Top-k store positions, their scores ``q · p`` as a ``[B, k]`` tensor, and the
+    """Top-k store positions, their scores `q · p` as a `[B, k]` tensor, and the
     tokens the retriever encoded.
 
     FAISS picks the positions (with a detached query); the scores are recomputed from
-    the (differentiable, when ``grad``) query embedding and the store's fixed passage
-    embeddings, so gradients reach the query encoder. With ``train_passages`` the top-k
-    passages are re-embedded with gradients instead (see :func:`embed_passages`).
+    the (differentiable, when `grad`) query embedding and the store's fixed passage
+    embeddings, so gradients reach the query encoder. With `train_passages` the top-k
+    passages are re-embedded with gradients instead (see [`embed_passages`][embed_passages]).
     """
     q, tokens = rag.retriever.embed_queries(questions, grad=grad)
     _, pos = rag.store.search(q.detach(), k)
@@ -48,10 +48,10 @@ def retrieve_scores(rag: RAGSystem, questions: list[str], k: int, grad: bool,
 
 def embed_passages(rag: RAGSystem, positions: list[int]):
     """Store passages re-embedded *with gradients* by the shared encoder
-    (:class:`~fedrag.retrieve.retriever.Embedded`: vectors ``[n, d]`` and token count).
+    ([`Embedded`][fedrag.retrieve.retriever.Embedded]: vectors `[n, d]` and token count).
 
     Training the passage side makes the store's embeddings stale: re-encode it
-    afterwards with :meth:`fedrag.rag.RAGSystem.reencode_store`."""
+    afterwards with [`fedrag.rag.RAGSystem.reencode_store`][fedrag.rag.RAGSystem.reencode_store]."""
     return rag.retriever.embed_passages_with_grad([rag.store.passages[i].as_text() for i in positions])
 
 
@@ -62,11 +62,11 @@ def _passages(rag: RAGSystem, pos: list[list[int]]):
 @dataclass
 class ContrastiveStage:
     """Retriever, contrastive with context labels: (question, gold passage) pairs,
-    in-batch negatives + ``hard_negatives`` mined from the index per question.
+    in-batch negatives + `hard_negatives` mined from the index per question.
 
-    ``train_passages=True`` (needs a retriever loaded with ``shared=True``) also trains
+    `train_passages=True` (needs a retriever loaded with `shared=True`) also trains
     the passage encoder: passages are re-embedded with gradients each step, and the
-    store must be re-encoded afterwards (:meth:`fedrag.rag.RAGSystem.reencode_store`)."""
+    store must be re-encoded afterwards ([`fedrag.rag.RAGSystem.reencode_store`][fedrag.rag.RAGSystem.reencode_store])."""
 
     name: ClassVar[str] = "contrastive"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
@@ -117,9 +117,9 @@ class ContrastiveStage:
 class LSRStage:
     """Retriever, LM-supervised (RA-DIT/REPLUG): KL(p_LM ‖ p_R) over the top-k.
 
-    ``train_passages=True`` (shared retriever) also trains the passage encoder: the
+    `train_passages=True` (shared retriever) also trains the passage encoder: the
     top-k passages are re-embedded with gradients, and the store must be re-encoded
-    afterwards, as for :class:`ContrastiveStage`."""
+    afterwards, as for [`ContrastiveStage`][ContrastiveStage]."""
 
     name: ClassVar[str] = "lsr"
     trains: ClassVar[tuple[str, ...]] = ("retriever",)
@@ -134,9 +134,9 @@ class LSRStage:
         return self.train_passages
 
     def scores(self, rag: RAGSystem, batch: list[Example], grad: bool = True):
-        """The two sides of the loss over each question's top-k: retriever scores ``[B, k]``
-        (with gradients when ``grad``), the LM's log p(answer | passage, question) ``[B, k]``
-        (no gradients), the store positions, the LM's :class:`AnswerScores` and the
+        """The two sides of the loss over each question's top-k: retriever scores `[B, k]`
+        (with gradients when `grad`), the LM's log p(answer | passage, question) `[B, k]`
+        (no gradients), the store positions, the LM's [`AnswerScores`][fedrag.generate.generator.AnswerScores] and the
         retriever's token count."""
         questions = [e.question for e in batch]
         scores, pos, rtok = retrieve_scores(rag, questions, self.top_k, grad=grad, train_passages=self.train_passages and grad)
@@ -157,8 +157,8 @@ class LSRStage:
 class RALTStage:
     """Generator, retrieval-augmented fine-tuning: NLL of the answer tokens only.
 
-    ``mode="per-passage"``: one example per retrieved passage (RA-DIT);
-    ``mode="all-in-one"``: all top-k passages in one prompt (Lawton et al. 2025).
+    `mode="per-passage"`: one example per retrieved passage (RA-DIT);
+    `mode="all-in-one"`: all top-k passages in one prompt (Lawton et al. 2025).
     Retrieval uses the current retriever without gradients."""
 
     name: ClassVar[str] = "ralt"
@@ -259,7 +259,7 @@ STAGES = {s.name: s for s in (ContrastiveStage, LSRStage, RALTStage, RAGSequence
 
 
 def make_stage(name: str, **options):
-    """A stage by name (``contrastive``, ``lsr``, ``ralt``, ``rag-sequence``, ``rag-token``)."""
+    """A stage by name (`contrastive`, `lsr`, `ralt`, `rag-sequence`, `rag-token`)."""
     if name not in STAGES:
         raise FedragError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})")
     cls = STAGES[name]

@@ -1,6 +1,6 @@
 """Which parameters a stage trains, freezing the rest, and moving them as named tensors.
 
-Names are prefixed ``retriever.`` (query encoder) or ``generator.`` (LoRA adapter or
+Names are prefixed `retriever.` (query encoder) or `generator.` (LoRA adapter or
 full LM). These dicts are what checkpoints store and what Flower messages carry.
 """
 
@@ -21,7 +21,7 @@ def trainable_parameters(rag, trains: tuple[str, ...]) -> dict[str, torch.nn.Par
 
 
 def freeze_except(rag, trains: tuple[str, ...]) -> dict[str, torch.nn.Parameter]:
-    """Set ``requires_grad`` on exactly the stage's parameters; return them by name."""
+    """Set `requires_grad` on exactly the stage's parameters; return them by name."""
     rag.retriever.query_encoder.requires_grad_(False)
     rag.retriever.passage_encoder.requires_grad_(False)
     if rag.generator is not None:
@@ -38,7 +38,7 @@ def get_state(rag, trains: tuple[str, ...]) -> dict[str, torch.Tensor]:
 
 
 def set_state(rag, state: dict[str, torch.Tensor]) -> None:
-    """Copy named tensors into the model (names as produced by :func:`get_state`)."""
+    """Copy named tensors into the model (names as produced by [`get_state`][get_state])."""
     params = trainable_parameters(rag, tuple({n.split(".", 1)[0] for n in state}))
     missing = set(state) - set(params)
     if missing:

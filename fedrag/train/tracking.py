@@ -1,14 +1,14 @@
-"""Experiment tracking as Hugging Face's Trainer does it: ``report_to`` names the
-integrations (``"tensorboard,mlflow,wandb"``, ``"all"`` or ``"none"``), and each is
+"""Experiment tracking as Hugging Face's Trainer does it: `report_to` names the
+integrations (`"tensorboard,mlflow,wandb"`, `"all"` or `"none"`), and each is
 configured by its own environment variables, exactly as with the Trainer:
 
-* **tensorboard**: event files in ``<run dir>/tensorboard``.
-* **mlflow**: ``MLFLOW_TRACKING_URI`` (MLflow's default when unset) and
-  ``MLFLOW_EXPERIMENT_NAME`` (default ``fedrag``).
-* **wandb**: ``WANDB_PROJECT`` (default ``fedrag``), ``WANDB_MODE=offline`` to log without
-  an account; files under ``<run dir>/wandb``.
+* **tensorboard**: event files in `<run dir>/tensorboard`.
+* **mlflow**: `MLFLOW_TRACKING_URI` (MLflow's default when unset) and
+  `MLFLOW_EXPERIMENT_NAME` (default `fedrag`).
+* **wandb**: `WANDB_PROJECT` (default `fedrag`), `WANDB_MODE=offline` to log without
+  an account; files under `<run dir>/wandb`.
 
-The integrations come with the ``tracking`` extra (``pip install 'fedrag[tracking]'``).
+The integrations come with the `tracking` extra (`pip install 'fedrag[tracking]'`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ INTEGRATIONS = ("tensorboard", "mlflow", "wandb")
 
 
 def parse_report_to(value: str) -> tuple[str, ...]:
-    """``"tensorboard,mlflow"`` -> ``("tensorboard", "mlflow")``; ``all``; ``none`` -> ()."""
+    """`"tensorboard,mlflow"` -> `("tensorboard", "mlflow")`; `all`; `none` -> ()."""
     names = [v.strip() for v in str(value).split(",") if v.strip()]
     if names in ([], ["none"]):
         return ()
@@ -36,8 +36,8 @@ def parse_report_to(value: str) -> tuple[str, ...]:
 
 
 class Tracker:
-    """One tracked run: ``log(metrics, step)`` sends every numeric value to each
-    integration; ``close()`` ends the run. Use as a context manager."""
+    """One tracked run: `log(metrics, step)` sends every numeric value to each
+    integration; `close()` ends the run. Use as a context manager."""
 
     def __init__(self, report_to: str, run_dir: str | os.PathLike, run_name: str, config: dict | None = None):
         self.names = parse_report_to(report_to)

@@ -8,8 +8,8 @@ from fedrag.rag import RAGSystem
 
 
 def validation_fn(with_generator: bool, top_k: int = 3, k: int = 5, settings: GenerationSettings | None = None):
-    """``fn(rag, examples) -> {recall@k or answer_recall@k, mrr@10, (em, f1)}`` for
-    :func:`train_stage`; answers are decoded with ``settings`` (the strategy's decoding)."""
+    """`fn(rag, examples) -> {recall@k or answer_recall@k, mrr@10, (em, f1)}` for
+    [`train_stage`][train_stage]; answers are decoded with `settings` (the strategy's decoding)."""
 
     def fn(rag: RAGSystem, examples):
         view = RAGSystem(rag.searcher, rag.generator if with_generator else None, top_k=top_k, settings=settings)
