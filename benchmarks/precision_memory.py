@@ -1,6 +1,11 @@
 """Step time, throughput and peak memory by precision and scoring micro-batch.
 
     python benchmarks/precision_memory.py [--generator smollm2-135m] [--steps 3] [--k 4]
+    python benchmarks/precision_memory.py --weights [--generator smollm2-135m]
+
+`--weights`: the generator's weight bytes (frozen base and LoRA adapter) and the process's
+resident memory once the training system is loaded, float32 against bfloat16 weights
+(`TrainConfig.dtype`), each in a fresh process; no training step.
 
 Each configuration runs in a fresh subprocess (peak memory is per process): a RALT step
 (LoRA, all-in-one, top-3) and a RAG-Sequence step (k passages, both sides training),
@@ -55,6 +60,38 @@ def child(args) -> None:
                       "loss": res.final_loss, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}))
 
 
+def weights_child(args) -> None:
+    import resource
+    import tempfile
+
+    from fedrag.data import demo
+    from fedrag.pipeline import build_training_rag
+
+    data = Path(tempfile.mkdtemp())
+    demo.write(data)
+    rag = build_training_rag(str(data / "corpus.jsonl"), args.retriever, args.generator, top_k=3, dtype=args.dtype)
+    params = dict(rag.generator.model.named_parameters())
+    base = sum(p.numel() * p.element_size() for n, p in params.items() if "lora_" not in n)
+    adapter = sum(p.numel() * p.element_size() for n, p in params.items() if "lora_" in n)
+    print(json.dumps({"base_mb": base / 2**20, "adapter_mb": adapter / 2**20,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def weights(args) -> None:
+    rows, ref = [], None
+    for dtype in ("float32", "bfloat16"):
+        cmd = [sys.executable, __file__, "--weights-child", "--dtype", dtype, "--generator", args.generator,
+               "--retriever", args.retriever]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        total = r["base_mb"] + r["adapter_mb"]
+        ref = ref or (total, r["rss_mb"])
+        rows.append([dtype, r["base_mb"], r["adapter_mb"], total, total / ref[0], r["rss_mb"], r["rss_mb"] / ref[1]])
+    print(f"\n{args.generator} with a LoRA adapter, loaded for training (no step taken)\n")
+    print(table(["weights dtype", "frozen base MB", "adapter MB", "generator MB", "ratio", "process peak RSS MB",
+                 "ratio"], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--generator", default="smollm2-135m")
@@ -66,9 +103,15 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--chunk", type=int, default=None)
     ap.add_argument("--configs", default=None, help="indices into CONFIGS to run, e.g. 0,2,4 (default: all)")
+    ap.add_argument("--weights", action="store_true", help="weight bytes and memory, float32 vs bfloat16 weights")
+    ap.add_argument("--weights-child", action="store_true")
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.weights_child:
+        return weights_child(args)
+    if args.weights:
+        return weights(args)
     rows = []
     chosen = [CONFIGS[int(i)] for i in args.configs.split(",")] if args.configs else CONFIGS
     for stage, dtype, chunk in chosen:

@@ -77,16 +77,23 @@ def _check_index_corpus(index: str, corpus: str, passages) -> None:
 
 def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,
                        device: str = "cpu", seed: int = 0, index: str | None = None,
-                       shared_retriever: bool = False, quantize: str = "none", retriever_lora: bool = False) -> RAGSystem:
+                       shared_retriever: bool = False, quantize: str = "none", retriever_lora: bool = False,
+                       dtype: str = "float32") -> RAGSystem:
     """A RAG system ready for training: dual-encoder retriever (`retriever_lora`: a LoRA
     adapter on its query encoder), store, generator (LoRA by default; `quantize="4bit"`
-    for QLoRA on a GPU). Weights stay float32: half precision
-    comes from autocast (`TrainConfig.dtype`)."""
+    for QLoRA on a GPU).
+
+    `dtype` (`TrainConfig.dtype`: `auto`, `float32`, `bfloat16`, `float16`) is the
+    precision of the generator's frozen base under a LoRA adapter: `bfloat16` holds the
+    base in half the memory while the adapter, which the optimizer updates, stays
+    float32 (as peft keeps it); `auto` is bfloat16 on a GPU that supports it, float32
+    elsewhere. A fully trained generator (`lora=False`) and the retriever keep float32
+    weights; the computation's precision comes from autocast in either case."""
     from fedrag.generate import Generator
 
     passages = load_corpus(corpus) if not index else None
     ret = Retriever.load(retriever, device=device, shared=shared_retriever, lora=retriever_lora)
     store = load_store(passages, ret, index)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed,
-                                                                 quantize=quantize)
+                                                                 quantize=quantize, dtype=dtype if lora else "float32")
     return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)

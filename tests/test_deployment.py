@@ -135,7 +135,7 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
     the CLI's --tls --supernode-auth (certificates and site keys made in OUT/credentials)."""
     from fedrag.federation.deployment import _children
 
-    timeout = 45
+    timeout = 30
     cmd = [sys.executable, "-m", "fedrag", "federate", "--engine", "deployment", "--stage", "ralt", "--sites", "2",
            "--rounds", "2", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0",
            "--round-timeout", str(timeout), "--corpus", str(demo_dir / "corpus.jsonl"),
@@ -195,3 +195,43 @@ def test_a_site_that_never_joins_fails_the_run_after_the_round_timeout(tiny_mode
             dep.submit(_task(tiny_models, tmp_path / "out", min_sites=2, round_timeout=10), timeout=300)
         assert time.time() - t0 < 120
     assert not (tmp_path / "out" / "checkpoint").exists() and not (tmp_path / "out" / "cost.json").exists()
+
+
+@pytest.mark.slow
+def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, demo_dir, tmp_path):
+    """`fedrag app --out app && flwr run app --run-config ...`, as a Flower tutorial starts:
+    Flower's default connection starts a local SuperLink whose simulation gives each of its
+    2 nodes only `partition-id`/`num-partitions`; each ClientApp takes its partition of the
+    run config's corpus and train, and the server writes the run's outputs."""
+    from fedrag.federation.deployment import BIN, _children, free_port
+
+    home = tmp_path / "flwr-home"
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # flwr starts flower-superlink from PATH
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
+    made = subprocess.run([sys.executable, "-m", "fedrag", "app", "--out", str(tmp_path / "app")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0 and "flwr run" in made.stdout and "<federation>" not in made.stdout, made.stderr
+    out = tmp_path / "run"
+    config = (f'strategy="" stage="ralt" rounds=1 local-steps=1 batch-size=2 evaluate-every=0 '
+              f'retriever="{tiny_models["retriever"]}" generator="{tiny_models["generator"]}" '
+              f'corpus="{demo_dir / "corpus.jsonl"}" train="{demo_dir / "train.jsonl"}" out="{out}"')
+    try:
+        res = subprocess.run([str(BIN / "flwr"), "run", str(tmp_path / "app"), "--stream", "--run-config", config],
+                             env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    finally:  # flwr run leaves its local SuperLink running: stop it (and its simulation) by PID
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and "flower-superlink" in _cmdline(int(entry.name)) and str(home) in _cmdline(int(entry.name)):
+                for pid in [*_children(int(entry.name))[::-1], int(entry.name)]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (out / "generator" / "adapter_config.json").exists(), res.stdout[-3000:] + res.stderr[-3000:]
+    history = json.loads((out / "rounds.json").read_text())
+    assert len(history) == 1 and history[0]["replies"] == 2, "both simulated nodes trained on their partitions"
+    from fedrag.federation.converter import simulated_site
+
+    parts = [simulated_site(str(demo_dir / "corpus.jsonl"), str(demo_dir / "train.jsonl"), 2, "iid", 0, i) for i in (0, 1)]
+    assert sum(len(load_qa(p["train"])) for p in parts) == len(load_qa(demo_dir / "train.jsonl")), "the sites' parts"

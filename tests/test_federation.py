@@ -660,3 +660,45 @@ def test_a_federated_generator_is_evaluated_with_the_decoding_it_was_trained_for
                          "--limit", "2", "--max-new-tokens", "3")
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["decoding"] == "rag-token"
+
+
+HEAD = """
+import sys, time
+import ray
+ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+print(ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(900)
+"""
+
+
+@pytest.mark.slow
+def test_a_simulation_runs_on_a_running_ray_cluster_and_records_its_address(tiny_models, demo_dir, tmp_path):
+    """`fedrag federate --ray-address HOST:PORT` runs the sites on a Ray cluster someone else
+    started (here a head on 127.0.0.1 in another process), leaves that cluster running, and
+    records the address in cost.json."""
+    from fedrag.federation.deployment import _children
+
+    head = subprocess.Popen([sys.executable, "-c", HEAD], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "RAY_ADDRESS": ""})
+    try:
+        address = head.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), address
+        out = tmp_path / "fed"
+        res = subprocess.run([sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--sites", "2", "--rounds",
+                              "1", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0", "--corpus",
+                              str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl"), "--retriever",
+                              tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", str(out),
+                              "--ray-address", address], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "FLWR_HOME": str(tmp_path / "flwr")})
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert json.loads((out / "cost.json").read_text())["ray_address"] == address
+        assert head.poll() is None, "the cluster outlives the run: fedrag only disconnected from it"
+    finally:
+        for pid in [*_children(head.pid)[::-1], head.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        head.wait()
+    bad = subprocess.run([sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--engine", "deployment",
+                          "--ray-address", address, "--corpus", str(demo_dir / "corpus.jsonl"), "--train",
+                          str(demo_dir / "train.jsonl"), "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--ray-address applies to --engine simulation" in bad.stderr

@@ -64,6 +64,31 @@ def test_bf16_autocast_trains_and_matches_float32(tiny_models, demo_dir, batch):
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2), losses
 
 
+def test_bf16_training_holds_the_frozen_base_in_bf16_and_the_adapter_in_float32(tiny_models, demo_dir, batch):
+    """`TrainConfig.dtype="bfloat16"` on a LoRA run: the frozen base is loaded in bfloat16
+    (half its float32 bytes), the adapter the optimizer updates stays float32 and trains,
+    and the loss agrees with float32 training within bf16's precision."""
+    from fedrag.pipeline import build_training_rag
+
+    losses, base_bytes = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"],
+                                 top_k=3, dtype=dtype)
+        params = dict(rag.generator.model.named_parameters())
+        frozen = {n: p for n, p in params.items() if "lora_" not in n}
+        assert {p.dtype for p in frozen.values()} == {getattr(torch, dtype)}, "the frozen base in the run's dtype"
+        assert {p.dtype for n, p in params.items() if "lora_" in n} == {torch.float32}, "the adapter stays float32"
+        base_bytes[dtype] = sum(p.numel() * p.element_size() for p in frozen.values())
+        before = get_state(rag, ("generator",))
+        res = train_stage(RALTStage(top_k=2), rag, batch, TrainConfig(steps=2, batch_size=4, lr_generator=1e-3,
+                                                                     warmup_ratio=0, dtype=dtype))
+        after = get_state(rag, ("generator",))
+        assert any(not torch.equal(before[k], after[k]) for k in before), "the adapter trained"
+        losses[dtype] = res.history[0]["loss"]
+    assert base_bytes["bfloat16"] == base_bytes["float32"] // 2
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=5e-2), losses
+
+
 def test_float16_without_a_gpu_is_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
     code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--steps", "1", "--dtype", "float16",
                        "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",

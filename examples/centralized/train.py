@@ -28,7 +28,7 @@ def main() -> None:
     rag = build_training_rag(f"{args.data}/corpus.jsonl", args.retriever, args.generator, top_k=3)
     plan = make_strategy(args.strategy, top_k=3)
     results = plan.run(rag, load_qa(f"{args.data}/train.jsonl"), TrainConfig(steps=args.steps, lr_generator=1e-3))
-    save_outputs(rag, args.out, results, plan.name, decoding=plan.decoding)  # DIR/retriever, DIR/generator, cost.json
+    save_outputs(rag, args.out, results, plan.name, plan=plan)  # DIR/retriever, DIR/generator, cost.json
 
     settings = GenerationSettings(plan.decoding["decoding"], gamma=plan.decoding["gamma"])
     metrics = evaluate(RAGSystem(rag.searcher, rag.generator, top_k=3, settings=settings),

@@ -59,7 +59,7 @@ def main() -> None:
     rag = build_training_rag(f"{args.data}/corpus.jsonl", args.retriever, args.generator, top_k=3,
                              shared_retriever=plan.shared_retriever)
     results = plan.run(rag, load_qa(f"{args.data}/train.jsonl"), TrainConfig(steps=args.steps, lr_generator=1e-3))
-    save_outputs(rag, out / "central", results, plan.name, decoding=plan.decoding)
+    save_outputs(rag, out / "central", results, plan.name, plan=plan)
 
     # federated: the same object, captured by the simulation
     sites = write_sites(partition(load_corpus(f"{args.data}/corpus.jsonl"), load_qa(f"{args.data}/train.jsonl"), 2, "iid"),

@@ -55,7 +55,7 @@ def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: 
 
     def build(shared_retriever: bool = False):
         return build_training_rag(corpus, settings.retriever, settings.generator, True, top_k, dev, seed,
-                                  shared_retriever=shared_retriever)
+                                  shared_retriever=shared_retriever, dtype=cfg.dtype)
 
     with out_lock(out):
         if overwrite and out.exists():

@@ -13,7 +13,6 @@ from click.core import ParameterSource
 
 from fedrag.cli.options import app, choice_option, collect, settings, with_settings
 from fedrag.cli.train_cmds import OUT, OVERWRITE, STAGE, STRATEGY, given
-from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
 from fedrag.federation.task import FedTask
 from fedrag.train import TrainConfig
@@ -50,14 +49,14 @@ def _print_summary(cost: dict) -> None:
                         panel="Training on the sites"),
                settings(FedTask, only=("aggregator", "proximal_mu", "server_lr", "fraction", "min_sites", "round_timeout",
                                        "dp_noise", "dp_clip"), panel="Aggregation and privacy"),
-               settings(FedTask, only=("eval_limit", "evaluate_every", "report_to"), panel="Evaluation and tracking"))
+               settings(FedTask, only=("eval_limit", "evaluate_every", "report_to"), panel="Evaluation and tracking"),
+               settings(FedTask, only=("partition",)))
 def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
              corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL, partitioned across --sites"),
              train: Optional[str] = typer.Option(None, "--train", help="training QA JSONL, partitioned across --sites"),
              site: Optional[list[str]] = typer.Option(None, "--site", help="a site's own directory with corpus.jsonl + "
                                                       "train.jsonl (repeat per site)"),
              sites: int = typer.Option(2, "--sites", min=1, help="sites to partition --corpus/--train across"),
-             partition: str = choice_option("iid", "--partition", Partition, "how --corpus/--train are split across sites"),
              eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round",
                                                    rich_help_panel="Evaluation and tracking"),
              out: Path = OUT, overwrite: bool = OVERWRITE,
@@ -67,6 +66,9 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
                                                  rich_help_panel="Engine"),
              gpus_per_site: float = typer.Option(0.0, "--gpus-per-site", help="simulation: GPU fraction per site "
                                                  "(0.5: two sites share one)", rich_help_panel="Engine"),
+             ray_address: Optional[str] = typer.Option(None, "--ray-address", help="simulation: HOST:PORT of a running "
+                                                      "Ray cluster's head to run the sites on (default: a local Ray)",
+                                                      rich_help_panel="Engine"),
              verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log lines", rich_help_panel="Engine"),
              tls: bool = typer.Option(False, "--tls/--insecure", help="deployment: TLS between SuperLink and SuperNodes "
                                       "(certificates made in OUT/credentials)", rich_help_panel="Engine"),
@@ -87,6 +89,8 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
     if not superlink and not site and not (corpus and train):
         raise FedragError("give --corpus and --train (partitioned across --sites), one --site DIR per site, "
                           "or --superlink HOST:PORT of a running federation")
+    if ray_address and (engine != "simulation" or superlink):
+        raise FedragError("--ray-address applies to --engine simulation")
     if superlink and not out.is_absolute():
         raise FedragError("with --superlink, --out is a path on the SuperLink's host: give it absolute")
     n_sites = len(site) if site else sites
@@ -116,9 +120,9 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"kind": "federate"})
-    paths = _site_paths(corpus, train, n_sites, partition, task.seed, site, out)
+    paths = _site_paths(corpus, train, n_sites, task.partition, task.seed, site, out)
     try:
-        cost = _run(task, paths, engine, out, cpus_per_site, gpus_per_site, verbose, tls, supernode_auth)
+        cost = _run(task, paths, engine, out, cpus_per_site, gpus_per_site, verbose, tls, supernode_auth, ray_address)
     except BaseException as exc:  # an interrupt keeps the finished rounds' checkpoint: say so, not "removed"
         if not isinstance(exc, Exception) and (out / "checkpoint").exists():
             exc.add_note(f"the finished rounds are checkpointed in {out}: run the same command again to resume")
@@ -127,11 +131,12 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
 
 
 def _run(task: FedTask, paths, engine: str, out: Path, cpus_per_site: float, gpus_per_site: float, verbose: bool,
-         tls: bool, supernode_auth: bool) -> dict:
+         tls: bool, supernode_auth: bool, ray_address: str | None = None) -> dict:
     if engine == "simulation":
         from fedrag.federation.simulation import simulate
 
-        return simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose)
+        return simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose,
+                        ray_address=ray_address)
     else:
         from fedrag.federation.deployment import deploy
 

@@ -90,7 +90,7 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
     # the models load before the run's work directory exists: a bad model name leaves nothing to resume
     rag = build_training_rag(corpus, models.retriever, models.generator if needs_generator(plan) else "none", models.lora,
                              models.top_k, resolve_device(device), cfg.seed, shared_retriever=plan.shared_retriever,
-                             quantize=models.quantize, retriever_lora=models.retriever_lora)
+                             quantize=models.quantize, retriever_lora=models.retriever_lora, dtype=cfg.dtype)
     with resumable_dir(out, "train", identity, overwrite, {"strategy": plan.name},
                        log=lambda m: typer.echo(f"fedrag: {m}", err=True)) as (tmp, resumed):
         evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
@@ -133,7 +133,7 @@ def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy
         train_ex, val_ex = carve_validation(train_ex, passages, cfg.seed, val_limit)
     rag = build_training_rag(corpus, models.retriever, models.generator, models.lora, models.top_k, resolve_device(device),
                              cfg.seed, shared_retriever=plan.shared_retriever, quantize=models.quantize,
-                             retriever_lora=models.retriever_lora)
+                             retriever_lora=models.retriever_lora, dtype=cfg.dtype)
 
     def show(point):
         lr = {k: point[k] for k in ("lr_generator", "lr_retriever")}

@@ -12,10 +12,10 @@ question-to-question variation that all strategies share cancels out.
 * [`verdict`][verdict]: `equivalent` when the difference's CI lies inside `±margin`
   (two one-sided tests at level α/2 each, Schuirmann 1987), `different` when it
   excludes 0, else `inconclusive`.
-* [`questions_needed`][questions_needed]: :math:`n = \lceil (z_{1-\alpha/2} + z_{1-\beta})^2
-  \sigma_d^2 / \Delta^2 \rceil`, the paired test size with power :math:`1-\beta` to
+* [`questions_needed`][questions_needed]: $n = \lceil (z_{1-\alpha/2} + z_{1-\beta})^2
+  \sigma_d^2 / \Delta^2 \rceil$, the paired test size with power $1-\beta$ to
   detect a difference of `margin` given the per-question standard deviation
-  :math:`\sigma_d` of the observed differences (the normal-approximation formula of
+  $\sigma_d$ of the observed differences (the normal-approximation formula of
   any sample-size table, e.g. Chow, Shao & Wang 2008, §3.1).
 """
 

@@ -32,6 +32,7 @@ build-backend = "hatchling.build"
 name = "fedrag-app"
 version = "0.1.0"
 description = "Federated RAG fine-tuning with fedrag"
+license = "Apache-2.0"
 dependencies = ["fedrag"]
 
 [tool.hatch.build.targets.wheel]

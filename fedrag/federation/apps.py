@@ -7,8 +7,9 @@ each site's data from its SuperNode's `--node-config`.
 from fedrag._env import apply_defaults
 from fedrag.federation.client import make_client_app
 from fedrag.federation.converter import site_from_node_config
+from fedrag.federation.policy import app_policy
 from fedrag.federation.server import make_server_app
 
 apply_defaults()
-client_app = make_client_app(None, site_from_node_config)
+client_app = make_client_app(None, site_from_node_config, app_policy)
 server_app = make_server_app(None)

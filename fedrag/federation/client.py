@@ -23,7 +23,7 @@ def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
 
     task = FedTask(**dict(task_key))
     return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, device, task.seed,
-                              retriever_lora=task.retriever_lora, shared_retriever=shared)
+                              retriever_lora=task.retriever_lora, shared_retriever=shared, dtype=task.dtype)
 
 
 def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool = False):

@@ -7,7 +7,13 @@ the strategy's phases, run as consecutive federated phases.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+from pathlib import Path
+
 from fedrag.data.jsonl import load_qa
+from fedrag.errors import FedragError
 from fedrag.federation.client import make_client_app
 from fedrag.federation.server import make_server_app
 from fedrag.federation.task import FedTask
@@ -27,12 +33,42 @@ def sites_from_paths(paths: list[dict[str, str]]):
 
 
 def site_from_node_config(context):
-    """`site_data` for deployment: each SuperNode names its files with
-    `--node-config 'corpus="..." train="..."'`."""
+    """`site_data` for `flwr run`: a SuperNode names its own files with
+    `--node-config 'corpus="..." train="..."'`; a node of Flower's simulation (node config
+    `partition-id`, `num-partitions`) takes its partition of the run config's `corpus` and
+    `train`, split as `fedrag federate` splits them (`partition`, `seed`)."""
     cfg = context.node_config
-    if "corpus" not in cfg or "train" not in cfg:
-        raise KeyError("this SuperNode needs --node-config 'corpus=\"...\" train=\"...\"'")
-    return cfg["corpus"], load_qa(cfg["train"])
+    if "corpus" in cfg and "train" in cfg:
+        return cfg["corpus"], load_qa(cfg["train"])
+    if "partition-id" in cfg and "num-partitions" in cfg:
+        task = FedTask.from_config(context.run_config)
+        if not (task.corpus and task.train):
+            raise FedragError("Flower's simulation: give the run config's corpus and train (absolute paths), e.g. "
+                              "--run-config 'corpus=\"/data/corpus.jsonl\" train=\"/data/train.jsonl\"'")
+        paths = simulated_site(task.corpus, task.train, int(cfg["num-partitions"]), task.partition, task.seed,
+                               int(cfg["partition-id"]))
+        return paths["corpus"], load_qa(paths["train"])
+    raise FedragError("this SuperNode needs --node-config 'corpus=\"...\" train=\"...\"' (its own data files)")
+
+
+@functools.lru_cache(maxsize=8)
+def simulated_site(corpus: str, train: str, n_sites: int, mode: str, seed: int, site: int) -> dict[str, str]:
+    """Site `site` of `n_sites`: its part of `corpus` and `train`, written once under the
+    cache (keyed by the files' contents and the split), so every process of a run, and a
+    resumed run, reads the same partition."""
+    from fedrag._io import file_digest
+    from fedrag.data.jsonl import load_corpus, write_jsonl
+    from fedrag.data.partition import partition
+    from fedrag._env import cache_dir
+
+    key = hashlib.sha256(json.dumps([file_digest(corpus), file_digest(train), n_sites, mode, seed]).encode())
+    d = Path(cache_dir()) / "partitions" / key.hexdigest()[:16] / f"site{site}"
+    paths = {"corpus": str(d / "corpus.jsonl"), "train": str(d / "train.jsonl")}
+    if not (d / "train.jsonl").exists():
+        part = partition(load_corpus(corpus), load_qa(train), n_sites, mode, seed)[site]
+        write_jsonl(d / "corpus.jsonl", part.passages)
+        write_jsonl(d / "train.jsonl", part.train)  # written last: its presence marks a complete site
+    return paths
 
 
 def to_flower(task: FedTask | None, site_data=site_from_node_config, policy=None, plan=None):

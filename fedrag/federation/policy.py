@@ -10,7 +10,9 @@ what its operator listed, in the SuperNode's node config::
 `allow-models` is a comma-separated list of bundled names, directories (a directory
 also allows everything beneath it) or `*` (any model: only for trusted runs). The
 default is the bundled models only. An adapter directory's base model must be allowed
-too. Simulation runs every site in the user's own process and is trusted by default.
+too. Simulation runs every site in the user's own process and is trusted by default; so
+are the nodes of Flower's own simulation (`flwr run` with a node config holding
+`partition-id` and no `allow-models`).
 """
 
 from __future__ import annotations
@@ -81,3 +83,14 @@ class SitePolicy:
 
 TRUSTED = SitePolicy(("*",), ("*",))
 """A policy that loads any model and imports any strategy: for runs whose every site is your own."""
+
+
+def app_policy(context) -> SitePolicy:
+    """The shipped app's policy: a SuperNode's node config (`allow-models`, `allow-strategies`),
+    except for a node of Flower's own simulation (`flwr run` with a simulation connection:
+    its node config is only `partition-id` and `num-partitions`), which is the user's own
+    process and, as `fedrag federate`'s simulation, loads what the run names."""
+    cfg = context.node_config if context.node_config is not None else {}
+    if "partition-id" in cfg and NODE_CONFIG_KEY not in cfg and STRATEGY_KEY not in cfg:
+        return TRUSTED
+    return SitePolicy.from_node_config(cfg)

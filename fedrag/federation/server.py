@@ -35,7 +35,8 @@ def _server_model(task: FedTask, shared: bool = False):
 
     ret = Retriever.load(task.retriever, device=task.device, lora=task.retriever_lora, shared=shared)
     gen = None if task.generator == "none" else Generator.load(task.generator, device=task.device, lora=task.lora,
-                                                               trainable=True, seed=task.seed)
+                                                               trainable=True, seed=task.seed,
+                                                               dtype=task.dtype if task.lora else "float32")
     return SimpleNamespace(retriever=ret, generator=gen)
 
 

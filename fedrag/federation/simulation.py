@@ -12,9 +12,12 @@ from fedrag.federation.task import FedTask
 
 
 def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False,
-             gpus_per_site: float = 0.0, policy=None, plan=None) -> dict:
+             gpus_per_site: float = 0.0, policy=None, plan=None, ray_address: str | None = None) -> dict:
     """Run `task` over `len(site_paths)` virtual SuperNodes; returns the server's cost summary.
     `gpus_per_site` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
+    `ray_address`: run the sites on a running Ray cluster (`HOST:PORT` of its head, as
+    `ray start --head` prints it) instead of a Ray instance started here; every node of it
+    must read the sites' files at the same paths. The address is recorded in cost.json.
     Every simulated site runs in this process, so it loads any model (`policy`
     defaults to [`TRUSTED`][fedrag.federation.policy.TRUSTED]). `plan`: any Strategy object
     (e.g. `custom("mine", MyStage(), ...)`), captured in-process, instead of the task's.
@@ -27,7 +30,7 @@ def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: flo
     if had_home is None:
         os.environ["FLWR_HOME"] = tempfile.mkdtemp(prefix="fedrag-flwr-")
     try:
-        return _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan)
+        return _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
     except BaseException:
         _stop_ray()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
         raise
@@ -43,7 +46,7 @@ def _stop_ray() -> None:
         ray.shutdown()
 
 
-def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan) -> dict:
+def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address) -> dict:
     import warnings
 
     from flwr.simulation import run_simulation
@@ -64,6 +67,8 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
                              # terminating ClientAppActor" at every end) only with --verbose: a site's
                              # failure reaches the server as a message and fedrag reports it in one line
                              "log_to_driver": verbose}}
+    if ray_address:  # the cluster has its own resources and address: connect, start nothing
+        backend["init_args"] = {"address": ray_address, "logging_level": "ERROR", "log_to_driver": verbose}
     from fedrag.federation.deployment import raise_recorded_error
 
     with warnings.catch_warnings():
@@ -82,4 +87,9 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
         raise FedragError(f"the simulation ended without writing {cost}: see the Flower log above")
     import json
 
-    return json.loads(cost.read_text())
+    summary = json.loads(cost.read_text())
+    summary["ray_address"] = ray_address or "local"
+    from fedrag._io import atomic_write_json
+
+    atomic_write_json(cost, summary)
+    return summary

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal, get_args, get_origin
 
 from fedrag._settings import check_choices, same, setting
+from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
 from fedrag.strategies.library import TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.config import Precision
@@ -76,6 +77,12 @@ class FedTask:
     dp_clip: float = setting(1.0, "DP: the L2 norm each site's update is clipped to")
     dp_delta: float = setting(1e-5, "DP: the delta of the reported (epsilon, delta) guarantee", cli=False)
     out: str = setting("", "the server's output directory", cli=False)
+    corpus: str = setting("", "Flower's simulation under flwr run: the corpus JSONL (absolute path) each simulated "
+                              "node takes its partition of", cli=False)
+    train: str = setting("", "Flower's simulation under flwr run: the training QA JSONL (absolute path), "
+                             "partitioned with the corpus", cli=False)
+    partition: Partition = setting("iid", "how the corpus and training questions are split across sites (iid: "
+                                          "grouped by gold passage; by-title: whole titles per site)")
     eval_corpus: str = setting("", "server-side evaluation: the corpus (default: --corpus)", cli=False)
     eval_qa: str = setting("", "held-out QA the server evaluates each round", cli=False)
     eval_limit: int = setting(50, "server-side evaluation: at most N questions")

@@ -6,12 +6,12 @@ all passages pasted into one prompt (Lewis et al. 2020, §2.4):
 
 * `concat`: one prompt holding the top-k passages, then ordinary `generate`.
 * `rag-sequence`: a candidate answer per passage (or `num_beams` per passage),
-  ranked by :math:`p(y|x) = \\sum_z p(z|x)\\, p(y|x,z)`. "Thorough" decoding scores
+  ranked by $p(y|x) = \\sum_z p(z|x)\\, p(y|x,z)$. "Thorough" decoding scores
   every candidate under every passage (k² rows); "fast" decoding (Lewis et al. 2020,
-  §2.4) takes :math:`p(y|x,z) \\approx 0` where passage `z` did not produce `y`, so
+  §2.4) takes $p(y|x,z) \\approx 0$ where passage `z` did not produce `y`, so
   it scores only each passage's own candidates (k rows).
 * `rag-token`: greedy (or sampled) decoding over the per-step mixture
-  :math:`p(y_i|x,y_{<i}) = \\sum_z p(z|x)\\, p(y_i|x,z,y_{<i})`; the k passages of a
+  $p(y_i|x,y_{<i}) = \\sum_z p(z|x)\\, p(y_i|x,z,y_{<i})$; the k passages of a
   question run as k rows of one batched forward per step, with a KV cache.
 
 `p(z|x) = softmax(s(x, z) / gamma)` over the retrieval scores, with the `gamma`

@@ -10,8 +10,8 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Te
              scale: float = 20.0, exclude: torch.Tensor | None = None) -> torch.Tensor:
     r"""Multiple Negatives Ranking loss with optional hard negatives.
 
-    For a batch of `B` normalised query embeddings :math:`q_i` with their gold passage
-    embeddings :math:`p_i` and `H` extra hard negatives :math:`n_h`:
+    For a batch of `B` normalised query embeddings $q_i$ with their gold passage
+    embeddings $p_i$ and `H` extra hard negatives $n_h$:
 
     $$
     \mathcal{L} = -\frac{1}{B}\sum_i \log

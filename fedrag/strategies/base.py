@@ -173,7 +173,10 @@ def save_outputs(rag, out_dir: str | Path, results: list[StageResult], strategy_
                  decoding: dict | None = None, plan: Strategy | None = None) -> None:
     """Write DIR/retriever, DIR/generator (adapter or full model, with the `decoding`
     that matches its training recorded in it, and a model card) and DIR/cost.json.
-    `plan`: the strategy that trained them (the cards then say which model it trained)."""
+    `plan`: the strategy that trained them (the cards then say which model it trained; its
+    decoding is recorded unless `decoding` is given)."""
+    if decoding is None and plan is not None:
+        decoding = plan.decoding
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     phases = [{"stage": r.stage, "steps": r.steps, "examples": r.cost.examples, "final_loss": r.final_loss}

@@ -49,8 +49,9 @@ class TrainConfig:
     eval_every: int = _f(0, "validate every N steps (0: only at the end, if --val is given)")
     checkpoint_every: int = _f(0, "checkpoint every N steps (0: never)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower steps")
-    dtype: Precision = _f("auto", "compute precision (torch.autocast; weights stay float32): auto = bfloat16 on a "
-                                  "GPU that supports it, else float32; float16 needs a CUDA GPU (loss scaling)")
+    dtype: Precision = _f("auto", "training precision: autocast, and the frozen base under a LoRA adapter (the "
+                                  "adapter and full fine-tuning stay float32); auto = bfloat16 on a GPU that "
+                                  "supports it, else float32; float16 needs a CUDA GPU (loss scaling)")
     score_batch_size: int | None = _f(None, "rows per generator scoring forward (exact: each chunk is recomputed "
                                             "in backward); trades time for memory, default all rows at once")
     prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)", cli=False)
