@@ -1,5 +1,5 @@
-"""Federated vs centralized, round by round: the contrastive retriever stage (MiniLM, query
-encoder) trained centrally and over 2 IID sites, both scored on the same held-out questions
+"""Federated vs centralized, round by round: the contrastive retriever stage (MiniLM, at the
+stage's defaults: query and passage side, one shared encoder) trained centrally and over 2 IID sites, both scored on the same held-out questions
 after every R sequential steps (the centralized run's `--eval-every`, the server's
 evaluation after each federated round). Writes OUT/by_round.json for benchmarks/plots.py.
 
@@ -44,7 +44,7 @@ def main() -> None:
     common = ["--stage", "contrastive", "--corpus", args.corpus, "--train", args.train, "--generator", "none",
               "--batch-size", args.batch_size, "--lr-retriever", args.lr_retriever, "--overwrite"]
     steps = args.rounds * args.local_steps
-    central_s = fedrag("train", *common, "--query-only", "--steps", steps, "--val", args.test, "--val-limit", 1000,
+    central_s = fedrag("train", *common, "--steps", steps, "--val", args.test, "--val-limit", 1000,
                        "--eval-every", args.local_steps, "--out", out / "central")
     records = [json.loads(line) for line in (out / "central" / "phase0-contrastive" / "metrics.jsonl").read_text().splitlines()]
     central = {r["step"]: r["val_recall@5"] for r in records if "val_recall@5" in r}
@@ -54,7 +54,7 @@ def main() -> None:
     fed = {r["round"] * args.local_steps: r["server_recall@5"] for r in rounds}
     fedrag("eval", "--corpus", args.corpus, "--qa", args.test, "--generator", "none", "--out", out / "base.json")
     start = json.loads((out / "base.json").read_text())["recall@5"]
-    result = {"stage": "contrastive (query encoder)", "sites": 2, "local_steps": args.local_steps,
+    result = {"stage": "contrastive (query and passage encoder)", "sites": 2, "local_steps": args.local_steps,
               "batch_size": args.batch_size, "lr_retriever": float(args.lr_retriever), "untuned_recall@5": start,
               "steps": sorted(central), "centralized_recall@5": [central[s] for s in sorted(central)],
               "federated_recall@5": [fed.get(s) for s in sorted(central)], "central_s": central_s, "federated_s": fed_s}

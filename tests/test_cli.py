@@ -111,7 +111,7 @@ def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir,
                            "--retrieval", mode, "--limit", "4", "--out", tmp_path / f"{mode}.json")
         assert code == 0, err
         m = json.loads((tmp_path / f"{mode}.json").read_text())
-        assert m["n"] == 4 and {"em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10"} <= set(m)
+        assert m["n"] == 4 and {"em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10", "precision@5", "ndcg@10"} <= set(m)
         assert m["retrieval"] == mode
     # each mode retrieves its own passages: on every test question (no generator), the ranked ids differ
     # between the modes, so an ignored --retrieval (dense three times) fails here

@@ -127,6 +127,7 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     assert by["joint-token"]["decoding"] == "rag-token" and by["joint-sequence"]["decoding"] == "rag-sequence (fast)"
     assert by["independent"]["decoding"] == "concat" and by["ra-dit"]["decoding"] == "rag-token"
     assert all(r["train_s"] > 0 and r["train_flops"] > 0 for r in result["rows"][1:])
+    assert all(0 <= r["precision@5"] <= 1 and 0 <= r["ndcg@10"] <= 1 for r in result["rows"]), "retrieval beside Recall@k"
     md = (tmp_path / "c" / "compare.md").read_text()
     assert md.count("\n| ") >= 7 and "## Advice" in md and (tmp_path / "c" / "compare.png").stat().st_size > 1000
     # per-question rows pair every strategy with the untuned pipeline and the best one

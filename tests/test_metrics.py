@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedrag.evaluate.metrics import exact_match, f1_score, mrr_at_k, normalize_answer, recall_at_k
+from fedrag.evaluate.metrics import exact_match, f1_score, mrr_at_k, ndcg_at_k, normalize_answer, precision_at_k, recall_at_k
 
 
 def test_squad_normalisation_lowercases_and_drops_punctuation_articles_and_spaces():
@@ -32,6 +32,20 @@ def test_mrr_and_recall_at_k_on_hand_computed_lists():
     assert mrr_at_k(ranked, ["x"], 10) == 0.0
     assert recall_at_k(ranked, ["d1", "d9"], 3) == pytest.approx(0.5)
     assert recall_at_k(ranked, ["d1", "d9"], 4) == 1.0
+
+
+def test_precision_and_ndcg_at_k_on_hand_computed_lists():
+    """Golds d1, d9 in the ranking d3, d7, d1, d9: precision@3 = 1/3, @4 = 2/4, @10 = 2/10
+    (counted over k); DCG@4 = 1/log2(4) + 1/log2(5) = 0.5 + 0.43068, ideal = 1 + 1/log2(3)
+    = 1.63093, so nDCG@4 = 0.57064; a gold at rank 1 alone is 1.0."""
+    ranked = ["d3", "d7", "d1", "d9"]
+    assert precision_at_k(ranked, ["d1", "d9"], 3) == pytest.approx(1 / 3)
+    assert precision_at_k(ranked, ["d1", "d9"], 4) == pytest.approx(0.5)
+    assert precision_at_k(ranked, ["d1", "d9"], 10) == pytest.approx(0.2), "k, not the list's length, is the denominator"
+    assert ndcg_at_k(ranked, ["d1", "d9"], 4) == pytest.approx(0.930677 / 1.630930, abs=1e-5)
+    assert ndcg_at_k(ranked, ["d1", "d9"], 2) == 0.0
+    assert ndcg_at_k(ranked, ["d3"], 10) == 1.0
+    assert ndcg_at_k(ranked, ["d7"], 10) == pytest.approx(1 / 1.5849625, abs=1e-6)
 
 
 def test_bootstrap_ci_of_a_hand_computed_case():

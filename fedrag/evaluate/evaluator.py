@@ -7,14 +7,15 @@ import time
 from tqdm.auto import tqdm
 
 from fedrag.data.types import Example
-from fedrag.evaluate.metrics import answer_recall_at_k, exact_match, f1_score, mrr_at_k, recall_at_k
+from fedrag.evaluate.metrics import (answer_recall_at_k, exact_match, f1_score, mrr_at_k, ndcg_at_k, precision_at_k,
+                                     recall_at_k)
 
 RECALL_KS = (1, 5, 20)
 
 
 def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool = True, ks=RECALL_KS) -> dict:
     """Metrics over `examples`: answer-recall@k always (a top-k passage contains a gold
-    answer), Recall@k and MRR@10 where gold ids exist, EM/F1 when the system has a
+    answer), Recall@k, precision@k, MRR@10 and nDCG@10 where gold ids exist, EM/F1 when the system has a
     generator (decoded with `rag.settings`). Returns a flat dict plus per-example rows
     under `"_rows"` (dropped before writing metrics files)."""
     depth = max(max(ks), 10, rag.top_k)
@@ -34,13 +35,16 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
             if ex.gold_ids:
                 for k in ks:
                     row[f"recall@{k}"] = recall_at_k(out.passage_ids, ex.gold_ids, k)
+                    row[f"precision@{k}"] = precision_at_k(out.passage_ids, ex.gold_ids, k)
                 row["mrr@10"] = mrr_at_k(out.passage_ids, ex.gold_ids, 10)
+                row["ndcg@10"] = ndcg_at_k(out.passage_ids, ex.gold_ids, 10)
             rows.append(row)
         bar.update(len(batch))
     bar.close()
     wall = time.perf_counter() - t0
     metrics: dict = {"n": len(rows)}
-    keys = ["em", "f1"] + [f"recall@{k}" for k in ks] + ["mrr@10"] + [f"answer_recall@{k}" for k in ks]
+    keys = (["em", "f1"] + [f"recall@{k}" for k in ks] + [f"precision@{k}" for k in ks] + ["mrr@10", "ndcg@10"]
+            + [f"answer_recall@{k}" for k in ks])
     for key in keys:
         vals = [r[key] for r in rows if key in r]
         if vals:

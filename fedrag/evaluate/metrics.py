@@ -48,6 +48,31 @@ def recall_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int)
     return sum(g in top for g in gold) / len(gold)
 
 
+def precision_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int) -> float:
+    """Fraction of the first `k` retrieved ids that are gold passages (of `k`, also when
+    fewer than `k` were retrieved, as trec_eval counts it)."""
+    if not gold:
+        return float("nan")
+    gold = set(gold)
+    return sum(pid in gold for pid in retrieved[:k]) / k
+
+
+def ndcg_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int = 10) -> float:
+    r"""Normalised discounted cumulative gain with binary relevance:
+
+    $$
+    \mathrm{nDCG@}k = \frac{\sum_{i=1}^{k} \mathrm{rel}_i / \log_2(i+1)}{\sum_{i=1}^{\min(k, |G|)} 1 / \log_2(i+1)}
+    $$
+
+    where $\mathrm{rel}_i$ is 1 when the passage at rank $i$ is one of the gold set $G$."""
+    if not gold:
+        return float("nan")
+    gold = set(gold)
+    dcg = sum(1 / math.log2(rank + 1) for rank, pid in enumerate(retrieved[:k], 1) if pid in gold)
+    ideal = sum(1 / math.log2(rank + 1) for rank in range(1, min(k, len(gold)) + 1))
+    return dcg / ideal
+
+
 def mrr_at_k(retrieved: list[str], gold: list[str] | tuple[str, ...], k: int = 10) -> float:
     """Reciprocal rank of the first gold passage within the top `k` (0 if none)."""
     gold = set(gold)

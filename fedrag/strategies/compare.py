@@ -211,8 +211,8 @@ def _save(out: Path, name: str, row_and_questions: tuple[dict, list[dict]]) -> d
     return row
 
 
-KEEP = ("em", "f1", "recall@1", "recall@5", "recall@20", "mrr@10", "answer_recall@1", "answer_recall@5",
-        "answer_recall@20", "n")
+KEEP = ("em", "f1", "recall@1", "recall@5", "recall@20", "precision@1", "precision@5", "mrr@10", "ndcg@10",
+        "answer_recall@1", "answer_recall@5", "answer_recall@20", "n")
 
 
 def _test_metrics(rag, test: list[Example], settings: GenerationSettings, top_k: int) -> tuple[dict, list[dict]]:
