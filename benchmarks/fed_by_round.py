@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--local-steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr-retriever", default="5e-5")
+    ap.add_argument("--dataset", default="HotpotQA 100", help="the data's name, for the plot's title")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +55,9 @@ def main() -> None:
     fed = {r["round"] * args.local_steps: r["server_recall@5"] for r in rounds}
     fedrag("eval", "--corpus", args.corpus, "--qa", args.test, "--generator", "none", "--out", out / "base.json")
     start = json.loads((out / "base.json").read_text())["recall@5"]
-    result = {"stage": "contrastive (query and passage encoder)", "sites": 2, "local_steps": args.local_steps,
+    n_test = sum(1 for line in Path(args.test).read_text().splitlines() if line.strip())
+    result = {"stage": "contrastive (query and passage encoder)", "dataset": args.dataset, "test_questions": n_test,
+              "sites": 2, "local_steps": args.local_steps,
               "batch_size": args.batch_size, "lr_retriever": float(args.lr_retriever), "untuned_recall@5": start,
               "steps": sorted(central), "centralized_recall@5": [central[s] for s in sorted(central)],
               "federated_recall@5": [fed.get(s) for s in sorted(central)], "central_s": central_s, "federated_s": fed_s}

@@ -30,7 +30,8 @@ def plot_by_round(result: dict, path: Path) -> Path:
             label=f"federated, {result['sites']} sites (one round = {result['local_steps']} local steps)")
     ax.set_xlabel("sequential optimizer steps")
     ax.set_ylabel("held-out Recall@5")
-    ax.set_title(f"{result['stage']}: federated vs centralized")
+    where = f"{result['dataset']}, n = {result['test_questions']} held-out questions\n" if "dataset" in result else ""
+    ax.set_title(f"{where}{result['stage']}: federated vs centralized", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
