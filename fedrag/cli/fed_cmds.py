@@ -184,12 +184,19 @@ def credentials(out: Path = typer.Option(..., "--out", help="directory for the c
     """TLS and SuperNode-authentication credentials for a deployment: a CA (ca.crt), the
     SuperLink's certificate and key (server.pem, server.key) for each --host, and one key
     pair per site (siteI_key, siteI_key.pub). Private keys are readable by their owner only."""
+    from fedrag._io import atomic_dir
     from fedrag.federation.credentials import make_supernode_keys, make_tls
 
+    if out.exists() and not out.is_dir():
+        raise FedragError(f"{out} exists and is not a directory; choose another --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FedragError(f"{out} is not empty; pass --overwrite to replace its credentials")
-    certs = make_tls(out, hosts=tuple(host), days=days)
-    keys = make_supernode_keys(out, sites)
-    typer.echo(f"CA {certs.ca}\nSuperLink {certs.cert} + {certs.key} (valid for {', '.join(host)}, {days} days)")
-    for private, public in keys:
-        typer.echo(f"site key {private} (copy to the site) + {public} (register: flwr supernode register)")
+    with atomic_dir(out) as tmp:  # the whole set appears at once, or nothing does
+        make_tls(tmp, hosts=tuple(host), days=days)
+        make_supernode_keys(tmp, sites)
+    d = out.resolve()
+    typer.echo(f"CA {d / 'ca.crt'}\nSuperLink {d / 'server.pem'} + {d / 'server.key'} (valid for {', '.join(host)}, "
+               f"{days} days)")
+    for i in range(sites):
+        typer.echo(f"site key {d / f'site{i}_key'} (copy to the site) + {d / f'site{i}_key.pub'} (register: "
+                   "flwr supernode register)")
