@@ -70,8 +70,10 @@ def test_rag_sequence_picks_the_slow_marginal_argmax(rag, questions):
     slow marginal over the same candidates, one (passage, answer) pair at a time, in log
     space with a 1e-4 tolerance (batched and single forwards differ in the last bits).
     A one-hot prior must then pick each passage's own best candidate: an implementation
-    that ignores the prior fails wherever two passages prefer different answers (the
-    tiny models are rebuilt each session, so how often that happens varies)."""
+    that ignores the prior fails wherever two passages prefer different answers. With the
+    random tiny models one candidate often dominates all three passages of every question
+    (it ends in EOS where the others are cut off), so that case does not arise in every
+    session; requiring it failed 2 runs in 6, and the requirement is left out."""
     gen = rag.generator
     hits = rag.retrieve(questions[:5], 3)
     prompts = [[gen.prompt(q, [h.passage]) for h in hs] for q, hs in zip(questions, hits)]
@@ -94,8 +96,6 @@ def test_rag_sequence_picks_the_slow_marginal_argmax(rag, questions):
         for b in range(len(prompts)):
             best = max(float(lp[z]) for lp in logp[b].values())
             assert float(logp[b][picks[z][b]][z]) >= best - 1e-4, (z, b)
-    # the check above can fail only where two passages prefer different answers
-    assert any(picks[0][b] != picks[2][b] for b in range(len(prompts))), picks
 
 
 def test_fast_rag_sequence_scores_each_candidate_under_its_own_passages_only(rag, questions, monkeypatch):
