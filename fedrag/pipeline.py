@@ -90,10 +90,11 @@ def build_training_rag(corpus: str, retriever: str, generator: str | None, lora:
     elsewhere. A fully trained generator (`lora=False`) and the retriever keep float32
     weights; the computation's precision comes from autocast in either case."""
     from fedrag.generate import Generator
+    from fedrag.generate.generator import training_weights_dtype
 
     passages = load_corpus(corpus) if not index else None
     ret = Retriever.load(retriever, device=device, shared=shared_retriever, lora=retriever_lora)
     store = load_store(passages, ret, index)
     gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed,
-                                                                 quantize=quantize, dtype=dtype if lora else "float32")
+                                                                 quantize=quantize, dtype=training_weights_dtype(dtype, lora))
     return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)

@@ -16,8 +16,7 @@ import torch
 
 from fedrag._io import atomic_write_json
 from fedrag.federation.aggregator import make_accountant, make_aggregator
-from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
-from fedrag.strategies.cards import write_model_card
+from fedrag.strategies.base import save_models
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.records import from_wire, packed_spec, to_wire
@@ -31,12 +30,13 @@ def _server_model(task: FedTask, shared: bool = False):
     from types import SimpleNamespace
 
     from fedrag.generate import Generator
+    from fedrag.generate.generator import training_weights_dtype
     from fedrag.retrieve import Retriever
 
     ret = Retriever.load(task.retriever, device=task.device, lora=task.retriever_lora, shared=shared)
     gen = None if task.generator == "none" else Generator.load(task.generator, device=task.device, lora=task.lora,
                                                                trainable=True, seed=task.seed,
-                                                               dtype=task.dtype if task.lora else "float32")
+                                                               dtype=training_weights_dtype(task.dtype, task.lora))
     return SimpleNamespace(retriever=ret, generator=gen)
 
 
@@ -135,18 +135,9 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         save_checkpoint(out, rag, phase_idx + 1, 0, history, task, accountant)
         atomic_write_json(out / "rounds.json", history)
     tracker.close()
-    rag.retriever.save(out / "retriever")
     phases = [{"stage": p.name, "steps": task.rounds * task.local_steps, "examples": "-"} for p in plan.phases]
     fed = {"sites": task.min_sites, "rounds": task.rounds, "local_steps": task.local_steps, "aggregator": task.aggregator}
-    write_model_card(out / "retriever", role="retriever", base=task.retriever, strategy=plan.name, phases=phases,
-                     trained="retriever" in plan.trains, lora=rag.retriever.is_lora, federated=fed)
-    if rag.generator is not None:
-        rag.generator.save(out / "generator")
-        dec = plan.decoding  # decoded as it was trained, as a centrally trained generator is
-        save_decoding(out / "generator", dec["decoding"], dec.get("gamma", RETRIEVAL_GAMMA), plan.name)
-        write_model_card(out / "generator", role="generator", base=task.generator, strategy=plan.name, phases=phases,
-                         trained="generator" in plan.trains, lora=rag.generator.is_lora, decoding=dec["decoding"],
-                         federated=fed)
+    save_models(rag, out, plan.name, phases, plan=plan, federated=fed)  # decoded as it was trained, as centrally
     summary = _cost(history, time.perf_counter() - t_run, task)
     # what the sites trained each phase with: the task's settings, the stage's defaults and the phase's overrides
     summary["phases"] = [{"stage": p.name, **{k: v for k, v in asdict(p.config(task.train_config(), federated=True)).items()

@@ -233,6 +233,13 @@ class Generator:
         return self._base().get_output_embeddings()(hidden)
 
 
+def training_weights_dtype(dtype: str, lora: bool) -> str:
+    """The weights' dtype of a generator loaded for training at precision `dtype`
+    (`TrainConfig.dtype`): a LoRA run's frozen base takes it, while weights the optimizer
+    updates (a full fine-tuning) stay float32."""
+    return dtype if lora else "float32"
+
+
 def add_lora(model, config: dict | None = None, seed: int = 0):
     """Wrap a causal LM in a fresh peft LoRA adapter (defaults: r=8, alpha=16, all linear).
 

@@ -175,20 +175,29 @@ def save_outputs(rag, out_dir: str | Path, results: list[StageResult], strategy_
     that matches its training recorded in it, and a model card) and DIR/cost.json.
     `plan`: the strategy that trained them (the cards then say which model it trained; its
     decoding is recorded unless `decoding` is given)."""
-    if decoding is None and plan is not None:
-        decoding = plan.decoding
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     phases = [{"stage": r.stage, "steps": r.steps, "examples": r.cost.examples, "final_loss": r.final_loss}
               for r in results]
+    save_models(rag, out, strategy_name, phases, plan=plan, decoding=decoding)
+    atomic_write_json(out / "cost.json", {**total_cost(results, strategy_name), **(extra or {})})
+
+
+def save_models(rag, out: Path, strategy_name: str, phases: list[dict], plan: Strategy | None = None,
+                decoding: dict | None = None, federated: dict | None = None) -> None:
+    """Write OUT/retriever and OUT/generator, each with its model card, and the decoding
+    the generator must be read with (`plan`'s unless `decoding` is given); centrally
+    trained and federated models are saved alike (`federated`: the card's rounds and sites)."""
+    if decoding is None and plan is not None:
+        decoding = plan.decoding
     rag.retriever.save(out / "retriever")
     write_model_card(out / "retriever", role="retriever", base=rag.retriever.name, strategy=strategy_name, phases=phases,
-                     trained=("retriever" in plan.trains) if plan else None, lora=rag.retriever.is_lora)
+                     trained=("retriever" in plan.trains) if plan else None, lora=rag.retriever.is_lora,
+                     federated=federated)
     if rag.generator is not None:
         rag.generator.save(out / "generator")
         if decoding:
             save_decoding(out / "generator", decoding["decoding"], decoding.get("gamma", RETRIEVAL_GAMMA), strategy_name)
         write_model_card(out / "generator", role="generator", base=rag.generator.base_name, strategy=strategy_name,
                          phases=phases, trained=("generator" in plan.trains) if plan else None, lora=rag.generator.is_lora,
-                         decoding=decoding["decoding"] if decoding else None)
-    atomic_write_json(out / "cost.json", {**total_cost(results, strategy_name), **(extra or {})})
+                         decoding=decoding["decoding"] if decoding else None, federated=federated)
