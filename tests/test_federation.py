@@ -24,7 +24,7 @@ from fedrag.federation.task import FedTask
 def sites(demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("sites")
     passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
-    return {n: write_sites(partition(passages, train, n, "by-title"), out / f"n{n}") for n in (1, 2)}
+    return {n: write_sites(partition(passages, train, n, "by-title"), out / f"n{n}") for n in (1, 2, 3)}
 
 
 @contextlib.contextmanager
@@ -42,32 +42,6 @@ def task_for(tiny_models, out, **kw):
     base = dict(retriever=tiny_models["retriever"], generator=tiny_models["generator"], rounds=2, local_steps=2,
                 batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, out=str(out), min_sites=2)
     return FedTask(**{**base, **kw})
-
-
-@pytest.mark.slow
-def test_one_site_one_round_equals_centralized(tiny_models, sites, tmp_path):
-    """The converter is faithful: FedAvg over one site for one round = centralized training."""
-    from fedrag.pipeline import build_training_rag
-    from fedrag.train import TrainConfig, get_state, make_stage, train_stage
-
-    task = task_for(tiny_models, tmp_path / "fed", stage="rag-sequence", rounds=1, local_steps=3, min_sites=1)
-    simulate(task, sites[1])
-    site = sites[1][0]
-    rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
-    with one_thread():
-        train_stage(make_stage("rag-sequence", top_k=task.top_k), rag, load_qa(site["train"]),
-                    TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed,
-                                warmup_ratio=task.warmup_ratio))
-    central = get_state(rag, ("retriever", "generator"))
-    from safetensors.torch import load_file
-
-    fed = load_file(str(tmp_path / "fed" / "checkpoint" / "global.safetensors"))
-    assert set(fed) == set(central)
-    start = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
-    moved = sum((central[k] - v).abs().sum().item() for k, v in get_state(start, ("retriever", "generator")).items())
-    assert moved > 0
-    for k in central:
-        assert torch.allclose(fed[k], central[k], atol=1e-6, rtol=1e-5), k
 
 
 @pytest.mark.slow
@@ -253,7 +227,6 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     cost = (out / "cost.json").read_text()
     refused(cmd, "already holds a finished federated run of this task; pass --overwrite")
     refused([*cmd[: cmd.index("--rounds") + 1], "5", *cmd[cmd.index("--rounds") + 2:]], "differs in rounds")
-    refused([*cmd[: cmd.index("--stage") + 1], "contrastive", *cmd[cmd.index("--stage") + 2:]], "differs in stage")
     assert (out / "cost.json").read_text() == cost and json.loads((out / "rounds.json").read_text()) == history
     state.write_text(state.read_text()[:40])
     refused(cmd, "corrupt checkpoint")
@@ -295,29 +268,42 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(tin
 def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sites, tmp_path):
     """One round from the same start, the sites seeded alike: FedAdam's global step is Flower's
     bias-corrected Adam step on FedAvg's pseudo-gradient (Reddi et al. 2021); FedProx's proximal
-    term changes what the sites send (mu > 0), so its aggregate is not FedAvg's."""
+    term changes what the sites send (mu > 0), so its aggregate is not FedAvg's. FedAvg's
+    aggregate is computed here from each site's own round (the client code a Ray worker runs)."""
     import numpy as np
     from safetensors.torch import load_file
 
+    from fedrag.federation.client import train_round
+    from fedrag.federation.records import to_wire
     from fedrag.pipeline import build_training_rag
     from fedrag.train import get_state
 
     final = {}
-    for agg, extra in (("fedavg", {}), ("fedadam", {"server_lr": 0.01}), ("fedprox", {"proximal_mu": 10.0})):
+    for agg, extra in (("fedadam", {"server_lr": 0.01}), ("fedprox", {"proximal_mu": 10.0})):
         task = task_for(tiny_models, tmp_path / agg, stage="ralt", rounds=1, aggregator=agg, evaluate_every=0, **extra)
         simulate(task, sites[2])
         final[agg] = load_file(str(tmp_path / agg / "checkpoint" / "global.safetensors"))
+    plain = task_for(tiny_models, "unused", stage="ralt", rounds=1, evaluate_every=0)
     start = get_state(build_training_rag(sites[2][0]["corpus"], task.retriever, task.generator), ("generator",))
+    replies = []
+    with one_thread():
+        for site in sites[2]:
+            new, metrics = train_round(plain, site["corpus"], load_qa(site["train"]), to_wire(start),
+                                       {"phase": 0, "server-round": 1})
+            replies.append((new, metrics["num-examples"]))
+    total = sum(n for _, n in replies)
+    fedavg = {k: sum(new[k].double() * n for new, n in replies) / total for k in start}
     b1, b2, tau, eta, rnd = 0.9, 0.99, 1e-3, 0.01, 1
     eta_norm = eta * np.sqrt(1 - b2 ** (rnd + 1)) / (1 - b1 ** (rnd + 1))
     moved = 0
     for k, x0 in start.items():
-        delta = (final["fedavg"][k] - x0).double()
+        delta = fedavg[k] - x0.double()
         expected = x0.double() + eta_norm * (1 - b1) * delta / (((1 - b2) * delta ** 2).sqrt() + tau)
         assert torch.allclose(final["fedadam"][k].double(), expected, rtol=1e-4, atol=1e-6), k
         moved += int((delta.abs() > 0).sum())
     assert moved > 0, "FedAvg's aggregate moved the adapter"
-    assert any(not torch.equal(final["fedprox"][k], final["fedavg"][k]) for k in start), "the proximal term acted"
+    assert any(not torch.allclose(final["fedprox"][k].double(), fedavg[k], rtol=1e-4, atol=1e-6) for k in start), \
+        "the proximal term acted"
 
 
 def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sites):
@@ -382,18 +368,20 @@ def test_site_policy_covers_listed_directories_and_adapter_bases(tiny_models, tm
     assert SitePolicy.from_node_config({}).models == ("minilm", "smollm2-135m")
 
 
-def _tamper(kind):
-    """A Flower mod that makes a site leak through its reply, as a malicious site would."""
+def _tamper():
+    """A Flower mod that makes sites leak through their replies, as malicious sites would:
+    site 1 in a metric's key, site 2 as text packed into a correctly named tensor."""
     import numpy as np
     from flwr.app import Array
 
     def mod(msg, context, call_next):
         reply = call_next(msg, context)
-        if int(context.node_config["partition-id"]) != 1 or reply.has_error():
+        site = int(context.node_config["partition-id"])
+        if site == 0 or reply.has_error():
             return reply
-        if kind == "metric-key-text":
+        if site == 1:
             reply.content["metrics"]["alice-born-1970-in-oslo"] = 1.0
-        else:  # text packed into a correctly named tensor
+        else:
             name = next(iter(reply.content["arrays"]))
             reply.content["arrays"][name] = Array(np.frombuffer(b"Alice was born in 1970 in Oslo.", dtype=np.uint8))
         return reply
@@ -401,10 +389,8 @@ def _tamper(kind):
     return mod
 
 
-@pytest.mark.parametrize("kind,reason", [("metric-key-text", "metric keys not in the allow-list"),
-                                          ("tensor-text", "expected float32")])
 @pytest.mark.slow
-def test_the_audit_rejects_a_leaking_reply(tiny_models, sites, tmp_path, kind, reason):
+def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
     from flwr.simulation import run_simulation
 
     from fedrag.federation.client import make_client_app
@@ -412,26 +398,27 @@ def test_the_audit_rejects_a_leaking_reply(tiny_models, sites, tmp_path, kind, r
     from fedrag.federation.policy import TRUSTED
     from fedrag.federation.server import make_server_app
 
-    task = task_for(tiny_models, tmp_path / kind, stage="ralt", rounds=1, min_sites=1, evaluate_every=0)
-    client = make_client_app(task, sites_from_paths(sites[2]), lambda context: TRUSTED, mods=[_tamper(kind)])
-    run_simulation(server_app=make_server_app(task), client_app=client, num_supernodes=2,
+    task = task_for(tiny_models, tmp_path / "audit", stage="ralt", rounds=1, min_sites=1, evaluate_every=0)
+    client = make_client_app(task, sites_from_paths(sites[3]), lambda context: TRUSTED, mods=[_tamper()])
+    run_simulation(server_app=make_server_app(task), client_app=client, num_supernodes=3,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}})
-    (entry,) = json.loads((tmp_path / kind / "rounds.json").read_text())
-    assert (entry["replies"], entry["rejected"]) == (1, 1), entry
-    assert any(reason in r for r in entry["rejected_reasons"]), entry["rejected_reasons"]
+    (entry,) = json.loads((tmp_path / "audit" / "rounds.json").read_text())
+    assert (entry["replies"], entry["rejected"]) == (1, 2), entry
+    for reason in ("metric keys not in the allow-list", "expected float32"):
+        assert any(reason in r for r in entry["rejected_reasons"]), entry["rejected_reasons"]
     assert "alice-born-1970-in-oslo" not in entry["metric_keys"]
-    # the rejected reply is out of the aggregate: the global model is the honest site's alone
+    # the rejected replies are out of the aggregate: the global model is the honest site's alone
     from safetensors.torch import load_file
 
     from fedrag.pipeline import build_training_rag
     from fedrag.train import get_state, make_stage, train_stage
 
-    honest = sites[2][0]
+    honest = sites[3][0]
     rag = build_training_rag(honest["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
     with one_thread():
         train_stage(make_stage("ralt", top_k=task.top_k), rag, load_qa(honest["train"]), task.train_config(1))
-    final = load_file(str(tmp_path / kind / "checkpoint" / "global.safetensors"))
+    final = load_file(str(tmp_path / "audit" / "checkpoint" / "global.safetensors"))
     for k, v in get_state(rag, ("generator",)).items():
         assert torch.allclose(final[k], v, atol=1e-6, rtol=1e-5), k
 
@@ -630,7 +617,12 @@ def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tin
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"])
 @pytest.mark.slow
-def test_each_built_in_strategy_federates_as_it_trains_centrally(tiny_models, sites, tmp_path, name):
+def test_each_built_in_strategy_federates_as_it_trains_centrally(monkeypatch, capsys, tiny_models, sites, demo_dir,
+                                                                 tmp_path, name):
+    """1 site x 1 round = central training; the federated generator records the central
+    decoding, its card says how it was trained, and `eval` decodes it that way."""
+    from test_cli import run
+
     from fedrag.strategies import make_strategy
 
     plan = make_strategy(name, top_k=FedTask.top_k)
@@ -638,28 +630,19 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(tiny_models, si
     for k in central:
         rel = (fed[k].float() - central[k].float()).norm() / max(central[k].float().norm(), 1e-12)
         assert rel <= 1e-3, (k, float(rel))
-    recorded = json.loads((tmp_path / "fed" / "generator" / "fedrag_decoding.json").read_text())
+    generator = tmp_path / "fed" / "generator"
+    recorded = json.loads((generator / "fedrag_decoding.json").read_text())
     expected = json.loads((tmp_path / "central" / "generator" / "fedrag_decoding.json").read_text())
     assert (recorded["decoding"], recorded["gamma"]) == (expected["decoding"], expected["gamma"])
-
-
-@pytest.mark.slow
-def test_a_federated_generator_is_evaluated_with_the_decoding_it_was_trained_for(monkeypatch, capsys, tiny_models,
-                                                                                  sites, demo_dir, tmp_path):
-    from test_cli import run
-
-    task = task_for(tiny_models, tmp_path / "fed", stage="rag-token", rounds=1, local_steps=1, min_sites=1,
-                    evaluate_every=0)
-    simulate(task, sites[1])
-    assert json.loads((tmp_path / "fed" / "generator" / "fedrag_decoding.json").read_text())["decoding"] == "rag-token"
-    card = (tmp_path / "fed" / "generator" / "README.md").read_text()
-    assert "federated training" in card and "Rounds per phase: 1" in card and "`rag-token`" in card
+    card = (generator / "README.md").read_text()
+    assert "federated training" in card and "Rounds per phase: 1" in card and f"`{recorded['decoding']}`" in card
     assert str(tmp_path) not in card and tiny_models["generator"] not in card
-    code, out, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
-                         "--retriever", tmp_path / "fed" / "retriever", "--generator", tmp_path / "fed" / "generator",
-                         "--limit", "2", "--max-new-tokens", "3")
-    assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["decoding"] == "rag-token"
+    if recorded["decoding"] != "concat":  # eval's default would be concat: it must read the recorded one
+        code, out, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus",
+                             demo_dir / "corpus.jsonl", "--retriever", tmp_path / "fed" / "retriever", "--generator",
+                             generator, "--limit", "2", "--max-new-tokens", "3")
+        assert code == 0, err
+        assert json.loads(out.strip().splitlines()[-1])["decoding"] == recorded["decoding"]
 
 
 HEAD = """

@@ -258,7 +258,8 @@ def test_another_command_does_not_continue_an_interrupted_run(monkeypatch, capsy
 @pytest.mark.slow
 def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
     """The second ``train --out X`` started while the first runs is refused with one line;
-    the first finishes and its result is the one in X."""
+    the first finishes and its result is the one in X. The first is held stopped (SIGSTOP)
+    while the second tries, so it is certainly still running then, whatever the load."""
     def args(out, steps):
         a = [str(x) for x in _train_args(demo_dir, tiny_models, out)]
         a[a.index("--steps") + 1] = steps
@@ -266,12 +267,16 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(args(out, "200"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(args(out, "6"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (tmp_path / ".run.partial" / "phase0-ralt").exists():
-            time.sleep(0.1)
-        second = subprocess.run(args(out, "1"), capture_output=True, text=True, env=env, timeout=300)
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = subprocess.run(args(out, "1"), capture_output=True, text=True, env=env, timeout=300)
+        finally:
+            first.send_signal(signal.SIGCONT)
         f_out, f_err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
@@ -279,7 +284,7 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
     assert second.returncode == 2 and "being written by another fedrag process" in second.stderr, second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
     assert first.returncode == 0, f_err
-    assert json.loads((out / "cost.json").read_text())["total"]["steps"] == 200
+    assert json.loads((out / "cost.json").read_text())["total"]["steps"] == 6
 
 
 @pytest.mark.slow
