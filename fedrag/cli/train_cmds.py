@@ -13,7 +13,7 @@ from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, wi
 from fedrag.errors import FedragError
 from fedrag.strategies.library import StrategyName
 from fedrag.strategies.settings import PlanSettings, SearchSettings
-from fedrag.train import TrainConfig
+from fedrag.train import TrainConfig, distributed
 from fedrag.train.stages import StageName
 
 STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", panel="Plan")
@@ -88,15 +88,22 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
                 "data": {"corpus": file_digest(corpus), "train": file_digest(train), "val": file_digest(val) if val else None,
                          "limit": limit, "val_limit": val_limit}}
     # the models load before the run's work directory exists: a bad model name leaves nothing to resume
+    device = distributed.init_from_env(resolve_device(device))  # under torchrun: this process's device
     rag = build_training_rag(corpus, models.retriever, models.generator if needs_generator(plan) else "none", models.lora,
-                             models.top_k, resolve_device(device), cfg.seed, shared_retriever=plan.shared_retriever,
+                             models.top_k, device, cfg.seed, shared_retriever=plan.shared_retriever,
                              quantize=models.quantize, retriever_lora=models.retriever_lora, dtype=cfg.dtype)
+    evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
+    if not distributed.is_writer():  # a torchrun process besides rank 0: trains its share, writes nothing
+        tmp, resumed = distributed.broadcast(None)
+        plan.run(rag, train_ex, cfg, val=val_ex, out_dir=Path(tmp), evaluate_fn=evaluate_fn, resume=resumed)
+        return
     with resumable_dir(out, "train", identity, overwrite, {"strategy": plan.name},
                        log=lambda m: typer.echo(f"fedrag: {m}", err=True)) as (tmp, resumed):
-        evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
+        distributed.broadcast((str(tmp), resumed))
         results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn, resume=resumed,
                            log=lambda m: typer.echo(f"fedrag: {m}", err=True))
-        extra = {"config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]}}
+        extra = {"config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]},
+                 "world_size": distributed.world_size()}
         if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
             extra["reencode"] = {"reencoded_passages": len(rag.store)}
             rag.store.save(tmp / "index")

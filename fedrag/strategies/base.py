@@ -12,6 +12,7 @@ from fedrag.data.types import Example
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
 from fedrag.strategies.cards import write_model_card
 from fedrag.train.cost import Cost
+from fedrag.train.distributed import is_writer
 from fedrag.train.loop import StageResult, TrainConfig, train_stage
 from fedrag.train.protocol import Stage
 
@@ -110,13 +111,13 @@ class Strategy:
             else:
                 res = train_stage(phase.stage, rag, train, pcfg, val=val, out_dir=pdir, evaluate_fn=evaluate_fn,
                                   resume=resume)
-                if pdir:
+                if pdir and is_writer():
                     _save_done(pdir, rag, phase.stage.trains, res)
             reencoded = rag.sync_store()  # the passage side moved: later phases retrieve from the new embeddings
             if reencoded:
                 res.cost.wall_s += reencoded["reencode_s"]
             results.append(res)
-            if out_dir:
+            if out_dir and is_writer():
                 atomic_write_text(Path(out_dir) / "metrics.jsonl", "".join(
                     json.dumps({"phase": j, **rec}) + "\n" for j, r in enumerate(results) for rec in r.history))
         return results

@@ -12,19 +12,18 @@ a gap between strategies is larger than the test set's noise.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from fedrag._io import MARKER, atomic_write_json, atomic_write_text
+from fedrag._io import atomic_write_json
 from fedrag._settings import same, setting
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
-from fedrag.evaluate.metrics import paired_sign_test
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings, RagSequenceMode
 from fedrag.rag import RAGSystem
 from fedrag.strategies.base import total_cost
+from fedrag.strategies.compare_store import cached_row, check_resume, identity, paired, question_rows, save_row
 from fedrag.strategies.library import STRATEGIES, make_strategy
 from fedrag.strategies.lr_search import search_lr
 from fedrag.strategies.settings import PlanSettings, SearchSettings
@@ -101,9 +100,9 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
     if settings.search and not val:
         raise FedragError("the learning-rate search needs validation data (--val, or carve it from --train)")
     cfg = TrainConfig(**settings.train)
-    rows = [_cached(out, "untuned") or _save(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))]
+    rows = [cached_row(out, "untuned") or save_row(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))]
     for i, name in enumerate(run, 1):
-        row = _cached(out, name)
+        row = cached_row(out, name)
         if row:
             log(f"compare: [{i}/{len(run)}] {name}: already finished (F1 {row.get('f1', 0):.3f}), skipped")
         else:
@@ -111,104 +110,16 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
             scfg = replace(cfg, report_to=report_to, run_name=f"{out.name}/{name}", tracking_dir=str(out / "tracking" / name))
             plan = make_strategy(name, top_k=settings.top_k)
             rag = build_rag(shared_retriever=plan.shared_retriever)
-            row = _save(out, name, _one(plan, rag, train, val, test, scfg, settings, log))
+            row = save_row(out, name, _one(plan, rag, train, val, test, scfg, settings, log))
             log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
                 f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
         rows.append(row)
-    per_question = {r["strategy"]: _rows(out, r["strategy"]) for r in rows}
+    per_question = {r["strategy"]: question_rows(out, r["strategy"]) for r in rows}
     stats = decide({k: v for k, v in per_question.items() if v}, settings.margin, seed=cfg.seed)
     rows = [{**r, **stats.get(r["strategy"], {})} for r in rows]
     result = {"settings": asdict(settings), "rows": rows, "skipped": skipped, "paired": paired(out, rows)}
     atomic_write_json(out / "compare.json", result)
     return result
-
-
-def fingerprint(items) -> str:
-    """SHA-256 of passages or examples as JSON: their content, not the path they came from."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for item in items or ():
-        h.update(json.dumps(item.to_dict(), sort_keys=True, ensure_ascii=False).encode() + b"\n")
-    return h.hexdigest()
-
-
-def identity(settings: CompareSettings, passages, train, test, val) -> dict:
-    """What a resumed comparison must match: the settings (paths as typed excluded) and
-    the content of every input, so rows scored on other questions are never paired."""
-    reported = ("margin",)  # how results are read, not what was run: a resume may change it
-    ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in reported}
-    return {**ran, "data": {k: v for k, v in settings.data.items() if k not in PATHS},
-            "inputs": {"corpus": fingerprint(passages), "train": fingerprint(train), "test": fingerprint(test),
-                       "val": fingerprint(val) if val else None}}
-
-
-PATHS = ("corpus", "train", "test", "val")  # where the inputs were read from: a rerun may name them differently
-
-
-def check_resume(out: Path, wanted: dict, log=print) -> None:
-    """Refuse `out` if it holds a comparison of other settings or data (naming what
-    differs); otherwise mark it as this comparison's, announcing a resume."""
-    marker = out / MARKER
-    if marker.is_file():
-        had = json.loads(marker.read_text())
-        old = had.get("identity") if had.get("kind") == "compare" else None
-        if old != wanted:
-            diff = _differs(old or {}, wanted)
-            raise FedragError(f"{out} holds a comparison with other settings or data (differs in {', '.join(diff)}); "
-                              "pass --overwrite to start over, or choose another --out")
-        log(f"compare: resuming in {out}")
-    elif any(p for p in out.iterdir() if p.name != "tracking"):
-        raise FedragError(f"{out} is not empty and holds no comparison; choose another --out")
-    atomic_write_json(marker, {"kind": "compare", "identity": wanted})
-
-
-def _differs(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ, one level of nesting spelled `outer.inner`."""
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += [f"{k}.{j}" for j in sorted(set(a) | set(b)) if a.get(j) != b.get(j)]
-        elif a != b:
-            keys.append(k)
-    return keys
-
-
-def paired(out: Path, rows: list[dict]) -> dict:
-    """Per strategy, EM and F1 question by question against the untuned pipeline and
-    against the strategy with the best F1: `{name: {"vs_untuned": {"em": [gained, lost, p],
-    "f1": [...]}, "vs_best": {...}}}` (strategies whose rows were not saved are left out)."""
-    scores = {r["strategy"]: _rows(out, r["strategy"]) for r in rows}
-    scores = {k: v for k, v in scores.items() if v}
-    trained = [r for r in rows if r["strategy"] != "untuned" and r["strategy"] in scores]
-    best = max(trained, key=lambda r: r.get("f1", 0.0))["strategy"] if trained else None
-    result = {}
-    for r in trained:
-        name, one = r["strategy"], {}
-        for label, ref in (("vs_untuned", "untuned"), ("vs_best", best)):
-            if ref in scores and ref != name:
-                one[label] = {key: list(paired_sign_test([q.get(key, 0.0) for q in scores[ref]],
-                                                         [q.get(key, 0.0) for q in scores[name]])) for key in ("em", "f1")}
-        result[name] = {"best": best, **one}
-    return result
-
-
-def _rows(out: Path, name: str) -> list[dict] | None:
-    path = out / "strategies" / f"{name}.rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else None
-
-
-def _cached(out: Path, name: str) -> dict | None:
-    path = out / "strategies" / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _save(out: Path, name: str, row_and_questions: tuple[dict, list[dict]]) -> dict:
-    row, questions = row_and_questions  # the rows first: a strategy's JSON marks it finished
-    atomic_write_text(out / "strategies" / f"{name}.rows.jsonl", "".join(json.dumps(q) + "\n" for q in questions))
-    atomic_write_json(out / "strategies" / f"{name}.json", row)
-    return row
 
 
 KEEP = ("em", "f1", "recall@1", "recall@5", "recall@20", "precision@1", "precision@5", "mrr@10", "ndcg@10",

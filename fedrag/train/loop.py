@@ -13,12 +13,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedrag._io import atomic_dir
 from fedrag.data.types import Example
+from fedrag.train import distributed
+from fedrag.train.checkpoint import export_optimizer_state, import_optimizer_state, load_checkpoint, save_checkpoint
 from fedrag.train.config import TrainConfig
 from fedrag.train.cost import Cost, CostMeter, param_count
 from fedrag.train.protocol import Stage
-from fedrag.train.state import freeze_except, get_state, set_state
+from fedrag.train.state import freeze_except
 
 if TYPE_CHECKING:
     from fedrag.rag import RAGSystem
@@ -86,9 +87,12 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
     `reference` (named tensors) adds FedProx's `mu/2 · ||w - w_ref||²`. With
     `out_dir`, metrics go to `metrics.jsonl` and checkpoints (safetensors) to
     `checkpoint/`; `resume=True` continues from that checkpoint.
-    `optimizer_state` (named tensors, see [`export_optimizer_state`][export_optimizer_state]) starts AdamW
+    `optimizer_state` (named tensors, see
+    [`export_optimizer_state`][fedrag.train.checkpoint.export_optimizer_state]) starts AdamW
     from saved moments and is updated in place with the final ones: a federated site
     passes the same dict every round, so its optimizer continues instead of restarting.
+    Under `torchrun` each process trains on its share of every batch (see
+    [`fedrag.train.distributed`][fedrag.train.distributed]); only rank 0 writes to `out_dir`.
     """
     from fedrag.errors import DivergedError, FedragError
 
@@ -96,6 +100,9 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
         raise FedragError("no training examples")
     if not isinstance(stage, Stage):
         raise FedragError(f"{type(stage).__name__} is not a stage: it needs name, trains and loss(rag, batch)")
+    world = distributed.world_size()
+    if cfg.batch_size < world:
+        raise FedragError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes it is shared among")
     seed_everything(cfg.seed)
     params = freeze_except(rag, stage.trains)
     if cfg.gradient_checkpointing and rag.generator is not None and "generator" in stage.trains:
@@ -112,10 +119,11 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
         sched.step()
     if optimizer_state:
         import_optimizer_state(opt, params, optimizer_state)
-    out = Path(out_dir) if out_dir else None
+    found = Path(out_dir) if out_dir else None  # every process resumes from it
+    out = found if distributed.is_writer() else None  # rank 0 alone writes
     log = _Log(out, stage.name, cfg)
     batches = _batches(len(examples), cfg)
-    start, prior = _resume(out, rag, opt, sched) if (resume and out) else (0, None)
+    start, prior = load_checkpoint(found, rag, opt, sched) if (resume and found) else (0, None)
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the resumed step
         next(batches)
     earlier = log.truncate(start) if (resume and out) else []  # steps after the checkpoint are trained again
@@ -137,15 +145,19 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
             opt.zero_grad(set_to_none=True)
             losses = []
             for _ in range(cfg.grad_accum):
-                batch = [examples[i] for i in next(batches)]
+                batch = distributed.shard([examples[i] for i in next(batches)])
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                     res = stage.loss(rag, batch)
                 loss = res.loss.float()
+                if world > 1:  # this process's share of the global batch's mean; gradients are summed below
+                    units = res.units or len(batch)
+                    loss = loss * (units / distributed.total(units))
                 if ref is not None:
-                    loss = loss + cfg.prox_mu / 2 * sum(((params[n] - r) ** 2).sum() for n, r in ref.items())
+                    loss = loss + cfg.prox_mu / 2 / world * sum(((params[n] - r) ** 2).sum() for n, r in ref.items())
                 scaler.scale(loss / cfg.grad_accum).backward()
-                losses.append(float(loss.detach()))
+                losses.append(distributed.total(float(loss.detach())))
                 meter.step(res, len(batch))
+            distributed.sum_gradients(params)
             scaler.unscale_(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.max_grad_norm or float("inf"))
             if not scaler.is_enabled() and not (math.isfinite(sum(losses)) and math.isfinite(float(grad_norm))):
@@ -186,33 +198,15 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
         if rag.generator is not None:
             rag.generator.score_batch_size = old_chunk
     cost = meter.finish(total - start)
+    if world > 1:  # the run's work, every process's share of it
+        for f in ("examples", "retriever_tokens", "generator_tokens", "forward_passes", "backward_passes", "flops"):
+            setattr(cost, f, type(getattr(cost, f))(distributed.total(getattr(cost, f))))
+        cost = cost.with_throughput()
     cost = prior.add(cost) if prior else cost  # a resumed run reports the whole run's cost
     if optimizer_state is not None:
         optimizer_state.clear()
         optimizer_state.update(export_optimizer_state(opt, params))
     return StageResult(stage.name, total, loss_value, history, cost)
-
-
-_MOMENTS = ("exp_avg", "exp_avg_sq", "step")
-
-
-def export_optimizer_state(opt, params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-    """AdamW's per-parameter moments as flat named CPU tensors (`<param>::exp_avg` ...)."""
-    out = {}
-    for name, p in params.items():
-        for key, value in opt.state.get(p, {}).items():
-            if key in _MOMENTS:
-                out[f"{name}::{key}"] = torch.as_tensor(value).detach().cpu().clone()
-    return out
-
-
-def import_optimizer_state(opt, params: dict[str, torch.nn.Parameter], state: dict[str, torch.Tensor]) -> None:
-    """Load moments saved by [`export_optimizer_state`][export_optimizer_state]; parameters it lacks start fresh."""
-    for name, p in params.items():
-        found = {key: state[f"{name}::{key}"] for key in _MOMENTS if f"{name}::{key}" in state}
-        if len(found) == len(_MOMENTS):
-            opt.state[p] = {k: (v.to(torch.float32) if k == "step" else v.to(p.device, p.dtype)).clone()
-                            for k, v in found.items()}
 
 
 class _Log:
@@ -246,61 +240,3 @@ class _Log:
 
     def close(self) -> None:
         self.tracker.close()
-
-
-def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict | None = None) -> None:
-    """Trainable tensors as safetensors + optimizer/scheduler state, written atomically."""
-    from safetensors.torch import save_file
-
-    with atomic_dir(path) as tmp:
-        save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trainable.safetensors"))
-        device = next((p.device for p in opt.param_groups[0]["params"]), torch.device("cpu"))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    # the training device's stream only: other GPUs are not touched (nor required on resume)
-                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
-                   tmp / "optimizer.pt")
-        np_state = np.random.get_state()
-        (tmp / "state.json").write_text(json.dumps({
-            "step": step, "trains": list(trains), "cost": cost, "python_rng": _jsonable(random.getstate()),
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}))
-
-
-def _jsonable(value):
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _resume(out: Path, rag, opt, sched) -> tuple[int, Cost | None]:
-    """Load `out/checkpoint` into the model, optimizer, scheduler and random streams;
-    returns its step and the cost up to it (`(0, None)` without a checkpoint)."""
-    ckpt = out / "checkpoint"
-    if not (ckpt / "state.json").exists():
-        return 0, None
-    from safetensors.torch import load_file
-
-    from fedrag.errors import FedragError
-
-    try:
-        meta = json.loads((ckpt / "state.json").read_text())
-        step = int(meta["step"])
-        set_state(rag, load_file(str(ckpt / "trainable.safetensors")))
-        states = torch.load(ckpt / "optimizer.pt", weights_only=True)
-        opt.load_state_dict(states["optimizer"])
-        sched.load_state_dict(states["scheduler"])
-        # the random streams where the checkpoint left them: dropout then masks as it would have
-        if "torch_rng" in states:
-            torch.set_rng_state(states["torch_rng"])
-        device = next((p.device for g in opt.param_groups for p in g["params"]), torch.device("cpu"))
-        if "cuda_rng" in states and device.type == "cuda":
-            torch.cuda.set_rng_state(states["cuda_rng"], device)
-        if "python_rng" in meta:
-            random.setstate(_tuples(meta["python_rng"]))
-        if "numpy_rng" in meta:
-            kind, keys, *rest = meta["numpy_rng"]
-            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise FedragError(f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over") from None
-    return step, (Cost(**meta["cost"]) if meta.get("cost") else None)

@@ -23,6 +23,9 @@ class StepOutput:
     generator_tokens: int = 0     # tokens through the LM
     retriever_grad: bool = False  # did the retriever forward need a backward?
     generator_grad: bool = False
+    # what `loss` averages over (answer tokens for a token-averaged loss); 0: the batch's examples.
+    # Data-parallel training weights each process's loss by its share of the global batch's units.
+    units: float = 0.0
 
 
 @runtime_checkable

@@ -110,7 +110,7 @@ class ContrastiveStage:
         candidates = gold + neg
         exclude = torch.tensor([[c in golds_of[i] for c in candidates] for i in owner], device=q.device)
         loss = info_nce(q[torch.as_tensor(owner, device=q.device)], positives, negatives, self.scale, exclude)
-        return StepOutput(loss, retriever_tokens=tokens, retriever_grad=True)
+        return StepOutput(loss, retriever_tokens=tokens, retriever_grad=True, units=len(owner))
 
 
 @dataclass
@@ -190,7 +190,8 @@ class RALTStage:
             answers = [e.answers[0] for e in batch]
         out = gen.score(prompts, answers)
         loss = answer_nll(out.seq_logp, out.mask.sum(-1))
-        return StepOutput(loss, retriever_tokens=rtok, generator_tokens=out.n_tokens, generator_grad=True)
+        return StepOutput(loss, retriever_tokens=rtok, generator_tokens=out.n_tokens, generator_grad=True,
+                          units=float(out.mask.sum().clamp(min=1)))
 
 
 @dataclass
