@@ -33,7 +33,7 @@ def _eval(data: Path, retriever: str, generator: str, limit: int, top_k: int) ->
 @app.command()
 def quickstart(out: Path = typer.Option(Path("runs/quickstart"), "--out", help="the run folder"),
                strategy: str = choice_option("independent", "--strategy", StrategyName, "the strategy to fine-tune with"),
-               steps: int = typer.Option(20, "--steps", min=1, help="centralized optimizer steps per phase"),
+               steps: int = typer.Option(16, "--steps", min=1, help="centralized optimizer steps per phase"),
                rounds: int = typer.Option(2, "--rounds", min=1, help="federated rounds per phase (2 sites)"),
                test_limit: int = typer.Option(30, "--test-limit", min=1, help="test questions"),
                top_k: int = typer.Option(2, "--top-k", min=1, help="passages retrieved per question"),
