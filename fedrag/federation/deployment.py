@@ -76,7 +76,7 @@ class LocalDeployment:
         # SuperLink starts `flower-superexec` by name: our interpreter's bin dir must be on PATH
         path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
         self.env = {**os.environ, "FLWR_HOME": str(self.flwr_home), "PYTHONUNBUFFERED": "1", "PATH": path}
-        self.port = free_port()  # Flower 1.41 serves the Control, Fleet and Runtime APIs on one port
+        self.port = free_port()  # Flower (1.41 on) serves the Control, Fleet and Runtime APIs on one port
 
     # ------------------------------------------------------------------ processes
     def _start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
