@@ -30,8 +30,10 @@ CONFIGS = {  # name -> (ContrastiveStage options, TrainConfig options)
     "b8-query-passages-2ep": ({"hard_negatives": 1, "train_passages": True}, {"batch_size": 8, "epochs": 2.0}),
     "b8-query-3ep": ({"hard_negatives": 1, "train_passages": False}, {"batch_size": 8, "epochs": 3.0}),
     "b8-query-passages-3ep": ({"hard_negatives": 1, "train_passages": True}, {"batch_size": 8, "epochs": 3.0}),
-    "b8-query-passages-3ep-lr5e-5": ({"hard_negatives": 1, "train_passages": True},
-                                     {"batch_size": 8, "epochs": 3.0, "lr_retriever": 5e-5}),
+    "b8-query-passages-3ep-lr5e-5": (
+        {"hard_negatives": 1, "train_passages": True},
+        {"batch_size": 8, "epochs": 3.0, "lr_retriever": 5e-5},
+    ),
 }
 
 
@@ -94,11 +96,23 @@ def main() -> None:
         gained = sum(h > b for h, b in zip(hits, base))
         lost = sum(h < b for h, b in zip(hits, base))
         shown = f"{name} [{stage.hard_negatives} hn, b{cfg.batch_size}, {'q+p' if stage.train_passages else 'q'}]"
-        rows.append([shown, f"{sum(hits) / len(hits):.3f}", f"+{gained} / -{lost}", f"{sign_test(gained, lost):.2g}",
-                     res.steps, round(wall)])
+        rows.append(
+            [
+                shown,
+                f"{sum(hits) / len(hits):.3f}",
+                f"+{gained} / -{lost}",
+                f"{sign_test(gained, lost):.2g}",
+                res.steps,
+                round(wall),
+            ]
+        )
         print(rows[-1], flush=True)
     print(f"\nContrastive stage, {data}, Recall@5 on the test questions (gold: every supporting passage)\n")
-    print(table(["configuration", "Recall@5", "gained / lost vs untuned", "sign-test p", "steps", "train s (incl. re-encode)"], rows))
+    print(
+        table(
+            ["configuration", "Recall@5", "gained / lost vs untuned", "sign-test p", "steps", "train s (incl. re-encode)"], rows
+        )
+    )
 
 
 if __name__ == "__main__":

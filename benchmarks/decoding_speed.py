@@ -50,14 +50,22 @@ def main() -> None:
     questions = [e.question for e in examples]
     base = build_rag(corpus, "minilm", args.generator)
     rows = []
-    kinds = {"concat": ("concat", "thorough"), "thorough": ("rag-sequence", "thorough"),
-             "fast": ("rag-sequence", "fast"), "rag-token": ("rag-token", "thorough")}
+    kinds = {
+        "concat": ("concat", "thorough"),
+        "thorough": ("rag-sequence", "thorough"),
+        "fast": ("rag-sequence", "fast"),
+        "rag-token": ("rag-token", "thorough"),
+    }
     for k in [int(x) for x in args.k.split(",")]:
         hits = base.retrieve(questions, k)
         times, answers = {}, {}
         for name, (dec, mode) in kinds.items():
-            rag = RAGSystem(base.searcher, base.generator, top_k=k,
-                            settings=GenerationSettings(dec, max_new_tokens=args.max_new_tokens, rag_sequence=mode))
+            rag = RAGSystem(
+                base.searcher,
+                base.generator,
+                top_k=k,
+                settings=GenerationSettings(dec, max_new_tokens=args.max_new_tokens, rag_sequence=mode),
+            )
             rag.decode(questions[:2], hits[:2], args.batch_size)  # warm-up
             t0 = time.perf_counter()
             answers[name] = rag.decode(questions, hits, args.batch_size)
@@ -70,14 +78,39 @@ def main() -> None:
         def em(name):
             return sum(exact_match(a, e.answers) for a, e in zip(answers[name], examples)) / len(examples)
 
-        rows.append([k, *(round(1000 * times[n]) for n in kinds), round(times["fast"] / times["concat"], 2),
-                     round(times["thorough"] / times["concat"], 2), f"{agree}/{len(questions)}",
-                     f"{em('thorough'):.3f} / {f1('thorough'):.3f}", f"{em('fast'):.3f} / {f1('fast'):.3f}"])
+        rows.append(
+            [
+                k,
+                *(round(1000 * times[n]) for n in kinds),
+                round(times["fast"] / times["concat"], 2),
+                round(times["thorough"] / times["concat"], 2),
+                f"{agree}/{len(questions)}",
+                f"{em('thorough'):.3f} / {f1('thorough'):.3f}",
+                f"{em('fast'):.3f} / {f1('fast'):.3f}",
+            ]
+        )
         print(rows[-1], flush=True)
-    print(f"\nDecoding, {args.generator}, {len(questions)} questions of {data_name}, ≤{args.max_new_tokens} new tokens, "
-          f"batch {args.batch_size}\n")
-    print(table(["k", "concat ms/q", "rag-seq thorough ms/q", "rag-seq fast ms/q", "rag-token ms/q", "fast / concat",
-                 "thorough / concat", "fast = thorough", "thorough EM / F1", "fast EM / F1"], rows))
+    print(
+        f"\nDecoding, {args.generator}, {len(questions)} questions of {data_name}, ≤{args.max_new_tokens} new tokens, "
+        f"batch {args.batch_size}\n"
+    )
+    print(
+        table(
+            [
+                "k",
+                "concat ms/q",
+                "rag-seq thorough ms/q",
+                "rag-seq fast ms/q",
+                "rag-token ms/q",
+                "fast / concat",
+                "thorough / concat",
+                "fast = thorough",
+                "thorough EM / F1",
+                "fast EM / F1",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,23 @@ def fedrag(*args: str) -> None:
 
 
 def evaluate(data: Path, out: Path, retriever: str, generator: str, limit: int, top_k: int) -> dict:
-    fedrag("eval", "--corpus", str(data / "corpus.jsonl"), "--qa", str(data / "test.jsonl"), "--retriever", retriever,
-           "--generator", generator, "--top-k", str(top_k), "--limit", str(limit), "--out", str(out))
+    fedrag(
+        "eval",
+        "--corpus",
+        str(data / "corpus.jsonl"),
+        "--qa",
+        str(data / "test.jsonl"),
+        "--retriever",
+        retriever,
+        "--generator",
+        generator,
+        "--top-k",
+        str(top_k),
+        "--limit",
+        str(limit),
+        "--out",
+        str(out),
+    )
     return json.loads(out.read_text())
 
 
@@ -42,14 +57,38 @@ def main() -> None:
     out = Path(args.out)
     data = out / "data"
     fedrag("demo-data", "--out", str(data))
-    rows = [{"strategy": "untuned", **evaluate(data, out / "untuned.json", "minilm", "smollm2-135m", args.test_limit, args.top_k),
-             "train_s": 0.0, "flops": 0.0}]
+    rows = [
+        {
+            "strategy": "untuned",
+            **evaluate(data, out / "untuned.json", "minilm", "smollm2-135m", args.test_limit, args.top_k),
+            "train_s": 0.0,
+            "flops": 0.0,
+        }
+    ]
     for name in args.strategies.split(","):
         run = out / name
         t0 = time.perf_counter()
-        fedrag("train", "--strategy", name, "--corpus", str(data / "corpus.jsonl"), "--train", str(data / "train.jsonl"),
-               "--out", str(run), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--lr-generator", args.lr_generator, "--lr-retriever", args.lr_retriever, "--top-k", str(args.top_k))
+        fedrag(
+            "train",
+            "--strategy",
+            name,
+            "--corpus",
+            str(data / "corpus.jsonl"),
+            "--train",
+            str(data / "train.jsonl"),
+            "--out",
+            str(run),
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--lr-generator",
+            args.lr_generator,
+            "--lr-retriever",
+            args.lr_retriever,
+            "--top-k",
+            str(args.top_k),
+        )
         wall = time.perf_counter() - t0
         cost = json.loads((run / "cost.json").read_text())["total"]
         m = evaluate(data, run / "eval.json", str(run / "retriever"), str(run / "generator"), args.test_limit, args.top_k)
@@ -57,13 +96,17 @@ def main() -> None:
         print(f"{name}: em={m['em']:.3f} f1={m['f1']:.3f} r@5={m['recall@5']:.3f} train={cost['wall_s']:.0f}s", flush=True)
     lines = ["| strategy | EM | F1 | Recall@1 | Recall@5 | train wall s | FLOPs (est.) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['strategy']} | {r['em']:.3f} | {r['f1']:.3f} | {r['recall@1']:.3f} | {r['recall@5']:.3f} | "
-                     f"{r['train_s']:.0f} | {r['flops']:.2e} |")
+        lines.append(
+            f"| {r['strategy']} | {r['em']:.3f} | {r['f1']:.3f} | {r['recall@1']:.3f} | {r['recall@5']:.3f} | "
+            f"{r['train_s']:.0f} | {r['flops']:.2e} |"
+        )
     table = "\n".join(lines)
     print(table)
-    (out / "table.md").write_text(table + f"\n\n{args.steps} steps/phase, batch {args.batch_size}, top-k {args.top_k}, "
-                                  f"lr-generator {args.lr_generator}, lr-retriever {args.lr_retriever}, "
-                                  f"{rows[0]['n']} test questions.\n")
+    (out / "table.md").write_text(
+        table + f"\n\n{args.steps} steps/phase, batch {args.batch_size}, top-k {args.top_k}, "
+        f"lr-generator {args.lr_generator}, lr-retriever {args.lr_retriever}, "
+        f"{rows[0]['n']} test questions.\n"
+    )
     (out / "results.json").write_text(json.dumps(rows, indent=2))
 
 

@@ -42,25 +42,76 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    common = ["--stage", "contrastive", "--corpus", args.corpus, "--train", args.train, "--generator", "none",
-              "--batch-size", args.batch_size, "--lr-retriever", args.lr_retriever, "--overwrite"]
+    common = [
+        "--stage",
+        "contrastive",
+        "--corpus",
+        args.corpus,
+        "--train",
+        args.train,
+        "--generator",
+        "none",
+        "--batch-size",
+        args.batch_size,
+        "--lr-retriever",
+        args.lr_retriever,
+        "--overwrite",
+    ]
     steps = args.rounds * args.local_steps
-    central_s = fedrag("train", *common, "--steps", steps, "--val", args.test, "--val-limit", 1000,
-                       "--eval-every", args.local_steps, "--out", out / "central")
+    central_s = fedrag(
+        "train",
+        *common,
+        "--steps",
+        steps,
+        "--val",
+        args.test,
+        "--val-limit",
+        1000,
+        "--eval-every",
+        args.local_steps,
+        "--out",
+        out / "central",
+    )
     records = [json.loads(line) for line in (out / "central" / "phase0-contrastive" / "metrics.jsonl").read_text().splitlines()]
     central = {r["step"]: r["val_recall@5"] for r in records if "val_recall@5" in r}
-    fed_s = fedrag("federate", *common, "--sites", 2, "--rounds", args.rounds, "--local-steps", args.local_steps,
-                   "--eval-qa", args.test, "--eval-limit", 1000, "--evaluate-every", 0, "--out", out / "fed")
+    fed_s = fedrag(
+        "federate",
+        *common,
+        "--sites",
+        2,
+        "--rounds",
+        args.rounds,
+        "--local-steps",
+        args.local_steps,
+        "--eval-qa",
+        args.test,
+        "--eval-limit",
+        1000,
+        "--evaluate-every",
+        0,
+        "--out",
+        out / "fed",
+    )
     rounds = json.loads((out / "fed" / "rounds.json").read_text())
     fed = {r["round"] * args.local_steps: r["server_recall@5"] for r in rounds}
     fedrag("eval", "--corpus", args.corpus, "--qa", args.test, "--generator", "none", "--out", out / "base.json")
     start = json.loads((out / "base.json").read_text())["recall@5"]
     n_test = sum(1 for line in Path(args.test).read_text().splitlines() if line.strip())
-    result = {"stage": "contrastive (query and passage encoder)", "dataset": args.dataset, "test_questions": n_test,
-              "sites": 2, "local_steps": args.local_steps,
-              "batch_size": args.batch_size, "lr_retriever": float(args.lr_retriever), "untuned_recall@5": start,
-              "steps": sorted(central), "centralized_recall@5": [central[s] for s in sorted(central)],
-              "federated_recall@5": [fed.get(s) for s in sorted(central)], "central_s": central_s, "federated_s": fed_s}
+    result = {
+        "stage": "contrastive (query and passage encoder)",
+        "dataset": args.dataset,
+        "test_questions": n_test,
+        "sites": 2,
+        "local_steps": args.local_steps,
+        "batch_size": args.batch_size,
+        "lr_retriever": float(args.lr_retriever),
+        "untuned_recall@5": start,
+        "steps": sorted(central),
+        "centralized_recall@5": [central[s] for s in sorted(central)],
+        "federated_recall@5": [fed.get(s) for s in sorted(central)],
+        "central_s": central_s,
+        "federated_s": fed_s,
+    }
     (out / "by_round.json").write_text(json.dumps(result, indent=2))
     rows = [[s, central[s], fed.get(s, float("nan"))] for s in sorted(central)]
     print(f"untuned Recall@5 {start:.3f}; centralized {central_s:.0f}s, federated {fed_s:.0f}s (CLI wall)")

@@ -53,33 +53,58 @@ def main() -> None:
     if not args.deployment_only:
         t0 = time.perf_counter()
         rag = build_training_rag(str(work / "data" / "corpus.jsonl"), "minilm", "smollm2-135m")
-        res = train_stage(make_stage(args.stage), rag, train, TrainConfig(steps=local * args.sites * args.rounds,
-                                                                         batch_size=args.batch_size))
+        res = train_stage(
+            make_stage(args.stage), rag, train, TrainConfig(steps=local * args.sites * args.rounds, batch_size=args.batch_size)
+        )
         central = time.perf_counter() - t0
         rows.append(["centralized", res.cost.steps, res.cost.examples, central, 1.0, "-"])
     for every in () if args.deployment_only else (1, 0):
-        task = FedTask(stage=args.stage, rounds=args.rounds, local_steps=local, batch_size=args.batch_size,
-                       min_sites=args.sites, evaluate_every=every, out=str(work / f"fed-eval{every}"))
+        task = FedTask(
+            stage=args.stage,
+            rounds=args.rounds,
+            local_steps=local,
+            batch_size=args.batch_size,
+            min_sites=args.sites,
+            evaluate_every=every,
+            out=str(work / f"fed-eval{every}"),
+        )
         t0 = time.perf_counter()
         cost = simulate(task, sites)
         fed = time.perf_counter() - t0
         rounds = json.loads((work / f"fed-eval{every}" / "rounds.json").read_text())
-        label = f"simulation, {args.sites} sites x {args.rounds} rounds x {local} steps, " + \
-            ("sites evaluate each round" if every else "no site evaluation")
-        rows.append([label, local * args.sites * args.rounds, examples, fed, fed / central,
-                     cost["bytes_sent"] + cost["bytes_received"]])
+        label = f"simulation, {args.sites} sites x {args.rounds} rounds x {local} steps, " + (
+            "sites evaluate each round" if every else "no site evaluation"
+        )
+        rows.append(
+            [label, local * args.sites * args.rounds, examples, fed, fed / central, cost["bytes_sent"] + cost["bytes_received"]]
+        )
         per_round[label] = rounds
     if args.deployment or args.deployment_only:
         from fedrag.federation.deployment import deploy
 
-        dtask = FedTask(stage=args.stage, rounds=args.rounds, local_steps=local, batch_size=args.batch_size,
-                        min_sites=args.sites, evaluate_every=0, out=str(work / "dep-out"))
+        dtask = FedTask(
+            stage=args.stage,
+            rounds=args.rounds,
+            local_steps=local,
+            batch_size=args.batch_size,
+            min_sites=args.sites,
+            evaluate_every=0,
+            out=str(work / "dep-out"),
+        )
         t0 = time.perf_counter()
         dcost = deploy(dtask, sites, work / "dep")
         dep = time.perf_counter() - t0
         drounds = json.loads((work / "dep-out" / "rounds.json").read_text())
-        rows.append([f"deployment, {args.sites} SuperNodes, no site evaluation", local * args.sites * args.rounds, examples, dep,
-                     dep / central, dcost["bytes_sent"] + dcost["bytes_received"]])
+        rows.append(
+            [
+                f"deployment, {args.sites} SuperNodes, no site evaluation",
+                local * args.sites * args.rounds,
+                examples,
+                dep,
+                dep / central,
+                dcost["bytes_sent"] + dcost["bytes_received"],
+            ]
+        )
         per_round["deployment, no site evaluation"] = drounds
     print(table(["run", "optimizer steps", "examples", "wall s", "ratio vs centralized", "bytes on the wire"], rows))
     print("\nWhere each round's seconds go (site figures are the sites' means; the sites run in parallel):")
@@ -89,11 +114,24 @@ def main() -> None:
         for r in rounds:
             parts = [r.get(f"clients_{k}", 0.0) for k in keys]
             split.append([label, r["round"], r["seconds"], *parts, r["seconds"] - sum(parts), r["seconds"] - parts[-1]])
-    print(table(["run", "round", "round s", "dispatch s (Flower: SuperNode/SuperExec polling, ClientApp launch; "
-                 "queueing in simulation)", "ClientApp start-up s (imports, app install, pulling the message)",
-                 "prepare s (site policy, plan, site data)", "load s (imports, models, store, tensors)",
-                 "training s", "rest s (reply transport, server polling, aggregation, checkpoint)",
-                 "overhead s (round - training)"], split))
+    print(
+        table(
+            [
+                "run",
+                "round",
+                "round s",
+                "dispatch s (Flower: SuperNode/SuperExec polling, ClientApp launch; queueing in simulation)",
+                "ClientApp start-up s (imports, app install, pulling the message)",
+                "prepare s (site policy, plan, site data)",
+                "load s (imports, models, store, tensors)",
+                "training s",
+                "rest s (reply transport, server polling, aggregation, checkpoint)",
+                "overhead s (round - training)",
+            ],
+            split,
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -42,13 +42,35 @@ def main() -> None:
     data = out / "data"
     if not (data / "train.jsonl").exists():
         fedrag("demo-data", "--out", str(data))
-    common = ["--corpus", str(data / "corpus.jsonl"), "--train", str(data / "train.jsonl"), "--batch-size", "4",
-              "--lr-generator", args.lr_generator, "--lr-retriever", args.lr_retriever]
+    common = [
+        "--corpus",
+        str(data / "corpus.jsonl"),
+        "--train",
+        str(data / "train.jsonl"),
+        "--batch-size",
+        "4",
+        "--lr-generator",
+        args.lr_generator,
+        "--lr-retriever",
+        args.lr_retriever,
+    ]
 
     def evaluate(run: Path) -> dict:
-        fedrag("eval", "--corpus", str(data / "corpus.jsonl"), "--qa", str(data / "test.jsonl"), "--retriever",
-               str(run / "retriever"), "--generator", str(run / "generator"), "--limit", str(args.test_limit),
-               "--out", str(run / "eval.json"))
+        fedrag(
+            "eval",
+            "--corpus",
+            str(data / "corpus.jsonl"),
+            "--qa",
+            str(data / "test.jsonl"),
+            "--retriever",
+            str(run / "retriever"),
+            "--generator",
+            str(run / "generator"),
+            "--limit",
+            str(args.test_limit),
+            "--out",
+            str(run / "eval.json"),
+        )
         return json.loads((run / "eval.json").read_text())
 
     rows, results = [], {}
@@ -59,22 +81,49 @@ def main() -> None:
         wall_c = time.perf_counter() - t0
         c = evaluate(run_c)
         t0 = time.perf_counter()
-        fedrag("federate", "--strategy", name, "--sites", "2", "--rounds", str(args.rounds), "--local-steps",
-               str(args.steps // args.rounds), "--partition", "iid", "--out", str(run_f), *common, *args.extra.split())
+        fedrag(
+            "federate",
+            "--strategy",
+            name,
+            "--sites",
+            "2",
+            "--rounds",
+            str(args.rounds),
+            "--local-steps",
+            str(args.steps // args.rounds),
+            "--partition",
+            "iid",
+            "--out",
+            str(run_f),
+            *common,
+            *args.extra.split(),
+        )
         wall_f = time.perf_counter() - t0
         f = evaluate(run_f)
         cost = json.loads((run_f / "cost.json").read_text())
         wire = (cost["bytes_sent"] + cost["bytes_received"]) / 1e6
         rows.append([name, "centralized", c["em"], c["f1"], c["recall@1"], c["recall@5"], wall_c, "-"])
         rows.append([name, "2 sites", f["em"], f["f1"], f["recall@1"], f["recall@5"], wall_f, f"{wire:.1f} MB"])
-        rows.append([name, "difference (points)", 100 * (f["em"] - c["em"]), 100 * (f["f1"] - c["f1"]),
-                     100 * (f["recall@1"] - c["recall@1"]), 100 * (f["recall@5"] - c["recall@5"]), "", ""])
+        rows.append(
+            [
+                name,
+                "difference (points)",
+                100 * (f["em"] - c["em"]),
+                100 * (f["f1"] - c["f1"]),
+                100 * (f["recall@1"] - c["recall@1"]),
+                100 * (f["recall@5"] - c["recall@5"]),
+                "",
+                "",
+            ]
+        )
         results[name] = {"central": c, "federated": f, "central_wall_s": wall_c, "federated_wall_s": wall_f, "wire_mb": wire}
         (out / "results.json").write_text(json.dumps(results, indent=2))
         print(rows[-3], rows[-2], flush=True)
     print(table(["strategy", "run", "EM", "F1", "Recall@1", "Recall@5", "wall s (CLI)", "bytes on the wire"], rows))
-    print(f"\n{args.steps} steps/phase, batch 4, lr-generator {args.lr_generator}, lr-retriever {args.lr_retriever}, "
-          f"2 sites x {args.rounds} rounds, {args.test_limit} test questions")
+    print(
+        f"\n{args.steps} steps/phase, batch 4, lr-generator {args.lr_generator}, lr-retriever {args.lr_retriever}, "
+        f"2 sites x {args.rounds} rounds, {args.test_limit} test questions"
+    )
 
 
 if __name__ == "__main__":

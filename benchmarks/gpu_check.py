@@ -54,9 +54,18 @@ def _generator(tok_dir: Path, size: str, weights: str, device: str, quantize: bo
 
     hidden, layers, heads, kv, inter = SIZES[size]
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                      num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=1024,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=inter,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(0)
     dtype = getattr(torch, weights)
     if quantize:  # bitsandbytes quantizes while loading a checkpoint: write one (bf16), load it 4-bit
@@ -74,10 +83,16 @@ def _generator(tok_dir: Path, size: str, weights: str, device: str, quantize: bo
 
 def _row(name: str, device: str, res, t0: float) -> dict:
     losses = [h["loss"] for h in res.history]
-    return {"run": name, "s_per_step": (time.perf_counter() - t0) / max(1, res.steps),
-            "gen_tokens_per_s": res.cost.generator_tokens_per_s, "peak_mb": _peak(device),
-            "first_loss": losses[0], "last_loss": losses[-1], "finite": all(math.isfinite(v) for v in losses),
-            "decreased": losses[-1] < losses[0]}
+    return {
+        "run": name,
+        "s_per_step": (time.perf_counter() - t0) / max(1, res.steps),
+        "gen_tokens_per_s": res.cost.generator_tokens_per_s,
+        "peak_mb": _peak(device),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "finite": all(math.isfinite(v) for v in losses),
+        "decreased": losses[-1] < losses[0],
+    }
 
 
 def check(device: str, sizes: list[str], weights: list[str], steps: int, quantize: bool) -> list[dict]:
@@ -99,7 +114,7 @@ def check(device: str, sizes: list[str], weights: list[str], steps: int, quantiz
     batch = train[:4]  # one batch of 4, seen at every step: its loss must fall
     rows = []
     for size in sizes:
-        for w in (["4bit"] if quantize else weights):
+        for w in ["4bit"] if quantize else weights:
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
@@ -116,11 +131,27 @@ def check(device: str, sizes: list[str], weights: list[str], steps: int, quantiz
                 rows.append({**_row(f"{label}, {stage.name}", device, res, t0), "size": size, "weights": w})
                 print(json.dumps(rows[-1]), flush=True)
             t0 = time.perf_counter()
-            m = evaluate(RAGSystem(Searcher(store, retriever), gen, top_k=3,
-                                   settings=GenerationSettings(decoding="rag-sequence", max_new_tokens=8, rag_sequence="fast")), test[:8])
-            rows.append({"run": f"{label}, rag-sequence eval", "size": size, "weights": w,
-                         "ms_per_question": (time.perf_counter() - t0) * 1000 / 8, "peak_mb": _peak(device),
-                         "f1": m["f1"], "finite": True, "decreased": None})
+            m = evaluate(
+                RAGSystem(
+                    Searcher(store, retriever),
+                    gen,
+                    top_k=3,
+                    settings=GenerationSettings(decoding="rag-sequence", max_new_tokens=8, rag_sequence="fast"),
+                ),
+                test[:8],
+            )
+            rows.append(
+                {
+                    "run": f"{label}, rag-sequence eval",
+                    "size": size,
+                    "weights": w,
+                    "ms_per_question": (time.perf_counter() - t0) * 1000 / 8,
+                    "peak_mb": _peak(device),
+                    "f1": m["f1"],
+                    "finite": True,
+                    "decreased": None,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
             del rag, gen
     return rows
@@ -141,12 +172,17 @@ def main() -> None:
         raise SystemExit("gpu_check: no CUDA device; use --device cpu for the dry run")
     t0 = time.perf_counter()
     rows = check(args.device, args.sizes.split(","), args.weights.split(","), args.steps, args.quantize)
-    meta = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-            "torch": torch.__version__, "wall_s": time.perf_counter() - t0}
+    meta = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
+        "wall_s": time.perf_counter() - t0,
+    }
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     bad = [r["run"] for r in rows if not r["finite"] or r["decreased"] is False]
-    print(f"gpu_check: {len(rows)} rows, {meta['wall_s']:.0f} s on {meta['device']}; "
-          f"{'all finite and decreasing' if not bad else 'check: ' + ', '.join(bad)}")
+    print(
+        f"gpu_check: {len(rows)} rows, {meta['wall_s']:.0f} s on {meta['device']}; "
+        f"{'all finite and decreasing' if not bad else 'check: ' + ', '.join(bad)}"
+    )
     sys.exit(1 if bad else 0)
 
 

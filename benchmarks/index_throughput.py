@@ -47,14 +47,22 @@ def main() -> None:
     batched, _ = timed(lambda: store.search(retriever.encode_queries(questions), 5), 3)
     cached, _ = timed(lambda: KnowledgeStore.build(passages, retriever), 1)  # warm the cache
     cached, _ = timed(lambda: KnowledgeStore.build(passages, retriever), 3)
-    rows = [["plain SentenceTransformer.encode", len(texts), tp, len(texts) / tp, 1.0],
-            ["fedrag KnowledgeStore.build (no cache)", len(texts), to, len(texts) / to, tp / to],
-            ["fedrag KnowledgeStore.build (cached embeddings)", len(texts), cached, len(texts) / cached, tp / cached]]
+    rows = [
+        ["plain SentenceTransformer.encode", len(texts), tp, len(texts) / tp, 1.0],
+        ["fedrag KnowledgeStore.build (no cache)", len(texts), to, len(texts) / to, tp / to],
+        ["fedrag KnowledgeStore.build (cached embeddings)", len(texts), cached, len(texts) / cached, tp / cached],
+    ]
     print(table(["what", "passages", "seconds (median)", "passages/s", "throughput ratio vs plain"], rows))
     print()
-    print(table(["query latency", "ms per query"],
-                [["one query at a time (encode + FAISS top-5)", 1000 * single / 50],
-                 [f"batch of {len(questions)} (encode + FAISS top-5)", 1000 * batched / len(questions)]]))
+    print(
+        table(
+            ["query latency", "ms per query"],
+            [
+                ["one query at a time (encode + FAISS top-5)", 1000 * single / 50],
+                [f"batch of {len(questions)} (encode + FAISS top-5)", 1000 * batched / len(questions)],
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -67,13 +67,24 @@ def main():
             m = evaluate(RAGSystem(rag.searcher, rag.generator, top_k=args.top_k, settings=settings), test, progress=False)
             q = m.pop("_rows")
             em, f1 = (paired_sign_test([u[k] for u in untuned], [r[k] for r in q]) for k in ("em", "f1"))
-            rows.append([g, dg, m["em"], m["f1"], m.get("recall@5", float("nan")), f"+{em[0]}/-{em[1]} (p {em[2]:.2g})",
-                         f"+{f1[0]}/-{f1[1]} (p {f1[2]:.2g})", round(train_s)])
+            rows.append(
+                [
+                    g,
+                    dg,
+                    m["em"],
+                    m["f1"],
+                    m.get("recall@5", float("nan")),
+                    f"+{em[0]}/-{em[1]} (p {em[2]:.2g})",
+                    f"+{f1[0]}/-{f1[1]} (p {f1[2]:.2g})",
+                    round(train_s),
+                ]
+            )
             print(rows[-1], flush=True)
     base_f1 = sum(u["f1"] for u in untuned) / len(untuned)
     print(f"\nuntuned F1 {base_f1:.3f} on {len(untuned)} questions; {args.loss}, {len(train)} training questions")
-    print(_common.table(["train gamma", "decode gamma", "EM", "F1", "Recall@5", "EM vs untuned", "F1 vs untuned",
-                         "train s"], rows))
+    print(
+        _common.table(["train gamma", "decode gamma", "EM", "F1", "Recall@5", "EM vs untuned", "F1 vs untuned", "train s"], rows)
+    )
 
 
 if __name__ == "__main__":

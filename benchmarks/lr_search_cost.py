@@ -40,10 +40,21 @@ def main() -> None:
         rag = build_training_rag(str(data / "corpus.jsonl"), "minilm", "smollm2-135m")
         report = search_lr(make_strategy(args.strategy), rag, train, val, cfg, lrs_g, lrs_r, mode=mode)
         sc = report["search_cost"]
-        rows.append([mode, len(report["points"]), report["stage_runs"], sc["steps"], sc["wall_s"], sc["flops"],
-                     f"{report['best']['lr_generator']:g} / {report['best']['lr_retriever']:g}"])
+        rows.append(
+            [
+                mode,
+                len(report["points"]),
+                report["stage_runs"],
+                sc["steps"],
+                sc["wall_s"],
+                sc["flops"],
+                f"{report['best']['lr_generator']:g} / {report['best']['lr_retriever']:g}",
+            ]
+        )
         print(rows[-1], flush=True)
-    rows.append(["ratio naive / phase-wise", "", "", rows[1][3] / rows[0][3], rows[1][4] / rows[0][4], rows[1][5] / rows[0][5], ""])
+    rows.append(
+        ["ratio naive / phase-wise", "", "", rows[1][3] / rows[0][3], rows[1][4] / rows[0][4], rows[1][5] / rows[0][5], ""]
+    )
     print(f"\nLR search for {args.strategy}, grid {lrs_g} x {lrs_r}, {args.steps} steps per phase run, demo data\n")
     print(table(["search", "points", "stage runs", "optimizer steps", "wall s", "FLOPs", "chosen lr_g / lr_r"], rows))
 

@@ -71,8 +71,9 @@ def main() -> None:
             outs = []
             for site, ex, mom in zip(rags, train, moments):
                 set_state(site, glob)
-                cfg = TrainConfig(steps=n, batch_size=4, lr_retriever=args.lr, seed=rnd - 1, schedule_total=total,
-                                  schedule_offset=(rnd - 1) * n)
+                cfg = TrainConfig(
+                    steps=n, batch_size=4, lr_retriever=args.lr, seed=rnd - 1, schedule_total=total, schedule_offset=(rnd - 1) * n
+                )
                 train_stage(stage, site, ex, cfg, optimizer_state=mom)
                 outs.append((get_state(site, ("retriever",)), len(ex)))
             weight = sum(w for _, w in outs)
@@ -82,8 +83,10 @@ def main() -> None:
     new = get_state(rag, ("retriever",))
     moved = float(sum(((new[k] - base[k]) ** 2).sum() for k in base) ** 0.5)
     r1, r5 = recall(rag)
-    print(f"{args.mode} lr {args.lr} chunks {args.chunks} rounds {args.rounds} keep {args.keep_optimizer}: "
-          f"Recall@1 {r1:.3f} Recall@5 {r5:.3f} L2 moved {moved:.2f} ({time.perf_counter() - t0:.0f}s)")
+    print(
+        f"{args.mode} lr {args.lr} chunks {args.chunks} rounds {args.rounds} keep {args.keep_optimizer}: "
+        f"Recall@1 {r1:.3f} Recall@5 {r5:.3f} L2 moved {moved:.2f} ({time.perf_counter() - t0:.0f}s)"
+    )
 
 
 if __name__ == "__main__":

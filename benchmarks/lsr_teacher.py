@@ -61,8 +61,10 @@ def main() -> None:
     wall = time.perf_counter() - t0
     rows = [[side, firsts[side] / seen, sum(ranks[side]) / seen, sum(mass[side]) / seen] for side in ("retriever", "LM")]
     print(table(["ranks the top-k by", "gold first", "mean gold rank", "mean probability on gold"], rows))
-    print(f"\n{seen} SQuAD training questions with the gold paragraph in MiniLM's top-{args.k}; "
-          f"LM = SmolLM2-135M log p(answer | paragraph, question); {wall:.0f} s")
+    print(
+        f"\n{seen} SQuAD training questions with the gold paragraph in MiniLM's top-{args.k}; "
+        f"LM = SmolLM2-135M log p(answer | paragraph, question); {wall:.0f} s"
+    )
 
 
 if __name__ == "__main__":

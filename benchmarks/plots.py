@@ -26,8 +26,12 @@ def plot_by_round(result: dict, path: Path) -> Path:
     steps = [0, *result["steps"]]
     start = result["untuned_recall@5"]
     ax.plot(steps, [start, *result["centralized_recall@5"]], marker="o", label="centralized")
-    ax.plot(steps, [start, *result["federated_recall@5"]], marker="s",
-            label=f"federated, {result['sites']} sites (one round = {result['local_steps']} local steps)")
+    ax.plot(
+        steps,
+        [start, *result["federated_recall@5"]],
+        marker="s",
+        label=f"federated, {result['sites']} sites (one round = {result['local_steps']} local steps)",
+    )
     ax.set_xlabel("sequential optimizer steps")
     ax.set_ylabel("held-out Recall@5")
     where = f"{result['dataset']}, n = {result['test_questions']} held-out questions\n" if "dataset" in result else ""

@@ -25,8 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import table  # noqa: E402
 
-CONFIGS = [("ralt", "float32", None), ("ralt", "bfloat16", None), ("rag-sequence", "float32", None),
-           ("rag-sequence", "bfloat16", None), ("rag-sequence", "float32", 4), ("rag-sequence", "float32", 1)]
+CONFIGS = [
+    ("ralt", "float32", None),
+    ("ralt", "bfloat16", None),
+    ("rag-sequence", "float32", None),
+    ("rag-sequence", "bfloat16", None),
+    ("rag-sequence", "float32", 4),
+    ("rag-sequence", "float32", 1),
+]
 
 
 def child(args) -> None:
@@ -54,10 +60,22 @@ def child(args) -> None:
     t0 = time.perf_counter()
     res = train_stage(stage, rag, train[4:], TrainConfig(**{**cfg.__dict__, "steps": args.steps}))
     step_s = (time.perf_counter() - t0) / args.steps
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
-    print(json.dumps({"step_s": step_s, "peak_mb": peak, "gen_tok_s": res.cost.generator_tokens_per_s,
-                      "loss": res.final_loss, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}))
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if dev == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    )
+    print(
+        json.dumps(
+            {
+                "step_s": step_s,
+                "peak_mb": peak,
+                "gen_tok_s": res.cost.generator_tokens_per_s,
+                "loss": res.final_loss,
+                "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+            }
+        )
+    )
 
 
 def weights_child(args) -> None:
@@ -73,23 +91,38 @@ def weights_child(args) -> None:
     params = dict(rag.generator.model.named_parameters())
     base = sum(p.numel() * p.element_size() for n, p in params.items() if "lora_" not in n)
     adapter = sum(p.numel() * p.element_size() for n, p in params.items() if "lora_" in n)
-    print(json.dumps({"base_mb": base / 2**20, "adapter_mb": adapter / 2**20,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "base_mb": base / 2**20,
+                "adapter_mb": adapter / 2**20,
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def weights(args) -> None:
     rows, ref = [], None
     for dtype in ("float32", "bfloat16"):
-        cmd = [sys.executable, __file__, "--weights-child", "--dtype", dtype, "--generator", args.generator,
-               "--retriever", args.retriever]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--weights-child",
+            "--dtype",
+            dtype,
+            "--generator",
+            args.generator,
+            "--retriever",
+            args.retriever,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         total = r["base_mb"] + r["adapter_mb"]
         ref = ref or (total, r["rss_mb"])
         rows.append([dtype, r["base_mb"], r["adapter_mb"], total, total / ref[0], r["rss_mb"], r["rss_mb"] / ref[1]])
     print(f"\n{args.generator} with a LoRA adapter, loaded for training (no step taken)\n")
-    print(table(["weights dtype", "frozen base MB", "adapter MB", "generator MB", "ratio", "process peak RSS MB",
-                 "ratio"], rows))
+    print(table(["weights dtype", "frozen base MB", "adapter MB", "generator MB", "ratio", "process peak RSS MB", "ratio"], rows))
 
 
 def main() -> None:
@@ -115,8 +148,23 @@ def main() -> None:
     rows = []
     chosen = [CONFIGS[int(i)] for i in args.configs.split(",")] if args.configs else CONFIGS
     for stage, dtype, chunk in chosen:
-        cmd = [sys.executable, __file__, "--child", "--stage", stage, "--dtype", dtype, "--generator", args.generator,
-               "--retriever", args.retriever, "--steps", str(args.steps), "--k", str(args.k)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--stage",
+            stage,
+            "--dtype",
+            dtype,
+            "--generator",
+            args.generator,
+            "--retriever",
+            args.retriever,
+            "--steps",
+            str(args.steps),
+            "--k",
+            str(args.k),
+        ]
         cmd += ["--chunk", str(chunk)] if chunk else []
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
@@ -126,7 +174,11 @@ def main() -> None:
         rows.append([stage, dtype, chunk or "full", r["step_s"], r["gen_tok_s"], r["peak_mb"], r["loss"], r["device"]])
         print(rows[-1], flush=True)
     print(f"\n{args.generator}, batch 4, RAG-Sequence k={args.k}, {args.steps} timed steps after a warm-up\n")
-    print(table(["stage", "autocast dtype", "score batch", "s / step", "LM tokens / s", "peak MB over models", "loss", "device"], rows))
+    print(
+        table(
+            ["stage", "autocast dtype", "score batch", "s / step", "LM tokens / s", "peak MB over models", "loss", "device"], rows
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,13 +20,25 @@ from _common import table  # noqa: E402
 
 
 def fedrag(*args) -> None:
-    subprocess.run([sys.executable, "-m", "fedrag", *map(str, args)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "fedrag", *map(str, args)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def recall(data: Path, retriever: str, out: Path) -> float:
-    fedrag("eval", "--corpus", data / "corpus.jsonl", "--qa", data / "test.jsonl", "--retriever", retriever,
-           "--generator", "none", "--out", out)
+    fedrag(
+        "eval",
+        "--corpus",
+        data / "corpus.jsonl",
+        "--qa",
+        data / "test.jsonl",
+        "--retriever",
+        retriever,
+        "--generator",
+        "none",
+        "--out",
+        out,
+    )
     return json.loads(out.read_text())["recall@5"]
 
 
@@ -53,18 +65,39 @@ def main() -> None:
         base = recall(data, "minilm", out / "base.json")
         res = {"untuned": base}
         for kind, lr, extra in (("full", args.lr_full, []), ("lora", args.lr_lora, ["--retriever-lora"])):
-            fedrag("train", "--stage", "contrastive", "--query-only", "--corpus", data / "corpus.jsonl", "--train",
-                   data / "train.jsonl", "--generator", "none", "--steps", args.steps, "--batch-size", args.batch_size,
-                   "--lr-retriever", lr, *extra, "--out", out / kind, "--overwrite")
+            fedrag(
+                "train",
+                "--stage",
+                "contrastive",
+                "--query-only",
+                "--corpus",
+                data / "corpus.jsonl",
+                "--train",
+                data / "train.jsonl",
+                "--generator",
+                "none",
+                "--steps",
+                args.steps,
+                "--batch-size",
+                args.batch_size,
+                "--lr-retriever",
+                lr,
+                *extra,
+                "--out",
+                out / kind,
+                "--overwrite",
+            )
             res[kind] = recall(data, str(out / kind / "retriever"), out / f"{kind}.json")
         results[name] = res
         rows.append([name, base, res["full"], res["lora"], res["lora"] - res["full"]])
-    (Path(args.out) / "results.json").write_text(json.dumps({"steps": args.steps, "lr_full": args.lr_full,
-                                                              "lr_lora": args.lr_lora, "results": results}, indent=2))
-    print(f"bytes per site each way per federated round: full query encoder {full_bytes / 1e6:.1f} MB, "
-          f"LoRA adapter {lora_bytes / 1e6:.2f} MB (tensor payload)")
-    print(table(["data", "untuned R@5", f"full (lr {args.lr_full}) R@5", f"LoRA (lr {args.lr_lora}) R@5",
-                 "LoRA - full"], rows))
+    (Path(args.out) / "results.json").write_text(
+        json.dumps({"steps": args.steps, "lr_full": args.lr_full, "lr_lora": args.lr_lora, "results": results}, indent=2)
+    )
+    print(
+        f"bytes per site each way per federated round: full query encoder {full_bytes / 1e6:.1f} MB, "
+        f"LoRA adapter {lora_bytes / 1e6:.2f} MB (tensor payload)"
+    )
+    print(table(["data", "untuned R@5", f"full (lr {args.lr_full}) R@5", f"LoRA (lr {args.lr_lora}) R@5", "LoRA - full"], rows))
 
 
 if __name__ == "__main__":

@@ -34,12 +34,20 @@ def main() -> None:
     ap.add_argument("--contrastive-batch", type=int, default=16)
     ap.add_argument("--lsr-batch", type=int, default=4)
     ap.add_argument("--lsr-k", type=int, default=4)
-    ap.add_argument("--lsr-tau", type=float, default=1.0, help="LSR's LM temperature τ (1e9: a uniform target, the no-teacher control)")
+    ap.add_argument(
+        "--lsr-tau", type=float, default=1.0, help="LSR's LM temperature τ (1e9: a uniform target, the no-teacher control)"
+    )
     ap.add_argument("--lr-retriever", type=float, default=2e-5)
     ap.add_argument("--hard-negatives", type=int, default=1)
-    ap.add_argument("--train-passages", action="store_true", help="contrastive and lsr also train the passage encoder (store re-encoded)")
-    ap.add_argument("--lsr-teacher", choices=("untuned", "ralt"), default="untuned",
-                    help="ralt: LSR scores with the generator the ralt stage just tuned (RA-DIT's order); needs ralt in --stages")
+    ap.add_argument(
+        "--train-passages", action="store_true", help="contrastive and lsr also train the passage encoder (store re-encoded)"
+    )
+    ap.add_argument(
+        "--lsr-teacher",
+        choices=("untuned", "ralt"),
+        default="untuned",
+        help="ralt: LSR scores with the generator the ralt stage just tuned (RA-DIT's order); needs ralt in --stages",
+    )
     args = ap.parse_args()
     from fedrag.evaluate import evaluate
     from fedrag.pipeline import build_training_rag
@@ -72,8 +80,18 @@ def main() -> None:
     results = {"baseline": {**base_r, **base_g}}
     lr = args.lr_retriever
     stages = [
-        ("contrastive", ContrastiveStage(hard_negatives=args.hard_negatives, train_passages=args.train_passages), TrainConfig(steps=args.contrastive_steps, batch_size=args.contrastive_batch, lr_retriever=lr), recall),
-        ("lsr", LSRStage(top_k=args.lsr_k, tau=args.lsr_tau, train_passages=args.train_passages), TrainConfig(steps=args.lsr_steps, batch_size=args.lsr_batch, lr_retriever=lr), recall),
+        (
+            "contrastive",
+            ContrastiveStage(hard_negatives=args.hard_negatives, train_passages=args.train_passages),
+            TrainConfig(steps=args.contrastive_steps, batch_size=args.contrastive_batch, lr_retriever=lr),
+            recall,
+        ),
+        (
+            "lsr",
+            LSRStage(top_k=args.lsr_k, tau=args.lsr_tau, train_passages=args.train_passages),
+            TrainConfig(steps=args.lsr_steps, batch_size=args.lsr_batch, lr_retriever=lr),
+            recall,
+        ),
         ("ralt", RALTStage(top_k=3), TrainConfig(steps=args.ralt_steps, batch_size=4, lr_generator=1e-3), answers),
     ]
     tuned = None  # the RALT-tuned system, when LSR is to use it as its teacher
@@ -102,11 +120,23 @@ def main() -> None:
         row_r = m if "recall@5" in m else base_r
         row_g = m if "em" in m else (results["ralt"] if name.startswith("lsr (") else base_g)  # LSR kept RALT's generator
         paired = f"+{m['r5_gained']} / -{m['r5_lost']} (p={m['r5_sign_test_p']:.2g})" if "r5_gained" in m else "-"
-        rows.append([name, f"{cfg.steps} x {cfg.batch_size}", row_r["recall@5"], paired, row_r["mrr@10"], row_g["em"], row_g["f1"],
-                     res.cost.wall_s])
+        rows.append(
+            [
+                name,
+                f"{cfg.steps} x {cfg.batch_size}",
+                row_r["recall@5"],
+                paired,
+                row_r["mrr@10"],
+                row_g["em"],
+                row_g["f1"],
+                res.cost.wall_s,
+            ]
+        )
         print(name, m, f"{res.cost.wall_s:.0f}s", flush=True)
     print()
-    print(table(["stage", "steps x batch", "Recall@5", "R@5 gained / lost (sign test)", "MRR@10", "EM", "F1", "train wall s"], rows))
+    print(
+        table(["stage", "steps x batch", "Recall@5", "R@5 gained / lost (sign test)", "MRR@10", "EM", "F1", "train wall s"], rows)
+    )
     print(f"\nRecall on {len(test_r)} test questions, EM/F1 on {len(test_g)}; the untrained side keeps its baseline value.")
     (out / "results.json").write_text(json.dumps(results, indent=2))
 

@@ -138,8 +138,7 @@ def output_dir(out: str | os.PathLike, kind: str, overwrite: bool = False, meta:
 
 
 @contextmanager
-def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: bool = False,
-                  meta: dict | None = None, log=None):
+def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: bool = False, meta: dict | None = None, log=None):
     """Like [`output_dir`][output_dir], but the work directory (`.NAME.partial` beside `out`)
     survives a failure, Ctrl-C or SIGKILL, so the same command continues it.
 
@@ -164,8 +163,10 @@ def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: 
                 shutil.rmtree(work)
             elif had != wanted:
                 diff = sorted(k for k in set(wanted) | set(had or {}) if (had or {}).get(k) != wanted.get(k))
-                raise FedragError(f"{work} holds an interrupted run of another command (differs in {', '.join(diff) or 'its files'}); "
-                                  f"run that command again to continue it, or pass --overwrite to discard it")
+                raise FedragError(
+                    f"{work} holds an interrupted run of another command (differs in {', '.join(diff) or 'its files'}); "
+                    f"run that command again to continue it, or pass --overwrite to discard it"
+                )
             else:
                 resumed = True
         if not resumed:
@@ -176,9 +177,11 @@ def resumable_dir(out: str | os.PathLike, kind: str, identity: dict, overwrite: 
         try:
             yield work, resumed
         except BaseException as exc:
-            exc.add_note(f"its progress is kept in {work}: run the same command again to continue "
-                         "(delete that directory to start afresh)" if getattr(exc, "resumable", True)
-                         else f"its checkpoints are in {work}; delete that directory to start afresh")
+            exc.add_note(
+                f"its progress is kept in {work}: run the same command again to continue (delete that directory to start afresh)"
+                if getattr(exc, "resumable", True)
+                else f"its checkpoints are in {work}; delete that directory to start afresh"
+            )
             raise
         (work / MARKER).write_text(json.dumps({"kind": kind, **(meta or {})}, indent=2) + "\n")
         _publish(work, out)

@@ -16,8 +16,9 @@ from typing import Any
 _NO_DEFAULT: Any = dataclasses.MISSING
 
 
-def setting(default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT, flag: str | None = None,
-            cli: bool = True) -> Any:
+def setting(
+    default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT, flag: str | None = None, cli: bool = True
+) -> Any:
     """A dataclass field that documents itself.
 
     Args:
@@ -58,5 +59,6 @@ def check_choices(obj: Any) -> None:
 
     for name, hint in typing.get_type_hints(type(obj)).items():
         if typing.get_origin(hint) is typing.Literal and getattr(obj, name) not in typing.get_args(hint):
-            raise FedragError(f"--{name.replace('_', '-')} must be one of {', '.join(typing.get_args(hint))}, "
-                              f"got '{getattr(obj, name)}'")
+            raise FedragError(
+                f"--{name.replace('_', '-')} must be one of {', '.join(typing.get_args(hint))}, got '{getattr(obj, name)}'"
+            )

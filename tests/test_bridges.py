@@ -22,8 +22,13 @@ def tuned(tiny_models, demo_dir, tmp_path_factory):
     plan = make_strategy("independent", top_k=2)
     results = plan.run(rag, load_qa(demo_dir / "train.jsonl")[:8], TrainConfig(steps=1, batch_size=2))
     save_outputs(rag, out, results, plan.name, decoding=plan.decoding)
-    return build_rag(str(demo_dir / "corpus.jsonl"), str(out / "retriever"), str(out / "generator"), top_k=2,
-                     settings=GenerationSettings(max_new_tokens=4))
+    return build_rag(
+        str(demo_dir / "corpus.jsonl"),
+        str(out / "retriever"),
+        str(out / "generator"),
+        top_k=2,
+        settings=GenerationSettings(max_new_tokens=4),
+    )
 
 
 def _questions(demo_dir):
@@ -53,8 +58,10 @@ def test_llama_index_retrieves_and_answers_as_fedrag(tuned, demo_dir):
         response = engine.query(q)
         assert [n.node.node_id for n in response.source_nodes] == out.passage_ids[:2]
         assert str(response) == out.answer
-    assert FedragLLM(tuned).complete("Question: who?").text == tuned.generator.generate(["Question: who?"],
-                                                                                        settings=tuned.settings)[0]
+    assert (
+        FedragLLM(tuned).complete("Question: who?").text
+        == tuned.generator.generate(["Question: who?"], settings=tuned.settings)[0]
+    )
 
 
 # --- user mistakes: each is one FedragError line, at construction where it can be --------
@@ -92,10 +99,12 @@ def test_fedrag_exports_qdrant_index_and_imports_without_qdrant_client():
     from fedrag.retrieve import QdrantIndex
 
     assert fedrag.QdrantIndex is QdrantIndex and "QdrantIndex" in dir(fedrag)
-    code = ("import sys; sys.modules['qdrant_client'] = None\n"
-            "import numpy as np, fedrag\nfrom fedrag.errors import FedragError\n"
-            "index = fedrag.QdrantIndex()\n"
-            "try:\n    index.build(np.zeros((2, 4), np.float32))\nexcept FedragError as exc:\n    print('refused:', exc)\n")
+    code = (
+        "import sys; sys.modules['qdrant_client'] = None\n"
+        "import numpy as np, fedrag\nfrom fedrag.errors import FedragError\n"
+        "index = fedrag.QdrantIndex()\n"
+        "try:\n    index.build(np.zeros((2, 4), np.float32))\nexcept FedragError as exc:\n    print('refused:', exc)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("refused:")]
@@ -158,8 +167,11 @@ def test_without_a_generator_both_bridges_refuse_alike(retrieval_only):
     from fedrag.errors import FedragError
 
     messages = set()
-    for make in (lambda: lc.FedragLLM(rag=retrieval_only), lambda: li.FedragLLM(retrieval_only),
-                 lambda: li.as_query_engine(retrieval_only)):
+    for make in (
+        lambda: lc.FedragLLM(rag=retrieval_only),
+        lambda: li.FedragLLM(retrieval_only),
+        lambda: li.as_query_engine(retrieval_only),
+    ):
         with pytest.raises(FedragError) as exc:
             make()
         messages.add(_one_line_error(exc, "no generator"))
@@ -191,8 +203,7 @@ def test_langchain_takes_rag_positionally_and_a_numpy_k(retrieval_only, demo_dir
     assert [d.id for d in FedragRetriever(retrieval_only, k=np.int64(1)).invoke(q)] == [hits[0].passage.id]
 
 
-@pytest.mark.parametrize("make", ["lc-retriever", "lc-retriever-no-rag", "lc-llm", "li-retriever", "li-llm",
-                                  "li-engine"])
+@pytest.mark.parametrize("make", ["lc-retriever", "lc-retriever-no-rag", "lc-llm", "li-retriever", "li-llm", "li-engine"])
 def test_what_is_not_a_rag_system_is_refused_at_construction(make):
     """E.g. a run's path where the system built from it belongs."""
     from fedrag.bridges import langchain as lc
@@ -200,9 +211,14 @@ def test_what_is_not_a_rag_system_is_refused_at_construction(make):
     from fedrag.errors import FedragError
 
     path = "runs/ra-dit"
-    build = {"lc-retriever": lambda: lc.FedragRetriever(rag=path), "lc-retriever-no-rag": lambda: lc.FedragRetriever(k=2),
-             "lc-llm": lambda: lc.FedragLLM(rag=path), "li-retriever": lambda: li.FedragRetriever(path),
-             "li-llm": lambda: li.FedragLLM(path), "li-engine": lambda: li.as_query_engine(path)}[make]
+    build = {
+        "lc-retriever": lambda: lc.FedragRetriever(rag=path),
+        "lc-retriever-no-rag": lambda: lc.FedragRetriever(k=2),
+        "lc-llm": lambda: lc.FedragLLM(rag=path),
+        "li-retriever": lambda: li.FedragRetriever(path),
+        "li-llm": lambda: li.FedragLLM(path),
+        "li-engine": lambda: li.as_query_engine(path),
+    }[make]
     with pytest.raises(FedragError) as exc:
         build()
     _one_line_error(exc, "rag must be a fedrag RAGSystem")

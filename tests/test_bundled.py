@@ -19,9 +19,24 @@ def test_minilm_recall_matches_plain_sentence_transformers_and_faiss(monkeypatch
     from fedrag.evaluate import recall_at_k
     from fedrag.models import retriever_path
 
-    monkeypatch.setattr(sys, "argv", ["fedrag", "eval", "--corpus", str(demo_dir / "corpus.jsonl"), "--qa",
-                                      str(demo_dir / "test.jsonl"), "--retriever", "minilm", "--generator", "none",
-                                      "--out", str(tmp_path / "m.json")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "fedrag",
+            "eval",
+            "--corpus",
+            str(demo_dir / "corpus.jsonl"),
+            "--qa",
+            str(demo_dir / "test.jsonl"),
+            "--retriever",
+            "minilm",
+            "--generator",
+            "none",
+            "--out",
+            str(tmp_path / "m.json"),
+        ],
+    )
     main()
     ours = json.loads((tmp_path / "m.json").read_text())
     passages, qa = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "test.jsonl")
@@ -52,10 +67,22 @@ def test_a_federated_minilm_round_with_retriever_lora_moves_under_5_mb_per_site(
     from fedrag.federation import FedTask, simulate
     from fedrag.retrieve import Retriever
 
-    sites = write_sites(partition(load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl"), 2, "iid"),
-                        tmp_path / "sites")
-    task = FedTask(stage="contrastive", retriever="minilm", generator="none", retriever_lora=True, rounds=1,
-                   local_steps=2, batch_size=8, lr_retriever=1e-3, min_sites=2, evaluate_every=0, out=str(tmp_path / "fed"))
+    sites = write_sites(
+        partition(load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl"), 2, "iid"), tmp_path / "sites"
+    )
+    task = FedTask(
+        stage="contrastive",
+        retriever="minilm",
+        generator="none",
+        retriever_lora=True,
+        rounds=1,
+        local_steps=2,
+        batch_size=8,
+        lr_retriever=1e-3,
+        min_sites=2,
+        evaluate_every=0,
+        out=str(tmp_path / "fed"),
+    )
     simulate(task, sites)
     (entry,) = json.loads((tmp_path / "fed" / "rounds.json").read_text())
     assert entry["replies"] == 2 and all("lora_" in n for n in entry["array_names"])

@@ -29,7 +29,8 @@ OWN_MEANING = {
     ("eval", "gamma"): "unset reads the gamma recorded in the generator's directory",
     ("eval", "dtype"): "the weights' dtype of a model to evaluate, not training's autocast precision",
     ("eval", "batch_size"): "questions per evaluation batch, not per training step",
-    ("demo-data", "seed"): "the seed of the generated data", ("convert", "seed"): "the seed of the split",
+    ("demo-data", "seed"): "the seed of the generated data",
+    ("convert", "seed"): "the seed of the split",
 }
 DEMO = {"quickstart"}  # a guided demo with its own measured defaults (its help says so)
 
@@ -73,15 +74,21 @@ def test_every_option_that_names_a_setting_is_that_setting():
                 choices_ok = get_origin(inner) is not Literal or list(p.type.choices) == [str(v) for v in get_args(inner)]
                 if p.default == _expected_default(f, hint) and (p.help or "").startswith(f.metadata["help"]) and choices_ok:
                     matches.append(cls.__name__)
-            assert matches, f"fedrag {name} --{p.name.replace('_', '-')} matches no field of {[c.__name__ for c, _, _ in fields[p.name]]}"
+            assert matches, (
+                f"fedrag {name} --{p.name.replace('_', '-')} matches no field of {[c.__name__ for c, _, _ in fields[p.name]]}"
+            )
     unused = sorted(set(fields) - checked)
     assert not unused, f"settings no command offers: {unused}"
 
 
 def test_every_option_has_help_and_no_name_is_cut_at_80_columns():
     runner = CliRunner()
-    bare = [f"fedrag {name} --{p.name}" for name, cmd in _commands().items() for p in cmd.params
-            if isinstance(p, click.Option) and not (p.help or "").strip()]
+    bare = [
+        f"fedrag {name} --{p.name}"
+        for name, cmd in _commands().items()
+        for p in cmd.params
+        if isinstance(p, click.Option) and not (p.help or "").strip()
+    ]
     assert not bare, f"options without help: {bare}"
     for name, cmd in _commands().items():
         res = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"}, terminal_width=80)
@@ -127,10 +134,19 @@ def test_the_quickstart_summary_reads_at_80_columns_and_says_what_each_row_is():
     from fedrag.cli.quickstart import Row, summary_lines, summary_markdown
 
     m = {"em": 0.125, "f1": 0.2345, "recall@1": 0.5, "recall@5": 0.875}
-    rows = [Row("untuned", "the models as they come", m, 0.0, 18.2, 0),
-            Row("centralized", "independent, 30 optimizer steps per phase on this machine", m, 301.4, 17.9, 0),
-            Row("federated", "independent, 2 sites (Flower simulation) x 2 rounds x 7 local steps per phase: "
-                "14 sequential steps of the global model", m, 250.0, 99.7, 123_456_789)]
+    rows = [
+        Row("untuned", "the models as they come", m, 0.0, 18.2, 0),
+        Row("centralized", "independent, 30 optimizer steps per phase on this machine", m, 301.4, 17.9, 0),
+        Row(
+            "federated",
+            "independent, 2 sites (Flower simulation) x 2 rounds x 7 local steps per phase: "
+            "14 sequential steps of the global model",
+            m,
+            250.0,
+            99.7,
+            123_456_789,
+        ),
+    ]
     lines = summary_lines(rows, 40)
     assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
     table = [line for line in lines if line.startswith(("untuned", "centralized", "federated")) and "0.125" in line]

@@ -43,7 +43,10 @@ class Counting:
 
 
 def _two_phase():
-    gen, ret = Counting(RAGSequenceStage(top_k=2, train_retriever=False)), Counting(RAGSequenceStage(top_k=2, train_generator=False))
+    gen, ret = (
+        Counting(RAGSequenceStage(top_k=2, train_retriever=False)),
+        Counting(RAGSequenceStage(top_k=2, train_generator=False)),
+    )
     return Strategy("two-phase", [Phase(gen), Phase(ret)]), gen, ret
 
 
@@ -78,8 +81,16 @@ def test_joint_search_is_the_2d_grid(tiny_models, demo_dir, data):
     train, val = data
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
     stage = Counting(RAGSequenceStage(top_k=2))
-    report = search_lr(Strategy("joint", [Phase(stage)]), rag, train, val, TrainConfig(steps=1, batch_size=2),
-                       [1e-4, 1e-3], [1e-5, 1e-4], top_k=2)
+    report = search_lr(
+        Strategy("joint", [Phase(stage)]),
+        rag,
+        train,
+        val,
+        TrainConfig(steps=1, batch_size=2),
+        [1e-4, 1e-3],
+        [1e-5, 1e-4],
+        top_k=2,
+    )
     assert report["mode"] == "grid" and stage.calls == 4 and len(report["points"]) == 4
 
 
@@ -99,8 +110,8 @@ def test_without_gold_ids_answer_recall_replaces_recall(tiny_models, demo_dir, d
 
 
 def test_paired_sign_test_and_evenly_spaced_samples():
-    assert paired_sign_test([0, 0, 0, 1], [1, 1, 1, 1]) == (3, 0, 0.25)           # 2 · (1/2)^3
-    assert paired_sign_test([1, 0, 0.5], [0, 1, 0.5]) == (1, 1, 1.0)               # ties are dropped
+    assert paired_sign_test([0, 0, 0, 1], [1, 1, 1, 1]) == (3, 0, 0.25)  # 2 · (1/2)^3
+    assert paired_sign_test([1, 0, 0.5], [0, 1, 0.5]) == (1, 1, 1.0)  # ties are dropped
     gained, lost, p = paired_sign_test([0.0] * 109, [1.0] * 48 + [-1.0] * 61)
     assert (gained, lost) == (48, 61) and abs(p - 0.2503) < 1e-3
     assert evenly_spaced(list(range(10)), 3) == [0, 3, 6] and evenly_spaced([1, 2], 5) == [1, 2]
@@ -110,14 +121,36 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     # the same data without gold ids: independent is skipped and said so
     def strip_gold(name):
         path = tmp_path / f"{name}_nogold.jsonl"
-        path.write_text("".join(json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers)}) + "\n"
-                                for e in load_qa(demo_dir / f"{name}.jsonl")[:8]))
+        path.write_text(
+            "".join(
+                json.dumps({"id": e.id, "question": e.question, "answers": list(e.answers)}) + "\n"
+                for e in load_qa(demo_dir / f"{name}.jsonl")[:8]
+            )
+        )
         return path
 
     nogold, nogold_test = strip_gold("train"), strip_gold("test")
-    args = ["compare", "--corpus", demo_dir / "corpus.jsonl", "--test", demo_dir / "test.jsonl", "--test-limit", "2",
-            "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--steps", "1",
-            "--batch-size", "2", "--top-k", "2", "--max-new-tokens", "4"]
+    args = [
+        "compare",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--test",
+        demo_dir / "test.jsonl",
+        "--test-limit",
+        "2",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--top-k",
+        "2",
+        "--max-new-tokens",
+        "4",
+    ]
     code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
     assert code == 0, err
     result = json.loads((tmp_path / "c" / "compare.json").read_text())
@@ -149,34 +182,61 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
     assert code == 0 and err.count("already finished") == 5, err
     args_nogold = [nogold_test if a == demo_dir / "test.jsonl" else a for a in args]
-    code, out, err = run(monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "independent,joint-token")
+    code, out, err = run(
+        monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "independent,joint-token"
+    )
     assert code == 0, err
     assert "skipping independent" in err and "gold passage ids" in err
     rows = json.loads((tmp_path / "n" / "compare.json").read_text())["rows"]
-    assert [r["strategy"] for r in rows] == ["untuned", "joint-token"] and "recall@5" not in rows[1] and "answer_recall@5" in rows[1]
+    assert (
+        [r["strategy"] for r in rows] == ["untuned", "joint-token"] and "recall@5" not in rows[1] and "answer_recall@5" in rows[1]
+    )
     # other settings in the same OUT are refused, not mixed
-    code, out, err = run(monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "joint-token")
+    code, out, err = run(
+        monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "joint-token"
+    )
     assert code == 2 and "other settings" in err and "strategies" in err
     # the same paths with other content (a test file edited since) are refused, naming the input
     edited = nogold_test.read_text().splitlines()
     nogold_test.write_text("\n".join(edited[1:] + edited[:1]) + "\n")
-    code, out, err = run(monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n",
-                         "--strategies", "independent,joint-token")
+    code, out, err = run(
+        monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "independent,joint-token"
+    )
     assert code == 2 and "inputs.test" in err and "Traceback" not in err, err
     # from Python too: the library checks, not only the CLI
     from fedrag.data import load_corpus
     from fedrag.strategies.compare import CompareSettings, compare
 
-    settings = CompareSettings(strategies=["joint-token"], retriever=tiny_models["retriever"],
-                               generator=tiny_models["generator"], top_k=2)
+    settings = CompareSettings(
+        strategies=["joint-token"], retriever=tiny_models["retriever"], generator=tiny_models["generator"], top_k=2
+    )
     with pytest.raises(FedragError, match="other settings or data"):
-        compare(settings, load_corpus(demo_dir / "corpus.jsonl"), load_qa(nogold), load_qa(nogold_test), None,
-                tmp_path / "n", build_rag=None)
+        compare(
+            settings,
+            load_corpus(demo_dir / "corpus.jsonl"),
+            load_qa(nogold),
+            load_qa(nogold_test),
+            None,
+            tmp_path / "n",
+            build_rag=None,
+        )
 
 
 def test_compare_without_a_generator_is_one_line(monkeypatch, capsys, tmp_path, demo_dir):
-    code, _, err = run(monkeypatch, capsys, "compare", "--corpus", demo_dir / "corpus.jsonl", "--train",
-                       demo_dir / "train.jsonl", "--test", demo_dir / "test.jsonl", "--generator", "none",
-                       "--out", tmp_path / "c")
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "compare",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--train",
+        demo_dir / "train.jsonl",
+        "--test",
+        demo_dir / "test.jsonl",
+        "--generator",
+        "none",
+        "--out",
+        tmp_path / "c",
+    )
     assert code == 2 and "needs a generator" in err and "Traceback" not in err, err
     assert not (tmp_path / "c").exists()

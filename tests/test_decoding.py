@@ -32,7 +32,9 @@ def _with(rag, decoding, top_k, **kw):
 
 
 def test_with_one_passage_the_three_decodings_agree(rag, questions):
-    answers = {d: [o.answer for o in _with(rag, d, 1).answer(questions, batch_size=4)] for d in ("concat", "rag-sequence", "rag-token")}
+    answers = {
+        d: [o.answer for o in _with(rag, d, 1).answer(questions, batch_size=4)] for d in ("concat", "rag-sequence", "rag-token")
+    }
     assert answers["concat"] == answers["rag-sequence"] == answers["rag-token"]
     assert any(a for a in answers["concat"]), "the tiny model should produce some text"
 
@@ -80,8 +82,9 @@ def test_rag_sequence_picks_the_slow_marginal_argmax(rag, questions):
     scores = torch.tensor([[-1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [-1.0, 0.5, 2.0], [0.0, 0.0, 0.1], [-2.0, 1.0, 1.0]])
     settings = GenerationSettings("rag-sequence", max_new_tokens=6, gamma=0.5)
     got, candidates = rag_sequence_decode(gen, prompts, scores, settings, batch_size=3, return_candidates=True)
-    logp = [{y: torch.tensor([float(gen.score_no_grad([p], [y])) for p in ps]) for y in candidates[b]}
-            for b, ps in enumerate(prompts)]
+    logp = [
+        {y: torch.tensor([float(gen.score_no_grad([p], [y])) for p in ps]) for y in candidates[b]} for b, ps in enumerate(prompts)
+    ]
     for b in range(len(prompts)):
         assert got[b] in candidates[b]
         marginal = {y: float(torch.logsumexp(log_prior(scores[b], 0.5) + lp, 0)) for y, lp in logp[b].items()}
@@ -91,8 +94,9 @@ def test_rag_sequence_picks_the_slow_marginal_argmax(rag, questions):
     for z in (0, 2):
         onehot = torch.zeros(len(prompts), 3)
         onehot[:, z] = 10.0
-        picks[z] = rag_sequence_decode(gen, prompts, onehot, GenerationSettings("rag-sequence", max_new_tokens=6, gamma=0.05),
-                                       batch_size=3)
+        picks[z] = rag_sequence_decode(
+            gen, prompts, onehot, GenerationSettings("rag-sequence", max_new_tokens=6, gamma=0.05), batch_size=3
+        )
         for b in range(len(prompts)):
             best = max(float(lp[z]) for lp in logp[b].values())
             assert float(logp[b][picks[z][b]][z]) >= best - 1e-4, (z, b)
@@ -115,8 +119,7 @@ def test_fast_rag_sequence_scores_each_candidate_under_its_own_passages_only(rag
     for b, ps in enumerate(prompts):
         marginal = {}
         for y in candidates[b]:
-            lp = torch.tensor([float(gen.score_no_grad([p], [y])) if own[b][z] == y else float("-inf")
-                               for z, p in enumerate(ps)])
+            lp = torch.tensor([float(gen.score_no_grad([p], [y])) if own[b][z] == y else float("-inf") for z, p in enumerate(ps)])
             marginal[y] = float(torch.logsumexp(log_prior(scores[b], 0.5) + lp, 0))
         assert marginal[got[b]] >= max(marginal.values()) - 1e-4, (marginal, got[b])
     rows.clear()
@@ -141,8 +144,14 @@ def test_the_default_retrieval_temperature_lets_the_best_passage_lead_on_cosine_
     (docs/results.md: EM 0.05 -> 0.15 on SQuAD)."""
     from fedrag.train import LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage
 
-    gammas = {GenerationSettings().gamma, RAGSequenceStage().gamma, RAGTokenStage().gamma, LSRStage().gamma,
-              RALTStage(mode="per-passage").decoding["gamma"], resolve_settings("rag-token", None).gamma}
+    gammas = {
+        GenerationSettings().gamma,
+        RAGSequenceStage().gamma,
+        RAGTokenStage().gamma,
+        LSRStage().gamma,
+        RALTStage(mode="per-passage").decoding["gamma"],
+        resolve_settings("rag-token", None).gamma,
+    }
     assert len(gammas) == 1
     scores = torch.tensor([[0.600, 0.552, 0.515]])
     assert log_prior(scores, gammas.pop()).exp()[0, 0] > 0.45

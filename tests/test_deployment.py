@@ -25,8 +25,16 @@ def sites(demo_dir, tmp_path_factory):
 
 
 def _task(tiny_models, out, **kw):
-    return FedTask(stage="ralt", retriever=tiny_models["retriever"], generator=tiny_models["generator"], rounds=1,
-                   local_steps=2, batch_size=2, out=str(out), **kw)
+    return FedTask(
+        stage="ralt",
+        retriever=tiny_models["retriever"],
+        generator=tiny_models["generator"],
+        rounds=1,
+        local_steps=2,
+        batch_size=2,
+        out=str(out),
+        **kw,
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -69,12 +77,25 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
         dep.env["PYTHONPATH"] = str(tmp_path / "user")  # the user's package is installed on every host
         dep.start_superlink()
         for i, p in enumerate(sites):  # each site's operator allows the two models this run uses
-            dep.start_supernode(i, p["corpus"], p["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]],
-                                allow_strategies=["userplans"])
+            dep.start_supernode(
+                i,
+                p["corpus"],
+                p["train"],
+                allow_models=[tiny_models["retriever"], tiny_models["generator"]],
+                allow_strategies=["userplans"],
+            )
         from fedrag.federation.deployment import _children
 
-        task = FedTask(strategy="userplans:plan", retriever=tiny_models["retriever"], generator=tiny_models["generator"],
-                       rounds=1, local_steps=2, batch_size=2, out=str(out), evaluate_every=0)
+        task = FedTask(
+            strategy="userplans:plan",
+            retriever=tiny_models["retriever"],
+            generator=tiny_models["generator"],
+            rounds=1,
+            local_steps=2,
+            batch_size=2,
+            out=str(out),
+            evaluate_every=0,
+        )
         dep.submit(task)
         pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in _children(p.pid)]
     assert not any(_alive(pid) for pid in pids), "every process we started is stopped"
@@ -93,26 +114,74 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
     --root-certificates CA` only submits the run."""
     from fedrag.federation.deployment import Certs
 
-    made = subprocess.run([sys.executable, "-m", "fedrag", "credentials", "--out", str(tmp_path / "certs"), "--host",
-                           "127.0.0.1", "--host", "localhost", "--sites", "2"], capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedrag",
+            "credentials",
+            "--out",
+            str(tmp_path / "certs"),
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+            "--sites",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     d = tmp_path / "certs"
     assert oct((d / "server.key").stat().st_mode & 0o777) == "0o600" and oct((d / "site1_key").stat().st_mode & 0o777) == "0o600"
     certs = Certs(ca=d / "ca.crt", cert=d / "server.pem", key=d / "server.key")
     keys = [(d / f"site{i}_key", d / f"site{i}_key.pub") for i in range(2)]
-    again = subprocess.run([sys.executable, "-m", "fedrag", "credentials", "--out", str(d), "--host", "127.0.0.1",
-                            "--sites", "2"], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "fedrag", "credentials", "--out", str(d), "--host", "127.0.0.1", "--sites", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode != 0 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr
     out = tmp_path / "out"
     with LocalDeployment(tmp_path / "dep", certs, keys, threads_per_site=1) as dep:
         dep.start_superlink()
         for i, p in enumerate(sites):
             dep.start_supernode(i, p["corpus"], p["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]])
-        res = subprocess.run([sys.executable, "-m", "fedrag", "federate", "--superlink", f"127.0.0.1:{dep.port}",
-                              "--root-certificates", str(certs.ca), "--stage", "ralt", "--rounds", "1",
-                              "--local-steps", "2", "--batch-size", "2", "--evaluate-every", "0",
-                              "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
-                              "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedrag",
+                "federate",
+                "--superlink",
+                f"127.0.0.1:{dep.port}",
+                "--root-certificates",
+                str(certs.ca),
+                "--stage",
+                "ralt",
+                "--rounds",
+                "1",
+                "--local-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--evaluate-every",
+                "0",
+                "--retriever",
+                tiny_models["retriever"],
+                "--generator",
+                tiny_models["generator"],
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
         log = (tmp_path / "dep" / "superlink.log").read_text()
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 1 and "warning" not in res.stderr
@@ -136,11 +205,40 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
     from fedrag.federation.deployment import _children
 
     timeout = 30
-    cmd = [sys.executable, "-m", "fedrag", "federate", "--engine", "deployment", "--stage", "ralt", "--sites", "2",
-           "--rounds", "2", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0",
-           "--round-timeout", str(timeout), "--corpus", str(demo_dir / "corpus.jsonl"),
-           "--train", str(demo_dir / "train.jsonl"), "--retriever", tiny_models["retriever"],
-           "--generator", tiny_models["generator"], "--out", "runs/dep", "--tls", "--supernode-auth"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrag",
+        "federate",
+        "--engine",
+        "deployment",
+        "--stage",
+        "ralt",
+        "--sites",
+        "2",
+        "--rounds",
+        "2",
+        "--local-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--evaluate-every",
+        "0",
+        "--round-timeout",
+        str(timeout),
+        "--corpus",
+        str(demo_dir / "corpus.jsonl"),
+        "--train",
+        str(demo_dir / "train.jsonl"),
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        "runs/dep",
+        "--tls",
+        "--supernode-auth",
+    ]
     out = tmp_path / "runs" / "dep"
     state = out / "checkpoint" / "state.json"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -188,8 +286,9 @@ def test_a_site_that_never_joins_fails_the_run_after_the_round_timeout(tiny_mode
 
     with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
         dep.start_superlink()
-        dep.start_supernode(0, sites[0]["corpus"], sites[0]["train"],
-                            allow_models=[tiny_models["retriever"], tiny_models["generator"]])
+        dep.start_supernode(
+            0, sites[0]["corpus"], sites[0]["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]]
+        )
         t0 = time.time()
         with pytest.raises(FedragError, match="only 1 of 2 required sites were connected for 10s"):
             dep.submit(_task(tiny_models, tmp_path / "out", min_sites=2, round_timeout=10), timeout=300)
@@ -206,22 +305,44 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
     from fedrag.federation.deployment import BIN, _children, free_port
 
     home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # flwr starts flower-superlink from PATH
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
-    made = subprocess.run([sys.executable, "-m", "fedrag", "app", "--out", str(tmp_path / "app")], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # flwr starts flower-superlink from PATH
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "fedrag", "app", "--out", str(tmp_path / "app")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0 and "flwr run" in made.stdout and "<federation>" not in made.stdout, made.stderr
     out = tmp_path / "run"
-    config = (f'strategy="" stage="ralt" rounds=1 local-steps=1 batch-size=2 evaluate-every=0 '
-              f'retriever="{tiny_models["retriever"]}" generator="{tiny_models["generator"]}" '
-              f'corpus="{demo_dir / "corpus.jsonl"}" train="{demo_dir / "train.jsonl"}" out="{out}"')
+    config = (
+        f'strategy="" stage="ralt" rounds=1 local-steps=1 batch-size=2 evaluate-every=0 '
+        f'retriever="{tiny_models["retriever"]}" generator="{tiny_models["generator"]}" '
+        f'corpus="{demo_dir / "corpus.jsonl"}" train="{demo_dir / "train.jsonl"}" out="{out}"'
+    )
     try:
-        res = subprocess.run([str(BIN / "flwr"), "run", str(tmp_path / "app"), "--stream", "--run-config", config],
-                             env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        res = subprocess.run(
+            [str(BIN / "flwr"), "run", str(tmp_path / "app"), "--stream", "--run-config", config],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
     finally:  # flwr run leaves its local SuperLink running: stop it (and its simulation) by PID
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and "flower-superlink" in _cmdline(int(entry.name)) and str(home) in _cmdline(int(entry.name)):
+            if (
+                entry.name.isdigit()
+                and "flower-superlink" in _cmdline(int(entry.name))
+                and str(home) in _cmdline(int(entry.name))
+            ):
                 for pid in [*_children(int(entry.name))[::-1], int(entry.name)]:
                     try:
                         os.kill(pid, signal.SIGKILL)

@@ -27,17 +27,55 @@ def test_two_torchrun_processes_take_the_step_of_one_process_on_the_global_batch
     """RALT's loss is averaged over answer tokens: each process weights its share by its
     tokens over the global count, so two processes with 2 questions each update the LoRA
     adapter as one process with the batch of 4 does (the tiny Llama has no dropout)."""
-    args = ["-m", "fedrag", "train", "--stage", "ralt", "--batch-size", "4", "--steps", "2", "--lr-generator", "1e-2",
-            "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl"),
-            "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
+    args = [
+        "-m",
+        "fedrag",
+        "train",
+        "--stage",
+        "ralt",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--lr-generator",
+        "1e-2",
+        "--corpus",
+        str(demo_dir / "corpus.jsonl"),
+        "--train",
+        str(demo_dir / "train.jsonl"),
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+    ]
     # loopback only; one thread per process, as torchrun sets it
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         env=env, timeout=600)
+    one = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=600
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                          "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *args,
-                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr
     a, b = _weights(tmp_path / "one" / "generator"), _weights(tmp_path / "two" / "generator")
     assert a.keys() == b.keys() and a

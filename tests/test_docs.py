@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_docs_site_builds_strictly(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    res = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     api = "".join(p.read_text() for p in sorted((tmp_path / "site" / "api").rglob("index.html")))  # one page per layer
     for name in ("load_hf", "KnowledgeStore", "QdrantIndex", "train_stage", "FedTask", "as_query_engine"):
@@ -43,9 +48,22 @@ def test_the_docs_site_builds_strictly(tmp_path):
         assert img in results and (tmp_path / "site" / "img" / img).is_file(), img
 
 
-NARRATION = [r"(?<![\w/`-])I(?![\w/`])", r"\b[Mm]y\b", r"\b[Ww]e\b", r"\b[Oo]ur\b", r"Notes from this machine",
-             r"\.\./shared", r"no longer", r"was a bug", r"since fixed", r"\bsession\b", r"did not find out",
-             r"\bused to\b", r"written before", r"work period"]
+NARRATION = [
+    r"(?<![\w/`-])I(?![\w/`])",
+    r"\b[Mm]y\b",
+    r"\b[Ww]e\b",
+    r"\b[Oo]ur\b",
+    r"Notes from this machine",
+    r"\.\./shared",
+    r"no longer",
+    r"was a bug",
+    r"since fixed",
+    r"\bsession\b",
+    r"did not find out",
+    r"\bused to\b",
+    r"written before",
+    r"work period",
+]
 
 
 def test_the_docs_state_the_current_truth_without_narrating_how_the_work_went():
@@ -53,8 +71,13 @@ def test_the_docs_state_the_current_truth_without_narrating_how_the_work_went():
     no first person, no paths outside the project, no "no longer" / "was a bug" history
     (that goes to CHANGELOG.md, which exists and follows Keep a Changelog)."""
     pages = [p for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "changelog.md"] + [ROOT / "README.md"]
-    found = [f"{p.name}:{n}: {pat}" for p in pages for n, line in enumerate(p.read_text().splitlines(), 1)
-             for pat in NARRATION if re.search(pat, line)]
+    found = [
+        f"{p.name}:{n}: {pat}"
+        for p in pages
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        for pat in NARRATION
+        if re.search(pat, line)
+    ]
     assert not found, "\n".join(found)
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog and "keepachangelog.com" in changelog

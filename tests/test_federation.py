@@ -39,8 +39,17 @@ def one_thread():
 
 
 def task_for(tiny_models, out, **kw):
-    base = dict(retriever=tiny_models["retriever"], generator=tiny_models["generator"], rounds=2, local_steps=2,
-                batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, out=str(out), min_sites=2)
+    base = dict(
+        retriever=tiny_models["retriever"],
+        generator=tiny_models["generator"],
+        rounds=2,
+        local_steps=2,
+        batch_size=2,
+        lr_generator=1e-2,
+        lr_retriever=1e-3,
+        out=str(out),
+        min_sites=2,
+    )
     return FedTask(**{**base, **kw})
 
 
@@ -54,24 +63,35 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     from fedrag.pipeline import build_training_rag
     from fedrag.train import TrainConfig, get_state, make_stage, train_stage
 
-    task = task_for(tiny_models, tmp_path / "fed", stage="contrastive", rounds=2, local_steps=3, min_sites=1,
-                    keep_optimizer=True)
+    task = task_for(tiny_models, tmp_path / "fed", stage="contrastive", rounds=2, local_steps=3, min_sites=1, keep_optimizer=True)
     simulate(task, sites[1])
-    fed = {k: v for k, v in load_file(str(tmp_path / "fed" / "checkpoint" / "global.safetensors")).items()
-           if k.startswith("retriever.")}
+    fed = {
+        k: v
+        for k, v in load_file(str(tmp_path / "fed" / "checkpoint" / "global.safetensors")).items()
+        if k.startswith("retriever.")
+    }
     site = sites[1][0]
 
     def central(carry: bool) -> dict:
-        rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed,
-                                 shared_retriever=True)  # contrastive trains the passage side
+        rag = build_training_rag(
+            site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed, shared_retriever=True
+        )  # contrastive trains the passage side
         moments = {} if carry else None
         with one_thread():
             for rnd in (1, 2):
-                cfg = TrainConfig(steps=3, batch_size=2, lr_retriever=1e-3, seed=task.seed + rnd - 1,
-                                  warmup_ratio=task.warmup_ratio, schedule_total=6, schedule_offset=3 * (rnd - 1))
+                cfg = TrainConfig(
+                    steps=3,
+                    batch_size=2,
+                    lr_retriever=1e-3,
+                    seed=task.seed + rnd - 1,
+                    warmup_ratio=task.warmup_ratio,
+                    schedule_total=6,
+                    schedule_offset=3 * (rnd - 1),
+                )
                 rag.sync_store()  # as the site re-embeds its store once the global encoder moved
-                train_stage(make_stage("contrastive", top_k=task.top_k), rag, load_qa(site["train"]), cfg,
-                            optimizer_state=moments)
+                train_stage(
+                    make_stage("contrastive", top_k=task.top_k), rag, load_qa(site["train"]), cfg, optimizer_state=moments
+                )
         return get_state(rag, ("retriever",))
 
     kept, restarted = central(True), central(False)
@@ -137,8 +157,7 @@ def composed_epsilon(noise: float, sites: int, releases: int, delta: float = 1e-
 
 @pytest.mark.slow
 def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_path):
-    task = task_for(tiny_models, tmp_path / "dp", strategy="independent", rounds=2, dp_noise=1.0, dp_clip=0.5,
-                    evaluate_every=0)
+    task = task_for(tiny_models, tmp_path / "dp", strategy="independent", rounds=2, dp_noise=1.0, dp_clip=0.5, evaluate_every=0)
     simulate(task, sites[2])
     rounds = json.loads((tmp_path / "dp" / "rounds.json").read_text())
     assert [(r["phase"], r["dp_releases"]) for r in rounds] == [(0, 1), (0, 2), (1, 3), (1, 4)]
@@ -169,9 +188,15 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
 
     client, server = to_flower(task, flaky, lambda context: TRUSTED)
     with contextlib.suppress(FedragError):  # the ServerApp's failure surfaces here in-process
-        run_simulation(server_app=server, client_app=client, num_supernodes=2,
-                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                       "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}})
+        run_simulation(
+            server_app=server,
+            client_app=client,
+            num_supernodes=2,
+            backend_config={
+                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"},
+            },
+        )
     if min_sites == 1:
         rounds = json.loads((tmp_path / "ft" / "rounds.json").read_text())
         assert [(r["replies"], r["failures"]) for r in rounds] == [(1, 1), (1, 1)]
@@ -186,10 +211,36 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
 @pytest.mark.slow
 def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp_path):
     out = tmp_path / "resume"
-    cmd = [sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--sites", "2", "--rounds", "4",
-           "--local-steps", "2", "--batch-size", "2", "--corpus", str(demo_dir / "corpus.jsonl"),
-           "--train", str(demo_dir / "train.jsonl"), "--retriever", tiny_models["retriever"],
-           "--generator", tiny_models["generator"], "--out", str(out), "--evaluate-every", "3", "--dp-noise", "0.8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrag",
+        "federate",
+        "--stage",
+        "ralt",
+        "--sites",
+        "2",
+        "--rounds",
+        "4",
+        "--local-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--corpus",
+        str(demo_dir / "corpus.jsonl"),
+        "--train",
+        str(demo_dir / "train.jsonl"),
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        str(out),
+        "--evaluate-every",
+        "3",
+        "--dp-noise",
+        "0.8",
+    ]
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state = out / "checkpoint" / "state.json"
@@ -226,7 +277,7 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     # a finished run is refused, never rerun over or mixed; its result stays as it was
     cost = (out / "cost.json").read_text()
     refused(cmd, "already holds a finished federated run of this task; pass --overwrite")
-    refused([*cmd[: cmd.index("--rounds") + 1], "5", *cmd[cmd.index("--rounds") + 2:]], "differs in rounds")
+    refused([*cmd[: cmd.index("--rounds") + 1], "5", *cmd[cmd.index("--rounds") + 2 :]], "differs in rounds")
     assert (out / "cost.json").read_text() == cost and json.loads((out / "rounds.json").read_text()) == history
     state.write_text(state.read_text()[:40])
     refused(cmd, "corrupt checkpoint")
@@ -238,8 +289,24 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(tin
     a run that was never interrupted (sites reseed per round, the schedule continues)."""
     from safetensors.torch import load_file
 
-    common = ["--stage", "ralt", "--rounds", "3", "--local-steps", "1", "--batch-size", "2", "--lr-generator", "1e-2",
-              "--evaluate-every", "0", "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
+    common = [
+        "--stage",
+        "ralt",
+        "--rounds",
+        "3",
+        "--local-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--lr-generator",
+        "1e-2",
+        "--evaluate-every",
+        "0",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+    ]
     site_args = [a for s in sites[2] for a in ("--site", str(Path(s["corpus"]).parent))]
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr")}
     out = tmp_path / "killed"
@@ -288,8 +355,9 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     replies = []
     with one_thread():
         for site in sites[2]:
-            new, metrics = train_round(plain, site["corpus"], load_qa(site["train"]), to_wire(start),
-                                       {"phase": 0, "server-round": 1})
+            new, metrics = train_round(
+                plain, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 1}
+            )
             replies.append((new, metrics["num-examples"]))
     total = sum(n for _, n in replies)
     fedavg = {k: sum(new[k].double() * n for new, n in replies) / total for k in start}
@@ -298,12 +366,13 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     moved = 0
     for k, x0 in start.items():
         delta = fedavg[k] - x0.double()
-        expected = x0.double() + eta_norm * (1 - b1) * delta / (((1 - b2) * delta ** 2).sqrt() + tau)
+        expected = x0.double() + eta_norm * (1 - b1) * delta / (((1 - b2) * delta**2).sqrt() + tau)
         assert torch.allclose(final["fedadam"][k].double(), expected, rtol=1e-4, atol=1e-6), k
         moved += int((delta.abs() > 0).sum())
     assert moved > 0, "FedAvg's aggregate moved the adapter"
-    assert any(not torch.allclose(final["fedprox"][k].double(), fedavg[k], rtol=1e-4, atol=1e-6) for k in start), \
+    assert any(not torch.allclose(final["fedprox"][k].double(), fedavg[k], rtol=1e-4, atol=1e-6) for k in start), (
         "the proximal term acted"
+    )
 
 
 def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sites):
@@ -400,9 +469,15 @@ def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
 
     task = task_for(tiny_models, tmp_path / "audit", stage="ralt", rounds=1, min_sites=1, evaluate_every=0)
     client = make_client_app(task, sites_from_paths(sites[3]), lambda context: TRUSTED, mods=[_tamper()])
-    run_simulation(server_app=make_server_app(task), client_app=client, num_supernodes=3,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}})
+    run_simulation(
+        server_app=make_server_app(task),
+        client_app=client,
+        num_supernodes=3,
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"},
+        },
+    )
     (entry,) = json.loads((tmp_path / "audit" / "rounds.json").read_text())
     assert (entry["replies"], entry["rejected"]) == (1, 2), entry
     for reason in ("metric keys not in the allow-list", "expected float32"):
@@ -423,10 +498,15 @@ def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
         assert torch.allclose(final[k], v, atol=1e-6, rtol=1e-5), k
 
 
-@pytest.mark.parametrize("extra,message", [({"note": "/srv/secret"}, "'note' is not a fedrag task setting"),
-                                           ({"rounds": "2 and more text"}, "'rounds' must be int, got str"),
-                                           ({"lora": "yes"}, "'lora' must be bool, got str"),
-                                           ({"dtype": "fp8"}, "--dtype must be one of")])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"note": "/srv/secret"}, "'note' is not a fedrag task setting"),
+        ({"rounds": "2 and more text"}, "'rounds' must be int, got str"),
+        ({"lora": "yes"}, "'lora' must be bool, got str"),
+        ({"dtype": "fp8"}, "--dtype must be one of"),
+    ],
+)
 def test_a_site_audits_the_run_config(extra, message):
     """The ClientApp builds its task with FedTask.from_config(context.run_config): a run
     config carries task settings of their declared types and nothing else."""
@@ -435,7 +515,9 @@ def test_a_site_audits_the_run_config(extra, message):
     from fedrag.errors import FedragError
     from fedrag.federation.task import FedTask
 
-    shipped = tomllib.loads((Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    shipped = tomllib.loads((Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml").read_text())["tool"][
+        "flwr"
+    ]["app"]["config"]
     assert FedTask.from_config(shipped).strategy  # the shipped app config passes its own audit
     with pytest.raises(FedragError, match=message):
         FedTask.from_config({**shipped, **extra})
@@ -451,14 +533,21 @@ def test_the_audit_refuses_text_in_an_outgoing_config(monkeypatch):
     from fedrag.federation.audit import outgoing_violation, tensor_spec
 
     state = {"generator.w": torch.zeros(2)}
-    ok = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": 0, "server-round": 1})}),
-                 dst_node_id=1, message_type="train")
+    ok = Message(
+        RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": 0, "server-round": 1})}),
+        dst_node_id=1,
+        message_type="train",
+    )
     assert outgoing_violation(ok, tensor_spec(state)) is None
-    leak = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": 0, "note": "/srv/secret"})}),
-                   dst_node_id=1, message_type="train")
+    leak = Message(
+        RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": 0, "note": "/srv/secret"})}),
+        dst_node_id=1,
+        message_type="train",
+    )
     assert "not in the allow-list" in outgoing_violation(leak, tensor_spec(state))
-    text = Message(RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": "zero"})}),
-                   dst_node_id=1, message_type="train")
+    text = Message(
+        RecordDict({"arrays": ArrayRecord(state), "config": ConfigRecord({"phase": "zero"})}), dst_node_id=1, message_type="train"
+    )
     assert "carries a str" in outgoing_violation(text, tensor_spec(state))
 
 
@@ -518,8 +607,7 @@ def test_a_message_carries_the_tensors_packed_one_array_per_dtype(tiny_models):
     assert len(state) > 8 and sorted(record) == ["packed.float32", "packed.float64"]
     layout = tensor_spec(state)
     back = from_wire(record, layout)
-    assert set(back) == set(state) and all(torch.equal(back[n], state[n]) and back[n].dtype == state[n].dtype
-                                           for n in state)
+    assert set(back) == set(state) and all(torch.equal(back[n], state[n]) and back[n].dtype == state[n].dtype for n in state)
     assert _arrays_violation(record, packed_spec(layout)) is None
     fewer = {n: t for n, t in list(state.items())[1:]}
     assert "expected float32" in _arrays_violation(to_wire(fewer), packed_spec(layout))  # a tensor short: refused
@@ -540,8 +628,10 @@ def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_mod
     site = sites[2][0]
     rag = site_rag(task, site["corpus"])
     start = get_state(rag, ("generator",))
-    runs = [train_round(task, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 2})
-            for _ in range(2)]
+    runs = [
+        train_round(task, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 2})
+        for _ in range(2)
+    ]
     assert runs[0][1]["train-loss"] == runs[1][1]["train-loss"]
     assert all(torch.equal(runs[0][0][k], runs[1][0][k]) for k in start)
 
@@ -549,8 +639,12 @@ def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_mod
 def _saved_weights(out: Path) -> dict:
     from safetensors.torch import load_file
 
-    return {f"{f.parent.name}/{k}": v for f in sorted(out.glob("*/*.safetensors")) if f.parent.name != "checkpoint"
-            for k, v in load_file(str(f)).items()}
+    return {
+        f"{f.parent.name}/{k}": v
+        for f in sorted(out.glob("*/*.safetensors"))
+        if f.parent.name != "checkpoint"
+        for k, v in load_file(str(f)).items()
+    }
 
 
 def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
@@ -560,14 +654,13 @@ def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
     from fedrag.strategies import save_outputs
     from fedrag.train import TrainConfig
 
-    task = task_for(tiny_models, tmp_path / "fed", strategy=name, rounds=1, local_steps=3, min_sites=1,
-                    evaluate_every=0)
+    task = task_for(tiny_models, tmp_path / "fed", strategy=name, rounds=1, local_steps=3, min_sites=1, evaluate_every=0)
     simulate(task, sites[1], plan=plan)
     site = sites[1][0]
-    rag = build_training_rag(site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed,
-                             shared_retriever=plan.shared_retriever)
-    cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed,
-                      warmup_ratio=task.warmup_ratio)
+    rag = build_training_rag(
+        site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed, shared_retriever=plan.shared_retriever
+    )
+    cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed, warmup_ratio=task.warmup_ratio)
     with one_thread():
         results = plan.run(rag, load_qa(site["train"]), cfg)
     save_outputs(rag, tmp_path / "central", results, plan.name, decoding=plan.decoding)
@@ -591,14 +684,16 @@ def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tin
     from fedrag.strategies import custom
     from fedrag.train import ContrastiveStage, RALTStage
 
-    plan = custom("mine", (RALTStage(top_k=2), {"lr_generator": 3e-2, "batch_size": 3}),
-                  (ContrastiveStage(top_k=2), {"lr_retriever": 5e-3}))
+    plan = custom(
+        "mine", (RALTStage(top_k=2), {"lr_generator": 3e-2, "batch_size": 3}), (ContrastiveStage(top_k=2), {"lr_retriever": 5e-3})
+    )
     central, fed = _central_and_federated(tiny_models, sites, tmp_path, plan, "mine")
     from fedrag.pipeline import build_training_rag
     from fedrag.strategies import save_outputs
 
-    base = build_training_rag(sites[1][0]["corpus"], tiny_models["retriever"], tiny_models["generator"], top_k=2,
-                              shared_retriever=True)
+    base = build_training_rag(
+        sites[1][0]["corpus"], tiny_models["retriever"], tiny_models["generator"], top_k=2, shared_retriever=True
+    )
     save_outputs(base, tmp_path / "base", [], "base")
     _assert_same(central, fed, _saved_weights(tmp_path / "base"))
     # without the overrides the run is another run: the comparison above would see a site that ignored them
@@ -607,8 +702,9 @@ def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tin
     rag = build_training_rag(sites[1][0]["corpus"], tiny_models["retriever"], tiny_models["generator"], top_k=2)
     plain = custom("plain", RALTStage(top_k=2), ContrastiveStage(top_k=2))
     with one_thread():
-        results = plain.run(rag, load_qa(sites[1][0]["train"]), TrainConfig(steps=3, batch_size=2, lr_generator=1e-2,
-                                                                            lr_retriever=1e-3, seed=0))
+        results = plain.run(
+            rag, load_qa(sites[1][0]["train"]), TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=0)
+        )
     save_outputs(rag, tmp_path / "plain", results, "plain")
     other = _saved_weights(tmp_path / "plain")
     assert any(not torch.allclose(other[k].float(), central[k].float()) for k in central)
@@ -617,8 +713,9 @@ def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tin
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"])
 @pytest.mark.slow
-def test_each_built_in_strategy_federates_as_it_trains_centrally(monkeypatch, capsys, tiny_models, sites, demo_dir,
-                                                                 tmp_path, name):
+def test_each_built_in_strategy_federates_as_it_trains_centrally(
+    monkeypatch, capsys, tiny_models, sites, demo_dir, tmp_path, name
+):
     """1 site x 1 round = central training; the federated generator records the central
     decoding, its card says how it was trained, and `eval` decodes it that way."""
     from test_cli import run
@@ -638,9 +735,23 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(monkeypatch, ca
     assert "federated training" in card and "Rounds per phase: 1" in card and f"`{recorded['decoding']}`" in card
     assert str(tmp_path) not in card and tiny_models["generator"] not in card
     if recorded["decoding"] != "concat":  # eval's default would be concat: it must read the recorded one
-        code, out, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus",
-                             demo_dir / "corpus.jsonl", "--retriever", tmp_path / "fed" / "retriever", "--generator",
-                             generator, "--limit", "2", "--max-new-tokens", "3")
+        code, out, err = run(
+            monkeypatch,
+            capsys,
+            "eval",
+            "--qa",
+            demo_dir / "test.jsonl",
+            "--corpus",
+            demo_dir / "corpus.jsonl",
+            "--retriever",
+            tmp_path / "fed" / "retriever",
+            "--generator",
+            generator,
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "3",
+        )
         assert code == 0, err
         assert json.loads(out.strip().splitlines()[-1])["decoding"] == recorded["decoding"]
 
@@ -661,18 +772,53 @@ def test_a_simulation_runs_on_a_running_ray_cluster_and_records_its_address(tiny
     records the address in cost.json."""
     from fedrag.federation.deployment import _children
 
-    head = subprocess.Popen([sys.executable, "-c", HEAD], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "RAY_ADDRESS": ""})
+    head = subprocess.Popen(
+        [sys.executable, "-c", HEAD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     try:
         address = head.stdout.readline().strip()
         assert address.startswith("127.0.0.1:"), address
         out = tmp_path / "fed"
-        res = subprocess.run([sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--sites", "2", "--rounds",
-                              "1", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0", "--corpus",
-                              str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl"), "--retriever",
-                              tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", str(out),
-                              "--ray-address", address], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, "FLWR_HOME": str(tmp_path / "flwr")})
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedrag",
+                "federate",
+                "--stage",
+                "ralt",
+                "--sites",
+                "2",
+                "--rounds",
+                "1",
+                "--local-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--evaluate-every",
+                "0",
+                "--corpus",
+                str(demo_dir / "corpus.jsonl"),
+                "--train",
+                str(demo_dir / "train.jsonl"),
+                "--retriever",
+                tiny_models["retriever"],
+                "--generator",
+                tiny_models["generator"],
+                "--out",
+                str(out),
+                "--ray-address",
+                address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "FLWR_HOME": str(tmp_path / "flwr")},
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         assert json.loads((out / "cost.json").read_text())["ray_address"] == address
         assert head.poll() is None, "the cluster outlives the run: fedrag only disconnected from it"
@@ -681,7 +827,26 @@ def test_a_simulation_runs_on_a_running_ray_cluster_and_records_its_address(tiny
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         head.wait()
-    bad = subprocess.run([sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--engine", "deployment",
-                          "--ray-address", address, "--corpus", str(demo_dir / "corpus.jsonl"), "--train",
-                          str(demo_dir / "train.jsonl"), "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedrag",
+            "federate",
+            "--stage",
+            "ralt",
+            "--engine",
+            "deployment",
+            "--ray-address",
+            address,
+            "--corpus",
+            str(demo_dir / "corpus.jsonl"),
+            "--train",
+            str(demo_dir / "train.jsonl"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--ray-address applies to --engine simulation" in bad.stderr

@@ -22,8 +22,11 @@ def slow_logp(gen, prompt, answer):
 
 def test_batched_scorer_matches_token_by_token_reference(gen):
     passages, train, _ = demo.generate(n_people=6, seed=2)
-    prompts = [gen.prompt(train[0].question, passages[:3]), gen.prompt(train[1].question, passages[:1]),
-               gen.prompt(train[2].question, [])]
+    prompts = [
+        gen.prompt(train[0].question, passages[:3]),
+        gen.prompt(train[1].question, passages[:1]),
+        gen.prompt(train[2].question, []),
+    ]
     answers = [train[0].answers[0], "a much longer answer than the others", "x"]
     scores = gen.score(prompts, answers)
     for p, a, got in zip(prompts, answers, scores.seq_logp):

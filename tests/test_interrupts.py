@@ -54,8 +54,11 @@ def _family(root: int) -> dict[int, int]:
 
 def _still_running(known: dict[int, int], root: int) -> dict[int, int]:
     """Of ``known`` (and whatever else is in ``root``'s session now), what still runs; zombies count as ended."""
-    alive = {pid: start for pid, start in {**known, **_family(root)}.items()
-             if (st := _stat(pid)) and st["start"] == start and st["state"] not in "ZX"}
+    alive = {
+        pid: start
+        for pid, start in {**known, **_family(root)}.items()
+        if (st := _stat(pid)) and st["start"] == start and st["state"] not in "ZX"
+    }
     alive.pop(root, None)  # the fedrag process itself was reaped by wait()
     return alive
 
@@ -72,10 +75,36 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
     does on Ctrl-C (Ray's children see it too); odd tries only fedrag's pid, as ``kill -INT``
     or a supervisor does. Both must end the same way."""
     out = tmp_path / "fed"
-    cmd = [sys.executable, "-m", "fedrag", "federate", "--engine", "simulation", "--stage", "ralt", "--sites", "2",
-           "--rounds", str(ROUNDS), "--local-steps", "1", "--batch-size", "2", "--cpus-per-site", "1",
-           "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl"),
-           "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrag",
+        "federate",
+        "--engine",
+        "simulation",
+        "--stage",
+        "ralt",
+        "--sites",
+        "2",
+        "--rounds",
+        str(ROUNDS),
+        "--local-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--cpus-per-site",
+        "1",
+        "--corpus",
+        str(demo_dir / "corpus.jsonl"),
+        "--train",
+        str(demo_dir / "train.jsonl"),
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "FLWR_HOME": str(tmp_path / "flwr")}
     last_round = 0  # the last round a try announced as finished
     timings = []
@@ -87,8 +116,15 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
         family: dict[int, int] = {}
         leftovers: dict[int, int] = {}
         t_start = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         reader = threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True)
         reader.start()
         try:
@@ -105,8 +141,9 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
             try:
                 code = proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"try {i + 1} ({'group' if to_group else 'pid'}): still running 30 s after SIGINT:\n"
-                            + "".join(lines))
+                pytest.fail(
+                    f"try {i + 1} ({'group' if to_group else 'pid'}): still running 30 s after SIGINT:\n" + "".join(lines)
+                )
             t_exit = time.monotonic() - t_sig
             for _ in range(50):  # a few seconds for Ray's processes to follow their parent
                 leftovers = _still_running(family, proc.pid)
@@ -132,7 +169,7 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
         assert code == 130, f"try {i + 1}: exit {code}\n{err}"
         kept = [line.strip() for line in lines if line.strip()]
         rounds = [int(m.group(1)) for line in kept if (m := ROUND_LINE.match(line))]
-        after = kept[max(n for n, line in enumerate(kept) if ROUND_LINE.match(line)) + 1:]
+        after = kept[max(n for n, line in enumerate(kept) if ROUND_LINE.match(line)) + 1 :]
         assert len(after) == 1 and "interrupted" in after[0], f"try {i + 1}: one line after the rounds:\n{err}"
         assert "Traceback" not in err, err
         if i:  # the same command on the interrupted --out resumes, losing no announced round
@@ -143,8 +180,12 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
             assert "resuming" not in err and rounds[0] == 1, err
         last_round = rounds[-1]
         timings.append(t_exit)
-        print(f"\ntry {i + 1}: SIGINT to {'group' if to_group else 'pid  '} {delay:.1f}s after round {rounds[-1]} "
-              f"(first round after {t_round:.1f}s): exit {code} in {t_exit:.2f}s, {len(family) - 1} child processes, "
-              f"none left; last line: {after[0][:90]}")
-    print(f"\n{TRIES}/{TRIES} tries: exit after SIGINT max {max(timings):.2f}s, mean {sum(timings) / len(timings):.2f}s; "
-          f"total {time.monotonic() - t_all:.0f}s")
+        print(
+            f"\ntry {i + 1}: SIGINT to {'group' if to_group else 'pid  '} {delay:.1f}s after round {rounds[-1]} "
+            f"(first round after {t_round:.1f}s): exit {code} in {t_exit:.2f}s, {len(family) - 1} child processes, "
+            f"none left; last line: {after[0][:90]}"
+        )
+    print(
+        f"\n{TRIES}/{TRIES} tries: exit after SIGINT max {max(timings):.2f}s, mean {sum(timings) / len(timings):.2f}s; "
+        f"total {time.monotonic() - t_all:.0f}s"
+    )

@@ -13,8 +13,16 @@ ROOT = Path(fedrag.__file__).parent
 # the layout, bottom to top: a module may import only from its own layer or below
 LAYERS = [
     {"fedrag._env", "fedrag._io", "fedrag._settings", "fedrag.errors", "fedrag.models"},
-    {"fedrag.data"}, {"fedrag.retrieve"}, {"fedrag.generate"}, {"fedrag.rag", "fedrag.pipeline"},
-    {"fedrag.bridges"}, {"fedrag.evaluate"}, {"fedrag.losses"}, {"fedrag.train"}, {"fedrag.strategies"}, {"fedrag.federation"},
+    {"fedrag.data"},
+    {"fedrag.retrieve"},
+    {"fedrag.generate"},
+    {"fedrag.rag", "fedrag.pipeline"},
+    {"fedrag.bridges"},
+    {"fedrag.evaluate"},
+    {"fedrag.losses"},
+    {"fedrag.train"},
+    {"fedrag.strategies"},
+    {"fedrag.federation"},
     {"fedrag.cli", "fedrag.__main__"},
 ]
 
@@ -60,7 +68,7 @@ def test_imports_only_go_down_and_make_no_cycle():
         state[m] = 1
         for d in graph.get(m, ()):
             if state.get(d) == 1:
-                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(d):] + [d])}")
+                raise AssertionError(f"import cycle: {' -> '.join(stack[stack.index(d) :] + [d])}")
             if d not in state:
                 visit(d, stack + [d])
         state[m] = 2
@@ -71,11 +79,13 @@ def test_imports_only_go_down_and_make_no_cycle():
 
 
 def test_import_fedrag_has_no_side_effects_and_federation_needs_no_cli():
-    code = ("import os, sys; import fedrag; "
-            "assert 'HF_HUB_OFFLINE' not in os.environ and 'torch' not in sys.modules; "
-            "import fedrag.federation, fedrag.federation.apps, fedrag.federation.server, fedrag.federation.client; "
-            "assert not [m for m in sys.modules if m.startswith('fedrag.cli')], sorted(sys.modules); "
-            "assert fedrag.TrainConfig and fedrag.simulate and fedrag.Stage; print('ok')")
+    code = (
+        "import os, sys; import fedrag; "
+        "assert 'HF_HUB_OFFLINE' not in os.environ and 'torch' not in sys.modules; "
+        "import fedrag.federation, fedrag.federation.apps, fedrag.federation.server, fedrag.federation.client; "
+        "assert not [m for m in sys.modules if m.startswith('fedrag.cli')], sorted(sys.modules); "
+        "assert fedrag.TrainConfig and fedrag.simulate and fedrag.Stage; print('ok')"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

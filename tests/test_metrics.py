@@ -59,9 +59,17 @@ def test_bootstrap_ci_of_a_hand_computed_case():
     assert low == pytest.approx(0.5 - 1.96 * 0.05, abs=0.02) and high == pytest.approx(0.5 + 1.96 * 0.05, abs=0.02)
 
 
-@pytest.mark.parametrize("ci,expected", [([-0.02, 0.01], "equivalent"), ([0.005, 0.02], "equivalent"),
-                                         ([0.01, 0.05], "different"), ([-0.09, -0.04], "different"),
-                                         ([-0.05, 0.01], "inconclusive"), ([-0.01, 0.03], "inconclusive")])
+@pytest.mark.parametrize(
+    "ci,expected",
+    [
+        ([-0.02, 0.01], "equivalent"),
+        ([0.005, 0.02], "equivalent"),
+        ([0.01, 0.05], "different"),
+        ([-0.09, -0.04], "different"),
+        ([-0.05, 0.01], "inconclusive"),
+        ([-0.01, 0.03], "inconclusive"),
+    ],
+)
 def test_verdict_against_the_margin(ci, expected):
     from fedrag.evaluate.stats import verdict
 

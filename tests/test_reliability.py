@@ -16,17 +16,33 @@ TRAIN = ["train", "--stage", "ralt", "--steps", "1", "--batch-size", "2"]
 
 
 def _train_args(demo_dir, tiny_models, out):
-    return [*TRAIN, "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
-            "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", out]
+    return [
+        *TRAIN,
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--train",
+        demo_dir / "train.jsonl",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        out,
+    ]
 
 
 def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize("sig,code,word,ignored", [(signal.SIGINT, 130, "interrupted", False),
-                                                   (signal.SIGINT, 130, "interrupted", True),
-                                                   (signal.SIGTERM, 143, "terminated", False)])
+@pytest.mark.parametrize(
+    "sig,code,word,ignored",
+    [
+        (signal.SIGINT, 130, "interrupted", False),
+        (signal.SIGINT, 130, "interrupted", True),
+        (signal.SIGTERM, 143, "terminated", False),
+    ],
+)
 @pytest.mark.slow
 def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_models, sig, code, word, ignored):
     """``ignored``: started with SIGINT ignored (as a non-interactive shell starts background
@@ -34,9 +50,14 @@ def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_mod
     out = tmp_path / "run"
     args = [str(a) for a in _train_args(demo_dir, tiny_models, out)]
     args[args.index("--steps") + 1] = "100000"
-    proc = subprocess.Popen([sys.executable, "-m", "fedrag", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=_ignore_sigint if ignored else None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedrag", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_ignore_sigint if ignored else None,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (tmp_path / ".run.partial" / "phase0-ralt").exists():
@@ -74,8 +95,17 @@ def test_train_refuses_an_existing_run_and_overwrite_replaces_it_whole(monkeypat
 def test_outputs_get_the_usual_permissions(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
     old = os.umask(0o022)
     try:
-        code, _, err = run(monkeypatch, capsys, "index", "--corpus", demo_dir / "corpus.jsonl",
-                           "--retriever", tiny_models["retriever"], "--out", tmp_path / "idx")
+        code, _, err = run(
+            monkeypatch,
+            capsys,
+            "index",
+            "--corpus",
+            demo_dir / "corpus.jsonl",
+            "--retriever",
+            tiny_models["retriever"],
+            "--out",
+            tmp_path / "idx",
+        )
         assert code == 0, err
         code, _, err = run(monkeypatch, capsys, "demo-data", "--out", tmp_path / "data", "--people", "6")
         assert code == 0, err
@@ -102,13 +132,16 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("case,message", [
-    ("truncated adapter weights", "could not load the adapter"),
-    ("invalid adapter config", "not a valid peft adapter config"),
-    ("adapter based on itself", "names itself"),
-    ("invalid retriever meta", "not a valid fedrag retriever file"),
-    ("truncated embeddings", "corrupt index"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("truncated adapter weights", "could not load the adapter"),
+        ("invalid adapter config", "not a valid peft adapter config"),
+        ("adapter based on itself", "names itself"),
+        ("invalid retriever meta", "not a valid fedrag retriever file"),
+        ("truncated embeddings", "corrupt index"),
+    ],
+)
 def test_corrupt_files_give_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models, adapter_dir, case, message):
     from fedrag.data import load_corpus
     from fedrag.retrieve import KnowledgeStore, Retriever
@@ -132,8 +165,18 @@ def test_corrupt_files_give_one_line(monkeypatch, capsys, tmp_path, demo_dir, ti
         KnowledgeStore.build(load_corpus(demo_dir / "corpus.jsonl"), Retriever.load(ret)).save(index)
         emb = index / "embeddings.npy"
         emb.write_bytes(emb.read_bytes()[:200])
-    args = ["eval", "--qa", demo_dir / "test.jsonl", "--retriever", ret, "--generator", gen, "--limit", "1",
-            *(["--index", index] if index else ["--corpus", demo_dir / "corpus.jsonl"])]
+    args = [
+        "eval",
+        "--qa",
+        demo_dir / "test.jsonl",
+        "--retriever",
+        ret,
+        "--generator",
+        gen,
+        "--limit",
+        "1",
+        *(["--index", index] if index else ["--corpus", demo_dir / "corpus.jsonl"]),
+    ]
     code, _, err = run(monkeypatch, capsys, *args)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
@@ -144,13 +187,19 @@ def test_nq_open_conversion_is_deterministic_and_drops_empty_passages(tmp_path):
     from fedrag.data.converters import nq_open
 
     src = tmp_path / "nq.jsonl"
-    rows = [{"question": "who?", "answers": ["x"], "ctxs": [{"title": "T", "text": "x is here", "hasanswer": True},
-                                                           {"title": "E", "text": "  "}]}]
+    rows = [
+        {
+            "question": "who?",
+            "answers": ["x"],
+            "ctxs": [{"title": "T", "text": "x is here", "hasanswer": True}, {"title": "E", "text": "  "}],
+        }
+    ]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code = ("from fedrag.data.converters import nq_open; import sys; "
-            "print([p.id for p in nq_open(sys.argv[1])[0]])")
-    ids = {subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, check=True).stdout
-           for _ in range(2)}  # two interpreters: two hash seeds
+    code = "from fedrag.data.converters import nq_open; import sys; print([p.id for p in nq_open(sys.argv[1])[0]])"
+    ids = {
+        subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }  # two interpreters: two hash seeds
     assert len(ids) == 1
     passages, examples = nq_open(src)
     assert [p.title for p in passages] == ["T"] and examples[0].gold_ids == (passages[0].id,)
@@ -171,22 +220,42 @@ def test_eval_reports_the_top_k_it_used(monkeypatch, capsys, tmp_path, demo_dir,
     from fedrag.data import load_corpus
 
     n = len(load_corpus(demo_dir / "corpus.jsonl"))
-    code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
-                       "--retriever", tiny_models["retriever"], "--generator", "none", "--top-k", "100000",
-                       "--limit", "2", "--out", tmp_path / "m.json")
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--qa",
+        demo_dir / "test.jsonl",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        "none",
+        "--top-k",
+        "100000",
+        "--limit",
+        "2",
+        "--out",
+        tmp_path / "m.json",
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "m.json").read_text())["top_k"] == n < 100000
 
 
-@pytest.mark.parametrize("command,options", [
-    ("train", {"--ralt-mode": "all-in-one", "--two-phase-order": "generator-first", "--scheduler": "linear"}),
-    ("federate", {"--engine": "deployment", "--partition": "by-title", "--aggregator": "fedyogi"}),
-    ("eval", {"--retrieval": "hybrid", "--decoding": "rag-token"}),
-])
+@pytest.mark.parametrize(
+    "command,options",
+    [
+        ("train", {"--ralt-mode": "all-in-one", "--two-phase-order": "generator-first", "--scheduler": "linear"}),
+        ("federate", {"--engine": "deployment", "--partition": "by-title", "--aggregator": "fedyogi"}),
+        ("eval", {"--retrieval": "hybrid", "--decoding": "rag-token"}),
+    ],
+)
 @pytest.mark.slow
 def test_help_lists_the_choices(command, options):
-    res = subprocess.run([sys.executable, "-m", "fedrag", command, "--help"], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "300"})
+    res = subprocess.run(
+        [sys.executable, "-m", "fedrag", command, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"}
+    )
     for option, choice in options.items():
         line = next(line for line in res.stdout.splitlines() if option in line)
         assert choice in line, line
@@ -203,10 +272,31 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(tm
     """SIGKILL (the OOM killer, a preempted node) after the first checkpoint; the same
     command continues and ends bit-for-bit where an uninterrupted run ends. Contrastive
     trains the tiny BERT with dropout 0.1, so the RNG state must be restored too."""
+
     def args(out):
-        return [sys.executable, "-m", "fedrag", "train", "--stage", "contrastive", "--steps", "6", "--batch-size", "4",
-                "--checkpoint-every", "2", "--query-only", "--corpus", str(demo_dir / "corpus.jsonl"),
-                "--train", str(demo_dir / "train.jsonl"), "--retriever", tiny_models["retriever"], "--out", str(out)]
+        return [
+            sys.executable,
+            "-m",
+            "fedrag",
+            "train",
+            "--stage",
+            "contrastive",
+            "--steps",
+            "6",
+            "--batch-size",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--query-only",
+            "--corpus",
+            str(demo_dir / "corpus.jsonl"),
+            "--train",
+            str(demo_dir / "train.jsonl"),
+            "--retriever",
+            tiny_models["retriever"],
+            "--out",
+            str(out),
+        ]
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     whole = subprocess.run(args(tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=600)
@@ -260,6 +350,7 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
     """The second ``train --out X`` started while the first runs is refused with one line;
     the first finishes and its result is the one in X. The first is held stopped (SIGSTOP)
     while the second tries, so it is certainly still running then, whatever the load."""
+
     def args(out, steps):
         a = [str(x) for x in _train_args(demo_dir, tiny_models, out)]
         a[a.index("--steps") + 1] = steps
@@ -293,8 +384,10 @@ def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models):
     SafetensorError) still ends as one line, exit 1, and nothing is published."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True).returncode != 0
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         args = [str(a) for a in _train_args(demo_dir, tiny_models, disk / "run")]

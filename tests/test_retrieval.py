@@ -96,8 +96,9 @@ def test_a_qdrant_backed_store_returns_the_faiss_stores_top_k(setup, demo_dir, t
 
     retriever, passages, store = setup
     questions = [e.question for e in load_qa(demo_dir / "test.jsonl")]
-    qdrant = KnowledgeStore(passages, store.embeddings, store.encoder, store.fingerprint,
-                            index=QdrantIndex(path=str(tmp_path / "qdrant")))
+    qdrant = KnowledgeStore(
+        passages, store.embeddings, store.encoder, store.fingerprint, index=QdrantIndex(path=str(tmp_path / "qdrant"))
+    )
     ours, theirs = Searcher(store, retriever).search(questions, 5), Searcher(qdrant, retriever).search(questions, 5)
     for a, b in zip(ours, theirs):
         ids_a, ids_b = [h.passage.id for h in a], [h.passage.id for h in b]
@@ -107,8 +108,7 @@ def test_a_qdrant_backed_store_returns_the_faiss_stores_top_k(setup, demo_dir, t
     assert (tmp_path / "qdrant").is_dir(), "the vectors live in Qdrant's local store on disk"
     again = qdrant.reencoded(retriever)  # a re-encoded store searches its own collection
     assert again.index.collection != qdrant.index.collection
-    assert [h.passage.id for h in Searcher(qdrant, retriever).search(questions[:3], 5)[0]] == \
-        [h.passage.id for h in theirs[0]]
+    assert [h.passage.id for h in Searcher(qdrant, retriever).search(questions[:3], 5)[0]] == [h.passage.id for h in theirs[0]]
 
 
 def test_a_lora_retriever_trains_only_its_adapter_and_saves_merged(tiny_models, demo_dir, tmp_path):
@@ -121,10 +121,15 @@ def test_a_lora_retriever_trains_only_its_adapter_and_saves_merged(tiny_models, 
     before = {n: p.detach().clone() for n, p in rag.retriever.query_encoder.named_parameters()}
     q = ["Where was someone born?"]
     start = rag.retriever.encode_queries(q)
-    assert torch.allclose(start, Retriever.load(tiny_models["retriever"]).encode_queries(q), atol=1e-6), \
+    assert torch.allclose(start, Retriever.load(tiny_models["retriever"]).encode_queries(q), atol=1e-6), (
         "the adapter starts at zero: the retriever starts as its base model"
-    train_stage(ContrastiveStage(top_k=2, train_passages=False), rag, load_qa(demo_dir / "train.jsonl")[:8],
-                TrainConfig(steps=2, batch_size=4, lr_retriever=1e-2))
+    )
+    train_stage(
+        ContrastiveStage(top_k=2, train_passages=False),
+        rag,
+        load_qa(demo_dir / "train.jsonl")[:8],
+        TrainConfig(steps=2, batch_size=4, lr_retriever=1e-2),
+    )
     state = get_state(rag, ("retriever",))
     assert state and all("lora_" in n for n in state), "only the adapter is the retriever's trainable state"
     after = dict(rag.retriever.query_encoder.named_parameters())

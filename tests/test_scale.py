@@ -72,16 +72,18 @@ def test_bf16_training_holds_the_frozen_base_in_bf16_and_the_adapter_in_float32(
 
     losses, base_bytes = {}, {}
     for dtype in ("float32", "bfloat16"):
-        rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"],
-                                 top_k=3, dtype=dtype)
+        rag = build_training_rag(
+            str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=3, dtype=dtype
+        )
         params = dict(rag.generator.model.named_parameters())
         frozen = {n: p for n, p in params.items() if "lora_" not in n}
         assert {p.dtype for p in frozen.values()} == {getattr(torch, dtype)}, "the frozen base in the run's dtype"
         assert {p.dtype for n, p in params.items() if "lora_" in n} == {torch.float32}, "the adapter stays float32"
         base_bytes[dtype] = sum(p.numel() * p.element_size() for p in frozen.values())
         before = get_state(rag, ("generator",))
-        res = train_stage(RALTStage(top_k=2), rag, batch, TrainConfig(steps=2, batch_size=4, lr_generator=1e-3,
-                                                                     warmup_ratio=0, dtype=dtype))
+        res = train_stage(
+            RALTStage(top_k=2), rag, batch, TrainConfig(steps=2, batch_size=4, lr_generator=1e-3, warmup_ratio=0, dtype=dtype)
+        )
         after = get_state(rag, ("generator",))
         assert any(not torch.equal(before[k], after[k]) for k in before), "the adapter trained"
         losses[dtype] = res.history[0]["loss"]
@@ -90,10 +92,27 @@ def test_bf16_training_holds_the_frozen_base_in_bf16_and_the_adapter_in_float32(
 
 
 def test_float16_without_a_gpu_is_one_line(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
-    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--steps", "1", "--dtype", "float16",
-                       "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
-                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
-                       "--out", tmp_path / "run")
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--stage",
+        "ralt",
+        "--steps",
+        "1",
+        "--dtype",
+        "float16",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--train",
+        demo_dir / "train.jsonl",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        tmp_path / "run",
+    )
     assert code == 2 and "float16 needs a CUDA GPU" in err and "Traceback" not in err, err
     assert not (tmp_path / "run").exists()
 
@@ -103,9 +122,18 @@ def _family(tmp_path, llama_dir: str, family: str) -> str:
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(llama_dir)
-    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=tok.pad_token_id,
-                  eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
     cls, cfg = {"qwen2": (Qwen2ForCausalLM, Qwen2Config), "mistral": (MistralForCausalLM, MistralConfig)}[family]
     torch.manual_seed(0)
     out = tmp_path / family
@@ -120,8 +148,9 @@ def test_model_families_train_ralt_and_rag_token(tmp_path, tiny_models, demo_dir
     assert type(rag.generator._base()).__name__.lower().startswith(family)
     for stage in (RALTStage(top_k=2), RAGTokenStage(top_k=2)):
         before = get_state(rag, stage.trains)
-        res = train_stage(stage, rag, batch, TrainConfig(steps=1, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3,
-                                                         warmup_ratio=0))
+        res = train_stage(
+            stage, rag, batch, TrainConfig(steps=1, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, warmup_ratio=0)
+        )
         after = get_state(rag, stage.trains)
         assert torch.isfinite(torch.tensor(res.final_loss))
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("generator.")), stage.name
@@ -132,7 +161,21 @@ def test_quantize_without_a_gpu_is_one_line(monkeypatch, capsys, tmp_path, demo_
 
     if torch.cuda.is_available():  # pragma: no cover - this checks the CPU-only message
         pytest.skip("a GPU is present")
-    code, _, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
-                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
-                       "--quantize", "4bit", "--limit", "1")
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--qa",
+        demo_dir / "test.jsonl",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--quantize",
+        "4bit",
+        "--limit",
+        "1",
+    )
     assert code == 2 and "--quantize 4bit needs a CUDA GPU" in err and "Traceback" not in err, err

@@ -59,13 +59,38 @@ def test_the_privacy_report_claims_coverage_only_for_noised_releases():
     assert report["releases"] == 0 and report["epsilon"] is None and report["covers"].startswith("nothing")
 
 
-def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(monkeypatch, capsys, tmp_path,
-                                                                               demo_dir, tiny_models):
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
+    monkeypatch, capsys, tmp_path, demo_dir, tiny_models
+):
     out = tmp_path / "run"
-    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--full", "--lr-generator", "1e30",
-                       "--steps", "6", "--batch-size", "2", "--checkpoint-every", "1", "--warmup-ratio", "0",
-                       "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
-                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", out)
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--stage",
+        "ralt",
+        "--full",
+        "--lr-generator",
+        "1e30",
+        "--steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--warmup-ratio",
+        "0",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--train",
+        demo_dir / "train.jsonl",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        out,
+    )
     assert code == 2 and "diverged at step" in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     step = int(err.split("diverged at step ")[1].split()[0])
@@ -81,12 +106,48 @@ def test_train_then_eval_in_bfloat16_through_the_cli(monkeypatch, capsys, tmp_pa
     """``eval --dtype bfloat16`` loads the retriever in bfloat16 and fingerprints it for the
     store (numpy has no bfloat16: this was a TypeError traceback)."""
     out = tmp_path / "run"
-    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--steps", "1", "--batch-size", "2",
-                       "--dtype", "bfloat16", "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
-                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--out", out)
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--stage",
+        "ralt",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--dtype",
+        "bfloat16",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--train",
+        demo_dir / "train.jsonl",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        out,
+    )
     assert code == 0, err
-    code, stdout, err = run(monkeypatch, capsys, "eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl",
-                            "--retriever", out / "retriever", "--generator", out / "generator", "--dtype", "bfloat16",
-                            "--limit", "2", "--max-new-tokens", "2")
+    code, stdout, err = run(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--qa",
+        demo_dir / "test.jsonl",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--retriever",
+        out / "retriever",
+        "--generator",
+        out / "generator",
+        "--dtype",
+        "bfloat16",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "2",
+    )
     assert code == 0 and "Traceback" not in err, err
     assert 0 <= json.loads(stdout.strip().splitlines()[-1])["recall@5"] <= 1

@@ -9,8 +9,16 @@ from fedrag.generate import Generator
 from fedrag.losses import lsr_loss, rag_sequence_nll, rag_token_nll
 from fedrag.rag import RAGSystem
 from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
-from fedrag.train import (ContrastiveStage, LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage, TrainConfig,
-                          get_state, train_stage)
+from fedrag.train import (
+    ContrastiveStage,
+    LSRStage,
+    RAGSequenceStage,
+    RAGTokenStage,
+    RALTStage,
+    TrainConfig,
+    get_state,
+    train_stage,
+)
 from fedrag.train.stages import retrieve_scores
 
 
@@ -64,12 +72,15 @@ def test_rag_losses_match_slow_reference():
     assert lsr_loss(scores, tok.sum(-1), gamma=0.1).item() == pytest.approx(kl.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("stage,frozen", [
-    (RAGSequenceStage(top_k=2, train_retriever=False), "retriever"),
-    (RAGSequenceStage(top_k=2, train_generator=False), "generator"),
-    (RAGTokenStage(top_k=2, train_generator=False), "generator"),
-    (RALTStage(top_k=2), "retriever"),
-])
+@pytest.mark.parametrize(
+    "stage,frozen",
+    [
+        (RAGSequenceStage(top_k=2, train_retriever=False), "retriever"),
+        (RAGSequenceStage(top_k=2, train_generator=False), "generator"),
+        (RAGTokenStage(top_k=2, train_generator=False), "generator"),
+        (RALTStage(top_k=2), "retriever"),
+    ],
+)
 def test_frozen_side_is_bit_identical_and_trained_side_moves(tiny_models, demo_dir, train, stage, frozen):
     rag = make_rag(tiny_models, demo_dir, lora=False)
     before_r = {k: v.clone() for k, v in rag.retriever.query_encoder.state_dict().items()}
@@ -121,8 +132,12 @@ def test_contrastive_raises_recall_on_training_questions(rag, train):
     subset = train[:24]
     view = RAGSystem(rag.searcher, None, top_k=5)
     r0 = evaluate(view, subset, progress=False)["recall@1"]
-    train_stage(ContrastiveStage(hard_negatives=1, train_passages=False), rag, subset,
-                TrainConfig(steps=30, batch_size=8, lr_retriever=3e-3, warmup_ratio=0))
+    train_stage(
+        ContrastiveStage(hard_negatives=1, train_passages=False),
+        rag,
+        subset,
+        TrainConfig(steps=30, batch_size=8, lr_retriever=3e-3, warmup_ratio=0),
+    )
     r1 = evaluate(view, subset, progress=False)["recall@1"]
     assert r1 > r0, (r0, r1)
 
@@ -169,8 +184,12 @@ def test_contrastive_can_train_the_passage_encoder_and_reencode(tiny_models, dem
 
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], "none", shared_retriever=True)
     before = rag.store.embeddings.copy()
-    train_stage(ContrastiveStage(train_passages=True), rag, train[:16],
-                TrainConfig(steps=3, batch_size=8, lr_retriever=1e-2, warmup_ratio=0))
+    train_stage(
+        ContrastiveStage(train_passages=True),
+        rag,
+        train[:16],
+        TrainConfig(steps=3, batch_size=8, lr_retriever=1e-2, warmup_ratio=0),
+    )
     cost = rag.reencode_store()
     assert cost["reencoded_passages"] == len(before) and cost["reencode_s"] > 0
     assert not np.allclose(before, rag.store.embeddings), "the store reflects the trained passage encoder"
@@ -195,8 +214,9 @@ def test_lsr_can_train_the_passage_encoder(tiny_models, demo_dir, train):
         ref, ref_pos = scores.detach(), pos
     assert not torch.allclose(grads[0], grads[1]), "the passage side must carry gradient"
 
-    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"],
-                             shared_retriever=True)
+    rag = build_training_rag(
+        str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], shared_retriever=True
+    )
     stage, before = LSRStage(top_k=4, train_passages=True), rag.store.embeddings.copy()
     rag.retriever.query_encoder.eval()
     with torch.no_grad():

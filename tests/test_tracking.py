@@ -11,10 +11,29 @@ def test_train_reports_to_tensorboard_mlflow_and_wandb(monkeypatch, capsys, tmp_
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
-    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--steps", "2", "--batch-size", "2",
-                       "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl",
-                       "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"],
-                       "--out", out, "--report-to", "tensorboard,mlflow,wandb")
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--stage",
+        "ralt",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--train",
+        demo_dir / "train.jsonl",
+        "--retriever",
+        tiny_models["retriever"],
+        "--generator",
+        tiny_models["generator"],
+        "--out",
+        out,
+        "--report-to",
+        "tensorboard,mlflow,wandb",
+    )
     assert code == 0, err
     phase = next(out.glob("phase0-*"))
     assert list((phase / "tensorboard").glob("events.out.tfevents.*"))
@@ -31,6 +50,19 @@ def test_train_reports_to_tensorboard_mlflow_and_wandb(monkeypatch, capsys, tmp_
 
 @pytest.mark.parametrize("value", ["tensorbord", "mlflow,comet"])
 def test_an_unknown_integration_is_one_line_before_anything_loads(monkeypatch, capsys, tmp_path, demo_dir, value):
-    code, _, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--corpus", demo_dir / "corpus.jsonl",
-                       "--train", demo_dir / "train.jsonl", "--out", tmp_path / "r", "--report-to", value)
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "train",
+        "--stage",
+        "ralt",
+        "--corpus",
+        demo_dir / "corpus.jsonl",
+        "--train",
+        demo_dir / "train.jsonl",
+        "--out",
+        tmp_path / "r",
+        "--report-to",
+        value,
+    )
     assert code == 2 and "--report-to: unknown integration" in err and not (tmp_path / "r").exists()

@@ -19,26 +19,70 @@ def test_the_built_wheel_runs_a_loopback_deployment(tmp_path, tiny_models, demo_
     import flwr
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, env=env, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("fedrag-*.whl")
     fresh = tmp_path / "fresh"
     subprocess.run([sys.executable, "-m", "venv", str(fresh)], check=True, env=env)
     py = fresh / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     (Path(site) / "test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel), f"flwr=={flwr.__version__}"],
-                   check=True, env=env, cwd=tmp_path)
-    where = subprocess.run([str(py), "-c", "import fedrag; print(fedrag.__file__)"], check=True, capture_output=True,
-                           text=True, cwd=tmp_path, env=env).stdout.strip()
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", str(wheel), f"flwr=={flwr.__version__}"],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    where = subprocess.run(
+        [str(py), "-c", "import fedrag; print(fedrag.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout.strip()
     assert where.startswith(site), f"fedrag must come from the wheel, not the checkout: {where}"
-    res = subprocess.run([str(fresh / "bin" / "fedrag"), "federate", "--engine", "deployment", "--stage", "ralt",
-                          "--sites", "2", "--rounds", "1", "--local-steps", "1", "--batch-size", "2",
-                          "--evaluate-every", "0", "--corpus", str(demo_dir / "corpus.jsonl"),
-                          "--train", str(demo_dir / "train.jsonl"), "--retriever", tiny_models["retriever"],
-                          "--generator", tiny_models["generator"], "--out", "run"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [
+            str(fresh / "bin" / "fedrag"),
+            "federate",
+            "--engine",
+            "deployment",
+            "--stage",
+            "ralt",
+            "--sites",
+            "2",
+            "--rounds",
+            "1",
+            "--local-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--evaluate-every",
+            "0",
+            "--corpus",
+            str(demo_dir / "corpus.jsonl"),
+            "--train",
+            str(demo_dir / "train.jsonl"),
+            "--retriever",
+            tiny_models["retriever"],
+            "--generator",
+            tiny_models["generator"],
+            "--out",
+            "run",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "run" / "generator" / "adapter_config.json").exists()
     logs = "".join(p.read_text() for p in (tmp_path / "run").glob("fedrag-deploy-*/*.log"))

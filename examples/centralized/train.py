@@ -31,11 +31,21 @@ def main() -> None:
     save_outputs(rag, args.out, results, plan.name, plan=plan)  # DIR/retriever, DIR/generator, cost.json
 
     settings = GenerationSettings(plan.decoding["decoding"], gamma=plan.decoding["gamma"])
-    metrics = evaluate(RAGSystem(rag.searcher, rag.generator, top_k=3, settings=settings),
-                       load_qa(f"{args.data}/test.jsonl", limit=args.test_limit), progress=False)
+    metrics = evaluate(
+        RAGSystem(rag.searcher, rag.generator, top_k=3, settings=settings),
+        load_qa(f"{args.data}/test.jsonl", limit=args.test_limit),
+        progress=False,
+    )
     metrics.pop("_rows")
-    print(json.dumps({"strategy": plan.name, "decoding": settings.decoding,
-                      **{k: round(v, 4) for k, v in metrics.items() if k in ("em", "f1", "recall@5")}}))
+    print(
+        json.dumps(
+            {
+                "strategy": plan.name,
+                "decoding": settings.decoding,
+                **{k: round(v, 4) for k, v in metrics.items() if k in ("em", "f1", "recall@5")},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,18 @@ from pathlib import Path
 from typing import ClassVar
 
 import fedrag
-from fedrag import (ContrastiveStage, FedTask, StepOutput, TrainConfig, build_training_rag, custom, load_corpus, load_qa,
-                    save_outputs, simulate)
+from fedrag import (
+    ContrastiveStage,
+    FedTask,
+    StepOutput,
+    TrainConfig,
+    build_training_rag,
+    custom,
+    load_corpus,
+    load_qa,
+    save_outputs,
+    simulate,
+)
 from fedrag.data.partition import partition, write_sites
 
 
@@ -56,16 +66,25 @@ def main() -> None:
     plan = custom("per-question-then-contrastive", PerQuestionRALT(), ContrastiveStage(top_k=3))
 
     # centrally
-    rag = build_training_rag(f"{args.data}/corpus.jsonl", args.retriever, args.generator, top_k=3,
-                             shared_retriever=plan.shared_retriever)
+    rag = build_training_rag(
+        f"{args.data}/corpus.jsonl", args.retriever, args.generator, top_k=3, shared_retriever=plan.shared_retriever
+    )
     results = plan.run(rag, load_qa(f"{args.data}/train.jsonl"), TrainConfig(steps=args.steps, lr_generator=1e-3))
     save_outputs(rag, out / "central", results, plan.name, plan=plan)
 
     # federated: the same object, captured by the simulation
-    sites = write_sites(partition(load_corpus(f"{args.data}/corpus.jsonl"), load_qa(f"{args.data}/train.jsonl"), 2, "iid"),
-                        out / "sites")
-    task = FedTask(strategy=plan.name, retriever=args.retriever, generator=args.generator, rounds=1,
-                   local_steps=max(1, args.steps // 2), lr_generator=1e-3, out=str(out / "federated"))
+    sites = write_sites(
+        partition(load_corpus(f"{args.data}/corpus.jsonl"), load_qa(f"{args.data}/train.jsonl"), 2, "iid"), out / "sites"
+    )
+    task = FedTask(
+        strategy=plan.name,
+        retriever=args.retriever,
+        generator=args.generator,
+        rounds=1,
+        local_steps=max(1, args.steps // 2),
+        lr_generator=1e-3,
+        out=str(out / "federated"),
+    )
     cost = simulate(task, sites, plan=plan)
     print(json.dumps({"central_loss": [round(r.final_loss, 4) for r in results], "federated_rounds": cost["rounds"]}))
 

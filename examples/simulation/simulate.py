@@ -30,10 +30,20 @@ def main() -> None:
     fedrag.apply_defaults()
 
     out = Path(args.out).resolve()
-    sites = write_sites(partition(load_corpus(f"{args.data}/corpus.jsonl"), load_qa(f"{args.data}/train.jsonl"),
-                                  args.sites, args.partition), out / "sites")
-    task = FedTask(strategy=args.strategy, retriever=args.retriever, generator=args.generator, rounds=args.rounds,
-                   local_steps=args.local_steps, min_sites=args.sites, lr_generator=1e-3, out=str(out / "model"))
+    sites = write_sites(
+        partition(load_corpus(f"{args.data}/corpus.jsonl"), load_qa(f"{args.data}/train.jsonl"), args.sites, args.partition),
+        out / "sites",
+    )
+    task = FedTask(
+        strategy=args.strategy,
+        retriever=args.retriever,
+        generator=args.generator,
+        rounds=args.rounds,
+        local_steps=args.local_steps,
+        min_sites=args.sites,
+        lr_generator=1e-3,
+        out=str(out / "model"),
+    )
     cost = simulate(task, sites)  # writes out/model/{retriever,generator,rounds.json,cost.json}
     print(json.dumps({k: v for k, v in cost.items() if k in ("strategy", "rounds", "bytes_sent", "bytes_received")}))
 

@@ -33,8 +33,9 @@ def check_rag(rag: Any, generator: bool = False):
     from fedrag.rag import RAGSystem
 
     if not isinstance(rag, RAGSystem):
-        raise FedragError(f"rag must be a fedrag RAGSystem (e.g. fedrag.build_rag(corpus, retriever, generator)), "
-                          f"got {type(rag).__name__}")
+        raise FedragError(
+            f"rag must be a fedrag RAGSystem (e.g. fedrag.build_rag(corpus, retriever, generator)), got {type(rag).__name__}"
+        )
     if generator and rag.generator is None:
         raise FedragError(NO_GENERATOR)
     return rag

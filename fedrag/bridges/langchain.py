@@ -45,8 +45,14 @@ class FedragRetriever(BaseRetriever):
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         rag: RAGSystem = self.rag
         (hits,) = rag.retrieve([check_query(query)], self.k or rag.top_k)
-        return [Document(page_content=h.passage.text, id=h.passage.id,
-                         metadata={"id": h.passage.id, "title": h.passage.title, "score": h.score}) for h in hits]
+        return [
+            Document(
+                page_content=h.passage.text,
+                id=h.passage.id,
+                metadata={"id": h.passage.id, "title": h.passage.title, "score": h.score},
+            )
+            for h in hits
+        ]
 
 
 class FedragLLM(LLM):
@@ -65,8 +71,9 @@ class FedragLLM(LLM):
     def _llm_type(self) -> str:
         return "fedrag"
 
-    def _call(self, prompt: str, stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None,
-              **kwargs: Any) -> str:
+    def _call(
+        self, prompt: str, stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
+    ) -> str:
         rag: RAGSystem = self.rag
         (text,) = rag.generator.generate([prompt], batch_size=1, settings=rag.settings)
         for s in stop or []:

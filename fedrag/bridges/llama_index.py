@@ -32,8 +32,10 @@ from fedrag.rag import RAGSystem  # noqa: E402
 
 
 def _nodes(hits) -> list[NodeWithScore]:
-    return [NodeWithScore(node=TextNode(id_=h.passage.id, text=h.passage.text, metadata={"title": h.passage.title}),
-                          score=h.score) for h in hits]
+    return [
+        NodeWithScore(node=TextNode(id_=h.passage.id, text=h.passage.text, metadata={"title": h.passage.title}), score=h.score)
+        for h in hits
+    ]
 
 
 class FedragRetriever(BaseRetriever):

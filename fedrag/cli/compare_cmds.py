@@ -17,16 +17,28 @@ from fedrag.train import TrainConfig
 
 
 @app.command()
-@with_settings(settings(CompareSettings, panel="Comparison"),
-               settings(TrainConfig, exclude=("run_name", "tracking_dir"), panel="Training"))
-def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: str = typer.Option(..., "--test", help="test QA JSONL"),
-            val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL for --search (default: 20% of --train)"),
-            out: Path = OUT, overwrite: bool = typer.Option(False, "--overwrite", help="start over in an existing --out"),
-            limit: Optional[int] = LIMIT,
-            test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1, help="test on N questions spread evenly "
-                                                     "through --test (a file sorted by article keeps every article)"),
-            val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions (--search)"),
-            device: str = DEVICE, **kw):
+@with_settings(
+    settings(CompareSettings, panel="Comparison"), settings(TrainConfig, exclude=("run_name", "tracking_dir"), panel="Training")
+)
+def compare(
+    ctx: typer.Context,
+    corpus: str = CORPUS,
+    train: str = TRAIN,
+    test: str = typer.Option(..., "--test", help="test QA JSONL"),
+    val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL for --search (default: 20% of --train)"),
+    out: Path = OUT,
+    overwrite: bool = typer.Option(False, "--overwrite", help="start over in an existing --out"),
+    limit: Optional[int] = LIMIT,
+    test_limit: Optional[int] = typer.Option(
+        None,
+        "--test-limit",
+        min=1,
+        help="test on N questions spread evenly through --test (a file sorted by article keeps every article)",
+    ),
+    val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions (--search)"),
+    device: str = DEVICE,
+    **kw,
+):
     """Train every applicable strategy on your data and compare quality against cost:
     writes DIR/compare.json, DIR/compare.md (table + advice) and DIR/compare.png. Resumable."""
     import shutil
@@ -41,9 +53,21 @@ def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: 
 
     cfg = collect(TrainConfig, kw, progress=sys.stderr.isatty(), explicit=given(ctx, TrainConfig))
     report_to = cfg.report_to
-    settings = collect(CompareSettings, kw, train={k: v for k, v in asdict(cfg).items() if k not in UNTRACKED},
-                       data={"corpus": str(corpus), "train": str(train), "test": str(test), "val": val,
-                             "limit": limit, "test_limit": test_limit, "val_limit": val_limit, "sampling": "evenly-spaced"})
+    settings = collect(
+        CompareSettings,
+        kw,
+        train={k: v for k, v in asdict(cfg).items() if k not in UNTRACKED},
+        data={
+            "corpus": str(corpus),
+            "train": str(train),
+            "test": str(test),
+            "val": val,
+            "limit": limit,
+            "test_limit": test_limit,
+            "val_limit": val_limit,
+            "sampling": "evenly-spaced",
+        },
+    )
     search, seed, top_k = settings.search, cfg.seed, settings.top_k
     if out.exists() and output_kind(out) != "compare" and not overwrite:
         check_out(out, "compare", overwrite)  # a directory that is not a comparison is never written into
@@ -54,17 +78,33 @@ def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: 
     dev = resolve_device(device)
 
     def build(shared_retriever: bool = False):
-        return build_training_rag(corpus, settings.retriever, settings.generator, True, top_k, dev, seed,
-                                  shared_retriever=shared_retriever, dtype=cfg.dtype)
+        return build_training_rag(
+            corpus,
+            settings.retriever,
+            settings.generator,
+            True,
+            top_k,
+            dev,
+            seed,
+            shared_retriever=shared_retriever,
+            dtype=cfg.dtype,
+        )
 
     with out_lock(out):
         if overwrite and out.exists():
             shutil.rmtree(out)
-        result = run_compare(settings, passages, train_ex, test_ex, val_ex, out, build,
-                             log=lambda m: typer.echo(m, err=True), report_to=report_to)
+        result = run_compare(
+            settings, passages, train_ex, test_ex, val_ex, out, build, log=lambda m: typer.echo(m, err=True), report_to=report_to
+        )
     has_gold = all(e.gold_ids for e in train_ex)
     advice = advise(has_gold, lrs_known=not search, result=result)
-    md = "# fedrag compare\n\n" + markdown_table(result) + "\n## Advice\n\n" + "\n".join(f"- {a}" if not a.startswith("  ") else f"  - {a.strip()}" for a in advice) + "\n"
+    md = (
+        "# fedrag compare\n\n"
+        + markdown_table(result)
+        + "\n## Advice\n\n"
+        + "\n".join(f"- {a}" if not a.startswith("  ") else f"  - {a.strip()}" for a in advice)
+        + "\n"
+    )
     try:
         plot = plot_quality_vs_cost(result, out / "compare.png")
         md += f"\n![quality vs cost]({plot.name})\n"
@@ -75,9 +115,11 @@ def compare(ctx: typer.Context, corpus: str = CORPUS, train: str = TRAIN, test: 
 
 
 @app.command()
-def advise(labels: bool = typer.Option(..., "--labels/--no-labels", help="does your training data have gold passage ids?"),
-           lrs_known: bool = typer.Option(False, "--lrs-known/--lrs-unknown", help="do you already know good learning rates?"),
-           compare_json: Optional[Path] = typer.Option(None, "--compare", help="a compare.json to check the rule against")):
+def advise(
+    labels: bool = typer.Option(..., "--labels/--no-labels", help="does your training data have gold passage ids?"),
+    lrs_known: bool = typer.Option(False, "--lrs-known/--lrs-unknown", help="do you already know good learning rates?"),
+    compare_json: Optional[Path] = typer.Option(None, "--compare", help="a compare.json to check the rule against"),
+):
     """Which fine-tuning strategy is worth its cost for your situation (Lawton et al. 2025)."""
     from fedrag.strategies.report import advise as rule
 
@@ -100,5 +142,7 @@ def read_compare_json(path: Path) -> dict:
     for i, r in enumerate(rows):
         missing = [k for k in ("strategy", "train_flops") if k not in r]
         if missing or not isinstance(r.get("train_flops"), (int, float)):
-            raise FedragError(f"{path}: row {i + 1} lacks a numeric '{(missing or ['train_flops'])[0]}' (written by fedrag compare?)")
+            raise FedragError(
+                f"{path}: row {i + 1} lacks a numeric '{(missing or ['train_flops'])[0]}' (written by fedrag compare?)"
+            )
     return result

@@ -20,24 +20,31 @@ EvalDecoding = Literal["auto", "concat", "rag-sequence", "rag-token"]
 
 
 @app.command("demo-data")
-def demo_data(out: Path = typer.Option(..., "--out", help="directory for corpus/train/test JSONL"),
-              seed: int = typer.Option(0, "--seed", help="seed of the generated people and questions"),
-              people: int = typer.Option(120, "--people", min=4, help="fictional people (about 2 passages and 5 questions each)"),
-              overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
+def demo_data(
+    out: Path = typer.Option(..., "--out", help="directory for corpus/train/test JSONL"),
+    seed: int = typer.Option(0, "--seed", help="seed of the generated people and questions"),
+    people: int = typer.Option(120, "--people", min=4, help="fictional people (about 2 passages and 5 questions each)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
+):
     """Write the built-in synthetic demo dataset (fictional people) as JSONL."""
     from fedrag._io import output_dir
     from fedrag.data import demo
 
     with output_dir(out, "data", overwrite) as tmp:
         counts = demo.write(tmp, seed=seed, n_people=people)
-    typer.echo(f"wrote {out}/corpus.jsonl ({counts['passages']} passages), train.jsonl ({counts['train']}), test.jsonl ({counts['test']})")
+    typer.echo(
+        f"wrote {out}/corpus.jsonl ({counts['passages']} passages), train.jsonl ({counts['train']}), test.jsonl ({counts['test']})"
+    )
 
 
 @app.command()
-def index(corpus: str = typer.Option(..., "--corpus", help="corpus JSONL"),
-          retriever: str = typer.Option(PlanSettings.retriever, "--retriever", help=field_help(PlanSettings, "retriever")),
-          out: Path = typer.Option(..., "--out", help="directory for the store (embeddings + FAISS index)"), device: str = DEVICE,
-          overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
+def index(
+    corpus: str = typer.Option(..., "--corpus", help="corpus JSONL"),
+    retriever: str = typer.Option(PlanSettings.retriever, "--retriever", help=field_help(PlanSettings, "retriever")),
+    out: Path = typer.Option(..., "--out", help="directory for the store (embeddings + FAISS index)"),
+    device: str = DEVICE,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
+):
     """Encode a corpus and save a FAISS knowledge store (reuses cached embeddings)."""
     import time
 
@@ -57,28 +64,47 @@ def index(corpus: str = typer.Option(..., "--corpus", help="corpus JSONL"),
 
 
 @app.command("eval")
-@with_settings(settings(PlanSettings, only=("retriever", "generator", "quantize", "top_k"), panel="Models"),
-               settings(GenerationSettings, exclude=("decoding", "gamma"), panel="Generation"))
-def eval_cmd(qa: str = typer.Option(..., "--qa", help="QA JSONL to evaluate on"),
-             corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL (or --index)"),
-             index_dir: Optional[str] = typer.Option(None, "--index", help="a store built by fedrag index or saved by train"),
-             retrieval: str = choice_option("dense", "--retrieval", Retrieval, "dense (the retriever), bm25, or both fused"),
-             limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate N questions spread evenly through --qa"),
-             out: Optional[str] = typer.Option(None, "--out", help="write the metrics to this JSON file"),
-             predictions: Optional[str] = typer.Option(None, "--predictions", help="write each question's answer and scores "
-                                                       "to this JSONL file"),
-             batch_size: int = typer.Option(8, "--batch-size", min=1, help="questions per batch"), device: str = DEVICE,
-             decoding: str = choice_option("auto", "--decoding", EvalDecoding,
-                                           "auto: the decoding the generator was trained for (recorded in its "
-                                           "directory), else concat", panel="Generation"),
-             gamma: Optional[float] = typer.Option(None, "--gamma", help="temperature of p(z|x) for rag-* decodings "
-                                                   "(default: the recorded one, else 0.1)", rich_help_panel="Generation"),
-             dtype: str = choice_option("float32", "--dtype", WeightDtype, "weights' dtype of both models (auto: bfloat16 "
-                                        "on a GPU that supports it; an --index must be built at the same dtype)",
-                                        panel="Models"),
-             device_map: Optional[str] = typer.Option(None, "--device-map", help="'auto': spread a generator larger than "
-                                                      "one device (accelerate)", rich_help_panel="Models"),
-             **kw):
+@with_settings(
+    settings(PlanSettings, only=("retriever", "generator", "quantize", "top_k"), panel="Models"),
+    settings(GenerationSettings, exclude=("decoding", "gamma"), panel="Generation"),
+)
+def eval_cmd(
+    qa: str = typer.Option(..., "--qa", help="QA JSONL to evaluate on"),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL (or --index)"),
+    index_dir: Optional[str] = typer.Option(None, "--index", help="a store built by fedrag index or saved by train"),
+    retrieval: str = choice_option("dense", "--retrieval", Retrieval, "dense (the retriever), bm25, or both fused"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate N questions spread evenly through --qa"),
+    out: Optional[str] = typer.Option(None, "--out", help="write the metrics to this JSON file"),
+    predictions: Optional[str] = typer.Option(
+        None, "--predictions", help="write each question's answer and scores to this JSONL file"
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="questions per batch"),
+    device: str = DEVICE,
+    decoding: str = choice_option(
+        "auto",
+        "--decoding",
+        EvalDecoding,
+        "auto: the decoding the generator was trained for (recorded in its directory), else concat",
+        panel="Generation",
+    ),
+    gamma: Optional[float] = typer.Option(
+        None,
+        "--gamma",
+        help="temperature of p(z|x) for rag-* decodings (default: the recorded one, else 0.1)",
+        rich_help_panel="Generation",
+    ),
+    dtype: str = choice_option(
+        "float32",
+        "--dtype",
+        WeightDtype,
+        "weights' dtype of both models (auto: bfloat16 on a GPU that supports it; an --index must be built at the same dtype)",
+        panel="Models",
+    ),
+    device_map: Optional[str] = typer.Option(
+        None, "--device-map", help="'auto': spread a generator larger than one device (accelerate)", rich_help_panel="Models"
+    ),
+    **kw,
+):
     """Evaluate retrieval (Recall@k, answer-recall@k, MRR@10) and answers (EM, F1) on a QA set."""
     from fedrag.data import check_gold_ids, load_qa, write_jsonl
     from fedrag.evaluate import evaluate
@@ -91,11 +117,23 @@ def eval_cmd(qa: str = typer.Option(..., "--qa", help="QA JSONL to evaluate on")
     retriever, generator, top_k = models.retriever, models.generator, models.top_k
     from dataclasses import fields
 
-    settings = resolve_settings(decoding, generator, gamma,
-                                **{f.name: kw[f.name] for f in fields(GenerationSettings) if f.name in kw})
+    settings = resolve_settings(
+        decoding, generator, gamma, **{f.name: kw[f.name] for f in fields(GenerationSettings) if f.name in kw}
+    )
     examples = evenly_spaced(load_qa(qa), limit)
-    rag = build_rag(corpus, retriever, generator, index_dir, retrieval, top_k, resolve_device(device), settings=settings,
-                    dtype=dtype, quantize=models.quantize, device_map=device_map)
+    rag = build_rag(
+        corpus,
+        retriever,
+        generator,
+        index_dir,
+        retrieval,
+        top_k,
+        resolve_device(device),
+        settings=settings,
+        dtype=dtype,
+        quantize=models.quantize,
+        device_map=device_map,
+    )
     check_gold_ids(examples, rag.store.passages, qa)
     metrics = evaluate(rag, examples, batch_size=batch_size, progress=sys.stderr.isatty())
     rows = metrics.pop("_rows")
@@ -108,18 +146,32 @@ def eval_cmd(qa: str = typer.Option(..., "--qa", help="QA JSONL to evaluate on")
 
 
 @app.command()
-def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open", "hotpotqa", "hf"],
-                                    "hf: a Hugging Face dataset (save_to_disk directory, Parquet/Arrow/JSON/CSV files, or a Hub id online)"),
-            input_path: str = typer.Option(..., "--input", help="the dataset file or directory"),
-            out: Path = typer.Option(..., "--out", help="directory for corpus.jsonl and train.jsonl (+ test.jsonl)"),
-            columns: str = typer.Option("", "--columns", help="hf: FIELD=COLUMN,... for question, answers, id, gold_ids, "
-                                        "context, title (QA) or text, id, title (corpus); dotted names reach nested columns"),
-            split: Optional[str] = typer.Option(None, "--split", help="hf: the split to read"),
-            test_fraction: float = typer.Option(0.0, "--test-fraction", help="above 0: also split this fraction of titles off as test"),
-            seed: int = typer.Option(0, "--seed", help="seed of the train/test split by title"),
-            strict: bool = typer.Option(False, "--strict", help="refuse a record that does not convert (null or empty "
-                                        "required field, wrong type, repeated id) instead of skipping it with a count"),
-            overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
+def convert(
+    fmt: str = choice_option(
+        ...,
+        "--format",
+        Literal["squad", "nq-open", "hotpotqa", "hf"],
+        "hf: a Hugging Face dataset (save_to_disk directory, Parquet/Arrow/JSON/CSV files, or a Hub id online)",
+    ),
+    input_path: str = typer.Option(..., "--input", help="the dataset file or directory"),
+    out: Path = typer.Option(..., "--out", help="directory for corpus.jsonl and train.jsonl (+ test.jsonl)"),
+    columns: str = typer.Option(
+        "",
+        "--columns",
+        help="hf: FIELD=COLUMN,... for question, answers, id, gold_ids, "
+        "context, title (QA) or text, id, title (corpus); dotted names reach nested columns",
+    ),
+    split: Optional[str] = typer.Option(None, "--split", help="hf: the split to read"),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", help="above 0: also split this fraction of titles off as test"),
+    seed: int = typer.Option(0, "--seed", help="seed of the train/test split by title"),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="refuse a record that does not convert (null or empty "
+        "required field, wrong type, repeated id) instead of skipping it with a count",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
+):
     """Convert a public QA file or a Hugging Face dataset to the JSONL contract:
     DIR/corpus.jsonl + DIR/qa.jsonl (or train/test). Records that do not convert are
     skipped and counted on stderr (--strict: refused); what is written is loaded back
@@ -157,8 +209,9 @@ def convert(fmt: str = choice_option(..., "--format", Literal["squad", "nq-open"
         try:  # the output is what index/train/eval will read: one that would not load is not published
             check_dataset(tmp)
         except DataError as exc:
-            raise DataError(f"the converted data would not load, so nothing was written: "
-                            f"{str(exc).replace(str(tmp), str(out))}") from None
+            raise DataError(
+                f"the converted data would not load, so nothing was written: {str(exc).replace(str(tmp), str(out))}"
+            ) from None
     if log.summary():
         typer.echo(f"convert: {log.summary()}", err=True)
     typer.echo(summary)

@@ -20,8 +20,9 @@ from fedrag.train import TrainConfig
 Engine = Literal["simulation", "deployment"]
 
 
-def _site_paths(corpus: str, train: str, sites: int, partition_mode: str, seed: int, site_dirs: list[str] | None,
-                out: Path) -> list[dict[str, str]]:
+def _site_paths(
+    corpus: str, train: str, sites: int, partition_mode: str, seed: int, site_dirs: list[str] | None, out: Path
+) -> list[dict[str, str]]:
     from fedrag.data import check_gold_ids, load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
 
@@ -42,44 +43,93 @@ def _print_summary(cost: dict) -> None:
 
 
 @app.command()
-@with_settings(settings(FedTask, only=("retriever", "generator", "lora", "retriever_lora", "top_k", "ralt_mode",
-                                       "two_phase_loss", "two_phase_order"), panel="Models and plan"),
-               settings(FedTask, only=("rounds", "local_steps", "batch_size", "lr_generator", "lr_retriever", "warmup_ratio",
-                                       "seed", "keep_optimizer", "gradient_checkpointing", "dtype", "score_batch_size"),
-                        panel="Training on the sites"),
-               settings(FedTask, only=("aggregator", "proximal_mu", "server_lr", "fraction", "min_sites", "round_timeout",
-                                       "dp_noise", "dp_clip"), panel="Aggregation and privacy"),
-               settings(FedTask, only=("eval_limit", "evaluate_every", "report_to"), panel="Evaluation and tracking"),
-               settings(FedTask, only=("partition",)))
-def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE,
-             corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL, partitioned across --sites"),
-             train: Optional[str] = typer.Option(None, "--train", help="training QA JSONL, partitioned across --sites"),
-             site: Optional[list[str]] = typer.Option(None, "--site", help="a site's own directory with corpus.jsonl + "
-                                                      "train.jsonl (repeat per site)"),
-             sites: int = typer.Option(2, "--sites", min=1, help="sites to partition --corpus/--train across"),
-             eval_qa: Optional[str] = typer.Option(None, "--eval-qa", help="held-out QA for server-side evaluation each round",
-                                                   rich_help_panel="Evaluation and tracking"),
-             out: Path = OUT, overwrite: bool = OVERWRITE,
-             engine: str = choice_option("simulation", "--engine", Engine, "simulation (Ray, one machine) or deployment "
-                                         "(a SuperLink + one SuperNode per site on 127.0.0.1)", panel="Engine"),
-             cpus_per_site: float = typer.Option(1.0, "--cpus-per-site", help="simulation: CPU cores per site",
-                                                 rich_help_panel="Engine"),
-             gpus_per_site: float = typer.Option(0.0, "--gpus-per-site", help="simulation: GPU fraction per site "
-                                                 "(0.5: two sites share one)", rich_help_panel="Engine"),
-             ray_address: Optional[str] = typer.Option(None, "--ray-address", help="simulation: HOST:PORT of a running "
-                                                      "Ray cluster's head to run the sites on (default: a local Ray)",
-                                                      rich_help_panel="Engine"),
-             verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log lines", rich_help_panel="Engine"),
-             tls: bool = typer.Option(False, "--tls/--insecure", help="deployment: TLS between SuperLink and SuperNodes "
-                                      "(certificates made in OUT/credentials)", rich_help_panel="Engine"),
-             supernode_auth: bool = typer.Option(False, "--supernode-auth", help="deployment: only SuperNodes with "
-                                                 "registered keys may join (needs --tls)", rich_help_panel="Engine"),
-             superlink: Optional[str] = typer.Option(None, "--superlink", help="HOST:PORT of a running SuperLink whose "
-                                                     "sites are connected: submit the run there (--out is a path on "
-                                                     "its host)", rich_help_panel="Engine"),
-             root_certificates: Optional[Path] = typer.Option(None, "--root-certificates", help="with --superlink: the CA "
-                                                              "certificate of its TLS", rich_help_panel="Engine"),
-             **kw):
+@with_settings(
+    settings(
+        FedTask,
+        only=("retriever", "generator", "lora", "retriever_lora", "top_k", "ralt_mode", "two_phase_loss", "two_phase_order"),
+        panel="Models and plan",
+    ),
+    settings(
+        FedTask,
+        only=(
+            "rounds",
+            "local_steps",
+            "batch_size",
+            "lr_generator",
+            "lr_retriever",
+            "warmup_ratio",
+            "seed",
+            "keep_optimizer",
+            "gradient_checkpointing",
+            "dtype",
+            "score_batch_size",
+        ),
+        panel="Training on the sites",
+    ),
+    settings(
+        FedTask,
+        only=("aggregator", "proximal_mu", "server_lr", "fraction", "min_sites", "round_timeout", "dp_noise", "dp_clip"),
+        panel="Aggregation and privacy",
+    ),
+    settings(FedTask, only=("eval_limit", "evaluate_every", "report_to"), panel="Evaluation and tracking"),
+    settings(FedTask, only=("partition",)),
+)
+def federate(
+    ctx: typer.Context,
+    strategy: Optional[str] = STRATEGY,
+    stage: Optional[str] = STAGE,
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL, partitioned across --sites"),
+    train: Optional[str] = typer.Option(None, "--train", help="training QA JSONL, partitioned across --sites"),
+    site: Optional[list[str]] = typer.Option(
+        None, "--site", help="a site's own directory with corpus.jsonl + train.jsonl (repeat per site)"
+    ),
+    sites: int = typer.Option(2, "--sites", min=1, help="sites to partition --corpus/--train across"),
+    eval_qa: Optional[str] = typer.Option(
+        None, "--eval-qa", help="held-out QA for server-side evaluation each round", rich_help_panel="Evaluation and tracking"
+    ),
+    out: Path = OUT,
+    overwrite: bool = OVERWRITE,
+    engine: str = choice_option(
+        "simulation",
+        "--engine",
+        Engine,
+        "simulation (Ray, one machine) or deployment (a SuperLink + one SuperNode per site on 127.0.0.1)",
+        panel="Engine",
+    ),
+    cpus_per_site: float = typer.Option(1.0, "--cpus-per-site", help="simulation: CPU cores per site", rich_help_panel="Engine"),
+    gpus_per_site: float = typer.Option(
+        0.0, "--gpus-per-site", help="simulation: GPU fraction per site (0.5: two sites share one)", rich_help_panel="Engine"
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None,
+        "--ray-address",
+        help="simulation: HOST:PORT of a running Ray cluster's head to run the sites on (default: a local Ray)",
+        rich_help_panel="Engine",
+    ),
+    verbose: bool = typer.Option(False, "--verbose", help="show Flower's own log lines", rich_help_panel="Engine"),
+    tls: bool = typer.Option(
+        False,
+        "--tls/--insecure",
+        help="deployment: TLS between SuperLink and SuperNodes (certificates made in OUT/credentials)",
+        rich_help_panel="Engine",
+    ),
+    supernode_auth: bool = typer.Option(
+        False,
+        "--supernode-auth",
+        help="deployment: only SuperNodes with registered keys may join (needs --tls)",
+        rich_help_panel="Engine",
+    ),
+    superlink: Optional[str] = typer.Option(
+        None,
+        "--superlink",
+        help="HOST:PORT of a running SuperLink whose sites are connected: submit the run there (--out is a path on its host)",
+        rich_help_panel="Engine",
+    ),
+    root_certificates: Optional[Path] = typer.Option(
+        None, "--root-certificates", help="with --superlink: the CA certificate of its TLS", rich_help_panel="Engine"
+    ),
+    **kw,
+):
     """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json.
     An interrupted run resumes from its last round when the same command runs again."""
     import shutil
@@ -87,17 +137,27 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
     from fedrag._io import MARKER, atomic_write_json, check_out, output_kind
 
     if not superlink and not site and not (corpus and train):
-        raise FedragError("give --corpus and --train (partitioned across --sites), one --site DIR per site, "
-                          "or --superlink HOST:PORT of a running federation")
+        raise FedragError(
+            "give --corpus and --train (partitioned across --sites), one --site DIR per site, "
+            "or --superlink HOST:PORT of a running federation"
+        )
     if ray_address and (engine != "simulation" or superlink):
         raise FedragError("--ray-address applies to --engine simulation")
     if superlink and not out.is_absolute():
         raise FedragError("with --superlink, --out is a path on the SuperLink's host: give it absolute")
     n_sites = len(site) if site else sites
     min_sites = kw["min_sites"] if ctx.get_parameter_source("min_sites") is not ParameterSource.DEFAULT else n_sites
-    task = collect(FedTask, kw, strategy=strategy or "", stage=stage or "", min_sites=min_sites, out=str(out.resolve()),
-                   eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
-                   eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "", explicit=",".join(given(ctx, TrainConfig)))
+    task = collect(
+        FedTask,
+        kw,
+        strategy=strategy or "",
+        stage=stage or "",
+        min_sites=min_sites,
+        out=str(out.resolve()),
+        eval_corpus=str(Path(corpus).resolve()) if (eval_qa and corpus) else "",
+        eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "",
+        explicit=",".join(given(ctx, TrainConfig)),
+    )
     phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
     if superlink:  # the sites and the server's outputs are elsewhere: only the submission happens here
         from fedrag.federation.deployment import submit_remote
@@ -112,8 +172,11 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
 
         resume = read_checkpoint(out, task, phases)  # refuses another task's or a finished run's checkpoint
         if resume is not None:
-            typer.echo(f"fedrag: resuming {out}: phase {resume['phase'] + 1}/{phases}, "
-                       f"{resume['rounds_done']} of {task.rounds} rounds done", err=True)
+            typer.echo(
+                f"fedrag: resuming {out}: phase {resume['phase'] + 1}/{phases}, "
+                f"{resume['rounds_done']} of {task.rounds} rounds done",
+                err=True,
+            )
     else:
         check_out(out, "federate", overwrite)
         if overwrite and out.exists():
@@ -130,13 +193,24 @@ def federate(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Opti
     _print_summary(cost)
 
 
-def _run(task: FedTask, paths, engine: str, out: Path, cpus_per_site: float, gpus_per_site: float, verbose: bool,
-         tls: bool, supernode_auth: bool, ray_address: str | None = None) -> dict:
+def _run(
+    task: FedTask,
+    paths,
+    engine: str,
+    out: Path,
+    cpus_per_site: float,
+    gpus_per_site: float,
+    verbose: bool,
+    tls: bool,
+    supernode_auth: bool,
+    ray_address: str | None = None,
+) -> dict:
     if engine == "simulation":
         from fedrag.federation.simulation import simulate
 
-        return simulate(task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose,
-                        ray_address=ray_address)
+        return simulate(
+            task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose, ray_address=ray_address
+        )
     else:
         from fedrag.federation.deployment import deploy
 
@@ -149,15 +223,20 @@ def _run(task: FedTask, paths, engine: str, out: Path, cpus_per_site: float, gpu
             certs = make_tls(out / "credentials")
             keys = make_supernode_keys(out / "credentials", len(paths)) if supernode_auth else None
         else:
-            typer.echo("fedrag: warning: INSECURE deployment (no TLS, no SuperNode authentication); on a network, anyone who "
-                       "reaches the SuperLink port can submit runs or join as a site. Pass --tls --supernode-auth.", err=True)
+            typer.echo(
+                "fedrag: warning: INSECURE deployment (no TLS, no SuperNode authentication); on a network, anyone who "
+                "reaches the SuperLink port can submit runs or join as a site. Pass --tls --supernode-auth.",
+                err=True,
+            )
         return deploy(task, paths, tempfile.mkdtemp(prefix="fedrag-deploy-", dir=out), certs=certs, auth_keys=keys)
 
 
 @app.command("app")
-def app_cmd(out: Path = typer.Option(..., "--out", help="directory for the app's pyproject.toml"),
-            strategy: str = typer.Option("ra-dit", "--strategy", help="the strategy the app config names by default"),
-            overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing pyproject.toml")):
+def app_cmd(
+    out: Path = typer.Option(..., "--out", help="directory for the app's pyproject.toml"),
+    strategy: str = typer.Option("ra-dit", "--strategy", help="the strategy the app config names by default"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing pyproject.toml"),
+):
     """Write the Flower app (pyproject.toml with every FedTask setting) that `flwr run DIR` deploys:
     the ServerApp and ClientApp come from the installed fedrag, so no source checkout is needed."""
     from fedrag.federation.app import write_app
@@ -167,20 +246,25 @@ def app_cmd(out: Path = typer.Option(..., "--out", help="directory for the app's
     if (out / "pyproject.toml").exists() and not overwrite:
         raise FedragError(f"{out / 'pyproject.toml'} exists; pass --overwrite to replace it")
     FedTask(strategy=strategy).plan()  # a strategy fedrag knows, or an importable "module:attribute"
-    typer.echo(f"Flower app -> {write_app(out, strategy)}\n"
-               f"Flower's local simulation: flwr run {out} --stream --run-config 'corpus=\"/abs/corpus.jsonl\" "
-               f"train=\"/abs/train.jsonl\" out=\"/abs/run\"'\n"
-               f"A deployed SuperLink: flwr run {out} CONNECTION --stream (each SuperNode names its data with "
-               f"--node-config; docs/deployment.md)")
+    typer.echo(
+        f"Flower app -> {write_app(out, strategy)}\n"
+        f"Flower's local simulation: flwr run {out} --stream --run-config 'corpus=\"/abs/corpus.jsonl\" "
+        f'train="/abs/train.jsonl" out="/abs/run"\'\n'
+        f"A deployed SuperLink: flwr run {out} CONNECTION --stream (each SuperNode names its data with "
+        f"--node-config; docs/deployment.md)"
+    )
 
 
 @app.command()
-def credentials(out: Path = typer.Option(..., "--out", help="directory for the certificates and keys"),
-                host: list[str] = typer.Option(..., "--host", help="an address the sites reach the SuperLink at "
-                                               "(IP or DNS name; repeat for several)"),
-                sites: int = typer.Option(..., "--sites", min=1, help="SuperNode key pairs to make (site0_key ...)"),
-                days: int = typer.Option(365, "--days", min=1, help="days the certificates are valid"),
-                overwrite: bool = typer.Option(False, "--overwrite", help="replace existing credentials in --out")):
+def credentials(
+    out: Path = typer.Option(..., "--out", help="directory for the certificates and keys"),
+    host: list[str] = typer.Option(
+        ..., "--host", help="an address the sites reach the SuperLink at (IP or DNS name; repeat for several)"
+    ),
+    sites: int = typer.Option(..., "--sites", min=1, help="SuperNode key pairs to make (site0_key ...)"),
+    days: int = typer.Option(365, "--days", min=1, help="days the certificates are valid"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace existing credentials in --out"),
+):
     """TLS and SuperNode-authentication credentials for a deployment: a CA (ca.crt), the
     SuperLink's certificate and key (server.pem, server.key) for each --host, and one key
     pair per site (siteI_key, siteI_key.pub). Private keys are readable by their owner only."""
@@ -195,8 +279,8 @@ def credentials(out: Path = typer.Option(..., "--out", help="directory for the c
         make_tls(tmp, hosts=tuple(host), days=days)
         make_supernode_keys(tmp, sites)
     d = out.resolve()
-    typer.echo(f"CA {d / 'ca.crt'}\nSuperLink {d / 'server.pem'} + {d / 'server.key'} (valid for {', '.join(host)}, "
-               f"{days} days)")
+    typer.echo(f"CA {d / 'ca.crt'}\nSuperLink {d / 'server.pem'} + {d / 'server.key'} (valid for {', '.join(host)}, {days} days)")
     for i in range(sites):
-        typer.echo(f"site key {d / f'site{i}_key'} (copy to the site) + {d / f'site{i}_key.pub'} (register: "
-                   "flwr supernode register)")
+        typer.echo(
+            f"site key {d / f'site{i}_key'} (copy to the site) + {d / f'site{i}_key.pub'} (register: flwr supernode register)"
+        )

@@ -19,8 +19,12 @@ from typing import Any, Callable, Literal, Optional, Union, get_args, get_origin
 import click
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Fine-tune Retrieval-Augmented Generation systems, centrally or with Flower.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Fine-tune Retrieval-Augmented Generation systems, centrally or with Flower.",
+)
 
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
 
@@ -34,8 +38,9 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="print fedrag's version and exit")) -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print fedrag's version and exit"),
+) -> None:
     """Fine-tune Retrieval-Augmented Generation systems, centrally or with Flower."""
 
 
@@ -48,8 +53,15 @@ def choice_option(default: Any, flag: str, literal, help: str = "", panel: str |
     """A `--flag` restricted to a `Literal`'s values: `--help` lists them in the help
     text (which wraps between words at 80 columns, where a metavar would break mid-word)."""
     listed = f"one of: {', '.join(choices(literal))}"
-    return typer.Option(default, flag, help=f"{help} ({listed})" if help else listed, metavar="NAME",
-                        click_type=click.Choice(choices(literal)), show_choices=False, rich_help_panel=panel)
+    return typer.Option(
+        default,
+        flag,
+        help=f"{help} ({listed})" if help else listed,
+        metavar="NAME",
+        click_type=click.Choice(choices(literal)),
+        show_choices=False,
+        rich_help_panel=panel,
+    )
 
 
 def _optional(hint) -> tuple[Any, bool]:
@@ -90,13 +102,13 @@ def settings(cls, *, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), 
     params = []
     for name in names:
         annotation, option = field_option(cls, name, panel)
-        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option,
-                                        annotation=annotation))
+        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=annotation))
     return params
 
 
 def with_settings(*groups: list) -> Callable:
     """Give a command (`def cmd(..., **kw)`) the options of `groups` (from [`settings`][settings])."""
+
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         own = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
@@ -105,6 +117,7 @@ def with_settings(*groups: list) -> Callable:
         fn.__signature__ = sig.replace(parameters=own + extra)
         fn.__annotations__ = {**hints, **{p.name: p.annotation for p in extra}}
         return fn
+
     return wrap
 
 

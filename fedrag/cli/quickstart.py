@@ -31,17 +31,20 @@ def _eval(data: Path, retriever: str, generator: str, limit: int, top_k: int) ->
 
 
 @app.command()
-def quickstart(out: Path = typer.Option(Path("runs/quickstart"), "--out", help="the run folder"),
-               strategy: str = choice_option("independent", "--strategy", StrategyName, "the strategy to fine-tune with"),
-               steps: int = typer.Option(16, "--steps", min=1, help="centralized optimizer steps per phase"),
-               rounds: int = typer.Option(2, "--rounds", min=1, help="federated rounds per phase (2 sites)"),
-               test_limit: int = typer.Option(30, "--test-limit", min=1, help="test questions"),
-               top_k: int = typer.Option(2, "--top-k", min=1, help="passages retrieved per question"),
-               lr_generator: float = typer.Option(1e-3, "--lr-generator", help="the demo's generator learning rate "
-                                                  "(higher than train's default: a short run on easy data)"),
-               lr_retriever: float = typer.Option(5e-5, "--lr-retriever", help="the demo's retriever learning rate"),
-               skip_federated: bool = typer.Option(False, "--skip-federated", help="only the baseline and centralized rows"),
-               overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")):
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="the run folder"),
+    strategy: str = choice_option("independent", "--strategy", StrategyName, "the strategy to fine-tune with"),
+    steps: int = typer.Option(16, "--steps", min=1, help="centralized optimizer steps per phase"),
+    rounds: int = typer.Option(2, "--rounds", min=1, help="federated rounds per phase (2 sites)"),
+    test_limit: int = typer.Option(30, "--test-limit", min=1, help="test questions"),
+    top_k: int = typer.Option(2, "--top-k", min=1, help="passages retrieved per question"),
+    lr_generator: float = typer.Option(
+        1e-3, "--lr-generator", help="the demo's generator learning rate (higher than train's default: a short run on easy data)"
+    ),
+    lr_retriever: float = typer.Option(5e-5, "--lr-retriever", help="the demo's retriever learning rate"),
+    skip_federated: bool = typer.Option(False, "--skip-federated", help="only the baseline and centralized rows"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
+):
     """Baseline → fine-tune → federated, on the demo data with MiniLM + SmolLM2; prints the table."""
     from fedrag._io import output_dir
 
@@ -50,8 +53,17 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), "--out", help="
     typer.echo(f"outputs -> {out}")
 
 
-def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: int, top_k: int, lr_generator: float,
-                lr_retriever: float, skip_federated: bool) -> None:
+def _quickstart(
+    out: Path,
+    strategy: str,
+    steps: int,
+    rounds: int,
+    test_limit: int,
+    top_k: int,
+    lr_generator: float,
+    lr_retriever: float,
+    skip_federated: bool,
+) -> None:
     import sys
 
     from rich.console import Console
@@ -69,22 +81,24 @@ def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: i
     rows: list[Row] = []
     t = time.perf_counter()
     base = _eval(data, "minilm", "smollm2-135m", test_limit, top_k)
-    rows.append(Row("untuned", "MiniLM + SmolLM2-135M as they come, no fine-tuning", base, 0.0,
-                    time.perf_counter() - t, 0))
+    rows.append(Row("untuned", "MiniLM + SmolLM2-135M as they come, no fine-tuning", base, 0.0, time.perf_counter() - t, 0))
     console.print(f"[bold]2/4[/] baseline: EM {base['em']:.3f}  F1 {base['f1']:.3f}")
-    cfg = TrainConfig(steps=steps, batch_size=4, lr_generator=lr_generator, lr_retriever=lr_retriever,
-                      progress=sys.stderr.isatty())
+    cfg = TrainConfig(
+        steps=steps, batch_size=4, lr_generator=lr_generator, lr_retriever=lr_retriever, progress=sys.stderr.isatty()
+    )
     plan = make_strategy(strategy, top_k=top_k)
-    rag = build_training_rag(str(data / "corpus.jsonl"), "minilm", "smollm2-135m", top_k=top_k,
-                             shared_retriever=plan.shared_retriever)
+    rag = build_training_rag(
+        str(data / "corpus.jsonl"), "minilm", "smollm2-135m", top_k=top_k, shared_retriever=plan.shared_retriever
+    )
     t = time.perf_counter()
     results = plan.run(rag, load_qa(data / "train.jsonl"), cfg, out_dir=out / "central")
     wall = time.perf_counter() - t
     save_outputs(rag, out / "central", results, plan.name, decoding=plan.decoding, plan=plan)
     t = time.perf_counter()
     m = _eval(data, str(out / "central" / "retriever"), str(out / "central" / "generator"), test_limit, top_k)
-    rows.append(Row("centralized", f"{strategy}, {steps} optimizer steps per phase on this machine", m, wall,
-                    time.perf_counter() - t, 0))
+    rows.append(
+        Row("centralized", f"{strategy}, {steps} optimizer steps per phase on this machine", m, wall, time.perf_counter() - t, 0)
+    )
     console.print(f"[bold]3/4[/] {strategy}: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({wall:.0f}s)")
     if not skip_federated:
         from fedrag.data import load_corpus
@@ -95,22 +109,44 @@ def _quickstart(out: Path, strategy: str, steps: int, rounds: int, test_limit: i
         sites = write_sites(partition(load_corpus(data / "corpus.jsonl"), load_qa(data / "train.jsonl"), 2, "iid"), out / "sites")
         local = max(1, steps // (2 * rounds))
         # the table evaluates the final models; per-round site evaluation would only add time here
-        task = FedTask(strategy=strategy, rounds=rounds, local_steps=local, batch_size=4, top_k=top_k, evaluate_every=0,
-                       lr_generator=lr_generator, lr_retriever=lr_retriever, out=str((out / "federated").resolve()))
+        task = FedTask(
+            strategy=strategy,
+            rounds=rounds,
+            local_steps=local,
+            batch_size=4,
+            top_k=top_k,
+            evaluate_every=0,
+            lr_generator=lr_generator,
+            lr_retriever=lr_retriever,
+            out=str((out / "federated").resolve()),
+        )
         t = time.perf_counter()
         cost = simulate(task, sites)
         wall = time.perf_counter() - t
         t = time.perf_counter()
         m = _eval(data, str(out / "federated" / "retriever"), str(out / "federated" / "generator"), test_limit, top_k)
-        rows.append(Row("federated", f"{strategy}, 2 sites (Flower simulation) x {rounds} rounds x {local} local steps "
-                        f"per phase: {rounds * local} sequential steps of the global model", m, wall,
-                        time.perf_counter() - t, cost["bytes_sent"] + cost["bytes_received"]))
+        rows.append(
+            Row(
+                "federated",
+                f"{strategy}, 2 sites (Flower simulation) x {rounds} rounds x {local} local steps "
+                f"per phase: {rounds * local} sequential steps of the global model",
+                m,
+                wall,
+                time.perf_counter() - t,
+                cost["bytes_sent"] + cost["bytes_received"],
+            )
+        )
         console.print(f"[bold]4/4[/] federated: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({wall:.0f}s)")
     for line in summary_lines(rows, test_limit):
         console.print(line, markup=False) if line else console.print()
     atomic_write_text(out / "summary.md", summary_markdown(rows, test_limit))
-    atomic_write_json(out / "summary.json", [{"system": r.system, "what": r.what, **r.metrics, "train_s": r.train_s,
-                                              "eval_s": r.eval_s, "bytes": r.nbytes} for r in rows])
+    atomic_write_json(
+        out / "summary.json",
+        [
+            {"system": r.system, "what": r.what, **r.metrics, "train_s": r.train_s, "eval_s": r.eval_s, "bytes": r.nbytes}
+            for r in rows
+        ],
+    )
 
 
 @dataclass
@@ -126,14 +162,24 @@ class Row:
 
 
 COLUMNS = ("system", "EM", "F1", "R@1", "R@5", "train s", "eval s", "MB on wire")
-NEXT = ("Next: which strategy is worth its cost on your data? `fedrag compare --corpus C --train T --test Q "
-        "--out DIR` (docs/strategies.md).")
+NEXT = (
+    "Next: which strategy is worth its cost on your data? `fedrag compare --corpus C --train T --test Q "
+    "--out DIR` (docs/strategies.md)."
+)
 
 
 def _cells(r: Row) -> list[str]:
     m = r.metrics
-    return [r.system, f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['recall@1']:.3f}", f"{m['recall@5']:.3f}",
-            f"{r.train_s:.0f}" if r.train_s else "-", f"{r.eval_s:.0f}", f"{r.nbytes / 1e6:.1f}" if r.nbytes else "-"]
+    return [
+        r.system,
+        f"{m['em']:.3f}",
+        f"{m['f1']:.3f}",
+        f"{m['recall@1']:.3f}",
+        f"{m['recall@5']:.3f}",
+        f"{r.train_s:.0f}" if r.train_s else "-",
+        f"{r.eval_s:.0f}",
+        f"{r.nbytes / 1e6:.1f}" if r.nbytes else "-",
+    ]
 
 
 def summary_lines(rows: list[Row], test_limit: int) -> list[str]:
@@ -141,8 +187,12 @@ def summary_lines(rows: list[Row], test_limit: int) -> list[str]:
     cells = [list(COLUMNS)] + [_cells(r) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
     fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))  # noqa: E731
-    lines = [f"fedrag quickstart: demo data, {test_limit} test questions, MiniLM + SmolLM2-135M", "", fmt(cells[0]),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        f"fedrag quickstart: demo data, {test_limit} test questions, MiniLM + SmolLM2-135M",
+        "",
+        fmt(cells[0]),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += [fmt(c) for c in cells[1:]]
     lines.append("")
     for r in rows:
@@ -155,5 +205,6 @@ def summary_markdown(rows: list[Row], test_limit: int) -> str:
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" for _ in COLUMNS) + "|\n"
     body = "".join("| " + " | ".join(_cells(r)) + " |\n" for r in rows)
     what = "".join(f"* **{r.system}**: {r.what}\n" for r in rows)
-    return (f"# fedrag quickstart\n\nDemo data, {test_limit} test questions, MiniLM + SmolLM2-135M.\n\n"
-            f"{head}{body}\n{what}\n{NEXT}\n")
+    return (
+        f"# fedrag quickstart\n\nDemo data, {test_limit} test questions, MiniLM + SmolLM2-135M.\n\n{head}{body}\n{what}\n{NEXT}\n"
+    )

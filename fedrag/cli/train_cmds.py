@@ -55,17 +55,29 @@ def given(ctx: typer.Context, cls) -> tuple[str, ...]:
 
     from click.core import ParameterSource
 
-    return tuple(f.name for f in fields(cls) if f.name not in UNTRACKED
-                 and ctx.get_parameter_source(f.name) not in (None, ParameterSource.DEFAULT))
+    return tuple(
+        f.name
+        for f in fields(cls)
+        if f.name not in UNTRACKED and ctx.get_parameter_source(f.name) not in (None, ParameterSource.DEFAULT)
+    )
 
 
 @app.command()
 @with_settings(PLAN, settings(TrainConfig, panel="Training"))
-def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optional[str] = STAGE, corpus: str = CORPUS,
-          train: str = TRAIN, val: Optional[str] = VAL, out: Path = OUT, overwrite: bool = OVERWRITE,
-          limit: Optional[int] = LIMIT, val_limit: Optional[int] = typer.Option(None, "--val-limit", min=1,
-                                                                                help="validate on N questions of --val"),
-          device: str = DEVICE, **kw):
+def train(
+    ctx: typer.Context,
+    strategy: Optional[str] = STRATEGY,
+    stage: Optional[str] = STAGE,
+    corpus: str = CORPUS,
+    train: str = TRAIN,
+    val: Optional[str] = VAL,
+    out: Path = OUT,
+    overwrite: bool = OVERWRITE,
+    limit: Optional[int] = LIMIT,
+    val_limit: Optional[int] = typer.Option(None, "--val-limit", min=1, help="validate on N questions of --val"),
+    device: str = DEVICE,
+    **kw,
+):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
     from dataclasses import asdict
 
@@ -77,53 +89,103 @@ def train(ctx: typer.Context, strategy: Optional[str] = STRATEGY, stage: Optiona
 
     models = collect(PlanSettings, kw)
     plan = models.plan(strategy, stage)
-    cfg = collect(TrainConfig, kw, explicit=given(ctx, TrainConfig), run_name=kw["run_name"] or out.name,
-                  progress=sys.stderr.isatty())
+    cfg = collect(
+        TrainConfig, kw, explicit=given(ctx, TrainConfig), run_name=kw["run_name"] or out.name, progress=sys.stderr.isatty()
+    )
     check_out(out, "train", overwrite)  # before anything loads
     _, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     # what an interrupted run must match to be continued: the settings and the data's content
-    identity = {"plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},
-                "train": [{k: v for k, v in asdict(p.config(cfg)).items() if k not in UNTRACKED}  # what each phase trains with
-                          for p in plan.phases],
-                "data": {"corpus": file_digest(corpus), "train": file_digest(train), "val": file_digest(val) if val else None,
-                         "limit": limit, "val_limit": val_limit}}
+    identity = {
+        "plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},
+        "train": [
+            {k: v for k, v in asdict(p.config(cfg)).items() if k not in UNTRACKED}  # what each phase trains with
+            for p in plan.phases
+        ],
+        "data": {
+            "corpus": file_digest(corpus),
+            "train": file_digest(train),
+            "val": file_digest(val) if val else None,
+            "limit": limit,
+            "val_limit": val_limit,
+        },
+    }
     # the models load before the run's work directory exists: a bad model name leaves nothing to resume
     device = distributed.init_from_env(resolve_device(device))  # under torchrun: this process's device
-    rag = build_training_rag(corpus, models.retriever, models.generator if needs_generator(plan) else "none", models.lora,
-                             models.top_k, device, cfg.seed, shared_retriever=plan.shared_retriever,
-                             quantize=models.quantize, retriever_lora=models.retriever_lora, dtype=cfg.dtype)
+    rag = build_training_rag(
+        corpus,
+        models.retriever,
+        models.generator if needs_generator(plan) else "none",
+        models.lora,
+        models.top_k,
+        device,
+        cfg.seed,
+        shared_retriever=plan.shared_retriever,
+        quantize=models.quantize,
+        retriever_lora=models.retriever_lora,
+        dtype=cfg.dtype,
+    )
     evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
     if not distributed.is_writer():  # a torchrun process besides rank 0: trains its share, writes nothing
         tmp, resumed = distributed.broadcast(None)
         plan.run(rag, train_ex, cfg, val=val_ex, out_dir=Path(tmp), evaluate_fn=evaluate_fn, resume=resumed)
         return
-    with resumable_dir(out, "train", identity, overwrite, {"strategy": plan.name},
-                       log=lambda m: typer.echo(f"fedrag: {m}", err=True)) as (tmp, resumed):
+    with resumable_dir(
+        out, "train", identity, overwrite, {"strategy": plan.name}, log=lambda m: typer.echo(f"fedrag: {m}", err=True)
+    ) as (tmp, resumed):
         distributed.broadcast((str(tmp), resumed))
-        results = plan.run(rag, train_ex, cfg, val=val_ex, out_dir=tmp, evaluate_fn=evaluate_fn, resume=resumed,
-                           log=lambda m: typer.echo(f"fedrag: {m}", err=True))
-        extra = {"config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]},
-                 "world_size": distributed.world_size()}
+        results = plan.run(
+            rag,
+            train_ex,
+            cfg,
+            val=val_ex,
+            out_dir=tmp,
+            evaluate_fn=evaluate_fn,
+            resume=resumed,
+            log=lambda m: typer.echo(f"fedrag: {m}", err=True),
+        )
+        extra = {
+            "config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]},
+            "world_size": distributed.world_size(),
+        }
         if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
             extra["reencode"] = {"reencoded_passages": len(rag.store)}
             rag.store.save(tmp / "index")
         save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding, plan=plan)
         drop_resume_state(tmp)
     summary = total_cost(results, plan.name)["total"]
-    typer.echo(json.dumps({"strategy": plan.name, "out": str(out), "steps": summary["steps"],
-                           "wall_s": round(summary["wall_s"], 1), "flops": summary["flops"],
-                           "final_loss": [round(r.final_loss, 4) for r in results]}))
+    typer.echo(
+        json.dumps(
+            {
+                "strategy": plan.name,
+                "out": str(out),
+                "steps": summary["steps"],
+                "wall_s": round(summary["wall_s"], 1),
+                "flops": summary["flops"],
+                "final_loss": [round(r.final_loss, 4) for r in results],
+            }
+        )
+    )
 
 
 @app.command("search-lr")
-@with_settings(settings(SearchSettings, panel="Search"), PLAN,
-               settings(TrainConfig, exclude=("lr_generator", "lr_retriever"), panel="Training"))
-def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy", StrategyName, "the strategy to tune"),
-              corpus: str = CORPUS, train: str = TRAIN,
-              val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL (default: 20% of --train, split by gold title)"),
-              out: Path = OUT, overwrite: bool = OVERWRITE, limit: Optional[int] = LIMIT,
-              val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions"),
-              device: str = DEVICE, **kw):
+@with_settings(
+    settings(SearchSettings, panel="Search"),
+    PLAN,
+    settings(TrainConfig, exclude=("lr_generator", "lr_retriever"), panel="Training"),
+)
+def search_lr(
+    ctx: typer.Context,
+    strategy: str = choice_option(..., "--strategy", StrategyName, "the strategy to tune"),
+    corpus: str = CORPUS,
+    train: str = TRAIN,
+    val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL (default: 20% of --train, split by gold title)"),
+    out: Path = OUT,
+    overwrite: bool = OVERWRITE,
+    limit: Optional[int] = LIMIT,
+    val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions"),
+    device: str = DEVICE,
+    **kw,
+):
     """Search learning rates phase by phase (2-D grid for joint); the best models are the
     final training: writes DIR/lr_search.json, DIR/retriever, DIR/generator, DIR/cost.json."""
     from fedrag._io import atomic_write_json, check_out, output_dir
@@ -138,9 +200,19 @@ def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy
     passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     if val_ex is None:
         train_ex, val_ex = carve_validation(train_ex, passages, cfg.seed, val_limit)
-    rag = build_training_rag(corpus, models.retriever, models.generator, models.lora, models.top_k, resolve_device(device),
-                             cfg.seed, shared_retriever=plan.shared_retriever, quantize=models.quantize,
-                             retriever_lora=models.retriever_lora, dtype=cfg.dtype)
+    rag = build_training_rag(
+        corpus,
+        models.retriever,
+        models.generator,
+        models.lora,
+        models.top_k,
+        resolve_device(device),
+        cfg.seed,
+        shared_retriever=plan.shared_retriever,
+        quantize=models.quantize,
+        retriever_lora=models.retriever_lora,
+        dtype=cfg.dtype,
+    )
 
     def show(point):
         lr = {k: point[k] for k in ("lr_generator", "lr_retriever")}
@@ -148,15 +220,40 @@ def search_lr(ctx: typer.Context, strategy: str = choice_option(..., "--strategy
         typer.echo(f"search-lr: phase {point['phase']} ({point['stage']}) {lr} -> {scores} [{point['wall_s']:.0f}s]", err=True)
 
     with output_dir(out, "search-lr", overwrite, {"strategy": plan.name}) as tmp:
-        report = run_search(plan, rag, train_ex, val_ex, cfg, list(search.lrs_generator), list(search.lrs_retriever),
-                            mode=search.mode, top_k=models.top_k, on_point=show)
+        report = run_search(
+            plan,
+            rag,
+            train_ex,
+            val_ex,
+            cfg,
+            list(search.lrs_generator),
+            list(search.lrs_retriever),
+            mode=search.mode,
+            top_k=models.top_k,
+            on_point=show,
+        )
         results = report.pop("final_results")
-        save_outputs(rag, tmp, results, plan.name, {"lr_search": {k: report[k] for k in ("best", "search_cost")}},
-                     decoding=plan.decoding, plan=plan)
+        save_outputs(
+            rag,
+            tmp,
+            results,
+            plan.name,
+            {"lr_search": {k: report[k] for k in ("best", "search_cost")}},
+            decoding=plan.decoding,
+            plan=plan,
+        )
         atomic_write_json(tmp / "lr_search.json", report)
-    typer.echo(json.dumps({"best": report["best"], "mode": report["mode"], "points": len(report["points"]),
-                           "search_wall_s": round(report["search_cost"]["wall_s"], 1),
-                           "final_wall_s": round(total_cost(results, plan.name)["total"]["wall_s"], 1)}))
+    typer.echo(
+        json.dumps(
+            {
+                "best": report["best"],
+                "mode": report["mode"],
+                "points": len(report["points"]),
+                "search_wall_s": round(report["search_cost"]["wall_s"], 1),
+                "final_wall_s": round(total_cost(results, plan.name)["total"]["wall_s"], 1),
+            }
+        )
+    )
 
 
 def carve_validation(train_ex, passages, seed: int = 0, limit: int | None = None, fraction: float = 0.2):

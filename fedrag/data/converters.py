@@ -295,8 +295,11 @@ def hotpotqa(path: str | os.PathLike, *, log: RecordLog | None = None) -> Conver
             pid_of[title], _ = corpus.add(title, title, "".join(sents).strip())
         gold = sf["title"] if isinstance(sf, dict) else [f[0] for f in sf]
         qid = take_qid(qids, qid, str(n), where, log)
-        examples.append(Example(id=qid, question=question, answers=answers,
-                                gold_ids=tuple(dict.fromkeys(pid_of[t] for t in gold if t in pid_of))))
+        examples.append(
+            Example(
+                id=qid, question=question, answers=answers, gold_ids=tuple(dict.fromkeys(pid_of[t] for t in gold if t in pid_of))
+            )
+        )
     return corpus.passages(), examples
 
 

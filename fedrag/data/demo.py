@@ -19,8 +19,22 @@ from fedrag.data.types import Example, Passage
 _ONSETS = ["b", "br", "d", "dr", "f", "g", "k", "kr", "l", "m", "n", "p", "r", "s", "t", "tr", "v", "z", "qu", "th"]
 _VOWELS = ["a", "e", "i", "o", "u", "ae", "ia", "ou"]
 _CODAS = ["", "n", "r", "l", "s", "th", "x", "m"]
-_PROFESSIONS = ["glassblower", "cartographer", "beekeeper", "astronomer", "clockmaker", "botanist", "shipwright",
-                "violin maker", "archivist", "stonemason", "perfumer", "falconer", "bookbinder", "geologist"]
+_PROFESSIONS = [
+    "glassblower",
+    "cartographer",
+    "beekeeper",
+    "astronomer",
+    "clockmaker",
+    "botanist",
+    "shipwright",
+    "violin maker",
+    "archivist",
+    "stonemason",
+    "perfumer",
+    "falconer",
+    "bookbinder",
+    "geologist",
+]
 _INSTRUMENTS = ["cello", "harp", "oboe", "lute", "accordion", "flute", "bagpipes", "zither", "trumpet", "marimba"]
 _SUFFIXES = ["Works", "Guild", "Company", "Foundry", "Press", "Trading House", "Collective", "Atelier"]
 _TOWN_END = ["moor", "haven", "ford", "wick", "dale", "port", "stead", "holm"]
@@ -64,20 +78,36 @@ def generate(n_people: int = 120, seed: int = 0, test_fraction: float = 0.25):
             "instrument": rng.choice(_INSTRUMENTS),
         }
         bio_id, career_id = f"p{i:04d}-bio", f"p{i:04d}-career"
-        passages.append(Passage(
-            id=bio_id, title=name,
-            text=f"{name} was born in {facts['town']} in {facts['year']}. "
-                 f"Trained from an early age, {name.split()[0]} became a renowned {facts['profession']} "
-                 f"whose work was admired across the region."))
-        passages.append(Passage(
-            id=career_id, title=name,
-            text=f"Later in life, {name} founded {facts['company']}, which still bears the name. "
-                 f"In the evenings {name.split()[-1]} played the {facts['instrument']} for friends and guests."))
+        passages.append(
+            Passage(
+                id=bio_id,
+                title=name,
+                text=f"{name} was born in {facts['town']} in {facts['year']}. "
+                f"Trained from an early age, {name.split()[0]} became a renowned {facts['profession']} "
+                f"whose work was admired across the region.",
+            )
+        )
+        passages.append(
+            Passage(
+                id=career_id,
+                title=name,
+                text=f"Later in life, {name} founded {facts['company']}, which still bears the name. "
+                f"In the evenings {name.split()[-1]} played the {facts['instrument']} for friends and guests.",
+            )
+        )
         for slot, templates in _QUESTIONS.items():
             gold = bio_id if slot in ("town", "year", "profession") else career_id
-            examples.append((i, Example(
-                id=f"q{i:04d}-{slot}", question=rng.choice(templates).format(name=name),
-                answers=(facts[slot],), gold_ids=(gold,))))
+            examples.append(
+                (
+                    i,
+                    Example(
+                        id=f"q{i:04d}-{slot}",
+                        question=rng.choice(templates).format(name=name),
+                        answers=(facts[slot],),
+                        gold_ids=(gold,),
+                    ),
+                )
+            )
     people = list(range(n_people))
     rng.shuffle(people)
     test_people = set(people[: max(1, round(n_people * test_fraction))])

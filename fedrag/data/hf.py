@@ -39,8 +39,9 @@ def parse_columns(spec: str) -> dict[str, str]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         field, sep, column = part.partition("=")
         if not sep or not column or field not in QA_FIELDS + CORPUS_FIELDS:
-            raise DataError(f"--columns: '{part}' is not FIELD=COLUMN with FIELD one of "
-                            f"{', '.join(dict.fromkeys(QA_FIELDS + CORPUS_FIELDS))}")
+            raise DataError(
+                f"--columns: '{part}' is not FIELD=COLUMN with FIELD one of {', '.join(dict.fromkeys(QA_FIELDS + CORPUS_FIELDS))}"
+            )
         out[field] = column
     return out
 
@@ -109,8 +110,9 @@ def _ids(value, column: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(v) for v in values))
 
 
-def load_hf(source: str | os.PathLike, columns: dict[str, str] | None = None,
-            split: str | None = None, log: RecordLog | None = None) -> tuple[list[Passage], list[Example]]:
+def load_hf(
+    source: str | os.PathLike, columns: dict[str, str] | None = None, split: str | None = None, log: RecordLog | None = None
+) -> tuple[list[Passage], list[Example]]:
     """`(passages, examples)` from a Hugging Face dataset; see the module docstring.
 
     Args:
@@ -137,8 +139,10 @@ def load_hf(source: str | os.PathLike, columns: dict[str, str] | None = None,
     is_corpus = "question" not in present and "text" in present
     missing = [] if is_corpus else [f for f in ("question", "answers") if f not in present]
     if missing:
-        raise DataError(f"{source}: no column for {', '.join(missing)} (a QA set) or text (a corpus) "
-                        f"(columns: {', '.join(sorted(have))}); map yours with --columns FIELD=COLUMN")
+        raise DataError(
+            f"{source}: no column for {', '.join(missing)} (a QA set) or text (a corpus) "
+            f"(columns: {', '.join(sorted(have))}); map yours with --columns FIELD=COLUMN"
+        )
     for i, row in enumerate(ds):
         where = f"{source}: row {i}"
         get = lambda f: _get(row, col[f], where) if f in present else None  # noqa: E731
@@ -151,8 +155,9 @@ def load_hf(source: str | os.PathLike, columns: dict[str, str] | None = None,
             else:
                 question = text_of(get("question"), col["question"])
                 answers = get("answers")
-                answers = answers_of(answers["text"] if isinstance(answers, dict) and "text" in answers else answers,
-                                     col["answers"])
+                answers = answers_of(
+                    answers["text"] if isinstance(answers, dict) and "text" in answers else answers, col["answers"]
+                )
                 qid, gold = id_of(get("id"), col["id"]), _ids(get("gold_ids"), col["gold_ids"])
                 contexts = _texts(get("context"), col["context"]) if "context" in present else ()
         except BadRecord as exc:
@@ -164,8 +169,9 @@ def load_hf(source: str | os.PathLike, columns: dict[str, str] | None = None,
                 log.rename(where, f"repeated id '{pid}' with other text (written as '{new}')")
             continue
         ids = [corpus.add(stable_id(title, c), title, c)[0] for c in contexts]  # content-addressed: no clashes
-        examples.append(Example(id=take_qid(qids, qid, str(i), where, log), question=question, answers=answers,
-                                gold_ids=gold or tuple(ids)))
+        examples.append(
+            Example(id=take_qid(qids, qid, str(i), where, log), question=question, answers=answers, gold_ids=gold or tuple(ids))
+        )
     if own:
         log.warn()
     return corpus.passages(), examples

@@ -20,6 +20,7 @@ class SiteData:
 
 Partition = Literal["iid", "by-title"]  # how questions are dealt to sites
 
+
 def partition(passages: list[Passage], examples: list[Example], n_sites: int, mode: str = "iid", seed: int = 0) -> list[SiteData]:
     """Deal questions and passages to `n_sites` sites.
 

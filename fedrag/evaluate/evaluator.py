@@ -7,8 +7,7 @@ import time
 from tqdm.auto import tqdm
 
 from fedrag.data.types import Example
-from fedrag.evaluate.metrics import (answer_recall_at_k, exact_match, f1_score, mrr_at_k, ndcg_at_k, precision_at_k,
-                                     recall_at_k)
+from fedrag.evaluate.metrics import answer_recall_at_k, exact_match, f1_score, mrr_at_k, ndcg_at_k, precision_at_k, recall_at_k
 
 RECALL_KS = (1, 5, 20)
 
@@ -25,8 +24,12 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
         batch = examples[i : i + batch_size]
         outs = rag.answer([e.question for e in batch], k=depth, batch_size=batch_size)
         for ex, out in zip(batch, outs):
-            row = {"id": ex.id, "retrieved": out.passage_ids[:10], "retrieve_ms": 1000 * out.retrieve_s,
-                   "generate_ms": 1000 * out.generate_s}
+            row = {
+                "id": ex.id,
+                "retrieved": out.passage_ids[:10],
+                "retrieve_ms": 1000 * out.retrieve_s,
+                "generate_ms": 1000 * out.generate_s,
+            }
             if out.answer is not None:
                 row.update(prediction=out.answer, em=exact_match(out.answer, ex.answers), f1=f1_score(out.answer, ex.answers))
             texts = [h.passage.as_text() for h in out.hits]
@@ -43,8 +46,13 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
     bar.close()
     wall = time.perf_counter() - t0
     metrics: dict = {"n": len(rows)}
-    keys = (["em", "f1"] + [f"recall@{k}" for k in ks] + [f"precision@{k}" for k in ks] + ["mrr@10", "ndcg@10"]
-            + [f"answer_recall@{k}" for k in ks])
+    keys = (
+        ["em", "f1"]
+        + [f"recall@{k}" for k in ks]
+        + [f"precision@{k}" for k in ks]
+        + ["mrr@10", "ndcg@10"]
+        + [f"answer_recall@{k}" for k in ks]
+    )
     for key in keys:
         vals = [r[key] for r in rows if key in r]
         if vals:

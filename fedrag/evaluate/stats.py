@@ -41,8 +41,9 @@ def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = 
     return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
 
 
-def paired_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, resamples: int = 2000,
-                   seed: int = 0) -> list[float]:
+def paired_diff_ci(
+    a: Sequence[float], b: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> list[float]:
     """`[low, high]`: the bootstrap CI of `mean(b) - mean(a)` over the same questions."""
     if len(a) != len(b):
         raise ValueError(f"paired scores need the same questions: {len(a)} vs {len(b)}")

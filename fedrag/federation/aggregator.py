@@ -15,9 +15,14 @@ def make_accountant(task: FedTask, state: dict | None = None):
     from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-    accountant = RdpAccountant(PrivacyConfig(target_delta=task.dp_delta, population_size=task.min_sites,
-                                             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                             sampling_method=SamplingMethod.NO_AMPLIFICATION))
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=task.dp_delta,
+            population_size=task.min_sites,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+    )
     if state:
         accountant.load_state_dict(state)
     return accountant
@@ -28,13 +33,22 @@ def make_aggregator(task: FedTask, accountant=None):
     client-side-clipping DP (reporting to the run's `accountant`) if asked."""
     from flwr.serverapp import strategy as fs
 
-    common = dict(fraction_train=task.fraction, min_train_nodes=task.min_sites, min_available_nodes=task.min_sites,
-                  fraction_evaluate=0.0 if task.eval_qa else task.fraction, min_evaluate_nodes=task.min_sites)
+    common = dict(
+        fraction_train=task.fraction,
+        min_train_nodes=task.min_sites,
+        min_available_nodes=task.min_sites,
+        fraction_evaluate=0.0 if task.eval_qa else task.fraction,
+        min_evaluate_nodes=task.min_sites,
+    )
     cls = {"fedavg": fs.FedAvg, "fedprox": fs.FedProx, "fedadam": fs.FedAdam, "fedyogi": fs.FedYogi}[task.aggregator]
-    extra = {"fedprox": {"proximal_mu": task.proximal_mu}, "fedadam": {"eta": task.server_lr},
-             "fedyogi": {"eta": task.server_lr}}.get(task.aggregator, {})
+    extra = {
+        "fedprox": {"proximal_mu": task.proximal_mu},
+        "fedadam": {"eta": task.server_lr},
+        "fedyogi": {"eta": task.server_lr},
+    }.get(task.aggregator, {})
     strategy = cls(**common, **extra)
     if task.dp_enabled:
-        strategy = fs.DifferentialPrivacyClientSideFixedClipping(strategy, task.dp_noise, task.dp_clip, task.min_sites,
-                                                                 accountant=accountant or make_accountant(task))
+        strategy = fs.DifferentialPrivacyClientSideFixedClipping(
+            strategy, task.dp_noise, task.dp_clip, task.min_sites, accountant=accountant or make_accountant(task)
+        )
     return strategy

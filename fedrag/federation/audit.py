@@ -23,9 +23,24 @@ from fedrag.federation.records import packed_spec, record_bytes
 CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm"}
 BYTES_KEYS = {"context"}
 RESUME_HINT = "the checkpoint of the last good round is kept in OUT/checkpoint; run the same command again to resume"
-METRIC_KEYS = {"num-examples", "train-loss", "client-wall-s", "flops", "generator-tokens", "retriever-tokens",
-               "bytes-received", "bytes-sent", "threads", "eval-loss", "phase", "recall@5", "startup-s", "load-s",
-               "dispatch-s", "prepare-s"}
+METRIC_KEYS = {
+    "num-examples",
+    "train-loss",
+    "client-wall-s",
+    "flops",
+    "generator-tokens",
+    "retriever-tokens",
+    "bytes-received",
+    "bytes-sent",
+    "threads",
+    "eval-loss",
+    "phase",
+    "recall@5",
+    "startup-s",
+    "load-s",
+    "dispatch-s",
+    "prepare-s",
+}
 
 
 def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -82,8 +97,7 @@ class AuditedGrid:
     would otherwise wait for them forever. Everything else is the wrapped Grid's own
     behaviour."""
 
-    def __init__(self, grid, audit: list, layout: dict, min_nodes: int = 0, wait: float = float("inf"),
-                 poll: float = 0.2):
+    def __init__(self, grid, audit: list, layout: dict, min_nodes: int = 0, wait: float = float("inf"), poll: float = 0.2):
         self._grid, self.audit, self.poll = grid, audit, poll
         self.layout, self.spec = layout, packed_spec(layout)  # the phase's tensors; what their packed arrays must be
         self.min_nodes, self.wait, self._short_since = min_nodes, wait, None
@@ -102,19 +116,28 @@ class AuditedGrid:
             (rejected if bad else accepted).append((r, bad))
         if kind == "train":
             ok = [r for r, _ in accepted if not r.has_error()]
-            self.audit.append({
-                "sites": len(messages),
-                "bytes_sent": sum(record_bytes(r) for m in messages for r in m.content.array_records.values()),
-                "context_bytes_sent": sum(len(v) for m in messages for r in m.content.config_records.values()
-                                          for v in r.values() if isinstance(v, bytes)),
-                "replies": len(ok), "failures": len(replies) - len(ok) - len(rejected), "rejected": len(rejected),
-                "rejected_reasons": sorted({bad for _, bad in rejected}),
-                "failure_reasons": sorted({failure_reason(r) for r, _ in accepted if r.has_error()}),
-                "bytes_received": sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
-                # the tensors the accepted replies' packed arrays were checked against and unpack to
-                "array_names": sorted(self.layout) if any(m.content.array_records for m in ok) else [],
-                "metric_keys": sorted({k for m in ok for r in m.content.metric_records.values() for k in r}),
-            })
+            self.audit.append(
+                {
+                    "sites": len(messages),
+                    "bytes_sent": sum(record_bytes(r) for m in messages for r in m.content.array_records.values()),
+                    "context_bytes_sent": sum(
+                        len(v)
+                        for m in messages
+                        for r in m.content.config_records.values()
+                        for v in r.values()
+                        if isinstance(v, bytes)
+                    ),
+                    "replies": len(ok),
+                    "failures": len(replies) - len(ok) - len(rejected),
+                    "rejected": len(rejected),
+                    "rejected_reasons": sorted({bad for _, bad in rejected}),
+                    "failure_reasons": sorted({failure_reason(r) for r, _ in accepted if r.has_error()}),
+                    "bytes_received": sum(record_bytes(r) for m in ok for r in m.content.array_records.values()),
+                    # the tensors the accepted replies' packed arrays were checked against and unpack to
+                    "array_names": sorted(self.layout) if any(m.content.array_records for m in ok) else [],
+                    "metric_keys": sorted({k for m in ok for r in m.content.metric_records.values() for k in r}),
+                }
+            )
         return [r for r, _ in accepted]
 
     def _exchange(self, messages, timeout: float | None) -> list:
@@ -144,8 +167,9 @@ class AuditedGrid:
         elif self._short_since is None:
             self._short_since = time.monotonic()
         elif time.monotonic() - self._short_since > self.wait:
-            raise FedragError(f"only {len(ids)} of {self.min_nodes} required sites were connected for "
-                              f"{self.wait:.0f}s; {RESUME_HINT}")
+            raise FedragError(
+                f"only {len(ids)} of {self.min_nodes} required sites were connected for {self.wait:.0f}s; {RESUME_HINT}"
+            )
         return ids
 
     def get_nodes(self):

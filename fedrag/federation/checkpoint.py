@@ -28,11 +28,24 @@ def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list,
     from fedrag.train import get_state
 
     with atomic_dir(out / CKPT) as tmp:
-        save_file({n: t.contiguous() for n, t in get_state(rag, ("retriever", "generator") if rag.generator else ("retriever",)).items()},
-                  str(tmp / "global.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"phase": phase, "rounds_done": rounds_done, "history": history,
-                                                    "task": run_identity(task),
-                                                    "dp_accountant": accountant.state_dict() if accountant else None}))
+        save_file(
+            {
+                n: t.contiguous()
+                for n, t in get_state(rag, ("retriever", "generator") if rag.generator else ("retriever",)).items()
+            },
+            str(tmp / "global.safetensors"),
+        )
+        (tmp / "state.json").write_text(
+            json.dumps(
+                {
+                    "phase": phase,
+                    "rounds_done": rounds_done,
+                    "history": history,
+                    "task": run_identity(task),
+                    "dp_accountant": accountant.state_dict() if accountant else None,
+                }
+            )
+        )
 
 
 def read_checkpoint(out: Path, task: FedTask, phases: int) -> dict | None:
@@ -48,13 +61,17 @@ def read_checkpoint(out: Path, task: FedTask, phases: int) -> dict | None:
         s = json.loads(state.read_text())
         s.update(phase=int(s["phase"]), rounds_done=int(s["rounds_done"]), history=list(s["history"]))
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise FedragError(f"{Path(out) / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "delete it (or pass --overwrite) to start over") from None
+        raise FedragError(
+            f"{Path(out) / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+            "delete it (or pass --overwrite) to start over"
+        ) from None
     mine, saved = run_identity(task), s.get("task")
     if saved != mine:
         diff = sorted(k for k in set(mine) | set(saved or {}) if (saved or {}).get(k) != mine.get(k))
-        raise FedragError(f"{out} holds a checkpoint of another federated task (differs in {', '.join(diff[:4]) or 'format'}); "
-                          "pass --overwrite to start over, or choose another --out")
+        raise FedragError(
+            f"{out} holds a checkpoint of another federated task (differs in {', '.join(diff[:4]) or 'format'}); "
+            "pass --overwrite to start over, or choose another --out"
+        )
     if s["phase"] >= phases:
         raise FedragError(f"{out} already holds a finished federated run of this task; pass --overwrite to run it again")
     return s
@@ -74,6 +91,8 @@ def load_checkpoint(out: Path, rag, task: FedTask, phases: int) -> tuple[int, in
     try:
         set_state(rag, load_file(str(out / CKPT / "global.safetensors")))
     except Exception as exc:  # noqa: BLE001
-        raise FedragError(f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "delete it (or pass --overwrite) to start over") from None
+        raise FedragError(
+            f"{out / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
+            "delete it (or pass --overwrite) to start over"
+        ) from None
     return s["phase"], s["rounds_done"], s["history"], s.get("dp_accountant")

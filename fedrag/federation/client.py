@@ -22,8 +22,18 @@ def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
     from fedrag.pipeline import build_training_rag
 
     task = FedTask(**dict(task_key))
-    return build_training_rag(corpus, task.retriever, task.generator, task.lora, task.top_k, device, task.seed,
-                              retriever_lora=task.retriever_lora, shared_retriever=shared, dtype=task.dtype)
+    return build_training_rag(
+        corpus,
+        task.retriever,
+        task.generator,
+        task.lora,
+        task.top_k,
+        device,
+        task.seed,
+        retriever_lora=task.retriever_lora,
+        shared_retriever=shared,
+        dtype=task.dtype,
+    )
 
 
 def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool = False):
@@ -31,7 +41,6 @@ def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool
     cached per process; `shared`: one encoder for questions and passages (a plan that
     trains the passage side)."""
     return _site_rag(tuple(sorted(task.to_config().items())), corpus, device or task.device, shared)
-
 
 
 def _load_context(rag, config) -> None:
@@ -49,8 +58,16 @@ def _layout(rag, stage) -> dict:
     return tensor_spec(trainable_parameters(rag, stage.trains))
 
 
-def train_round(task: FedTask, corpus: str, examples, arrays, config,
-                optimizer_state: dict | None = None, device: str | None = None, plan=None) -> tuple[dict, dict]:
+def train_round(
+    task: FedTask,
+    corpus: str,
+    examples,
+    arrays,
+    config,
+    optimizer_state: dict | None = None,
+    device: str | None = None,
+    plan=None,
+) -> tuple[dict, dict]:
     """Run one client round: load global tensors, train `local_steps`, return tensors + metrics.
 
     `optimizer_state` (the site's AdamW moments from its previous round of this phase,
@@ -75,15 +92,23 @@ def train_round(task: FedTask, corpus: str, examples, arrays, config,
     t0 = time.perf_counter()
     res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
     new = get_state(rag, stage.trains)
-    metrics = {"num-examples": res.cost.examples, "train-loss": res.final_loss, "client-wall-s": time.perf_counter() - t0,
-               "flops": res.cost.flops, "generator-tokens": res.cost.generator_tokens,
-               "retriever-tokens": res.cost.retriever_tokens, "bytes-received": record_bytes(arrays),
-               "threads": torch.get_num_threads(), "load-s": load_s}
+    metrics = {
+        "num-examples": res.cost.examples,
+        "train-loss": res.final_loss,
+        "client-wall-s": time.perf_counter() - t0,
+        "flops": res.cost.flops,
+        "generator-tokens": res.cost.generator_tokens,
+        "retriever-tokens": res.cost.retriever_tokens,
+        "bytes-received": record_bytes(arrays),
+        "threads": torch.get_num_threads(),
+        "load-s": load_s,
+    }
     return new, metrics
 
 
-def evaluate_round(task: FedTask, corpus: str, examples, arrays, config, limit: int = 16, device: str | None = None,
-                   plan=None) -> dict:
+def evaluate_round(
+    task: FedTask, corpus: str, examples, arrays, config, limit: int = 16, device: str | None = None, plan=None
+) -> dict:
     """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
     from fedrag.evaluate import recall_at_k
 
@@ -133,8 +158,10 @@ def _arrival(msg) -> dict:
     Loopback-exact; across hosts it includes their clock offset."""
     now, created, born = time.time(), msg.metadata.created_at, _process_start()
     spawned = born >= created > 0
-    return {"dispatch-s": max(0.0, (born if spawned else now) - created) if created > 0 else 0.0,
-            "startup-s": now - born if spawned else 0.0}
+    return {
+        "dispatch-s": max(0.0, (born if spawned else now) - created) if created > 0 else 0.0,
+        "startup-s": now - born if spawned else 0.0,
+    }
 
 
 def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=None):
@@ -178,8 +205,16 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         config = msg.content["config"]
         key = _optimizer_key(int(config["phase"]))
         moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
-        state, metrics = train_round(t, corpus, examples, msg.content["arrays"], config, optimizer_state=moments,
-                                     device=context.node_config.get("device"), plan=plan)
+        state, metrics = train_round(
+            t,
+            corpus,
+            examples,
+            msg.content["arrays"],
+            config,
+            optimizer_state=moments,
+            device=context.node_config.get("device"),
+            plan=plan,
+        )
         if moments is not None:
             for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
                 del context.state[old]  # an earlier phase's moments are done with
@@ -193,8 +228,9 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     def evaluate(msg: Message, context) -> Message:
         t = _task(context)
         corpus, examples = site_data(context)
-        metrics = evaluate_round(t, corpus, examples, msg.content["arrays"], msg.content["config"],
-                                 device=context.node_config.get("device"), plan=plan)
+        metrics = evaluate_round(
+            t, corpus, examples, msg.content["arrays"], msg.content["config"], device=context.node_config.get("device"), plan=plan
+        )
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

@@ -43,12 +43,15 @@ def site_from_node_config(context):
     if "partition-id" in cfg and "num-partitions" in cfg:
         task = FedTask.from_config(context.run_config)
         if not (task.corpus and task.train):
-            raise FedragError("Flower's simulation: give the run config's corpus and train (absolute paths), e.g. "
-                              "--run-config 'corpus=\"/data/corpus.jsonl\" train=\"/data/train.jsonl\"'")
-        paths = simulated_site(task.corpus, task.train, int(cfg["num-partitions"]), task.partition, task.seed,
-                               int(cfg["partition-id"]))
+            raise FedragError(
+                "Flower's simulation: give the run config's corpus and train (absolute paths), e.g. "
+                '--run-config \'corpus="/data/corpus.jsonl" train="/data/train.jsonl"\''
+            )
+        paths = simulated_site(
+            task.corpus, task.train, int(cfg["num-partitions"]), task.partition, task.seed, int(cfg["partition-id"])
+        )
         return paths["corpus"], load_qa(paths["train"])
-    raise FedragError("this SuperNode needs --node-config 'corpus=\"...\" train=\"...\"' (its own data files)")
+    raise FedragError('this SuperNode needs --node-config \'corpus="..." train="..."\' (its own data files)')
 
 
 @functools.lru_cache(maxsize=8)

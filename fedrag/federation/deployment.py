@@ -81,8 +81,9 @@ class LocalDeployment:
     # ------------------------------------------------------------------ processes
     def _start(self, name: str, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env, cwd=self.workdir,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env, cwd=self.workdir, start_new_session=True
+        )
         self.procs[name] = proc
         return proc
 
@@ -90,16 +91,29 @@ class LocalDeployment:
         if self.certs is None:
             return ["--insecure"]
         if server:
-            return ["--ssl-ca-certfile", str(self.certs.ca), "--ssl-certfile", str(self.certs.cert),
-                    "--ssl-keyfile", str(self.certs.key)]
+            return [
+                "--ssl-ca-certfile",
+                str(self.certs.ca),
+                "--ssl-certfile",
+                str(self.certs.cert),
+                "--ssl-keyfile",
+                str(self.certs.key),
+            ]
         return ["--root-certificates", str(self.certs.ca)]
 
     def start_superlink(self) -> None:
         # Flower's in-memory state and object store (its default): with --database FILE the
         # SuperLink's SQLite store took ~25 s to take in one site's 20 MB reply on this box
         # (benchmarks/federated_overhead.py). fedrag resumes from its own checkpoint, not this state.
-        cmd = [str(BIN / "flower-superlink"), *self._tls(True), "--host", "127.0.0.1", "--port", str(self.port),
-               "--disable-runtime-dependency-installation"]
+        cmd = [
+            str(BIN / "flower-superlink"),
+            *self._tls(True),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+        ]
         if self.auth_keys:
             cmd.append("--enable-supernode-auth")
         self._start("superlink", cmd)
@@ -112,13 +126,13 @@ class LocalDeployment:
     def connect(self, address: str, root_certificates: str | None = None) -> None:
         """Use a SuperLink started elsewhere (`HOST:PORT`): only `submit` runs here."""
         conn = {"address": address}
-        conn.update({"root-certificates": str(Path(root_certificates).resolve())} if root_certificates
-                    else {"insecure": True})
+        conn.update({"root-certificates": str(Path(root_certificates).resolve())} if root_certificates else {"insecure": True})
         body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in conn.items())
         (self.flwr_home / "config.toml").write_text(f'[superlink]\ndefault = "fedrag"\n\n[superlink.fedrag]\n{body}\n')
 
-    def start_supernode(self, i: int, corpus: str, train: str, allow_models: list[str] | None = None,
-                        allow_strategies: list[str] | None = None) -> subprocess.Popen:
+    def start_supernode(
+        self, i: int, corpus: str, train: str, allow_models: list[str] | None = None, allow_strategies: list[str] | None = None
+    ) -> subprocess.Popen:
         """One site. Its ClientApp processes inherit the SuperNode's environment, so
         `threads_per_site` caps their torch threads: sites sharing one machine would
         otherwise each start one thread per core and slow each other down.
@@ -129,9 +143,18 @@ class LocalDeployment:
             node_config += f' allow-models="{",".join(allow_models)}"'
         if allow_strategies:
             node_config += f' allow-strategies="{",".join(allow_strategies)}"'
-        cmd = [str(BIN / "flower-supernode"), *self._tls(False), "--superlink", f"127.0.0.1:{self.port}",
-               "--node-config", node_config,
-               "--host", "127.0.0.1", "--port", str(free_port())]
+        cmd = [
+            str(BIN / "flower-supernode"),
+            *self._tls(False),
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--node-config",
+            node_config,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+        ]
         if self.auth_keys:
             cmd += ["--auth-supernode-private-key", str(self.auth_keys[i][0])]
         env = None
@@ -144,8 +167,9 @@ class LocalDeployment:
         from fedrag.errors import FedragError
 
         try:
-            res = subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=True,
-                                 text=True, timeout=timeout)
+            res = subprocess.run(
+                [str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             raise FedragError(f"flwr {args[0]} did not finish within {timeout:.0f}s; logs in {self.workdir}") from None
         with open(self.workdir / "flwr-cli.log", "a") as fh:
@@ -224,8 +248,15 @@ def run_timeout(task: FedTask) -> float:
     return 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases)
 
 
-def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path, certs: Certs | None = None,
-           auth_keys=None, timeout: float | None = None, threads_per_site: int | None = None) -> dict:
+def deploy(
+    task: FedTask,
+    site_paths: list[dict[str, str]],
+    workdir: str | Path,
+    certs: Certs | None = None,
+    auth_keys=None,
+    timeout: float | None = None,
+    threads_per_site: int | None = None,
+) -> dict:
     """Run `task` on a local SuperLink + one SuperNode per site; return the server's cost.json.
 
     The sites share this machine's cores: `threads_per_site` defaults to cores // sites.
@@ -238,8 +269,9 @@ def deploy(task: FedTask, site_paths: list[dict[str, str]], workdir: str | Path,
         # on loopback every site is the user's own: each allows the bundled models and this task's
         allow = [*DEFAULT_MODELS, *(m for m in (task.retriever, task.generator) if m not in DEFAULT_MODELS + ("none",))]
         for i, p in enumerate(site_paths):
-            dep.start_supernode(i, p["corpus"], p["train"], allow_models=[str(Path(m).resolve()) if Path(m).exists() else m
-                                                                          for m in allow])
+            dep.start_supernode(
+                i, p["corpus"], p["train"], allow_models=[str(Path(m).resolve()) if Path(m).exists() else m for m in allow]
+            )
         dep.submit(task, timeout=timeout)
     cost = Path(task.out) / "cost.json"
     if not cost.exists():
@@ -259,8 +291,7 @@ def raise_recorded_error(task: FedTask) -> None:
         raise FedragError(json.loads(path.read_text())["error"])
 
 
-def submit_remote(task: FedTask, address: str, root_certificates: str | None = None,
-                  timeout: float | None = None) -> dict:
+def submit_remote(task: FedTask, address: str, root_certificates: str | None = None, timeout: float | None = None) -> dict:
     """Submit `task` to a running SuperLink (its sites already connected); wait for the
     end. `task.out` is a path on the SuperLink's host: its cost.json is returned when
     this host can read it, else where the outputs are."""

@@ -70,15 +70,19 @@ class SitePolicy:
 
     def check_strategy(self, path: str) -> None:
         if not self.allows_strategy(path):
-            raise FedragError(f"site policy: this site does not import strategy '{path}' (allowed packages: "
-                              f"{', '.join(self.strategy_modules)}; the site operator sets --node-config '{STRATEGY_KEY}=\"...\"')")
+            raise FedragError(
+                f"site policy: this site does not import strategy '{path}' (allowed packages: "
+                f"{', '.join(self.strategy_modules)}; the site operator sets --node-config '{STRATEGY_KEY}=\"...\"')"
+            )
 
     def check(self, **models: str) -> None:
         """Raise if a named model (`retriever=...`, `generator=...`) is not allowed."""
         for role, model in models.items():
             if not self.allows(model):
-                raise FedragError(f"site policy: this site does not load {role} '{model}' (allowed: "
-                                  f"{', '.join(self.models)}; the site operator sets --node-config '{NODE_CONFIG_KEY}=\"...\"')")
+                raise FedragError(
+                    f"site policy: this site does not load {role} '{model}' (allowed: "
+                    f"{', '.join(self.models)}; the site operator sets --node-config '{NODE_CONFIG_KEY}=\"...\"')"
+                )
 
 
 TRUSTED = SitePolicy(("*",), ("*",))

@@ -27,8 +27,15 @@ from fedrag.federation.task import FedTask
 
 
 class RoundRecorder(Strategy):
-    def __init__(self, strategy: Strategy, task: FedTask, done: int, metrics: dict, dtypes: dict | None = None,
-                 quorum: Callable[[int, int], None] | None = None):
+    def __init__(
+        self,
+        strategy: Strategy,
+        task: FedTask,
+        done: int,
+        metrics: dict,
+        dtypes: dict | None = None,
+        quorum: Callable[[int, int], None] | None = None,
+    ):
         super().__init__()
         self.strategy, self.task, self.done, self.metrics = strategy, task, done, metrics
         self.dtypes = dtypes or {}  # {tensor name: torch dtype}
@@ -48,14 +55,18 @@ class RoundRecorder(Strategy):
         replies = list(replies)
         if self.quorum is not None:
             self.quorum(server_round, sum(not r.has_error() for r in replies))
-        sites = {str(r.metadata.src_node_id): {k: float(v) for k, v in r.content["metrics"].items()}
-                 for r in replies if not r.has_error() and "metrics" in r.content.metric_records}
+        sites = {
+            str(r.metadata.src_node_id): {k: float(v) for k, v in r.content["metrics"].items()}
+            for r in replies
+            if not r.has_error() and "metrics" in r.content.metric_records
+        }
         if sites:  # each site's own figures, keyed by its (stable) Flower node id
             self.metrics.setdefault(server_round, {})["site_metrics"] = sites
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         self._record(server_round, "clients_", metrics)
-        if arrays is not None and any(str(a.dtype) != str(self.dtypes.get(n, a.dtype)).replace("torch.", "")
-                                      for n, a in arrays.items()):
+        if arrays is not None and any(
+            str(a.dtype) != str(self.dtypes.get(n, a.dtype)).replace("torch.", "") for n, a in arrays.items()
+        ):
             from fedrag.federation.records import from_record, to_record
 
             arrays = to_record({n: t.to(self.dtypes.get(n, t.dtype)) for n, t in from_record(arrays).items()})

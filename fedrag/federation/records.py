@@ -53,7 +53,7 @@ def unpack(packed: dict[str, torch.Tensor], layout: dict[str, tuple[tuple[int, .
             raise ValueError(f"packed arrays lack '{key}' (tensor '{name}')")
         n = int(torch.Size(shape).numel())
         start = offsets.get(key, 0)
-        out[name] = packed[key][start:start + n].reshape(shape)
+        out[name] = packed[key][start : start + n].reshape(shape)
         offsets[key] = start + n
     for key, flat in packed.items():
         if offsets.get(key, 0) != flat.numel():
@@ -66,7 +66,7 @@ def packed_spec(layout: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, tup
     sizes: dict[str, int] = {}
     for shape, dtype in layout.values():
         sizes[PACKED + dtype] = sizes.get(PACKED + dtype, 0) + int(torch.Size(shape).numel())
-    return {key: ((n,), key[len(PACKED):]) for key, n in sizes.items()}
+    return {key: ((n,), key[len(PACKED) :]) for key, n in sizes.items()}
 
 
 def to_wire(state: dict[str, torch.Tensor]):

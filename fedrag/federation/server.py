@@ -24,6 +24,7 @@ from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
 from fedrag.train.tracking import Tracker
 
+
 def _server_model(task: FedTask, shared: bool = False):
     """Retriever + generator on the server: source of initial tensors, target of the final
     save (`shared`: one encoder for both sides, saved as such)."""
@@ -34,9 +35,18 @@ def _server_model(task: FedTask, shared: bool = False):
     from fedrag.retrieve import Retriever
 
     ret = Retriever.load(task.retriever, device=task.device, lora=task.retriever_lora, shared=shared)
-    gen = None if task.generator == "none" else Generator.load(task.generator, device=task.device, lora=task.lora,
-                                                               trainable=True, seed=task.seed,
-                                                               dtype=training_weights_dtype(task.dtype, task.lora))
+    gen = (
+        None
+        if task.generator == "none"
+        else Generator.load(
+            task.generator,
+            device=task.device,
+            lora=task.lora,
+            trainable=True,
+            seed=task.seed,
+            dtype=training_weights_dtype(task.dtype, task.lora),
+        )
+    )
     return SimpleNamespace(retriever=ret, generator=gen)
 
 
@@ -89,25 +99,49 @@ def serve(grid, task: FedTask, plan=None) -> dict:
             if got >= task.min_sites:
                 return
             last = audit[-1] if audit else {}  # Flower would keep the old arrays: this round trained nothing
-            reasons = "; ".join(last.get("failure_reasons", []) + [f"rejected by the audit: {r}"
-                                                                   for r in last.get("rejected_reasons", [])])
-            raise FedragError(f"phase {phase_idx} round {done + server_round}: {got} of {task.min_sites} required sites "
-                              f"replied within {task.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "")
-                              + f"; {RESUME_HINT}")
+            reasons = "; ".join(
+                last.get("failure_reasons", []) + [f"rejected by the audit: {r}" for r in last.get("rejected_reasons", [])]
+            )
+            raise FedragError(
+                f"phase {phase_idx} round {done + server_round}: {got} of {task.min_sites} required sites "
+                f"replied within {task.round_timeout:.0f}s"
+                + (f" (site errors: {reasons})" if reasons else "")
+                + f"; {RESUME_HINT}"
+            )
 
         layout = tensor_spec(initial)  # the phase's tensors; messages carry them packed
-        strategy = RoundRecorder(make_aggregator(task, accountant), task, done, client_metrics,
-                                 {k: getattr(torch, d) for k, (_, d) in packed_spec(layout).items()}, quorum)
+        strategy = RoundRecorder(
+            make_aggregator(task, accountant),
+            task,
+            done,
+            client_metrics,
+            {k: getattr(torch, d) for k, (_, d) in packed_spec(layout).items()},
+            quorum,
+        )
         t_round = [time.perf_counter()]
 
-        def on_round(server_round: int, arrays, phase_idx=phase_idx, done=done, audit=audit, t_round=t_round,
-                     stage=stage, client_metrics=client_metrics, layout=layout):
+        def on_round(
+            server_round: int,
+            arrays,
+            phase_idx=phase_idx,
+            done=done,
+            audit=audit,
+            t_round=t_round,
+            stage=stage,
+            client_metrics=client_metrics,
+            layout=layout,
+        ):
             if server_round == 0:
                 return None
             set_state(rag, from_wire(arrays, layout))
-            entry = {"phase": phase_idx, "stage": stage.name, "round": done + server_round,
-                     "seconds": time.perf_counter() - t_round[0], **(audit[-1] if audit else {}),
-                     **client_metrics.pop(server_round, {})}
+            entry = {
+                "phase": phase_idx,
+                "stage": stage.name,
+                "round": done + server_round,
+                "seconds": time.perf_counter() - t_round[0],
+                **(audit[-1] if audit else {}),
+                **client_metrics.pop(server_round, {}),
+            }
             metrics = evaluator(rag) if evaluator else {}
             entry.update({f"server_{k}": v for k, v in metrics.items()})
             if accountant is not None:  # cumulative over every phase and round so far (model updates only)
@@ -115,9 +149,13 @@ def serve(grid, task: FedTask, plan=None) -> dict:
                 entry.update(dp_epsilon=float(spent.epsilon), dp_delta=float(spent.delta), dp_releases=spent.num_releases)
             history.append(entry)
             save_checkpoint(out, rag, phase_idx, done + server_round, history, task, accountant)
-            tracker.log({**{k: v for k, v in entry.items() if k != "round"},
-                         **{f"site/{node}/{k}": v for node, m in entry.get("site_metrics", {}).items()
-                            for k, v in m.items()}}, len(history))
+            tracker.log(
+                {
+                    **{k: v for k, v in entry.items() if k != "round"},
+                    **{f"site/{node}/{k}": v for node, m in entry.get("site_metrics", {}).items() for k, v in m.items()},
+                },
+                len(history),
+            )
             _progress(entry, task, len(plan.phases))
             atomic_write_json(out / "rounds.json", history)
             t_round[0] = time.perf_counter()
@@ -127,11 +165,15 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context
-        strategy.start(grid=AuditedGrid(grid, audit, layout, task.min_sites, task.round_timeout),
-                       initial_arrays=to_wire(initial),
-                       num_rounds=task.rounds - done, timeout=task.round_timeout,
-                       train_config=ConfigRecord(config), evaluate_config=ConfigRecord(config),
-                       evaluate_fn=on_round)
+        strategy.start(
+            grid=AuditedGrid(grid, audit, layout, task.min_sites, task.round_timeout),
+            initial_arrays=to_wire(initial),
+            num_rounds=task.rounds - done,
+            timeout=task.round_timeout,
+            train_config=ConfigRecord(config),
+            evaluate_config=ConfigRecord(config),
+            evaluate_fn=on_round,
+        )
         save_checkpoint(out, rag, phase_idx + 1, 0, history, task, accountant)
         atomic_write_json(out / "rounds.json", history)
     tracker.close()
@@ -140,10 +182,27 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     save_models(rag, out, plan.name, phases, plan=plan, federated=fed)  # decoded as it was trained, as centrally
     summary = _cost(history, time.perf_counter() - t_run, task)
     # what the sites trained each phase with: the task's settings, the stage's defaults and the phase's overrides
-    summary["phases"] = [{"stage": p.name, **{k: v for k, v in asdict(p.config(task.train_config(), federated=True)).items()
-                                              if k in ("batch_size", "lr_generator", "lr_retriever", "warmup_ratio",
-                                                       "weight_decay", "max_grad_norm", "grad_accum", "scheduler")}}
-                         for p in plan.phases]
+    summary["phases"] = [
+        {
+            "stage": p.name,
+            **{
+                k: v
+                for k, v in asdict(p.config(task.train_config(), federated=True)).items()
+                if k
+                in (
+                    "batch_size",
+                    "lr_generator",
+                    "lr_retriever",
+                    "warmup_ratio",
+                    "weight_decay",
+                    "max_grad_norm",
+                    "grad_accum",
+                    "scheduler",
+                )
+            },
+        }
+        for p in plan.phases
+    ]
     if accountant is not None:
         spent = accountant.get_privacy_spent()
         summary["dp"] = dp_report(spent, task)
@@ -155,11 +214,19 @@ def dp_report(spent, task: FedTask) -> dict:
     """The privacy report, from what the accountant saw happen: it names coverage only
     for noised releases that were counted (a run with none covers nothing)."""
     released = int(spent.num_releases)
-    return {"epsilon": float(spent.epsilon) if released else None, "delta": float(spent.delta), "releases": released,
-            "noise_multiplier": task.dp_noise, "clip": task.dp_clip,
-            "covers": ("the aggregated model updates of every round of every phase (RDP, composed)" if released
-                       else "nothing: no noised release was made"),
-            "not_covered": "site metrics (losses, Recall@5, counts) leave the sites without noise"}
+    return {
+        "epsilon": float(spent.epsilon) if released else None,
+        "delta": float(spent.delta),
+        "releases": released,
+        "noise_multiplier": task.dp_noise,
+        "clip": task.dp_clip,
+        "covers": (
+            "the aggregated model updates of every round of every phase (RDP, composed)"
+            if released
+            else "nothing: no noised release was made"
+        ),
+        "not_covered": "site metrics (losses, Recall@5, counts) leave the sites without noise",
+    }
 
 
 def _progress(entry: dict, task: FedTask, phases: int) -> None:
@@ -167,10 +234,14 @@ def _progress(entry: dict, task: FedTask, phases: int) -> None:
     import sys
 
     loss = entry.get("clients_train-loss")
-    parts = [f"phase {entry['phase'] + 1}/{phases} ({entry['stage']})", f"round {entry['round']}/{task.rounds}",
-             f"{entry.get('replies', 0)} replies" + (f", {entry['rejected']} rejected" if entry.get("rejected") else ""),
-             f"site loss {loss:.4f}" if loss is not None else "", f"{entry['seconds']:.0f}s",
-             f"eps {entry['dp_epsilon']:.2f}" if "dp_epsilon" in entry else ""]
+    parts = [
+        f"phase {entry['phase'] + 1}/{phases} ({entry['stage']})",
+        f"round {entry['round']}/{task.rounds}",
+        f"{entry.get('replies', 0)} replies" + (f", {entry['rejected']} rejected" if entry.get("rejected") else ""),
+        f"site loss {loss:.4f}" if loss is not None else "",
+        f"{entry['seconds']:.0f}s",
+        f"eps {entry['dp_epsilon']:.2f}" if "dp_epsilon" in entry else "",
+    ]
     print("fedrag: " + ", ".join(p for p in parts if p), file=sys.stderr, flush=True)
 
 
@@ -191,10 +262,14 @@ def phase_context(plan, phase_idx: int, rag) -> bytes | None:
 
 
 def _cost(history: list, wall: float, task: FedTask) -> dict:
-    return {"strategy": task.strategy or task.stage, "wall_s": wall, "rounds": len(history),
-            "bytes_sent": sum(h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0) for h in history),
-            "bytes_received": sum(h.get("bytes_received", 0) for h in history),
-            "task": task.to_config()}
+    return {
+        "strategy": task.strategy or task.stage,
+        "wall_s": wall,
+        "rounds": len(history),
+        "bytes_sent": sum(h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0) for h in history),
+        "bytes_received": sum(h.get("bytes_received", 0) for h in history),
+        "task": task.to_config(),
+    }
 
 
 def _server_evaluator(task: FedTask, rag):

@@ -11,8 +11,16 @@ from fedrag.federation.converter import sites_from_paths, to_flower
 from fedrag.federation.task import FedTask
 
 
-def simulate(task: FedTask, site_paths: list[dict[str, str]], cpus_per_site: float = 1.0, verbose: bool = False,
-             gpus_per_site: float = 0.0, policy=None, plan=None, ray_address: str | None = None) -> dict:
+def simulate(
+    task: FedTask,
+    site_paths: list[dict[str, str]],
+    cpus_per_site: float = 1.0,
+    verbose: bool = False,
+    gpus_per_site: float = 0.0,
+    policy=None,
+    plan=None,
+    ray_address: str | None = None,
+) -> dict:
     """Run `task` over `len(site_paths)` virtual SuperNodes; returns the server's cost summary.
     `gpus_per_site` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
     `ray_address`: run the sites on a running Ray cluster (`HOST:PORT` of its head, as
@@ -60,13 +68,19 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
         # docs/design.md); fedrag prints one line per round itself
 
     client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
-    backend = {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
-               "init_args": {"num_cpus": max(1, os.cpu_count() or 1), "include_dashboard": False,
-                             "_node_ip_address": "127.0.0.1", "logging_level": "ERROR",
-                             # the sites' actors' own lines ("(ClientAppActor pid=..) WARNING: Manually
-                             # terminating ClientAppActor" at every end) only with --verbose: a site's
-                             # failure reaches the server as a message and fedrag reports it in one line
-                             "log_to_driver": verbose}}
+    backend = {
+        "client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
+        "init_args": {
+            "num_cpus": max(1, os.cpu_count() or 1),
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+            "logging_level": "ERROR",
+            # the sites' actors' own lines ("(ClientAppActor pid=..) WARNING: Manually
+            # terminating ClientAppActor" at every end) only with --verbose: a site's
+            # failure reaches the server as a message and fedrag reports it in one line
+            "log_to_driver": verbose,
+        },
+    }
     if ray_address:  # the cluster has its own resources and address: connect, start nothing
         backend["init_args"] = {"address": ray_address, "logging_level": "ERROR", "log_to_driver": verbose}
     from fedrag.federation.deployment import raise_recorded_error
@@ -74,8 +88,13 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(site_paths),
-                           backend_config=backend, verbose_logging=verbose)
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=len(site_paths),
+                backend_config=backend,
+                verbose_logging=verbose,
+            )
         except Exception:
             raise_recorded_error(task)  # the ServerApp's own one-line reason, when it recorded one
             raise

@@ -46,8 +46,7 @@ class FedTask:
     [`PlanSettings`][fedrag.strategies.settings.PlanSettings], declared with the same default
     and help. The task travels flat, as a Flower run config ([`to_config`][to_config])."""
 
-    strategy: str = setting("", "a named strategy, or an import path 'module:attribute' (a Strategy or a factory)",
-                            cli=False)
+    strategy: str = setting("", "a named strategy, or an import path 'module:attribute' (a Strategy or a factory)", cli=False)
     stage: str = setting("", "a single stage (instead of a strategy)", cli=False)
     retriever: str = _plan("retriever")
     generator: str = _plan("generator")
@@ -64,37 +63,54 @@ class FedTask:
     lr_retriever: float = _train("lr_retriever")
     warmup_ratio: float = _train("warmup_ratio")
     gradient_checkpointing: bool = _train("gradient_checkpointing")
-    keep_optimizer: bool = setting(False, "sites keep their AdamW moments between rounds of a phase (default: "
-                                          "they restart them each round)")
+    keep_optimizer: bool = setting(
+        False, "sites keep their AdamW moments between rounds of a phase (default: they restart them each round)"
+    )
     seed: int = _train("seed")
     aggregator: Aggregator = setting("fedavg", "how the server combines the sites' updates (Flower's strategies)")
     proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term on the sites")
     server_lr: float = setting(0.1, "FedAdam/FedYogi: the server's learning rate (eta)")
     fraction: float = setting(1.0, "fraction of the connected sites sampled each round")
     min_sites: int = setting(2, "sites a round needs (fedrag federate: every site it starts, unless given)")
-    dp_noise: float = setting(0.0, "central differential privacy when above 0: sites clip their update, the server adds "
-                                   "Gaussian noise of this multiplier")
+    dp_noise: float = setting(
+        0.0,
+        "central differential privacy when above 0: sites clip their update, the server adds Gaussian noise of this multiplier",
+    )
     dp_clip: float = setting(1.0, "DP: the L2 norm each site's update is clipped to")
     dp_delta: float = setting(1e-5, "DP: the delta of the reported (epsilon, delta) guarantee", cli=False)
     out: str = setting("", "the server's output directory", cli=False)
-    corpus: str = setting("", "Flower's simulation under flwr run: the corpus JSONL (absolute path) each simulated "
-                              "node takes its partition of", cli=False)
-    train: str = setting("", "Flower's simulation under flwr run: the training QA JSONL (absolute path), "
-                             "partitioned with the corpus", cli=False)
-    partition: Partition = setting("iid", "how the corpus and training questions are split across sites (iid: "
-                                          "grouped by gold passage; by-title: whole titles per site)")
+    corpus: str = setting(
+        "",
+        "Flower's simulation under flwr run: the corpus JSONL (absolute path) each simulated node takes its partition of",
+        cli=False,
+    )
+    train: str = setting(
+        "", "Flower's simulation under flwr run: the training QA JSONL (absolute path), partitioned with the corpus", cli=False
+    )
+    partition: Partition = setting(
+        "iid",
+        "how the corpus and training questions are split across sites (iid: "
+        "grouped by gold passage; by-title: whole titles per site)",
+    )
     eval_corpus: str = setting("", "server-side evaluation: the corpus (default: --corpus)", cli=False)
     eval_qa: str = setting("", "held-out QA the server evaluates each round", cli=False)
     eval_limit: int = setting(50, "server-side evaluation: at most N questions")
     evaluate_every: int = setting(1, "sites evaluate every N rounds and at a phase's last round (0: never)")
-    round_timeout: float = setting(3600.0, "seconds the server waits for a round's replies (and for --min-sites sites "
-                                           "to be connected); fewer than --min-sites replies then end the run with an "
-                                           "error, the last good round checkpointed")
+    round_timeout: float = setting(
+        3600.0,
+        "seconds the server waits for a round's replies (and for --min-sites sites "
+        "to be connected); fewer than --min-sites replies then end the run with an "
+        "error, the last good round checkpointed",
+    )
     device: str = setting("cpu", "a site's device (a site's --node-config 'device=\"cuda:1\"' wins over this)", cli=False)
     dtype: Precision = _train("dtype")
     score_batch_size: int | None = _train("score_batch_size")
-    explicit: str = setting("", "the training settings the user set, comma-separated (default: those passed when "
-                                "the task is built); a stage's own defaults never replace them", cli=False)
+    explicit: str = setting(
+        "",
+        "the training settings the user set, comma-separated (default: those passed when "
+        "the task is built); a stage's own defaults never replace them",
+        cli=False,
+    )
     report_to: str = _train("report_to")  # the server tracks each round's global and per-site metrics
 
     def __post_init__(self):
@@ -135,11 +151,21 @@ class FedTask:
 
         names = {f.name for f in fields(TrainConfig)}
         explicit = tuple(n for n in self.explicit.split(",") if n in names)
-        return TrainConfig(explicit=explicit, steps=self.local_steps, batch_size=self.batch_size, lr_generator=self.lr_generator,
-                           lr_retriever=self.lr_retriever, warmup_ratio=self.warmup_ratio, seed=self.seed + rnd - 1,
-                           prox_mu=prox_mu, gradient_checkpointing=self.gradient_checkpointing, dtype=self.dtype,
-                           score_batch_size=self.score_batch_size,
-                           schedule_total=self.rounds * self.local_steps, schedule_offset=(rnd - 1) * self.local_steps)
+        return TrainConfig(
+            explicit=explicit,
+            steps=self.local_steps,
+            batch_size=self.batch_size,
+            lr_generator=self.lr_generator,
+            lr_retriever=self.lr_retriever,
+            warmup_ratio=self.warmup_ratio,
+            seed=self.seed + rnd - 1,
+            prox_mu=prox_mu,
+            gradient_checkpointing=self.gradient_checkpointing,
+            dtype=self.dtype,
+            score_batch_size=self.score_batch_size,
+            schedule_total=self.rounds * self.local_steps,
+            schedule_offset=(rnd - 1) * self.local_steps,
+        )
 
     def plan(self):
         """The Strategy this task federates: a named one, one imported from
@@ -149,8 +175,9 @@ class FedTask:
 
         if ":" in self.strategy:
             return import_strategy(self.strategy, self.top_k)
-        return plan_from_names(self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss,
-                               self.two_phase_order)
+        return plan_from_names(
+            self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss, self.two_phase_order
+        )
 
     def to_config(self) -> dict:
         """The flat run config; an unset optional setting (None) is left out: a site reads its default."""
@@ -212,8 +239,9 @@ def import_strategy(path: str, top_k: int = 3):
         try:
             plan = obj(top_k=top_k)
         except Exception as exc:  # noqa: BLE001 - a user's factory (or something that is none) fails in its own way
-            raise FedragError(f"'{path}' is not a strategy factory: calling it with top_k={top_k} failed "
-                              f"({type(exc).__name__}: {exc})") from None
+            raise FedragError(
+                f"'{path}' is not a strategy factory: calling it with top_k={top_k} failed ({type(exc).__name__}: {exc})"
+            ) from None
     if not isinstance(plan, Strategy):
         raise FedragError(f"'{path}' is neither a Strategy nor a function returning one")
     return plan

@@ -51,17 +51,23 @@ class GenerationSettings:
     `num_beams` > 1 is beam search (concat; per-passage candidates for RAG-Sequence);
     `do_sample` samples with `temperature` / `top_p` instead of greedy decoding."""
 
-    decoding: Decoding = setting("concat", "concat: one prompt holding the top-k passages; rag-sequence / rag-token: "
-                                           "the marginal over passages the generator was trained with")
+    decoding: Decoding = setting(
+        "concat",
+        "concat: one prompt holding the top-k passages; rag-sequence / rag-token: "
+        "the marginal over passages the generator was trained with",
+    )
     max_new_tokens: int = setting(32, "longest answer, in tokens")
     num_beams: int = setting(1, "beam search width (1: greedy); rag-sequence: candidates per passage")
     do_sample: bool = setting(False, "sample instead of greedy decoding")
     temperature: float = setting(1.0, "sampling temperature (with --do-sample)")
     top_p: float = setting(1.0, "nucleus sampling mass (with --do-sample)")
     gamma: float = setting(RETRIEVAL_GAMMA, "temperature of p(z|x) = softmax(score / gamma) for the rag-* decodings")
-    rag_sequence: RagSequenceMode = setting("thorough", "rag-sequence: score every candidate under every passage "
-                                                        "(thorough, k² rows), or only under the passages that produced "
-                                                        "it (fast, k rows; Lewis et al. 2020)")
+    rag_sequence: RagSequenceMode = setting(
+        "thorough",
+        "rag-sequence: score every candidate under every passage "
+        "(thorough, k² rows), or only under the passages that produced "
+        "it (fast, k rows; Lewis et al. 2020)",
+    )
 
     def __post_init__(self):
         from fedrag.errors import check_finite
@@ -70,8 +76,7 @@ class GenerationSettings:
         if self.decoding not in DECODINGS:
             raise FedragError(f"--decoding must be one of {', '.join(DECODINGS)}, got '{self.decoding}'")
         if self.rag_sequence not in get_args(RagSequenceMode):
-            raise FedragError(f"--rag-sequence must be one of {', '.join(get_args(RagSequenceMode))}, "
-                              f"got '{self.rag_sequence}'")
+            raise FedragError(f"--rag-sequence must be one of {', '.join(get_args(RagSequenceMode))}, got '{self.rag_sequence}'")
         if self.max_new_tokens < 1 or self.num_beams < 1:
             raise FedragError("--max-new-tokens and --num-beams must be >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.gamma <= 0:
@@ -125,8 +130,14 @@ def log_prior(scores: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.log_softmax(scores.float() / gamma, dim=-1)
 
 
-def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor,
-                        settings: GenerationSettings, batch_size: int = 8, return_candidates: bool = False):
+def rag_sequence_decode(
+    gen,
+    question_prompts: list[list[str]],
+    scores: torch.Tensor,
+    settings: GenerationSettings,
+    batch_size: int = 8,
+    return_candidates: bool = False,
+):
     """RAG-Sequence decoding of a batch, thorough or fast (`settings.rag_sequence`).
 
     `question_prompts[b][z]` is question `b`'s prompt with passage `z` alone;
@@ -150,8 +161,9 @@ def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Te
             for j, y in enumerate(mine_all):  # candidate j came from passage j // n
                 logp[mine.index(y), j // n] = own[i + j]
         else:
-            logp = gen.score_no_grad([p for _ in mine for p in prompts], [y for y in mine for _ in prompts],
-                                     batch_size).view(len(mine), k)
+            logp = gen.score_no_grad([p for _ in mine for p in prompts], [y for y in mine for _ in prompts], batch_size).view(
+                len(mine), k
+            )
         i += n * k
         marginal = torch.logsumexp(prior[b, :k][None, :] + logp, dim=-1)
         answers.append(mine[int(marginal.argmax())])
@@ -159,8 +171,9 @@ def rag_sequence_decode(gen, question_prompts: list[list[str]], scores: torch.Te
 
 
 @torch.no_grad()
-def rag_token_decode(gen, question_prompts: list[list[str]], scores: torch.Tensor, settings: GenerationSettings,
-                     return_step_logp: bool = False):
+def rag_token_decode(
+    gen, question_prompts: list[list[str]], scores: torch.Tensor, settings: GenerationSettings, return_step_logp: bool = False
+):
     """RAG-Token decoding of a batch: one forward of `B·k` rows per step, KV cached.
 
     Returns the answers, and with `return_step_logp` also, per question, the list of
@@ -199,8 +212,7 @@ def rag_token_decode(gen, question_prompts: list[list[str]], scores: torch.Tenso
             break
         step_ids = nxt.repeat_interleave(k)[:, None]
         attention = torch.cat([attention, torch.ones_like(step_ids)], dim=1)
-        out = model(input_ids=step_ids, attention_mask=attention, position_ids=next_pos, past_key_values=past,
-                    use_cache=True)
+        out = model(input_ids=step_ids, attention_mask=attention, position_ids=next_pos, past_key_values=past, use_cache=True)
         past, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
     answers = [tok.decode([t for t in row if t != tok.eos_token_id], skip_special_tokens=True).strip() for row in chosen]
     return (answers, steps) if return_step_logp else answers

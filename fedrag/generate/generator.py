@@ -44,8 +44,17 @@ class Generator:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, name: str, device: str = "cpu", lora: bool | dict = False, trainable: bool = False,
-             seed: int = 0, dtype: str = "float32", quantize: str = "none", device_map: str | None = None) -> "Generator":
+    def load(
+        cls,
+        name: str,
+        device: str = "cpu",
+        lora: bool | dict = False,
+        trainable: bool = False,
+        seed: int = 0,
+        dtype: str = "float32",
+        quantize: str = "none",
+        device_map: str | None = None,
+    ) -> "Generator":
         """Load any model argument. A saved adapter directory loads its base + adapter;
         `lora=True` (or a dict of `peft.LoraConfig` fields) wraps the model in a
         fresh LoRA adapter for training.
@@ -59,8 +68,9 @@ class Generator:
 
         if quantize != "none" and trainable and not lora and adapter_base(Path(name)) is None:
             raise ModelResolutionError("a quantized base trains only through a LoRA adapter (drop --full or --quantize)")
-        model, tok, adapter_dir = load_causal_lm(name, device, dtype=weight_dtype(dtype, device), quantize=quantize,
-                                                 device_map=device_map)
+        model, tok, adapter_dir = load_causal_lm(
+            name, device, dtype=weight_dtype(dtype, device), quantize=quantize, device_map=device_map
+        )
         if quantize != "none" and trainable:  # pragma: no cover - needs a CUDA GPU
             from peft import prepare_model_for_kbit_training
 
@@ -73,8 +83,10 @@ class Generator:
             try:
                 model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
             except Exception as exc:  # noqa: BLE001 - truncated safetensors, bad config, shape mismatch ...
-                raise ModelResolutionError(f"could not load the adapter in '{adapter_dir}' "
-                                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+                raise ModelResolutionError(
+                    f"could not load the adapter in '{adapter_dir}' "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                ) from None
         elif lora:
             model = add_lora(model, lora if isinstance(lora, dict) else None, seed=seed)
         gen = cls(model, tok, name)
@@ -142,10 +154,17 @@ class Generator:
         side, tok.padding_side = tok.padding_side, "left"
         try:
             for i in range(0, len(prompts), batch_size):
-                batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-                ids = self.model.generate(**batch, **settings.hf_kwargs(), num_return_sequences=num_return_sequences,
-                                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                new = ids[:, batch["input_ids"].shape[1]:]
+                batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(
+                    self.device
+                )
+                ids = self.model.generate(
+                    **batch,
+                    **settings.hf_kwargs(),
+                    num_return_sequences=num_return_sequences,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+                new = ids[:, batch["input_ids"].shape[1] :]
                 out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
         finally:
             tok.padding_side = side
@@ -154,8 +173,10 @@ class Generator:
     @torch.no_grad()
     def score_no_grad(self, prompts: list[str], answers: list[str], batch_size: int = 8) -> torch.Tensor:
         """log p(answer | prompt) per pair, `[n]`, scored `batch_size` pairs at a time."""
-        parts = [self.score(prompts[i : i + batch_size], answers[i : i + batch_size]).seq_logp
-                 for i in range(0, len(prompts), batch_size)]
+        parts = [
+            self.score(prompts[i : i + batch_size], answers[i : i + batch_size]).seq_logp
+            for i in range(0, len(prompts), batch_size)
+        ]
         return torch.cat(parts) if parts else torch.zeros(0)
 
     # ------------------------------------------------------------------ scoring
@@ -171,8 +192,12 @@ class Generator:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
         attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        return {"input_ids": input_ids, "attention_mask": attention,
-                "start": torch.tensor(starts), "length": torch.tensor(lengths)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "start": torch.tensor(starts),
+            "length": torch.tensor(lengths),
+        }
 
     def score(self, prompts: list[str], answers: list[str], chunk: int | None = None) -> AnswerScores:
         """log p(answer | prompt) for each pair.

@@ -6,8 +6,13 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
-             scale: float = 20.0, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    scale: float = 20.0,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
     r"""Multiple Negatives Ranking loss with optional hard negatives.
 
     For a batch of `B` normalised query embeddings $q_i$ with their gold passage

@@ -25,8 +25,9 @@ def rag_sequence_nll(retriever_scores: torch.Tensor, seq_logp: torch.Tensor, gam
     return -torch.logsumexp(log_prior + seq_logp.float(), dim=-1).mean()
 
 
-def rag_token_nll(retriever_scores: torch.Tensor, token_logp: torch.Tensor, mask: torch.Tensor,
-                  gamma: float = RETRIEVAL_GAMMA) -> torch.Tensor:
+def rag_token_nll(
+    retriever_scores: torch.Tensor, token_logp: torch.Tensor, mask: torch.Tensor, gamma: float = RETRIEVAL_GAMMA
+) -> torch.Tensor:
     r"""RAG-Token negative log-likelihood, averaged over the batch.
 
     $$

@@ -44,8 +44,16 @@ def fingerprint(module: torch.nn.Module) -> str:
 class Retriever(torch.nn.Module):
     """Query encoder (trainable) + passage encoder (frozen copy unless `shared`)."""
 
-    def __init__(self, model, name: str, passage_model=None, passage_name: str | None = None, shared: bool = False,
-                 query_prompt: str = "", passage_prompt: str = ""):
+    def __init__(
+        self,
+        model,
+        name: str,
+        passage_model=None,
+        passage_name: str | None = None,
+        shared: bool = False,
+        query_prompt: str = "",
+        passage_prompt: str = "",
+    ):
         super().__init__()
         self.name = name
         self.query_encoder = model
@@ -60,8 +68,9 @@ class Retriever(torch.nn.Module):
         self._passage_fp: str | None = None
 
     @classmethod
-    def load(cls, name: str, device: str = "cpu", shared: bool = False, dtype: str = "float32",
-             lora: bool = False) -> "Retriever":
+    def load(
+        cls, name: str, device: str = "cpu", shared: bool = False, dtype: str = "float32", lora: bool = False
+    ) -> "Retriever":
         """Load from any model argument; a directory saved by [`save`][save] restores its
         frozen passage encoder (so indexes built with the base model stay valid).
         `dtype`: the weights' dtype (see [`fedrag.models.weight_dtype`][fedrag.models.weight_dtype]). `lora`:
@@ -82,8 +91,15 @@ class Retriever(torch.nn.Module):
         passage_model = None
         if passage_name and not shared:
             passage_model = load_sentence_transformer(passage_name, device, torch_dtype)
-        ret = cls(model, name, passage_model=passage_model, passage_name=passage_name or name, shared=shared,
-                  query_prompt=meta.get("query_prompt", ""), passage_prompt=meta.get("passage_prompt", ""))
+        ret = cls(
+            model,
+            name,
+            passage_model=passage_model,
+            passage_name=passage_name or name,
+            shared=shared,
+            query_prompt=meta.get("query_prompt", ""),
+            passage_prompt=meta.get("passage_prompt", ""),
+        )
         if lora:
             ret.add_lora()
         return ret
@@ -107,8 +123,9 @@ class Retriever(torch.nn.Module):
         from peft import LoraConfig, get_peft_model
 
         module = self.query_encoder[0]  # sentence-transformers' Transformer module: its ``model`` is the HF model
-        module.model = get_peft_model(module.model, LoraConfig(
-            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "key", "value"]))
+        module.model = get_peft_model(
+            module.model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "key", "value"])
+        )
 
     @property
     def device(self) -> torch.device:
@@ -155,8 +172,11 @@ class Retriever(torch.nn.Module):
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         emb = self.passage_encoder.encode(
-            [self.passage_prompt + t for t in texts], batch_size=batch_size, show_progress_bar=show_progress,
-            convert_to_numpy=True, normalize_embeddings=True,
+            [self.passage_prompt + t for t in texts],
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
         )
         return np.ascontiguousarray(emb, dtype=np.float32)
 

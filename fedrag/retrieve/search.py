@@ -47,7 +47,4 @@ class Searcher:
 
     def search(self, questions: list[str], k: int) -> list[list[Hit]]:
         scores, pos = self.positions(questions, k)
-        return [
-            [Hit(self.store.passages[p], float(s)) for s, p in zip(srow, prow) if p >= 0]
-            for srow, prow in zip(scores, pos)
-        ]
+        return [[Hit(self.store.passages[p], float(s)) for s, p in zip(srow, prow) if p >= 0] for srow, prow in zip(scores, pos)]

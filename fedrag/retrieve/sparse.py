@@ -16,7 +16,9 @@ class BM25Index:
         self._bm25s = bm25s
         self.size = len(passages)
         self.model = bm25s.BM25()
-        self.model.index(bm25s.tokenize([p.as_text() for p in passages], stopwords="en", show_progress=False), show_progress=False)
+        self.model.index(
+            bm25s.tokenize([p.as_text() for p in passages], stopwords="en", show_progress=False), show_progress=False
+        )
 
     def search(self, questions: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """`(scores [n, k'], positions [n, k'])`, `k' = min(k, size)`."""

@@ -35,8 +35,14 @@ class KnowledgeStore:
     """Passages with fixed embeddings and an inner-product index over them (`index`:
     an empty [`VectorIndex`][fedrag.retrieve.vector_index.VectorIndex], FAISS when None)."""
 
-    def __init__(self, passages: list[Passage], embeddings: np.ndarray, encoder: str = "", fingerprint: str = "",
-                 index: VectorIndex | None = None):
+    def __init__(
+        self,
+        passages: list[Passage],
+        embeddings: np.ndarray,
+        encoder: str = "",
+        fingerprint: str = "",
+        index: VectorIndex | None = None,
+    ):
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(passages):
             raise StoreError(f"store needs one embedding per passage: {len(passages)} passages, embeddings {embeddings.shape}")
@@ -64,8 +70,15 @@ class KnowledgeStore:
         return self._tensor
 
     @classmethod
-    def build(cls, passages: list[Passage], retriever, batch_size: int = 64, use_cache: bool = True,
-              show_progress: bool = False, index: VectorIndex | None = None) -> "KnowledgeStore":
+    def build(
+        cls,
+        passages: list[Passage],
+        retriever,
+        batch_size: int = 64,
+        use_cache: bool = True,
+        show_progress: bool = False,
+        index: VectorIndex | None = None,
+    ) -> "KnowledgeStore":
         """Encode passages with the retriever's passage encoder (reusing cached embeddings)."""
         fp = retriever.passage_fingerprint()
         h = hashlib.sha1(f"{fp}|{retriever.passage_prompt}".encode())
@@ -87,8 +100,9 @@ class KnowledgeStore:
     def reencoded(self, retriever, show_progress: bool = False) -> "KnowledgeStore":
         """The same passages embedded anew by `retriever`'s passage encoder (after it
         was trained): a new store, this one untouched."""
-        return KnowledgeStore.build(self.passages, retriever, use_cache=False, show_progress=show_progress,
-                                    index=self.index.fresh())
+        return KnowledgeStore.build(
+            self.passages, retriever, use_cache=False, show_progress=show_progress, index=self.index.fresh()
+        )
 
     def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Batched top-k: `(scores [n, k'], positions [n, k'])` with `k' = min(k, len(store))`."""
@@ -100,14 +114,18 @@ class KnowledgeStore:
             queries = queries.detach().float().cpu().numpy()  # numpy has no bfloat16
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise StoreError(f"query dimension {queries.shape[-1]} does not match the store's dimension {self.dim} (encoder '{self.encoder}')")
+            raise StoreError(
+                f"query dimension {queries.shape[-1]} does not match the store's dimension {self.dim} (encoder '{self.encoder}')"
+            )
         scores, pos = self.index.search(queries, min(k, len(self)))
         return scores, pos
 
     def check_encoder(self, retriever) -> None:
         """Fail if this store was built with a different passage encoder than `retriever`'s."""
         if retriever.dim != self.dim:
-            raise StoreError(f"index dimension {self.dim} (encoder '{self.encoder}') does not match the retriever's dimension {retriever.dim} ('{retriever.name}')")
+            raise StoreError(
+                f"index dimension {self.dim} (encoder '{self.encoder}') does not match the retriever's dimension {retriever.dim} ('{retriever.name}')"
+            )
         if self.fingerprint and retriever.passage_fingerprint() != self.fingerprint:
             raise StoreError(
                 f"index was built with encoder '{self.encoder}' (weights {self.fingerprint}), but the retriever's passage encoder "
@@ -119,8 +137,15 @@ class KnowledgeStore:
         with atomic_dir(out_dir) as tmp:
             np.save(tmp / "embeddings.npy", self.embeddings)
             write_jsonl(tmp / "passages.jsonl", self.passages)
-            manifest = {"format": "fedrag-store/1", "encoder": self.encoder, "fingerprint": self.fingerprint,
-                        "dim": self.dim, "count": len(self), "metric": "inner_product", "normalized": True}
+            manifest = {
+                "format": "fedrag-store/1",
+                "encoder": self.encoder,
+                "fingerprint": self.fingerprint,
+                "dim": self.dim,
+                "count": len(self),
+                "metric": "inner_product",
+                "normalized": True,
+            }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     @classmethod
@@ -137,7 +162,9 @@ class KnowledgeStore:
             raise StoreError(f"{path}: corrupt index ({type(exc).__name__}: {exc}); rebuild it with fedrag index") from None
         passages = load_corpus(path / "passages.jsonl")
         if emb.shape != shape:
-            raise StoreError(f"{path}: embeddings {emb.shape} disagree with the manifest ({manifest['count']}, {manifest['dim']})")
+            raise StoreError(
+                f"{path}: embeddings {emb.shape} disagree with the manifest ({manifest['count']}, {manifest['dim']})"
+            )
         store = cls(passages, emb, encoder=manifest["encoder"], fingerprint=manifest.get("fingerprint", ""), index=index)
         if retriever is not None:
             store.check_encoder(retriever)

@@ -70,8 +70,14 @@ class QdrantIndex:
             `url` fails; `search` before `build`.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, url: str | None = None, collection: str = "fedrag",
-                 client=None, batch_size: int = 256):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        url: str | None = None,
+        collection: str = "fedrag",
+        client=None,
+        batch_size: int = 256,
+    ):
         if path and url:
             raise StoreError("QdrantIndex: pass path (local mode) or url (a server), not both")
         self.path, self.url, self.collection, self.batch_size = path, url, collection, batch_size
@@ -97,8 +103,10 @@ class QdrantIndex:
         if os.path.exists(path) and not os.path.isdir(path):
             raise StoreError(f"{path}: not a directory; QdrantIndex(path=...) is Qdrant's local storage folder")
         if os.path.isdir(path) and os.listdir(path) and not os.path.isfile(os.path.join(path, "meta.json")):
-            raise StoreError(f"{path}: a non-empty directory that is not a Qdrant local storage (no meta.json); "
-                             "give QdrantIndex a new or empty directory")
+            raise StoreError(
+                f"{path}: a non-empty directory that is not a Qdrant local storage (no meta.json); "
+                "give QdrantIndex a new or empty directory"
+            )
         try:
             return qc.QdrantClient(path=path)
         except (OSError, RuntimeError, ValueError, KeyError) as exc:  # locked by another client, unreadable, ...
@@ -121,10 +129,12 @@ class QdrantIndex:
         with self._server_errors():
             if client.collection_exists(self.collection):
                 client.delete_collection(self.collection)
-            client.create_collection(self.collection, vectors_config=models.VectorParams(
-                size=int(embeddings.shape[1]), distance=models.Distance.DOT))
-            client.upload_collection(self.collection, vectors=embeddings, ids=list(range(len(embeddings))),
-                                     batch_size=self.batch_size)
+            client.create_collection(
+                self.collection, vectors_config=models.VectorParams(size=int(embeddings.shape[1]), distance=models.Distance.DOT)
+            )
+            client.upload_collection(
+                self.collection, vectors=embeddings, ids=list(range(len(embeddings))), batch_size=self.batch_size
+            )
         self._built = True
         return self
 
@@ -132,8 +142,9 @@ class QdrantIndex:
         # positions are rows of the embeddings this index was built from: a collection
         # left by another run would answer with rows of another store
         if not self._built:
-            raise StoreError(f"QdrantIndex: search before build (collection '{self.collection}'); "
-                             "build it from the store's embeddings first")
+            raise StoreError(
+                f"QdrantIndex: search before build (collection '{self.collection}'); build it from the store's embeddings first"
+            )
         client = self._client()
         from qdrant_client import models
 

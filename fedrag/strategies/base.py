@@ -77,9 +77,17 @@ class Strategy:
                 return dict(getattr(phase.stage, "decoding", None) or {"decoding": "concat", "gamma": 1.0})
         return {"decoding": "concat", "gamma": 1.0}
 
-    def run(self, rag: RAGSystem, train: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
-            out_dir: str | Path | None = None, evaluate_fn: Callable[[RAGSystem, list[Example]], dict] | None = None,
-            resume: bool = False, log: Callable[[str], None] | None = None) -> list[StageResult]:
+    def run(
+        self,
+        rag: RAGSystem,
+        train: list[Example],
+        cfg: TrainConfig,
+        val: list[Example] | None = None,
+        out_dir: str | Path | None = None,
+        evaluate_fn: Callable[[RAGSystem, list[Example]], dict] | None = None,
+        resume: bool = False,
+        log: Callable[[str], None] | None = None,
+    ) -> list[StageResult]:
         """Train the phases in order on `rag`.
 
         Args:
@@ -109,8 +117,7 @@ class Strategy:
                 if log:
                     log(f"phase {i + 1}/{len(self.phases)} ({phase.name}) already finished: loaded")
             else:
-                res = train_stage(phase.stage, rag, train, pcfg, val=val, out_dir=pdir, evaluate_fn=evaluate_fn,
-                                  resume=resume)
+                res = train_stage(phase.stage, rag, train, pcfg, val=val, out_dir=pdir, evaluate_fn=evaluate_fn, resume=resume)
                 if pdir and is_writer():
                     _save_done(pdir, rag, phase.stage.trains, res)
             reencoded = rag.sync_store()  # the passage side moved: later phases retrieve from the new embeddings
@@ -118,8 +125,10 @@ class Strategy:
                 res.cost.wall_s += reencoded["reencode_s"]
             results.append(res)
             if out_dir and is_writer():
-                atomic_write_text(Path(out_dir) / "metrics.jsonl", "".join(
-                    json.dumps({"phase": j, **rec}) + "\n" for j, r in enumerate(results) for rec in r.history))
+                atomic_write_text(
+                    Path(out_dir) / "metrics.jsonl",
+                    "".join(json.dumps({"phase": j, **rec}) + "\n" for j, r in enumerate(results) for rec in r.history),
+                )
         return results
 
 
@@ -159,8 +168,9 @@ def _load_done(pdir: Path, rag) -> StageResult | None:
         set_state(rag, load_file(str(done / "trained.safetensors")))
         return StageResult(**{**data, "cost": Cost(**data["cost"])})
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise FedragError(f"{done}: corrupt finished phase ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "pass --overwrite to start afresh") from None
+        raise FedragError(
+            f"{done}: corrupt finished phase ({type(exc).__name__}: {str(exc)[:200]}); pass --overwrite to start afresh"
+        ) from None
 
 
 def total_cost(results: list[StageResult], name: str) -> dict:
@@ -170,35 +180,63 @@ def total_cost(results: list[StageResult], name: str) -> dict:
     return {"strategy": name, "total": total.to_dict(), "stages": [r.cost.to_dict() for r in results]}
 
 
-def save_outputs(rag, out_dir: str | Path, results: list[StageResult], strategy_name: str, extra: dict | None = None,
-                 decoding: dict | None = None, plan: Strategy | None = None) -> None:
+def save_outputs(
+    rag,
+    out_dir: str | Path,
+    results: list[StageResult],
+    strategy_name: str,
+    extra: dict | None = None,
+    decoding: dict | None = None,
+    plan: Strategy | None = None,
+) -> None:
     """Write DIR/retriever, DIR/generator (adapter or full model, with the `decoding`
     that matches its training recorded in it, and a model card) and DIR/cost.json.
     `plan`: the strategy that trained them (the cards then say which model it trained; its
     decoding is recorded unless `decoding` is given)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    phases = [{"stage": r.stage, "steps": r.steps, "examples": r.cost.examples, "final_loss": r.final_loss}
-              for r in results]
+    phases = [{"stage": r.stage, "steps": r.steps, "examples": r.cost.examples, "final_loss": r.final_loss} for r in results]
     save_models(rag, out, strategy_name, phases, plan=plan, decoding=decoding)
     atomic_write_json(out / "cost.json", {**total_cost(results, strategy_name), **(extra or {})})
 
 
-def save_models(rag, out: Path, strategy_name: str, phases: list[dict], plan: Strategy | None = None,
-                decoding: dict | None = None, federated: dict | None = None) -> None:
+def save_models(
+    rag,
+    out: Path,
+    strategy_name: str,
+    phases: list[dict],
+    plan: Strategy | None = None,
+    decoding: dict | None = None,
+    federated: dict | None = None,
+) -> None:
     """Write OUT/retriever and OUT/generator, each with its model card, and the decoding
     the generator must be read with (`plan`'s unless `decoding` is given); centrally
     trained and federated models are saved alike (`federated`: the card's rounds and sites)."""
     if decoding is None and plan is not None:
         decoding = plan.decoding
     rag.retriever.save(out / "retriever")
-    write_model_card(out / "retriever", role="retriever", base=rag.retriever.name, strategy=strategy_name, phases=phases,
-                     trained=("retriever" in plan.trains) if plan else None, lora=rag.retriever.is_lora,
-                     federated=federated)
+    write_model_card(
+        out / "retriever",
+        role="retriever",
+        base=rag.retriever.name,
+        strategy=strategy_name,
+        phases=phases,
+        trained=("retriever" in plan.trains) if plan else None,
+        lora=rag.retriever.is_lora,
+        federated=federated,
+    )
     if rag.generator is not None:
         rag.generator.save(out / "generator")
         if decoding:
             save_decoding(out / "generator", decoding["decoding"], decoding.get("gamma", RETRIEVAL_GAMMA), strategy_name)
-        write_model_card(out / "generator", role="generator", base=rag.generator.base_name, strategy=strategy_name,
-                         phases=phases, trained=("generator" in plan.trains) if plan else None, lora=rag.generator.is_lora,
-                         decoding=decoding["decoding"] if decoding else None, federated=federated)
+        write_model_card(
+            out / "generator",
+            role="generator",
+            base=rag.generator.base_name,
+            strategy=strategy_name,
+            phases=phases,
+            trained=("generator" in plan.trains) if plan else None,
+            lora=rag.generator.is_lora,
+            decoding=decoding["decoding"] if decoding else None,
+            federated=federated,
+        )

@@ -21,9 +21,18 @@ def public_name(model: str) -> str:
     return p.name if (p.is_absolute() or model.startswith((".", "~")) or p.exists()) else model
 
 
-def write_model_card(model_dir: str | Path, *, role: str, base: str, strategy: str, phases: list[dict],
-                     trained: bool | None = None, lora: bool = False, decoding: str | None = None,
-                     federated: dict | None = None) -> None:
+def write_model_card(
+    model_dir: str | Path,
+    *,
+    role: str,
+    base: str,
+    strategy: str,
+    phases: list[dict],
+    trained: bool | None = None,
+    lora: bool = False,
+    decoding: str | None = None,
+    federated: dict | None = None,
+) -> None:
     """Write `model_dir/README.md`.
 
     Args:
@@ -39,26 +48,46 @@ def write_model_card(model_dir: str | Path, *, role: str, base: str, strategy: s
             (`sites`: the fewest a round needs).
     """
     library = "peft" if lora else ("sentence-transformers" if role == "retriever" else "transformers")
-    lines = ["---", f"library_name: {library}", f"base_model: {public_name(base)}",
-             f"tags: [fedrag, retrieval-augmented-generation, {strategy}]", "---", "",
-             f"# {public_name(base)}, {role} saved by fedrag", ""]
+    lines = [
+        "---",
+        f"library_name: {library}",
+        f"base_model: {public_name(base)}",
+        f"tags: [fedrag, retrieval-augmented-generation, {strategy}]",
+        "---",
+        "",
+        f"# {public_name(base)}, {role} saved by fedrag",
+        "",
+    ]
     how = "federated training" if federated else "centralized training"
     kind = "a LoRA adapter over" if lora else "the weights of"
     verb = {True: "trained by", False: "left untrained by", None: "saved after"}[trained]
     lines += [f"This folder holds {kind} `{public_name(base)}`, {verb} fedrag's `{strategy}` run ({how}).", ""]
     if federated:
-        lines += [f"Rounds per phase: {federated.get('rounds', '?')}, with at least {federated.get('sites', '?')} sites a "
-                  f"round, {federated.get('local_steps', '?')} local steps each; aggregation: "
-                  f"{federated.get('aggregator', '?')}. Steps below are the global model's sequential steps.", ""]
+        lines += [
+            f"Rounds per phase: {federated.get('rounds', '?')}, with at least {federated.get('sites', '?')} sites a "
+            f"round, {federated.get('local_steps', '?')} local steps each; aggregation: "
+            f"{federated.get('aggregator', '?')}. Steps below are the global model's sequential steps.",
+            "",
+        ]
     lines += ["| phase | stage | optimizer steps | examples seen | last training loss |", "|---|---|---|---|---|"]
     for i, p in enumerate(phases, 1):
         loss = p.get("final_loss")
-        lines.append(f"| {i} | {p.get('stage', '?')} | {p.get('steps', '?')} | {p.get('examples', '?')} | "
-                     f"{f'{loss:.4f}' if isinstance(loss, (int, float)) else '-'} |")
+        lines.append(
+            f"| {i} | {p.get('stage', '?')} | {p.get('steps', '?')} | {p.get('examples', '?')} | "
+            f"{f'{loss:.4f}' if isinstance(loss, (int, float)) else '-'} |"
+        )
     lines.append("")
     if decoding:
-        lines += [f"Decode it as it was trained: `{decoding}` (recorded in `fedrag_decoding.json`, which "
-                  "`fedrag eval` reads).", ""]
-    lines += ["Evaluate it:", "", "```bash",
-              f"fedrag eval --corpus CORPUS.jsonl --qa TEST.jsonl --{role} THIS_FOLDER --out metrics.json", "```", ""]
+        lines += [
+            f"Decode it as it was trained: `{decoding}` (recorded in `fedrag_decoding.json`, which `fedrag eval` reads).",
+            "",
+        ]
+    lines += [
+        "Evaluate it:",
+        "",
+        "```bash",
+        f"fedrag eval --corpus CORPUS.jsonl --qa TEST.jsonl --{role} THIS_FOLDER --out metrics.json",
+        "```",
+        "",
+    ]
     atomic_write_text(Path(model_dir) / "README.md", "\n".join(lines))

@@ -37,8 +37,7 @@ NEEDS_GOLD = {"independent": "its retriever stage is contrastive and needs gold 
 class CompareSettings:
     """What a comparison runs; stored in OUT so a resume with other settings is refused."""
 
-    strategies: list[str] = setting(help="the strategies to train and compare, comma-separated",
-                                    factory=lambda: list(STRATEGIES))
+    strategies: list[str] = setting(help="the strategies to train and compare, comma-separated", factory=lambda: list(STRATEGIES))
     retriever: str = same(PlanSettings, "retriever")
     generator: str = same(PlanSettings, "generator")
     top_k: int = same(PlanSettings, "top_k")
@@ -47,10 +46,14 @@ class CompareSettings:
     lrs_generator: list[float] = same(SearchSettings, "lrs_generator")
     lrs_retriever: list[float] = same(SearchSettings, "lrs_retriever")
     max_new_tokens: int = same(GenerationSettings, "max_new_tokens")
-    rag_sequence: RagSequenceMode = setting("fast", "how RAG-Sequence-trained strategies are decoded: fast (k scoring "
-                                                    "rows) or thorough (k² rows); see docs/results.md for their agreement")
-    margin: float = setting(MARGIN, "F1 difference (as a fraction: 0.03 = 3 points) within which two strategies "
-                                    "count as equivalent")
+    rag_sequence: RagSequenceMode = setting(
+        "fast",
+        "how RAG-Sequence-trained strategies are decoded: fast (k scoring "
+        "rows) or thorough (k² rows); see docs/results.md for their agreement",
+    )
+    margin: float = setting(
+        MARGIN, "F1 difference (as a fraction: 0.03 = 3 points) within which two strategies count as equivalent"
+    )
     data: dict = setting(help="input paths and sizes", factory=dict, cli=False)
 
     def __post_init__(self):
@@ -80,8 +83,17 @@ def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str
     return [s for s in strategies if s not in skipped], skipped
 
 
-def compare(settings: CompareSettings, passages: list[Passage], train: list[Example], test: list[Example],
-            val: list[Example] | None, out: str | Path, build_rag, log=print, report_to: str = "none") -> dict:
+def compare(
+    settings: CompareSettings,
+    passages: list[Passage],
+    train: list[Example],
+    test: list[Example],
+    val: list[Example] | None,
+    out: str | Path,
+    build_rag,
+    log=print,
+    report_to: str = "none",
+) -> dict:
     """Run the comparison into `out`; `build_rag(shared_retriever=...)` returns fresh
     base models each call (a shared retriever for strategies that train the passage side).
 
@@ -100,7 +112,9 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
     if settings.search and not val:
         raise FedragError("the learning-rate search needs validation data (--val, or carve it from --train)")
     cfg = TrainConfig(**settings.train)
-    rows = [cached_row(out, "untuned") or save_row(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))]
+    rows = [
+        cached_row(out, "untuned") or save_row(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))
+    ]
     for i, name in enumerate(run, 1):
         row = cached_row(out, name)
         if row:
@@ -111,8 +125,10 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
             plan = make_strategy(name, top_k=settings.top_k)
             rag = build_rag(shared_retriever=plan.shared_retriever)
             row = save_row(out, name, _one(plan, rag, train, val, test, scfg, settings, log))
-            log(f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
-                f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)")
+            log(
+                f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
+                f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)"
+            )
         rows.append(row)
     per_question = {r["strategy"]: question_rows(out, r["strategy"]) for r in rows}
     stats = decide({k: v for k, v in per_question.items() if v}, settings.margin, seed=cfg.seed)
@@ -122,8 +138,21 @@ def compare(settings: CompareSettings, passages: list[Passage], train: list[Exam
     return result
 
 
-KEEP = ("em", "f1", "recall@1", "recall@5", "recall@20", "precision@1", "precision@5", "mrr@10", "ndcg@10",
-        "answer_recall@1", "answer_recall@5", "answer_recall@20", "n")
+KEEP = (
+    "em",
+    "f1",
+    "recall@1",
+    "recall@5",
+    "recall@20",
+    "precision@1",
+    "precision@5",
+    "mrr@10",
+    "ndcg@10",
+    "answer_recall@1",
+    "answer_recall@5",
+    "answer_recall@20",
+    "n",
+)
 
 
 def _test_metrics(rag, test: list[Example], settings: GenerationSettings, top_k: int) -> tuple[dict, list[dict]]:
@@ -140,30 +169,58 @@ def _baseline(rag, test, settings: CompareSettings, log) -> tuple[dict, list[dic
     log("compare: evaluating the untuned pipeline ...")
     gen = GenerationSettings("concat", max_new_tokens=settings.max_new_tokens)
     metrics, questions = _test_metrics(rag, test, gen, settings.top_k)
-    return {"strategy": "untuned", "decoding": "concat", **metrics,
-            "train_s": 0.0, "train_flops": 0.0, "search_s": 0.0, "search_flops": 0.0, "steps": 0}, questions
+    return {
+        "strategy": "untuned",
+        "decoding": "concat",
+        **metrics,
+        "train_s": 0.0,
+        "train_flops": 0.0,
+        "search_s": 0.0,
+        "search_flops": 0.0,
+        "steps": 0,
+    }, questions
 
 
 def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
     name = plan.name
     search = {"search_s": 0.0, "search_flops": 0.0, "search_points": 0}
     if settings.search:
-        def show(p):
-            log(f"compare:   {name} phase {p['phase']} lr_g={p['lr_generator']:g} lr_r={p['lr_retriever']:g} "
-                f"-> F1 {p.get('f1', float('nan')):.3f} R@5 {p.get('recall@5', p.get('answer_recall@5', float('nan'))):.3f}")
 
-        report = search_lr(plan, rag, train, val, cfg, settings.lrs_generator, settings.lrs_retriever,
-                           top_k=settings.top_k, on_point=show)
+        def show(p):
+            log(
+                f"compare:   {name} phase {p['phase']} lr_g={p['lr_generator']:g} lr_r={p['lr_retriever']:g} "
+                f"-> F1 {p.get('f1', float('nan')):.3f} R@5 {p.get('recall@5', p.get('answer_recall@5', float('nan'))):.3f}"
+            )
+
+        report = search_lr(
+            plan, rag, train, val, cfg, settings.lrs_generator, settings.lrs_retriever, top_k=settings.top_k, on_point=show
+        )
         results = report["final_results"]
-        search = {"search_s": report["search_cost"]["wall_s"], "search_flops": report["search_cost"]["flops"],
-                  "search_points": len(report["points"]), "search_mode": report["mode"], "best_lrs": report["best"]}
+        search = {
+            "search_s": report["search_cost"]["wall_s"],
+            "search_flops": report["search_cost"]["flops"],
+            "search_points": len(report["points"]),
+            "search_mode": report["mode"],
+            "best_lrs": report["best"],
+        }
     else:
         results = plan.run(rag, train, cfg)
     cost = total_cost(results, name)["total"]
     dec = plan.decoding
-    gen = GenerationSettings(dec["decoding"], gamma=dec.get("gamma", RETRIEVAL_GAMMA), max_new_tokens=settings.max_new_tokens,
-                             rag_sequence=settings.rag_sequence)
+    gen = GenerationSettings(
+        dec["decoding"],
+        gamma=dec.get("gamma", RETRIEVAL_GAMMA),
+        max_new_tokens=settings.max_new_tokens,
+        rag_sequence=settings.rag_sequence,
+    )
     metrics, questions = _test_metrics(rag, test, gen, settings.top_k)
     decoding = f"{dec['decoding']} ({settings.rag_sequence})" if dec["decoding"] == "rag-sequence" else dec["decoding"]
-    return {"strategy": name, "decoding": decoding, **metrics,
-            "train_s": cost["wall_s"], "train_flops": cost["flops"], "steps": cost["steps"], **search}, questions
+    return {
+        "strategy": name,
+        "decoding": decoding,
+        **metrics,
+        "train_s": cost["wall_s"],
+        "train_flops": cost["flops"],
+        "steps": cost["steps"],
+        **search,
+    }, questions

@@ -28,9 +28,16 @@ def identity(settings, passages, train, test, val) -> dict:
     the content of every input, so rows scored on other questions are never paired."""
     reported = ("margin",)  # how results are read, not what was run: a resume may change it
     ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in reported}
-    return {**ran, "data": {k: v for k, v in settings.data.items() if k not in PATHS},
-            "inputs": {"corpus": fingerprint(passages), "train": fingerprint(train), "test": fingerprint(test),
-                       "val": fingerprint(val) if val else None}}
+    return {
+        **ran,
+        "data": {k: v for k, v in settings.data.items() if k not in PATHS},
+        "inputs": {
+            "corpus": fingerprint(passages),
+            "train": fingerprint(train),
+            "test": fingerprint(test),
+            "val": fingerprint(val) if val else None,
+        },
+    }
 
 
 PATHS = ("corpus", "train", "test", "val")  # where the inputs were read from: a rerun may name them differently
@@ -45,8 +52,10 @@ def check_resume(out: Path, wanted: dict, log=print) -> None:
         old = had.get("identity") if had.get("kind") == "compare" else None
         if old != wanted:
             diff = _differs(old or {}, wanted)
-            raise FedragError(f"{out} holds a comparison with other settings or data (differs in {', '.join(diff)}); "
-                              "pass --overwrite to start over, or choose another --out")
+            raise FedragError(
+                f"{out} holds a comparison with other settings or data (differs in {', '.join(diff)}); "
+                "pass --overwrite to start over, or choose another --out"
+            )
         log(f"compare: resuming in {out}")
     elif any(p for p in out.iterdir() if p.name != "tracking"):
         raise FedragError(f"{out} is not empty and holds no comparison; choose another --out")
@@ -78,8 +87,10 @@ def paired(out: Path, rows: list[dict]) -> dict:
         name, one = r["strategy"], {}
         for label, ref in (("vs_untuned", "untuned"), ("vs_best", best)):
             if ref in scores and ref != name:
-                one[label] = {key: list(paired_sign_test([q.get(key, 0.0) for q in scores[ref]],
-                                                         [q.get(key, 0.0) for q in scores[name]])) for key in ("em", "f1")}
+                one[label] = {
+                    key: list(paired_sign_test([q.get(key, 0.0) for q in scores[ref]], [q.get(key, 0.0) for q in scores[name]]))
+                    for key in ("em", "f1")
+                }
         result[name] = {"best": best, **one}
     return result
 

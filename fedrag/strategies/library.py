@@ -17,8 +17,7 @@ def independent(top_k: int = 3) -> Strategy:
     """Retriever and generator trained separately: RALT on contexts from the *baseline*
     retriever (it runs first, before the retriever changes), then the contrastive
     retriever stage on (question, gold passage) pairs (needs gold ids)."""
-    return Strategy("independent", [Phase(RALTStage(top_k=top_k)), Phase(ContrastiveStage(top_k=top_k))],
-                    independent.__doc__)
+    return Strategy("independent", [Phase(RALTStage(top_k=top_k)), Phase(ContrastiveStage(top_k=top_k))], independent.__doc__)
 
 
 def two_phase(top_k: int = 3, retriever_loss: str = "rag-sequence", order: str = "generator-first") -> Strategy:
@@ -53,12 +52,16 @@ def joint_token(top_k: int = 3) -> Strategy:
 def ra_dit(top_k: int = 3) -> Strategy:
     """RA-DIT: retrieval-augmented LM fine-tuning (one example per retrieved passage),
     then LM-supervised retrieval with the tuned generator."""
-    return Strategy("ra-dit", [Phase(RALTStage(top_k=top_k, mode="per-passage")), Phase(LSRStage(top_k=top_k))],
-                    ra_dit.__doc__)
+    return Strategy("ra-dit", [Phase(RALTStage(top_k=top_k, mode="per-passage")), Phase(LSRStage(top_k=top_k))], ra_dit.__doc__)
 
 
-STRATEGIES = {"independent": independent, "two-phase": two_phase, "joint-sequence": joint_sequence,
-              "joint-token": joint_token, "ra-dit": ra_dit}
+STRATEGIES = {
+    "independent": independent,
+    "two-phase": two_phase,
+    "joint-sequence": joint_sequence,
+    "joint-token": joint_token,
+    "ra-dit": ra_dit,
+}
 
 
 def make_strategy(name: str, top_k: int = 3, **options) -> Strategy:
@@ -73,9 +76,15 @@ def custom(name: str, *stages) -> Strategy:
     return Strategy(name, phases, "custom composition")
 
 
-def plan_from_names(strategy: str | None, stage: str | None, top_k: int = 3, ralt_mode: str = "all-in-one",
-                    two_phase_loss: str = "rag-sequence", two_phase_order: str = "generator-first",
-                    train_passages: bool | None = None) -> Strategy:
+def plan_from_names(
+    strategy: str | None,
+    stage: str | None,
+    top_k: int = 3,
+    ralt_mode: str = "all-in-one",
+    two_phase_loss: str = "rag-sequence",
+    two_phase_order: str = "generator-first",
+    train_passages: bool | None = None,
+) -> Strategy:
     """A Strategy from a strategy name, or a one-phase one from a stage name (exactly one).
 
     `train_passages`: None keeps the stage's own default (contrastive trains the passage

@@ -40,9 +40,18 @@ def search_mode(strategy: Strategy) -> str:
     return "grid" if any(len(p.stage.trains) > 1 for p in strategy.phases) else "phase-wise"
 
 
-def search_lr(strategy: Strategy, rag, train: list[Example], val: list[Example], cfg: TrainConfig,
-              lrs_generator: list[float], lrs_retriever: list[float], mode: str = "auto", top_k: int = 3,
-              on_point=None) -> dict:
+def search_lr(
+    strategy: Strategy,
+    rag,
+    train: list[Example],
+    val: list[Example],
+    cfg: TrainConfig,
+    lrs_generator: list[float],
+    lrs_retriever: list[float],
+    mode: str = "auto",
+    top_k: int = 3,
+    on_point=None,
+) -> dict:
     """Search, leave the best models in `rag` and return the report:
     `points` (each with its phase, learning rates, validation metrics and cost),
     `best` learning rates, `search_cost` (every point), `final_cost` (the chosen
@@ -67,8 +76,16 @@ def search_lr(strategy: Strategy, rag, train: list[Example], val: list[Example],
     for p in points:
         if p.get("chosen"):
             best.update({k: p[k] for k in p["chosen"]})
-    return {"strategy": strategy.name, "mode": mode, "best": best, "points": points, "stage_runs": sum(p["stage_runs"] for p in points),
-            "search_cost": search_cost.to_dict(), "final_cost": final_cost.to_dict(), "final_results": final}
+    return {
+        "strategy": strategy.name,
+        "mode": mode,
+        "best": best,
+        "points": points,
+        "stage_runs": sum(p["stage_runs"] for p in points),
+        "search_cost": search_cost.to_dict(),
+        "final_cost": final_cost.to_dict(),
+        "final_results": final,
+    }
 
 
 def _evaluator(strategy: Strategy, stage, top_k: int):
@@ -83,8 +100,17 @@ def _evaluator(strategy: Strategy, stage, top_k: int):
 
 def _point(phase: int | str, stage: str, cfg: TrainConfig, metrics: dict, results: list[StageResult]) -> dict:
     cost = sum((r.cost for r in results), Cost(name=stage))
-    return {"phase": phase, "stage": stage, "lr_generator": cfg.lr_generator, "lr_retriever": cfg.lr_retriever,
-            **metrics, "stage_runs": len(results), "wall_s": cost.wall_s, "flops": cost.flops, "cost": cost.to_dict()}
+    return {
+        "phase": phase,
+        "stage": stage,
+        "lr_generator": cfg.lr_generator,
+        "lr_retriever": cfg.lr_retriever,
+        **metrics,
+        "stage_runs": len(results),
+        "wall_s": cost.wall_s,
+        "flops": cost.flops,
+        "cost": cost.to_dict(),
+    }
 
 
 def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
@@ -148,9 +174,12 @@ def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point)
     start = get_state(rag, strategy.trains)
     grid = [(g, lrs_r[0], "lr_generator") for g in lrs_g] + [(lrs_g[0], r, "lr_retriever") for r in lrs_r[1:]]
     # each axis is judged by the phase that trains its side (its own evaluator, built once)
-    judges = {axis: _evaluator(strategy, next((p.stage for p in strategy.phases if axis[3:] in p.stage.trains),
-                                              strategy.phases[0].stage), top_k)
-              for axis in ("lr_generator", "lr_retriever")}
+    judges = {
+        axis: _evaluator(
+            strategy, next((p.stage for p in strategy.phases if axis[3:] in p.stage.trains), strategy.phases[0].stage), top_k
+        )
+        for axis in ("lr_generator", "lr_retriever")
+    }
     points, best = [], {}
     for g, r, axis in grid:
         set_state(rag, start)
@@ -168,6 +197,8 @@ def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point)
         point.setdefault("chosen", []).append(axis)
     set_state(rag, start)  # the naive search ends with a final run at the chosen point
     rag.sync_store()
-    chosen = cfg.set(lr_generator=best["lr_generator"][1]["lr_generator"],
-                     lr_retriever=best.get("lr_retriever", best["lr_generator"])[1]["lr_retriever"])
+    chosen = cfg.set(
+        lr_generator=best["lr_generator"][1]["lr_generator"],
+        lr_retriever=best.get("lr_retriever", best["lr_generator"])[1]["lr_retriever"],
+    )
     return points, _train_all(strategy, rag, train, chosen)

@@ -23,14 +23,24 @@ def markdown_table(result: dict) -> str:
     head = ["strategy", "decoding", "EM", "F1", ret_name, "train s", "train FLOPs", "search s", "search FLOPs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["strategy"], r.get("decoding", ""), _fmt(r.get("em")), _fmt(r.get("f1")), _fmt(r.get(ret_key)),
-                 _fmt(r["train_s"], 0), _fmt(r["train_flops"]), _fmt(r["search_s"], 0) if r.get("search_s") else "–",
-                 _fmt(r["search_flops"]) if r.get("search_flops") else "–"]
+        cells = [
+            r["strategy"],
+            r.get("decoding", ""),
+            _fmt(r.get("em")),
+            _fmt(r.get("f1")),
+            _fmt(r.get(ret_key)),
+            _fmt(r["train_s"], 0),
+            _fmt(r["train_flops"]),
+            _fmt(r["search_s"], 0) if r.get("search_s") else "–",
+            _fmt(r["search_flops"]) if r.get("search_flops") else "–",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"* {name} skipped: {why}." for name, why in result.get("skipped", {}).items()]
-    notes.append(f"* {rows[0].get('n', '?')} test questions; train = the final run's optimizer steps; search = every "
-                 "grid point of the learning-rate search (the chosen run included); FLOPs are estimates (2·N·T forward, "
-                 "×3 with backward).")
+    notes.append(
+        f"* {rows[0].get('n', '?')} test questions; train = the final run's optimizer steps; search = every "
+        "grid point of the learning-rate search (the chosen run included); FLOPs are estimates (2·N·T forward, "
+        "×3 with backward)."
+    )
     return "\n".join(lines + [""] + notes) + "\n" + paired_table(result) + verdict_lines(result)
 
 
@@ -42,8 +52,7 @@ def verdict_lines(result: dict) -> str:
     said = [sentence(r["strategy"], r, margin) for r in result["rows"] if r.get("verdict")]
     if not said:
         return ""
-    head = (f"\nVerdicts (paired bootstrap, 95%; equivalent = the F1 difference's CI inside ±{100 * margin:.0f} "
-            "points):\n\n")
+    head = f"\nVerdicts (paired bootstrap, 95%; equivalent = the F1 difference's CI inside ±{100 * margin:.0f} points):\n\n"
     return head + "".join(f"- {s}\n" for s in said)
 
 
@@ -60,11 +69,27 @@ def paired_table(result: dict) -> str:
 
     best = next(iter(paired.values()))["best"]
     head = ["strategy", "EM vs untuned", "F1 vs untuned", f"EM vs {best}", f"F1 vs {best}"]
-    lines = ["", "Paired, question by question (gained / lost, two-sided sign test):", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        "",
+        "Paired, question by question (gained / lost, two-sided sign test):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for name, d in paired.items():
-        lines.append("| " + " | ".join([name, cell(d.get("vs_untuned"), "em"), cell(d.get("vs_untuned"), "f1"),
-                                         cell(d.get("vs_best"), "em"), cell(d.get("vs_best"), "f1")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    cell(d.get("vs_untuned"), "em"),
+                    cell(d.get("vs_untuned"), "f1"),
+                    cell(d.get("vs_best"), "em"),
+                    cell(d.get("vs_best"), "f1"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -73,17 +98,23 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
     comparison, the measured figures that back or contradict it."""
     lines = []
     if has_gold:
-        lines.append("Your training data has context labels (gold passage ids). Lawton et al. (2025) found independent "
-                     "fine-tuning (generator on retrieved contexts, retriever contrastive on the gold passages) about "
-                     "as good as the joint methods at a fraction of the compute, after a learning-rate search.")
+        lines.append(
+            "Your training data has context labels (gold passage ids). Lawton et al. (2025) found independent "
+            "fine-tuning (generator on retrieved contexts, retriever contrastive on the gold passages) about "
+            "as good as the joint methods at a fraction of the compute, after a learning-rate search."
+        )
     elif lrs_known:
-        lines.append("No context labels, learning rates known: joint RAG-Sequence/RAG-Token (or two-phase) train "
-                     "the retriever from the generator's signal; with no search to pay for, one joint run is the "
-                     "simplest choice.")
+        lines.append(
+            "No context labels, learning rates known: joint RAG-Sequence/RAG-Token (or two-phase) train "
+            "the retriever from the generator's signal; with no search to pay for, one joint run is the "
+            "simplest choice."
+        )
     else:
-        lines.append("No context labels and a learning-rate search is needed: prefer two-phase. Its phases decouple, "
-                     "so its search is two 1-D grids (|G| + |R| runs) where joint training needs the 2-D grid "
-                     "(|G| × |R| runs), for about equal EM/F1.")
+        lines.append(
+            "No context labels and a learning-rate search is needed: prefer two-phase. Its phases decouple, "
+            "so its search is two 1-D grids (|G| + |R| runs) where joint training needs the 2-D grid "
+            "(|G| × |R| runs), for about equal EM/F1."
+        )
     if not result:
         return lines
     rows = {r["strategy"]: r for r in result["rows"] if r["strategy"] != "untuned"}
@@ -91,21 +122,33 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
         return lines
     cheapest = min(rows.values(), key=lambda r: r["train_flops"] or float("inf"))
     f1s = [r.get("f1", 0.0) for r in rows.values()]
-    lines.append(f"Measured: F1 spread across strategies {100 * (max(f1s) - min(f1s)):.1f} points; "
-                 f"cheapest training: {cheapest['strategy']}.")
+    lines.append(
+        f"Measured: F1 spread across strategies {100 * (max(f1s) - min(f1s)):.1f} points; "
+        f"cheapest training: {cheapest['strategy']}."
+    )
     for r in sorted(rows.values(), key=lambda r: r["train_flops"]):
         ratio = r["train_flops"] / cheapest["train_flops"] if cheapest["train_flops"] else float("nan")
-        search = f", search {r['search_flops'] / cheapest['train_flops']:.1f}x" if r.get("search_flops") and cheapest["train_flops"] else ""
+        search = (
+            f", search {r['search_flops'] / cheapest['train_flops']:.1f}x"
+            if r.get("search_flops") and cheapest["train_flops"]
+            else ""
+        )
         lines.append(f"  {r['strategy']}: F1 {r.get('f1', 0):.3f}, training {ratio:.1f}x the cheapest's FLOPs{search}")
     lines += _verdict_advice(rows, cheapest, has_gold)
     if "two-phase" in rows and any(k.startswith("joint") for k in rows) and rows["two-phase"].get("search_flops"):
-        joint = min((r for k, r in rows.items() if k.startswith("joint") and r.get("search_flops")),
-                    key=lambda r: r["search_flops"], default=None)
+        joint = min(
+            (r for k, r in rows.items() if k.startswith("joint") and r.get("search_flops")),
+            key=lambda r: r["search_flops"],
+            default=None,
+        )
         if joint:
             cheaper = rows["two-phase"]["search_flops"] < joint["search_flops"]
-            lines.append(f"Search: two-phase {rows['two-phase']['search_flops']:.2e} FLOPs vs {joint['strategy']} "
-                         f"{joint['search_flops']:.2e}: " + ("backs" if cheaper else "contradicts")
-                         + " the rule that two-phase's 1-D searches are cheaper than joint's 2-D grid.")
+            lines.append(
+                f"Search: two-phase {rows['two-phase']['search_flops']:.2e} FLOPs vs {joint['strategy']} "
+                f"{joint['search_flops']:.2e}: "
+                + ("backs" if cheaper else "contradicts")
+                + " the rule that two-phase's 1-D searches are cheaper than joint's 2-D grid."
+            )
     return lines
 
 
@@ -121,22 +164,32 @@ def _verdict_advice(rows: dict, cheapest: dict, has_gold: bool) -> list[str]:
     n = judged[best].get("n")
     lines = []
     if not worse and not open_:
-        lines.append(f"Every strategy is equivalent to {best} within the margin at n = {n}: this run supports "
-                     f"'about equal'; choose the cheapest, {cheapest['strategy']}.")
+        lines.append(
+            f"Every strategy is equivalent to {best} within the margin at n = {n}: this run supports "
+            f"'about equal'; choose the cheapest, {cheapest['strategy']}."
+        )
     elif worse:
-        lines.append(f"{', '.join(worse)} {'is' if len(worse) == 1 else 'are'} worse than {best} at n = {n}: this run "
-                     "rejects 'about equal' for " + ("it." if len(worse) == 1 else "them."))
+        lines.append(
+            f"{', '.join(worse)} {'is' if len(worse) == 1 else 'are'} worse than {best} at n = {n}: this run "
+            "rejects 'about equal' for " + ("it." if len(worse) == 1 else "them.")
+        )
     if open_:
-        lines.append(f"{', '.join(open_)}: not resolved at n = {n}" + (f"; about {need} test questions would settle "
-                                                                         "the largest open gap." if need else "."))
+        lines.append(
+            f"{', '.join(open_)}: not resolved at n = {n}"
+            + (f"; about {need} test questions would settle the largest open gap." if need else ".")
+        )
     rule = "independent" if has_gold else None
     if rule and rule in judged and judged[rule]["verdict"] == "different":
-        lines.append("The measured data contradicts the paper's rule for labelled data (independent at about equal "
-                     "quality): here independent is worse than the best strategy; prefer "
-                     f"{best} unless its extra training cost matters more.")
+        lines.append(
+            "The measured data contradicts the paper's rule for labelled data (independent at about equal "
+            "quality): here independent is worse than the best strategy; prefer "
+            f"{best} unless its extra training cost matters more."
+        )
     elif rule and rule in judged and judged[rule]["verdict"] in ("best", "equivalent"):
-        lines.append("This run backs the paper's rule for labelled data: independent is "
-                     + ("the best." if judged[rule]["verdict"] == "best" else "equivalent to the best at a lower cost."))
+        lines.append(
+            "This run backs the paper's rule for labelled data: independent is "
+            + ("the best." if judged[rule]["verdict"] == "best" else "equivalent to the best at a lower cost.")
+        )
     return lines
 
 

@@ -23,16 +23,22 @@ class PlanSettings:
     retriever: str = setting("minilm", "bundled name (minilm), directory, or Hub id")
     generator: str = setting("smollm2-135m", "bundled name (smollm2-135m), directory, .gguf, Hub id, or 'none'")
     lora: bool = setting(True, "LoRA adapter (default) or full fine-tuning of the generator", flag="--lora/--full")
-    retriever_lora: bool = setting(False, "a LoRA adapter on the query encoder instead of all its weights, saved "
-                                          "merged (federated: only the adapter travels, ~0.4 MB a round for MiniLM)")
+    retriever_lora: bool = setting(
+        False,
+        "a LoRA adapter on the query encoder instead of all its weights, saved "
+        "merged (federated: only the adapter travels, ~0.4 MB a round for MiniLM)",
+    )
     quantize: Quantize = setting("none", "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)")
     top_k: int = setting(3, "passages retrieved per question")
     ralt_mode: RaltMode = setting("all-in-one", "RALT: all passages in one prompt, or one example per passage")
     two_phase_loss: TwoPhaseLoss = setting("rag-sequence", "two-phase: the retriever phase's loss")
     two_phase_order: TwoPhaseOrder = setting("generator-first", "two-phase: which phase runs first")
-    train_passages: bool | None = setting(None, "contrastive or lsr stage: also train the passage encoder "
-                                                "(re-encodes the store); default: the stage's (on for contrastive)",
-                                          flag="--train-passages/--query-only")
+    train_passages: bool | None = setting(
+        None,
+        "contrastive or lsr stage: also train the passage encoder "
+        "(re-encodes the store); default: the stage's (on for contrastive)",
+        flag="--train-passages/--query-only",
+    )
 
     def __post_init__(self):
         check_choices(self)
@@ -42,8 +48,9 @@ class PlanSettings:
     def plan(self, strategy: str | None, stage: str | None):
         """The [`Strategy`][fedrag.strategies.base.Strategy] named by `strategy` (or a
         one-phase one for `stage`), built with these options."""
-        return plan_from_names(strategy, stage, self.top_k, self.ralt_mode, self.two_phase_loss, self.two_phase_order,
-                               self.train_passages)
+        return plan_from_names(
+            strategy, stage, self.top_k, self.ralt_mode, self.two_phase_loss, self.two_phase_order, self.train_passages
+        )
 
 
 def _grid(values: str) -> tuple[float, ...]:

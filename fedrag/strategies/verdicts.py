@@ -19,9 +19,13 @@ def decide(scores: dict[str, list[dict]], margin: float = MARGIN, seed: int = 0)
     out: dict[str, dict] = {}
     for name, qs in scores.items():
         key = "recall@5" if qs and "recall@5" in qs[0] else "answer_recall@5"
-        out[name] = {"n": len(qs), "em_ci": bootstrap_ci([q.get("em", 0.0) for q in qs], seed=seed),
-                     "f1_ci": bootstrap_ci([q.get("f1", 0.0) for q in qs], seed=seed),
-                     "recall_ci": bootstrap_ci([q.get(key, 0.0) for q in qs], seed=seed), "recall_key": key}
+        out[name] = {
+            "n": len(qs),
+            "em_ci": bootstrap_ci([q.get("em", 0.0) for q in qs], seed=seed),
+            "f1_ci": bootstrap_ci([q.get("f1", 0.0) for q in qs], seed=seed),
+            "recall_ci": bootstrap_ci([q.get(key, 0.0) for q in qs], seed=seed),
+            "recall_key": key,
+        }
     trained = {k: v for k, v in scores.items() if k != "untuned" and v}
     if not trained:
         return out
@@ -35,8 +39,12 @@ def decide(scores: dict[str, list[dict]], margin: float = MARGIN, seed: int = 0)
             continue
         mine = [q.get("f1", 0.0) for q in qs]
         ci = paired_diff_ci(ref, mine, seed=seed)
-        out[name].update(f1_diff=mean[name] - mean[best], f1_diff_ci=ci, verdict=verdict(ci, margin),
-                         questions_needed=questions_needed([b - a for a, b in zip(ref, mine)], margin))
+        out[name].update(
+            f1_diff=mean[name] - mean[best],
+            f1_diff_ci=ci,
+            verdict=verdict(ci, margin),
+            questions_needed=questions_needed([b - a for a, b in zip(ref, mine)], margin),
+        )
     return out
 
 

@@ -5,5 +5,19 @@ from fedrag.train.protocol import Stage, StepOutput
 from fedrag.train.stages import STAGES, ContrastiveStage, LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage, make_stage
 from fedrag.train.state import get_state, set_state
 
-__all__ = ["STAGES", "ContrastiveStage", "LSRStage", "RAGSequenceStage", "RAGTokenStage", "RALTStage", "Stage",
-           "StageResult", "StepOutput", "TrainConfig", "get_state", "make_stage", "set_state", "train_stage"]
+__all__ = [
+    "STAGES",
+    "ContrastiveStage",
+    "LSRStage",
+    "RAGSequenceStage",
+    "RAGTokenStage",
+    "RALTStage",
+    "Stage",
+    "StageResult",
+    "StepOutput",
+    "TrainConfig",
+    "get_state",
+    "make_stage",
+    "set_state",
+    "train_stage",
+]

@@ -34,9 +34,9 @@ def import_optimizer_state(opt, params: dict[str, torch.nn.Parameter], state: di
     for name, p in params.items():
         found = {key: state[f"{name}::{key}"] for key in _MOMENTS if f"{name}::{key}" in state}
         if len(found) == len(_MOMENTS):
-            opt.state[p] = {k: (v.to(torch.float32) if k == "step" else v.to(p.device, p.dtype)).clone()
-                            for k, v in found.items()}
-
+            opt.state[p] = {
+                k: (v.to(torch.float32) if k == "step" else v.to(p.device, p.dtype)).clone() for k, v in found.items()
+            }
 
 
 def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict | None = None) -> None:
@@ -46,14 +46,28 @@ def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict |
     with atomic_dir(path) as tmp:
         save_file({n: t.contiguous() for n, t in get_state(rag, trains).items()}, str(tmp / "trainable.safetensors"))
         device = next((p.device for p in opt.param_groups[0]["params"]), torch.device("cpu"))
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    # the training device's stream only: other GPUs are not touched (nor required on resume)
-                    **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
-                   tmp / "optimizer.pt")
+        torch.save(
+            {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                # the training device's stream only: other GPUs are not touched (nor required on resume)
+                **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            },
+            tmp / "optimizer.pt",
+        )
         np_state = np.random.get_state()
-        (tmp / "state.json").write_text(json.dumps({
-            "step": step, "trains": list(trains), "cost": cost, "python_rng": _jsonable(random.getstate()),
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}))
+        (tmp / "state.json").write_text(
+            json.dumps(
+                {
+                    "step": step,
+                    "trains": list(trains),
+                    "cost": cost,
+                    "python_rng": _jsonable(random.getstate()),
+                    "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                }
+            )
+        )
 
 
 def _jsonable(value):
@@ -93,5 +107,7 @@ def load_checkpoint(out: Path, rag, opt, sched) -> tuple[int, Cost | None]:
             kind, keys, *rest = meta["numpy_rng"]
             np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise FedragError(f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over") from None
+        raise FedragError(
+            f"{ckpt}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); delete it to start over"
+        ) from None
     return step, (Cost(**meta["cost"]) if meta.get("cost") else None)

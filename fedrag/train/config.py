@@ -49,21 +49,34 @@ class TrainConfig:
     eval_every: int = _f(0, "validate every N steps (0: only at the end, if --val is given)")
     checkpoint_every: int = _f(0, "checkpoint every N steps (0: never)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower steps")
-    dtype: Precision = _f("auto", "training precision: autocast, and the frozen base under a LoRA adapter (the "
-                                  "adapter and full fine-tuning stay float32); auto = bfloat16 on a GPU that "
-                                  "supports it, else float32; float16 needs a CUDA GPU (loss scaling)")
-    score_batch_size: int | None = _f(None, "rows per generator scoring forward (exact: each chunk is recomputed "
-                                            "in backward); trades time for memory, default all rows at once")
+    dtype: Precision = _f(
+        "auto",
+        "training precision: autocast, and the frozen base under a LoRA adapter (the "
+        "adapter and full fine-tuning stay float32); auto = bfloat16 on a GPU that "
+        "supports it, else float32; float16 needs a CUDA GPU (loss scaling)",
+    )
+    score_batch_size: int | None = _f(
+        None,
+        "rows per generator scoring forward (exact: each chunk is recomputed "
+        "in backward); trades time for memory, default all rows at once",
+    )
     prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)", cli=False)
     schedule_total: int | None = _f(None, "LR schedule length if longer than this run (federated rounds)", cli=False)
     schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)", cli=False)
     progress: bool = _f(False, "show a progress bar", cli=False)
-    report_to: str = _f("none", "experiment tracking, as Hugging Face's Trainer: none, all, or a comma-separated "
-                                "list of tensorboard, mlflow, wandb (configured by their own environment variables)")
+    report_to: str = _f(
+        "none",
+        "experiment tracking, as Hugging Face's Trainer: none, all, or a comma-separated "
+        "list of tensorboard, mlflow, wandb (configured by their own environment variables)",
+    )
     run_name: str = _f("", "name of the tracked run (default: the output directory's name)")
     tracking_dir: str = _f("", "where TensorBoard and W&B files go (default: the stage's output directory)")
-    explicit: tuple[str, ...] = _f((), "the fields the user set (default: those passed to the constructor): a "
-                                        "stage's own defaults (Stage.defaults) never replace them", cli=False)
+    explicit: tuple[str, ...] = _f(
+        (),
+        "the fields the user set (default: those passed to the constructor): a "
+        "stage's own defaults (Stage.defaults) never replace them",
+        cli=False,
+    )
 
     def __post_init__(self):
         from fedrag.errors import FedragError, check_finite
@@ -115,8 +128,10 @@ class TrainConfig:
 
         unknown = sorted(set(defaults or {}) - {f.name for f in fields(self)})
         if unknown:
-            raise FedragError(f"a stage's defaults name no training setting: '{unknown[0]}' (Stage.defaults holds "
-                              "TrainConfig fields; stage options are the stage's own dataclass fields)")
+            raise FedragError(
+                f"a stage's defaults name no training setting: '{unknown[0]}' (Stage.defaults holds "
+                "TrainConfig fields; stage options are the stage's own dataclass fields)"
+            )
         chosen = {k: v for k, v in (defaults or {}).items() if k not in self.explicit}
         return replace(self, **chosen) if chosen else self
 

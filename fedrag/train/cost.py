@@ -39,8 +39,16 @@ class Cost:
 
     def add(self, other: "Cost") -> "Cost":
         out = Cost(name=self.name or other.name)
-        for f in ("wall_s", "steps", "examples", "retriever_tokens", "generator_tokens", "forward_passes",
-                  "backward_passes", "flops"):
+        for f in (
+            "wall_s",
+            "steps",
+            "examples",
+            "retriever_tokens",
+            "generator_tokens",
+            "forward_passes",
+            "backward_passes",
+            "flops",
+        ):
             setattr(out, f, getattr(self, f) + getattr(other, f))
         out.peak_memory_mb = max(self.peak_memory_mb, other.peak_memory_mb)
         return out.with_throughput()

@@ -57,7 +57,7 @@ def init_from_env(device: str) -> str:
 
 def shard(batch: list) -> list:
     """This process's share of a global batch (every process draws the same batch order)."""
-    return batch[rank():: world_size()]
+    return batch[rank() :: world_size()]
 
 
 def total(value: float) -> float:

@@ -79,9 +79,18 @@ def _set_modes(rag, trains) -> None:
         rag.generator.model.train("generator" in trains)
 
 
-def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: TrainConfig, val: list[Example] | None = None,
-                out_dir: str | Path | None = None, resume: bool = False, reference: dict | None = None,
-                evaluate_fn=None, optimizer_state: dict[str, torch.Tensor] | None = None) -> StageResult:
+def train_stage(
+    stage: Stage,
+    rag: RAGSystem,
+    examples: list[Example],
+    cfg: TrainConfig,
+    val: list[Example] | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    reference: dict | None = None,
+    evaluate_fn=None,
+    optimizer_state: dict[str, torch.Tensor] | None = None,
+) -> StageResult:
     """Train `stage` on `examples` for `cfg.total_steps` optimizer steps.
 
     `reference` (named tensors) adds FedProx's `mu/2 · ||w - w_ref||²`. With
@@ -127,8 +136,9 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the resumed step
         next(batches)
     earlier = log.truncate(start) if (resume and out) else []  # steps after the checkpoint are trained again
-    meter = CostMeter(stage.name, param_count(rag.retriever.query_encoder),
-                      param_count(rag.generator.model) if rag.generator is not None else 0)
+    meter = CostMeter(
+        stage.name, param_count(rag.retriever.query_encoder), param_count(rag.generator.model) if rag.generator is not None else 0
+    )
     ref = {n: t.to(p.device) for n, t in reference.items() for p in [params[n]]} if (reference and cfg.prox_mu) else None
     _set_modes(rag, stage.trains)
     device = rag.retriever.device
@@ -164,8 +174,10 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
                 # float16's scaler skips such steps itself; otherwise this step would make the weights non-finite
                 last = saved or start
                 kept = f"; its last good checkpoint (step {last}) is kept" if last else "; no checkpoint was saved"
-                raise DivergedError(f"stage {stage.name} diverged at step {step + 1} (loss {sum(losses) / len(losses):.4g}, "
-                                  f"gradient norm {float(grad_norm):.4g}){kept}; lower the learning rate")
+                raise DivergedError(
+                    f"stage {stage.name} diverged at step {step + 1} (loss {sum(losses) / len(losses):.4g}, "
+                    f"gradient norm {float(grad_norm):.4g}){kept}; lower the learning rate"
+                )
             scaler.step(opt)
             scaler.update()
             sched.step()
@@ -178,8 +190,15 @@ def train_stage(stage: Stage, rag: RAGSystem, examples: list[Example], cfg: Trai
             log.write(record)
             if out and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
                 so_far = meter.finish(step + 1 - start)  # the cost up to this checkpoint, a resume adds to it
-                save_checkpoint(out / "checkpoint", rag, stage.trains, opt, sched, step + 1,
-                                (prior.add(so_far) if prior else so_far).to_dict())
+                save_checkpoint(
+                    out / "checkpoint",
+                    rag,
+                    stage.trains,
+                    opt,
+                    sched,
+                    step + 1,
+                    (prior.add(so_far) if prior else so_far).to_dict(),
+                )
                 saved = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -221,8 +240,7 @@ class _Log:
         if out:
             out.mkdir(parents=True, exist_ok=True)
         run_dir = Path(cfg.tracking_dir) / stage if cfg.tracking_dir else (out or Path("fedrag-runs"))
-        self.tracker = Tracker(cfg.report_to, run_dir, f"{cfg.run_name or 'fedrag'}/{stage}",
-                               {"stage": stage, **asdict(cfg)})
+        self.tracker = Tracker(cfg.report_to, run_dir, f"{cfg.run_name or 'fedrag'}/{stage}", {"stage": stage, **asdict(cfg)})
 
     def truncate(self, step: int) -> list[dict]:
         """Drop records after `step` (a resumed run trains them again); return the rest."""

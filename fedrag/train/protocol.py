@@ -19,8 +19,8 @@ class StepOutput:
     """One batch's loss and what it cost (tokens through each model, which needed a backward)."""
 
     loss: torch.Tensor
-    retriever_tokens: int = 0     # tokens through the retriever's encoders
-    generator_tokens: int = 0     # tokens through the LM
+    retriever_tokens: int = 0  # tokens through the retriever's encoders
+    generator_tokens: int = 0  # tokens through the LM
     retriever_grad: bool = False  # did the retriever forward need a backward?
     generator_grad: bool = False
     # what `loss` averages over (answer tokens for a token-averaged loss); 0: the batch's examples.

@@ -26,8 +26,9 @@ RaltMode = Literal["all-in-one", "per-passage"]
 StageName = Literal["contrastive", "lsr", "ralt", "rag-sequence", "rag-token"]
 
 
-def retrieve_scores(rag: RAGSystem, questions: list[str], k: int, grad: bool,
-                    train_passages: bool = False) -> tuple[torch.Tensor, list[list[int]], int]:
+def retrieve_scores(
+    rag: RAGSystem, questions: list[str], k: int, grad: bool, train_passages: bool = False
+) -> tuple[torch.Tensor, list[list[int]], int]:
     """Top-k store positions, their scores `q · p` as a `[B, k]` tensor, and the
     tokens the retriever encoded.
 
@@ -101,7 +102,7 @@ class ContrastiveStage:
         if self.train_passages:
             enc, passage_tokens = embed_passages(rag, gold + neg)
             tokens += passage_tokens
-            positives, negatives = enc[: len(gold)], (enc[len(gold):] if neg else None)
+            positives, negatives = enc[: len(gold)], (enc[len(gold) :] if neg else None)
         else:
             positives = emb[torch.as_tensor(gold, device=q.device)]
             negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
@@ -190,8 +191,13 @@ class RALTStage:
             answers = [e.answers[0] for e in batch]
         out = gen.score(prompts, answers)
         loss = answer_nll(out.seq_logp, out.mask.sum(-1))
-        return StepOutput(loss, retriever_tokens=rtok, generator_tokens=out.n_tokens, generator_grad=True,
-                          units=float(out.mask.sum().clamp(min=1)))
+        return StepOutput(
+            loss,
+            retriever_tokens=rtok,
+            generator_tokens=out.n_tokens,
+            generator_grad=True,
+            units=float(out.mask.sum().clamp(min=1)),
+        )
 
 
 @dataclass
@@ -218,8 +224,13 @@ class _JointStage:
         return scores, out, rtok
 
     def _output(self, loss, scores, out, rtok) -> StepOutput:
-        return StepOutput(loss, retriever_tokens=rtok, generator_tokens=out.n_tokens,
-                          retriever_grad=self.train_retriever, generator_grad=self.train_generator)
+        return StepOutput(
+            loss,
+            retriever_tokens=rtok,
+            generator_tokens=out.n_tokens,
+            retriever_grad=self.train_retriever,
+            generator_grad=self.train_generator,
+        )
 
 
 @dataclass

@@ -64,8 +64,13 @@ class Tracker:
         if "wandb" in self.names:
             wandb = require("wandb", "fedrag[tracking]")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "fedrag"), name=run_name,
-                                     dir=str(self.run_dir), config=params, reinit="create_new")
+            self._wandb = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "fedrag"),
+                name=run_name,
+                dir=str(self.run_dir),
+                config=params,
+                reinit="create_new",
+            )
 
     def __bool__(self) -> bool:
         return bool(self.names)
