@@ -155,7 +155,7 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     assert code == 0, err
     result = json.loads((tmp_path / "c" / "compare.json").read_text())
     names = [r["strategy"] for r in result["rows"]]
-    assert names == ["untuned", "independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"]
+    assert names == ["untuned", "independent", "two-phase", "joint-sequence", "joint-token", "ra-dit", "multi-task"]
     by = {r["strategy"]: r for r in result["rows"]}
     assert by["joint-token"]["decoding"] == "rag-token" and by["joint-sequence"]["decoding"] == "rag-sequence (fast)"
     assert by["independent"]["decoding"] == "concat" and by["ra-dit"]["decoding"] == "rag-token"

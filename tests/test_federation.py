@@ -711,7 +711,7 @@ def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tin
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"])
+@pytest.mark.parametrize("name", ["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit", "multi-task"])
 @pytest.mark.slow
 def test_each_built_in_strategy_federates_as_it_trains_centrally(
     monkeypatch, capsys, tiny_models, sites, demo_dir, tmp_path, name

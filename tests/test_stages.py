@@ -19,7 +19,7 @@ from fedrag.train import (
     get_state,
     train_stage,
 )
-from fedrag.train.stages import retrieve_scores
+from fedrag.train.scoring import retrieve_scores
 
 
 def make_rag(tiny_models, demo_dir, lora=True):
@@ -272,3 +272,26 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_models, demo_dir, tr
     with pytest.raises(FedragError, match="corrupt checkpoint"):
         train_stage(RALTStage(top_k=2), make_rag(tiny_models, demo_dir), train, cfg, out_dir=tmp_path / "r", resume=True)
     assert not marker.exists(), "torch.load(weights_only=True): the checkpoint's pickle ran no code"
+
+
+def test_the_multi_task_stage_trains_both_sides_with_the_weighted_sum_of_the_two_losses(tiny_models, demo_dir, train):
+    from fedrag.train import MultiTaskStage
+
+    rag = make_rag(tiny_models, demo_dir)
+    batch = train[:4]
+    stage = MultiTaskStage(top_k=3, generation_weight=0.7, retrieval_weight=2.0)
+    rag.retriever.query_encoder.eval()  # no dropout: the three losses see the same network
+    rag.generator.model.eval()
+    with torch.no_grad():
+        joint = float(stage.loss(rag, batch).loss)
+        ralt = float(RALTStage(top_k=3).loss(rag, batch).loss)
+        contrastive = float(ContrastiveStage(top_k=3, train_passages=False).loss(rag, batch).loss)
+    assert joint == pytest.approx(0.7 * ralt + 2.0 * contrastive, rel=1e-5)
+    assert ralt > 0 and contrastive > 0
+    before = get_state(rag, ("retriever", "generator"))
+    train_stage(stage, rag, train, TrainConfig(steps=2, batch_size=4, lr_generator=1e-2, lr_retriever=1e-3))
+    after = get_state(rag, ("retriever", "generator"))
+    for side in ("retriever.", "generator."):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(side)), f"{side} moved"
+    with pytest.raises(Exception, match="multi-task weights"):
+        MultiTaskStage(generation_weight=0.0, retrieval_weight=0.0)

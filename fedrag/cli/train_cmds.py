@@ -93,7 +93,9 @@ def train(
         TrainConfig, kw, explicit=given(ctx, TrainConfig), run_name=kw["run_name"] or out.name, progress=sys.stderr.isatty()
     )
     check_out(out, "train", overwrite)  # before anything loads
-    _, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
+    passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
+    if cfg.keep_best and val_ex is None:  # the best weights need questions they were not trained on
+        train_ex, val_ex = carve_validation(train_ex, passages, cfg.seed, val_limit)
     # what an interrupted run must match to be continued: the settings and the data's content
     identity = {
         "plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},

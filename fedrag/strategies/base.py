@@ -177,7 +177,10 @@ def total_cost(results: list[StageResult], name: str) -> dict:
     total = Cost(name=name)
     for r in results:
         total = total.add(r.cost)
-    return {"strategy": name, "total": total.to_dict(), "stages": [r.cost.to_dict() for r in results]}
+    out = {"strategy": name, "total": total.to_dict(), "stages": [r.cost.to_dict() for r in results]}
+    if any(r.best for r in results):  # TrainConfig.keep_best: the validated step each phase ended with
+        out["best"] = [r.best for r in results]
+    return out
 
 
 def save_outputs(

@@ -30,7 +30,10 @@ from fedrag.strategies.settings import PlanSettings, SearchSettings
 from fedrag.strategies.verdicts import MARGIN, decide
 from fedrag.train.loop import TrainConfig
 
-NEEDS_GOLD = {"independent": "its retriever stage is contrastive and needs gold passage ids (context labels)"}
+NEEDS_GOLD = {
+    "independent": "its retriever stage is contrastive and needs gold passage ids (context labels)",
+    "multi-task": "its loss has a contrastive term that needs gold passage ids (context labels)",
+}
 
 
 @dataclass

@@ -6,9 +6,17 @@ from typing import Literal
 
 from fedrag.errors import FedragError
 from fedrag.strategies.base import Phase, Strategy
-from fedrag.train.stages import ContrastiveStage, LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage, make_stage
+from fedrag.train.stages import (
+    ContrastiveStage,
+    LSRStage,
+    MultiTaskStage,
+    RAGSequenceStage,
+    RAGTokenStage,
+    RALTStage,
+    make_stage,
+)
 
-StrategyName = Literal["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit"]
+StrategyName = Literal["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit", "multi-task"]
 TwoPhaseLoss = Literal["rag-sequence", "rag-token", "lsr"]
 TwoPhaseOrder = Literal["generator-first", "retriever-first"]
 
@@ -55,12 +63,19 @@ def ra_dit(top_k: int = 3) -> Strategy:
     return Strategy("ra-dit", [Phase(RALTStage(top_k=top_k, mode="per-passage")), Phase(LSRStage(top_k=top_k))], ra_dit.__doc__)
 
 
+def multi_task(top_k: int = 3) -> Strategy:
+    """Generator and retriever in one phase with a multi-task loss: the RALT answer NLL plus
+    the contrastive loss of the query encoder, each step (needs gold ids)."""
+    return Strategy("multi-task", [Phase(MultiTaskStage(top_k=top_k))], multi_task.__doc__)
+
+
 STRATEGIES = {
     "independent": independent,
     "two-phase": two_phase,
     "joint-sequence": joint_sequence,
     "joint-token": joint_token,
     "ra-dit": ra_dit,
+    "multi-task": multi_task,
 }
 
 

@@ -2,13 +2,23 @@
 
 from fedrag.train.loop import StageResult, TrainConfig, train_stage
 from fedrag.train.protocol import Stage, StepOutput
-from fedrag.train.stages import STAGES, ContrastiveStage, LSRStage, RAGSequenceStage, RAGTokenStage, RALTStage, make_stage
+from fedrag.train.stages import (
+    STAGES,
+    ContrastiveStage,
+    LSRStage,
+    MultiTaskStage,
+    RAGSequenceStage,
+    RAGTokenStage,
+    RALTStage,
+    make_stage,
+)
 from fedrag.train.state import get_state, set_state
 
 __all__ = [
     "STAGES",
     "ContrastiveStage",
     "LSRStage",
+    "MultiTaskStage",
     "RAGSequenceStage",
     "RAGTokenStage",
     "RALTStage",

@@ -16,6 +16,7 @@ from fedrag.models import WeightDtype
 
 
 Precision = WeightDtype  # the same choices: a compute precision here, the weights' dtype when loading
+BestMetric = Literal["auto", "f1", "em", "recall@5", "answer_recall@5", "mrr@10"]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
 
 
@@ -48,6 +49,14 @@ class TrainConfig:
     seed: int = _f(0, "random seed (data order, LoRA init)")
     eval_every: int = _f(0, "validate every N steps (0: only at the end, if --val is given)")
     checkpoint_every: int = _f(0, "checkpoint every N steps (0: never)")
+    keep_best: bool = _f(
+        False,
+        "validate before the first step and every --eval-every steps, and end with the best "
+        "weights (needs --val, or carves one from --train by title)",
+    )
+    best_metric: BestMetric = _f(
+        "auto", "what --keep-best selects on (auto: F1 when validation answers questions, else Recall@5)"
+    )
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, slower steps")
     dtype: Precision = _f(
         "auto",
@@ -90,6 +99,8 @@ class TrainConfig:
             raise FedragError(f"--batch-size and --grad-accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
         if self.dtype not in get_args(Precision):
             raise FedragError(f"--dtype must be one of {', '.join(get_args(Precision))}, got '{self.dtype}'")
+        if self.best_metric not in get_args(BestMetric):
+            raise FedragError(f"--best-metric must be one of {', '.join(get_args(BestMetric))}, got '{self.best_metric}'")
         if self.score_batch_size is not None and self.score_batch_size < 1:
             raise FedragError(f"--score-batch-size must be >= 1, got {self.score_batch_size}")
         from fedrag.train.tracking import parse_report_to

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from fedrag.data.types import Example
 from fedrag.train import distributed
+from fedrag.train.best import BestKeeper
 from fedrag.train.checkpoint import export_optimizer_state, import_optimizer_state, load_checkpoint, save_checkpoint
 from fedrag.train.config import TrainConfig
 from fedrag.train.cost import Cost, CostMeter, param_count
@@ -35,6 +36,7 @@ class StageResult:
     final_loss: float
     history: list[dict]
     cost: Cost
+    best: dict | None = None  # with TrainConfig.keep_best: the validated step kept (step, metric, value)
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -136,6 +138,15 @@ def train_stage(
     for _ in range(start * cfg.grad_accum):  # replay the data order up to the resumed step
         next(batches)
     earlier = log.truncate(start) if (resume and out) else []  # steps after the checkpoint are trained again
+    keeper = None
+    if cfg.keep_best:
+        if not (val and evaluate_fn):
+            raise FedragError("--keep-best needs validation questions (--val, or a split carved from --train)")
+        keeper = BestKeeper(cfg.best_metric, stage.trains, out)
+        if resume and found:
+            keeper.load(found)
+        if keeper.state is None:  # the weights before any step are a candidate too
+            keeper.offer(rag, start, evaluate_fn(rag, val))
     meter = CostMeter(
         stage.name, param_count(rag.retriever.query_encoder), param_count(rag.generator.model) if rag.generator is not None else 0
     )
@@ -184,7 +195,10 @@ def train_stage(
             loss_value = sum(losses) / len(losses)
             record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0]}
             if val and evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-                record.update({f"val_{k}": v for k, v in evaluate_fn(rag, val).items()})
+                metrics = evaluate_fn(rag, val)
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                if keeper:
+                    keeper.offer(rag, step + 1, metrics)
                 _set_modes(rag, stage.trains)
             history.append(record)
             log.write(record)
@@ -207,8 +221,14 @@ def train_stage(
         rag.retriever.query_encoder.eval()
         if rag.generator is not None:
             rag.generator.model.eval()
+        best = None
         if val and evaluate_fn:
-            final = {"stage": stage.name, "step": total, **{f"val_{k}": v for k, v in evaluate_fn(rag, val).items()}}
+            metrics = evaluate_fn(rag, val)
+            final = {"stage": stage.name, "step": total, **{f"val_{k}": v for k, v in metrics.items()}}
+            if keeper:
+                keeper.offer(rag, total, metrics)
+                best = keeper.restore(rag, total)
+                final["best_step"] = best["step"]
             history.append(final)
             log.write(final)
     finally:  # an error or an interrupt too: the bar, the trackers and the scoring chunk as they were
@@ -225,7 +245,7 @@ def train_stage(
     if optimizer_state is not None:
         optimizer_state.clear()
         optimizer_state.update(export_optimizer_state(opt, params))
-    return StageResult(stage.name, total, loss_value, history, cost)
+    return StageResult(stage.name, total, loss_value, history, cost, best)
 
 
 class _Log:

@@ -8,6 +8,7 @@ centrally and, one round at a time, inside a Flower client.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -18,46 +19,13 @@ from fedrag.errors import FedragError
 from fedrag.generate.decoding import RETRIEVAL_GAMMA
 from fedrag.losses import answer_nll, info_nce, lsr_loss, rag_sequence_nll, rag_token_nll
 from fedrag.train.protocol import StepOutput
+from fedrag.train.scoring import embed_passages, passages_at, retrieve_scores
 
 if TYPE_CHECKING:
     from fedrag.rag import RAGSystem
 
 RaltMode = Literal["all-in-one", "per-passage"]
-StageName = Literal["contrastive", "lsr", "ralt", "rag-sequence", "rag-token"]
-
-
-def retrieve_scores(
-    rag: RAGSystem, questions: list[str], k: int, grad: bool, train_passages: bool = False
-) -> tuple[torch.Tensor, list[list[int]], int]:
-    """Top-k store positions, their scores `q · p` as a `[B, k]` tensor, and the
-    tokens the retriever encoded.
-
-    FAISS picks the positions (with a detached query); the scores are recomputed from
-    the (differentiable, when `grad`) query embedding and the store's fixed passage
-    embeddings, so gradients reach the query encoder. With `train_passages` the top-k
-    passages are re-embedded with gradients instead (see [`embed_passages`][embed_passages]).
-    """
-    q, tokens = rag.retriever.embed_queries(questions, grad=grad)
-    _, pos = rag.store.search(q.detach(), k)
-    if train_passages:
-        emb = embed_passages(rag, pos.reshape(-1).tolist())
-        passages, tokens = emb.vectors.view(*pos.shape, -1), tokens + emb.tokens
-    else:
-        passages = rag.store.embedding_tensor(q.device)[torch.as_tensor(pos, device=q.device)]  # [B, k, d]
-    return torch.einsum("bd,bkd->bk", q, passages), pos.tolist(), tokens
-
-
-def embed_passages(rag: RAGSystem, positions: list[int]):
-    """Store passages re-embedded *with gradients* by the shared encoder
-    ([`Embedded`][fedrag.retrieve.retriever.Embedded]: vectors `[n, d]` and token count).
-
-    Training the passage side makes the store's embeddings stale: re-encode it
-    afterwards with [`fedrag.rag.RAGSystem.reencode_store`][fedrag.rag.RAGSystem.reencode_store]."""
-    return rag.retriever.embed_passages_with_grad([rag.store.passages[i].as_text() for i in positions])
-
-
-def _passages(rag: RAGSystem, pos: list[list[int]]):
-    return [[rag.store.passages[p] for p in row] for row in pos]
+StageName = Literal["contrastive", "lsr", "ralt", "rag-sequence", "rag-token", "multi-task"]
 
 
 @dataclass
@@ -142,7 +110,7 @@ class LSRStage:
         questions = [e.question for e in batch]
         scores, pos, rtok = retrieve_scores(rag, questions, self.top_k, grad=grad, train_passages=self.train_passages and grad)
         gen = rag.generator
-        prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
+        prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, passages_at(rag, pos)) for p in ps]
         answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
         with torch.no_grad():
             lm = gen.score(prompts, answers)
@@ -182,7 +150,7 @@ class RALTStage:
         questions = [e.question for e in batch]
         q, rtok = rag.retriever.embed_queries(questions)
         _, pos = rag.store.search(q, self.top_k)
-        gen, contexts = rag.generator, _passages(rag, pos)
+        gen, contexts = rag.generator, passages_at(rag, pos)
         if self.mode == "per-passage":
             prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, contexts) for p in ps]
             answers = [e.answers[0] for e, ps in zip(batch, contexts) for _ in ps]
@@ -217,7 +185,7 @@ class _JointStage:
         questions = [e.question for e in batch]
         scores, pos, rtok = retrieve_scores(rag, questions, self.top_k, grad=self.train_retriever)
         gen = rag.generator
-        prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, _passages(rag, pos)) for p in ps]
+        prompts = [gen.prompt(q, [p]) for q, ps in zip(questions, passages_at(rag, pos)) for p in ps]
         answers = [e.answers[0] for e in batch for _ in range(scores.shape[1])]
         with torch.set_grad_enabled(self.train_generator):
             out = gen.score(prompts, answers)
@@ -267,11 +235,48 @@ class RAGTokenStage(_JointStage):
         return self._output(loss, scores, out, rtok)
 
 
-STAGES = {s.name: s for s in (ContrastiveStage, LSRStage, RALTStage, RAGSequenceStage, RAGTokenStage)}
+@dataclass
+class MultiTaskStage:
+    r"""Generator and retriever in one step: a weighted sum of the RALT answer NLL and the
+    contrastive InfoNCE loss on the same batch,
+
+    $$
+    \mathcal{L} = w_\text{gen}\,\mathcal{L}_\text{RALT} + w_\text{ret}\,\mathcal{L}_\text{InfoNCE}.
+    $$
+
+    The contrastive half needs gold passage ids and trains the query side only, so the
+    RALT half retrieves from a store that stays current. The generator is decoded as a
+    RALT-trained one (passages concatenated)."""
+
+    name: ClassVar[str] = "multi-task"
+    trains: ClassVar[tuple[str, ...]] = ("retriever", "generator")
+    top_k: int = 4
+    generation_weight: float = 1.0
+    retrieval_weight: float = 1.0
+    hard_negatives: int = 1
+
+    def __post_init__(self):
+        weights = (self.generation_weight, self.retrieval_weight)
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+            raise FedragError(f"multi-task weights must be finite, >= 0 and not both 0, got {weights}")
+
+    def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
+        gen = RALTStage(top_k=self.top_k).loss(rag, batch)
+        ret = ContrastiveStage(hard_negatives=self.hard_negatives, top_k=self.top_k, train_passages=False).loss(rag, batch)
+        return StepOutput(
+            self.generation_weight * gen.loss + self.retrieval_weight * ret.loss,
+            retriever_tokens=gen.retriever_tokens + ret.retriever_tokens,
+            generator_tokens=gen.generator_tokens,
+            retriever_grad=True,
+            generator_grad=True,
+        )
+
+
+STAGES = {s.name: s for s in (ContrastiveStage, LSRStage, RALTStage, RAGSequenceStage, RAGTokenStage, MultiTaskStage)}
 
 
 def make_stage(name: str, **options):
-    """A stage by name (`contrastive`, `lsr`, `ralt`, `rag-sequence`, `rag-token`)."""
+    """A stage by name (`contrastive`, `lsr`, `ralt`, `rag-sequence`, `rag-token`, `multi-task`)."""
     if name not in STAGES:
         raise FedragError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})")
     cls = STAGES[name]

@@ -1,0 +1,62 @@
+"""TrainConfig.keep_best: a run ends with its best validated weights, step 0 included."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fedrag.data import load_qa
+from fedrag.train import RALTStage, TrainConfig, get_state, set_state, train_stage
+from test_cli import run
+from test_stages import make_rag
+
+CFG = TrainConfig(steps=4, batch_size=2, lr_generator=1e-2, scheduler="constant", warmup_ratio=0.0, eval_every=2, keep_best=True)
+
+
+def _scripted(values):
+    """Validation figures in the order the loop asks for them: before step 1, at step 2,
+    at step 4 (eval_every) and at the end."""
+    values = iter(values)
+    return lambda rag, val: {"f1": next(values)}
+
+
+def _trained(tiny_models, demo_dir, start, cfg, **kw):
+    rag = make_rag(tiny_models, demo_dir)
+    set_state(rag, start)
+    res = train_stage(RALTStage(top_k=2), rag, load_qa(demo_dir / "train.jsonl"), cfg, **kw)
+    return res, get_state(rag, ("generator",))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-8) for k in a)
+
+
+def test_keep_best_ends_with_the_weights_of_the_best_validated_step(tiny_models, demo_dir):
+    """Validation peaks at step 2 of 4; with a constant learning rate the first two steps
+    of the run are a 2-step run, whose weights the run must end with."""
+    start = get_state(make_rag(tiny_models, demo_dir), ("generator",))
+    val = load_qa(demo_dir / "test.jsonl")[:2]
+    res, kept = _trained(tiny_models, demo_dir, start, CFG, val=val, evaluate_fn=_scripted([0.1, 0.5, 0.3, 0.3]))
+    assert res.best == {"step": 2, "metric": "auto", "value": 0.5}
+    assert res.history[-1]["best_step"] == 2
+    _, two = _trained(tiny_models, demo_dir, start, replace(CFG, steps=2, keep_best=False, eval_every=0))
+    _, four = _trained(tiny_models, demo_dir, start, replace(CFG, keep_best=False, eval_every=0))
+    assert _same(kept, two) and not _same(kept, four)
+    # nothing beats the weights it started from: it ends where it started
+    res, kept = _trained(tiny_models, demo_dir, start, CFG, val=val, evaluate_fn=_scripted([0.9, 0.5, 0.3, 0.3]))
+    assert res.best["step"] == 0 and _same(kept, start)
+    with pytest.raises(Exception, match="--keep-best needs validation questions"):
+        _trained(tiny_models, demo_dir, start, CFG)
+
+
+def test_train_keep_best_carves_a_validation_split_and_reports_the_kept_step(
+    monkeypatch, capsys, tiny_models, demo_dir, tmp_path
+):
+    code, out, err = run(monkeypatch, capsys, "train", "--stage", "ralt", "--steps", "2", "--batch-size", "2",
+                         "--keep-best", "--val-limit", "4", "--corpus", demo_dir / "corpus.jsonl", "--train",
+                         demo_dir / "train.jsonl", "--retriever", tiny_models["retriever"], "--generator",
+                         tiny_models["generator"], "--out", tmp_path / "run")  # fmt: skip
+    assert code == 0, err
+    (best,) = json.loads((tmp_path / "run" / "cost.json").read_text())["best"]
+    assert best["metric"] == "auto" and best["step"] in (0, 2)
