@@ -34,9 +34,3 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     demo.write(out, seed=0, n_people=24)
     return out
-
-
-def pytest_collection_modifyitems(config, items):
-    """Slow tests first: xdist hands tests out in this order, so the longest ones start early
-    instead of stretching the end of the run on one worker while the others sit idle."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

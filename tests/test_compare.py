@@ -180,7 +180,7 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     assert by[best]["verdict"] == "best" and "Verdicts" in md
     # resumed: nothing is trained again
     code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
-    assert code == 0 and err.count("already finished") == 5, err
+    assert code == 0 and err.count("already finished") == 6, err
     args_nogold = [nogold_test if a == demo_dir / "test.jsonl" else a for a in args]
     code, out, err = run(
         monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "independent,joint-token"

@@ -204,7 +204,7 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
     the CLI's --tls --supernode-auth (certificates and site keys made in OUT/credentials)."""
     from fedrag.federation.deployment import _children
 
-    timeout = 30
+    timeout = 45  # a round under a loaded CI box: ClientApp processes start, import and train
     cmd = [
         sys.executable,
         "-m",
