@@ -28,7 +28,8 @@ if [ "$gpu" = 1 ]; then TORCH="torch"; else TORCH="${TORCH_SPEC:-torch==2.13.0}"
 # be installed or fails, pip does the work.
 with_uv() {
   $PIP install -q uv >/dev/null 2>&1 || return 1
-  local UV=(.venv/bin/uv pip install -q --python .venv/bin/python)
+  # --compile-bytecode: as pip does; without .pyc files (e.g. PYTHONDONTWRITEBYTECODE=1) every process recompiles
+  local UV=(.venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python)
   [ -n "${PIP_CERT:-}" ] && export SSL_CERT_FILE="${SSL_CERT_FILE:-$PIP_CERT}"
   [ -n "${PIP_INDEX_URL:-}" ] && UV+=(--index-url "$PIP_INDEX_URL")
   for url in ${PIP_EXTRA_INDEX_URL:-}; do UV+=(--extra-index-url "$url"); done
