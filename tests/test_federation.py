@@ -155,11 +155,40 @@ def composed_epsilon(noise: float, sites: int, releases: int, delta: float = 1e-
     return acc.get_privacy_spent().epsilon
 
 
+def local_epsilon(noise: float, releases: int, delta: float = 1e-5) -> float:
+    """A site's ε of ``releases`` local-DP releases, composed in a fresh accountant."""
+    from fedrag.federation.local_dp import accountant, release_event
+
+    acc = accountant(delta)
+    acc.compose(release_event(noise), releases)
+    return acc.get_privacy_spent().epsilon
+
+
 @pytest.mark.slow
 def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_path):
-    task = task_for(tiny_models, tmp_path / "dp", strategy="independent", rounds=2, dp_noise=1.0, dp_clip=0.5, evaluate_every=0)
+    """Central DP on the server and local DP on every site, over a 2-phase run."""
+    task = task_for(
+        tiny_models,
+        tmp_path / "dp",
+        strategy="independent",
+        rounds=2,
+        dp_noise=1.0,
+        dp_clip=0.5,
+        local_dp_noise=2.0,
+        local_dp_clip=0.5,
+        evaluate_every=0,
+    )
     simulate(task, sites[2])
     rounds = json.loads((tmp_path / "dp" / "rounds.json").read_text())
+    for r in rounds:  # each site composes its own releases across both phases
+        assert [m["local-dp-releases"] for m in r["site_metrics"].values()] == [r["round"] + 2 * r["phase"]] * 2
+    for m in rounds[-1]["site_metrics"].values():
+        assert m["local-dp-epsilon"] == pytest.approx(local_epsilon(2.0, 4), rel=1e-9)
+    local = json.loads((tmp_path / "dp" / "cost.json").read_text())["local_dp"]
+    assert len(local["sites"]) == 2 and all(s["releases"] == 4 for s in local["sites"].values())
+    report = (tmp_path / "dp" / "privacy.md").read_text()
+    assert "## Central differential privacy" in report and "## Local differential privacy" in report
+    assert f"| 4 | {local_epsilon(2.0, 4):.3g} |" in report
     assert [(r["phase"], r["dp_releases"]) for r in rounds] == [(0, 1), (0, 2), (1, 3), (1, 4)]
     eps = [r["dp_epsilon"] for r in rounds]
     assert eps == sorted(eps) and eps[2] > eps[1], "the second phase adds to the first phase's budget"
@@ -240,6 +269,8 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
         "3",
         "--dp-noise",
         "0.8",
+        "--local-dp-noise",
+        "2.0",
     ]
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -274,6 +305,9 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     # the privacy accountant was checkpointed: ε after kill + resume is the uninterrupted run's
     assert [r["dp_releases"] for r in history] == [1, 2, 3, 4]
     assert history[-1]["dp_epsilon"] == pytest.approx(composed_epsilon(0.8, 2, 4), rel=1e-9)
+    # so were the sites' local-DP ledgers: a round the server lost is resent, never released twice
+    for m in history[-1]["site_metrics"].values():
+        assert m["local-dp-releases"] == 4 and m["local-dp-epsilon"] == pytest.approx(local_epsilon(2.0, 4), rel=1e-9)
     # a finished run is refused, never rerun over or mixed; its result stays as it was
     cost = (out / "cost.json").read_text()
     refused(cmd, "already holds a finished federated run of this task; pass --overwrite")

@@ -50,7 +50,7 @@ def test_the_privacy_report_claims_coverage_only_for_noised_releases():
     """The report comes from the accountant: with no release counted it covers nothing
     (before, a run that never noised still wrote 'covers: the aggregated model updates')."""
     from fedrag.federation.aggregator import make_accountant
-    from fedrag.federation.server import dp_report
+    from fedrag.federation.privacy import dp_report
     from fedrag.federation.task import FedTask
 
     task = FedTask(stage="ralt", dp_noise=1.0)

@@ -185,8 +185,6 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             return fixedclipping_mod(msg, context, call_next)
         return call_next(msg, context)
 
-    app = ClientApp(mods=[*mods, dp_clipping])
-
     def _task(context) -> FedTask:
         apply_defaults()  # a site's process is an entry point: Ray workers do not inherit the launcher's filters
         t = task or FedTask.from_config(context.run_config)
@@ -195,6 +193,11 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         if plan is None:
             site.check_strategy(t.strategy)
         return t
+
+    from fedrag.federation.local_dp import make_local_dp_mod
+
+    # local DP outside the central-DP clipping: the update is noised last, just before it leaves
+    app = ClientApp(mods=[*mods, make_local_dp_mod(_task, site_data), dp_clipping])
 
     @app.train()
     def train(msg: Message, context) -> Message:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 
-from fedrag._io import atomic_write_json
+from fedrag._io import atomic_write_json, atomic_write_text
 from fedrag.federation.aggregator import make_accountant, make_aggregator
 from fedrag.strategies.base import save_models
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
+from fedrag.federation.privacy import privacy_markdown, privacy_sections
 from fedrag.federation.records import from_wire, packed_spec, to_wire
 from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
@@ -203,30 +204,10 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         }
         for p in plan.phases
     ]
-    if accountant is not None:
-        spent = accountant.get_privacy_spent()
-        summary["dp"] = dp_report(spent, task)
+    summary.update(privacy_sections(history, task, accountant))
     atomic_write_json(out / "cost.json", summary)
+    atomic_write_text(out / "privacy.md", privacy_markdown(summary))
     return summary
-
-
-def dp_report(spent, task: FedTask) -> dict:
-    """The privacy report, from what the accountant saw happen: it names coverage only
-    for noised releases that were counted (a run with none covers nothing)."""
-    released = int(spent.num_releases)
-    return {
-        "epsilon": float(spent.epsilon) if released else None,
-        "delta": float(spent.delta),
-        "releases": released,
-        "noise_multiplier": task.dp_noise,
-        "clip": task.dp_clip,
-        "covers": (
-            "the aggregated model updates of every round of every phase (RDP, composed)"
-            if released
-            else "nothing: no noised release was made"
-        ),
-        "not_covered": "site metrics (losses, Recall@5, counts) leave the sites without noise",
-    }
 
 
 def _progress(entry: dict, task: FedTask, phases: int) -> None:

@@ -78,6 +78,12 @@ class FedTask:
     )
     dp_clip: float = setting(1.0, "DP: the L2 norm each site's update is clipped to")
     dp_delta: float = setting(1e-5, "DP: the delta of the reported (epsilon, delta) guarantee", cli=False)
+    local_dp_noise: float = setting(
+        0.0,
+        "local differential privacy when above 0: each site clips its update to --local-dp-clip and adds Gaussian "
+        "noise of this multiplier before it leaves the site (a site's node config 'local-dp-noise' can demand more)",
+    )
+    local_dp_clip: float = setting(1.0, "local DP: the L2 norm each site clips its update to before noising it")
     out: str = setting("", "the server's output directory", cli=False)
     corpus: str = setting(
         "",
@@ -130,6 +136,8 @@ class FedTask:
             raise FedragError("--proximal-mu must be >= 0, --server-lr > 0 and --eval-limit >= 1")
         if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise FedragError("--dp-noise must be >= 0, --dp-clip > 0 and the DP delta in (0, 1)")
+        if self.local_dp_noise < 0 or self.local_dp_clip <= 0:
+            raise FedragError("--local-dp-noise must be >= 0 and --local-dp-clip > 0")
         from fedrag.train.tracking import parse_report_to
 
         parse_report_to(self.report_to)

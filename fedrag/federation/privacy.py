@@ -1,0 +1,94 @@
+"""What a federated run's privacy protections covered: cost.json's `dp` and `local_dp`
+sections and the run's `privacy.md`, written from what the accountants counted."""
+
+from __future__ import annotations
+
+from fedrag.federation.task import FedTask
+
+NOT_COVERED = "site metrics (losses, Recall@5, counts) leave the sites without noise"
+
+
+def privacy_sections(history: list[dict], task: FedTask, accountant) -> dict:
+    """`{"dp": ..., "local_dp": ...}` for the protections that were on."""
+    out = {}
+    if accountant is not None:
+        out["dp"] = dp_report(accountant.get_privacy_spent(), task)
+    local = local_dp_report(history, task)
+    if local:
+        out["local_dp"] = local
+    return out
+
+
+def dp_report(spent, task: FedTask) -> dict:
+    """The privacy report, from what the accountant saw happen: it names coverage only
+    for noised releases that were counted (a run with none covers nothing)."""
+    released = int(spent.num_releases)
+    return {
+        "epsilon": float(spent.epsilon) if released else None,
+        "delta": float(spent.delta),
+        "releases": released,
+        "noise_multiplier": task.dp_noise,
+        "clip": task.dp_clip,
+        "covers": (
+            "the aggregated model updates of every round of every phase (RDP, composed)"
+            if released
+            else "nothing: no noised release was made"
+        ),
+        "not_covered": NOT_COVERED,
+    }
+
+
+def local_dp_report(history: list[dict], task: FedTask) -> dict | None:
+    """cost.json's `local_dp`: each site's ε as its last reply reported it (None when off)."""
+    sites: dict[str, dict] = {}
+    for entry in history:
+        for node, m in entry.get("site_metrics", {}).items():
+            if "local-dp-epsilon" in m:
+                sites[node] = {"epsilon": m["local-dp-epsilon"], "releases": int(m["local-dp-releases"])}
+    if not sites and task.local_dp_noise <= 0:
+        return None
+    return {
+        "noise_multiplier": task.local_dp_noise,
+        "clip": task.local_dp_clip,
+        "delta": task.dp_delta,
+        "sites": sites,
+        "covers": "each site's model updates, noised on the site before they leave it (RDP, composed per site)",
+        "not_covered": NOT_COVERED,
+    }
+
+
+def privacy_markdown(summary: dict) -> str:
+    """The run's privacy report in words: what each protection covered, at what (ε, δ)."""
+    lines = ["# Privacy report", ""]
+    dp, local = summary.get("dp"), summary.get("local_dp")
+    if not dp and not local:
+        lines += [
+            "No differential privacy was on: each site's model updates reached the server as the site computed them.",
+            "The sites' data (questions, passages, the knowledge store) never left them; the updates can still leak it.",
+        ]
+    if dp:
+        eps = f"ε = {dp['epsilon']:.3g}" if dp["epsilon"] is not None else "no ε (nothing was released)"
+        lines += [
+            "## Central differential privacy",
+            "",
+            f"Sites clipped their updates to L2 norm {dp['clip']:g}; the server added Gaussian noise of multiplier "
+            f"{dp['noise_multiplier']:g} to their sum. {dp['releases']} releases composed: {eps}, δ = {dp['delta']:g} "
+            "(client level: a whole site's data added or removed). The server saw each site's clipped update unnoised.",
+            "",
+        ]
+    if local:
+        lines += [
+            "## Local differential privacy",
+            "",
+            f"Each site clipped its update to L2 norm {local['clip']:g} and added Gaussian noise of multiplier "
+            f"{local['noise_multiplier']:g} (or its own, higher, node-config value) before it left the site. "
+            f"Per site, δ = {local['delta']:g}:",
+            "",
+            "| site | releases | ε |",
+            "|---|---|---|",
+            *[f"| {node} | {s['releases']} | {s['epsilon']:.3g} |" for node, s in sorted(local["sites"].items())],
+            "",
+        ]
+    if dp or local:
+        lines += [f"Not covered: {NOT_COVERED}. `--evaluate-every 0` stops the evaluation metrics.", ""]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""Local differential privacy on a site: clip, noise, account, and never release twice."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fedrag.federation.local_dp import accountant, ledger_dir, make_local_dp_mod, release_event
+from fedrag.federation.task import FedTask
+
+
+@pytest.fixture(autouse=True)
+def _identity(monkeypatch):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_task_id", "_run_id", "_node_id"):  # what a ClientApp process has set
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+def _message(arrays: dict, rnd: int):
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "config": ConfigRecord({"phase": 0, "server-round": rnd, "round-offset": 0}),
+        }
+    )
+    return Message(content, dst_node_id=1, message_type="train")
+
+
+def _context(node_config: dict):
+    from flwr.app import Context, RecordDict
+
+    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def fresh_epsilon(z: float, releases: int, delta: float = 1e-5) -> float:
+    acc = accountant(delta)
+    acc.compose(release_event(z), releases)
+    return acc.get_privacy_spent().epsilon
+
+
+def test_a_site_clips_noises_and_counts_each_release_once(tmp_path):
+    """The reply leaves clipped to C plus N(0, (zC)^2) noise; ε is a fresh composition of
+    the releases; a round asked for again (a server that lost the reply) gets the same
+    released reply without retraining and without a new release; the site can demand more
+    noise than the task."""
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+
+    task = FedTask(stage="ralt", local_dp_noise=0.05, local_dp_clip=1.0)
+    corpus = tmp_path / "site0" / "corpus.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text("")
+    rng = np.random.default_rng(0)
+    start = {"packed.float32": rng.normal(size=20_000).astype(np.float32)}
+    trained = []
+
+    def site_trains(msg, context):  # the ClientApp: moves every weight by 0.1 (update norm ~14, far above C)
+        trained.append(1)
+        new = {k: v + np.float32(0.1) for k, v in ((k, a.numpy()) for k, a in msg.content["arrays"].items())}
+        return Message(
+            RecordDict(
+                {
+                    "arrays": ArrayRecord({k: Array(v) for k, v in new.items()}),
+                    "metrics": MetricRecord({"num-examples": 4, "train-loss": 1.0}),
+                }
+            ),
+            reply_to=msg,
+        )
+
+    mod = make_local_dp_mod(lambda context: task, lambda context: (str(corpus), []))
+    context = _context({"partition-id": 0})
+    out = mod(_message(start, 1), context, site_trains)
+    update = out.content["arrays"]["packed.float32"].numpy() - start["packed.float32"]
+    # clipped to norm 1 along (1, ..., 1), plus noise of std 0.05 per coordinate (0.05 along any direction)
+    direction = np.full(update.shape, 1 / np.sqrt(update.size))
+    assert float(update @ direction) == pytest.approx(1.0, abs=0.25)
+    assert float(np.std(update - direction)) == pytest.approx(0.05, rel=0.03)
+    metrics = out.content["metrics"]
+    assert metrics["local-dp-releases"] == 1 and metrics["local-dp-epsilon"] == pytest.approx(fresh_epsilon(0.05, 1), rel=1e-9)
+
+    again = mod(_message(start, 1), context, site_trains)  # the same request: nothing retrained, nothing released
+    assert len(trained) == 1
+    np.testing.assert_array_equal(
+        again.content["arrays"]["packed.float32"].numpy(), out.content["arrays"]["packed.float32"].numpy()
+    )
+    assert again.content["metrics"]["local-dp-releases"] == 1 and again.content["metrics"]["local-dp-resent"] == 1
+
+    second = mod(_message(start, 2), context, site_trains)
+    assert len(trained) == 2 and second.content["metrics"]["local-dp-releases"] == 2
+    assert second.content["metrics"]["local-dp-epsilon"] == pytest.approx(fresh_epsilon(0.05, 2), rel=1e-9)
+    ledger = json.loads((ledger_dir(task, str(corpus), {"partition-id": 0}) / "ledger.json").read_text())
+    assert ledger["noise_multiplier"] == 0.05 and ledger["accountant"]
+
+    strict = _context({"partition-id": 1, "local-dp-noise": 4.0})  # the site's own floor wins over the task's 0.05
+    noisy = mod(_message(start, 1), strict, site_trains)
+    assert float(np.std(noisy.content["arrays"]["packed.float32"].numpy() - start["packed.float32"])) == pytest.approx(
+        4.0, rel=0.03
+    )
+    assert noisy.content["metrics"]["local-dp-epsilon"] == pytest.approx(fresh_epsilon(4.0, 1), rel=1e-9)
+
+
+def test_without_local_dp_the_reply_passes_untouched(tmp_path):
+    task = FedTask(stage="ralt")
+    mod = make_local_dp_mod(lambda context: task, lambda context: (str(tmp_path / "corpus.jsonl"), []))
+    msg = _message({"packed.float32": np.ones(3, np.float32)}, 1)
+    sentinel = object()
+    assert mod(msg, _context({}), lambda m, c: sentinel) is sentinel
+    assert not (tmp_path / ".fedrag-privacy").exists()
+
+
+def test_an_evaluate_message_is_not_noised(tmp_path):
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    task = FedTask(stage="ralt", local_dp_noise=1.0)
+    mod = make_local_dp_mod(lambda context: task, lambda context: (str(tmp_path / "corpus.jsonl"), []))
+    msg = Message(RecordDict({"config": ConfigRecord({"phase": 0, "server-round": 1})}), dst_node_id=1, message_type="evaluate")
+    sentinel = object()
+    assert mod(msg, _context({}), lambda m, c: sentinel) is sentinel
