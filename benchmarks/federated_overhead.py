@@ -2,6 +2,7 @@
 and the per-round overhead of a real deployment (SuperLink + SuperNodes on loopback).
 
     python benchmarks/federated_overhead.py [--stage ralt] [--steps 24] [--sites 2] [--rounds 2] [--deployment]
+    python benchmarks/federated_overhead.py --rounds 3 --deployment   # #22's 2 sites x 3 rounds
 
 Centralized: ``steps`` optimizer steps of batch B on all examples. Federated: S sites ×
 R rounds × (steps / (S·R)) local steps of batch B, so both see the same number of
@@ -10,7 +11,10 @@ examples and steps. Ratio = federated wall / centralized wall (start-up included
 The centralized run does no evaluation; the simulation runs twice, with the sites'
 per-round evaluation (the default, ``evaluate_every=1``) and without it (``0``), the
 like-for-like row. The deployment runs without it (each evaluate message is one more
-ClientApp process per site), its sites capped at cores // sites threads each.
+ClientApp process per site), its sites capped at cores // sites threads each, twice: with
+resident site workers (fedrag's default: models stay loaded across rounds) and with the
+models loaded in every ClientApp process. "ratio vs simulation" compares with the
+simulation without site evaluation.
 """
 
 from __future__ import annotations
@@ -79,9 +83,10 @@ def main() -> None:
             [label, local * args.sites * args.rounds, examples, fed, fed / central, cost["bytes_sent"] + cost["bytes_received"]]
         )
         per_round[label] = rounds
-    if args.deployment or args.deployment_only:
+    for resident in (True, False) if (args.deployment or args.deployment_only) else ():
         from fedrag.federation.deployment import deploy
 
+        name = "resident" if resident else "per-message"
         dtask = FedTask(
             stage=args.stage,
             rounds=args.rounds,
@@ -89,24 +94,26 @@ def main() -> None:
             batch_size=args.batch_size,
             min_sites=args.sites,
             evaluate_every=0,
-            out=str(work / "dep-out"),
+            out=str(work / f"dep-out-{name}"),
         )
         t0 = time.perf_counter()
-        dcost = deploy(dtask, sites, work / "dep")
+        dcost = deploy(dtask, sites, work / f"dep-{name}", resident=resident)
         dep = time.perf_counter() - t0
-        drounds = json.loads((work / "dep-out" / "rounds.json").read_text())
-        rows.append(
-            [
-                f"deployment, {args.sites} SuperNodes, no site evaluation",
-                local * args.sites * args.rounds,
-                examples,
-                dep,
-                dep / central,
-                dcost["bytes_sent"] + dcost["bytes_received"],
-            ]
+        label = f"deployment, {args.sites} SuperNodes, no site evaluation, " + (
+            "resident site workers" if resident else "models loaded per message"
         )
-        per_round["deployment, no site evaluation"] = drounds
-    print(table(["run", "optimizer steps", "examples", "wall s", "ratio vs centralized", "bytes on the wire"], rows))
+        rows.append(
+            [label, local * args.sites * args.rounds, examples, dep, dep / central, dcost["bytes_sent"] + dcost["bytes_received"]]
+        )
+        per_round[label] = json.loads((work / f"dep-out-{name}" / "rounds.json").read_text())
+    sim = next((r[3] for r in rows if "simulation" in r[0] and "no site evaluation" in r[0]), float("nan"))
+    rows = [[*r, r[3] / sim] for r in rows]
+    print(
+        table(
+            ["run", "optimizer steps", "examples", "wall s", "ratio vs centralized", "bytes on the wire", "ratio vs simulation"],
+            rows,
+        )
+    )
     print("\nWhere each round's seconds go (site figures are the sites' means; the sites run in parallel):")
     keys = ("dispatch-s", "startup-s", "prepare-s", "load-s", "client-wall-s")
     split = []

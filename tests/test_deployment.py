@@ -84,7 +84,7 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
                 allow_models=[tiny_models["retriever"], tiny_models["generator"]],
                 allow_strategies=["userplans"],
             )
-        from fedrag.federation.deployment import _children
+        from fedrag.federation.processes import children
 
         task = FedTask(
             strategy="userplans:plan",
@@ -97,7 +97,7 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
             evaluate_every=0,
         )
         dep.submit(task)
-        pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in _children(p.pid)]
+        pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in children(p.pid)]
     assert not any(_alive(pid) for pid in pids), "every process we started is stopped"
     rounds = json.loads((out / "rounds.json").read_text())
     assert rounds[0]["stage"] == "half-ralt", "the user's stage ran on the sites"
@@ -163,7 +163,7 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
                 "--stage",
                 "ralt",
                 "--rounds",
-                "1",
+                "2",
                 "--local-steps",
                 "2",
                 "--batch-size",
@@ -184,9 +184,14 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
         )
         log = (tmp_path / "dep" / "superlink.log").read_text()
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 1 and "warning" not in res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 2 and "warning" not in res.stderr
     assert "--insecure" not in log and "SuperNode authentication is disabled" not in log
     assert os.path.exists(out / "generator")
+    # each site's resident worker keeps its models: a fresh ClientApp process would import
+    # sentence-transformers and load both models again (seconds) every round
+    rounds = json.loads((out / "rounds.json").read_text())
+    load = [[m["load-s"] for m in r["site_metrics"].values()] for r in rounds]
+    assert len(load[1]) == 2 and max(load[1]) <= 0.5 < min(load[0]), load
 
 
 def _cmdline(pid: int) -> str:
@@ -202,7 +207,7 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
     command (site back) resumes and runs every round exactly once. --out is relative (as
     the README writes it): the launcher resolves it before any subprocess runs. Through
     the CLI's --tls --supernode-auth (certificates and site keys made in OUT/credentials)."""
-    from fedrag.federation.deployment import _children
+    from fedrag.federation.processes import children
 
     timeout = 45  # a round under a loaded CI box: ClientApp processes start, import and train
     cmd = [
@@ -246,12 +251,12 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
     try:
         deadline = time.time() + 300
         while time.time() < deadline and not (state.exists() and json.loads(state.read_text())["rounds_done"] >= 1):
-            started = sorted(set(started) | set(_children(proc.pid)))
+            started = sorted(set(started) | set(children(proc.pid)))
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.2)
-        site1 = [p for p in _children(proc.pid) if "flower-supernode" in _cmdline(p) and "site=1" in _cmdline(p)]
+        site1 = [p for p in children(proc.pid) if "flower-supernode" in _cmdline(p) and "site=1" in _cmdline(p)]
         assert len(site1) == 1, "round 1 finished and site 1's SuperNode is running"
-        for pid in [site1[0], *_children(site1[0])]:  # the site dies with its ClientApp, mid-round 2
+        for pid in [site1[0], *children(site1[0])]:  # the site dies with its ClientApp, mid-round 2
             os.kill(pid, signal.SIGKILL)
         t_kill = time.time()
         _, err = proc.communicate(timeout=timeout + 60)
@@ -302,7 +307,8 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
     Flower's default connection starts a local SuperLink whose simulation gives each of its
     2 nodes only `partition-id`/`num-partitions`; each ClientApp takes its partition of the
     run config's corpus and train, and the server writes the run's outputs."""
-    from fedrag.federation.deployment import BIN, _children, free_port
+    from fedrag.federation.processes import BIN, free_port
+    from fedrag.federation.processes import children
 
     home = tmp_path / "flwr-home"
     env = {
@@ -343,7 +349,7 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
                 and "flower-superlink" in _cmdline(int(entry.name))
                 and str(home) in _cmdline(int(entry.name))
             ):
-                for pid in [*_children(int(entry.name))[::-1], int(entry.name)]:
+                for pid in [*children(int(entry.name))[::-1], int(entry.name)]:
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:

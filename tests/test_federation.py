@@ -204,7 +204,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
 
     from fedrag.errors import FedragError
     from fedrag.federation.converter import sites_from_paths, to_flower
-    from fedrag.federation.deployment import raise_recorded_error
+    from fedrag.federation.server import raise_recorded_error
     from fedrag.federation.policy import TRUSTED
 
     task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=2, min_sites=min_sites)
@@ -804,7 +804,7 @@ def test_a_simulation_runs_on_a_running_ray_cluster_and_records_its_address(tiny
     """`fedrag federate --ray-address HOST:PORT` runs the sites on a Ray cluster someone else
     started (here a head on 127.0.0.1 in another process), leaves that cluster running, and
     records the address in cost.json."""
-    from fedrag.federation.deployment import _children
+    from fedrag.federation.processes import children
 
     head = subprocess.Popen(
         [sys.executable, "-c", HEAD],
@@ -857,7 +857,7 @@ def test_a_simulation_runs_on_a_running_ray_cluster_and_records_its_address(tiny
         assert json.loads((out / "cost.json").read_text())["ray_address"] == address
         assert head.poll() is None, "the cluster outlives the run: fedrag only disconnected from it"
     finally:
-        for pid in [*_children(head.pid)[::-1], head.pid]:
+        for pid in [*children(head.pid)[::-1], head.pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         head.wait()

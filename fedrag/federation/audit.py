@@ -38,7 +38,6 @@ METRIC_KEYS = {
     "recall@5",
     "local-dp-epsilon",
     "local-dp-releases",
-    "local-dp-resent",
     "startup-s",
     "load-s",
     "dispatch-s",

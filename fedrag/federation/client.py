@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -130,6 +131,43 @@ def evaluate_round(
     return out
 
 
+def resident_key(socket_path: str) -> bytes:
+    """The key a site's ClientApp processes and its resident worker share: the file `key`
+    next to the worker's socket, in a folder only the site's user can enter."""
+    from fedrag.errors import FedragError
+
+    path = Path(socket_path).parent / "key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise FedragError(f"the site's resident worker key {path} cannot be read ({exc})") from None
+
+
+def run_resident(socket_path: str, op: str, **kwargs):
+    """Run `op` ("train" or "evaluate") with `kwargs` in the site's resident worker
+    ([`fedrag.federation.resident`][fedrag.federation.resident]); its result, or its failure as one line."""
+    import pickle
+    from multiprocessing.connection import Client
+
+    from fedrag.errors import FedragError
+
+    try:
+        conn = Client(socket_path, family="AF_UNIX", authkey=resident_key(socket_path))
+    except (OSError, EOFError) as exc:
+        raise FedragError(f"the site's resident worker at {socket_path} is not reachable ({exc}); restart the site") from None
+    with conn:
+        # plain pickle, by value: Connection.send's ForkingPickler would pass torch tensors as
+        # shared-memory handles, which only a parent and its child can exchange
+        conn.send_bytes(pickle.dumps((op, kwargs)))
+        try:
+            ok, value = pickle.loads(conn.recv_bytes())
+        except EOFError:
+            raise FedragError(f"the site's resident worker at {socket_path} died during the {op} round") from None
+    if not ok:
+        raise FedragError(value)
+    return value
+
+
 def _optimizer_key(phase: int) -> str:
     """Where a site keeps its AdamW moments for `phase` in the node's `context.state`
     (Flower keeps it on the site between rounds, in simulation and deployment alike; it
@@ -208,16 +246,20 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         config = msg.content["config"]
         key = _optimizer_key(int(config["phase"]))
         moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
-        state, metrics = train_round(
-            t,
-            corpus,
-            examples,
-            msg.content["arrays"],
-            config,
+        kwargs = dict(
+            task=t,
+            corpus=corpus,
+            examples=examples,
+            arrays=msg.content["arrays"],
+            config=config,
             optimizer_state=moments,
             device=context.node_config.get("device"),
             plan=plan,
         )
+        if context.node_config.get("resident"):  # the site's models stay loaded in its worker
+            state, metrics, moments = run_resident(str(context.node_config["resident"]), "train", **kwargs)
+        else:
+            state, metrics = train_round(**kwargs)
         if moments is not None:
             for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
                 del context.state[old]  # an earlier phase's moments are done with
@@ -231,9 +273,17 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     def evaluate(msg: Message, context) -> Message:
         t = _task(context)
         corpus, examples = site_data(context)
-        metrics = evaluate_round(
-            t, corpus, examples, msg.content["arrays"], msg.content["config"], device=context.node_config.get("device"), plan=plan
+        kwargs = dict(
+            task=t,
+            corpus=corpus,
+            examples=examples,
+            arrays=msg.content["arrays"],
+            config=msg.content["config"],
+            device=context.node_config.get("device"),
+            plan=plan,
         )
+        worker = context.node_config.get("resident")
+        metrics = run_resident(str(worker), "evaluate", **kwargs) if worker else evaluate_round(**kwargs)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

@@ -14,40 +14,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedrag._env import apply_defaults
 from fedrag.federation.policy import DEFAULT_MODELS
+from fedrag.federation.processes import BIN, children, free_port
 from fedrag.federation.task import FedTask
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    """All descendants of `pid` (from /proc), deepest last."""
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 @dataclass
@@ -65,7 +39,9 @@ class LocalDeployment:
     certs: Certs | None = None
     auth_keys: list[tuple[Path, Path]] | None = None
     threads_per_site: int | None = None  # BLAS/OpenMP threads of each site's ClientApp processes
+    resident: bool = True  # each site's models stay loaded in a worker (fedrag.federation.resident)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    sockets: list[Path] = field(default_factory=list)
 
     def __post_init__(self):
         apply_defaults()
@@ -157,10 +133,16 @@ class LocalDeployment:
         ]
         if self.auth_keys:
             cmd += ["--auth-supernode-private-key", str(self.auth_keys[i][0])]
-        env = None
+        env = dict(self.env)
         if self.threads_per_site:
             n = str(self.threads_per_site)
-            env = {**self.env, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+            env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
+        if self.resident:
+            from fedrag.federation.resident import start_worker
+
+            sock = start_worker(lambda c, e: self._start(f"worker{i}", c, e), self.workdir / f"worker{i}.log", env)
+            self.sockets.append(Path(sock).parent)
+            cmd[cmd.index("--node-config") + 1] += f' resident="{sock}"'
         return self._start(f"site{i}", cmd, env)
 
     def flwr(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -194,6 +176,8 @@ class LocalDeployment:
         try:
             return self.flwr("run", str(app_dir), "fedrag", "--run-config", str(overrides), "--stream", timeout=timeout)
         finally:
+            from fedrag.federation.server import raise_recorded_error
+
             raise_recorded_error(task)
 
     def _wait_port(self, port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -217,7 +201,7 @@ class LocalDeployment:
             proc = self.procs.pop(n, None)
             if proc is None:
                 continue
-            pids = [proc.pid, *_children(proc.pid)]
+            pids = [proc.pid, *children(proc.pid)]
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 for pid in pids:
                     try:
@@ -239,7 +223,11 @@ class LocalDeployment:
         return self
 
     def __exit__(self, *exc):
+        import shutil
+
         self.stop()
+        for folder in self.sockets:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_timeout(task: FedTask) -> float:
@@ -256,6 +244,7 @@ def deploy(
     auth_keys=None,
     timeout: float | None = None,
     threads_per_site: int | None = None,
+    resident: bool = True,
 ) -> dict:
     """Run `task` on a local SuperLink + one SuperNode per site; return the server's cost.json.
 
@@ -264,7 +253,7 @@ def deploy(
     twice) bounds `flwr run`; the server itself fails a round that misses its sites."""
     timeout = timeout or run_timeout(task)
     threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
-    with LocalDeployment(Path(workdir), certs, auth_keys, threads) as dep:
+    with LocalDeployment(Path(workdir), certs, auth_keys, threads, resident) as dep:
         dep.start_superlink()
         # on loopback every site is the user's own: each allows the bundled models and this task's
         allow = [*DEFAULT_MODELS, *(m for m in (task.retriever, task.generator) if m not in DEFAULT_MODELS + ("none",))]
@@ -279,16 +268,6 @@ def deploy(
 
         raise FedragError(f"the deployment run ended without writing {cost}; logs in {workdir}")
     return json.loads(cost.read_text())
-
-
-def raise_recorded_error(task: FedTask) -> None:
-    """Raise the ServerApp's failure (written to OUT/error.json) in the launching process."""
-    from fedrag.errors import FedragError
-    from fedrag.federation.server import ERROR_FILE
-
-    path = Path(task.out) / ERROR_FILE
-    if path.is_file():
-        raise FedragError(json.loads(path.read_text())["error"])
 
 
 def submit_remote(task: FedTask, address: str, root_certificates: str | None = None, timeout: float | None = None) -> dict:

@@ -109,7 +109,8 @@ def make_local_dp_mod(task_of, site_data):
             from safetensors.numpy import load_file
 
             arrays = ArrayRecord({k: Array(v) for k, v in load_file(str(folder / "reply.safetensors")).items()})
-            metrics = MetricRecord({**ledger["last"]["metrics"], "local-dp-resent": 1.0})
+            # the released metrics as they were: Flower aggregates only replies with the same metric keys
+            metrics = MetricRecord(ledger["last"]["metrics"])
             return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
         sent = msg.content["arrays"]
         reply = call_next(msg, context)

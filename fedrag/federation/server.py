@@ -8,6 +8,7 @@ atomically (safetensors) so a killed server resumes with no round lost.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -52,6 +53,15 @@ def _server_model(task: FedTask, shared: bool = False):
 
 
 ERROR_FILE = "error.json"
+
+
+def raise_recorded_error(task: FedTask) -> None:
+    """Raise the ServerApp's failure (written to OUT/error.json) in the launching process."""
+    from fedrag.errors import FedragError
+
+    path = Path(task.out) / ERROR_FILE
+    if path.is_file():
+        raise FedragError(json.loads(path.read_text())["error"])
 
 
 def run_server(grid, task: FedTask, plan=None) -> dict:

@@ -83,7 +83,7 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
     }
     if ray_address:  # the cluster has its own resources and address: connect, start nothing
         backend["init_args"] = {"address": ray_address, "logging_level": "ERROR", "log_to_driver": verbose}
-    from fedrag.federation.deployment import raise_recorded_error
+    from fedrag.federation.server import raise_recorded_error
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
