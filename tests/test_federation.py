@@ -166,12 +166,12 @@ def local_epsilon(noise: float, releases: int, delta: float = 1e-5) -> float:
 
 @pytest.mark.slow
 def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_path):
-    """Central DP on the server and local DP on every site, over a 2-phase run."""
+    """Central DP on the server and local DP on every site, over a 2-phase run (a round each)."""
     task = task_for(
         tiny_models,
         tmp_path / "dp",
         strategy="independent",
-        rounds=2,
+        rounds=1,
         dp_noise=1.0,
         dp_clip=0.5,
         local_dp_noise=2.0,
@@ -181,18 +181,18 @@ def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_
     simulate(task, sites[2])
     rounds = json.loads((tmp_path / "dp" / "rounds.json").read_text())
     for r in rounds:  # each site composes its own releases across both phases
-        assert [m["local-dp-releases"] for m in r["site_metrics"].values()] == [r["round"] + 2 * r["phase"]] * 2
+        assert [m["local-dp-releases"] for m in r["site_metrics"].values()] == [r["phase"] + 1] * 2
     for m in rounds[-1]["site_metrics"].values():
-        assert m["local-dp-epsilon"] == pytest.approx(local_epsilon(2.0, 4), rel=1e-9)
+        assert m["local-dp-epsilon"] == pytest.approx(local_epsilon(2.0, 2), rel=1e-9)
     local = json.loads((tmp_path / "dp" / "cost.json").read_text())["local_dp"]
-    assert len(local["sites"]) == 2 and all(s["releases"] == 4 for s in local["sites"].values())
+    assert len(local["sites"]) == 2 and all(s["releases"] == 2 for s in local["sites"].values())
     report = (tmp_path / "dp" / "privacy.md").read_text()
     assert "## Central differential privacy" in report and "## Local differential privacy" in report
-    assert f"| 4 | {local_epsilon(2.0, 4):.3g} |" in report
-    assert [(r["phase"], r["dp_releases"]) for r in rounds] == [(0, 1), (0, 2), (1, 3), (1, 4)]
+    assert f"| 2 | {local_epsilon(2.0, 2):.3g} |" in report
+    assert [(r["phase"], r["dp_releases"]) for r in rounds] == [(0, 1), (1, 2)]
     eps = [r["dp_epsilon"] for r in rounds]
-    assert eps == sorted(eps) and eps[2] > eps[1], "the second phase adds to the first phase's budget"
-    assert eps[-1] == pytest.approx(composed_epsilon(1.0, 2, 4), rel=1e-9)
+    assert eps[1] > eps[0], "the second phase adds to the first phase's budget"
+    assert eps[-1] == pytest.approx(composed_epsilon(1.0, 2, 2), rel=1e-9)
     dp = json.loads((tmp_path / "dp" / "cost.json").read_text())["dp"]
     assert dp["epsilon"] == pytest.approx(eps[-1]) and "site metrics" in dp["not_covered"]
 
@@ -207,7 +207,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
     from fedrag.federation.server import raise_recorded_error
     from fedrag.federation.policy import TRUSTED
 
-    task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=2, min_sites=min_sites)
+    task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=1, min_sites=min_sites, evaluate_every=0)
     healthy = sites_from_paths(sites[2])
 
     def flaky(context):
@@ -228,7 +228,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
         )
     if min_sites == 1:
         rounds = json.loads((tmp_path / "ft" / "rounds.json").read_text())
-        assert [(r["replies"], r["failures"]) for r in rounds] == [(1, 1), (1, 1)]
+        assert [(r["replies"], r["failures"]) for r in rounds] == [(1, 1)]
         assert (tmp_path / "ft" / "generator").exists()
         raise_recorded_error(task)  # no error recorded
     else:  # fewer replies than min_sites: the run fails loudly and saves no model as its result
@@ -250,7 +250,7 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
         "--sites",
         "2",
         "--rounds",
-        "4",
+        "3",
         "--local-steps",
         "2",
         "--batch-size",
@@ -266,7 +266,7 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
         "--out",
         str(out),
         "--evaluate-every",
-        "3",
+        "2",
         "--dp-noise",
         "0.8",
         "--local-dp-noise",
@@ -281,7 +281,7 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     os.killpg(proc.pid, signal.SIGKILL)  # the whole simulation (server + Ray workers) dies mid-run
     proc.wait()
     done_before = json.loads(state.read_text())["rounds_done"]
-    assert 1 <= done_before < 4
+    assert 1 <= done_before < 3
 
     def refused(args, message):
         res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
@@ -296,22 +296,22 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     assert json.loads(state.read_text())["rounds_done"] == done_before
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert f"{done_before} of 4 rounds done" in res.stderr, "the user is told the run resumes"
+    assert f"{done_before} of 3 rounds done" in res.stderr, "the user is told the run resumes"
     history = json.loads((out / "rounds.json").read_text())
-    assert [r["round"] for r in history] == [1, 2, 3, 4], "every round exactly once across the kill"
+    assert [r["round"] for r in history] == [1, 2, 3], "every round exactly once across the kill"
     assert all("clients_train-loss" in r for r in history), "rounds finished before the kill keep their site metrics"
-    # the resumed run counts rounds from the checkpoint: sites evaluate round 3 (3 | 3) and 4 (last) only
-    assert [r["round"] for r in history if "clients_eval_eval-loss" in r] == [3, 4]
+    # rounds are counted from the checkpoint across the kill: sites evaluate round 2 (2 | 2) and 3 (last) only
+    assert [r["round"] for r in history if "clients_eval_eval-loss" in r] == [2, 3]
     # the privacy accountant was checkpointed: ε after kill + resume is the uninterrupted run's
-    assert [r["dp_releases"] for r in history] == [1, 2, 3, 4]
-    assert history[-1]["dp_epsilon"] == pytest.approx(composed_epsilon(0.8, 2, 4), rel=1e-9)
+    assert [r["dp_releases"] for r in history] == [1, 2, 3]
+    assert history[-1]["dp_epsilon"] == pytest.approx(composed_epsilon(0.8, 2, 3), rel=1e-9)
     # so were the sites' local-DP ledgers: a round the server lost is resent, never released twice
     for m in history[-1]["site_metrics"].values():
-        assert m["local-dp-releases"] == 4 and m["local-dp-epsilon"] == pytest.approx(local_epsilon(2.0, 4), rel=1e-9)
+        assert m["local-dp-releases"] == 3 and m["local-dp-epsilon"] == pytest.approx(local_epsilon(2.0, 3), rel=1e-9)
     # a finished run is refused, never rerun over or mixed; its result stays as it was
     cost = (out / "cost.json").read_text()
     refused(cmd, "already holds a finished federated run of this task; pass --overwrite")
-    refused([*cmd[: cmd.index("--rounds") + 1], "5", *cmd[cmd.index("--rounds") + 2 :]], "differs in rounds")
+    refused([*cmd[: cmd.index("--rounds") + 1], "4", *cmd[cmd.index("--rounds") + 2 :]], "differs in rounds")
     assert (out / "cost.json").read_text() == cost and json.loads((out / "rounds.json").read_text()) == history
     state.write_text(state.read_text()[:40])
     refused(cmd, "corrupt checkpoint")
@@ -319,7 +319,7 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
 
 @pytest.mark.slow
 def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(tiny_models, sites, demo_dir, tmp_path):
-    """SIGKILL after round 1 of 3, the same command again: the global weights equal those of
+    """SIGKILL after round 1 of 2, the same command again: the global weights equal those of
     a run that was never interrupted (sites reseed per round, the schedule continues)."""
     from safetensors.torch import load_file
 
@@ -327,7 +327,7 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(tin
         "--stage",
         "ralt",
         "--rounds",
-        "3",
+        "2",
         "--local-steps",
         "1",
         "--batch-size",
@@ -352,7 +352,7 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(tin
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert json.loads(state.read_text())["rounds_done"] < 3, "killed before the end"
+    assert json.loads(state.read_text())["rounds_done"] < 2, "killed before the end"
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "rounds done" in res.stderr, res.stderr
     whole = tmp_path / "whole"
@@ -368,22 +368,25 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(tin
 @pytest.mark.slow
 def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sites, tmp_path):
     """One round from the same start, the sites seeded alike: FedAdam's global step is Flower's
-    bias-corrected Adam step on FedAvg's pseudo-gradient (Reddi et al. 2021); FedProx's proximal
-    term changes what the sites send (mu > 0), so its aggregate is not FedAvg's. FedAvg's
-    aggregate is computed here from each site's own round (the client code a Ray worker runs)."""
+    bias-corrected Adam step on FedAvg's pseudo-gradient (Reddi et al. 2021). FedAvg's
+    aggregate is computed here from each site's own round (the client code a Ray worker runs).
+    FedProx is Flower's FedProx (FedAvg on the server, `proximal-mu` in the sites' config);
+    its proximal term changes what a site sends (mu > 0)."""
     import numpy as np
+    from flwr.serverapp.strategy import FedProx
     from safetensors.torch import load_file
 
+    from fedrag.federation.aggregator import make_aggregator
     from fedrag.federation.client import train_round
     from fedrag.federation.records import to_wire
     from fedrag.pipeline import build_training_rag
     from fedrag.train import get_state
 
-    final = {}
-    for agg, extra in (("fedadam", {"server_lr": 0.01}), ("fedprox", {"proximal_mu": 10.0})):
-        task = task_for(tiny_models, tmp_path / agg, stage="ralt", rounds=1, aggregator=agg, evaluate_every=0, **extra)
-        simulate(task, sites[2])
-        final[agg] = load_file(str(tmp_path / agg / "checkpoint" / "global.safetensors"))
+    task = task_for(
+        tiny_models, tmp_path / "fedadam", stage="ralt", rounds=1, aggregator="fedadam", evaluate_every=0, server_lr=0.01
+    )
+    simulate(task, sites[2])
+    fedadam = load_file(str(tmp_path / "fedadam" / "checkpoint" / "global.safetensors"))
     plain = task_for(tiny_models, "unused", stage="ralt", rounds=1, evaluate_every=0)
     start = get_state(build_training_rag(sites[2][0]["corpus"], task.retriever, task.generator), ("generator",))
     replies = []
@@ -393,6 +396,13 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
                 plain, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 1}
             )
             replies.append((new, metrics["num-examples"]))
+        prox, _ = train_round(
+            plain,
+            sites[2][0]["corpus"],
+            load_qa(sites[2][0]["train"]),
+            to_wire(start),
+            {"phase": 0, "server-round": 1, "proximal-mu": 10.0},
+        )
     total = sum(n for _, n in replies)
     fedavg = {k: sum(new[k].double() * n for new, n in replies) / total for k in start}
     b1, b2, tau, eta, rnd = 0.9, 0.99, 1e-3, 0.01, 1
@@ -401,12 +411,12 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     for k, x0 in start.items():
         delta = fedavg[k] - x0.double()
         expected = x0.double() + eta_norm * (1 - b1) * delta / (((1 - b2) * delta**2).sqrt() + tau)
-        assert torch.allclose(final["fedadam"][k].double(), expected, rtol=1e-4, atol=1e-6), k
+        assert torch.allclose(fedadam[k].double(), expected, rtol=1e-4, atol=1e-6), k
         moved += int((delta.abs() > 0).sum())
     assert moved > 0, "FedAvg's aggregate moved the adapter"
-    assert any(not torch.allclose(final["fedprox"][k].double(), fedavg[k], rtol=1e-4, atol=1e-6) for k in start), (
-        "the proximal term acted"
-    )
+    strategy = make_aggregator(task_for(tiny_models, "unused", stage="ralt", aggregator="fedprox", proximal_mu=10.0))
+    assert isinstance(strategy, FedProx) and strategy.proximal_mu == 10.0
+    assert any(not torch.allclose(prox[k], replies[0][0][k], rtol=1e-4, atol=1e-6) for k in start), "the proximal term acted"
 
 
 def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sites):
@@ -501,7 +511,7 @@ def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
     from fedrag.federation.policy import TRUSTED
     from fedrag.federation.server import make_server_app
 
-    task = task_for(tiny_models, tmp_path / "audit", stage="ralt", rounds=1, min_sites=1, evaluate_every=0)
+    task = task_for(tiny_models, tmp_path / "audit", stage="ralt", rounds=1, local_steps=1, min_sites=1, evaluate_every=0)
     client = make_client_app(task, sites_from_paths(sites[3]), lambda context: TRUSTED, mods=[_tamper()])
     run_simulation(
         server_app=make_server_app(task),

@@ -118,3 +118,34 @@ def test_an_evaluate_message_is_not_noised(tmp_path):
     msg = Message(RecordDict({"config": ConfigRecord({"phase": 0, "server-round": 1})}), dst_node_id=1, message_type="evaluate")
     sentinel = object()
     assert mod(msg, _context({}), lambda m, c: sentinel) is sentinel
+
+
+def test_an_unwritable_ledger_sends_nothing_and_says_so_in_one_line(tmp_path):
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+
+    from fedrag.errors import FedragError
+
+    (tmp_path / "a-file").write_text("")
+    task = FedTask(stage="ralt", local_dp_noise=1.0)
+    mod = make_local_dp_mod(lambda context: task, lambda context: (str(tmp_path / "corpus.jsonl"), []))
+    start = {"packed.float32": np.zeros(4, np.float32)}
+
+    def site_trains(msg, context):
+        arrays = ArrayRecord({k: Array(a.numpy() + 1) for k, a in msg.content["arrays"].items()})
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+
+    with pytest.raises(FedragError, match="cannot write the site's privacy ledger .* privacy-dir"):
+        mod(_message(start, 1), _context({"privacy-dir": str(tmp_path / "a-file" / "ledger")}), site_trains)
+
+
+def test_central_dp_noise_is_not_replayable_from_the_task_seed():
+    """Flower's server-side noise draws from numpy's global RNG, which the training loop seeds
+    from the task's seed; the aggregator reseeds it from OS entropy."""
+    from fedrag.federation.aggregator import make_aggregator
+    from fedrag.train.loop import seed_everything
+
+    seed_everything(0)
+    replay = np.random.normal(size=8)
+    seed_everything(0)  # as a process that trained before it serves
+    make_aggregator(FedTask(stage="ralt", dp_noise=1.0, min_sites=1))
+    assert not np.allclose(np.random.normal(size=8), replay)

@@ -48,6 +48,12 @@ def make_aggregator(task: FedTask, accountant=None):
     }.get(task.aggregator, {})
     strategy = cls(**common, **extra)
     if task.dp_enabled:
+        import numpy as np
+
+        # Flower's DP wrapper draws its noise from numpy's global RNG, which fedrag's training
+        # loop seeds from the task's seed: in a process that trained before serving, the
+        # noise would be replayable by anyone who knows the seed. Fresh OS entropy instead.
+        np.random.seed()
         strategy = fs.DifferentialPrivacyClientSideFixedClipping(
             strategy, task.dp_noise, task.dp_clip, task.min_sites, accountant=accountant or make_accountant(task)
         )

@@ -133,16 +133,22 @@ def make_local_dp_mod(task_of, site_data):
         metrics.update({"local-dp-epsilon": float(spent.epsilon), "local-dp-releases": float(spent.num_releases)})
         from safetensors.numpy import save_file
 
-        with atomic_dir(folder) as tmp:  # counted before it is sent: a crash in between over-counts, never under
-            save_file(dict(zip(names, new)), str(tmp / "reply.safetensors"))
-            ledger = {
-                "noise_multiplier": z,
-                "clip": task.local_dp_clip,
-                "delta": task.dp_delta,
-                "accountant": acc.state_dict(),
-                "last": {"digest": digest, "metrics": metrics},
-            }
-            (tmp / "ledger.json").write_text(json.dumps(ledger))
+        try:
+            with atomic_dir(folder) as tmp:  # counted before it is sent: a crash in between over-counts, never under
+                save_file(dict(zip(names, new)), str(tmp / "reply.safetensors"))
+                ledger = {
+                    "noise_multiplier": z,
+                    "clip": task.local_dp_clip,
+                    "delta": task.dp_delta,
+                    "accountant": acc.state_dict(),
+                    "last": {"digest": digest, "metrics": metrics},
+                }
+                (tmp / "ledger.json").write_text(json.dumps(ledger))
+        except OSError as exc:  # nothing is sent that the ledger has not counted
+            raise FedragError(
+                f"local DP: cannot write the site's privacy ledger {folder} ({exc.strerror or exc}); "
+                "give the SuperNode a writable node config privacy-dir"
+            ) from None
         reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in zip(names, new)})
         reply.content["metrics"] = MetricRecord(metrics)
         return reply
