@@ -149,3 +149,17 @@ def test_central_dp_noise_is_not_replayable_from_the_task_seed():
     seed_everything(0)  # as a process that trained before it serves
     make_aggregator(FedTask(stage="ralt", dp_noise=1.0, min_sites=1))
     assert not np.allclose(np.random.normal(size=8), replay)
+
+
+def test_a_damaged_ledger_is_one_line_and_nothing_is_trained(tmp_path):
+    from fedrag.errors import FedragError
+
+    task = FedTask(stage="ralt", local_dp_noise=1.0)
+    folder = ledger_dir(task, str(tmp_path / "corpus.jsonl"), {})
+    folder.mkdir(parents=True)
+    (folder / "ledger.json").write_text('{"noise_multiplier": 1.0, "acc')
+    mod = make_local_dp_mod(lambda context: task, lambda context: (str(tmp_path / "corpus.jsonl"), []))
+    trained = []
+    with pytest.raises(FedragError, match="privacy ledger .* is damaged"):
+        mod(_message({"packed.float32": np.zeros(2, np.float32)}, 1), _context({}), lambda m, c: trained.append(1))
+    assert not trained

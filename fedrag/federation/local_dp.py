@@ -83,6 +83,23 @@ def _digest(record, config) -> str:
     return h.hexdigest()
 
 
+def _read_ledger(folder: Path) -> dict:
+    from fedrag.errors import FedragError
+
+    path = folder / "ledger.json"
+    if not path.is_file():
+        return {}
+    try:
+        ledger = json.loads(path.read_text())
+        accountant(ledger["delta"], ledger["accountant"])  # loads, or the state is damaged
+        return ledger
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways
+        raise FedragError(
+            f"local DP: the site's privacy ledger {path} is damaged ({type(exc).__name__}); this site's releases "
+            "so far cannot be counted: restore it from a backup, or start the run under a new --out"
+        ) from None
+
+
 def make_local_dp_mod(task_of, site_data):
     """The Flower client mod that applies local DP to train replies when the task (or the
     site) asks for it. `task_of(context)` gives the run's FedTask, `site_data(context)`
@@ -102,7 +119,7 @@ def make_local_dp_mod(task_of, site_data):
             return call_next(msg, context)
         config = msg.content["config"]
         folder = ledger_dir(task, site_data(context)[0], context.node_config)
-        ledger = json.loads((folder / "ledger.json").read_text()) if (folder / "ledger.json").is_file() else {}
+        ledger = _read_ledger(folder)
         digest = _digest(msg.content["arrays"], config)
         if ledger.get("last", {}).get("digest") == digest:  # asked again: the reply already released, not retrained
             from flwr.app import Message, RecordDict
