@@ -151,10 +151,19 @@ def run_resident(socket_path: str, op: str, **kwargs):
 
     from fedrag.errors import FedragError
 
-    try:
-        conn = Client(socket_path, family="AF_UNIX", authkey=resident_key(socket_path))
-    except (OSError, EOFError) as exc:
-        raise FedragError(f"the site's resident worker at {socket_path} is not reachable ({exc}); restart the site") from None
+    deadline = time.time() + 120  # a worker started with its SuperNode may still be importing
+    while True:
+        try:
+            conn = Client(socket_path, family="AF_UNIX", authkey=resident_key(socket_path))
+            break
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            if time.time() > deadline:
+                raise FedragError(
+                    f"the site's resident worker at {socket_path} is not reachable ({exc}); restart the site"
+                ) from None
+            time.sleep(0.5)
+        except (OSError, EOFError) as exc:
+            raise FedragError(f"the site's resident worker at {socket_path} is not reachable ({exc}); restart the site") from None
     with conn:
         # plain pickle, by value: Connection.send's ForkingPickler would pass torch tensors as
         # shared-memory handles, which only a parent and its child can exchange

@@ -41,7 +41,7 @@ class LocalDeployment:
     threads_per_site: int | None = None  # BLAS/OpenMP threads of each site's ClientApp processes
     resident: bool = True  # each site's models stay loaded in a worker (fedrag.federation.resident)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-    sockets: list[Path] = field(default_factory=list)
+    workers: list[tuple[str, str]] = field(default_factory=list)  # (socket, process name) per resident worker
 
     def __post_init__(self):
         apply_defaults()
@@ -137,11 +137,11 @@ class LocalDeployment:
         if self.threads_per_site:
             n = str(self.threads_per_site)
             env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n)
-        if self.resident:
+        if self.resident:  # it imports while the SuperNode starts; `submit` waits for it
             from fedrag.federation.resident import start_worker
 
-            sock = start_worker(lambda c, e: self._start(f"worker{i}", c, e), self.workdir / f"worker{i}.log", env)
-            self.sockets.append(Path(sock).parent)
+            sock = start_worker(lambda c: self._start(f"worker{i}", c, env))
+            self.workers.append((sock, f"worker{i}"))
             cmd[cmd.index("--node-config") + 1] += f' resident="{sock}"'
         return self._start(f"site{i}", cmd, env)
 
@@ -167,6 +167,11 @@ class LocalDeployment:
         run-config overrides; waits for the end."""
         from fedrag.federation.app import write_app
 
+        from fedrag.federation.resident import wait_listening
+
+        for sock, name in self.workers:
+            if name in self.procs:
+                wait_listening(sock, self.procs[name], self.workdir / f"{name}.log")
         app_dir = write_app(self.workdir / "app")
         overrides = self.workdir / "run-config.toml"
         lines = []
@@ -226,8 +231,8 @@ class LocalDeployment:
         import shutil
 
         self.stop()
-        for folder in self.sockets:
-            shutil.rmtree(folder, ignore_errors=True)
+        for sock, _ in self.workers:
+            shutil.rmtree(Path(sock).parent, ignore_errors=True)
 
 
 def run_timeout(task: FedTask) -> float:

@@ -25,27 +25,33 @@ import time
 from pathlib import Path
 
 
-def start_worker(start, log: Path, env: dict) -> str:
-    """Start a site's worker with `start(cmd, env)` (a Popen) and wait until it listens;
-    its socket path. The key both ends present is the file `key` beside the socket."""
+def start_worker(start) -> str:
+    """Start a site's worker with `start(cmd)` (a Popen); its socket path. The key both
+    ends present is the file `key` beside the socket. The worker needs seconds to import
+    torch: [`wait_listening`][wait_listening] before the first round, or let the ClientApp
+    wait for it."""
     import secrets
     import tempfile
-
-    from fedrag.errors import FedragError
 
     folder = Path(tempfile.mkdtemp(prefix="fedrag-site-"))  # mode 0700; short, as a socket path must be
     sock = folder / "worker.sock"
     key = folder / "key"
     key.touch(mode=0o600)
     key.write_text(secrets.token_hex(32))
-    proc = start([sys.executable, "-m", "fedrag.federation.resident", str(sock)], env)
-    deadline = time.time() + 180
-    while not sock.exists():
+    start([sys.executable, "-m", "fedrag.federation.resident", str(sock)])
+    return str(sock)
+
+
+def wait_listening(sock: str, proc, log: Path, timeout: float = 300) -> None:
+    """Block until the worker `proc` listens on `sock`; one line if it ended or never did."""
+    from fedrag.errors import FedragError
+
+    deadline = time.time() + timeout
+    while not Path(sock).exists():
         if proc.poll() is not None or time.time() > deadline:
             tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
             raise FedragError(f"a site's resident worker did not start: {tail[0] if tail else 'no output'} (log: {log})")
         time.sleep(0.1)
-    return str(sock)
 
 
 def _handle(op: str, kwargs: dict):
