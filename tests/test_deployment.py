@@ -111,7 +111,7 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
 def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authentication(tiny_models, sites, tmp_path):
     """A federation someone else runs (SuperLink + 2 authenticated SuperNodes over TLS, with
     the credentials `fedrag credentials` makes): `fedrag federate --superlink HOST:PORT
-    --root-certificates CA` only submits the run."""
+    --root-certificates CA` only submits the run, here with secure aggregation."""
     from fedrag.federation.deployment import Certs
 
     made = subprocess.run(
@@ -170,6 +170,7 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
                 "2",
                 "--evaluate-every",
                 "0",
+                "--secagg",
                 "--retriever",
                 tiny_models["retriever"],
                 "--generator",
@@ -192,6 +193,9 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
     rounds = json.loads((out / "rounds.json").read_text())
     load = [[m["load-s"] for m in r["site_metrics"].values()] for r in rounds]
     assert len(load[1]) == 2 and max(load[1]) <= 0.5 < min(load[0]), load
+    # under secure aggregation: the SuperNodes kept each site's protocol state between its messages
+    assert [r["secure_aggregation"]["sites"] for r in rounds] == [2, 2] and all(r["replies"] == 2 for r in rounds)
+    assert "masked (the server decodes only the sum)" in (out / "privacy.md").read_text()
 
 
 def _cmdline(pid: int) -> str:

@@ -38,6 +38,7 @@ METRIC_KEYS = {
     "recall@5",
     "local-dp-epsilon",
     "local-dp-releases",
+    "secagg-clipped",
     "startup-s",
     "load-s",
     "dispatch-s",
@@ -94,13 +95,25 @@ def reply_violation(reply, spec: dict, message_type: str) -> str | None:
 class AuditedGrid:
     """Wraps the run's Grid: enforces the allow-lists above on `send_and_receive` and
     records per training round bytes each way, replies, failures, rejections and what
-    the accepted replies held, pulling replies every `poll` seconds. `get_node_ids`
+    the accepted replies held, pulling replies every `poll` seconds. `exchange` (e.g.
+    [`SecureAggregation`][fedrag.federation.secagg.SecureAggregation]) replaces a training
+    round's plain push and pull: `exchange(push_pull, messages, timeout, packed_spec)` returns
+    the replies the strategy sees and the audit figures to record instead. `get_node_ids`
     gives up (raises) when fewer than `min_nodes` sites stay connected for `wait` seconds: Flower's stock strategies
     would otherwise wait for them forever. Everything else is the wrapped Grid's own
     behaviour."""
 
-    def __init__(self, grid, audit: list, layout: dict, min_nodes: int = 0, wait: float = float("inf"), poll: float = 0.2):
-        self._grid, self.audit, self.poll = grid, audit, poll
+    def __init__(
+        self,
+        grid,
+        audit: list,
+        layout: dict,
+        min_nodes: int = 0,
+        wait: float = float("inf"),
+        poll: float = 0.2,
+        exchange=None,
+    ):
+        self._grid, self.audit, self.poll, self.exchange = grid, audit, poll, exchange
         self.layout, self.spec = layout, packed_spec(layout)  # the phase's tensors; what their packed arrays must be
         self.min_nodes, self.wait, self._short_since = min_nodes, wait, None
 
@@ -110,8 +123,13 @@ class AuditedGrid:
             bad = outgoing_violation(m, self.spec)
             if bad:
                 raise FedragError(f"audit: refusing to send a {m.metadata.message_type} message: {bad}")
-        replies = self._exchange(messages, kwargs.get("timeout", args[0] if args else None))
+        timeout = kwargs.get("timeout", args[0] if args else None)
         kind = messages[0].metadata.message_type if messages else ""
+        overrides: dict = {}
+        if kind == "train" and self.exchange is not None and messages:  # e.g. secure aggregation's protocol
+            replies, overrides = self.exchange(self._exchange, messages, timeout, self.spec)
+        else:
+            replies = self._exchange(messages, timeout)
         accepted, rejected = [], []
         for r in replies:
             bad = None if r.has_error() else reply_violation(r, self.spec, kind)
@@ -140,6 +158,9 @@ class AuditedGrid:
                     "metric_keys": sorted({k for m in ok for r in m.content.metric_records.values() for k in r}),
                 }
             )
+            for key, value in overrides.items():  # what the exchange saw travel, in place of the replies' own figures
+                entry = self.audit[-1]
+                entry[key] = sorted(set(entry.get(key, [])) | set(value)) if isinstance(value, list) else value
         return [r for r, _ in accepted]
 
     def _exchange(self, messages, timeout: float | None) -> list:

@@ -242,9 +242,10 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         return t
 
     from fedrag.federation.local_dp import make_local_dp_mod
+    from fedrag.federation.secagg import make_secagg_mod
 
-    # local DP outside the central-DP clipping: the update is noised last, just before it leaves
-    app = ClientApp(mods=[*mods, make_local_dp_mod(_task, site_data), dp_clipping])
+    # innermost first: central-DP clipping, then local DP's noise, then secure aggregation's masks
+    app = ClientApp(mods=[*mods, make_secagg_mod(), make_local_dp_mod(_task, site_data), dp_clipping])
 
     @app.train()
     def train(msg: Message, context) -> Message:

@@ -1,5 +1,6 @@
-"""What a federated run's privacy protections covered: cost.json's `dp` and `local_dp`
-sections and the run's `privacy.md`, written from what the accountants counted."""
+"""What a federated run's privacy protections covered: cost.json's `dp`, `local_dp` and
+`secure_aggregation` sections and the run's `privacy.md`, written from what the
+accountants and the rounds recorded."""
 
 from __future__ import annotations
 
@@ -16,7 +17,24 @@ def privacy_sections(history: list[dict], task: FedTask, accountant) -> dict:
     local = local_dp_report(history, task)
     if local:
         out["local_dp"] = local
+    if task.secagg:
+        out["secure_aggregation"] = secagg_report(history, task)
     return out
+
+
+def secagg_report(history: list[dict], task: FedTask) -> dict:
+    """cost.json's `secure_aggregation`: the protocol's settings and what its rounds saw."""
+    rounds = [h["secure_aggregation"] for h in history if "secure_aggregation" in h]
+    return {
+        "protocol": "SecAgg+ (Flower)",
+        "rounds": len(rounds),
+        "threshold": sorted({r["threshold"] for r in rounds}),
+        "clip": task.secagg_clip,
+        "quantization": task.secagg_quantization,
+        "dropped_sites": sum(r["dropped"] for r in rounds),
+        "clipped_values": sum(r.get("clipped_values", 0) for r in rounds),
+        "server_sees": "per round, the weighted sum of the sites' updates (decoded); never one site's update",
+    }
 
 
 def dp_report(spent, task: FedTask) -> dict:
@@ -57,13 +75,60 @@ def local_dp_report(history: list[dict], task: FedTask) -> dict | None:
     }
 
 
+def _leaves(dp, local, secure) -> list[str]:
+    """The table of what left a site, per message kind, in what form, under what ε."""
+    form = " and ".join(
+        f
+        for f, on in (
+            ("clipped", bool(dp)),
+            ("noised on the site", bool(local)),
+            ("masked (the server decodes only the sum)", bool(secure)),
+        )
+        if on
+    )
+    eps = []
+    if local:
+        eps.append("local ε per site (below)")
+    if dp:
+        eps.append("central ε (below) for what the server publishes")
+    return [
+        "## What left each site",
+        "",
+        "| message | what | form | covered by |",
+        "|---|---|---|---|",
+        f"| train reply | the phase's trainable tensors (the round's update) | {form or 'clear'} | {'; '.join(eps) or 'nothing'} |",
+        "| train reply | metrics: loss, example and token counts, timings | clear | nothing |",
+        "| evaluate reply (when sites evaluate) | metrics: loss, Recall@5, count | clear | nothing |",
+        *(["| secure aggregation | public keys, encrypted key shares, unmasking shares | protocol | – |"] if secure else []),
+        "",
+    ]
+
+
 def privacy_markdown(summary: dict) -> str:
-    """The run's privacy report in words: what each protection covered, at what (ε, δ)."""
+    """The run's privacy report in words: what left the sites in what form, what each
+    protection covered, at what (ε, δ)."""
     lines = ["# Privacy report", ""]
-    dp, local = summary.get("dp"), summary.get("local_dp")
+    dp, local, secure = summary.get("dp"), summary.get("local_dp"), summary.get("secure_aggregation")
+    lines += _leaves(dp, local, secure)
+    if secure:
+        lines += [
+            "## Secure aggregation",
+            "",
+            f"Flower's SecAgg+ over {secure['rounds']} rounds, reconstruction threshold "
+            f"{', '.join(map(str, secure['threshold']))}: each site masked its update, each value weighted by the site's "
+            f"share of examples and bounded by ±{secure['clip']:g}, quantised to {secure['quantization']} "
+            f"levels; the server decoded only the weighted sum. {secure['dropped_sites']} site-rounds dropped out "
+            f"and were unmasked from their shares; {secure['clipped_values']} values were clipped.",
+            "",
+        ]
     if not dp and not local:
         lines += [
-            "No differential privacy was on: each site's model updates reached the server as the site computed them.",
+            (
+                "No differential privacy was on: the sum of the sites' updates is exact, and one site's update can be "
+                "inferred from it by anyone who knows the others'."
+                if secure
+                else "No differential privacy was on: each site's model updates reached the server as the site computed them."
+            ),
             "The sites' data (questions, passages, the knowledge store) never left them; the updates can still leak it.",
         ]
     if dp:
@@ -73,7 +138,12 @@ def privacy_markdown(summary: dict) -> str:
             "",
             f"Sites clipped their updates to L2 norm {dp['clip']:g}; the server added Gaussian noise of multiplier "
             f"{dp['noise_multiplier']:g} to their sum. {dp['releases']} releases composed: {eps}, δ = {dp['delta']:g} "
-            "(client level: a whole site's data added or removed). The server saw each site's clipped update unnoised.",
+            "(client level: a whole site's data added or removed). "
+            + (
+                "Under secure aggregation the server saw only the sum of the clipped updates, unnoised."
+                if secure
+                else "The server saw each site's clipped update unnoised."
+            ),
             "",
         ]
     if local:

@@ -176,8 +176,14 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context
+        exchange = None
+        if task.secagg:  # the sites' updates masked: the strategy sees only their decoded aggregate
+            from fedrag.federation.secagg import SecureAggregation
+
+            cfg = plan.phases[phase_idx].config(task.train_config(), federated=True)
+            exchange = SecureAggregation(task, max_weight=task.local_steps * cfg.batch_size * cfg.grad_accum)
         strategy.start(
-            grid=AuditedGrid(grid, audit, layout, task.min_sites, task.round_timeout),
+            grid=AuditedGrid(grid, audit, layout, task.min_sites, task.round_timeout, exchange=exchange),
             initial_arrays=to_wire(initial),
             num_rounds=task.rounds - done,
             timeout=task.round_timeout,

@@ -84,6 +84,23 @@ class FedTask:
         "noise of this multiplier before it leaves the site (a site's node config 'local-dp-noise' can demand more)",
     )
     local_dp_clip: float = setting(1.0, "local DP: the L2 norm each site clips its update to before noising it")
+    secagg: bool = setting(
+        False,
+        "secure aggregation (Flower's SecAgg+): sites mask their updates so the server decodes only their sum",
+    )
+    secagg_clip: float = setting(
+        1.0,
+        "secure aggregation: the bound on each value of a site's round update before quantisation "
+        "(values beyond it are clipped and counted in rounds.json)",
+    )
+    secagg_quantization: int = setting(
+        2**22, "secure aggregation: the integer levels each value is quantised to (at most 2**32 / sites)"
+    )
+    secagg_threshold: int = setting(
+        0,
+        "secure aggregation: the sites whose key shares rebuild a dropped site's masks "
+        "(0: a majority of the round's sites, at least 2); a round survives losing sites down to it",
+    )
     out: str = setting("", "the server's output directory", cli=False)
     corpus: str = setting(
         "",
@@ -138,6 +155,12 @@ class FedTask:
             raise FedragError("--dp-noise must be >= 0, --dp-clip > 0 and the DP delta in (0, 1)")
         if self.local_dp_noise < 0 or self.local_dp_clip <= 0:
             raise FedragError("--local-dp-noise must be >= 0 and --local-dp-clip > 0")
+        if self.secagg_clip <= 0 or not 2 <= self.secagg_quantization < 2**32 or self.secagg_threshold < 0:
+            raise FedragError("--secagg-clip must be > 0, --secagg-quantization in [2, 2**32) and --secagg-threshold >= 0")
+        if self.secagg and (self.min_sites < 2 or self.secagg_threshold == 1):
+            raise FedragError("secure aggregation needs --min-sites >= 2 and a --secagg-threshold of 0 or >= 2")
+        if self.secagg and self.secagg_threshold > self.min_sites:
+            raise FedragError(f"--secagg-threshold {self.secagg_threshold} exceeds --min-sites {self.min_sites}")
         from fedrag.train.tracking import parse_report_to
 
         parse_report_to(self.report_to)
