@@ -156,3 +156,23 @@ def test_the_default_retrieval_temperature_lets_the_best_passage_lead_on_cosine_
     scores = torch.tensor([[0.600, 0.552, 0.515]])
     assert log_prior(scores, gammas.pop()).exp()[0, 0] > 0.45
     assert log_prior(scores, 1.0).exp()[0, 0] < 0.36  # gamma = 1: within 0.02 of uniform
+
+
+@pytest.mark.parametrize(
+    "raw, clean",
+    [
+        ("[4] NP-intermediate problems", "NP-intermediate problems"),
+        ("1. 1974", "1974"),
+        ("(2) Paris", "Paris"),
+        ("- yes", "yes"),
+        ("  Denver Broncos \n", "Denver Broncos"),
+        ("1990.", "1990."),
+        ("3", "3"),
+        ("1990 and 1991", "1990 and 1991"),
+        ("[4]", "[4]"),
+    ],
+)
+def test_answers_lose_the_list_marker_of_the_numbered_context(raw, clean):
+    from fedrag.generate.prompts import clean_answer
+
+    assert clean_answer(raw) == clean

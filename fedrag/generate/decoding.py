@@ -36,6 +36,7 @@ import torch
 
 from fedrag._settings import setting
 from fedrag.errors import FedragError
+from fedrag.generate.prompts import clean_answer
 
 Decoding = Literal["concat", "rag-sequence", "rag-token"]
 RagSequenceMode = Literal["thorough", "fast"]
@@ -214,7 +215,7 @@ def rag_token_decode(
         attention = torch.cat([attention, torch.ones_like(step_ids)], dim=1)
         out = model(input_ids=step_ids, attention_mask=attention, position_ids=next_pos, past_key_values=past, use_cache=True)
         past, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
-    answers = [tok.decode([t for t in row if t != tok.eos_token_id], skip_special_tokens=True).strip() for row in chosen]
+    answers = [clean_answer(tok.decode([t for t in row if t != tok.eos_token_id], skip_special_tokens=True)) for row in chosen]
     return (answers, steps) if return_step_logp else answers
 
 

@@ -10,7 +10,7 @@ import torch
 
 from fedrag.data.types import Passage
 from fedrag.errors import ModelResolutionError
-from fedrag.generate.prompts import SYSTEM, build_prompt
+from fedrag.generate.prompts import SYSTEM, build_prompt, clean_answer
 from fedrag.models import ADAPTER_FILE, adapter_base, load_causal_lm
 
 DEFAULT_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"}
@@ -165,7 +165,7 @@ class Generator:
                     eos_token_id=tok.eos_token_id,
                 )
                 new = ids[:, batch["input_ids"].shape[1] :]
-                out += [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+                out += [clean_answer(t) for t in tok.batch_decode(new, skip_special_tokens=True)]
         finally:
             tok.padding_side = side
         return out

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from fedrag.data.types import Passage
+
+# "[4] ", "(2) ", "1. ", "3) ", "- ": the numbered passage list of the prompt, continued
+_LIST_MARKER = re.compile(r"^\s*(?:\[\d{1,2}\]|\(\d{1,2}\)|\d{1,2}[.)]|[-*\u2022])\s+(?=\S)")
 
 SYSTEM = "Answer the question using the context. Reply with the short answer only, no full sentence."
 
@@ -26,3 +31,11 @@ def build_prompt(tokenizer, question: str, passages: list[Passage], system: str 
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{system}\n{user}\nAnswer: "
+
+
+def clean_answer(text: str) -> str:
+    """A generated answer without the list marker a model trained on numbered contexts
+    sometimes starts it with ("[4] NP-intermediate problems" -> "NP-intermediate problems",
+    "1. 1974" -> "1974"), and without surrounding whitespace. A marker must be followed by
+    a space and more text, so "1990." or "3" stay as they are."""
+    return _LIST_MARKER.sub("", text.strip(), count=1).strip()
