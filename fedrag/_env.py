@@ -38,12 +38,15 @@ def apply_defaults() -> None:
     if os.environ.get("FEDRAG_VERBOSE") != "1":
         # peft reads transformers 5's deprecated alias on every LoRA wrap; nothing a user can act on
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        try:  # transformers' "Loading weights" bars on every model load
+        # transformers' "Loading weights" bars on every model load: it reads
+        # HF_HUB_DISABLE_PROGRESS_BARS (set above) when it loads, so only an already loaded one
+        # is told (importing transformers costs a second a ClientApp process would pay per message)
+        import sys
+
+        if "transformers" in sys.modules or "huggingface_hub" in sys.modules:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        except ImportError:  # pragma: no cover
-            pass
 
 
 def require(module: str, extra: str | None = None):

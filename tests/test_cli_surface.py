@@ -119,7 +119,8 @@ def test_each_choice_list_is_written_once():
 
 
 def test_stage_names_are_the_registry():
-    from fedrag.train.stages import STAGES, StageName
+    from fedrag.train.choices import StageName
+    from fedrag.train.stages import STAGES
 
     assert set(get_args(StageName)) == set(STAGES)
 

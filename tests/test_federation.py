@@ -377,7 +377,7 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     from safetensors.torch import load_file
 
     from fedrag.federation.aggregator import make_aggregator
-    from fedrag.federation.client import train_round
+    from fedrag.federation.site import train_round
     from fedrag.federation.records import to_wire
     from fedrag.pipeline import build_training_rag
     from fedrag.train import get_state
@@ -423,7 +423,7 @@ def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sit
     """Without the context, a site would score LSR with its own stale adapter."""
     from safetensors.torch import save
 
-    from fedrag.federation.client import site_rag, train_round
+    from fedrag.federation.site import site_rag, train_round
     from fedrag.federation.records import to_wire
     from fedrag.train import get_state
 
@@ -441,7 +441,7 @@ def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sit
 def test_sites_can_train_with_gradient_checkpointing(tiny_models, sites):
     """``gradient_checkpointing`` reaches the site's generator (two sites back-propagating a
     joint loss through SmolLM2 ran out of memory on a 24 GB box without it)."""
-    from fedrag.federation.client import site_rag, train_round
+    from fedrag.federation.site import site_rag, train_round
     from fedrag.federation.records import to_wire
     from fedrag.train import get_state
 
@@ -664,7 +664,7 @@ def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_mod
     """A long-lived site process (a simulation's Ray actor) trains round after round on
     one cached model: the last round's leftover gradients must not leak into the next
     (they did, as extra AdamW steps while the schedule was fast-forwarded to the round)."""
-    from fedrag.federation.client import site_rag, train_round
+    from fedrag.federation.site import site_rag, train_round
     from fedrag.federation.records import to_wire
     from fedrag.train import get_state
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from fedrag.cli.options import app, choice_option
-from fedrag.strategies.library import StrategyName
+from fedrag.strategies.choices import StrategyName
 
 
 def _eval(data: Path, retriever: str, generator: str, limit: int, top_k: int) -> dict:

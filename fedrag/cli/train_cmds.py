@@ -11,10 +11,10 @@ import typer
 
 from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, with_settings
 from fedrag.errors import FedragError
-from fedrag.strategies.library import StrategyName
+from fedrag.strategies.choices import StrategyName
 from fedrag.strategies.settings import PlanSettings, SearchSettings
 from fedrag.train import TrainConfig, distributed
-from fedrag.train.stages import StageName
+from fedrag.train.choices import StageName
 
 STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", panel="Plan")
 STAGE = choice_option(None, "--stage", StageName, "a single stage (or --strategy)", panel="Plan")

@@ -1,134 +1,19 @@
-"""The ClientApp: one site trains the current phase's stage for one round, locally.
+"""The ClientApp: the Flower side of a site. It checks the site's policy, then has the
+round run on the site's models ([`fedrag.federation.site`][fedrag.federation.site]): in its
+resident worker when the node config names one, else here.
 
-The site's questions, passages and knowledge store stay on the site; the message
-carries only the stage's trainable tensors in and out, plus scalar metrics.
+This module imports neither torch nor the models: in deployment Flower starts a ClientApp
+process for every message (four a round under secure aggregation), and with a resident
+worker the process only checks, forwards and replies.
 """
 
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from fedrag._env import apply_defaults
-from fedrag.federation.records import from_record, from_wire, record_bytes, to_record, to_wire
 from fedrag.federation.task import FedTask
-from fedrag.train.state import get_state, set_state, trainable_parameters
-
-
-@lru_cache(maxsize=2)
-def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
-    from fedrag.pipeline import build_training_rag
-
-    task = FedTask(**dict(task_key))
-    return build_training_rag(
-        corpus,
-        task.retriever,
-        task.generator,
-        task.lora,
-        task.top_k,
-        device,
-        task.seed,
-        retriever_lora=task.retriever_lora,
-        shared_retriever=shared,
-        dtype=task.dtype,
-    )
-
-
-def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool = False):
-    """The site's RAG system (models + private store) on `device` (default the task's),
-    cached per process; `shared`: one encoder for questions and passages (a plan that
-    trains the passage side)."""
-    return _site_rag(tuple(sorted(task.to_config().items())), corpus, device or task.device, shared)
-
-
-def _load_context(rag, config) -> None:
-    """Frozen tensors from earlier phases (safetensors bytes in the ConfigRecord), if any."""
-    if "context" in config:
-        from safetensors.torch import load
-
-        set_state(rag, load(bytes(config["context"])))
-
-
-def _layout(rag, stage) -> dict:
-    """The phase's tensors (names, shapes, dtypes) that a message's packed arrays hold."""
-    from fedrag.federation.audit import tensor_spec
-
-    return tensor_spec(trainable_parameters(rag, stage.trains))
-
-
-def train_round(
-    task: FedTask,
-    corpus: str,
-    examples,
-    arrays,
-    config,
-    optimizer_state: dict | None = None,
-    device: str | None = None,
-    plan=None,
-) -> tuple[dict, dict]:
-    """Run one client round: load global tensors, train `local_steps`, return tensors + metrics.
-
-    `optimizer_state` (the site's AdamW moments from its previous round of this phase,
-    updated in place) lets the site's optimizer continue rather than restart each round."""
-    t_load = time.perf_counter()
-    from fedrag.train import train_stage
-
-    phase_idx = int(config["phase"])
-    rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
-    plan = plan or task.plan()
-    phase = plan.phases[phase_idx]
-    stage = phase.stage
-    # cached in a long-lived process (simulation), loaded per message otherwise
-    rag = site_rag(task, corpus, device, plan.shared_retriever)
-    _load_context(rag, config)
-    state = from_wire(arrays, _layout(rag, stage))
-    set_state(rag, state)
-    rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
-    load_s = time.perf_counter() - t_load  # imports, models, store, the round's tensors
-    mu = float(config.get("proximal-mu", 0.0))
-    cfg = phase.config(task.train_config(rnd, mu), federated=True)  # the phase's overrides, as centrally
-    t0 = time.perf_counter()
-    res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
-    new = get_state(rag, stage.trains)
-    metrics = {
-        "num-examples": res.cost.examples,
-        "train-loss": res.final_loss,
-        "client-wall-s": time.perf_counter() - t0,
-        "flops": res.cost.flops,
-        "generator-tokens": res.cost.generator_tokens,
-        "retriever-tokens": res.cost.retriever_tokens,
-        "bytes-received": record_bytes(arrays),
-        "threads": torch.get_num_threads(),
-        "load-s": load_s,
-    }
-    return new, metrics
-
-
-def evaluate_round(
-    task: FedTask, corpus: str, examples, arrays, config, limit: int = 16, device: str | None = None, plan=None
-) -> dict:
-    """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
-    from fedrag.evaluate import recall_at_k
-
-    phase = int(config["phase"])
-    plan = plan or task.plan()
-    stage = plan.phases[phase].stage
-    rag = site_rag(task, corpus, device, plan.shared_retriever)
-    _load_context(rag, config)
-    set_state(rag, from_wire(arrays, _layout(rag, stage)))
-    rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
-    sample = examples[:limit]
-    with torch.no_grad():
-        loss = float(stage.loss(rag, sample).loss)
-    hits = rag.retrieve([e.question for e in sample], 5)
-    recall = [recall_at_k([h.passage.id for h in hs], e.gold_ids, 5) for hs, e in zip(hits, sample) if e.gold_ids]
-    out = {"num-examples": len(sample), "eval-loss": loss, "phase": phase}
-    if recall:
-        out["recall@5"] = sum(recall) / len(recall)
-    return out
 
 
 def resident_key(socket_path: str) -> bytes:
@@ -165,7 +50,7 @@ def run_resident(socket_path: str, op: str, **kwargs):
         except (OSError, EOFError) as exc:
             raise FedragError(f"the site's resident worker at {socket_path} is not reachable ({exc}); restart the site") from None
     with conn:
-        # plain pickle, by value: Connection.send's ForkingPickler would pass torch tensors as
+        # plain pickle, by value: Connection.send's ForkingPickler would pass tensors as
         # shared-memory handles, which only a parent and its child can exchange
         conn.send_bytes(pickle.dumps((op, kwargs)))
         try:
@@ -221,7 +106,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     from fedrag.federation.policy import SitePolicy
 
     policy = policy or (lambda context: SitePolicy.from_node_config(context.node_config))
-    from flwr.app import Message, MetricRecord, RecordDict
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.clientapp.mod import fixedclipping_mod
 
@@ -255,27 +140,27 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         arrival["prepare-s"] = time.perf_counter() - t_enter  # policy check, plan import, the site's data
         config = msg.content["config"]
         key = _optimizer_key(int(config["phase"]))
-        moments = (from_record(context.state[key]) if key in context.state else {}) if t.keep_optimizer else None
+        moments = (context.state[key] if key in context.state else ArrayRecord()) if t.keep_optimizer else None
         kwargs = dict(
             task=t,
             corpus=corpus,
             examples=examples,
             arrays=msg.content["arrays"],
             config=config,
-            optimizer_state=moments,
+            optimizer_record=moments,
             device=context.node_config.get("device"),
             plan=plan,
         )
         if context.node_config.get("resident"):  # the site's models stay loaded in its worker
-            state, metrics, moments = run_resident(str(context.node_config["resident"]), "train", **kwargs)
+            reply, metrics, moments = run_resident(str(context.node_config["resident"]), "train", **kwargs)
         else:
-            state, metrics = train_round(**kwargs)
+            from fedrag.federation.site import train_message
+
+            reply, metrics, moments = train_message(**kwargs)
         if moments is not None:
             for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
                 del context.state[old]  # an earlier phase's moments are done with
-            context.state[key] = to_record(moments)
-        reply = to_wire(state)
-        metrics["bytes-sent"] = record_bytes(reply)
+            context.state[key] = moments
         metrics.update(arrival)
         return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
@@ -293,7 +178,12 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             plan=plan,
         )
         worker = context.node_config.get("resident")
-        metrics = run_resident(str(worker), "evaluate", **kwargs) if worker else evaluate_round(**kwargs)
+        if worker:
+            metrics = run_resident(str(worker), "evaluate", **kwargs)
+        else:
+            from fedrag.federation.site import evaluate_round
+
+            metrics = evaluate_round(**kwargs)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app

@@ -15,7 +15,6 @@ from pathlib import Path
 from fedrag.data.jsonl import load_qa
 from fedrag.errors import FedragError
 from fedrag.federation.client import make_client_app
-from fedrag.federation.server import make_server_app
 from fedrag.federation.task import FedTask
 
 
@@ -82,4 +81,6 @@ def to_flower(task: FedTask | None, site_data=site_from_node_config, policy=None
     `policy(context) -> SitePolicy` limits the models a site loads (default: its node
     config's `allow-models`, else the bundled models; [`TRUSTED`][fedrag.federation.policy.TRUSTED]
     allows any)."""
+    from fedrag.federation.server import make_server_app
+
     return make_client_app(task, site_data, policy, plan=plan), make_server_app(task, plan)

@@ -11,9 +11,12 @@ one by one spent ~13 s pushing one site's reply).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads with the first tensor: a ClientApp that only forwards never needs it
+    import torch
 
 PACKED = "packed."  # key prefix of a packed array: packed.<dtype>
 
@@ -35,6 +38,8 @@ def _dtype(t) -> str:
 
 def pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`{"packed.<dtype>": 1-D tensor}`: each dtype's tensors flattened in name order."""
+    import torch
+
     groups: dict[str, list[torch.Tensor]] = {}
     for name in sorted(state):
         t = state[name]
@@ -51,7 +56,7 @@ def unpack(packed: dict[str, torch.Tensor], layout: dict[str, tuple[tuple[int, .
         key = PACKED + dtype
         if key not in packed:
             raise ValueError(f"packed arrays lack '{key}' (tensor '{name}')")
-        n = int(torch.Size(shape).numel())
+        n = math.prod(shape)
         start = offsets.get(key, 0)
         out[name] = packed[key][start : start + n].reshape(shape)
         offsets[key] = start + n
@@ -65,7 +70,7 @@ def packed_spec(layout: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, tup
     """The packed arrays' `{key: ((size,), dtype)}` for `layout`."""
     sizes: dict[str, int] = {}
     for shape, dtype in layout.values():
-        sizes[PACKED + dtype] = sizes.get(PACKED + dtype, 0) + int(torch.Size(shape).numel())
+        sizes[PACKED + dtype] = sizes.get(PACKED + dtype, 0) + math.prod(shape)
     return {key: ((n,), key[len(PACKED) :]) for key, n in sizes.items()}
 
 

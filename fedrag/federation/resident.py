@@ -7,8 +7,9 @@ started with a resident worker (`python -m fedrag.federation.resident SOCKET`, w
 `fedrag federate --engine deployment` starts next to each SuperNode) keeps them in one
 long-lived process; the ClientApp process checks the site's policy and hands the round to
 the worker over a Unix socket (`resident="SOCKET"` in the SuperNode's node config), which
-runs exactly the code a simulated site runs ([`train_round`][fedrag.federation.client.train_round],
-[`evaluate_round`][fedrag.federation.client.evaluate_round]) on its cached models.
+runs exactly the code a simulated site runs ([`train_round`][fedrag.federation.site.train_round],
+[`evaluate_round`][fedrag.federation.site.evaluate_round]) on its cached models. What
+travels back is wire-ready (Flower records), so the ClientApp never imports torch.
 
 The socket is the site's own: it lives in a directory only the site's user can enter, and
 both ends prove they hold the key in the file `key` beside it (hex; the HMAC challenge of
@@ -55,10 +56,10 @@ def wait_listening(sock: str, proc, log: Path, timeout: float = 300) -> None:
 
 
 def _handle(op: str, kwargs: dict):
-    from fedrag.federation.client import evaluate_round, train_round
+    from fedrag.federation.site import evaluate_round, train_message
 
-    if op == "train":  # the optimizer moments are updated in place: they travel back
-        return (*train_round(**kwargs), kwargs.get("optimizer_state"))
+    if op == "train":
+        return train_message(**kwargs)
     if op == "evaluate":
         return evaluate_round(**kwargs)
     raise ValueError(f"unknown operation {op!r}")

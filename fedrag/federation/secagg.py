@@ -19,7 +19,6 @@ reply against an allow-list). No cryptography is written here.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from fedrag.errors import FedragError
 from fedrag.federation.audit import METRIC_KEYS
@@ -171,6 +170,7 @@ class SecureAggregation:
         from flwr.server.workflow import SecAggPlusWorkflow
         from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
         from flwr.server.workflow.constant import Key as WorkflowKey
+        import torch
 
         originals = {m.metadata.dst_node_id: m for m in messages}
         server_round = int(messages[0].content["config"]["server-round"])
@@ -249,21 +249,26 @@ def make_secagg_mod():
     return secagg_mod
 
 
+def _arrays(record) -> dict:
+    """A packed ArrayRecord as numpy arrays (the site's side needs no torch)."""
+    return dict(zip(record.keys(), record.to_numpy_ndarrays()))
+
+
 def _update_as_fitres(call_next):
     def inner(msg, context):
         from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
         from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
         from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
-        received = from_record(msg.content["arrays"])
+        received = _arrays(msg.content["arrays"])
         reply = call_next(msg, context)
         if reply.has_error():
             raise FedragError(str(reply.error.reason))
-        trained = from_record(reply.content["arrays"])
+        trained = _arrays(reply.content["arrays"])
         metrics = dict(reply.content["metrics"])
         state = context.state.config_records[RECORD_KEY_STATE]  # the protocol's set-up: clip and weight bound
         weight = float(metrics["num-examples"]) / float(state["max_weight"])
-        deltas = [(trained[k].double() - received[k].double()).numpy() for k in sorted(received)]
+        deltas = [trained[k].astype(np.float64) - received[k].astype(np.float64) for k in sorted(received)]
         # values beyond the clipping range are clipped by the quantiser: say how many
         metrics["secagg-clipped"] = int(sum(int((np.abs(d) * weight > float(state["clipping_range"])).sum()) for d in deltas))
         fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(deltas), int(metrics["num-examples"]), metrics)

@@ -15,9 +15,9 @@ from typing import Literal, get_args, get_origin
 from fedrag._settings import check_choices, same, setting
 from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
-from fedrag.strategies.library import TwoPhaseLoss, TwoPhaseOrder
+from fedrag.strategies.choices import TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.config import Precision
-from fedrag.train.stages import RaltMode
+from fedrag.train.choices import RaltMode
 
 Aggregator = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
 AGGREGATORS: tuple[str, ...] = get_args(Aggregator)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
 
 from fedrag.errors import FedragError
 from fedrag.strategies.base import Phase, Strategy
@@ -15,10 +14,6 @@ from fedrag.train.stages import (
     RALTStage,
     make_stage,
 )
-
-StrategyName = Literal["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit", "multi-task"]
-TwoPhaseLoss = Literal["rag-sequence", "rag-token", "lsr"]
-TwoPhaseOrder = Literal["generator-first", "retriever-first"]
 
 
 def independent(top_k: int = 3) -> Strategy:

@@ -21,7 +21,6 @@ retraining follows, and their cost is reported apart from the search's.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
 
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
@@ -31,8 +30,6 @@ from fedrag.train.cost import Cost
 from fedrag.train.loop import StageResult, TrainConfig, train_stage
 from fedrag.train.state import get_state, set_state
 from fedrag.train.validate import retrieval_key, validation_fn
-
-SearchMode = Literal["auto", "phase-wise", "grid", "full-retrain"]
 
 
 def search_mode(strategy: Strategy) -> str:

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from fedrag._settings import check_choices, setting
 from fedrag.errors import FedragError
 from fedrag.models import Quantize
-from fedrag.strategies.library import StrategyName, TwoPhaseLoss, TwoPhaseOrder, plan_from_names
-from fedrag.strategies.lr_search import SearchMode
-from fedrag.train.stages import RaltMode
+from fedrag.strategies.choices import SearchMode, StrategyName, TwoPhaseLoss, TwoPhaseOrder
+from fedrag.train.choices import RaltMode
 
 
 @dataclass
@@ -48,6 +47,8 @@ class PlanSettings:
     def plan(self, strategy: str | None, stage: str | None):
         """The [`Strategy`][fedrag.strategies.base.Strategy] named by `strategy` (or a
         one-phase one for `stage`), built with these options."""
+        from fedrag.strategies.library import plan_from_names
+
         return plan_from_names(
             strategy, stage, self.top_k, self.ralt_mode, self.two_phase_loss, self.two_phase_order, self.train_passages
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -18,14 +18,12 @@ from fedrag.data.types import Example
 from fedrag.errors import FedragError
 from fedrag.generate.decoding import RETRIEVAL_GAMMA
 from fedrag.losses import answer_nll, info_nce, lsr_loss, rag_sequence_nll, rag_token_nll
+from fedrag.train.choices import RaltMode
 from fedrag.train.protocol import StepOutput
 from fedrag.train.scoring import embed_passages, passages_at, retrieve_scores
 
 if TYPE_CHECKING:
     from fedrag.rag import RAGSystem
-
-RaltMode = Literal["all-in-one", "per-passage"]
-StageName = Literal["contrastive", "lsr", "ralt", "rag-sequence", "rag-token", "multi-task"]
 
 
 @dataclass
