@@ -13,16 +13,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from fedrag._io import atomic_write_json, atomic_write_text
 from fedrag.federation.aggregator import make_accountant, make_aggregator
-from fedrag.strategies.base import save_models
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.privacy import privacy_markdown, privacy_sections
 from fedrag.federation.records import from_wire, packed_spec, to_wire
-from fedrag.federation.recorder import RoundRecorder
 from fedrag.federation.task import FedTask
 from fedrag.train.tracking import Tracker
 
@@ -82,10 +78,12 @@ def run_server(grid, task: FedTask, plan=None) -> dict:
 def serve(grid, task: FedTask, plan=None) -> dict:
     """The ServerApp body: every phase of `plan` (default the task's), every round,
     checkpoints, rounds.json, final models."""
+    import torch
     from flwr.app import ConfigRecord, MetricRecord
 
     from fedrag.errors import FedragError
-
+    from fedrag.federation.recorder import RoundRecorder
+    from fedrag.strategies.base import save_models
     from fedrag.train import get_state, set_state
 
     out = Path(task.out)
