@@ -39,6 +39,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--deployment", action="store_true", help="also time a loopback deployment")
     ap.add_argument("--deployment-only", action="store_true", help="only the deployment (profiling; no ratio)")
+    ap.add_argument(
+        "--pair",
+        action="store_true",
+        help="only the like-for-like pair: the simulation without site evaluation and the resident deployment",
+    )
     args = ap.parse_args()
     from fedrag.data import demo, load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
@@ -54,7 +59,7 @@ def main() -> None:
     local = args.steps // (args.sites * args.rounds)
     examples = local * args.sites * args.rounds * args.batch_size
     central, rows, per_round = float("nan"), [], {}
-    if not args.deployment_only:
+    if not (args.deployment_only or args.pair):
         t0 = time.perf_counter()
         rag = build_training_rag(str(work / "data" / "corpus.jsonl"), "minilm", "smollm2-135m")
         res = train_stage(
@@ -62,7 +67,7 @@ def main() -> None:
         )
         central = time.perf_counter() - t0
         rows.append(["centralized", res.cost.steps, res.cost.examples, central, 1.0, "-"])
-    for every in () if args.deployment_only else (1, 0):
+    for every in () if args.deployment_only else (0,) if args.pair else (1, 0):
         task = FedTask(
             stage=args.stage,
             rounds=args.rounds,
@@ -83,7 +88,7 @@ def main() -> None:
             [label, local * args.sites * args.rounds, examples, fed, fed / central, cost["bytes_sent"] + cost["bytes_received"]]
         )
         per_round[label] = rounds
-    for resident in (True, False) if (args.deployment or args.deployment_only) else ():
+    for resident in (True,) if args.pair else (True, False) if (args.deployment or args.deployment_only) else ():
         from fedrag.federation.deployment import deploy
 
         name = "resident" if resident else "per-message"

@@ -2,7 +2,7 @@
 the same task: wall time, round time, bytes each way, and how far its decoded update is
 from FedAvg's.
 
-    python benchmarks/secagg_cost.py [--sites 2] [--rounds 2] [--local-steps 3] [--deployment]
+    python benchmarks/secagg_cost.py [--sites 2] [--rounds 2] [--local-steps 3] [--deployment | --deployment-only]
 
 Bundled MiniLM + SmolLM2-135M (LoRA), RALT on the demo data, no site evaluation. Each pair
 runs the same task with and without `--secagg` (simulation; with `--deployment` also a
@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--local-steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--deployment", action="store_true", help="also a loopback deployment pair")
+    ap.add_argument("--deployment-only", action="store_true", help="only the loopback deployment pair")
     args = ap.parse_args()
     from fedrag.data import demo, load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
@@ -50,7 +51,9 @@ def main() -> None:
     demo.write(work / "data")
     passages, train = load_corpus(work / "data" / "corpus.jsonl"), load_qa(work / "data" / "train.jsonl")
     sites = write_sites(partition(passages, train, args.sites, "iid"), work / "sites")
-    engines = ["simulation"] + (["deployment"] if args.deployment else [])
+    engines = (["simulation"] if not args.deployment_only else []) + (
+        ["deployment"] if args.deployment or args.deployment_only else []
+    )
     rows, finals = [], {}
     for engine in engines:
         for secagg in (False, True):

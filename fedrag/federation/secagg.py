@@ -155,8 +155,7 @@ class _Channel:
 
 
 class SecureAggregation:
-    """A round's train exchange under SecAgg+ (the [`AuditedGrid`][fedrag.federation.audit.AuditedGrid]'s
-    `exchange`): the strategy's train messages in, one reply per site out (each carrying the
+    """A round's train exchange under SecAgg+ (the audited Grid's `exchange`): the strategy's train messages in, one reply per site out (each carrying the
     decoded aggregate and the site's own metrics, or the site's failure), plus what the
     audit should record instead of the clear exchange's figures."""
 
