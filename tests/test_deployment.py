@@ -24,6 +24,12 @@ def sites(demo_dir, tmp_path_factory):
     return write_sites(partition(passages, train, 2, "iid"), tmp_path_factory.mktemp("dsites"))
 
 
+@pytest.fixture(scope="module")
+def three_sites(demo_dir, tmp_path_factory):
+    passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
+    return write_sites(partition(passages, train, 3, "iid"), tmp_path_factory.mktemp("dsites3"))
+
+
 def _task(tiny_models, out, **kw):
     return FedTask(
         stage="ralt",
@@ -68,15 +74,19 @@ plan = custom("mine", HalfRALT())
 """
 
 
-def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_path):
-    """Also: a user's strategy named by import path, imported by sites whose policy lists its package."""
+def test_insecure_deployment_completes_and_cleans_up(tiny_models, three_sites, tmp_path):
+    """Also: a user's strategy named by import path, imported by sites whose policy lists its
+    package; and secure aggregation over 3 sites with threshold 2, one site's worker killed:
+    the site fails after the protocol's key sharing and the round completes without it."""
+    from fedrag.federation.resident import wait_listening
+
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "userplans.py").write_text(USER_PLANS)
     out = tmp_path / "out"
     with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
         dep.env["PYTHONPATH"] = str(tmp_path / "user")  # the user's package is installed on every host
         dep.start_superlink()
-        for i, p in enumerate(sites):  # each site's operator allows the two models this run uses
+        for i, p in enumerate(three_sites):  # each site's operator allows the two models this run uses
             dep.start_supernode(
                 i,
                 p["corpus"],
@@ -95,13 +105,22 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, sites, tmp_pat
             batch_size=2,
             out=str(out),
             evaluate_every=0,
+            min_sites=2,
+            secagg=True,
+            secagg_threshold=2,
         )
+        sock, name = dep.workers[2]
+        wait_listening(sock, dep.procs[name], tmp_path / "dep" / f"{name}.log")
+        dep.procs[name].kill()  # site 2's models die with its worker; its SuperNode still answers the protocol
+        dep.procs[name].wait()
         dep.submit(task)
         pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in children(p.pid)]
     assert not any(_alive(pid) for pid in pids), "every process we started is stopped"
     rounds = json.loads((out / "rounds.json").read_text())
     assert rounds[0]["stage"] == "half-ralt", "the user's stage ran on the sites"
     assert rounds[0]["replies"] == 2 and rounds[0]["rejected"] == 0 and rounds[0]["metric_keys"]
+    assert rounds[0]["failures"] == 1 and "resident worker" in rounds[0]["failure_reasons"][0]
+    assert rounds[0]["secure_aggregation"]["sites"] == 3 and rounds[0]["secure_aggregation"]["dropped"] == 1
     assert all(n.startswith("generator.") and "lora_" in n for n in rounds[0]["array_names"])
     assert (out / "generator" / "adapter_config.json").exists()
     assert rounds[0]["clients_threads"] == 1, "the sites' ClientApp processes got the launcher's thread cap"

@@ -36,12 +36,14 @@ def run_resident(socket_path: str, op: str, **kwargs):
 
     from fedrag.errors import FedragError
 
-    deadline = time.time() + 120  # a worker started with its SuperNode may still be importing
+    deadline = time.time() + 120  # a worker started with its SuperNode may still be importing: no socket yet
     while True:
         try:
             conn = Client(socket_path, family="AF_UNIX", authkey=resident_key(socket_path))
             break
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+        except ConnectionRefusedError as exc:  # a worker's socket appears as it listens: this one has died
+            raise FedragError(f"the site's resident worker at {socket_path} is not running ({exc}); restart the site") from None
+        except FileNotFoundError as exc:
             if time.time() > deadline:
                 raise FedragError(
                     f"the site's resident worker at {socket_path} is not reachable ({exc}); restart the site"
