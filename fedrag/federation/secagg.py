@@ -155,9 +155,12 @@ class _Channel:
 
 
 class SecureAggregation:
-    """A round's train exchange under SecAgg+ (the audited Grid's `exchange`): the strategy's train messages in, one reply per site out (each carrying the
-    decoded aggregate and the site's own metrics, or the site's failure), plus what the
-    audit should record instead of the clear exchange's figures."""
+    """A round's train exchange under SecAgg+ (the audited Grid's `exchange`).
+
+    The strategy's train messages go in; out come one reply per site (the decoded aggregate
+    with the site's own metrics, or the site's failure) and what the audit records instead
+    of a clear exchange's figures. `max_weight` bounds a site's `num-examples` in a round
+    (the protocol scales each update by weight / max_weight before quantising it)."""
 
     def __init__(self, task, max_weight: float):
         self.task, self.max_weight = task, float(max_weight)
