@@ -65,6 +65,22 @@ def _handle(op: str, kwargs: dict):
     raise ValueError(f"unknown operation {op!r}")
 
 
+def _warm() -> None:
+    """Import what a round needs before listening: whoever starts the worker waits for its
+    socket, so the site's first round does not pay for torch, transformers and
+    sentence-transformers (seconds; the ClientApp itself imports none of them)."""
+    import importlib
+
+    import fedrag.federation.site  # noqa: F401
+    import fedrag.pipeline  # noqa: F401
+
+    for name in ("transformers", "peft", "sentence_transformers"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # pragma: no cover - a missing dependency fails the round with its own message
+            pass
+
+
 def _watch_parent(parent: int) -> None:
     """Exit with the process that started the worker (a launcher killed with SIGKILL
     leaves no worker behind holding a model)."""
@@ -83,7 +99,7 @@ def serve(socket_path: str) -> None:
     from fedrag.federation.client import resident_key
 
     apply_defaults()
-
+    _warm()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     with Listener(socket_path, family="AF_UNIX", authkey=resident_key(socket_path)) as listener:
         print(f"fedrag resident worker: listening on {socket_path}", flush=True)
