@@ -596,12 +596,18 @@ def test_the_audit_refuses_text_in_an_outgoing_config(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tmp_path):
+def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tmp_path, monkeypatch):
+    """A user's own stage federates; the sites run at the caller's priority (Ray would start
+    them at nice 15, where any other busy process starves them), and the simulation leaves
+    no temporary Flower home behind."""
+    import tempfile
     from dataclasses import dataclass
     from typing import ClassVar
 
     from fedrag.strategies import custom
     from fedrag.train import ContrastiveStage, RALTStage
+
+    seen = tmp_path / "niceness"
 
     @dataclass
     class HalfRALT:  # a user's own stage class, defined here, not in fedrag
@@ -610,16 +616,23 @@ def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tm
         factor: float = 0.5
 
         def loss(self, rag, batch):
+            with open(seen, "a") as f:  # the site's process is a Ray actor: tell the test its niceness
+                f.write(f"{os.nice(0)}\n")
             out = RALTStage(top_k=2).loss(rag, batch)
             out.loss = out.loss * self.factor
             return out
 
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     plan = custom("mine", HalfRALT(), ContrastiveStage(top_k=2, hard_negatives=1))
     task = task_for(tiny_models, tmp_path / "mine", strategy="mine", rounds=1, evaluate_every=0)
     cost = simulate(task, sites[2], plan=plan)
     rounds = json.loads((tmp_path / "mine" / "rounds.json").read_text())
     assert [(r["stage"], r["replies"]) for r in rounds] == [("half-ralt", 2), ("contrastive", 2)]
     assert cost["strategy"] == "mine" and (tmp_path / "mine" / "generator").exists()
+    assert set(seen.read_text().split()) == {str(os.nice(0))}
+    assert not [p.name for p in temp.glob("fedrag-flwr-*")]
 
 
 def test_strategies_by_import_path_and_the_sites_that_import_them(tmp_path):

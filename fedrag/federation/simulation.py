@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,16 +36,18 @@ def simulate(
     """
     apply_defaults()
     had_home = os.environ.get("FLWR_HOME")
-    if had_home is None:
-        os.environ["FLWR_HOME"] = tempfile.mkdtemp(prefix="fedrag-flwr-")
+    home = tempfile.mkdtemp(prefix="fedrag-flwr-") if had_home is None else None
+    if home:
+        os.environ["FLWR_HOME"] = home
     try:
         return _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
     except BaseException:
         _stop_ray()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
         raise
     finally:
-        if had_home is None:
+        if home:
             os.environ.pop("FLWR_HOME", None)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _stop_ray() -> None:
@@ -75,6 +78,9 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
             "include_dashboard": False,
             "_node_ip_address": "127.0.0.1",
             "logging_level": "ERROR",
+            # Ray starts its workers at nice 15 (meant for idle pool workers); here the actors
+            # are the sites doing the run's work, and at 15 any other busy process starves them
+            "_system_config": {"worker_niceness": 0},
             # the sites' actors' own lines ("(ClientAppActor pid=..) WARNING: Manually
             # terminating ClientAppActor" at every end) only with --verbose: a site's
             # failure reaches the server as a message and fedrag reports it in one line
