@@ -34,10 +34,3 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     demo.write(out, seed=0, n_people=24)
     return out
-
-
-def pytest_collection_modifyitems(config, items):
-    """The slow tests (federations, deployments, real models: one to four minutes each) run
-    first, so that under pytest-xdist the quick ones fill the workers' tails instead of one
-    worker finishing a long test alone at the end. The order within each group is kept."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
