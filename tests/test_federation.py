@@ -206,6 +206,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
     from fedrag.federation.converter import sites_from_paths, to_flower
     from fedrag.federation.server import raise_recorded_error
     from fedrag.federation.policy import TRUSTED
+    from fedrag.federation.simulation import ray_backend
 
     task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=1, min_sites=min_sites, evaluate_every=0)
     healthy = sites_from_paths(sites[2])
@@ -221,10 +222,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
             server_app=server,
             client_app=client,
             num_supernodes=2,
-            backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"},
-            },
+            backend_config=ray_backend(),  # as fedrag.federation.simulate starts Ray
         )
     if min_sites == 1:
         rounds = json.loads((tmp_path / "ft" / "rounds.json").read_text())
@@ -509,6 +507,7 @@ def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
     from fedrag.federation.client import make_client_app
     from fedrag.federation.converter import sites_from_paths
     from fedrag.federation.policy import TRUSTED
+    from fedrag.federation.simulation import ray_backend
     from fedrag.federation.server import make_server_app
 
     task = task_for(tiny_models, tmp_path / "audit", stage="ralt", rounds=1, local_steps=1, min_sites=1, evaluate_every=0)
@@ -517,10 +516,7 @@ def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
         server_app=make_server_app(task),
         client_app=client,
         num_supernodes=3,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"},
-        },
+        backend_config=ray_backend(),  # as fedrag.federation.simulate starts Ray
     )
     (entry,) = json.loads((tmp_path / "audit" / "rounds.json").read_text())
     assert (entry["replies"], entry["rejected"]) == (1, 2), entry

@@ -45,6 +45,7 @@ def _run(task, paths, fail_site=None):
 
     from fedrag.federation.converter import sites_from_paths, to_flower
     from fedrag.federation.policy import TRUSTED
+    from fedrag.federation.simulation import ray_backend
     from fedrag.federation.server import raise_recorded_error
 
     healthy = sites_from_paths(paths)
@@ -60,10 +61,7 @@ def _run(task, paths, fail_site=None):
             server_app=server,
             client_app=client,
             num_supernodes=len(paths),
-            backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": {"include_dashboard": False, "_node_ip_address": "127.0.0.1"},
-            },
+            backend_config=ray_backend(),  # as fedrag.federation.simulate starts Ray
         )
     raise_recorded_error(task)
     return json.loads((Path(task.out) / "rounds.json").read_text())

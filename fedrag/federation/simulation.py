@@ -57,6 +57,31 @@ def _stop_ray() -> None:
         ray.shutdown()
 
 
+def ray_backend(
+    cpus_per_site: float = 1.0, gpus_per_site: float = 0.0, verbose: bool = False, ray_address: str | None = None
+) -> dict:
+    """The `backend_config` fedrag gives `flwr.simulation.run_simulation`: each site's
+    share of Ray's resources, and how Ray starts (all on 127.0.0.1, or the cluster at
+    `ray_address`)."""
+    if ray_address:  # the cluster has its own resources and address: connect, start nothing
+        init = {"address": ray_address, "logging_level": "ERROR", "log_to_driver": verbose}
+    else:
+        init = {
+            "num_cpus": max(1, os.cpu_count() or 1),
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+            "logging_level": "ERROR",
+            # Ray starts its workers at nice 15 (meant for idle pool workers); here the actors
+            # are the sites doing the run's work, and at 15 any other busy process starves them
+            "_system_config": {"worker_niceness": 0},
+            # the sites' actors' own lines ("(ClientAppActor pid=..) WARNING: Manually
+            # terminating ClientAppActor" at every end) only with --verbose: a site's
+            # failure reaches the server as a message and fedrag reports it in one line
+            "log_to_driver": verbose,
+        }
+    return {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site}, "init_args": init}
+
+
 def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address) -> dict:
     import warnings
 
@@ -71,24 +96,7 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
         # docs/design.md); fedrag prints one line per round itself
 
     client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
-    backend = {
-        "client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site},
-        "init_args": {
-            "num_cpus": max(1, os.cpu_count() or 1),
-            "include_dashboard": False,
-            "_node_ip_address": "127.0.0.1",
-            "logging_level": "ERROR",
-            # Ray starts its workers at nice 15 (meant for idle pool workers); here the actors
-            # are the sites doing the run's work, and at 15 any other busy process starves them
-            "_system_config": {"worker_niceness": 0},
-            # the sites' actors' own lines ("(ClientAppActor pid=..) WARNING: Manually
-            # terminating ClientAppActor" at every end) only with --verbose: a site's
-            # failure reaches the server as a message and fedrag reports it in one line
-            "log_to_driver": verbose,
-        },
-    }
-    if ray_address:  # the cluster has its own resources and address: connect, start nothing
-        backend["init_args"] = {"address": ray_address, "logging_level": "ERROR", "log_to_driver": verbose}
+    backend = ray_backend(cpus_per_site, gpus_per_site, verbose, ray_address)
     from fedrag.federation.server import raise_recorded_error
 
     with warnings.catch_warnings():
