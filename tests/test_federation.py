@@ -812,7 +812,8 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(
 HEAD = """
 import sys, time
 import ray
-ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
+         _system_config={"worker_niceness": 0})  # Ray's nice 15 starves the sites on a busy CI box
 print(ray.get_runtime_context().gcs_address, flush=True)
 time.sleep(900)
 """
