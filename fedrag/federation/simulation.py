@@ -35,8 +35,7 @@ def simulate(
     converter (so the task need not pass through `run_config`).
     """
     apply_defaults()
-    had_home = os.environ.get("FLWR_HOME")
-    home = tempfile.mkdtemp(prefix="fedrag-flwr-") if had_home is None else None
+    home = tempfile.mkdtemp(prefix="fedrag-flwr-") if os.environ.get("FLWR_HOME") is None else None
     if home:
         os.environ["FLWR_HOME"] = home
     try:
