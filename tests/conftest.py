@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from fedrag._env import apply_defaults
+# Three xdist workers (and the Ray actors and processes they start) share two cores. torch
+# gives each process one OpenMP thread per core, and those threads spin while they wait for
+# a core: the fast loop took 140.6 s with them and 59.1 s with one thread a process. Set
+# before anything imports torch; every process the tests start inherits it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from fedrag._env import apply_defaults  # noqa: E402
 
 apply_defaults()
 sys.path.insert(0, str(Path(__file__).parent))

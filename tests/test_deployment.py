@@ -85,6 +85,7 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, three_sites, t
     out = tmp_path / "out"
     with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
         dep.env["PYTHONPATH"] = str(tmp_path / "user")  # the user's package is installed on every host
+        dep.env["OMP_NUM_THREADS"] = "2"  # what the sites would get without the cap
         dep.start_superlink()
         for i, p in enumerate(three_sites):  # each site's operator allows the two models this run uses
             dep.start_supernode(
