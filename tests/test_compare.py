@@ -240,3 +240,14 @@ def test_compare_without_a_generator_is_one_line(monkeypatch, capsys, tmp_path, 
     )
     assert code == 2 and "needs a generator" in err and "Traceback" not in err, err
     assert not (tmp_path / "c").exists()
+
+
+def test_advice_on_one_trained_strategy_claims_no_verdict_or_rule():
+    """With one strategy there is nothing to be equivalent to: no 'about equal', no rule backed."""
+    from fedrag.strategies.report import advise
+
+    row = {"strategy": "independent", "f1": 0.111, "train_flops": 1.6e13, "verdict": "best", "n": 50}
+    untuned = {"strategy": "untuned", "f1": 0.085, "train_flops": 0.0}
+    text = "\n".join(advise(True, False, {"rows": [untuned, row]}))
+    assert "Only independent was trained (F1 0.111)" in text
+    assert "about equal'" not in text and "backs the paper's rule" not in text and "spread" not in text, text

@@ -12,6 +12,7 @@ a gap between strategies is larger than the test set's noise.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -184,15 +185,21 @@ def _baseline(rag, test, settings: CompareSettings, log) -> tuple[dict, list[dic
     }, questions
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
     name = plan.name
     search = {"search_s": 0.0, "search_flops": 0.0, "search_points": 0}
     if settings.search:
 
         def show(p):
+            # a phase that trains the retriever is selected without generating: it has no F1 to show
+            recall = "recall@5" if "recall@5" in p else "answer_recall@5"
+            shown = [f"{label} {p[k]:.3f}" for label, k in (("F1", "f1"), ("R@5", recall)) if _finite(p.get(k))]
             log(
-                f"compare:   {name} phase {p['phase']} lr_g={p['lr_generator']:g} lr_r={p['lr_retriever']:g} "
-                f"-> F1 {p.get('f1', float('nan')):.3f} R@5 {p.get('recall@5', p.get('answer_recall@5', float('nan'))):.3f}"
+                f"compare:   {name} phase {p['phase']} lr_g={p['lr_generator']:g} lr_r={p['lr_retriever']:g} -> {' '.join(shown)}"
             )
 
         report = search_lr(

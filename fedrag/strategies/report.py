@@ -120,6 +120,12 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
     rows = {r["strategy"]: r for r in result["rows"] if r["strategy"] != "untuned"}
     if not rows:
         return lines
+    if len(rows) == 1:  # a verdict, a spread or a rule needs two trained strategies to compare
+        (only,) = rows.values()
+        return lines + [
+            f"Only {only['strategy']} was trained (F1 {only.get('f1', 0):.3f}): this run compares it with the "
+            "untuned pipeline alone and says nothing about the other strategies; compare two or more to test the rule."
+        ]
     cheapest = min(rows.values(), key=lambda r: r["train_flops"] or float("inf"))
     f1s = [r.get("f1", 0.0) for r in rows.values()]
     lines.append(
