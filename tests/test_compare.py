@@ -251,3 +251,19 @@ def test_advice_on_one_trained_strategy_claims_no_verdict_or_rule():
     text = "\n".join(advise(True, False, {"rows": [untuned, row]}))
     assert "Only independent was trained (F1 0.111)" in text
     assert "about equal'" not in text and "backs the paper's rule" not in text and "spread" not in text, text
+
+
+def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    # the options the user did not give stay open to a stage's own defaults, as in `fedrag train`:
+    # independent = RALT (8 questions at batch 4: 2 steps) + contrastive (batch 16, at least 20 steps)
+    args = ["compare", "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--limit", "8"]
+    args += ["--test", demo_dir / "test.jsonl", "--test-limit", "2", "--strategies", "independent", "--top-k", "2"]
+    args += ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--max-new-tokens", "2"]
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "c")
+    assert code == 0, err
+    row = json.loads((tmp_path / "c" / "strategies" / "independent.json").read_text())
+    assert row["steps"] == 2 + 20, "the contrastive phase keeps its minimum of 20 steps inside compare"
+    # an option the user gave wins over the stage's preference
+    code, _, err = run(monkeypatch, capsys, *args, "--steps", "3", "--out", tmp_path / "d")
+    assert code == 0, err
+    assert json.loads((tmp_path / "d" / "strategies" / "independent.json").read_text())["steps"] == 3 + 3

@@ -56,7 +56,8 @@ def compare(
     settings = collect(
         CompareSettings,
         kw,
-        train={k: v for k, v in asdict(cfg).items() if k not in UNTRACKED},
+        # `explicit` travels with the values: a stage's defaults replace only what the user did not set
+        train={k: (list(v) if k == "explicit" else v) for k, v in asdict(cfg).items() if k == "explicit" or k not in UNTRACKED},
         data={
             "corpus": str(corpus),
             "train": str(train),

@@ -45,7 +45,11 @@ class CompareSettings:
     retriever: str = same(PlanSettings, "retriever")
     generator: str = same(PlanSettings, "generator")
     top_k: int = same(PlanSettings, "top_k")
-    train: dict = setting(help="TrainConfig fields", factory=dict, cli=False)
+    train: dict = setting(
+        help="TrainConfig fields; a stage's own defaults replace those not named (not in 'explicit' when given)",
+        factory=dict,
+        cli=False,
+    )
     search: bool = setting(False, "phase-aware learning-rate search per strategy")
     lrs_generator: list[float] = same(SearchSettings, "lrs_generator")
     lrs_retriever: list[float] = same(SearchSettings, "lrs_retriever")
