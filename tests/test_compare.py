@@ -251,6 +251,10 @@ def test_advice_on_one_trained_strategy_claims_no_verdict_or_rule():
     text = "\n".join(advise(True, False, {"rows": [untuned, row]}))
     assert "Only independent was trained (F1 0.111)" in text
     assert "about equal'" not in text and "backs the paper's rule" not in text and "spread" not in text, text
+    from fedrag.strategies.report import verdict_lines
+
+    said = verdict_lines({"rows": [untuned, {**row, "f1_ci": [0.046, 0.187]}]})
+    assert "only trained strategy" in said and "best" not in said, said
 
 
 def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):

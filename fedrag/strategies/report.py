@@ -49,9 +49,17 @@ def verdict_lines(result: dict) -> str:
     from fedrag.strategies.verdicts import MARGIN, sentence
 
     margin = result.get("settings", {}).get("margin", MARGIN)
-    said = [sentence(r["strategy"], r, margin) for r in result["rows"] if r.get("verdict")]
-    if not said:
+    judged = [r for r in result["rows"] if r.get("verdict")]
+    if not judged:
         return ""
+    if len(judged) == 1:  # "best" of one: nothing was compared
+        r = judged[0]
+        lo, hi = r["f1_ci"]
+        return (
+            f"\nVerdicts: none; {r['strategy']} is the only trained strategy "
+            f"(F1 95% CI {100 * lo:.1f}–{100 * hi:.1f} on {r['n']} questions).\n"
+        )
+    said = [sentence(r["strategy"], r, margin) for r in judged]
     head = f"\nVerdicts (paired bootstrap, 95%; equivalent = the F1 difference's CI inside ±{100 * margin:.0f} points):\n\n"
     return head + "".join(f"- {s}\n" for s in said)
 
