@@ -191,11 +191,16 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     assert (
         [r["strategy"] for r in rows] == ["untuned", "joint-token"] and "recall@5" not in rows[1] and "answer_recall@5" in rows[1]
     )
-    # other settings in the same OUT are refused, not mixed
+    # another choice of strategies reuses the finished rows; other settings in the same OUT are refused, not mixed
     code, out, err = run(
         monkeypatch, capsys, *args_nogold, "--train", nogold, "--out", tmp_path / "n", "--strategies", "joint-token"
     )
-    assert code == 2 and "other settings" in err and "strategies" in err
+    assert code == 0 and "joint-token: already finished" in err and "training" not in err, err
+    rows = json.loads((tmp_path / "n" / "compare.json").read_text())["rows"]
+    assert [r["strategy"] for r in rows] == ["untuned", "joint-token"]
+    other = [a if a != "4" else "3" for a in args_nogold]  # --max-new-tokens 3
+    code, out, err = run(monkeypatch, capsys, *other, "--train", nogold, "--out", tmp_path / "n", "--strategies", "joint-token")
+    assert code == 2 and "other settings" in err and "max_new_tokens" in err, err
     # the same paths with other content (a test file edited since) are refused, naming the input
     edited = nogold_test.read_text().splitlines()
     nogold_test.write_text("\n".join(edited[1:] + edited[:1]) + "\n")

@@ -26,7 +26,9 @@ def fingerprint(items) -> str:
 def identity(settings, passages, train, test, val) -> dict:
     """What a resumed comparison must match: the settings (a `CompareSettings`; paths as typed excluded) and
     the content of every input, so rows scored on other questions are never paired."""
-    reported = ("margin",)  # how results are read, not what was run: a resume may change it
+    # how results are read (margin), and which rows are wanted: a strategy's row depends on the other settings
+    # only, so a rerun may add strategies to a comparison (or leave some out) without training the rest again
+    reported = ("margin", "strategies")
     ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in reported}
     return {
         **ran,
