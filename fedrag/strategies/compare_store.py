@@ -26,10 +26,7 @@ def fingerprint(items) -> str:
 def identity(settings, passages, train, test, val) -> dict:
     """What a resumed comparison must match: the settings (a `CompareSettings`; paths as typed excluded) and
     the content of every input, so rows scored on other questions are never paired."""
-    # how results are read (margin), and which rows are wanted: a strategy's row depends on the other settings
-    # only, so a rerun may add strategies to a comparison (or leave some out) without training the rest again
-    reported = ("margin", "strategies")
-    ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in reported}
+    ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in REPORTED}
     return {
         **ran,
         "data": {k: v for k, v in settings.data.items() if k not in PATHS},
@@ -42,6 +39,9 @@ def identity(settings, passages, train, test, val) -> dict:
     }
 
 
+# how results are read (margin), and which rows are wanted: a strategy's row depends on the other settings
+# only, so a rerun may add strategies to a comparison (or leave some out) without training the rest again
+REPORTED = ("margin", "strategies")
 PATHS = ("corpus", "train", "test", "val")  # where the inputs were read from: a rerun may name them differently
 
 
@@ -52,6 +52,8 @@ def check_resume(out: Path, wanted: dict, log=print) -> None:
     if marker.is_file():
         had = json.loads(marker.read_text())
         old = had.get("identity") if had.get("kind") == "compare" else None
+        if old:  # a comparison written when these keys were part of its identity
+            old = {k: v for k, v in old.items() if k not in REPORTED}
         if old != wanted:
             diff = _differs(old or {}, wanted)
             raise FedragError(
