@@ -70,6 +70,8 @@ def test_two_phase_search_never_retrains_phase_one(tiny_models, demo_dir, data):
     assert report["stage_runs"] == len(lrs_g) + len(lrs_r) and len(report["final_results"]) == 2
     assert report["best"]["lr_generator"] in lrs_g and report["best"]["lr_retriever"] in lrs_r
     assert [p["phase"] for p in report["points"]] == [0, 0, 1, 1, 1]
+    # a point names only the rate its phase chose among: a retriever phase's lr_generator is unused
+    assert [p["searched"] for p in report["points"]] == [["lr_generator"]] * 2 + [["lr_retriever"]] * 3
     assert report["final_cost"]["steps"] == 2 * cfg.steps
     naive_g, naive_r, naive = counts["full-retrain"]
     # the naive search: (|G| + |R| - 1) full runs, then the final run at the chosen point
@@ -92,6 +94,7 @@ def test_joint_search_is_the_2d_grid(tiny_models, demo_dir, data):
         top_k=2,
     )
     assert report["mode"] == "grid" and stage.calls == 4 and len(report["points"]) == 4
+    assert all(p["searched"] == ["lr_generator", "lr_retriever"] for p in report["points"])
 
 
 def test_without_gold_ids_answer_recall_replaces_recall(tiny_models, demo_dir, data):
@@ -260,6 +263,30 @@ def test_advice_on_one_trained_strategy_claims_no_verdict_or_rule():
 
     said = verdict_lines({"rows": [untuned, {**row, "f1_ci": [0.046, 0.187]}]})
     assert "only trained strategy" in said and "best" not in said, said
+
+
+def test_advice_checks_both_halves_of_the_rule_and_names_ties():
+    """'About equal at a fraction of the compute': an equivalent independent that cost more backs half of it."""
+    from fedrag.strategies.report import advise, verdict_lines
+
+    best = {"strategy": "joint-sequence", "f1": 0.21, "train_flops": 2e13, "verdict": "best", "n": 50, "f1_ci": [0.1, 0.3]}
+    ind = {"strategy": "independent", "f1": 0.20, "train_flops": 3e13, "verdict": "equivalent", "n": 50}
+    rows = [{"strategy": "untuned", "f1": 0.08, "train_flops": 0.0}, best, ind]
+    text = "\n".join(advise(True, False, {"rows": rows}))
+    assert "backs half of the paper's rule" in text and "1.5x joint-sequence's training FLOPs" in text, text
+    cheap = {**ind, "train_flops": 1e13}
+    text = "\n".join(advise(True, False, {"rows": [rows[0], best, cheap]}))
+    assert "backs the paper's rule for labelled data" in text and "0.5x" in text, text
+    said = verdict_lines(
+        {
+            "rows": [
+                rows[0],
+                {**best, "tied": ["two-phase"]},
+                ind | {"f1_diff": -0.01, "f1_diff_ci": [-0.02, 0.0], "best": "joint-sequence"},
+            ]
+        }
+    )
+    assert "joint-sequence has the best F1, tied with two-phase" in said, said
 
 
 def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):

@@ -97,6 +97,7 @@ def test_decide_gives_each_strategy_its_verdict_against_the_best():
     noisy = [{**q, "f1": q["f1"] + (0.3 if i % 4 == 0 else -0.15)} for i, q in enumerate(best)]
     out = decide({"untuned": worse, "a": best, "b": same, "c": worse, "d": noisy}, margin=0.03)
     assert out["a"]["verdict"] == "best" and "verdict" not in out["untuned"]
+    assert out["a"]["tied"] == ["b"] and "has the best F1, tied with b" in sentence("a", out["a"], 0.03)
     assert out["b"]["verdict"] == "equivalent" and out["b"]["f1_diff_ci"] == [0.0, 0.0]
     assert out["c"]["verdict"] == "different" and out["c"]["f1_diff"] == pytest.approx(-0.3)
     assert out["d"]["verdict"] == "inconclusive" and out["d"]["questions_needed"] > 40

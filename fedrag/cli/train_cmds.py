@@ -217,7 +217,7 @@ def search_lr(
     )
 
     def show(point):
-        lr = {k: point[k] for k in ("lr_generator", "lr_retriever")}
+        lr = {k: point[k] for k in point["searched"]}
         scores = {k: round(v, 3) for k, v in point.items() if k in ("em", "f1", "recall@5", "answer_recall@5")}
         typer.echo(f"search-lr: phase {point['phase']} ({point['stage']}) {lr} -> {scores} [{point['wall_s']:.0f}s]", err=True)
 

@@ -202,9 +202,8 @@ def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSetting
             # a phase that trains the retriever is selected without generating: it has no F1 to show
             recall = "recall@5" if "recall@5" in p else "answer_recall@5"
             shown = [f"{label} {p[k]:.3f}" for label, k in (("F1", "f1"), ("R@5", recall)) if _finite(p.get(k))]
-            log(
-                f"compare:   {name} phase {p['phase']} lr_g={p['lr_generator']:g} lr_r={p['lr_retriever']:g} -> {' '.join(shown)}"
-            )
+            lrs = " ".join(f"{k}={p[k]:g}" for k in p["searched"])
+            log(f"compare:   {name} phase {p['phase']} {lrs} -> {' '.join(shown)}")
 
         report = search_lr(
             plan, rag, train, val, cfg, settings.lrs_generator, settings.lrs_retriever, top_k=settings.top_k, on_point=show

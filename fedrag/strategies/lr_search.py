@@ -95,13 +95,19 @@ def _evaluator(strategy: Strategy, stage, top_k: int):
     return validation_fn(False, top_k), lambda m: (retrieval_key(m),)
 
 
-def _point(phase: int | str, stage: str, cfg: TrainConfig, metrics: dict, results: list[StageResult]) -> dict:
+def _point(
+    phase: int | str, stage: str, cfg: TrainConfig, metrics: dict, results: list[StageResult], searched: list[str]
+) -> dict:
+    """One grid point. `searched` names the learning rates the point is chosen among;
+    the other one is held at a fixed value (in a phase-wise search, the configured one,
+    which a phase that trains one side does not use)."""
     cost = sum((r.cost for r in results), Cost(name=stage))
     return {
         "phase": phase,
         "stage": stage,
         "lr_generator": cfg.lr_generator,
         "lr_retriever": cfg.lr_retriever,
+        "searched": searched,
         **metrics,
         "stage_runs": len(results),
         "wall_s": cost.wall_s,
@@ -126,7 +132,7 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
             res = train_stage(phase.stage, rag, train, pcfg)
             rag.sync_store()
             metrics = fn(rag, val)
-            point = _point(i, phase.name, pcfg, metrics, [res])
+            point = _point(i, phase.name, pcfg, metrics, [res], [key])
             points.append(point)
             on_point(point)
             if best is None or rank(metrics) > rank(best[0]):
@@ -154,7 +160,7 @@ def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
         pcfg = cfg.set(lr_generator=g, lr_retriever=r)
         results = _train_all(strategy, rag, train, pcfg)
         metrics = fn(rag, val)
-        point = _point("all", strategy.name, pcfg, metrics, results)
+        point = _point("all", strategy.name, pcfg, metrics, results, ["lr_generator", "lr_retriever"])
         points.append(point)
         on_point(point)
         if best is None or rank(metrics) > rank(best[0]):
@@ -185,7 +191,7 @@ def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point)
         results = _train_all(strategy, rag, train, pcfg)
         fn, rank = judges[axis]
         metrics = fn(rag, val)
-        point = _point("all", strategy.name, pcfg, metrics, results)
+        point = _point("all", strategy.name, pcfg, metrics, results, [axis])
         points.append(point)
         on_point(point)
         if axis not in best or rank(metrics) > best[axis][0]:

@@ -199,10 +199,18 @@ def _verdict_advice(rows: dict, cheapest: dict, has_gold: bool) -> list[str]:
             "quality): here independent is worse than the best strategy; prefer "
             f"{best} unless its extra training cost matters more."
         )
-    elif rule and rule in judged and judged[rule]["verdict"] in ("best", "equivalent"):
+    elif rule and rule in judged and judged[rule]["verdict"] == "best":
+        lines.append("This run backs the paper's rule for labelled data: independent is the best.")
+    elif rule and rule in judged and judged[rule]["verdict"] == "equivalent":
+        # the rule has two halves, about equal quality *and* a fraction of the compute: check both
+        mine, theirs = rows[rule]["train_flops"], rows[best]["train_flops"]
+        ratio = f"{mine / theirs:.2g}x {best}'s training FLOPs" if theirs else "an unmeasured cost"
         lines.append(
-            "This run backs the paper's rule for labelled data: independent is "
-            + ("the best." if judged[rule]["verdict"] == "best" else "equivalent to the best at a lower cost.")
+            (
+                f"This run backs the paper's rule for labelled data: independent is equivalent to {best} at {ratio}."
+                if theirs and mine < theirs
+                else f"This run backs half of the paper's rule: independent is equivalent to {best} in F1, but at {ratio}."
+            )
         )
     return lines
 

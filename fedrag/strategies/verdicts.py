@@ -15,7 +15,8 @@ def decide(scores: dict[str, list[dict]], margin: float = MARGIN, seed: int = 0)
     the baseline). Each strategy gets `em_ci`, `f1_ci` and `recall_ci` (Recall@5,
     or answer-recall@5 without gold ids); each trained one but the best (by F1) also
     `f1_diff` (its F1 minus the best's), `f1_diff_ci`, `verdict` and
-    `questions_needed` (None when the per-question differences do not vary)."""
+    `questions_needed` (None when the per-question differences do not vary); the best
+    one gets `tied`, the strategies with exactly its mean F1."""
     out: dict[str, dict] = {}
     for name, qs in scores.items():
         key = "recall@5" if qs and "recall@5" in qs[0] else "answer_recall@5"
@@ -35,7 +36,9 @@ def decide(scores: dict[str, list[dict]], margin: float = MARGIN, seed: int = 0)
     for name, qs in trained.items():
         out[name]["best"] = best
         if name == best:
-            out[name]["verdict"] = "best"
+            # max() picks the first of equal means; say so rather than crown one of them
+            tied = [k for k in trained if k != best and abs(mean[k] - mean[best]) < 1e-12]
+            out[name].update(verdict="best", tied=tied)
             continue
         mine = [q.get("f1", 0.0) for q in qs]
         ci = paired_diff_ci(ref, mine, seed=seed)
@@ -53,7 +56,8 @@ def sentence(name: str, s: dict, margin: float) -> str:
     pts = 100 * margin
     if s.get("verdict") == "best":
         lo, hi = s["f1_ci"]
-        return f"{name} has the best F1 (95% CI {100 * lo:.1f}–{100 * hi:.1f} on {s['n']} questions)."
+        tied = f", tied with {', '.join(s['tied'])}" if s.get("tied") else ""
+        return f"{name} has the best F1{tied} (95% CI {100 * lo:.1f}–{100 * hi:.1f} on {s['n']} questions)."
     lo, hi = (100 * v for v in s["f1_diff_ci"])
     diff = f"F1 {100 * s['f1_diff']:+.1f} points against {s['best']} (95% CI {lo:+.1f} to {hi:+.1f})"
     need = s.get("questions_needed")
