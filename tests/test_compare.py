@@ -273,10 +273,15 @@ def test_advice_checks_both_halves_of_the_rule_and_names_ties():
     ind = {"strategy": "independent", "f1": 0.20, "train_flops": 3e13, "verdict": "equivalent", "n": 50}
     rows = [{"strategy": "untuned", "f1": 0.08, "train_flops": 0.0}, best, ind]
     text = "\n".join(advise(True, False, {"rows": rows}))
-    assert "backs half of the paper's rule" in text and "1.5x joint-sequence's training FLOPs" in text, text
+    assert "backs only the quality half" in text and "1.5x the training FLOPs of joint-sequence" in text, text
     cheap = {**ind, "train_flops": 1e13}
     text = "\n".join(advise(True, False, {"rows": [rows[0], best, cheap]}))
     assert "backs the paper's rule for labelled data" in text and "0.5x" in text, text
+    # the best F1 at more than another strategy's cost is the quality half only
+    top = {**ind, "verdict": "best", "f1": 0.22}
+    other = {**best, "verdict": "inconclusive", "f1": 0.21}
+    text = "\n".join(advise(True, False, {"rows": [rows[0], other, top]}))
+    assert "only the quality half" in text and "independent is the best in F1" in text, text
     said = verdict_lines(
         {
             "rows": [

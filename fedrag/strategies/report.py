@@ -199,20 +199,30 @@ def _verdict_advice(rows: dict, cheapest: dict, has_gold: bool) -> list[str]:
             "quality): here independent is worse than the best strategy; prefer "
             f"{best} unless its extra training cost matters more."
         )
-    elif rule and rule in judged and judged[rule]["verdict"] == "best":
-        lines.append("This run backs the paper's rule for labelled data: independent is the best.")
-    elif rule and rule in judged and judged[rule]["verdict"] == "equivalent":
-        # the rule has two halves, about equal quality *and* a fraction of the compute: check both
-        mine, theirs = rows[rule]["train_flops"], rows[best]["train_flops"]
-        ratio = f"{mine / theirs:.2g}x {best}'s training FLOPs" if theirs else "an unmeasured cost"
-        lines.append(
-            (
-                f"This run backs the paper's rule for labelled data: independent is equivalent to {best} at {ratio}."
-                if theirs and mine < theirs
-                else f"This run backs half of the paper's rule: independent is equivalent to {best} in F1, but at {ratio}."
-            )
-        )
+    elif rule and rule in judged and judged[rule]["verdict"] in ("best", "equivalent"):
+        lines.append(_rule_backed(rows, rows[rule], best))
     return lines
+
+
+def _rule_backed(rows: dict, ind: dict, best: str) -> str:
+    """The rule has two halves, about equal quality *and* a fraction of the compute: an
+    independent row at the best's quality backs all of it only if it was also the cheapest
+    to train."""
+    quality = "independent is the best" if ind["strategy"] == best else f"independent is equivalent to {best}"
+    others = [r for k, r in rows.items() if k != ind["strategy"] and r.get("train_flops")]
+    if not others or not ind.get("train_flops"):
+        return f"This run backs the quality half of the paper's rule: {quality} in F1; its cost was not compared."
+    cheap = min(others, key=lambda r: r["train_flops"])
+    ratio = ind["train_flops"] / cheap["train_flops"]
+    if ratio < 1:
+        return (
+            f"This run backs the paper's rule for labelled data: {quality}, and the cheapest to train "
+            f"({ratio:.2g}x the FLOPs of the next, {cheap['strategy']})."
+        )
+    return (
+        f"This run backs only the quality half of the paper's rule: {quality} in F1, but it cost "
+        f"{ratio:.2g}x the training FLOPs of {cheap['strategy']}, the cheapest."
+    )
 
 
 def plot_quality_vs_cost(result: dict, path: str | Path, title: str | None = None) -> Path:
