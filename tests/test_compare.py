@@ -79,6 +79,20 @@ def test_two_phase_search_never_retrains_phase_one(tiny_models, demo_dir, data):
     assert naive["search_cost"]["steps"] > report["search_cost"]["steps"]
 
 
+def test_a_choice_among_tied_points_is_reported_as_a_tie(tiny_models, demo_dir, data):
+    """Equal rates train equal models: the search keeps the first and says it was a tie."""
+    from fedrag.strategies.report import markdown_table
+
+    train, val = data
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
+    plan, _, _ = _two_phase()
+    report = search_lr(plan, rag, train, val, TrainConfig(steps=1, batch_size=2), [1e-4], [1e-5, 1e-5], top_k=2)
+    assert report["chosen"] == ["lr_generator", "lr_retriever"] and report["ties"] == {"lr_retriever": 2}
+    row = {"strategy": "two-phase", "train_s": 1.0, "train_flops": 1.0, "best_lrs": report["best"], "lr_ties": report["ties"]}
+    text = markdown_table({"rows": [row]})
+    assert "lr-generator 0.0001, lr-retriever 1e-05 (a tie of 2 points on validation: the first was kept)" in text, text
+
+
 def test_joint_search_is_the_2d_grid(tiny_models, demo_dir, data):
     train, val = data
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)

@@ -214,7 +214,8 @@ def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSetting
             "search_flops": report["search_cost"]["flops"],
             "search_points": len(report["points"]),
             "search_mode": report["mode"],
-            "best_lrs": report["best"],
+            "best_lrs": {k: report["best"][k] for k in report["chosen"]},
+            "lr_ties": report["ties"],
         }
     else:
         results = plan.run(rag, train, cfg)

@@ -51,7 +51,9 @@ def search_lr(
 ) -> dict:
     """Search, leave the best models in `rag` and return the report:
     `points` (each with its phase, learning rates, validation metrics and cost),
-    `best` learning rates, `search_cost` (every point), `final_cost` (the chosen
+    `best` learning rates, `chosen` (which of them the search chose; the others are
+    the configured values), `ties` (for a rate chosen among points with equal validation
+    scores, how many tied: the first was kept), `search_cost` (every point), `final_cost` (the chosen
     path only), `stage_runs` and `final_results` ([`StageResult`][StageResult] list)."""
     if not val:
         raise FedragError("the learning-rate search needs validation examples")
@@ -70,13 +72,17 @@ def search_lr(
     search_cost = sum((Cost(**{k: v for k, v in p["cost"].items()}) for p in points), Cost(name="lr-search"))
     final_cost = sum((r.cost for r in final), Cost(name="final"))
     best = {"lr_generator": cfg.lr_generator, "lr_retriever": cfg.lr_retriever}
+    ties = {}
     for p in points:
         if p.get("chosen"):
             best.update({k: p[k] for k in p["chosen"]})
+            ties.update({k: p["ties"] for k in p["chosen"] if p.get("ties", 1) > 1})
     return {
         "strategy": strategy.name,
         "mode": mode,
         "best": best,
+        "chosen": [k for k in ("lr_generator", "lr_retriever") if any(k in p.get("chosen", ()) for p in points)],
+        "ties": ties,
         "points": points,
         "stage_runs": sum(p["stage_runs"] for p in points),
         "search_cost": search_cost.to_dict(),
@@ -124,7 +130,7 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
         key = f"lr_{side}"
         start = get_state(rag, sides)
         fn, rank = _evaluator(strategy, phase.stage, top_k)
-        best = None
+        best, ranks = None, []
         for lr in lrs_g if side == "generator" else lrs_r:
             set_state(rag, start)
             rag.sync_store()
@@ -135,11 +141,13 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
             point = _point(i, phase.name, pcfg, metrics, [res], [key])
             points.append(point)
             on_point(point)
+            ranks.append(rank(metrics))
             if best is None or rank(metrics) > rank(best[0]):
                 best = (metrics, get_state(rag, sides), res, point)
         set_state(rag, best[1])
         rag.sync_store()
         best[3]["chosen"] = [key]
+        best[3]["ties"] = ranks.count(rank(best[0]))
         final.append(best[2])
     return points, final
 
@@ -153,7 +161,7 @@ def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
     fn, rank = _evaluator(strategy, strategy.phases[-1].stage, top_k)
     if "generator" not in strategy.trains:
         fn, rank = validation_fn(False, top_k), (lambda m: (retrieval_key(m),))
-    points, best = [], None
+    points, best, ranks = [], None, []
     for g, r in itertools.product(lrs_g, lrs_r):
         set_state(rag, start)
         rag.sync_store()
@@ -163,11 +171,13 @@ def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
         point = _point("all", strategy.name, pcfg, metrics, results, ["lr_generator", "lr_retriever"])
         points.append(point)
         on_point(point)
+        ranks.append(rank(metrics))
         if best is None or rank(metrics) > rank(best[0]):
             best = (metrics, get_state(rag, strategy.trains), results, point)
     set_state(rag, best[1])
     rag.sync_store()
     best[3]["chosen"] = ["lr_generator", "lr_retriever"]
+    best[3]["ties"] = ranks.count(rank(best[0]))
     return points, best[2]
 
 

@@ -36,12 +36,25 @@ def markdown_table(result: dict) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"* {name} skipped: {why}." for name, why in result.get("skipped", {}).items()]
+    notes += [_chosen(r) for r in rows if r.get("best_lrs")]
     notes.append(
         f"* {rows[0].get('n', '?')} test questions; train = the final run's optimizer steps; search = every "
         "grid point of the learning-rate search (the chosen run included); FLOPs are estimates (2·N·T forward, "
         "×3 with backward)."
     )
     return "\n".join(lines + [""] + notes) + "\n" + paired_table(result) + verdict_lines(result)
+
+
+def _chosen(row: dict) -> str:
+    """The learning rates a search chose, and which of them only won a tie."""
+    said = []
+    for key, name in (("lr_generator", "lr-generator"), ("lr_retriever", "lr-retriever")):
+        if key not in row["best_lrs"]:
+            continue
+        n = row.get("lr_ties", {}).get(key)
+        tie = f" (a tie of {n} points on validation: the first was kept)" if n else ""
+        said.append(f"{name} {row['best_lrs'][key]:g}{tie}")
+    return f"* {row['strategy']}: the search chose {', '.join(said)}."
 
 
 def verdict_lines(result: dict) -> str:
