@@ -112,61 +112,62 @@ def train(
         },
     }
     # the models load before the run's work directory exists: a bad model name leaves nothing to resume
-    device = distributed.init_from_env(resolve_device(device))  # under torchrun: this process's device
-    rag = build_training_rag(
-        corpus,
-        models.retriever,
-        models.generator if needs_generator(plan) else "none",
-        models.lora,
-        models.top_k,
-        device,
-        cfg.seed,
-        shared_retriever=plan.shared_retriever,
-        quantize=models.quantize,
-        retriever_lora=models.retriever_lora,
-        dtype=cfg.dtype,
-    )
-    evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
-    if not distributed.is_writer():  # a torchrun process besides rank 0: trains its share, writes nothing
-        tmp, resumed = distributed.broadcast(None)
-        plan.run(rag, train_ex, cfg, val=val_ex, out_dir=Path(tmp), evaluate_fn=evaluate_fn, resume=resumed)
-        return
-    with resumable_dir(
-        out, "train", identity, overwrite, {"strategy": plan.name}, log=lambda m: typer.echo(f"fedrag: {m}", err=True)
-    ) as (tmp, resumed):
-        distributed.broadcast((str(tmp), resumed))
-        results = plan.run(
-            rag,
-            train_ex,
-            cfg,
-            val=val_ex,
-            out_dir=tmp,
-            evaluate_fn=evaluate_fn,
-            resume=resumed,
-            log=lambda m: typer.echo(f"fedrag: {m}", err=True),
+    # under torchrun: this process's device, and the process group left when the run ends
+    with distributed.process_group(resolve_device(device)) as device:
+        rag = build_training_rag(
+            corpus,
+            models.retriever,
+            models.generator if needs_generator(plan) else "none",
+            models.lora,
+            models.top_k,
+            device,
+            cfg.seed,
+            shared_retriever=plan.shared_retriever,
+            quantize=models.quantize,
+            retriever_lora=models.retriever_lora,
+            dtype=cfg.dtype,
         )
-        extra = {
-            "config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]},
-            "world_size": distributed.world_size(),
-        }
-        if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
-            extra["reencode"] = {"reencoded_passages": len(rag.store)}
-            rag.store.save(tmp / "index")
-        save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding, plan=plan)
-        drop_resume_state(tmp)
-    summary = total_cost(results, plan.name)["total"]
-    typer.echo(
-        json.dumps(
-            {
-                "strategy": plan.name,
-                "out": str(out),
-                "steps": summary["steps"],
-                "wall_s": round(summary["wall_s"], 1),
-                "flops": summary["flops"],
-                "final_loss": [round(r.final_loss, 4) for r in results],
+        evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
+        if not distributed.is_writer():  # a torchrun process besides rank 0: trains its share, writes nothing
+            tmp, resumed = distributed.broadcast(None)
+            plan.run(rag, train_ex, cfg, val=val_ex, out_dir=Path(tmp), evaluate_fn=evaluate_fn, resume=resumed)
+            return
+        with resumable_dir(
+            out, "train", identity, overwrite, {"strategy": plan.name}, log=lambda m: typer.echo(f"fedrag: {m}", err=True)
+        ) as (tmp, resumed):
+            distributed.broadcast((str(tmp), resumed))
+            results = plan.run(
+                rag,
+                train_ex,
+                cfg,
+                val=val_ex,
+                out_dir=tmp,
+                evaluate_fn=evaluate_fn,
+                resume=resumed,
+                log=lambda m: typer.echo(f"fedrag: {m}", err=True),
+            )
+            extra = {
+                "config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]},
+                "world_size": distributed.world_size(),
             }
+            if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
+                extra["reencode"] = {"reencoded_passages": len(rag.store)}
+                rag.store.save(tmp / "index")
+            save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding, plan=plan)
+            drop_resume_state(tmp)
+        summary = total_cost(results, plan.name)["total"]
+        typer.echo(
+            json.dumps(
+                {
+                    "strategy": plan.name,
+                    "out": str(out),
+                    "steps": summary["steps"],
+                    "wall_s": round(summary["wall_s"], 1),
+                    "flops": summary["flops"],
+                    "final_loss": [round(r.final_loss, 4) for r in results],
+                }
+            )
         )
-    )
 
 
 @app.command("search-lr")

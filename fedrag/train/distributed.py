@@ -18,6 +18,7 @@ negatives of the contrastive stage are those of each process's share of the batc
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -53,6 +54,27 @@ def init_from_env(device: str) -> str:
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return "cpu" if device == "auto" else device
+
+
+@contextmanager
+def process_group(device: str):
+    """[`init_from_env`][fedrag.train.distributed.init_from_env] for the block, then leave
+    the group. After a block that ended normally every process first waits for the others
+    (rank 0 may still be writing): a process that exits with its gloo group alive can abort
+    in the group's destructor ("terminate called without an active exception")."""
+    joined = init_from_env(device)
+    ok = False
+    try:
+        yield joined
+        ok = True
+    finally:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            try:
+                if ok:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def shard(batch: list) -> list:
