@@ -1,14 +1,15 @@
 """The GPU check: fedrag's training and decoding paths on a CUDA device, sized for one short window.
 
-    python benchmarks/gpu_check.py --device cuda --sizes tiny,1b,8b --out gpu_check.json   # call 1
-    python benchmarks/gpu_check.py --device cuda --sizes 1b --quantize --out gpu_4bit.json   # call 2 (bitsandbytes)
+    python benchmarks/gpu_check.py --device cuda --sizes tiny,1b,8b --out gpu_check.json
+    python benchmarks/gpu_check.py --device cuda --sizes 1b --quantize --out gpu_4bit.json   # bitsandbytes
     python benchmarks/gpu_check.py --device cpu --sizes tiny --out dry.json                  # CPU dry run (a test)
 
 Nothing is downloaded: the generators are random-weight Llamas built from configs around a
 tokenizer trained here (`tests/tiny.py`), the retriever a tiny random BERT; only the
 machine's own PyTorch, transformers, peft, sentence-transformers and accelerate are used,
-plus faiss-cpu (carried as a wheel) and, for `--quantize`, bitsandbytes (carried in the
-second call: the two wheels do not fit one call's 64 MiB).
+plus faiss-cpu and, for `--quantize`, bitsandbytes, carried as wheels (18.8 + 43.1 MB: with
+the working tree they fit one call's 64 MiB). `gpu_cli_check.sh` beside this file runs the
+CLI commands on the device. Figures from an H200: docs/results.md, "GPU check".
 
 For each generator size and weight dtype (`--weights`: float32, and bfloat16 with bf16
 autocast; a LoRA adapter over a frozen base, the adapter float32): `--steps` RALT steps and
@@ -36,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 # hidden, layers, heads, kv heads, intermediate: tiny (tests), ~1.1B and ~7B (Llama-3-8B's
 # shape, the large vocabulary aside: the tokenizer trained here has 700 entries)
 SIZES = {"tiny": (32, 2, 4, 2, 64), "1b": (2048, 18, 32, 8, 8192), "8b": (4096, 32, 32, 8, 14336)}
+# LoRA learning rate per size: 1e-2 moves the tiny model in 6 steps; on the 1B and 8B shapes it
+# makes the loss on the repeated batch rise (seen on an H200), 1e-4 is peft's usual range
+LR = {"tiny": 1e-2, "1b": 1e-4, "8b": 1e-4}
 
 
 def _peak(device: str) -> float:
@@ -95,7 +99,7 @@ def _row(name: str, device: str, res, t0: float) -> dict:
     }
 
 
-def check(device: str, sizes: list[str], weights: list[str], steps: int, quantize: bool) -> list[dict]:
+def check(device: str, sizes: list[str], weights: list[str], steps: int, quantize: bool, lr: float | None) -> list[dict]:
     import torch
     from tiny import build_tiny_bert, build_tiny_llama
 
@@ -123,12 +127,14 @@ def check(device: str, sizes: list[str], weights: list[str], steps: int, quantiz
             autocast = "float32" if w == "float32" else "bfloat16"
             if autocast == "bfloat16" and not device.startswith("cuda"):
                 autocast = "float32"  # bf16 autocast on a CPU is emulated: the dry run checks the path, not speed
-            cfg = TrainConfig(steps=steps, batch_size=4, lr_generator=1e-2, warmup_ratio=0, dtype=autocast)
+            cfg = TrainConfig(steps=steps, batch_size=4, lr_generator=lr or LR[size], warmup_ratio=0, dtype=autocast)
             label = f"{size} {w} weights"
             for stage in (RALTStage(top_k=3), RAGTokenStage(top_k=3, train_retriever=False)):
                 t0 = time.perf_counter()
                 res = train_stage(stage, rag, batch, cfg)
-                rows.append({**_row(f"{label}, {stage.name}", device, res, t0), "size": size, "weights": w})
+                rows.append(
+                    {**_row(f"{label}, {stage.name}", device, res, t0), "size": size, "weights": w, "lr": cfg.lr_generator}
+                )
                 print(json.dumps(rows[-1]), flush=True)
             t0 = time.perf_counter()
             m = evaluate(
@@ -163,6 +169,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="tiny,1b", help=f"comma-separated, of {', '.join(SIZES)}")
     ap.add_argument("--weights", default="float32,bfloat16", help="weight dtypes of the frozen base")
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=None, help="generator (LoRA) learning rate (default: per size, LR)")
     ap.add_argument("--quantize", action="store_true", help="4-bit base (bitsandbytes, CUDA only) instead of --weights")
     ap.add_argument("--out", required=True, help="JSON file for the rows")
     args = ap.parse_args()
@@ -171,7 +178,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device; use --device cpu for the dry run")
     t0 = time.perf_counter()
-    rows = check(args.device, args.sizes.split(","), args.weights.split(","), args.steps, args.quantize)
+    rows = check(args.device, args.sizes.split(","), args.weights.split(","), args.steps, args.quantize, args.lr)
     meta = {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "torch": torch.__version__,

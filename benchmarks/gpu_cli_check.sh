@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The CLI half of the GPU check: fedrag's commands end to end on one device with tiny random
+# models (tests/tiny.py), nothing downloaded: train and eval with bfloat16 weights, a joint
+# strategy (the retriever trained on the device), index, eval with --device-map auto, and a
+# QLoRA (4-bit) run. Each step prints "ok <step> <seconds>" or stops with its log's tail.
+# About 4 minutes on the H200 (each step is a fresh process: ~20 s of start-up and imports there).
+#   bash benchmarks/gpu_cli_check.sh cuda OUTDIR      # on a GPU (bitsandbytes importable for 4bit)
+#   bash benchmarks/gpu_cli_check.sh cpu OUTDIR       # dry run (the 4-bit step is skipped)
+set -euo pipefail
+dev=${1:?device}; out=${2:?out dir}
+py=${PYTHON:-python3}
+mkdir -p "$out"; w=$(mktemp -d)
+step() { local name=$1; shift; local t0=$SECONDS; "$@" >"$out/$name.log" 2>&1 || { echo "FAIL $name (see $out/$name.log)"; tail -5 "$out/$name.log"; exit 1; }; echo "ok $name $((SECONDS - t0))s"; }
+step models $py -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from tiny import build_tiny_bert, build_tiny_llama; build_tiny_bert(Path('$w')); build_tiny_llama(Path('$w'))"
+R="$w/bert"; G="$w/llama"
+step data $py -m fedrag demo-data --out "$w/demo"
+common=(--corpus "$w/demo/corpus.jsonl" --retriever "$R" --generator "$G" --device "$dev")
+step train-bf16 $py -m fedrag train --stage ralt --steps 3 --batch-size 4 --dtype bfloat16 --train "$w/demo/train.jsonl" "${common[@]}" --out "$w/ralt-bf16"
+step eval-bf16 $py -m fedrag eval --dtype bfloat16 --limit 8 --qa "$w/demo/test.jsonl" --corpus "$w/demo/corpus.jsonl" --retriever "$w/ralt-bf16/retriever" --generator "$w/ralt-bf16/generator" --device "$dev" --out "$out/eval-bf16.json"
+step joint-token $py -m fedrag train --strategy joint-token --steps 3 --batch-size 4 --dtype bfloat16 --train "$w/demo/train.jsonl" "${common[@]}" --out "$w/joint"
+step index $py -m fedrag index "${common[@]:0:4}" --device "$dev" --out "$w/index"
+step eval-device-map $py -m fedrag eval --device-map auto --limit 8 --qa "$w/demo/test.jsonl" --index "$w/index" --retriever "$R" --generator "$G" --out "$out/eval-map.json"
+if [ "$dev" != cpu ]; then
+  step train-4bit $py -m fedrag train --stage ralt --steps 3 --batch-size 4 --quantize 4bit --train "$w/demo/train.jsonl" "${common[@]}" --out "$w/ralt-4bit"
+fi
+cp "$w"/ralt-bf16/cost.json "$out/cost-bf16.json"
+rm -rf "$w"
+echo "gpu_cli_check: all steps passed on $dev"
