@@ -168,6 +168,8 @@ class RALTStage:
 
 @dataclass
 class _JointStage:
+    # no stage defaults, measured (docs/results.md, benchmarks/rag_retriever_lr.py): with an untuned
+    # generator no retriever rate let the RAG loss lift Recall@5; above TrainConfig's 2e-5 it fell
     top_k: int = 4
     gamma: float = RETRIEVAL_GAMMA  # p(z|x) = softmax(cosine / gamma); see fedrag.generate.decoding
     train_retriever: bool = True
