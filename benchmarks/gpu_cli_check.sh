@@ -9,9 +9,10 @@
 set -euo pipefail
 dev=${1:?device}; out=${2:?out dir}
 py=${PYTHON:-python3}
-mkdir -p "$out"; w=$(mktemp -d)
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out"; w=$(mktemp -d); trap 'rm -rf "$w"' EXIT
 step() { local name=$1; shift; local t0=$SECONDS; "$@" >"$out/$name.log" 2>&1 || { echo "FAIL $name (see $out/$name.log)"; tail -5 "$out/$name.log"; exit 1; }; echo "ok $name $((SECONDS - t0))s"; }
-step models $py -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from tiny import build_tiny_bert, build_tiny_llama; build_tiny_bert(Path('$w')); build_tiny_llama(Path('$w'))"
+step models $py -c "import sys; sys.path.insert(0, '$root/tests'); from pathlib import Path; from tiny import build_tiny_bert, build_tiny_llama; build_tiny_bert(Path('$w')); build_tiny_llama(Path('$w'))"
 R="$w/bert"; G="$w/llama"
 step data $py -m fedrag demo-data --out "$w/demo"
 common=(--corpus "$w/demo/corpus.jsonl" --retriever "$R" --generator "$G" --device "$dev")
@@ -24,5 +25,4 @@ if [ "$dev" != cpu ]; then
   step train-4bit $py -m fedrag train --stage ralt --steps 3 --batch-size 4 --quantize 4bit --train "$w/demo/train.jsonl" "${common[@]}" --out "$w/ralt-4bit"
 fi
 cp "$w"/ralt-bf16/cost.json "$out/cost-bf16.json"
-rm -rf "$w"
 echo "gpu_cli_check: all steps passed on $dev"
