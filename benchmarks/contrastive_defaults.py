@@ -55,6 +55,13 @@ def recall_rows(rag, test, k: int = 5) -> list[float]:
     return [r[f"recall@{k}"] for r in m["_rows"]]
 
 
+def paired_row(label: str, hits: list[float], base: list[float], steps: int, wall: float) -> list:
+    """A table row: Recall@5, questions gained / lost against `base`, the sign test's p, steps, seconds."""
+    gained = sum(h > b for h, b in zip(hits, base))
+    lost = sum(h < b for h, b in zip(hits, base))
+    return [label, f"{sum(hits) / len(hits):.3f}", f"+{gained} / -{lost}", f"{sign_test(gained, lost):.2g}", steps, round(wall)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hotpot")
@@ -92,20 +99,8 @@ def main() -> None:
         if stage.train_passages:
             rag.reencode_store()
         wall = time.perf_counter() - t0
-        hits = recall_rows(rag, test)
-        gained = sum(h > b for h, b in zip(hits, base))
-        lost = sum(h < b for h, b in zip(hits, base))
         shown = f"{name} [{stage.hard_negatives} hn, b{cfg.batch_size}, {'q+p' if stage.train_passages else 'q'}]"
-        rows.append(
-            [
-                shown,
-                f"{sum(hits) / len(hits):.3f}",
-                f"+{gained} / -{lost}",
-                f"{sign_test(gained, lost):.2g}",
-                res.steps,
-                round(wall),
-            ]
-        )
+        rows.append(paired_row(shown, recall_rows(rag, test), base, res.steps, wall))
         print(rows[-1], flush=True)
     print(f"\nContrastive stage, {data}, Recall@5 on the test questions (gold: every supporting passage)\n")
     print(

@@ -19,8 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import table  # noqa: E402
-from contrastive_defaults import hotpot_split, recall_rows  # noqa: E402
-from fedrag.evaluate.metrics import sign_test  # noqa: E402
+from contrastive_defaults import hotpot_split, paired_row, recall_rows  # noqa: E402
 
 
 def main() -> None:
@@ -49,19 +48,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = train_stage(stage, rag, train, cfg)
         wall = time.perf_counter() - t0
-        hits = recall_rows(rag, test)
-        gained = sum(h > b for h, b in zip(hits, base))
-        lost = sum(h < b for h, b in zip(hits, base))
-        rows.append(
-            [
-                f"lr {lr}, k {k}",
-                f"{sum(hits) / len(hits):.3f}",
-                f"+{gained} / -{lost}",
-                f"{sign_test(gained, lost):.2g}",
-                res.steps,
-                round(wall),
-            ]
-        )
+        rows.append(paired_row(f"lr {lr}, k {k}", recall_rows(rag, test), base, res.steps, wall))
         print(rows[-1], flush=True)
     print(
         f"\nRAG-Sequence stage, retriever only (generator frozen), HotpotQA 100, {args.epochs:g} epochs, batch {args.batch_size}\n"
