@@ -3,11 +3,11 @@
 import json
 from dataclasses import replace
 
-import pytest
 import torch
 
 from fedrag.data import load_qa
-from fedrag.train import RALTStage, TrainConfig, get_state, set_state, train_stage
+from fedrag.strategies import Phase, Strategy
+from fedrag.train import LSRStage, RALTStage, TrainConfig, get_state, set_state, train_stage
 from test_cli import run
 from test_stages import make_rag
 
@@ -38,7 +38,7 @@ def test_keep_best_ends_with_the_weights_of_the_best_validated_step(tiny_models,
     start = get_state(make_rag(tiny_models, demo_dir), ("generator",))
     val = load_qa(demo_dir / "test.jsonl")[:2]
     res, kept = _trained(tiny_models, demo_dir, start, CFG, val=val, evaluate_fn=_scripted([0.1, 0.5, 0.3, 0.3]))
-    assert res.best == {"step": 2, "metric": "auto", "value": 0.5}
+    assert res.best == {"step": 2, "metric": "f1", "value": 0.5, "val_questions": 2, "carved": False}
     assert res.history[-1]["best_step"] == 2
     _, two = _trained(tiny_models, demo_dir, start, replace(CFG, steps=2, keep_best=False, eval_every=0))
     _, four = _trained(tiny_models, demo_dir, start, replace(CFG, keep_best=False, eval_every=0))
@@ -46,8 +46,10 @@ def test_keep_best_ends_with_the_weights_of_the_best_validated_step(tiny_models,
     # nothing beats the weights it started from: it ends where it started
     res, kept = _trained(tiny_models, demo_dir, start, CFG, val=val, evaluate_fn=_scripted([0.9, 0.5, 0.3, 0.3]))
     assert res.best["step"] == 0 and _same(kept, start)
-    with pytest.raises(Exception, match="--keep-best needs validation questions"):
-        _trained(tiny_models, demo_dir, start, CFG)
+    # no validation questions given: a fifth of the training questions is set aside for it
+    res, _ = _trained(tiny_models, demo_dir, start, CFG)
+    train = load_qa(demo_dir / "train.jsonl")
+    assert res.best["carved"] and 0 < res.best["val_questions"] < len(train) and res.best["metric"] == "f1"
 
 
 def test_train_keep_best_carves_a_validation_split_and_reports_the_kept_step(
@@ -59,4 +61,24 @@ def test_train_keep_best_carves_a_validation_split_and_reports_the_kept_step(
                          tiny_models["generator"], "--out", tmp_path / "run")  # fmt: skip
     assert code == 0, err
     (best,) = json.loads((tmp_path / "run" / "cost.json").read_text())["best"]
-    assert best["metric"] == "auto" and best["step"] in (0, 2)
+    assert best["metric"] == "f1" and best["step"] in (0, 2) and best["val_questions"] == 4 and not best["carved"]
+
+
+def test_lsr_keeps_its_best_validated_retriever_by_default_except_on_sites(tiny_models, demo_dir):
+    """`LSRStage.defaults` asks for keep_best: wherever the stage trains centrally, given no
+    validation questions, it sets a fifth of its training questions aside, validates
+    retrieval and ends with the best retriever; a federated site leaves it out, and a
+    user's own setting wins."""
+    phase = Phase(LSRStage(top_k=2))
+    assert phase.config(TrainConfig()).keep_best
+    assert not phase.config(TrainConfig(), federated=True).keep_best
+    assert not phase.config(TrainConfig().set(keep_best=False)).keep_best
+    rag = make_rag(tiny_models, demo_dir)
+    start = get_state(rag, ("retriever",))
+    logs = []
+    (res,) = Strategy("lsr", [phase]).run(
+        rag, load_qa(demo_dir / "train.jsonl"), TrainConfig(steps=2, batch_size=2), log=logs.append
+    )
+    assert res.best["carved"] and res.best["metric"] == "recall@5" and res.best["step"] in (0, 2)
+    assert logs and "kept step" in logs[0] and "set aside from the training set" in logs[0]
+    assert _same(get_state(rag, ("retriever",)), start) == (res.best["step"] == 0)

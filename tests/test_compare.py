@@ -318,6 +318,13 @@ def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypa
     assert code == 0, err
     row = json.loads((tmp_path / "c" / "strategies" / "independent.json").read_text())
     assert row["steps"] == 2 + 20, "the contrastive phase keeps its minimum of 20 steps inside compare"
+    assert [p["batch_size"] for p in row["phases"]] == [4, 16], "the row records what each phase trained with"
+    # a row trained with other phase settings (a stage's defaults changed since) is trained again, not reused
+    path = tmp_path / "c" / "strategies" / "independent.json"
+    path.write_text(json.dumps({**row, "phases": [row["phases"][0], {**row["phases"][1], "batch_size": 4}]}))
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "c")
+    assert code == 0 and "trained with other phase settings" in err and "already finished" not in err, err
+    assert json.loads(path.read_text())["phases"] == row["phases"]
     # an option the user gave wins over the stage's preference
     code, _, err = run(monkeypatch, capsys, *args, "--steps", "3", "--out", tmp_path / "d")
     assert code == 0, err

@@ -10,7 +10,9 @@ from typing import Optional
 import typer
 
 from fedrag.cli.options import DEVICE, app, collect, settings, with_settings
-from fedrag.cli.train_cmds import CORPUS, LIMIT, OUT, TRAIN, UNTRACKED, carve_validation, given, load_inputs
+from fedrag.cli.train_cmds import CORPUS, LIMIT, OUT, TRAIN, given, load_inputs
+from fedrag.train.config import UNTRACKED
+from fedrag.train.validate import carve_validation
 from fedrag.errors import FedragError
 from fedrag.strategies.compare import CompareSettings
 from fedrag.train import TrainConfig

@@ -10,11 +10,12 @@ from typing import Optional
 import typer
 
 from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, with_settings
-from fedrag.errors import FedragError
 from fedrag.strategies.choices import StrategyName
 from fedrag.strategies.settings import PlanSettings, SearchSettings
 from fedrag.train import TrainConfig, distributed
+from fedrag.train.config import UNTRACKED
 from fedrag.train.choices import StageName
+from fedrag.train.validate import carve_validation
 
 STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", panel="Plan")
 STAGE = choice_option(None, "--stage", StageName, "a single stage (or --strategy)", panel="Plan")
@@ -25,8 +26,6 @@ LIMIT = typer.Option(None, "--limit", min=1, help="train on N questions spread e
 OUT = typer.Option(..., "--out", help="output directory (written whole, or not at all)")
 OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")
 PLAN = settings(PlanSettings, panel="Models and plan")
-# what changes no weight is not part of a run's identity (a resume matches the rest)
-UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir", "explicit")
 
 
 def load_inputs(corpus: str, train: str, val: str | None, limit: int | None, val_limit: int | None = None):
@@ -100,7 +99,7 @@ def train(
     identity = {
         "plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},
         "train": [
-            {k: v for k, v in asdict(p.config(cfg)).items() if k not in UNTRACKED}  # what each phase trains with
+            p.config(cfg).tracked()  # what each phase trains with
             for p in plan.phases
         ],
         "data": {
@@ -257,22 +256,3 @@ def search_lr(
             }
         )
     )
-
-
-def carve_validation(train_ex, passages, seed: int = 0, limit: int | None = None, fraction: float = 0.2):
-    """Split `train_ex` into train/validation by the title of the gold passage (by
-    example when there are no gold ids); raises if either side would be empty."""
-    import random
-
-    from fedrag.data.converters import split_by_title
-
-    if all(e.gold_ids for e in train_ex):
-        fit, val = split_by_title(list(train_ex), passages, fraction, seed)
-    else:
-        shuffled = list(train_ex)
-        random.Random(seed).shuffle(shuffled)
-        cut = max(1, round(len(shuffled) * fraction))
-        fit, val = shuffled[cut:], shuffled[:cut]
-    if not fit or not val:
-        raise FedragError(f"cannot carve a validation split from {len(train_ex)} training questions; pass --val")
-    return fit, val[:limit] if limit else val

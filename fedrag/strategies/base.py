@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 LENGTH = ("steps", "epochs", "min_steps", "schedule_total", "schedule_offset")  # a federated phase's length is its rounds
+# stage defaults a site does not take: a round ends with the weights it trained, for the server to aggregate
+NOT_ON_SITES = ("keep_best",)
 
 
 @dataclass
@@ -40,13 +42,16 @@ class Phase:
 
         `federated`: on a site, the rounds and local steps set the length and schedule,
         so overrides of `steps`/`epochs`/`min_steps` do not apply there (nor does the
-        stage's `min_steps`); every other override does, exactly as centrally."""
+        stage's `min_steps`, nor its `keep_best`: a site's round ends with what it trained);
+        every other override does, exactly as centrally."""
         defaults = dict(getattr(self.stage, "defaults", None) or {})
         overrides = dict(self.overrides)
         if federated:
             for key in LENGTH:
                 defaults.pop(key, None)
                 overrides.pop(key, None)
+            for key in NOT_ON_SITES:
+                defaults.pop(key, None)
         return replace(base.with_stage_defaults(defaults), **overrides)
 
 
@@ -118,6 +123,13 @@ class Strategy:
                     log(f"phase {i + 1}/{len(self.phases)} ({phase.name}) already finished: loaded")
             else:
                 res = train_stage(phase.stage, rag, train, pcfg, val=val, out_dir=pdir, evaluate_fn=evaluate_fn, resume=resume)
+                if log and res.best:
+                    b = res.best
+                    log(
+                        f"phase {i + 1}/{len(self.phases)} ({phase.name}): kept step {b['step']} of {res.steps} "
+                        f"({b['metric']} {b['value']:.3f} on {b['val_questions']} validation questions"
+                        f"{', set aside from the training set' if b['carved'] else ''})"
+                    )
                 if pdir and is_writer():
                     _save_done(pdir, rag, phase.stage.trains, res)
             reencoded = rag.sync_store()  # the passage side moved: later phases retrieve from the new embeddings

@@ -12,6 +12,7 @@ a gap between strategies is larger than the test set's noise.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -124,15 +125,21 @@ def compare(
         cached_row(out, "untuned") or save_row(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))
     ]
     for i, name in enumerate(run, 1):
+        plan = make_strategy(name, top_k=settings.top_k)
+        # what each phase trains with, a stage's own defaults included: a row trained with other ones is stale
+        phases = json.loads(json.dumps([p.config(cfg).tracked() for p in plan.phases]))
         row = cached_row(out, name)
+        if row and row.get("phases", phases) != phases:  # rows written before this record are taken as they are
+            log(f"compare: [{i}/{len(run)}] {name}: trained with other phase settings (a stage's defaults changed)")
+            row = None
         if row:
             log(f"compare: [{i}/{len(run)}] {name}: already finished (F1 {row.get('f1', 0):.3f}), skipped")
         else:
             log(f"compare: [{i}/{len(run)}] {name}: training{' with LR search' if settings.search else ''} ...")
             scfg = replace(cfg, report_to=report_to, run_name=f"{out.name}/{name}", tracking_dir=str(out / "tracking" / name))
-            plan = make_strategy(name, top_k=settings.top_k)
             rag = build_rag(shared_retriever=plan.shared_retriever)
-            row = save_row(out, name, _one(plan, rag, train, val, test, scfg, settings, log))
+            row, questions = _one(plan, rag, train, val, test, scfg, settings, log)
+            row = save_row(out, name, ({**row, "phases": phases}, questions))
             log(
                 f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
                 f"(train {row['train_s']:.0f}s, search {row['search_s']:.0f}s)"

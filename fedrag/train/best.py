@@ -12,11 +12,17 @@ from fedrag._io import atomic_dir
 from fedrag.train.state import get_state, set_state
 
 
-def selected_value(metrics: dict, metric: str) -> float:
-    """The figure `metric` names in validation `metrics`; `auto`: F1 when the generator
-    answered, else Recall@5 (answer-recall@5 without gold ids)."""
+def selected_metric(metrics: dict, metric: str) -> str:
+    """The validation figure `metric` names; `auto`: F1 when the generator answered, else
+    Recall@5 (answer-recall@5 without gold ids)."""
     if metric == "auto":
-        metric = "f1" if "f1" in metrics else ("recall@5" if "recall@5" in metrics else "answer_recall@5")
+        return "f1" if "f1" in metrics else ("recall@5" if "recall@5" in metrics else "answer_recall@5")
+    return metric
+
+
+def selected_value(metrics: dict, metric: str) -> float:
+    """The figure `metric` names in validation `metrics` (see `selected_metric`)."""
+    metric = selected_metric(metrics, metric)
     if metric not in metrics:
         from fedrag.errors import FedragError
 
@@ -32,11 +38,13 @@ class BestKeeper:
         self.metric, self.trains, self.dir = metric, trains, (out / "best" if out else None)
         self.step: int | None = None
         self.value = float("-inf")
+        self.selected = metric  # the figure `auto` stands for, once a validation has run
         self.state: dict | None = None
 
     def offer(self, rag, step: int, metrics: dict) -> None:
         """Keep the current tensors if their validation beats the best so far."""
         value = selected_value(metrics, self.metric)
+        self.selected = selected_metric(metrics, self.metric)
         if value > self.value:
             self.step, self.value = step, value
             self.state = {n: t.detach().clone() for n, t in get_state(rag, self.trains).items()}
@@ -61,4 +69,4 @@ class BestKeeper:
         """Put the best tensors back into `rag`; returns what was kept (`step`, `metric`, `value`)."""
         if self.state is not None and self.step != final_step:
             set_state(rag, self.state)
-        return {"step": self.step, "metric": self.metric, "value": self.value}
+        return {"step": self.step, "metric": self.selected, "value": self.value}

@@ -20,6 +20,10 @@ BestMetric = Literal["auto", "f1", "em", "recall@5", "answer_recall@5", "mrr@10"
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
 
 
+# the settings that change no weight: not part of what a resumed run or comparison must match
+UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir", "explicit")
+
+
 def _f(default, help: str, **cli):
     return setting(default, help, **cli)
 
@@ -52,7 +56,9 @@ class TrainConfig:
     keep_best: bool = _f(
         False,
         "validate before the first step and every --eval-every steps, and end with the best "
-        "weights (needs --val, or carves one from --train by title)",
+        "weights (no --val: a fifth of --train is set aside, by title); --keep-last ends with the "
+        "last; the lsr stage keeps its best unless told",
+        flag="--keep-best/--keep-last",
     )
     best_metric: BestMetric = _f(
         "auto", "what --keep-best selects on (auto: F1 when validation answers questions, else Recall@5)"
@@ -122,6 +128,12 @@ class TrainConfig:
         if self.steps is not None:
             return self.steps
         return max(1, self.min_steps, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
+
+    def tracked(self) -> dict:
+        """The settings that shape the weights (all but `UNTRACKED`), as plain values."""
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(self).items() if k not in UNTRACKED}
 
     def set(self, **values) -> "TrainConfig":
         """A copy with `values` set as the user's own (`explicit`): a stage's defaults

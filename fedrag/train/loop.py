@@ -21,6 +21,7 @@ from fedrag.train.config import TrainConfig
 from fedrag.train.cost import Cost, CostMeter, param_count
 from fedrag.train.protocol import Stage
 from fedrag.train.state import freeze_except
+from fedrag.train.validate import carve_validation, validation_fn
 
 if TYPE_CHECKING:
     from fedrag.rag import RAGSystem
@@ -36,7 +37,8 @@ class StageResult:
     final_loss: float
     history: list[dict]
     cost: Cost
-    best: dict | None = None  # with TrainConfig.keep_best: the validated step kept (step, metric, value)
+    # with TrainConfig.keep_best: the validated step kept (step, metric, value, val_questions, carved)
+    best: dict | None = None
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -104,6 +106,9 @@ def train_stage(
     passes the same dict every round, so its optimizer continues instead of restarting.
     Under `torchrun` each process trains on its share of every batch (see
     [`fedrag.train.distributed`][fedrag.train.distributed]); only rank 0 writes to `out_dir`.
+    With `cfg.keep_best` and no `val`, a fifth of `examples` is set aside by gold title
+    to validate on (`fedrag.train.validate.carve_validation`), and `evaluate_fn` defaults
+    to retrieval metrics, with answers when the stage trains the generator.
     """
     from fedrag.errors import DivergedError, FedragError
 
@@ -114,6 +119,12 @@ def train_stage(
     world = distributed.world_size()
     if cfg.batch_size < world:
         raise FedragError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes it is shared among")
+    carved = False
+    if cfg.keep_best and not val:  # the best weights need questions they are not trained on: this run's own
+        examples, val = carve_validation(examples, rag.store.passages, cfg.seed)
+        carved = True
+    if cfg.keep_best and evaluate_fn is None:
+        evaluate_fn = validation_fn("generator" in stage.trains, rag.top_k)
     seed_everything(cfg.seed)
     params = freeze_except(rag, stage.trains)
     if cfg.gradient_checkpointing and rag.generator is not None and "generator" in stage.trains:
@@ -140,8 +151,6 @@ def train_stage(
     earlier = log.truncate(start) if (resume and out) else []  # steps after the checkpoint are trained again
     keeper = None
     if cfg.keep_best:
-        if not (val and evaluate_fn):
-            raise FedragError("--keep-best needs validation questions (--val, or a split carved from --train)")
         keeper = BestKeeper(cfg.best_metric, stage.trains, out)
         if resume and found:
             keeper.load(found)
@@ -227,7 +236,7 @@ def train_stage(
             final = {"stage": stage.name, "step": total, **{f"val_{k}": v for k, v in metrics.items()}}
             if keeper:
                 keeper.offer(rag, total, metrics)
-                best = keeper.restore(rag, total)
+                best = {**keeper.restore(rag, total), "val_questions": len(val), "carved": carved}
                 final["best_step"] = best["step"]
             history.append(final)
             log.write(final)

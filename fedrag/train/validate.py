@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fedrag.errors import FedragError
 from fedrag.evaluate import evaluate
 from fedrag.generate.decoding import GenerationSettings
 from fedrag.rag import RAGSystem
@@ -22,3 +23,22 @@ def validation_fn(with_generator: bool, top_k: int = 3, k: int = 5, settings: Ge
 def retrieval_key(metrics: dict, k: int = 5) -> float:
     """The retrieval figure to select on: Recall@k with gold ids, else answer-recall@k."""
     return metrics.get(f"recall@{k}", metrics.get(f"answer_recall@{k}", 0.0))
+
+
+def carve_validation(train_ex, passages, seed: int = 0, limit: int | None = None, fraction: float = 0.2):
+    """Split `train_ex` into train/validation by the title of the gold passage (by
+    example when there are no gold ids); raises if either side would be empty."""
+    import random
+
+    from fedrag.data.converters import split_by_title
+
+    if all(e.gold_ids for e in train_ex):
+        fit, val = split_by_title(list(train_ex), passages, fraction, seed)
+    else:
+        shuffled = list(train_ex)
+        random.Random(seed).shuffle(shuffled)
+        cut = max(1, round(len(shuffled) * fraction))
+        fit, val = shuffled[cut:], shuffled[:cut]
+    if not fit or not val:
+        raise FedragError(f"cannot carve a validation split from {len(train_ex)} training questions; pass --val")
+    return fit, val[:limit] if limit else val
