@@ -93,6 +93,20 @@ def test_a_choice_among_tied_points_is_reported_as_a_tie(tiny_models, demo_dir, 
     assert "lr-generator 0.0001, lr-retriever 1e-05 (a tie of 2 points on validation: the first was kept)" in text, text
 
 
+def test_a_searched_phase_that_keeps_its_best_validates_on_the_search_questions(tiny_models, demo_dir, data):
+    """RA-DIT's LSR phase keeps its best by default: inside a search it is validated on the
+    search's own questions, not on more questions taken out of its training set."""
+    from fedrag.strategies import make_strategy
+
+    train, val = data
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
+    report = search_lr(
+        make_strategy("ra-dit", top_k=2), rag, train, val, TrainConfig(steps=1, batch_size=2), [1e-4], [1e-5], top_k=2
+    )
+    ralt, lsr = report["final_results"]
+    assert ralt.best is None and lsr.best["val_questions"] == len(val) and not lsr.best["carved"]
+
+
 def test_joint_search_is_the_2d_grid(tiny_models, demo_dir, data):
     train, val = data
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)

@@ -135,7 +135,9 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
             set_state(rag, start)
             rag.sync_store()
             pcfg = phase.config(cfg).set(**{key: lr})
-            res = train_stage(phase.stage, rag, train, pcfg)
+            # a phase that keeps its best validated step (TrainConfig.keep_best) validates on the search's questions
+            kept = {"val": val, "evaluate_fn": fn} if pcfg.keep_best else {}
+            res = train_stage(phase.stage, rag, train, pcfg, **kept)
             rag.sync_store()
             metrics = fn(rag, val)
             point = _point(i, phase.name, pcfg, metrics, [res], [key])
