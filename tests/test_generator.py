@@ -50,8 +50,10 @@ def test_generate_and_lora_save_roundtrip(tiny_models, tmp_path):
     prompt = gen.prompt("Where was Varn born?", [])
     before = gen.score([prompt], ["x"]).seq_logp
     gen.save(tmp_path / "adapter")
-    again = Generator.load(str(tmp_path / "adapter"))
-    assert again.is_lora and torch.allclose(again.score([prompt], ["x"]).seq_logp, before, atol=1e-5)
+    again = Generator.load(str(tmp_path / "adapter"))  # for inference: the adapter is merged into the base
+    assert not again.is_lora and torch.allclose(again.score([prompt], ["x"]).seq_logp, before, atol=1e-5)
+    assert again.base_name == tiny_models["generator"]
+    assert Generator.load(str(tmp_path / "adapter"), trainable=True).is_lora, "to train on, the adapter stays one"
     from fedrag.generate.decoding import GenerationSettings
 
     out = again.generate([prompt, prompt], settings=GenerationSettings(max_new_tokens=3))

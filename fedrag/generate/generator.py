@@ -57,7 +57,9 @@ class Generator:
     ) -> "Generator":
         """Load any model argument. A saved adapter directory loads its base + adapter;
         `lora=True` (or a dict of `peft.LoraConfig` fields) wraps the model in a
-        fresh LoRA adapter for training.
+        fresh LoRA adapter for training. An adapter loaded for inference (`trainable=False`)
+        is merged into its base (peft's `merge_and_unload`), unless the base is quantized
+        or spread by `device_map`.
 
         `dtype` (`auto` | `float32` | `bfloat16` | `float16`) is the weights'
         dtype: keep float32 to train with autocast (`TrainConfig.dtype`), use half
@@ -87,6 +89,10 @@ class Generator:
                     f"could not load the adapter in '{adapter_dir}' "
                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
                 ) from None
+            if not trainable and quantize == "none" and device_map is None:
+                # inference: the adapter folded into the base weights answers with no adapter
+                # layers (measured, benchmarks/gpu_eval_speed.py: 2x on a bf16 8B shape)
+                model = model.merge_and_unload()
         elif lora:
             model = add_lora(model, lora if isinstance(lora, dict) else None, seed=seed)
         gen = cls(model, tok, name)
