@@ -3,9 +3,11 @@
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 
 from fedrag.data import load_qa
+from fedrag.errors import FedragError
 from fedrag.strategies import Phase, Strategy
 from fedrag.train import LSRStage, RALTStage, TrainConfig, get_state, set_state, train_stage
 from test_cli import run
@@ -82,3 +84,6 @@ def test_lsr_keeps_its_best_validated_retriever_by_default_except_on_sites(tiny_
     assert res.best["carved"] and res.best["metric"] == "recall@5" and res.best["step"] in (0, 2)
     assert logs and "kept step" in logs[0] and "set aside from the training set" in logs[0]
     assert _same(get_state(rag, ("retriever",)), start) == (res.best["step"] == 0)
+    # too few questions to set any aside: one line that says what to do
+    with pytest.raises(FedragError, match="leave none to validate on: pass --val, or --keep-last"):
+        Strategy("lsr", [phase]).run(rag, load_qa(demo_dir / "train.jsonl")[:1], TrainConfig(steps=1, batch_size=1))

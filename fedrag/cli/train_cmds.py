@@ -13,8 +13,8 @@ from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, wi
 from fedrag.strategies.choices import StrategyName
 from fedrag.strategies.settings import PlanSettings, SearchSettings
 from fedrag.train import TrainConfig, distributed
-from fedrag.train.config import UNTRACKED
 from fedrag.train.choices import StageName
+from fedrag.train.config import UNTRACKED
 from fedrag.train.validate import carve_validation
 
 STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", panel="Plan")

@@ -121,7 +121,13 @@ def train_stage(
         raise FedragError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes it is shared among")
     carved = False
     if cfg.keep_best and not val:  # the best weights need questions they are not trained on: this run's own
-        examples, val = carve_validation(examples, rag.store.passages, cfg.seed)
+        try:
+            examples, val = carve_validation(examples, rag.store.passages, cfg.seed)
+        except FedragError:
+            raise FedragError(
+                f"stage {stage.name} keeps its best validated weights, and its {len(examples)} training questions "
+                "leave none to validate on: pass --val, or --keep-last"
+            ) from None
         carved = True
     if cfg.keep_best and evaluate_fn is None:
         evaluate_fn = validation_fn("generator" in stage.trains, rag.top_k)
