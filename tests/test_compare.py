@@ -184,6 +184,7 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
     ]
     code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
     assert code == 0, err
+    assert "ra-dit phase 2/2 (lsr): kept step" in err, "the LSR stage's keep-best says what it kept"
     result = json.loads((tmp_path / "c" / "compare.json").read_text())
     names = [r["strategy"] for r in result["rows"]]
     assert names == ["untuned", "independent", "two-phase", "joint-sequence", "joint-token", "ra-dit", "multi-task"]

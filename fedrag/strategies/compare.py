@@ -225,7 +225,7 @@ def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSetting
             "lr_ties": report["ties"],
         }
     else:
-        results = plan.run(rag, train, cfg)
+        results = plan.run(rag, train, cfg, log=lambda m: log(f"compare:   {name} {m}"))  # e.g. which step was kept
     cost = total_cost(results, name)["total"]
     dec = plan.decoding
     gen = GenerationSettings(
