@@ -74,7 +74,7 @@ def _lora(generator) -> dict:
 def _adapter(out) -> dict:
     from fedrag.generate import Generator
 
-    return _lora(Generator.load(str(out / "generator")))
+    return _lora(Generator.load(str(out / "generator"), trainable=True))  # the saved adapter, not merged
 
 
 def _rel(a: dict, b: dict) -> float:
