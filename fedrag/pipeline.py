@@ -106,6 +106,7 @@ def build_training_rag(
     quantize: str = "none",
     retriever_lora: bool = False,
     dtype: str = "float32",
+    index_refresh: str = "phase",
 ) -> RAGSystem:
     """A RAG system ready for training: dual-encoder retriever (`retriever_lora`: a LoRA
     adapter on its query encoder), store, generator (LoRA by default; `quantize="4bit"`
@@ -116,7 +117,9 @@ def build_training_rag(
     base in half the memory while the adapter, which the optimizer updates, stays
     float32 (as peft keeps it); `auto` is bfloat16 on a GPU that supports it, float32
     elsewhere. A fully trained generator (`lora=False`) and the retriever keep float32
-    weights; the computation's precision comes from autocast in either case."""
+    weights; the computation's precision comes from autocast in either case.
+    `index_refresh` (`phase` | `rerank`): how the store follows a trained passage encoder
+    ([`Searcher`][fedrag.retrieve.search.Searcher])."""
     from fedrag.generate import Generator
     from fedrag.generate.generator import training_weights_dtype
 
@@ -136,4 +139,4 @@ def build_training_rag(
             dtype=training_weights_dtype(dtype, lora),
         )
     )
-    return RAGSystem(Searcher(store, ret, "dense"), gen, top_k=top_k)
+    return RAGSystem(Searcher(store, ret, "dense", refresh=index_refresh), gen, top_k=top_k)

@@ -43,14 +43,22 @@ class RAGSystem:
         """Swap in the store re-embedded by the (trained) passage encoder; returns the cost."""
         t0 = time.perf_counter()
         self.searcher.store = self.store.reencoded(self.retriever)
+        self.searcher.stale = False
         return {"reencode_s": time.perf_counter() - t0, "reencoded_passages": len(self.store)}
 
     def sync_store(self) -> dict | None:
-        """Re-embed the store if a shared encoder (trained on the passage side) changed
-        since the store was embedded; returns the cost, or None when it was current."""
+        """Follow a shared encoder (trained on the passage side) that changed since the
+        store was embedded: re-embed the store (the searcher's `refresh` is `phase`;
+        returns the cost) or mark it stale, so searches re-rank its candidates with fresh
+        passage embeddings (`rerank`: a cost independent of the store's size). Returns
+        None when nothing was re-embedded."""
         if self.retriever is None or not self.retriever.shared:
             return None
         if self.store.fingerprint == self.retriever.passage_fingerprint():
+            self.searcher.stale = False
+            return None
+        if self.searcher.refresh == "rerank":
+            self.searcher.stale = True
             return None
         return self.reencode_store()
 

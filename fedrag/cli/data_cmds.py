@@ -1,4 +1,4 @@
-"""`fedrag demo-data`, `index`, `eval` and `convert`."""
+"""`fedrag demo-data`, `eval` and `convert` (`index`: [`fedrag.cli.index_cmd`][fedrag.cli.index_cmd])."""
 
 from __future__ import annotations
 
@@ -35,32 +35,6 @@ def demo_data(
     typer.echo(
         f"wrote {out}/corpus.jsonl ({counts['passages']} passages), train.jsonl ({counts['train']}), test.jsonl ({counts['test']})"
     )
-
-
-@app.command()
-def index(
-    corpus: str = typer.Option(..., "--corpus", help="corpus JSONL"),
-    retriever: str = typer.Option(PlanSettings.retriever, "--retriever", help=field_help(PlanSettings, "retriever")),
-    out: Path = typer.Option(..., "--out", help="directory for the store (embeddings + FAISS index)"),
-    device: str = DEVICE,
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
-):
-    """Encode a corpus and save a FAISS knowledge store (reuses cached embeddings)."""
-    import time
-
-    from fedrag._io import check_out
-
-    check_out(out, "index", overwrite)
-    from fedrag.data import load_corpus
-    from fedrag.pipeline import resolve_device
-    from fedrag.retrieve import KnowledgeStore, Retriever
-
-    passages = load_corpus(corpus)
-    ret = Retriever.load(retriever, device=resolve_device(device))
-    t0 = time.perf_counter()
-    store = KnowledgeStore.build(passages, ret, show_progress=sys.stderr.isatty())
-    store.save(out)
-    typer.echo(f"indexed {len(store)} passages (dim {store.dim}) in {time.perf_counter() - t0:.1f}s -> {out}")
 
 
 @app.command("eval")

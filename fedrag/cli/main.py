@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from fedrag.cli import compare_cmds, data_cmds, fed_cmds, quickstart, train_cmds  # noqa: F401  (register commands)
+from fedrag.cli import compare_cmds, data_cmds, fed_cmds, index_cmd, quickstart, train_cmds  # noqa: F401  (register commands)
 from fedrag.cli.options import app
 
 EXIT_USER, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143

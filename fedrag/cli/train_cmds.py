@@ -82,6 +82,7 @@ def train(
 
     from fedrag._io import check_out, file_digest, resumable_dir
     from fedrag.pipeline import build_training_rag, resolve_device
+    from fedrag.retrieve.search import resolve_refresh
     from fedrag.strategies import save_outputs, total_cost
     from fedrag.strategies.base import drop_resume_state
     from fedrag.train.validate import validation_fn
@@ -125,6 +126,7 @@ def train(
             quantize=models.quantize,
             retriever_lora=models.retriever_lora,
             dtype=cfg.dtype,
+            index_refresh=resolve_refresh(models.index_refresh, federated=False),
         )
         evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
         if not distributed.is_writer():  # a torchrun process besides rank 0: trains its share, writes nothing
@@ -150,6 +152,8 @@ def train(
                 "world_size": distributed.world_size(),
             }
             if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
+                if rag.store.fingerprint != rag.retriever.passage_fingerprint():  # left stale by --index-refresh rerank
+                    rag.reencode_store()
                 extra["reencode"] = {"reencoded_passages": len(rag.store)}
                 rag.store.save(tmp / "index")
             save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding, plan=plan)
@@ -192,6 +196,7 @@ def search_lr(
     final training: writes DIR/lr_search.json, DIR/retriever, DIR/generator, DIR/cost.json."""
     from fedrag._io import atomic_write_json, check_out, output_dir
     from fedrag.pipeline import build_training_rag, resolve_device
+    from fedrag.retrieve.search import resolve_refresh
     from fedrag.strategies import save_outputs, total_cost
     from fedrag.strategies.lr_search import search_lr as run_search
 
@@ -214,6 +219,7 @@ def search_lr(
         quantize=models.quantize,
         retriever_lora=models.retriever_lora,
         dtype=cfg.dtype,
+        index_refresh=resolve_refresh(models.index_refresh, federated=False),
     )
 
     def show(point):

@@ -276,13 +276,15 @@ def _server_evaluator(task: FedTask, rag):
     from fedrag.pipeline import load_store
     from fedrag.rag import RAGSystem
     from fedrag.retrieve import Searcher
+    from fedrag.retrieve.search import resolve_refresh
 
     examples = load_qa(task.eval_qa, limit=task.eval_limit)
     store = load_store(task.eval_corpus, rag.retriever)
     current = [store]  # re-embedded at most once per round, only when the encoder moved
 
     def fn(model):
-        system = RAGSystem(Searcher(current[0], model.retriever), model.generator, top_k=task.top_k)
+        searcher = Searcher(current[0], model.retriever, refresh=resolve_refresh(task.index_refresh, federated=True))
+        system = RAGSystem(searcher, model.generator, top_k=task.top_k)
         system.sync_store()  # a shared encoder the round moved: score against passages it embedded
         current[0] = system.store
         m = evaluate(system, examples, progress=False)

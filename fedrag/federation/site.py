@@ -22,6 +22,7 @@ from fedrag.train.state import get_state, set_state, trainable_parameters
 @lru_cache(maxsize=2)
 def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
     from fedrag.pipeline import build_training_rag
+    from fedrag.retrieve.search import resolve_refresh
 
     task = FedTask(**dict(task_key))
     return build_training_rag(
@@ -35,6 +36,7 @@ def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
         retriever_lora=task.retriever_lora,
         shared_retriever=shared,
         dtype=task.dtype,
+        index_refresh=resolve_refresh(task.index_refresh, federated=True),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Literal, get_args, get_origin
 from fedrag._settings import check_choices, same, setting
 from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
+from fedrag.retrieve.search import IndexRefresh
 from fedrag.strategies.choices import TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.config import Precision
 from fedrag.train.choices import RaltMode
@@ -52,6 +53,7 @@ class FedTask:
     generator: str = _plan("generator")
     lora: bool = _plan("lora")
     retriever_lora: bool = _plan("retriever_lora")
+    index_refresh: IndexRefresh = _plan("index_refresh")
     top_k: int = _plan("top_k")
     ralt_mode: RaltMode = _plan("ralt_mode")
     two_phase_loss: TwoPhaseLoss = _plan("two_phase_loss")

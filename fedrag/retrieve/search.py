@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+import torch
 
 from fedrag.data.types import Passage
 from fedrag.retrieve.sparse import BM25Index, reciprocal_rank_fusion
 from fedrag.retrieve.store import KnowledgeStore
 
 MODES = ("dense", "bm25", "hybrid")
+IndexRefresh = Literal["auto", "phase", "rerank"]
+# candidates a stale index returns per hit wanted, re-ranked with fresh passage embeddings
+# (Atlas' "re-ranking" refresh, Izacard et al. 2022)
+RERANK_DEPTH = 4
+
+
+def resolve_refresh(refresh: str, federated: bool) -> str:
+    """`auto`: re-embed the store after each phase centrally, re-rank on federated sites
+    (a round's cost then does not grow with the site's store)."""
+    if refresh == "auto":
+        return "rerank" if federated else "phase"
+    return refresh
 
 
 @dataclass(frozen=True)
@@ -26,24 +40,42 @@ class Searcher:
 
     `hybrid` fuses dense and BM25 rankings (each `depth` deep, default `4k`)
     with reciprocal rank fusion.
+
+    `refresh` is what happens when a shared encoder trained and the store's embeddings
+    are stale ([`fedrag.rag.RAGSystem.sync_store`][fedrag.rag.RAGSystem.sync_store]): `phase`
+    re-embeds the whole store; `rerank` keeps it and, while `stale`, re-ranks each
+    query's top `RERANK_DEPTH * k` candidates by passages embedded afresh.
     """
 
-    def __init__(self, store: KnowledgeStore, retriever=None, mode: str = "dense"):
+    def __init__(self, store: KnowledgeStore, retriever=None, mode: str = "dense", refresh: str = "phase"):
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}, got '{mode}'")
         if mode != "bm25" and retriever is None:
             raise ValueError(f"retrieval mode '{mode}' needs a dense retriever")
-        self.store, self.retriever, self.mode = store, retriever, mode
+        if refresh not in ("phase", "rerank"):
+            raise ValueError(f"index refresh must be phase or rerank, got '{refresh}'")
+        self.store, self.retriever, self.mode, self.refresh = store, retriever, mode, refresh
+        self.stale = False
         self._bm25 = BM25Index(store.passages) if mode != "dense" else None
 
     def positions(self, questions: list[str], k: int, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.mode == "bm25":
             return self._bm25.search(questions, k)
-        dense = self.store.search(self.retriever.encode_queries(questions), k if self.mode == "dense" else (depth or 4 * k))
+        dense = self._dense(questions, k if self.mode == "dense" else (depth or 4 * k))
         if self.mode == "dense":
             return dense
         sparse = self._bm25.search(questions, depth or 4 * k)
         return reciprocal_rank_fusion([dense[1], sparse[1]], min(k, len(self.store)))
+
+    def _dense(self, questions: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self.retriever.encode_queries(questions)
+        if not self.stale:
+            return self.store.search(q, k)
+        _, cand = self.store.search(q, RERANK_DEPTH * k)
+        texts = [self.store.passages[p].as_text() for p in cand.reshape(-1)]
+        fresh = torch.from_numpy(self.retriever.encode_passages(texts)).view(*cand.shape, -1)
+        top = torch.einsum("bd,bkd->bk", q.detach().float().cpu(), fresh).topk(min(k, cand.shape[1]), dim=1)
+        return top.values.numpy(), np.take_along_axis(cand, top.indices.numpy(), axis=1)
 
     def search(self, questions: list[str], k: int) -> list[list[Hit]]:
         scores, pos = self.positions(questions, k)

@@ -1,11 +1,11 @@
-"""Knowledge store: passages + their embeddings in an inner-product index (FAISS in
-memory by default, or a vector database: [`fedrag.retrieve.vector_index`][fedrag.retrieve.vector_index]).
+"""Knowledge store: passages + their embeddings in an inner-product index (FAISS by
+default, exact or approximate, or a vector database: [`fedrag.retrieve.vector_index`][fedrag.retrieve.vector_index]).
 
-Vectors are L2-normalised, so inner product = cosine similarity. On disk a store is
-a directory: `embeddings.npy`, `passages.jsonl` and `manifest.json` (encoder
-name, weight fingerprint, dimension, count); the flat FAISS index is rebuilt from the
-embeddings on load (exact search: nothing to persist beyond the vectors). Pass
-`index=QdrantIndex(...)` to build, load or re-encode to search in Qdrant instead.
+Vectors are L2-normalised, so inner product = cosine similarity. On disk a store is a
+directory ([`fedrag.retrieve.store_files`][fedrag.retrieve.store_files]): the passages in a
+memory-mapped Arrow file, the embeddings in a memory-mapped `.npy`, the FAISS index as
+built, and `manifest.json`. Loading one reads no passage text until a hit asks for it.
+Pass `index=QdrantIndex(...)` to build, load or re-encode to search in Qdrant instead.
 
 Documented clamp: `search(k)` with `k` larger than the store returns
 `len(store)` hits per query (never FAISS's `-1` padding).
@@ -13,44 +13,51 @@ Documented clamp: `search(k)` with `k` larger than the store returns
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from fedrag._env import cache_dir
-from fedrag._io import atomic_dir
-from fedrag.data.jsonl import load_corpus, write_jsonl
 from fedrag.data.types import Passage
 from fedrag.errors import StoreError
-from fedrag.retrieve.vector_index import FaissIndex, VectorIndex
-
-MANIFEST = "manifest.json"
+from fedrag.retrieve.faiss_index import FaissIndex
+from fedrag.retrieve.vector_index import VectorIndex
 
 
 class KnowledgeStore:
-    """Passages with fixed embeddings and an inner-product index over them (`index`:
-    an empty [`VectorIndex`][fedrag.retrieve.vector_index.VectorIndex], FAISS when None)."""
+    """Passages with fixed embeddings and an inner-product index over them.
+
+    Args:
+        passages: a list, or a [`PassageTable`][fedrag.retrieve.passage_table.PassageTable] read from disk.
+        embeddings: `[n, dim]` float32 or float16 (an array or a memory map), L2-normalised.
+        encoder: the passage encoder's name.
+        fingerprint: the passage encoder's weight fingerprint.
+        index: an empty [`VectorIndex`][fedrag.retrieve.vector_index.VectorIndex] to build
+            (exact FAISS when None), or one already built over `embeddings` (`built=True`).
+        info: what the manifest records beyond the above (index, precision, recall).
+    """
 
     def __init__(
         self,
-        passages: list[Passage],
+        passages: Sequence[Passage],
         embeddings: np.ndarray,
         encoder: str = "",
         fingerprint: str = "",
         index: VectorIndex | None = None,
+        built: bool = False,
+        info: dict | None = None,
     ):
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.dtype not in (np.float32, np.float16):
+            embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(passages):
             raise StoreError(f"store needs one embedding per passage: {len(passages)} passages, embeddings {embeddings.shape}")
         self.passages = passages
         self.embeddings = embeddings
         self.encoder, self.fingerprint = encoder, fingerprint
-        self.index = (index or FaissIndex()).build(embeddings)
-        self._pos = {p.id: i for i, p in enumerate(passages)}
+        self.info = dict(info or {})
+        self.index = index if built and index is not None else (index or FaissIndex()).build(embeddings)
+        self._pos: dict[str, int] | None = None
         self._tensor: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -61,43 +68,46 @@ class KnowledgeStore:
         return self.embeddings.shape[1]
 
     def position(self, passage_id: str) -> int:
+        """The row of `passage_id` (KeyError when the store has none)."""
+        if hasattr(self.passages, "position"):
+            return self.passages.position(passage_id)
+        if self._pos is None:
+            self._pos = {p.id: i for i, p in enumerate(self.passages)}
         return self._pos[passage_id]
 
+    def rows(self, positions, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The float32 embeddings at `positions` (any shape of ints) as a tensor `[..., dim]`:
+        reads those rows only, whatever the store's size."""
+        pos = np.asarray(positions, dtype=np.int64)
+        flat = np.asarray(self.embeddings[pos.reshape(-1)], dtype=np.float32)
+        return torch.from_numpy(flat.reshape(*pos.shape, self.dim)).to(device)
+
     def embedding_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The passage embeddings as a (cached) torch tensor, for differentiable scores."""
+        """All passage embeddings as a (cached) float32 tensor; prefer [`rows`][rows] on large stores."""
         if self._tensor is None or self._tensor.device != torch.device(device):
-            self._tensor = torch.from_numpy(self.embeddings).to(device)
+            self._tensor = torch.from_numpy(np.array(self.embeddings, dtype=np.float32)).to(device)
         return self._tensor
 
     @classmethod
     def build(
         cls,
-        passages: list[Passage],
+        passages: Sequence[Passage],
         retriever,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         use_cache: bool = True,
-        show_progress: bool = False,
+        show_progress: bool | None = None,
         index: VectorIndex | None = None,
+        dtype: str = "float32",
     ) -> "KnowledgeStore":
-        """Encode passages with the retriever's passage encoder (reusing cached embeddings)."""
-        fp = retriever.passage_fingerprint()
-        h = hashlib.sha1(f"{fp}|{retriever.passage_prompt}".encode())
-        for p in passages:
-            h.update(p.as_text().encode())
-            h.update(b"\0")
-        cache = Path(cache_dir()) / "embeddings" / f"{h.hexdigest()[:20]}.npy"
-        if use_cache and cache.exists():
-            emb = np.load(cache)
-        else:
-            emb = retriever.encode_passages([p.as_text() for p in passages], batch_size=batch_size, show_progress=show_progress)
-            if use_cache:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, emb)
-                os.replace(tmp, cache)
-        return cls(passages, emb, encoder=retriever.passage_name, fingerprint=fp, index=index)
+        """Encode passages with the retriever's passage encoder ([`encode_corpus`][fedrag.retrieve.encode.encode_corpus]:
+        resumable, cached chunks; `dtype` its precision) and index them."""
+        from fedrag.retrieve.encode import encode_corpus, resolve_dtype
 
-    def reencoded(self, retriever, show_progress: bool = False) -> "KnowledgeStore":
+        emb = encode_corpus(passages, retriever, dtype, batch_size, use_cache, show_progress)
+        info = {"encode_dtype": str(resolve_dtype(dtype, retriever.device)).removeprefix("torch.")}
+        return cls(passages, emb, encoder=retriever.passage_name, fingerprint=retriever.passage_fingerprint(), index=index, info=info)
+
+    def reencoded(self, retriever, show_progress: bool | None = False) -> "KnowledgeStore":
         """The same passages embedded anew by `retriever`'s passage encoder (after it
         was trained): a new store, this one untouched."""
         return KnowledgeStore.build(
@@ -117,8 +127,7 @@ class KnowledgeStore:
             raise StoreError(
                 f"query dimension {queries.shape[-1]} does not match the store's dimension {self.dim} (encoder '{self.encoder}')"
             )
-        scores, pos = self.index.search(queries, min(k, len(self)))
-        return scores, pos
+        return self.index.search(queries, min(k, len(self)))
 
     def check_encoder(self, retriever) -> None:
         """Fail if this store was built with a different passage encoder than `retriever`'s."""
@@ -132,40 +141,20 @@ class KnowledgeStore:
                 f"'{retriever.passage_name}' has weights {retriever.passage_fingerprint()}: rebuild the index"
             )
 
-    def save(self, out_dir: str | os.PathLike) -> None:
-        """Write the store atomically: the directory appears complete or not at all."""
-        with atomic_dir(out_dir) as tmp:
-            np.save(tmp / "embeddings.npy", self.embeddings)
-            write_jsonl(tmp / "passages.jsonl", self.passages)
-            manifest = {
-                "format": "fedrag-store/1",
-                "encoder": self.encoder,
-                "fingerprint": self.fingerprint,
-                "dim": self.dim,
-                "count": len(self),
-                "metric": "inner_product",
-                "normalized": True,
-            }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    def save(self, out_dir: str | os.PathLike, vectors: str = "float32") -> None:
+        """Write the store atomically (the directory appears complete or not at all);
+        `vectors`: the embeddings' dtype on disk, `float32` or `float16` (half the size)."""
+        from fedrag.retrieve.store_files import save_store
+
+        save_store(self, out_dir, vectors)
 
     @classmethod
     def load(cls, path: str | os.PathLike, retriever=None, index: VectorIndex | None = None) -> "KnowledgeStore":
-        """Load a saved store; with `retriever` given, check it matches the encoder."""
-        path = Path(path)
-        if not (path / MANIFEST).is_file():
-            raise StoreError(f"{path}: not a fedrag index directory (no {MANIFEST})")
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-            emb = np.load(path / "embeddings.npy", allow_pickle=False)
-            shape = (manifest["count"], manifest["dim"])
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
-            raise StoreError(f"{path}: corrupt index ({type(exc).__name__}: {exc}); rebuild it with fedrag index") from None
-        passages = load_corpus(path / "passages.jsonl")
-        if emb.shape != shape:
-            raise StoreError(
-                f"{path}: embeddings {emb.shape} disagree with the manifest ({manifest['count']}, {manifest['dim']})"
-            )
-        store = cls(passages, emb, encoder=manifest["encoder"], fingerprint=manifest.get("fingerprint", ""), index=index)
+        """Load a saved store (memory-mapped); with `retriever` given, check it matches the
+        encoder. `index`: search with this (empty) index instead of the saved one."""
+        from fedrag.retrieve.store_files import load_store
+
+        store = load_store(cls, path, index)
         if retriever is not None:
             store.check_encoder(retriever)
         return store

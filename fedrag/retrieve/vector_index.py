@@ -1,5 +1,6 @@
-"""Where a knowledge store's vectors are searched: FAISS in memory (the default) or an
-external vector database (Qdrant, in its embedded local mode or as a server).
+"""Where a knowledge store's vectors are searched: FAISS (the default, exact or approximate:
+[`fedrag.retrieve.faiss_index`][fedrag.retrieve.faiss_index]) or an external vector database
+(Qdrant, in its embedded local mode or as a server).
 
 An index is built from the store's embeddings and answers batched inner-product top-k
 with `(scores [n, k], positions [n, k])`, positions being the passages' rows in the
@@ -17,6 +18,9 @@ import numpy as np
 
 from fedrag._env import require
 from fedrag.errors import StoreError
+from fedrag.retrieve.faiss_index import FaissIndex
+
+__all__ = ["FaissIndex", "QdrantIndex", "VectorIndex"]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -34,27 +38,6 @@ class VectorIndex(Protocol):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def fresh(self) -> "VectorIndex": ...
-
-
-class FaissIndex:
-    """Exact inner-product search in memory (`faiss.IndexFlatIP`)."""
-
-    def __init__(self):
-        self._index = None
-
-    def build(self, embeddings: np.ndarray) -> "FaissIndex":
-        self._index = require("faiss", "faiss-cpu").IndexFlatIP(embeddings.shape[1])
-        if len(embeddings):
-            self._index.add(embeddings)
-        return self
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._index is None:
-            raise StoreError("FaissIndex: search before build; build it from the store's embeddings first")
-        return self._index.search(queries, k)
-
-    def fresh(self) -> "FaissIndex":
-        return FaissIndex()
 
 
 class QdrantIndex:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fedrag._settings import check_choices, setting
 from fedrag.errors import FedragError
 from fedrag.models import Quantize
+from fedrag.retrieve.search import IndexRefresh
 from fedrag.strategies.choices import SearchMode, StrategyName, TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.choices import RaltMode
 
@@ -37,6 +38,12 @@ class PlanSettings:
         "contrastive or lsr stage: also train the passage encoder "
         "(re-encodes the store); default: the stage's (on for contrastive)",
         flag="--train-passages/--query-only",
+    )
+    index_refresh: IndexRefresh = setting(
+        "auto",
+        "a store gone stale by training the passage side: re-embed it after each phase or round, or rerank "
+        "(re-rank each query's candidates with fresh embeddings; cost independent of the store's size); "
+        "auto: phase centrally, rerank on federated sites",
     )
 
     def __post_init__(self):

@@ -27,7 +27,7 @@ def retrieve_scores(
         emb = embed_passages(rag, pos.reshape(-1).tolist())
         passages, tokens = emb.vectors.view(*pos.shape, -1), tokens + emb.tokens
     else:
-        passages = rag.store.embedding_tensor(q.device)[torch.as_tensor(pos, device=q.device)]  # [B, k, d]
+        passages = rag.store.rows(pos, q.device)  # [B, k, d]: those rows only, whatever the store's size
     return torch.einsum("bd,bkd->bk", q, passages), pos.tolist(), tokens
 
 

@@ -55,7 +55,6 @@ class ContrastiveStage:
         if not all(e.gold_ids for e in batch):
             raise FedragError("the contrastive stage needs gold passage ids ('gold_ids') for every training example")
         q, tokens = rag.retriever.embed_queries([e.question for e in batch], grad=True)
-        emb = rag.store.embedding_tensor(q.device)
         # one (question, gold) pair per gold passage: multi-hop questions have several
         pairs = [(i, rag.store.position(g)) for i, e in enumerate(batch) for g in dict.fromkeys(e.gold_ids)]
         owner, gold = [i for i, _ in pairs], [p for _, p in pairs]
@@ -70,8 +69,8 @@ class ContrastiveStage:
             tokens += passage_tokens
             positives, negatives = enc[: len(gold)], (enc[len(gold) :] if neg else None)
         else:
-            positives = emb[torch.as_tensor(gold, device=q.device)]
-            negatives = emb[torch.as_tensor(neg, device=q.device)] if neg else None
+            positives = rag.store.rows(gold, q.device)
+            negatives = rag.store.rows(neg, q.device) if neg else None
         # a question's other golds (and the same passage as another pair's positive) are not its negatives
         golds_of = [{rag.store.position(g) for g in e.gold_ids} for e in batch]
         candidates = gold + neg
