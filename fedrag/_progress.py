@@ -36,7 +36,9 @@ class Progress:
             from rich.progress import Progress as Bar
 
             rate = TextColumn("{task.fields[rate]}")
-            self._bar = Bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), rate, TimeRemainingColumn(), console=Console(stderr=True))
+            self._bar = Bar(
+                TextColumn(label), BarColumn(), MofNCompleteColumn(), rate, TimeRemainingColumn(), console=Console(stderr=True)
+            )
             self._bar.start()
             self._task = self._bar.add_task(label, total=total, completed=done, rate="")
 

@@ -12,7 +12,16 @@ ROOT = Path(fedrag.__file__).parent
 
 # the layout, bottom to top: a module may import only from its own layer or below
 LAYERS = [
-    {"fedrag._env", "fedrag._faults", "fedrag._io", "fedrag._lazy", "fedrag._progress", "fedrag._settings", "fedrag.errors", "fedrag.models"},
+    {
+        "fedrag._env",
+        "fedrag._faults",
+        "fedrag._io",
+        "fedrag._lazy",
+        "fedrag._progress",
+        "fedrag._settings",
+        "fedrag.errors",
+        "fedrag.models",
+    },
     {"fedrag.data"},
     {"fedrag.retrieve"},
     {"fedrag.generate"},

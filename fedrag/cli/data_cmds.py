@@ -9,7 +9,6 @@ from typing import Literal, Optional
 
 import typer
 
-from fedrag._settings import field_help
 from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, with_settings, write_json
 from fedrag.generate.decoding import GenerationSettings
 from fedrag.models import WeightDtype

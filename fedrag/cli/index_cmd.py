@@ -102,7 +102,9 @@ def _update(out: Path, retriever: str, add: str | None, remove: str | None, devi
         notes.append(f"added {len(store) - n}" + (f" (skipped {skipped} whose id the store holds)" if skipped else ""))
     _measure(store)
     store.save(out, store.info.get("vectors", cfg.vectors))
-    typer.echo(f"{', '.join(notes)}: {before} -> {len(store)} passages ({_describe(store)}) in {time.perf_counter() - t0:.1f}s -> {out}")
+    typer.echo(
+        f"{', '.join(notes)}: {before} -> {len(store)} passages ({_describe(store)}) in {time.perf_counter() - t0:.1f}s -> {out}"
+    )
 
 
 def _ids(remove: str) -> list[str]:

@@ -105,7 +105,9 @@ class KnowledgeStore:
 
         emb = encode_corpus(passages, retriever, dtype, batch_size, use_cache, show_progress)
         info = {"encode_dtype": str(resolve_dtype(dtype, retriever.device)).removeprefix("torch.")}
-        return cls(passages, emb, encoder=retriever.passage_name, fingerprint=retriever.passage_fingerprint(), index=index, info=info)
+        return cls(
+            passages, emb, encoder=retriever.passage_name, fingerprint=retriever.passage_fingerprint(), index=index, info=info
+        )
 
     def reencoded(self, retriever, show_progress: bool | None = False) -> "KnowledgeStore":
         """The same passages embedded anew by `retriever`'s passage encoder (after it

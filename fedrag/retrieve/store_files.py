@@ -100,6 +100,4 @@ def load_store(cls, path: str | os.PathLike, index=None):
             f"{f' and an index of {index.ntotal}' if built else ''} disagree with the manifest {shape}"
         )
     extra = {k: v for k, v in manifest.items() if k in ("encode_dtype", "recall", "vectors")}
-    return cls(
-        passages, emb, manifest.get("encoder", ""), manifest.get("fingerprint", ""), index=index, built=built, info=extra
-    )
+    return cls(passages, emb, manifest.get("encoder", ""), manifest.get("fingerprint", ""), index=index, built=built, info=extra)
