@@ -57,16 +57,17 @@ def test_dimension_mismatch_empty_store_and_k_clamp(setup):
     assert pos.shape == (1, len(store)) and (pos >= 0).all()
 
 
-def test_embedding_cache_is_reused(setup):
+def test_embedding_cache_is_reused(setup, monkeypatch):
     retriever, passages, store = setup
 
-    class NoEncode(Retriever):
-        def encode_passages(self, *a, **k):
-            raise AssertionError("cache miss: corpus re-encoded")
+    def no_encode(*a, **k):
+        raise AssertionError("cache miss: corpus re-encoded")
 
-    cached = NoEncode(retriever.query_encoder, retriever.name, passage_model=retriever.passage_encoder)
-    again = KnowledgeStore.build(passages, cached)
+    monkeypatch.setattr(retriever.passage_encoder, "encode", no_encode)
+    again = KnowledgeStore.build(passages, retriever)
     assert np.array_equal(again.embeddings, store.embeddings)
+    with pytest.raises(AssertionError, match="cache miss"):
+        KnowledgeStore.build(passages, retriever, use_cache=False)
 
 
 def test_bm25_and_hybrid(setup, demo_dir):

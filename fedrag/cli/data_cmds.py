@@ -111,11 +111,21 @@ def eval_cmd(
     metrics = evaluate(rag, examples, batch_size=batch_size, progress=sys.stderr.isatty())
     rows = metrics.pop("_rows")
     metrics.update(retrieval=retrieval, top_k=min(top_k, len(rag.store)), retriever=retriever, generator=generator)
+    metrics.update(index_report(rag.store))
     if predictions:
         write_jsonl(predictions, rows)
     if out:
         write_json(out, metrics)
     typer.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
+
+
+def index_report(store) -> dict:
+    """The store's index and, for an approximate one, the recall its build measured."""
+    out = {"index": getattr(store.index, "factory", type(store.index).__name__) or "Flat"}
+    if store.info.get("recall"):
+        rec = store.info["recall"]
+        out[f"index_recall@{rec['k']}_vs_exact"] = rec["recall"]
+    return out
 
 
 @app.command()

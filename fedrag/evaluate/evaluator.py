@@ -18,6 +18,8 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
     generator (decoded with `rag.settings`). Returns a flat dict plus per-example rows
     under `"_rows"` (dropped before writing metrics files)."""
     depth = max(max(ks), 10, rag.top_k)
+    timing = getattr(rag.searcher, "timing", None)
+    before = dict(timing) if timing else None
     rows, t0 = [], time.perf_counter()
     bar = tqdm(total=len(examples), desc="eval", disable=not progress, leave=False)
     for i in range(0, len(examples), batch_size):
@@ -60,6 +62,10 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
     metrics["retrieve_ms_per_query"] = sum(r["retrieve_ms"] for r in rows) / max(1, len(rows))
     metrics["generate_ms_per_query"] = sum(r["generate_ms"] for r in rows) / max(1, len(rows))
     metrics["wall_s"] = wall
+    if timing and timing["queries"] > before["queries"]:  # dense search apart from encoding the questions
+        n = timing["queries"] - before["queries"]
+        metrics["query_encode_ms_per_query"] = 1000 * (timing["encode_s"] - before["encode_s"]) / n
+        metrics["search_ms_per_query"] = 1000 * (timing["search_s"] - before["search_s"]) / n
     if rag.generator is not None:
         metrics["decoding"] = rag.settings.decoding
         gen_s = sum(r["generate_ms"] for r in rows) / 1000

@@ -21,9 +21,11 @@ from fedrag._env import require
 from fedrag.errors import StoreError
 
 KINDS = ("flat", "hnsw", "ivf-pq")
-# FAISS's HNSW default efSearch (16) lost Recall@5 on MiniLM vectors; 64 keeps it within a
-# percent of exact search at a few hundred microseconds a query (benchmarks/store_scale.py)
-DEFAULT_EF_SEARCH = 64
+# FAISS's HNSW defaults (efConstruction 40, efSearch 16) kept 0.72 of exact search's top 5
+# for SQuAD questions over 3,000 MiniLM passages; efConstruction 200 with efSearch 64 kept
+# 0.97 and efSearch 128 more (benchmarks/store_scale.py measures it at size)
+EF_CONSTRUCTION = 200
+DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE = 16
 TRAIN_SAMPLE_MAX = 100_000
 
@@ -74,7 +76,13 @@ class FaissIndex:
             if n == 0:
                 raise StoreError(f"index '{self.factory}' needs vectors to train on; the store is empty")
             rows = np.random.default_rng(self.seed).choice(n, min(n, TRAIN_SAMPLE_MAX), replace=False)
-            index.train(_f32(embeddings[np.sort(rows)]))
+            try:
+                index.train(_f32(embeddings[np.sort(rows)]))
+            except RuntimeError as exc:  # e.g. fewer vectors than the quantizers' centroids
+                reason = str(exc).strip().splitlines()[-1].split("failed: ")[-1]
+                raise StoreError(f"cannot train a '{self.factory}' index on {len(rows)} vectors: {reason}") from None
+        if self.factory.startswith("HNSW"):
+            faiss.downcast_index(index).hnsw.efConstruction = EF_CONSTRUCTION
         self._index = index
         self.add(embeddings)
         return self

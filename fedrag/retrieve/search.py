@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +57,7 @@ class Searcher:
             raise ValueError(f"index refresh must be phase or rerank, got '{refresh}'")
         self.store, self.retriever, self.mode, self.refresh = store, retriever, mode, refresh
         self.stale = False
+        self.timing = {"encode_s": 0.0, "search_s": 0.0, "queries": 0}  # dense retrieval, accumulated
         self._bm25 = BM25Index(store.passages) if mode != "dense" else None
 
     def positions(self, questions: list[str], k: int, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +70,18 @@ class Searcher:
         return reciprocal_rank_fusion([dense[1], sparse[1]], min(k, len(self.store)))
 
     def _dense(self, questions: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
         q = self.retriever.encode_queries(questions)
+        t1 = time.perf_counter()
+        try:
+            return self._search(q, k)
+        finally:
+            t2 = time.perf_counter()
+            self.timing["encode_s"] += t1 - t0
+            self.timing["search_s"] += t2 - t1
+            self.timing["queries"] += len(questions)
+
+    def _search(self, q, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.stale:
             return self.store.search(q, k)
         _, cand = self.store.search(q, RERANK_DEPTH * k)
