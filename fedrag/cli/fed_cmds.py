@@ -46,16 +46,8 @@ def _print_summary(cost: dict) -> None:
 @with_settings(
     settings(
         FedTask,
-        only=(
-            "retriever",
-            "generator",
-            "lora",
-            "retriever_lora",
-            "index_refresh",
-            "top_k",
-            "ralt_mode",
-            "two_phase_loss",
-            "two_phase_order",
+        only=tuple(
+            "retriever generator lora retriever_lora index_refresh top_k ralt_mode two_phase_loss two_phase_order".split()
         ),
         panel="Models and plan",
     ),

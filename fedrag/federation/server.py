@@ -275,8 +275,7 @@ def _server_evaluator(task: FedTask, rag):
     from fedrag.evaluate import evaluate
     from fedrag.pipeline import load_store
     from fedrag.rag import RAGSystem
-    from fedrag.retrieve import Searcher
-    from fedrag.retrieve.search import resolve_refresh
+    from fedrag.retrieve.search import Searcher, resolve_refresh
 
     examples = load_qa(task.eval_qa, limit=task.eval_limit)
     store = load_store(task.eval_corpus, rag.retriever)
