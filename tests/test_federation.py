@@ -74,7 +74,8 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
 
     def central(carry: bool) -> dict:
         rag = build_training_rag(
-            site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed, shared_retriever=True
+            site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed, shared_retriever=True,
+            index_refresh="rerank",  # what a federated site does by default
         )  # contrastive trains the passage side
         moments = {} if carry else None
         with one_thread():
@@ -88,7 +89,7 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
                     schedule_total=6,
                     schedule_offset=3 * (rnd - 1),
                 )
-                rag.sync_store()  # as the site re-embeds its store once the global encoder moved
+                rag.sync_store()  # as the site does once the global encoder moved (stale index, re-ranked)
                 train_stage(
                     make_stage("contrastive", top_k=task.top_k), rag, load_qa(site["train"]), cfg, optimizer_state=moments
                 )
