@@ -63,7 +63,20 @@ def test_train_keep_best_carves_a_validation_split_and_reports_the_kept_step(
                          tiny_models["generator"], "--out", tmp_path / "run")  # fmt: skip
     assert code == 0, err
     (best,) = json.loads((tmp_path / "run" / "cost.json").read_text())["best"]
-    assert best["metric"] == "f1" and best["step"] in (0, 2) and best["val_questions"] == 4 and not best["carved"]
+    assert best["metric"] == "f1" and best["val_questions"] == 4 and not best["carved"]
+    # the run's last validation (logged at step 2) scored F1 0, and F1 is never below 0: step 0
+    # validated at least as well, and a tie keeps the earlier step, so step 0 is the one kept
+    final = json.loads((tmp_path / "run" / "phase0-ralt" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["step"] == 2 and final["val_f1"] == 0.0, final
+    assert best["step"] == 0 and final["best_step"] == 0 and best["value"] >= final["val_f1"], (best, final)
+    assert "kept step 0 of 2" in err, err
+    # and the saved generator is step 0's: a fresh LoRA adapter, whose B matrices are zero (peft's
+    # initialisation) until a step trains them
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "run" / "generator" / "adapter_model.safetensors"))
+    lora_b = [t for n, t in saved.items() if "lora_B" in n]
+    assert lora_b and all(not t.any() for t in lora_b), "the saved adapter is not the kept step's"
 
 
 def test_lsr_keeps_its_best_validated_retriever_by_default_except_on_sites(tiny_models, demo_dir):

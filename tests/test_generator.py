@@ -56,5 +56,21 @@ def test_generate_and_lora_save_roundtrip(tiny_models, tmp_path):
     assert Generator.load(str(tmp_path / "adapter"), trainable=True).is_lora, "to train on, the adapter stays one"
     from fedrag.generate.decoding import GenerationSettings
 
-    out = again.generate([prompt, prompt], settings=GenerationSettings(max_new_tokens=3))
-    assert len(out) == 2 and out[0] == out[1]
+    # batched greedy decoding of prompts of different lengths (left padding) gives what a
+    # token-by-token greedy loop over each unpadded prompt gives, with the merged weights
+    prompts = [prompt, gen.prompt("In which year did the long-lost Brellmoor archive of Varn open?", [])]
+    out = again.generate(prompts, settings=GenerationSettings(max_new_tokens=3))
+    tok = again.tokenizer
+    want = []
+    with torch.no_grad():
+        for p in prompts:
+            ids = tok(p, add_special_tokens=False).input_ids
+            new = []
+            for _ in range(3):
+                nxt = int(again.model(torch.tensor([ids + new])).logits[0, -1].argmax())
+                if nxt == tok.eos_token_id:
+                    break
+                new.append(nxt)
+            want.append(tok.decode(new, skip_special_tokens=True).strip())
+    assert len(tok(prompts[1]).input_ids) > len(tok(prompts[0]).input_ids), "precondition: the batch is padded"
+    assert out == want, (out, want)
