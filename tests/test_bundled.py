@@ -61,8 +61,9 @@ def test_smollm2_answers_from_retrieved_context(demo_dir):
     assert len(found) >= 4 and sum(found) >= len(found) / 2, [(e.answers, o.answer) for e, o in zip(qa, outs)]
 
 
-def test_a_federated_minilm_round_with_retriever_lora_moves_under_5_mb_per_site(demo_dir, tmp_path):
-    """--retriever-lora: only the query encoder's adapter travels, as the audit records it."""
+def test_a_default_federated_minilm_round_moves_under_5_mb_per_site(demo_dir, tmp_path):
+    """By default a federated retriever trains a LoRA adapter (at its own learning rate):
+    only the adapter travels, as the audit records it and cost.json reports it."""
     from fedrag.data.partition import partition, write_sites
     from fedrag.federation import FedTask, simulate
     from fedrag.retrieve import Retriever
@@ -74,11 +75,9 @@ def test_a_federated_minilm_round_with_retriever_lora_moves_under_5_mb_per_site(
         stage="contrastive",
         retriever="minilm",
         generator="none",
-        retriever_lora=True,
         rounds=1,
         local_steps=2,
         batch_size=8,
-        lr_retriever=1e-3,
         min_sites=2,
         evaluate_every=0,
         out=str(tmp_path / "fed"),
@@ -90,4 +89,7 @@ def test_a_federated_minilm_round_with_retriever_lora_moves_under_5_mb_per_site(
     full = sum(p.numel() * 4 for p in Retriever.load("minilm").trainable_parameters().values())
     assert per_site_sent <= 5e6 and per_site_received <= 5e6, (per_site_sent, per_site_received)
     assert full > 80e6 and per_site_sent < full / 100, "the whole query encoder would be ~91 MB"
+    cost = json.loads((tmp_path / "fed" / "cost.json").read_text())
+    assert cost["bytes_per_site_round"] == max(per_site_sent, per_site_received)
+    assert cost["phases"][0]["lr_retriever"] == 1e-3, "an adapter trains at the adapter's rate, not the full encoder's"
     assert not Retriever.load(str(tmp_path / "fed" / "retriever")).is_lora, "the global retriever is saved merged"

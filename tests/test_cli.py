@@ -288,7 +288,7 @@ def bad_files(tmp_path):
                 "--out",
                 "{t}/run",
             ],
-            "--batch-size and --grad-accum must be >= 1",
+            "Invalid value for '--batch-size': 0 is not a whole number >= 1",
         ),
         (
             "zero top-k in train",

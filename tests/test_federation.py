@@ -74,7 +74,15 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
 
     def central(carry: bool) -> dict:
         rag = build_training_rag(
-            site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed, shared_retriever=True,
+            site["corpus"],
+            task.retriever,
+            task.generator,
+            True,
+            task.top_k,
+            "cpu",
+            task.seed,
+            shared_retriever=True,
+            retriever_lora=True,
             index_refresh="rerank",  # what a federated site does by default
         )  # contrastive trains the passage side
         moments = {} if carry else None
@@ -124,7 +132,9 @@ def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tm
 
     gen = Generator.load(tiny_models["generator"], lora=True)
     lora = {f"generator.{n}" for n in gen.trainable_parameters()}
-    query = {f"retriever.{n}" for n in Retriever.load(tiny_models["retriever"]).trainable_parameters()}
+    # a federated retriever's default: its LoRA adapter alone travels
+    query = {f"retriever.{n}" for n in Retriever.load(tiny_models["retriever"], lora=True).trainable_parameters()}
+    assert query and all("lora_" in n for n in query)
     for r in rounds:
         assert r["replies"] == 2 and r["failures"] == 0
         assert set(r["array_names"]) == (lora if r["phase"] == 0 else query), "only the phase's trainable tensors travel"
@@ -712,7 +722,16 @@ def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
     simulate(task, sites[1], plan=plan)
     site = sites[1][0]
     rag = build_training_rag(
-        site["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed, shared_retriever=plan.shared_retriever
+        site["corpus"],
+        task.retriever,
+        task.generator,
+        True,
+        task.top_k,
+        "cpu",
+        task.seed,
+        shared_retriever=plan.shared_retriever,
+        retriever_lora=True,  # a federated retriever's default: a LoRA adapter
+        index_refresh="rerank",  # a federated site's default
     )
     cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed, warmup_ratio=task.warmup_ratio)
     # a site never takes keep_best from a stage (LSR's default, Phase.config): the central run it equals leaves it off
@@ -755,7 +774,9 @@ def test_a_custom_plan_with_phase_overrides_federates_as_it_trains_centrally(tin
     # without the overrides the run is another run: the comparison above would see a site that ignored them
     from fedrag.train import TrainConfig
 
-    rag = build_training_rag(sites[1][0]["corpus"], tiny_models["retriever"], tiny_models["generator"], top_k=2)
+    rag = build_training_rag(
+        sites[1][0]["corpus"], tiny_models["retriever"], tiny_models["generator"], top_k=2, retriever_lora=True
+    )
     plain = custom("plain", RALTStage(top_k=2), ContrastiveStage(top_k=2))
     with one_thread():
         results = plain.run(

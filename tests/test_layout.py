@@ -13,6 +13,7 @@ ROOT = Path(fedrag.__file__).parent
 # the layout, bottom to top: a module may import only from its own layer or below
 LAYERS = [
     {
+        "fedrag._batch_probe",
         "fedrag._env",
         "fedrag._faults",
         "fedrag._io",

@@ -260,6 +260,23 @@ def test_the_refresh_setting_travels_and_resolves_per_context():
     assert resolve_refresh("phase", federated=True) == "phase"
 
 
+def test_a_federated_retriever_defaults_to_an_adapter_at_the_adapters_rate():
+    from fedrag.federation.task import FedTask
+    from fedrag.retrieve.retriever import lora_default
+    from fedrag.strategies.base import Phase
+    from fedrag.train import TrainConfig, make_stage
+
+    assert "retriever_lora" not in FedTask(strategy="ra-dit").to_config(), "unset: each side resolves its default"
+    assert lora_default(None, federated=True) and not lora_default(None, federated=False)
+    assert not lora_default(False, federated=True) and lora_default(True, federated=False)
+    phase = Phase(make_stage("contrastive"))
+    # the contrastive stage prefers 5e-5 for full weights; an adapter trains at 1e-3; the user's rate wins over both
+    assert phase.config(TrainConfig()).lr_retriever == 5e-5
+    assert phase.config(TrainConfig(), retriever_lora=True).lr_retriever == 1e-3
+    assert phase.config(TrainConfig(), True, True).lr_retriever == 1e-3
+    assert phase.config(TrainConfig(lr_retriever=2e-4), retriever_lora=True).lr_retriever == 2e-4
+
+
 def test_progress_lines_give_rate_and_eta(capsys):
     from fedrag._progress import Progress
 

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 
 import typer
 
-from fedrag.cli.options import DEVICE, app, choice_option, collect, settings, with_settings, write_json
+from fedrag.cli.options import DEVICE, IntOrName, app, choice_option, collect, settings, with_settings, write_json
 from fedrag.generate.decoding import GenerationSettings
 from fedrag.models import WeightDtype
 from fedrag.strategies.settings import PlanSettings
@@ -51,7 +51,13 @@ def eval_cmd(
     predictions: Optional[str] = typer.Option(
         None, "--predictions", help="write each question's answer and scores to this JSONL file"
     ),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="questions per batch"),
+    batch_size: str = typer.Option(
+        8,
+        "--batch-size",
+        click_type=IntOrName(["auto"]),
+        metavar="N|auto",
+        help="questions per batch; auto: the largest the GPU's free memory answers (a short probe; 8 on CPU)",
+    ),
     device: str = DEVICE,
     decoding: str = choice_option(
         "auto",

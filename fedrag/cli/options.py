@@ -73,6 +73,34 @@ def _optional(hint) -> tuple[Any, bool]:
     return hint, False
 
 
+class IntOrName(click.ParamType):
+    """A whole number (at least 1) or one of a `Literal`'s names (`--batch-size 16` or `--batch-size auto`)."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.name = "|".join(["N", *names])
+
+    def convert(self, value, param, ctx):
+        if value in self.names:
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"'{value}' is neither a whole number nor one of: {', '.join(self.names)}", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not a whole number >= 1", param, ctx)
+        return number
+
+
+def _int_or_names(hint) -> list[str]:
+    """The names of an `int | Literal[...]` type (empty for any other type)."""
+    if get_origin(hint) not in (Union, types.UnionType):
+        return []
+    args = get_args(hint)
+    lits = [a for a in args if get_origin(a) is Literal]
+    return choices(lits[0]) if int in args and len(lits) == 1 and len(args) == 2 else []
+
+
 def _is_grid(hint) -> bool:
     """A list or tuple of numbers or names: typed on the command line as `a,b,c`."""
     return get_origin(hint) in (list, tuple) and get_args(hint)[:1] in ((float,), (str,))
@@ -87,6 +115,9 @@ def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
     help_text = field.metadata.get("help", "")
     if get_origin(hint) is Literal:
         return (Optional[str] if optional else str), choice_option(default, flag, hint, help_text, panel)
+    if _int_or_names(hint):
+        kind = IntOrName(_int_or_names(hint))
+        return str, typer.Option(default, flag, help=help_text, rich_help_panel=panel, click_type=kind, metavar=kind.name)
     if _is_grid(hint):
         text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
         return str, typer.Option(text, flag, help=help_text, rich_help_panel=panel, show_default=text.replace(",", ", "))

@@ -82,6 +82,7 @@ def train(
 
     from fedrag._io import check_out, file_digest, resumable_dir
     from fedrag.pipeline import build_training_rag, resolve_device
+    from fedrag.retrieve.retriever import lora_default
     from fedrag.retrieve.search import resolve_refresh
     from fedrag.strategies import save_outputs, total_cost
     from fedrag.strategies.base import drop_resume_state
@@ -100,7 +101,7 @@ def train(
     identity = {
         "plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},
         "train": [
-            p.config(cfg).tracked()  # what each phase trains with
+            p.config(cfg, retriever_lora=lora_default(models.retriever_lora, False)).tracked()  # what each phase trains with
             for p in plan.phases
         ],
         "data": {
@@ -124,7 +125,7 @@ def train(
             cfg.seed,
             shared_retriever=plan.shared_retriever,
             quantize=models.quantize,
-            retriever_lora=models.retriever_lora,
+            retriever_lora=lora_default(models.retriever_lora, federated=False),
             dtype=cfg.dtype,
             index_refresh=resolve_refresh(models.index_refresh, federated=False),
         )
@@ -148,7 +149,10 @@ def train(
                 log=lambda m: typer.echo(f"fedrag: {m}", err=True),
             )
             extra = {
-                "config": {**asdict(cfg), "phases": [asdict(p.config(cfg)) for p in plan.phases]},
+                "config": {
+                    **asdict(cfg),
+                    "phases": [asdict(p.config(cfg, retriever_lora=rag.retriever.is_lora)) for p in plan.phases],
+                },
                 "world_size": distributed.world_size(),
             }
             if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
@@ -196,6 +200,7 @@ def search_lr(
     final training: writes DIR/lr_search.json, DIR/retriever, DIR/generator, DIR/cost.json."""
     from fedrag._io import atomic_write_json, check_out, output_dir
     from fedrag.pipeline import build_training_rag, resolve_device
+    from fedrag.retrieve.retriever import lora_default
     from fedrag.retrieve.search import resolve_refresh
     from fedrag.strategies import save_outputs, total_cost
     from fedrag.strategies.lr_search import search_lr as run_search
@@ -217,7 +222,7 @@ def search_lr(
         cfg.seed,
         shared_retriever=plan.shared_retriever,
         quantize=models.quantize,
-        retriever_lora=models.retriever_lora,
+        retriever_lora=lora_default(models.retriever_lora, federated=False),
         dtype=cfg.dtype,
         index_refresh=resolve_refresh(models.index_refresh, federated=False),
     )

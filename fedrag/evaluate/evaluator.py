@@ -6,18 +6,33 @@ import time
 
 from tqdm.auto import tqdm
 
+from fedrag._batch_probe import AUTO, CAP, largest_batch, probing
 from fedrag.data.types import Example
 from fedrag.evaluate.metrics import answer_recall_at_k, exact_match, f1_score, mrr_at_k, ndcg_at_k, precision_at_k, recall_at_k
 
 RECALL_KS = (1, 5, 20)
 
 
-def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool = True, ks=RECALL_KS) -> dict:
+def auto_batch_size(rag, examples: list[Example], depth: int) -> int:
+    """`--batch-size auto` for answering: on a CUDA device the largest batch of questions
+    answered within its free memory (a probe answers the first ones, as
+    `fedrag._batch_probe` searches); elsewhere 8."""
+    device = (rag.generator or rag.retriever).device
+    if not probing(device):
+        return 8
+    questions = [e.question for e in examples]
+    return largest_batch(lambda b: rag.answer(questions[:b], k=depth, batch_size=b), min(CAP, len(questions)))
+
+
+def evaluate(rag, examples: list[Example], batch_size: int | str = 8, progress: bool = True, ks=RECALL_KS) -> dict:
     """Metrics over `examples`: answer-recall@k always (a top-k passage contains a gold
     answer), Recall@k, precision@k, MRR@10 and nDCG@10 where gold ids exist, EM/F1 when the system has a
-    generator (decoded with `rag.settings`). Returns a flat dict plus per-example rows
+    generator (decoded with `rag.settings`). `batch_size`: questions a batch, or `auto`
+    ([`auto_batch_size`][auto_batch_size]). Returns a flat dict plus per-example rows
     under `"_rows"` (dropped before writing metrics files)."""
     depth = max(max(ks), 10, rag.top_k)
+    if batch_size == AUTO:
+        batch_size = auto_batch_size(rag, examples, depth)
     timing = getattr(rag.searcher, "timing", None)
     before = dict(timing) if timing else None
     rows, t0 = [], time.perf_counter()
@@ -62,6 +77,7 @@ def evaluate(rag, examples: list[Example], batch_size: int = 8, progress: bool =
     metrics["retrieve_ms_per_query"] = sum(r["retrieve_ms"] for r in rows) / max(1, len(rows))
     metrics["generate_ms_per_query"] = sum(r["generate_ms"] for r in rows) / max(1, len(rows))
     metrics["wall_s"] = wall
+    metrics["batch_size"] = batch_size
     if timing and timing["queries"] > before["queries"]:  # dense search apart from encoding the questions
         n = timing["queries"] - before["queries"]
         metrics["query_encode_ms_per_query"] = 1000 * (timing["encode_s"] - before["encode_s"]) / n

@@ -41,6 +41,7 @@ METRIC_KEYS = {
     "secagg-clipped",
     "startup-s",
     "load-s",
+    "batch-size",
     "dispatch-s",
     "prepare-s",
 }

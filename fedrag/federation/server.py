@@ -20,6 +20,7 @@ from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.privacy import privacy_markdown, privacy_sections
 from fedrag.federation.records import from_wire, packed_spec, to_wire
 from fedrag.federation.task import FedTask
+from fedrag.retrieve.retriever import lora_default
 from fedrag.train.tracking import Tracker
 
 
@@ -32,7 +33,7 @@ def _server_model(task: FedTask, shared: bool = False):
     from fedrag.generate.generator import training_weights_dtype
     from fedrag.retrieve import Retriever
 
-    ret = Retriever.load(task.retriever, device=task.device, lora=task.retriever_lora, shared=shared)
+    ret = Retriever.load(task.retriever, device=task.device, lora=lora_default(task.retriever_lora, True), shared=shared)
     gen = (
         None
         if task.generator == "none"
@@ -178,7 +179,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
         if task.secagg:  # the sites' updates masked: the strategy sees only their decoded aggregate
             from fedrag.federation.secagg import SecureAggregation
 
-            cfg = plan.phases[phase_idx].config(task.train_config(), federated=True)
+            cfg = plan.phases[phase_idx].config(task.train_config(), True, lora_default(task.retriever_lora, True))
             exchange = SecureAggregation(task, max_weight=task.local_steps * cfg.batch_size * cfg.grad_accum)
         strategy.start(
             grid=AuditedGrid(grid, audit, layout, task.min_sites, task.round_timeout, exchange=exchange),
@@ -202,7 +203,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
             "stage": p.name,
             **{
                 k: v
-                for k, v in asdict(p.config(task.train_config(), federated=True)).items()
+                for k, v in asdict(p.config(task.train_config(), True, lora_default(task.retriever_lora, True))).items()
                 if k
                 in (
                     "batch_size",
@@ -263,6 +264,12 @@ def _cost(history: list, wall: float, task: FedTask) -> dict:
         "rounds": len(history),
         "bytes_sent": sum(h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0) for h in history),
         "bytes_received": sum(h.get("bytes_received", 0) for h in history),
+        # the largest one site's message (to it, or back) in any round
+        "bytes_per_site_round": max(
+            [(h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0)) / max(h.get("sites", 1), 1) for h in history]
+            + [h.get("bytes_received", 0) / max(h.get("replies", 1), 1) for h in history],
+            default=0,
+        ),
         "task": task.to_config(),
     }
 

@@ -22,6 +22,7 @@ from fedrag.train.state import get_state, set_state, trainable_parameters
 @lru_cache(maxsize=2)
 def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
     from fedrag.pipeline import build_training_rag
+    from fedrag.retrieve.retriever import lora_default
     from fedrag.retrieve.search import resolve_refresh
 
     task = FedTask(**dict(task_key))
@@ -33,7 +34,7 @@ def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
         task.top_k,
         device,
         task.seed,
-        retriever_lora=task.retriever_lora,
+        retriever_lora=lora_default(task.retriever_lora, federated=True),
         shared_retriever=shared,
         dtype=task.dtype,
         index_refresh=resolve_refresh(task.index_refresh, federated=True),
@@ -92,7 +93,7 @@ def train_round(
     rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
     load_s = time.perf_counter() - t_load  # imports, models, store, the round's tensors
     mu = float(config.get("proximal-mu", 0.0))
-    cfg = phase.config(task.train_config(rnd, mu), federated=True)  # the phase's overrides, as centrally
+    cfg = phase.config(task.train_config(rnd, mu), True, rag.retriever.is_lora)  # the phase's overrides, as centrally
     t0 = time.perf_counter()
     res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
     new = get_state(rag, stage.trains)
@@ -106,6 +107,7 @@ def train_round(
         "bytes-received": record_bytes(arrays),
         "threads": torch.get_num_threads(),
         "load-s": load_s,
+        "batch-size": res.cost.batch_size,  # the task's, or what --batch-size auto found on this site
     }
     return new, metrics
 

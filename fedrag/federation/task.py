@@ -17,7 +17,7 @@ from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
 from fedrag.retrieve.search import IndexRefresh
 from fedrag.strategies.choices import TwoPhaseLoss, TwoPhaseOrder
-from fedrag.train.config import Precision
+from fedrag.train.config import BatchSize, Precision
 from fedrag.train.choices import RaltMode
 
 Aggregator = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
@@ -52,7 +52,7 @@ class FedTask:
     retriever: str = _plan("retriever")
     generator: str = _plan("generator")
     lora: bool = _plan("lora")
-    retriever_lora: bool = _plan("retriever_lora")
+    retriever_lora: bool | None = _plan("retriever_lora")
     index_refresh: IndexRefresh = _plan("index_refresh")
     top_k: int = _plan("top_k")
     ralt_mode: RaltMode = _plan("ralt_mode")
@@ -60,7 +60,7 @@ class FedTask:
     two_phase_order: TwoPhaseOrder = _plan("two_phase_order")
     rounds: int = setting(2, "federated rounds per phase")
     local_steps: int = setting(10, "optimizer steps each site takes per round")
-    batch_size: int = _train("batch_size")
+    batch_size: BatchSize = _train("batch_size")
     lr_generator: float = _train("lr_generator")
     lr_retriever: float = _train("lr_retriever")
     warmup_ratio: float = _train("warmup_ratio")
@@ -149,8 +149,8 @@ class FedTask:
             raise FedragError("rounds and local steps must be >= 1")
         if not 0 < self.fraction <= 1:
             raise FedragError(f"--fraction must be in (0, 1], got {self.fraction}")
-        if self.min_sites < 1 or self.batch_size < 1 or self.top_k < 1:
-            raise FedragError("--min-sites, --batch-size and --top-k must be >= 1")
+        if self.min_sites < 1 or self.top_k < 1:  # --batch-size: as TrainConfig checks it (below)
+            raise FedragError("--min-sites and --top-k must be >= 1")
         if self.proximal_mu < 0 or self.server_lr <= 0 or self.eval_limit < 1:
             raise FedragError("--proximal-mu must be >= 0, --server-lr > 0 and --eval-limit >= 1")
         if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
@@ -161,6 +161,8 @@ class FedTask:
             raise FedragError("--secagg-clip must be > 0, --secagg-quantization in [2, 2**32) and --secagg-threshold >= 0")
         if self.secagg and (self.min_sites < 2 or self.secagg_threshold == 1):
             raise FedragError("secure aggregation needs --min-sites >= 2 and a --secagg-threshold of 0 or >= 2")
+        if self.secagg and self.batch_size == "auto":  # the masked sums' bound counts the examples a site trains on
+            raise FedragError("secure aggregation needs a fixed --batch-size (it bounds the sites' example weights), not auto")
         if self.secagg and self.secagg_threshold > self.min_sites:
             raise FedragError(f"--secagg-threshold {self.secagg_threshold} exceeds --min-sites {self.min_sites}")
         from fedrag.train.tracking import parse_report_to
@@ -221,7 +223,7 @@ class FedTask:
         """The task from a Flower run config (`-` or `_` in keys). Audited: a key that
         is no task setting, or a value of the wrong type (text where a number belongs),
         is refused rather than ignored, so a run config carries nothing else to a site."""
-        kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool, int)}
+        kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool, int), "int|str": (int, str)}
         hints = typing.get_type_hints(cls)  # a Literal setting travels as text and is checked against its choices
         names = {f.name: _kind(hints[f.name]) for f in fields(cls)}
         kw = {}
@@ -243,6 +245,8 @@ def _kind(hint) -> str:
     """How a setting travels in a run config: a `Literal` as text, `X | None` as `X`."""
     if get_origin(hint) is Literal:
         return "str"
+    if any(get_origin(a) is Literal for a in get_args(hint)):  # a number or a name (batch_size: 16 or auto)
+        return "int|str"
     args = [a for a in get_args(hint) if a is not type(None)]
     return (args[0] if args else hint).__name__
 

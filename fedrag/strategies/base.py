@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 from fedrag._io import atomic_dir, atomic_write_json, atomic_write_text
 from fedrag.data.types import Example
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
+from fedrag.retrieve.retriever import LORA_LR
 from fedrag.strategies.cards import write_model_card
 from fedrag.train.cost import Cost
 from fedrag.train.distributed import is_writer
@@ -36,9 +37,11 @@ class Phase:
     def name(self) -> str:
         return self.stage.name
 
-    def config(self, base: TrainConfig, federated: bool = False) -> TrainConfig:
+    def config(self, base: TrainConfig, federated: bool = False, retriever_lora: bool = False) -> TrainConfig:
         """The settings this phase trains with: `base`, with the stage's own defaults
         (`Stage.defaults`) where the user set nothing, then this phase's overrides.
+        `retriever_lora`: the retriever trains a LoRA adapter, so its learning rate is the
+        adapter's (`fedrag.retrieve.retriever.LORA_LR`) unless the user set one.
 
         `federated`: on a site, the rounds and local steps set the length and schedule,
         so overrides of `steps`/`epochs`/`min_steps` do not apply there (nor does the
@@ -52,6 +55,8 @@ class Phase:
                 overrides.pop(key, None)
             for key in NOT_ON_SITES:
                 defaults.pop(key, None)
+        if retriever_lora:  # a stage's rate is for full weights
+            defaults["lr_retriever"] = LORA_LR
         return replace(base.with_stage_defaults(defaults), **overrides)
 
 
@@ -115,7 +120,7 @@ class Strategy:
             rag.retriever.share()
             rag.sync_store()
         for i, phase in enumerate(self.phases):
-            pcfg = phase.config(cfg)
+            pcfg = phase.config(cfg, retriever_lora=rag.retriever.is_lora)
             pdir = Path(out_dir) / f"phase{i}-{phase.name}" if out_dir else None
             res = _load_done(pdir, rag) if (resume and pdir) else None
             if res is not None:

@@ -134,7 +134,7 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
         for lr in lrs_g if side == "generator" else lrs_r:
             set_state(rag, start)
             rag.sync_store()
-            pcfg = phase.config(cfg).set(**{key: lr})
+            pcfg = phase.config(cfg, retriever_lora=rag.retriever.is_lora).set(**{key: lr})
             # a phase that keeps its best validated step (TrainConfig.keep_best) validates on the search's questions
             kept = {"val": val, "evaluate_fn": fn} if pcfg.keep_best else {}
             res = train_stage(phase.stage, rag, train, pcfg, **kept)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, get_args
+from typing import Literal, Union, get_args
 
 from fedrag._settings import setting
 from fedrag.models import WeightDtype
@@ -17,6 +17,7 @@ from fedrag.models import WeightDtype
 
 Precision = WeightDtype  # the same choices: a compute precision here, the weights' dtype when loading
 BestMetric = Literal["auto", "f1", "em", "recall@5", "answer_recall@5", "mrr@10"]
+BatchSize = Union[int, Literal["auto"]]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
 
 
@@ -42,7 +43,11 @@ class TrainConfig:
     steps: int | None = _f(None, "optimizer steps per phase (wins over --epochs)")
     epochs: float = _f(1.0, "passes over the training set per phase (when --steps is not given)")
     min_steps: int = _f(0, "at least this many steps when they come from --epochs (small training sets)")
-    batch_size: int = _f(4, "questions per step")
+    batch_size: BatchSize = _f(
+        4,
+        "questions per step; auto: the largest batch the GPU's free memory holds (a short probe, "
+        "then a margin; on CPU the stage's default)",
+    )
     grad_accum: int = _f(1, "batches accumulated per optimizer step")
     lr_generator: float = _f(3e-4, "generator learning rate (LoRA adapter or full model)")
     lr_retriever: float = _f(2e-5, "retriever learning rate")
@@ -101,7 +106,9 @@ class TrainConfig:
             raise FedragError(f"--scheduler must be one of {', '.join(get_args(Scheduler))}, got '{self.scheduler}'")
         if self.steps is not None and self.steps < 1:
             raise FedragError(f"--steps must be >= 1, got {self.steps} (a run that trains nothing is not a result)")
-        if self.batch_size < 1 or self.grad_accum < 1:
+        if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
+            raise FedragError(f"--batch-size must be a whole number or auto, got '{self.batch_size}'")
+        if (self.batch_size != "auto" and self.batch_size < 1) or self.grad_accum < 1:
             raise FedragError(f"--batch-size and --grad-accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
         if self.dtype not in get_args(Precision):
             raise FedragError(f"--dtype must be one of {', '.join(get_args(Precision))}, got '{self.dtype}'")
@@ -125,6 +132,7 @@ class TrainConfig:
             raise FedragError("--min-steps, --eval-every and --checkpoint-every must be >= 0")
 
     def total_steps(self, n_examples: int) -> int:
+        """The optimizer steps of a run over `n_examples` (`batch_size` resolved from auto)."""
         if self.steps is not None:
             return self.steps
         return max(1, self.min_steps, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))

@@ -36,6 +36,7 @@ class Cost:
     peak_memory_mb: float = 0.0
     retriever_tokens_per_s: float = 0.0
     generator_tokens_per_s: float = 0.0
+    batch_size: int = 0  # questions a step, as trained (what --batch-size auto chose); 0 in a sum of stages
 
     def add(self, other: "Cost") -> "Cost":
         out = Cost(name=self.name or other.name)
@@ -51,6 +52,9 @@ class Cost:
         ):
             setattr(out, f, getattr(self, f) + getattr(other, f))
         out.peak_memory_mb = max(self.peak_memory_mb, other.peak_memory_mb)
+        # one stage continued (a resume) keeps its batch; a sum of different stages has none
+        batches = {self.batch_size, other.batch_size} - {0}
+        out.batch_size = batches.pop() if len(batches) == 1 else 0
         return out.with_throughput()
 
     def with_throughput(self) -> "Cost":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 
 from fedrag.data.types import Example
 from fedrag.train import distributed
+from fedrag.train.batch_size import resolve as resolve_batch_size
 from fedrag.train.best import BestKeeper
 from fedrag.train.checkpoint import export_optimizer_state, import_optimizer_state, load_checkpoint, save_checkpoint
 from fedrag.train.config import TrainConfig
@@ -117,6 +119,8 @@ def train_stage(
     if not isinstance(stage, Stage):
         raise FedragError(f"{type(stage).__name__} is not a stage: it needs name, trains and loss(rag, batch)")
     world = distributed.world_size()
+    dtype = compute_dtype(cfg.dtype, rag.retriever.device)
+    cfg = resolve_batch_size(cfg, stage, rag, examples, dtype)  # auto: probed on the device
     if cfg.batch_size < world:
         raise FedragError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes it is shared among")
     carved = False
@@ -165,10 +169,10 @@ def train_stage(
     meter = CostMeter(
         stage.name, param_count(rag.retriever.query_encoder), param_count(rag.generator.model) if rag.generator is not None else 0
     )
+    meter.cost.batch_size = cfg.batch_size
     ref = {n: t.to(p.device) for n, t in reference.items() for p in [params[n]]} if (reference and cfg.prox_mu) else None
     _set_modes(rag, stage.trains)
     device = rag.retriever.device
-    dtype = compute_dtype(cfg.dtype, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     if rag.generator is not None:
         old_chunk, rag.generator.score_batch_size = rag.generator.score_batch_size, cfg.score_batch_size
@@ -178,6 +182,7 @@ def train_stage(
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)
     try:
         for step in range(start, total):
+            t_step = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             losses = []
             for _ in range(cfg.grad_accum):
@@ -209,6 +214,7 @@ def train_stage(
             sched.step()
             loss_value = sum(losses) / len(losses)
             record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0]}
+            record["seconds"] = time.perf_counter() - t_step  # float(loss) and float(grad_norm) waited for the device
             if val and evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 metrics = evaluate_fn(rag, val)
                 record.update({f"val_{k}": v for k, v in metrics.items()})
