@@ -48,3 +48,44 @@ def test_the_gpu_cli_check_dry_runs_on_cpu(tmp_path):
     assert done == ["models", "data", "train-bf16", "eval-bf16", "joint-token", "index", "eval-device-map"]
     assert json.loads((tmp_path / "out" / "eval-bf16.json").read_text())["n"] == 8
     assert "all steps passed on cpu" in res.stdout
+
+
+@pytest.mark.slow
+def test_the_gpu_step_speed_benchmark_dry_runs_on_cpu(tmp_path):
+    """fedrag vs plain transformers + peft, step and decoding rows for every stage, on tiny shapes."""
+    out = tmp_path / "speed.json"
+    args = ["--device", "cpu", "--sizes", "tiny", "--auto-sizes", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "4"]
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_step_speed.py"), *args, "--eval-questions", "4", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "FEDRAG_FAULT": "memory:6"},  # the probe's limit: a device that holds 6 questions
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = {(r["stage"], r["who"]): r for r in report["train"]}
+    assert set(rows) == {(s, w) for s in ("ralt", "rag-sequence", "rag-token") for w in ("fedrag", "plain")}
+    for stage in ("ralt", "rag-sequence", "rag-token"):
+        mine, plain = rows[(stage, "fedrag")], rows[(stage, "plain")]
+        assert mine["tokens_per_step"] == plain["tokens_per_step"] > 0, "both sides train on the same tokens"
+        assert mine["vs_plain"] == mine["median_s"] / plain["median_s"] and mine["min_s"] <= mine["median_s"] <= mine["max_s"]
+    assert [r["decoding"] for r in report["decode"]] == ["concat", "rag-sequence", "rag-token"]
+    assert report["meta"]["device"] == "cpu" and report["meta"]["peak_bf16_tflops"] is None
+    (auto,) = report["auto"]
+    assert (auto["chosen"], auto["chosen_runs"], auto["over"]) == (6, True, 7)
+
+
+@pytest.mark.slow
+def test_the_gpu_store_benchmark_dry_runs_on_cpu(tmp_path):
+    """The 10^6-passage GPU store build, at 3,000 passages and a tiny encoder on CPU."""
+    out = tmp_path / "store.json"
+    args = ["--device", "cpu", "--passages", "3000", "--shape", "tiny", "--out", str(out)]
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_store_scale.py"), *args], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    row = json.loads(out.read_text())
+    assert row["passages"] == 3000 and row["index"] == "hnsw" and 20 <= row["mean_words"] <= 150
+    assert row["recall_vs_exact"]["k"] == 5 and 0 < row["search_p50_ms"] <= row["search_p99_ms"]
+    assert row["log_tail"][-1].startswith("fedrag: encoding 3000/3000 passages")
