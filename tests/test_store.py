@@ -277,6 +277,24 @@ def test_a_federated_retriever_defaults_to_an_adapter_at_the_adapters_rate():
     assert phase.config(TrainConfig(lr_retriever=2e-4), retriever_lora=True).lr_retriever == 2e-4
 
 
+def test_the_encoding_cache_key_names_the_tokenizer_and_input_length(tiny_models, demo_dir):
+    """Equal weights read through another vocabulary, or cut at another length, embed passages
+    differently: their cached chunks must not be shared."""
+    import torch
+
+    from fedrag.retrieve.encode import corpus_key
+
+    passages = load_corpus(demo_dir / "corpus.jsonl")
+    ret = Retriever.load(tiny_models["retriever"])
+    key = corpus_key(passages, ret, torch.float32)
+    assert corpus_key(passages, Retriever.load(tiny_models["retriever"]), torch.float32) == key
+    ret.passage_encoder.max_seq_length = 8
+    assert corpus_key(passages, ret, torch.float32) != key
+    ret.passage_encoder.max_seq_length = Retriever.load(tiny_models["retriever"]).passage_encoder.max_seq_length
+    ret.passage_encoder.tokenizer.add_tokens(["zzzunseen"])
+    assert corpus_key(passages, ret, torch.float32) != key
+
+
 def test_progress_lines_give_rate_and_eta(capsys):
     from fedrag._progress import Progress
 

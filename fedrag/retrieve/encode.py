@@ -56,9 +56,20 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def reader_id(model) -> str:
+    """What turns a passage into tokens beside the weights: the tokenizer's vocabulary and
+    the longest input (equal weights read through another vocabulary or cut elsewhere
+    embed passages differently)."""
+    tok = getattr(model, "tokenizer", None)
+    vocab = sorted(tok.get_vocab().items()) if tok is not None else []
+    return hashlib.sha1(repr((vocab, getattr(model, "max_seq_length", None))).encode()).hexdigest()[:12]
+
+
 def corpus_key(passages: Sequence[Passage], retriever, dtype: torch.dtype) -> str:
-    """A key naming these passages' embeddings by this encoder at this precision."""
-    h = hashlib.sha1(f"{retriever.passage_fingerprint()}|{retriever.passage_prompt}|{dtype}".encode())
+    """A key naming these passages' embeddings by this encoder (weights, tokenizer, input
+    length, prompt) at this precision."""
+    model = retriever.passage_encoder
+    h = hashlib.sha1(f"{retriever.passage_fingerprint()}|{reader_id(model)}|{retriever.passage_prompt}|{dtype}".encode())
     for p in passages:
         h.update(p.as_text().encode())
         h.update(b"\0")
