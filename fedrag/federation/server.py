@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from fedrag._io import atomic_write_json, atomic_write_text
@@ -19,6 +18,7 @@ from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.privacy import privacy_markdown, privacy_sections
 from fedrag.federation.records import from_wire, packed_spec, to_wire
+from fedrag.federation.run_summary import run_summary
 from fedrag.federation.task import FedTask
 from fedrag.retrieve.retriever import lora_default
 from fedrag.train.tracking import Tracker
@@ -196,29 +196,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     phases = [{"stage": p.name, "steps": task.rounds * task.local_steps, "examples": "-"} for p in plan.phases]
     fed = {"sites": task.min_sites, "rounds": task.rounds, "local_steps": task.local_steps, "aggregator": task.aggregator}
     save_models(rag, out, plan.name, phases, plan=plan, federated=fed)  # decoded as it was trained, as centrally
-    summary = _cost(history, time.perf_counter() - t_run, task)
-    # what the sites trained each phase with: the task's settings, the stage's defaults and the phase's overrides
-    summary["phases"] = [
-        {
-            "stage": p.name,
-            **{
-                k: v
-                for k, v in asdict(p.config(task.train_config(), True, lora_default(task.retriever_lora, True))).items()
-                if k
-                in (
-                    "batch_size",
-                    "lr_generator",
-                    "lr_retriever",
-                    "warmup_ratio",
-                    "weight_decay",
-                    "max_grad_norm",
-                    "grad_accum",
-                    "scheduler",
-                )
-            },
-        }
-        for p in plan.phases
-    ]
+    summary = run_summary(history, time.perf_counter() - t_run, task, plan)
     summary.update(privacy_sections(history, task, accountant))
     atomic_write_json(out / "cost.json", summary)
     atomic_write_text(out / "privacy.md", privacy_markdown(summary))
@@ -255,23 +233,6 @@ def phase_context(plan, phase_idx: int, rag) -> bytes | None:
     if not earlier or (earlier == {"generator"} and rag.generator is None):
         return None
     return save({n: t.contiguous() for n, t in get_state(rag, tuple(sorted(earlier))).items()})
-
-
-def _cost(history: list, wall: float, task: FedTask) -> dict:
-    return {
-        "strategy": task.strategy or task.stage,
-        "wall_s": wall,
-        "rounds": len(history),
-        "bytes_sent": sum(h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0) for h in history),
-        "bytes_received": sum(h.get("bytes_received", 0) for h in history),
-        # the largest one site's message (to it, or back) in any round
-        "bytes_per_site_round": max(
-            [(h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0)) / max(h.get("sites", 1), 1) for h in history]
-            + [h.get("bytes_received", 0) / max(h.get("replies", 1), 1) for h in history],
-            default=0,
-        ),
-        "task": task.to_config(),
-    }
 
 
 def _server_evaluator(task: FedTask, rag):

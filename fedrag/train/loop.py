@@ -21,6 +21,7 @@ from fedrag.train.best import BestKeeper
 from fedrag.train.checkpoint import export_optimizer_state, import_optimizer_state, load_checkpoint, save_checkpoint
 from fedrag.train.config import TrainConfig
 from fedrag.train.cost import Cost, CostMeter, param_count
+from fedrag.train.precision import compute_dtype
 from fedrag.train.protocol import Stage
 from fedrag.train.state import freeze_except
 from fedrag.train.validate import carve_validation, validation_fn
@@ -41,17 +42,6 @@ class StageResult:
     cost: Cost
     # with TrainConfig.keep_best: the validated step kept (step, metric, value, val_questions, carved)
     best: dict | None = None
-
-
-def compute_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for `name` on `device` (`auto`: bf16 where a GPU supports it)."""
-    from fedrag.errors import FedragError
-
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    if name == "float16" and device.type != "cuda":
-        raise FedragError("--dtype float16 needs a CUDA GPU (loss scaling); on CPU use --dtype bfloat16 or float32")
-    return getattr(torch, name)
 
 
 def seed_everything(seed: int) -> None:
@@ -182,7 +172,7 @@ def train_stage(
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)
     try:
         for step in range(start, total):
-            t_step = time.perf_counter()
+            t_step = time.perf_counter()  # to the record below: float(loss) and float(grad_norm) wait for the device
             opt.zero_grad(set_to_none=True)
             losses = []
             for _ in range(cfg.grad_accum):
@@ -213,8 +203,8 @@ def train_stage(
             scaler.update()
             sched.step()
             loss_value = sum(losses) / len(losses)
-            record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0]}
-            record["seconds"] = time.perf_counter() - t_step  # float(loss) and float(grad_norm) waited for the device
+            seconds = time.perf_counter() - t_step
+            record = {"stage": stage.name, "step": step + 1, "loss": loss_value, "lr": sched.get_last_lr()[0], "seconds": seconds}
             if val and evaluate_fn and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 metrics = evaluate_fn(rag, val)
                 record.update({f"val_{k}": v for k, v in metrics.items()})
