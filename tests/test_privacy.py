@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fedrag.federation.local_dp import accountant, ledger_dir, make_local_dp_mod, release_event
+from fedrag.federation.local_dp import ledger_dir, make_local_dp_mod
 from fedrag.federation.task import FedTask
 
 
@@ -36,9 +36,15 @@ def _context(node_config: dict):
 
 
 def fresh_epsilon(z: float, releases: int, delta: float = 1e-5) -> float:
-    acc = accountant(delta)
-    acc.compose(release_event(z), releases)
-    return acc.get_privacy_spent().epsilon
+    """ε of `releases` local releases at noise multiplier z, from dp-accounting directly (not
+    fedrag's `accountant`/`release_event`): the update is clipped to C and noised with std zC,
+    its sensitivity is 2C (any clipped update may become any other), so each release is the
+    Gaussian mechanism at z / 2."""
+    import dp_accounting
+
+    acc = dp_accounting.rdp.RdpAccountant()
+    acc.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z / 2), releases))
+    return acc.get_epsilon(delta)
 
 
 def test_a_site_clips_noises_and_counts_each_release_once(tmp_path):
