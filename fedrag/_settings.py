@@ -17,7 +17,13 @@ _NO_DEFAULT: Any = dataclasses.MISSING
 
 
 def setting(
-    default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT, flag: str | None = None, cli: bool = True
+    default: Any = _NO_DEFAULT,
+    help: str = "",
+    *,
+    factory: Any = _NO_DEFAULT,
+    flag: str | None = None,
+    cli: bool = True,
+    panel: str | None = None,
 ) -> Any:
     """A dataclass field that documents itself.
 
@@ -27,8 +33,9 @@ def setting(
         factory: A zero-argument callable building the default (lists, dicts).
         flag: The CLI flag when it is not `--` + the name with dashes (`"--lora/--full"`).
         cli: False for settings the library fills in itself (they get no CLI option).
+        panel: The `--help` panel the option is listed in (a command may group otherwise).
     """
-    meta = {"help": help, "flag": flag, "cli": cli}
+    meta = {"help": help, "flag": flag, "cli": cli, "panel": panel}
     if factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -37,7 +44,8 @@ def setting(
 def same(cls: type, name: str, **changes: Any) -> Any:
     """A field carrying `cls.name`'s setting: the same default, help and flag.
 
-    `changes` may set `cli` (whether this class offers it as a CLI option)."""
+    `changes` may set `cli` (whether this class offers it as a CLI option) and `panel`
+    (where its `--help` lists it)."""
     src = {f.name: f for f in dataclasses.fields(cls)}[name]
     meta = {**src.metadata, **changes}
     if src.default_factory is not dataclasses.MISSING:

@@ -268,13 +268,6 @@ def test_secagg_with_local_dp_releases_each_sites_noise_averaged_and_accounted(t
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=FedragError,
-    reason="central DP under SecAgg+: Flower's fixedclipping_mod refuses the masked-vector message "
-    "(it carries the round's config and the protocol's ConfigRecord: 'expects exactly one ConfigRecord, "
-    "but found 2'), so every site fails and the round stops",
-)
 def test_secagg_with_central_and_local_dp_adds_and_accounts_each_noise_once(tiny_models, sites, tmp_path):
     """SecAgg+ with central DP (noise z_c, clip C_c) and local DP (z_l, C_l) in one round of
     two equally weighted sites (central DP's accounting needs equal weights). Each site clips

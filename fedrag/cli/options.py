@@ -127,12 +127,14 @@ def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
 
 
 def settings(cls, *, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), panel: str | None = None) -> list:
-    """Options for the CLI-facing fields of dataclass `cls` (`metadata["cli"]` not False)."""
+    """Options for the CLI-facing fields of dataclass `cls` (`metadata["cli"]` not False),
+    each in `panel`, else in the panel its field names (`setting(panel=...)`)."""
+    own = {f.name: f.metadata.get("panel") for f in dataclasses.fields(cls)}
     names = [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True) is not False]
     names = [n for n in (only or names) if n not in exclude]
     params = []
     for name in names:
-        annotation, option = field_option(cls, name, panel)
+        annotation, option = field_option(cls, name, panel or own[name])
         params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option, annotation=annotation))
     return params
 

@@ -118,6 +118,7 @@ def _quickstart(
             evaluate_every=0,
             lr_generator=lr_generator,
             lr_retriever=lr_retriever,
+            retriever_lora=False,  # the centralized row's retriever training, so the two rows differ only by federation
             out=str((out / "federated").resolve()),
         )
         t = time.perf_counter()

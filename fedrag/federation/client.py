@@ -98,6 +98,30 @@ def _arrival(msg) -> dict:
     }
 
 
+def central_dp_clipping(msg, context, call_next):
+    """Flower's client-side fixed clipping (`fixedclipping_mod`), active only when the server
+    asks for it. That mod reads exactly one config record; under secure aggregation the
+    message also carries SecAgg+'s, so the mod is shown the round's record alone and every
+    record is back in place before the site trains and after the mod returns."""
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    cfg = msg.content.config_records.get("config")
+    if cfg is None or "clipping_norm" not in cfg:
+        return call_next(msg, context)
+    others = {k: v for k, v in msg.content.config_records.items() if k != "config"}
+
+    def restored(inner_msg, inner_context):
+        inner_msg.content.update(others)
+        return call_next(inner_msg, inner_context)
+
+    for key in others:
+        del msg.content[key]
+    try:
+        return fixedclipping_mod(msg, context, restored)
+    finally:
+        msg.content.update(others)
+
+
 def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=None):
     """A Flower ClientApp. `task=None` reads the task from `context.run_config`;
     `site_data(context) -> (corpus_path, examples)` gives this site's private data;
@@ -110,14 +134,6 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     policy = policy or (lambda context: SitePolicy.from_node_config(context.node_config))
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
-    from flwr.clientapp.mod import fixedclipping_mod
-
-    def dp_clipping(msg, context, call_next):
-        """Flower's client-side fixed clipping, active only when the server asks for it."""
-        cfg = msg.content.config_records.get("config")
-        if cfg is not None and "clipping_norm" in cfg:
-            return fixedclipping_mod(msg, context, call_next)
-        return call_next(msg, context)
 
     def _task(context) -> FedTask:
         apply_defaults()  # a site's process is an entry point: Ray workers do not inherit the launcher's filters
@@ -132,7 +148,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     from fedrag.federation.secagg import make_secagg_mod
 
     # innermost first: central-DP clipping, then local DP's noise, then secure aggregation's masks
-    app = ClientApp(mods=[*mods, make_secagg_mod(), make_local_dp_mod(_task, site_data), dp_clipping])
+    app = ClientApp(mods=[*mods, make_secagg_mod(), make_local_dp_mod(_task, site_data), central_dp_clipping])
 
     @app.train()
     def train(msg: Message, context) -> Message:

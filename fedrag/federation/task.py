@@ -24,18 +24,23 @@ Aggregator = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
 AGGREGATORS: tuple[str, ...] = get_args(Aggregator)
 
 
-def _train(name: str):
+# the panels of `fedrag federate --help`, each setting's own (`setting(panel=...)`)
+MODELS, TRAINING = "Models and plan", "Training on the sites"
+AGGREGATION, EVALUATION = "Aggregation and privacy", "Evaluation and tracking"
+
+
+def _train(name: str, panel: str = TRAINING):
     """A site's training setting: [`TrainConfig`][fedrag.train.TrainConfig]'s field, one definition."""
     from fedrag.train.config import TrainConfig
 
-    return same(TrainConfig, name)
+    return same(TrainConfig, name, panel=panel)
 
 
 def _plan(name: str):
     """The models and plan options: [`PlanSettings`][fedrag.strategies.settings.PlanSettings]' field."""
     from fedrag.strategies.settings import PlanSettings
 
-    return same(PlanSettings, name)
+    return same(PlanSettings, name, panel=MODELS)
 
 
 @dataclass
@@ -58,50 +63,59 @@ class FedTask:
     ralt_mode: RaltMode = _plan("ralt_mode")
     two_phase_loss: TwoPhaseLoss = _plan("two_phase_loss")
     two_phase_order: TwoPhaseOrder = _plan("two_phase_order")
-    rounds: int = setting(2, "federated rounds per phase")
-    local_steps: int = setting(10, "optimizer steps each site takes per round")
+    rounds: int = setting(2, "federated rounds per phase", panel=TRAINING)
+    local_steps: int = setting(10, "optimizer steps each site takes per round", panel=TRAINING)
     batch_size: BatchSize = _train("batch_size")
     lr_generator: float = _train("lr_generator")
     lr_retriever: float = _train("lr_retriever")
     warmup_ratio: float = _train("warmup_ratio")
     gradient_checkpointing: bool = _train("gradient_checkpointing")
     keep_optimizer: bool = setting(
-        False, "sites keep their AdamW moments between rounds of a phase (default: they restart them each round)"
+        False, "sites keep their AdamW moments between rounds of a phase (default: they restart them each round)", panel=TRAINING
     )
     seed: int = _train("seed")
-    aggregator: Aggregator = setting("fedavg", "how the server combines the sites' updates (Flower's strategies)")
-    proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term on the sites")
-    server_lr: float = setting(0.1, "FedAdam/FedYogi: the server's learning rate (eta)")
-    fraction: float = setting(1.0, "fraction of the connected sites sampled each round")
-    min_sites: int = setting(2, "sites a round needs (fedrag federate: every site it starts, unless given)")
+    aggregator: Aggregator = setting(
+        "fedavg", "how the server combines the sites' updates (Flower's strategies)", panel=AGGREGATION
+    )
+    proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term on the sites", panel=AGGREGATION)
+    server_lr: float = setting(0.1, "FedAdam/FedYogi: the server's learning rate (eta)", panel=AGGREGATION)
+    fraction: float = setting(1.0, "fraction of the connected sites sampled each round", panel=AGGREGATION)
+    min_sites: int = setting(2, "sites a round needs (fedrag federate: every site it starts, unless given)", panel=AGGREGATION)
     dp_noise: float = setting(
         0.0,
         "central differential privacy when above 0: sites clip their update, the server adds Gaussian noise of this multiplier",
+        panel=AGGREGATION,
     )
-    dp_clip: float = setting(1.0, "DP: the L2 norm each site's update is clipped to")
+    dp_clip: float = setting(1.0, "DP: the L2 norm each site's update is clipped to", panel=AGGREGATION)
     dp_delta: float = setting(1e-5, "DP: the delta of the reported (epsilon, delta) guarantee", cli=False)
     local_dp_noise: float = setting(
         0.0,
         "local differential privacy when above 0: each site clips its update to --local-dp-clip and adds Gaussian "
         "noise of this multiplier before it leaves the site (a site's node config 'local-dp-noise' can demand more)",
+        panel=AGGREGATION,
     )
-    local_dp_clip: float = setting(1.0, "local DP: the L2 norm each site clips its update to before noising it")
+    local_dp_clip: float = setting(
+        1.0, "local DP: the L2 norm each site clips its update to before noising it", panel=AGGREGATION
+    )
     secagg: bool = setting(
         False,
         "secure aggregation (Flower's SecAgg+): sites mask their updates so the server decodes only their sum",
+        panel=AGGREGATION,
     )
     secagg_clip: float = setting(
         1.0,
         "secure aggregation: the bound on each value of a site's round update before quantisation "
         "(values beyond it are clipped and counted in rounds.json)",
+        panel=AGGREGATION,
     )
     secagg_quantization: int = setting(
-        2**22, "secure aggregation: the integer levels each value is quantised to (at most 2**32 / sites)"
+        2**22, "secure aggregation: the integer levels each value is quantised to (at most 2**32 / sites)", panel=AGGREGATION
     )
     secagg_threshold: int = setting(
         0,
         "secure aggregation: the sites whose key shares rebuild a dropped site's masks "
         "(0: a majority of the round's sites, at least 2); a round survives losing sites down to it",
+        panel=AGGREGATION,
     )
     out: str = setting("", "the server's output directory", cli=False)
     corpus: str = setting(
@@ -119,13 +133,14 @@ class FedTask:
     )
     eval_corpus: str = setting("", "server-side evaluation: the corpus (default: --corpus)", cli=False)
     eval_qa: str = setting("", "held-out QA the server evaluates each round", cli=False)
-    eval_limit: int = setting(50, "server-side evaluation: at most N questions")
-    evaluate_every: int = setting(1, "sites evaluate every N rounds and at a phase's last round (0: never)")
+    eval_limit: int = setting(50, "server-side evaluation: at most N questions", panel=EVALUATION)
+    evaluate_every: int = setting(1, "sites evaluate every N rounds and at a phase's last round (0: never)", panel=EVALUATION)
     round_timeout: float = setting(
         3600.0,
         "seconds the server waits for a round's replies (and for --min-sites sites "
         "to be connected); fewer than --min-sites replies then end the run with an "
         "error, the last good round checkpointed",
+        panel=AGGREGATION,
     )
     device: str = setting("cpu", "a site's device (a site's --node-config 'device=\"cuda:1\"' wins over this)", cli=False)
     dtype: Precision = _train("dtype")
@@ -136,7 +151,7 @@ class FedTask:
         "the task is built); a stage's own defaults never replace them",
         cli=False,
     )
-    report_to: str = _train("report_to")  # the server tracks each round's global and per-site metrics
+    report_to: str = _train("report_to", EVALUATION)  # the server tracks each round's global and per-site metrics
 
     def __post_init__(self):
         from fedrag.errors import check_finite

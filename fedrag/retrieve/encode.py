@@ -16,6 +16,7 @@ that support it, float32 elsewhere.
 from __future__ import annotations
 
 import copy
+import ctypes
 import hashlib
 import os
 from collections.abc import Sequence
@@ -133,6 +134,7 @@ def encode_corpus(
             else:
                 parts[s] = emb
             bar.update(len(texts))
+            _release_freed_memory()
             _faults.checkpoint("encode-chunk")
     finally:
         bar.close()
@@ -140,6 +142,15 @@ def encode_corpus(
     for s in starts:
         out[s : s + CHUNK] = parts[s] if s in parts else np.load(folder / f"{s:09d}.npy")
     return out
+
+
+def _release_freed_memory() -> None:
+    """Hand the chunk's freed buffers back to the OS (glibc keeps them otherwise, and a long
+    encode's peak memory grew with every chunk); a no-op where there is no glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _save_atomic(path: Path, emb: np.ndarray) -> None:

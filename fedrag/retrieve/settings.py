@@ -24,7 +24,7 @@ class StoreSettings:
         "flat (exact), hnsw, ivf-pq, or a faiss index_factory string; auto: flat below 200,000 passages, hnsw above",
     )
     nprobe: int | None = setting(None, "IVF indexes: inverted lists searched per query (default 16)")
-    ef_search: int | None = setting(None, "HNSW indexes: candidates kept while searching (default 128)")
+    ef_search: int | None = setting(None, "HNSW indexes: candidates kept while searching (default 512)")
     encode_dtype: EncodeDtype = setting(
         "auto", "precision of the passage encoder while indexing; auto: bfloat16 where the CPU or GPU has bfloat16 units"
     )
