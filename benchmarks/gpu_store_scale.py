@@ -19,7 +19,6 @@ import argparse
 import json
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,16 +77,6 @@ def corpus(n: int, path: Path) -> float:
     return total / n
 
 
-def search_stats(store, queries) -> tuple[float, float]:
-    times = []
-    for q in queries:
-        t0 = time.perf_counter()
-        store.search(q[None, :], 5)
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -135,6 +124,8 @@ def main() -> None:
     queries = np.asarray(store.embeddings[rng.choice(len(store), 1000, replace=False)], dtype=np.float32)
     queries += rng.normal(0, 0.05, queries.shape).astype(np.float32)  # near a passage, not on it
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    from store_scale import search_stats
+
     p50, p99 = search_stats(store, queries)
     disk = sum(f.stat().st_size for f in (work / "store").rglob("*") if f.is_file()) / 2**20
     import torch

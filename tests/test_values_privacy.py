@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from fedrag.federation.task import FedTask
+from test_privacy import _context, _message  # the same hand-built ClientApp message and context
 
 # dp-accounting's default RDP orders (dp_accounting.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS),
 # written out: Flower's accountant builds dp-accounting's RdpAccountant with orders=None
@@ -56,24 +57,6 @@ def test_the_independent_references_agree():
     assert gaussian_epsilon(0.75, 3, 1e-6) > 1.8 * gaussian_epsilon(1.5, 3, 1e-6)
 
 
-def _train_message(arrays: dict, rnd: int):
-    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
-
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-            "config": ConfigRecord({"phase": 0, "server-round": rnd, "round-offset": 0}),
-        }
-    )
-    return Message(content, dst_node_id=1, message_type="train")
-
-
-def _context(node_config: dict):
-    from flwr.app import Context, RecordDict
-
-    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
-
-
 def test_local_dp_epsilon_is_the_gaussian_mechanism_at_half_the_noise_multiplier(tmp_path):
     """Local DP at noise multiplier z and clip C: the site releases its update clipped to
     L2 norm C plus N(0, (zC)²) per coordinate. Neighbouring data of the site may move its
@@ -106,7 +89,7 @@ def test_local_dp_epsilon_is_the_gaussian_mechanism_at_half_the_noise_multiplier
     for k in (1, 2, 3):
         # a fresh mod (a restarted site process) for the last release: the ledger on disk carries the account
         mod = make_local_dp_mod(lambda context: task, lambda context: (str(corpus), []))
-        out = mod(_train_message(start, k), _context({"partition-id": 0}), site_trains)
+        out = mod(_message(start, k), _context({"partition-id": 0}), site_trains)
         update = out.content["arrays"]["packed.float32"].numpy().astype(np.float64) - start["packed.float32"]
         noise = update - clip / math.sqrt(n)  # the clipped update is C along (1, ..., 1) / sqrt(n)
         assert float(noise.mean()) == pytest.approx(0.0, abs=5 * z * clip / math.sqrt(n))
