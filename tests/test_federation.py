@@ -38,6 +38,17 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def like_a_site(task, corpus: str, shared: bool):
+    """A central RAG system built as a federated site builds its own by default: a LoRA
+    adapter on the retriever, a stale store re-ranked rather than re-embedded."""
+    from fedrag.pipeline import build_training_rag
+
+    return build_training_rag(
+        corpus, task.retriever, task.generator, True, task.top_k, "cpu", task.seed,
+        shared_retriever=shared, retriever_lora=True, index_refresh="rerank",
+    )  # fmt: skip
+
+
 def task_for(tiny_models, out, **kw):
     base = dict(
         retriever=tiny_models["retriever"],
@@ -60,7 +71,6 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     carry the moments, and differs from chunks that restart them."""
     from safetensors.torch import load_file
 
-    from fedrag.pipeline import build_training_rag
     from fedrag.train import TrainConfig, get_state, make_stage, train_stage
 
     task = task_for(tiny_models, tmp_path / "fed", stage="contrastive", rounds=2, local_steps=3, min_sites=1, keep_optimizer=True)
@@ -73,18 +83,7 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     site = sites[1][0]
 
     def central(carry: bool) -> dict:
-        rag = build_training_rag(
-            site["corpus"],
-            task.retriever,
-            task.generator,
-            True,
-            task.top_k,
-            "cpu",
-            task.seed,
-            shared_retriever=True,
-            retriever_lora=True,
-            index_refresh="rerank",  # what a federated site does by default
-        )  # contrastive trains the passage side
+        rag = like_a_site(task, site["corpus"], shared=True)  # contrastive trains the passage side
         moments = {} if carry else None
         with one_thread():
             for rnd in (1, 2):
@@ -714,25 +713,13 @@ def _saved_weights(out: Path) -> dict:
 def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
     """The same plan trained centrally on the site's data and federated over that one site
     for one round (its steps = the local steps): both outputs, saved the same way."""
-    from fedrag.pipeline import build_training_rag
     from fedrag.strategies import save_outputs
     from fedrag.train import TrainConfig
 
     task = task_for(tiny_models, tmp_path / "fed", strategy=name, rounds=1, local_steps=3, min_sites=1, evaluate_every=0)
     simulate(task, sites[1], plan=plan)
     site = sites[1][0]
-    rag = build_training_rag(
-        site["corpus"],
-        task.retriever,
-        task.generator,
-        True,
-        task.top_k,
-        "cpu",
-        task.seed,
-        shared_retriever=plan.shared_retriever,
-        retriever_lora=True,  # a federated retriever's default: a LoRA adapter
-        index_refresh="rerank",  # a federated site's default
-    )
+    rag = like_a_site(task, site["corpus"], plan.shared_retriever)
     cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed, warmup_ratio=task.warmup_ratio)
     # a site never takes keep_best from a stage (LSR's default, Phase.config): the central run it equals leaves it off
     cfg = cfg.set(keep_best=False)

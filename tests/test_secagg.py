@@ -11,6 +11,7 @@ from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.errors import FedragError
 from fedrag.federation.task import FedTask
+from test_federation import one_thread
 
 
 @pytest.fixture(scope="module")
@@ -173,19 +174,6 @@ def test_secagg_gives_fedavg_and_the_server_sees_only_masked_vectors(tiny_models
     assert entry["bytes_received"] >= sum(v.nbytes for vs in masked for v in vs)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """As in a Ray worker (1 CPU): the same reduction order, so AdamW sees the same gradients."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _site_updates(tiny_models, tmp_path, paths) -> list[tuple[dict, int]]:
     """Each site's round from the untrained adapter, run here with the code a Ray worker runs:
     (its adapter update by LoRA tensor name, its num-examples)."""
@@ -198,7 +186,7 @@ def _site_updates(tiny_models, tmp_path, paths) -> list[tuple[dict, int]]:
     task = _task(tiny_models, tmp_path / "by-hand")
     start = get_state(build_training_rag(paths[0]["corpus"], task.retriever, task.generator), ("generator",))
     out = []
-    with _one_thread():
+    with one_thread():
         for site in paths:
             new, metrics = train_round(
                 task, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 1}

@@ -18,6 +18,15 @@ Retrieval = Literal["dense", "bm25", "hybrid"]
 EvalDecoding = Literal["auto", "concat", "rag-sequence", "rag-token"]
 
 
+EVAL_BATCH = typer.Option(
+    8,
+    "--batch-size",
+    click_type=IntOrName(["auto"]),
+    metavar="N|auto",
+    help="questions per batch; auto: the largest the GPU's free memory answers (a short probe; 8 on CPU)",
+)
+
+
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Option(..., "--out", help="directory for corpus/train/test JSONL"),
@@ -51,13 +60,7 @@ def eval_cmd(
     predictions: Optional[str] = typer.Option(
         None, "--predictions", help="write each question's answer and scores to this JSONL file"
     ),
-    batch_size: str = typer.Option(
-        8,
-        "--batch-size",
-        click_type=IntOrName(["auto"]),
-        metavar="N|auto",
-        help="questions per batch; auto: the largest the GPU's free memory answers (a short probe; 8 on CPU)",
-    ),
+    batch_size: str = EVAL_BATCH,
     device: str = DEVICE,
     decoding: str = choice_option(
         "auto",
