@@ -1,8 +1,17 @@
-"""Fault injection at an exact step, for the tests of kills and failures.
+"""Fault injection at an exact step, for the tests of kills, interrupts and failures.
 
 `FEDRAG_FAULT=POINT:N` makes the process kill itself with SIGKILL (no clean-up, as a
 power cut or the OOM killer would) the `N`-th time it passes `POINT`; it does nothing
-otherwise. Tests set it on a subprocess instead of racing a timer against the work.
+otherwise. `FEDRAG_FAULT=POINT:N:SIG` sends `SIG` instead (`INT` as Ctrl-C does, `TERM`
+as a scheduler does, `STOP` to hold the process still while a test acts on it). Tests set
+it on a subprocess instead of racing a timer against the work. The points:
+
+- `encode-chunk`: a chunk of a store's embeddings was written;
+- `train-checkpoint`: `train_stage` saved a resumable checkpoint;
+- `train-step`: `train_stage` finished an optimizer step;
+- `fed-checkpoint`: the federated server saved its checkpoint (after each round, and at
+  the end of each phase).
+
 `FEDRAG_FAULT=memory:N` makes a device too small for more than `N` questions a step:
 `--batch-size auto`'s probe runs out of memory above it, on any device.
 """
@@ -16,13 +25,14 @@ _seen: dict[str, int] = {}
 
 
 def checkpoint(point: str) -> None:
-    """Count one pass of `point`; die here if `FEDRAG_FAULT` names this pass."""
+    """Count one pass of `point`; signal this process if `FEDRAG_FAULT` names this pass."""
     spec = os.environ.get("FEDRAG_FAULT", "")
     if not spec.startswith(point + ":"):
         return
     _seen[point] = _seen.get(point, 0) + 1
-    if str(_seen[point]) == spec.split(":", 1)[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    count, _, sig = spec[len(point) + 1 :].partition(":")
+    if str(_seen[point]) == count:
+        os.kill(os.getpid(), getattr(signal, "SIG" + (sig or "KILL")))
 
 
 def memory_limit() -> int | None:

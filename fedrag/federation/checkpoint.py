@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fedrag import _faults
 from fedrag._io import atomic_dir
 from fedrag.federation.task import FedTask
 
@@ -46,6 +47,7 @@ def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list,
                 }
             )
         )
+    _faults.checkpoint("fed-checkpoint")
 
 
 def read_checkpoint(out: Path, task: FedTask, phases: int) -> dict | None:

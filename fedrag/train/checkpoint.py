@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedrag import _faults
 from fedrag._io import atomic_dir
 from fedrag.train.cost import Cost
 from fedrag.train.state import get_state, set_state
@@ -68,6 +69,7 @@ def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict |
                 }
             )
         )
+    _faults.checkpoint("train-checkpoint")
 
 
 def _jsonable(value):

@@ -18,6 +18,7 @@ from fedrag.data.types import Example
 from fedrag.train import distributed
 from fedrag.train.batch_size import resolve as resolve_batch_size
 from fedrag.train.best import BestKeeper
+from fedrag import _faults
 from fedrag.train.checkpoint import export_optimizer_state, import_optimizer_state, load_checkpoint, save_checkpoint
 from fedrag.train.config import TrainConfig
 from fedrag.train.cost import Cost, CostMeter, param_count
@@ -227,6 +228,7 @@ def train_stage(
                 saved = step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
+            _faults.checkpoint("train-step")
         bar.close()
         opt.zero_grad(set_to_none=True)  # nothing stale for the next caller (and the memory back)
         rag.retriever.query_encoder.eval()
