@@ -26,7 +26,8 @@ def test_the_docs_site_builds_strictly(tmp_path):
     # no raw reST left: roles, directives and double-backtick literals render as Markdown
     for raw in (":class:`", ":func:`", ":meth:`", ":mod:`", ":data:`", ":math:`", ".. math::", "``"):
         assert raw not in api, f"raw reST {raw!r} in the API reference"
-    assert api.count('class="arithmatex"') >= 5, "the losses' maths is rendered (arithmatex)"
+    assert api.count('class="arithmatex') >= 5, "the losses' maths is rendered (arithmatex)"
+    assert api.count('class="arithmatex arithmatex-svg"><svg') >= 5, "the maths is rendered to inline SVG at build time"
     assert "_JointStage" not in api, "private classes stay out of the reference"
     # each settings field is listed with its default and its help (fedrag._settings.setting)
     from dataclasses import fields
@@ -42,10 +43,25 @@ def test_the_docs_site_builds_strictly(tmp_path):
             assert help_text, f"{cls.__name__}.{f.name} has help"
             assert f"{f.name} : " in text and help_text in text, f"the reference lists {cls.__name__}.{f.name} with its help"
     concepts = (tmp_path / "site" / "concepts" / "index.html").read_text()
-    assert 'class="mermaid"' in concepts, "the concepts diagram is a mermaid figure"
+    for svg in ("layers.svg", "question-flow.svg", "federated-round.svg"):
+        assert svg in concepts and (tmp_path / "site" / "img" / svg).is_file(), f"the concepts diagram {svg} is a committed SVG"
     results = (tmp_path / "site" / "results" / "index.html").read_text()
-    for img in ("quality_vs_cost_hotpotqa.png", "quality_vs_cost_squad.png", "fed_vs_central_by_round.png"):
+    for img in ("quality_vs_cost_hotpotqa.png", "quality_vs_cost_squad150.png", "fed_vs_central_by_round.png"):
         assert img in results and (tmp_path / "site" / "img" / img).is_file(), img
+    # offline: no page loads a script, stylesheet, font, image or frame from the network
+    remote = re.compile(
+        r"<(?:script|img|iframe|source|embed|link)\b[^>]*\b(?:src|href|srcset)=[\"']?(?:https?:)?//"
+        r"|url\(\s*[\"']?(?:https?:)?//|@import\s+[\"']?(?:url\()?[\"']?(?:https?:)?//"
+    )
+    loads = [
+        f"{f.relative_to(tmp_path / 'site')}: {m.group(0)}"
+        for f in sorted((tmp_path / "site").rglob("*"))
+        if f.suffix in (".html", ".css", ".svg")
+        for m in remote.finditer(f.read_text(errors="replace"))
+    ]
+    assert not loads, "\n".join(loads[:20])
+    assert remote.search('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js">')
+    assert remote.search('<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">')
 
 
 NARRATION = [
