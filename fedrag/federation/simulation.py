@@ -66,6 +66,9 @@ def ray_backend(
         init = {"address": ray_address, "logging_level": "ERROR", "log_to_driver": verbose}
     else:
         init = {
+            # "local", not None: Ray would otherwise join the cluster named in RAY_ADDRESS or
+            # in /tmp/ray/ray_current_cluster, which outlives a killed `ray start` head
+            "address": "local",
             "num_cpus": max(1, os.cpu_count() or 1),
             "include_dashboard": False,
             "_node_ip_address": "127.0.0.1",
