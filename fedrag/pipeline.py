@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fedrag._settings import check_choice
 from fedrag.data.jsonl import load_corpus
 from fedrag.errors import FedragError, StoreError
 from fedrag.rag import RAGSystem
 from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
+from fedrag.retrieve.search import TOP_K, Retrieval
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -39,7 +41,7 @@ def build_rag(
     generator: str | None,
     index: str | None = None,
     retrieval: str = "dense",
-    top_k: int = 3,
+    top_k: int = TOP_K,
     device: str = "cpu",
     show_progress: bool = False,
     settings=None,
@@ -55,8 +57,7 @@ def build_rag(
 
     from fedrag.generate import Generator
 
-    if retrieval not in ("dense", "bm25", "hybrid"):
-        raise FedragError(f"--retrieval must be dense, bm25 or hybrid, got '{retrieval}'")
+    check_choice(retrieval, Retrieval, "--retrieval")
     if top_k < 1:
         raise FedragError(f"--top-k must be >= 1, got {top_k}")
     if index and not Path(index).is_dir():
@@ -98,7 +99,7 @@ def build_training_rag(
     retriever: str,
     generator: str | None,
     lora: bool = True,
-    top_k: int = 3,
+    top_k: int = TOP_K,
     device: str = "cpu",
     seed: int = 0,
     index: str | None = None,

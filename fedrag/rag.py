@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fedrag.generate.decoding import GenerationSettings, rag_sequence_decode, rag_token_decode
-from fedrag.retrieve.search import Hit, Searcher
+from fedrag.retrieve.search import TOP_K, Hit, Searcher
 
 
 @dataclass
@@ -27,7 +27,7 @@ class RAGSystem:
     with `settings` (decoding `concat` | `rag-sequence` | `rag-token` and the
     generation options, [`GenerationSettings`][fedrag.generate.decoding.GenerationSettings])."""
 
-    def __init__(self, searcher: Searcher, generator=None, top_k: int = 3, settings: GenerationSettings | None = None):
+    def __init__(self, searcher: Searcher, generator=None, top_k: int = TOP_K, settings: GenerationSettings | None = None):
         self.searcher, self.generator, self.top_k = searcher, generator, top_k
         self.settings = settings or GenerationSettings()
 

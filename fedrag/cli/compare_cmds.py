@@ -11,7 +11,7 @@ import typer
 
 from fedrag.cli.options import DEVICE, app, collect, settings, with_settings
 from fedrag.cli.train_cmds import CORPUS, LIMIT, OUT, TRAIN, given, load_inputs
-from fedrag.train.config import UNTRACKED
+from fedrag.train.config import UNTRACKED, VAL_LIMIT
 from fedrag.train.validate import carve_validation
 from fedrag.errors import FedragError
 from fedrag.strategies.compare import CompareSettings
@@ -37,7 +37,7 @@ def compare(
         min=1,
         help="test on N questions spread evenly through --test (a file sorted by article keeps every article)",
     ),
-    val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions (--search)"),
+    val_limit: Optional[int] = typer.Option(VAL_LIMIT, "--val-limit", min=1, help="validate on N questions (--search)"),
     device: str = DEVICE,
     **kw,
 ):
@@ -51,6 +51,7 @@ def compare(
     from fedrag.data.partition import evenly_spaced
     from fedrag.pipeline import build_training_rag, resolve_device
     from fedrag.strategies.compare import compare as run_compare
+    from fedrag.strategies.compare_store import CompareInputs
     from fedrag.strategies.report import advise, markdown_table, plot_quality_vs_cost
 
     cfg = collect(TrainConfig, kw, progress=sys.stderr.isatty(), explicit=given(ctx, TrainConfig))
@@ -59,17 +60,8 @@ def compare(
         CompareSettings,
         kw,
         # `explicit` travels with the values: a stage's defaults replace only what the user did not set
-        train={k: (list(v) if k == "explicit" else v) for k, v in asdict(cfg).items() if k == "explicit" or k not in UNTRACKED},
-        data={
-            "corpus": str(corpus),
-            "train": str(train),
-            "test": str(test),
-            "val": val,
-            "limit": limit,
-            "test_limit": test_limit,
-            "val_limit": val_limit,
-            "sampling": "evenly-spaced",
-        },
+        train={k: v for k, v in asdict(cfg).items() if k == "explicit" or k not in UNTRACKED},
+        data=asdict(CompareInputs(str(corpus), str(train), str(test), val, limit, test_limit, val_limit)),
     )
     search, seed, top_k = settings.search, cfg.seed, settings.top_k
     if out.exists() and output_kind(out) != "compare" and not overwrite:

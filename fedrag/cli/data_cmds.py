@@ -10,12 +10,13 @@ from typing import Literal, Optional
 import typer
 
 from fedrag.cli.options import DEVICE, IntOrName, app, choice_option, collect, settings, with_settings, write_json
-from fedrag.generate.decoding import GenerationSettings
+from fedrag.generate.decoding import Decoding, GenerationSettings
 from fedrag.models import WeightDtype
+from fedrag.retrieve.search import Retrieval
 from fedrag.strategies.settings import PlanSettings
 
-Retrieval = Literal["dense", "bm25", "hybrid"]
-EvalDecoding = Literal["auto", "concat", "rag-sequence", "rag-token"]
+EvalDecoding = Literal["auto", Decoding]  # auto: the recorded decoding (Literals flatten: one list of decodings)
+ConvertFormat = Literal["squad", "nq-open", "hotpotqa", "hf"]  # fedrag.data.converters.FORMATS, and hf
 
 
 EVAL_BATCH = typer.Option(
@@ -142,7 +143,7 @@ def convert(
     fmt: str = choice_option(
         ...,
         "--format",
-        Literal["squad", "nq-open", "hotpotqa", "hf"],
+        ConvertFormat,
         "hf: a Hugging Face dataset (save_to_disk directory, Parquet/Arrow/JSON/CSV files, or a Hub id online)",
     ),
     input_path: str = typer.Option(..., "--input", help="the dataset file or directory"),

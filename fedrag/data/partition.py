@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
+from fedrag._settings import check_choice
 from fedrag.data.jsonl import write_jsonl
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
@@ -35,8 +36,7 @@ def partition(passages: list[Passage], examples: list[Example], n_sites: int, mo
     """
     if n_sites < 1:
         raise FedragError("need at least one site")
-    if mode not in get_args(Partition):
-        raise FedragError(f"partition must be one of {', '.join(get_args(Partition))}, got '{mode}'")
+    check_choice(mode, Partition, "partition")
     rng = random.Random(seed)
     title_of = {p.id: p.title for p in passages}
 

@@ -28,6 +28,10 @@ def make_accountant(task: FedTask, state: dict | None = None):
     return accountant
 
 
+# Flower's strategy class for each `Aggregator` choice (tests hold the keys to the Literal)
+FLOWER_CLASSES = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam", "fedyogi": "FedYogi"}
+
+
 def make_aggregator(task: FedTask, accountant=None):
     """The Flower strategy for `task` (stock Flower classes), wrapped in Flower's
     client-side-clipping DP (reporting to the run's `accountant`) if asked."""
@@ -40,7 +44,7 @@ def make_aggregator(task: FedTask, accountant=None):
         fraction_evaluate=0.0 if task.eval_qa else task.fraction,
         min_evaluate_nodes=task.min_sites,
     )
-    cls = {"fedavg": fs.FedAvg, "fedprox": fs.FedProx, "fedadam": fs.FedAdam, "fedyogi": fs.FedYogi}[task.aggregator]
+    cls = getattr(fs, FLOWER_CLASSES[task.aggregator])
     extra = {
         "fedprox": {"proximal_mu": task.proximal_mu},
         "fedadam": {"eta": task.server_lr},

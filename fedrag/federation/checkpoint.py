@@ -10,17 +10,20 @@ from pathlib import Path
 
 from fedrag import _faults
 from fedrag._io import atomic_dir
+from fedrag._settings import names
 from fedrag.federation.task import FedTask
 
 CKPT = "checkpoint"
 
 
-RUN_KEYS_IGNORED = ("out", "round_timeout", "device", "evaluate_every", "eval_limit", "report_to")
+# where and how the run is watched, not what it computes: the task's settings declared `identity=False`
+RUN_KEYS_IGNORED = names(FedTask, identity=False)
 
 
 def run_identity(task: FedTask) -> dict:
     """The task settings a checkpoint belongs to (a resume must match them)."""
-    return {k: v for k, v in task.to_config().items() if k not in RUN_KEYS_IGNORED}
+    ignored = names(type(task), identity=False)
+    return {k: v for k, v in task.to_config().items() if k not in ignored}
 
 
 def save_checkpoint(out: Path, rag, phase: int, rounds_done: int, history: list, task: FedTask, accountant=None) -> None:

@@ -12,12 +12,12 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Literal, get_args, get_origin
 
-from fedrag._settings import check_choices, same, setting
+from fedrag._settings import check_choices, names, same, setting
 from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
-from fedrag.retrieve.search import IndexRefresh
+from fedrag.retrieve.search import TOP_K, IndexRefresh
 from fedrag.strategies.choices import TwoPhaseLoss, TwoPhaseOrder
-from fedrag.train.config import BatchSize, Precision
+from fedrag.train.config import VAL_LIMIT, BatchSize, Precision
 from fedrag.train.choices import RaltMode
 
 Aggregator = Literal["fedavg", "fedprox", "fedadam", "fedyogi"]
@@ -117,7 +117,7 @@ class FedTask:
         "(0: a majority of the round's sites, at least 2); a round survives losing sites down to it",
         panel=AGGREGATION,
     )
-    out: str = setting("", "the server's output directory", cli=False)
+    out: str = setting("", "the server's output directory", cli=False, identity=False)
     corpus: str = setting(
         "",
         "Flower's simulation under flwr run: the corpus JSONL (absolute path) each simulated node takes its partition of",
@@ -133,16 +133,21 @@ class FedTask:
     )
     eval_corpus: str = setting("", "server-side evaluation: the corpus (default: --corpus)", cli=False)
     eval_qa: str = setting("", "held-out QA the server evaluates each round", cli=False)
-    eval_limit: int = setting(50, "server-side evaluation: at most N questions", panel=EVALUATION)
-    evaluate_every: int = setting(1, "sites evaluate every N rounds and at a phase's last round (0: never)", panel=EVALUATION)
+    eval_limit: int = setting(VAL_LIMIT, "server-side evaluation: at most N questions", panel=EVALUATION, identity=False)
+    evaluate_every: int = setting(
+        1, "sites evaluate every N rounds and at a phase's last round (0: never)", panel=EVALUATION, identity=False
+    )
     round_timeout: float = setting(
         3600.0,
         "seconds the server waits for a round's replies (and for --min-sites sites "
         "to be connected); fewer than --min-sites replies then end the run with an "
         "error, the last good round checkpointed",
         panel=AGGREGATION,
+        identity=False,
     )
-    device: str = setting("cpu", "a site's device (a site's --node-config 'device=\"cuda:1\"' wins over this)", cli=False)
+    device: str = setting(
+        "cpu", "a site's device (a site's --node-config 'device=\"cuda:1\"' wins over this)", cli=False, identity=False
+    )
     dtype: Precision = _train("dtype")
     score_batch_size: int | None = _train("score_batch_size")
     explicit: str = setting(
@@ -199,20 +204,14 @@ class FedTask:
         with: `local_steps` steps, the schedule continuing across the phase's rounds."""
         from fedrag.train.config import TrainConfig
 
-        names = {f.name for f in fields(TrainConfig)}
-        explicit = tuple(n for n in self.explicit.split(",") if n in names)
+        train, own = names(TrainConfig), ("explicit", "steps", "seed", "prox_mu", "schedule_total", "schedule_offset")
+        carried = [n for n in names(type(self), to_sites=True) if n in train and n not in own]  # TrainConfig's, `same`
         return TrainConfig(
-            explicit=explicit,
+            **{n: getattr(self, n) for n in carried},
+            explicit=tuple(n for n in self.explicit.split(",") if n in train),
             steps=self.local_steps,
-            batch_size=self.batch_size,
-            lr_generator=self.lr_generator,
-            lr_retriever=self.lr_retriever,
-            warmup_ratio=self.warmup_ratio,
             seed=self.seed + rnd - 1,
             prox_mu=prox_mu,
-            gradient_checkpointing=self.gradient_checkpointing,
-            dtype=self.dtype,
-            score_batch_size=self.score_batch_size,
             schedule_total=self.rounds * self.local_steps,
             schedule_offset=(rnd - 1) * self.local_steps,
         )
@@ -275,7 +274,7 @@ def _record_explicit():
 _record_explicit()
 
 
-def import_strategy(path: str, top_k: int = 3):
+def import_strategy(path: str, top_k: int = TOP_K):
     """`"package.module:attribute"` → a Strategy (Flower names its apps the same way)."""
     import importlib
 

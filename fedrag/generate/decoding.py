@@ -34,7 +34,7 @@ from typing import Literal, get_args
 
 import torch
 
-from fedrag._settings import setting
+from fedrag._settings import check_choice, check_choices, setting
 from fedrag.errors import FedragError
 from fedrag.generate.prompts import clean_answer
 
@@ -74,10 +74,7 @@ class GenerationSettings:
         from fedrag.errors import check_finite
 
         check_finite(self)
-        if self.decoding not in DECODINGS:
-            raise FedragError(f"--decoding must be one of {', '.join(DECODINGS)}, got '{self.decoding}'")
-        if self.rag_sequence not in get_args(RagSequenceMode):
-            raise FedragError(f"--rag-sequence must be one of {', '.join(get_args(RagSequenceMode))}, got '{self.rag_sequence}'")
+        check_choices(self)  # --decoding, --rag-sequence: from their Literal types
         if self.max_new_tokens < 1 or self.num_beams < 1:
             raise FedragError("--max-new-tokens and --num-beams must be >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.gamma <= 0:
@@ -109,8 +106,7 @@ def recorded_decoding(generator_dir: str | Path | None) -> dict | None:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise FedragError(f"{path}: unreadable ({exc})") from None
-    if meta.get("decoding") not in DECODINGS:
-        raise FedragError(f"{path}: unknown decoding {meta.get('decoding')!r}")
+    check_choice(meta.get("decoding"), Decoding, f"{path}: the recorded decoding")
     return meta
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fedrag.generate.decoding import RETRIEVAL_GAMMA  # one temperature for training and decoding
 
-def lsr_loss(retriever_scores: torch.Tensor, lm_logp: torch.Tensor, gamma: float = 0.1, tau: float = 1.0) -> torch.Tensor:
+
+def lsr_loss(
+    retriever_scores: torch.Tensor, lm_logp: torch.Tensor, gamma: float = RETRIEVAL_GAMMA, tau: float = 1.0
+) -> torch.Tensor:
     r"""KL(p_LM ‖ p_R) over the top-k retrieved passages, averaged over the batch.
 
     $$

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
+from fedrag._settings import check_choice
 from fedrag.data.types import Passage
 from fedrag.retrieve.sparse import BM25Index, reciprocal_rank_fusion
 from fedrag.retrieve.store import KnowledgeStore
 
-MODES = ("dense", "bm25", "hybrid")
+Retrieval = Literal["dense", "bm25", "hybrid"]
+MODES: tuple[str, ...] = get_args(Retrieval)
+TOP_K = 3  # passages retrieved per question unless told: every stage, strategy, pipeline and CLI default
 IndexRefresh = Literal["auto", "phase", "rerank"]
 # candidates a stale index returns per hit wanted, re-ranked with fresh passage embeddings
 # (Atlas' "re-ranking" refresh, Izacard et al. 2022)
@@ -49,8 +52,7 @@ class Searcher:
     """
 
     def __init__(self, store: KnowledgeStore, retriever=None, mode: str = "dense", refresh: str = "phase"):
-        if mode not in MODES:
-            raise ValueError(f"retrieval mode must be one of {MODES}, got '{mode}'")
+        check_choice(mode, Retrieval, "retrieval mode", ValueError)
         if mode != "bm25" and retriever is None:
             raise ValueError(f"retrieval mode '{mode}' needs a dense retriever")
         if refresh not in ("phase", "rerank"):

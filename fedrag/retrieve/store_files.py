@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from fedrag._io import atomic_dir
+from fedrag._settings import check_choice
 from fedrag.errors import StoreError
 from fedrag.retrieve.faiss_index import FaissIndex
 from fedrag.retrieve.passage_table import PassageTable, write_passages
+from fedrag.retrieve.settings import VectorsDtype
 
 FORMAT = "fedrag-store/2"
 MANIFEST = "manifest.json"
@@ -33,8 +35,7 @@ _CHUNK = 65536
 
 def save_store(store, out_dir: str | os.PathLike, vectors: str = "float32") -> None:
     """Write `store` to `out_dir` atomically, as format 2 (see the module)."""
-    if vectors not in ("float32", "float16"):
-        raise StoreError(f"vectors must be float32 or float16, got '{vectors}'")
+    check_choice(vectors, VectorsDtype, "vectors", StoreError)
     with atomic_dir(out_dir) as tmp:
         write_passages(tmp / "passages.arrow", store.passages)
         emb = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=vectors, shape=store.embeddings.shape)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from fedrag._io import atomic_dir, atomic_write_json, atomic_write_text
+from fedrag._settings import names
 from fedrag.data.types import Example
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, save_decoding
 from fedrag.retrieve.retriever import LORA_LR
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
     from fedrag.rag import RAGSystem
 
 
-LENGTH = ("steps", "epochs", "min_steps", "schedule_total", "schedule_offset")  # a federated phase's length is its rounds
+# a federated phase's length is its rounds: neither a stage's default nor a phase's override of these applies on a site
+LENGTH = names(TrainConfig, round_set=True)
 # stage defaults a site does not take: a round ends with the weights it trained, for the server to aggregate
-NOT_ON_SITES = ("keep_best",)
+NOT_ON_SITES = names(TrainConfig, stage_default_on_sites=False)
 
 
 @dataclass
@@ -50,10 +52,10 @@ class Phase:
         defaults = dict(getattr(self.stage, "defaults", None) or {})
         overrides = dict(self.overrides)
         if federated:
-            for key in LENGTH:
+            for key in names(type(base), round_set=True):  # LENGTH, for `base`'s class
                 defaults.pop(key, None)
                 overrides.pop(key, None)
-            for key in NOT_ON_SITES:
+            for key in names(type(base), stage_default_on_sites=False):  # NOT_ON_SITES
                 defaults.pop(key, None)
         if retriever_lora:  # a stage's rate is for full weights
             defaults["lr_retriever"] = LORA_LR

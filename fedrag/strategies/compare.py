@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from fedrag._io import atomic_write_json
-from fedrag._settings import same, setting
+from fedrag._settings import check_choice, names, same, setting
 from fedrag.data.types import Example, Passage
 from fedrag.errors import FedragError
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings, RagSequenceMode
@@ -28,7 +28,7 @@ from fedrag.strategies.base import total_cost
 from fedrag.strategies.compare_store import cached_row, check_resume, identity, paired, question_rows, save_row
 from fedrag.strategies.library import STRATEGIES, make_strategy
 from fedrag.strategies.lr_search import search_lr
-from fedrag.strategies.settings import PlanSettings, SearchSettings
+from fedrag.strategies.settings import PlanSettings, SearchSettings, StrategyName
 from fedrag.strategies.verdicts import MARGIN, decide
 from fedrag.train.loop import TrainConfig
 
@@ -42,7 +42,11 @@ NEEDS_GOLD = {
 class CompareSettings:
     """What a comparison runs; stored in OUT so a resume with other settings is refused."""
 
-    strategies: list[str] = setting(help="the strategies to train and compare, comma-separated", factory=lambda: list(STRATEGIES))
+    # which rows are wanted, and how results are read (margin): not what a strategy's row depends on, so a
+    # rerun may add strategies to a comparison (or leave some out) without training the rest again
+    strategies: list[str] = setting(
+        help="the strategies to train and compare, comma-separated", factory=lambda: list(STRATEGIES), identity=False
+    )
     retriever: str = same(PlanSettings, "retriever")
     generator: str = same(PlanSettings, "generator")
     top_k: int = same(PlanSettings, "top_k")
@@ -61,16 +65,17 @@ class CompareSettings:
         "rows) or thorough (k² rows); see docs/results.md for their agreement",
     )
     margin: float = setting(
-        MARGIN, "F1 difference (as a fraction: 0.03 = 3 points) within which two strategies count as equivalent"
+        MARGIN,
+        "F1 difference (as a fraction: 0.03 = 3 points) within which two strategies count as equivalent",
+        identity=False,
     )
     data: dict = setting(help="input paths and sizes", factory=dict, cli=False)
 
     def __post_init__(self):
         grids = SearchSettings(tuple(self.lrs_generator), tuple(self.lrs_retriever))  # validated as search-lr's
         self.lrs_generator, self.lrs_retriever = list(grids.lrs_generator), list(grids.lrs_retriever)
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if unknown:
-            raise FedragError(f"unknown strategy '{unknown[0]}' (choose from {', '.join(STRATEGIES)})")
+        for name in self.strategies:
+            check_choice(name, StrategyName, "--strategies")
         if not self.strategies:
             raise FedragError("give at least one strategy to compare")
         if str(self.generator).lower() == "none":
@@ -83,6 +88,10 @@ class CompareSettings:
         if not 0 < self.margin < 1:
             raise FedragError(f"--margin is a fraction of F1 in (0, 1), got {self.margin}")
         GenerationSettings(rag_sequence=self.rag_sequence)  # validated where it is defined
+
+
+# the settings a resume need not match (`identity=False`): a comparison's rows do not depend on them
+REPORTED = names(CompareSettings, identity=False)
 
 
 def applicable(strategies: list[str], examples: list[Example]) -> tuple[list[str], dict[str, str]]:
@@ -113,7 +122,7 @@ def compare(
     `OUT/tracking`); it is not part of the settings a resume must match."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    check_resume(out, identity(settings, passages, train, test, val), log)
+    check_resume(out, identity(settings, passages, train, test, val), log, reported=REPORTED)
     (out / "strategies").mkdir(parents=True, exist_ok=True)
     run, skipped = applicable(settings.strategies, train)
     for name, why in skipped.items():

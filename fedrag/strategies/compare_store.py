@@ -5,12 +5,14 @@ pairing of strategies."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fedrag._io import MARKER, atomic_write_json, atomic_write_text
+from fedrag._settings import names, setting
 from fedrag.errors import FedragError
 from fedrag.evaluate.metrics import paired_sign_test
+from fedrag.train.config import VAL_LIMIT
 
 
 def fingerprint(items) -> str:
@@ -23,10 +25,30 @@ def fingerprint(items) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class CompareInputs:
+    """A comparison's inputs as given (`CompareSettings.data`): where they were read from and how many questions."""
+
+    corpus: str = setting("", "corpus JSONL", path=True)
+    train: str = setting("", "training QA JSONL", path=True)
+    test: str = setting("", "test QA JSONL", path=True)
+    val: str | None = setting(None, "validation QA JSONL", path=True)
+    limit: int | None = setting(None, "training questions used")
+    test_limit: int | None = setting(None, "test questions used")
+    val_limit: int | None = setting(VAL_LIMIT, "validation questions used (--search)")
+    sampling: str = setting("evenly-spaced", "how a limit picks its questions")
+
+
+# where the inputs were read from: a rerun may name them differently (their content is fingerprinted)
+PATHS = names(CompareInputs, path=True)
+
+
 def identity(settings, passages, train, test, val) -> dict:
-    """What a resumed comparison must match: the settings (a `CompareSettings`; paths as typed excluded) and
-    the content of every input, so rows scored on other questions are never paired."""
-    ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in REPORTED}
+    """What a resumed comparison must match: the settings (a `CompareSettings`, less those declared
+    `identity=False`; paths as typed excluded) and the content of every input, so rows scored on
+    other questions are never paired."""
+    reported = names(type(settings), identity=False)
+    ran = {k: v for k, v in json.loads(json.dumps(asdict(settings))).items() if k not in reported}
     return {
         **ran,
         "data": {k: v for k, v in settings.data.items() if k not in PATHS},
@@ -39,21 +61,16 @@ def identity(settings, passages, train, test, val) -> dict:
     }
 
 
-# how results are read (margin), and which rows are wanted: a strategy's row depends on the other settings
-# only, so a rerun may add strategies to a comparison (or leave some out) without training the rest again
-REPORTED = ("margin", "strategies")
-PATHS = ("corpus", "train", "test", "val")  # where the inputs were read from: a rerun may name them differently
-
-
-def check_resume(out: Path, wanted: dict, log=print) -> None:
+def check_resume(out: Path, wanted: dict, log=print, *, reported: tuple[str, ...] = ()) -> None:
     """Refuse `out` if it holds a comparison of other settings or data (naming what
-    differs); otherwise mark it as this comparison's, announcing a resume."""
+    differs); otherwise mark it as this comparison's, announcing a resume. `reported`:
+    the settings left out of `wanted` (an older comparison may have recorded them)."""
     marker = out / MARKER
     if marker.is_file():
         had = json.loads(marker.read_text())
         old = had.get("identity") if had.get("kind") == "compare" else None
         if old:  # a comparison written when these keys were part of its identity
-            old = {k: v for k, v in old.items() if k not in REPORTED}
+            old = {k: v for k, v in old.items() if k not in reported}
         if old != wanted:
             diff = _differs(old or {}, wanted)
             raise FedragError(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
 
+from fedrag._settings import check_choice
 from fedrag.errors import FedragError
+from fedrag.retrieve.search import TOP_K
 from fedrag.strategies.base import Phase, Strategy
+from fedrag.strategies.choices import StrategyName, TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.stages import (
     ContrastiveStage,
     LSRStage,
@@ -16,67 +20,58 @@ from fedrag.train.stages import (
 )
 
 
-def independent(top_k: int = 3) -> Strategy:
+def independent(top_k: int = TOP_K) -> Strategy:
     """Retriever and generator trained separately: RALT on contexts from the *baseline*
     retriever (it runs first, before the retriever changes), then the contrastive
     retriever stage on (question, gold passage) pairs (needs gold ids)."""
     return Strategy("independent", [Phase(RALTStage(top_k=top_k)), Phase(ContrastiveStage(top_k=top_k))], independent.__doc__)
 
 
-def two_phase(top_k: int = 3, retriever_loss: str = "rag-sequence", order: str = "generator-first") -> Strategy:
+def two_phase(top_k: int = TOP_K, retriever_loss: str = "rag-sequence", order: str = "generator-first") -> Strategy:
     """Generator with the retriever frozen (RAG-Sequence loss), then the retriever with
     the generator frozen (`retriever_loss`: rag-sequence, rag-token or lsr);
     `order="retriever-first"` swaps them."""
+    check_choice(retriever_loss, TwoPhaseLoss, "two-phase retriever loss")
+    check_choice(order, TwoPhaseOrder, "two-phase order")
     gen = Phase(RAGSequenceStage(top_k=top_k, train_retriever=False))
-    if retriever_loss == "rag-sequence":
-        ret = Phase(RAGSequenceStage(top_k=top_k, train_generator=False))
-    elif retriever_loss == "rag-token":
-        ret = Phase(RAGTokenStage(top_k=top_k, train_generator=False))
-    elif retriever_loss == "lsr":
+    if retriever_loss == "lsr":
         ret = Phase(LSRStage(top_k=top_k))
     else:
-        raise FedragError(f"two-phase retriever loss must be rag-sequence, rag-token or lsr, got '{retriever_loss}'")
-    if order not in ("generator-first", "retriever-first"):
-        raise FedragError(f"two-phase order must be generator-first or retriever-first, got '{order}'")
+        ret = Phase(
+            {"rag-sequence": RAGSequenceStage, "rag-token": RAGTokenStage}[retriever_loss](top_k=top_k, train_generator=False)
+        )
     phases = [gen, ret] if order == "generator-first" else [ret, gen]
     return Strategy("two-phase", phases, two_phase.__doc__)
 
 
-def joint_sequence(top_k: int = 3) -> Strategy:
+def joint_sequence(top_k: int = TOP_K) -> Strategy:
     """Retriever and generator trained together with the RAG-Sequence loss."""
     return Strategy("joint-sequence", [Phase(RAGSequenceStage(top_k=top_k))], joint_sequence.__doc__)
 
 
-def joint_token(top_k: int = 3) -> Strategy:
+def joint_token(top_k: int = TOP_K) -> Strategy:
     """Retriever and generator trained together with the RAG-Token loss."""
     return Strategy("joint-token", [Phase(RAGTokenStage(top_k=top_k))], joint_token.__doc__)
 
 
-def ra_dit(top_k: int = 3) -> Strategy:
+def ra_dit(top_k: int = TOP_K) -> Strategy:
     """RA-DIT: retrieval-augmented LM fine-tuning (one example per retrieved passage),
     then LM-supervised retrieval with the tuned generator."""
     return Strategy("ra-dit", [Phase(RALTStage(top_k=top_k, mode="per-passage")), Phase(LSRStage(top_k=top_k))], ra_dit.__doc__)
 
 
-def multi_task(top_k: int = 3) -> Strategy:
+def multi_task(top_k: int = TOP_K) -> Strategy:
     """Generator and retriever in one phase with a multi-task loss: the RALT answer NLL plus
     the contrastive loss of the query encoder, each step (needs gold ids)."""
     return Strategy("multi-task", [Phase(MultiTaskStage(top_k=top_k))], multi_task.__doc__)
 
 
-STRATEGIES = {
-    "independent": independent,
-    "two-phase": two_phase,
-    "joint-sequence": joint_sequence,
-    "joint-token": joint_token,
-    "ra-dit": ra_dit,
-    "multi-task": multi_task,
-}
+# the registry, built from the `StrategyName` choices: a name is a factory of the same name here
+STRATEGIES = {name: globals()[name.replace("-", "_")] for name in get_args(StrategyName)}
 
 
-def make_strategy(name: str, top_k: int = 3, **options) -> Strategy:
-    if name not in STRATEGIES:
-        raise FedragError(f"unknown strategy '{name}' (choose from {', '.join(STRATEGIES)})")
+def make_strategy(name: str, top_k: int = TOP_K, **options) -> Strategy:
+    check_choice(name, StrategyName, "strategy")
     return STRATEGIES[name](top_k=top_k, **options)
 
 
@@ -89,7 +84,7 @@ def custom(name: str, *stages) -> Strategy:
 def plan_from_names(
     strategy: str | None,
     stage: str | None,
-    top_k: int = 3,
+    top_k: int = TOP_K,
     ralt_mode: str = "all-in-one",
     two_phase_loss: str = "rag-sequence",
     two_phase_order: str = "generator-first",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fedrag._settings import check_choices, setting
 from fedrag.errors import FedragError
 from fedrag.models import Quantize
-from fedrag.retrieve.search import IndexRefresh
+from fedrag.retrieve.search import TOP_K, IndexRefresh
 from fedrag.strategies.choices import SearchMode, StrategyName, TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.choices import RaltMode
 
@@ -31,7 +31,7 @@ class PlanSettings:
         flag="--retriever-lora/--retriever-full",
     )
     quantize: Quantize = setting("none", "4bit/8bit: QLoRA on a bitsandbytes base (CUDA GPU only)")
-    top_k: int = setting(3, "passages retrieved per question")
+    top_k: int = setting(TOP_K, "passages retrieved per question")
     ralt_mode: RaltMode = setting("all-in-one", "RALT: all passages in one prompt, or one example per passage")
     two_phase_loss: TwoPhaseLoss = setting("rag-sequence", "two-phase: the retriever phase's loss")
     two_phase_order: TwoPhaseOrder = setting("generator-first", "two-phase: which phase runs first")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, Union, get_args
+from typing import Literal, Union
 
-from fedrag._settings import setting
+from fedrag._settings import check_choices, names, setting
 from fedrag.models import WeightDtype
 
 
@@ -19,10 +19,9 @@ Precision = WeightDtype  # the same choices: a compute precision here, the weigh
 BestMetric = Literal["auto", "f1", "em", "recall@5", "answer_recall@5", "mrr@10"]
 BatchSize = Union[int, Literal["auto"]]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
-
-
-# the settings that change no weight: not part of what a resumed run or comparison must match
-UNTRACKED = ("progress", "report_to", "run_name", "tracking_dir", "explicit")
+# held-out questions a selection or a round's evaluation scores unless told (search-lr's and compare
+# --search's --val-limit, the federated server's --eval-limit); `fedrag train` validates on all of --val
+VAL_LIMIT = 50
 
 
 def _f(default, help: str, **cli):
@@ -40,9 +39,9 @@ class TrainConfig:
     Each field's `metadata["help"]` is its documentation; the CLI options and the
     Flower app config are derived from these fields."""
 
-    steps: int | None = _f(None, "optimizer steps per phase (wins over --epochs)")
-    epochs: float = _f(1.0, "passes over the training set per phase (when --steps is not given)")
-    min_steps: int = _f(0, "at least this many steps when they come from --epochs (small training sets)")
+    steps: int | None = _f(None, "optimizer steps per phase (wins over --epochs)", round_set=True)
+    epochs: float = _f(1.0, "passes over the training set per phase (when --steps is not given)", round_set=True)
+    min_steps: int = _f(0, "at least this many steps when they come from --epochs (small training sets)", round_set=True)
     batch_size: BatchSize = _f(
         4,
         "questions per step; auto: the largest batch the GPU's free memory holds (a short probe, "
@@ -64,6 +63,7 @@ class TrainConfig:
         "weights (no --val: a fifth of --train is set aside, by title); --keep-last ends with the "
         "last; the lsr stage keeps its best unless told",
         flag="--keep-best/--keep-last",
+        stage_default_on_sites=False,  # a site's round ends with the weights it trained, for the server
     )
     best_metric: BestMetric = _f(
         "auto", "what --keep-best selects on (auto: F1 when validation answers questions, else Recall@5)"
@@ -81,39 +81,39 @@ class TrainConfig:
         "in backward); trades time for memory, default all rows at once",
     )
     prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)", cli=False)
-    schedule_total: int | None = _f(None, "LR schedule length if longer than this run (federated rounds)", cli=False)
-    schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)", cli=False)
-    progress: bool = _f(False, "show a progress bar", cli=False)
+    schedule_total: int | None = _f(
+        None, "LR schedule length if longer than this run (federated rounds)", cli=False, round_set=True
+    )
+    schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)", cli=False, round_set=True)
+    progress: bool = _f(False, "show a progress bar", cli=False, identity=False)
     report_to: str = _f(
         "none",
         "experiment tracking, as Hugging Face's Trainer: none, all, or a comma-separated "
         "list of tensorboard, mlflow, wandb (configured by their own environment variables)",
+        identity=False,
+        to_sites=False,  # a federated run's server tracks each round's global and per-site metrics
     )
-    run_name: str = _f("", "name of the tracked run (default: the output directory's name)")
-    tracking_dir: str = _f("", "where TensorBoard and W&B files go (default: the stage's output directory)")
+    run_name: str = _f("", "name of the tracked run (default: the output directory's name)", identity=False)
+    tracking_dir: str = _f("", "where TensorBoard and W&B files go (default: the stage's output directory)", identity=False)
     explicit: tuple[str, ...] = _f(
         (),
         "the fields the user set (default: those passed to the constructor): a "
         "stage's own defaults (Stage.defaults) never replace them",
         cli=False,
+        identity=False,
     )
 
     def __post_init__(self):
         from fedrag.errors import FedragError, check_finite
 
         check_finite(self)
-        if self.scheduler not in get_args(Scheduler):
-            raise FedragError(f"--scheduler must be one of {', '.join(get_args(Scheduler))}, got '{self.scheduler}'")
+        check_choices(self)  # --scheduler, --dtype, --best-metric: from their Literal types
         if self.steps is not None and self.steps < 1:
             raise FedragError(f"--steps must be >= 1, got {self.steps} (a run that trains nothing is not a result)")
         if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)):
             raise FedragError(f"--batch-size must be a whole number or auto, got '{self.batch_size}'")
         if (self.batch_size != "auto" and self.batch_size < 1) or self.grad_accum < 1:
             raise FedragError(f"--batch-size and --grad-accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
-        if self.dtype not in get_args(Precision):
-            raise FedragError(f"--dtype must be one of {', '.join(get_args(Precision))}, got '{self.dtype}'")
-        if self.best_metric not in get_args(BestMetric):
-            raise FedragError(f"--best-metric must be one of {', '.join(get_args(BestMetric))}, got '{self.best_metric}'")
         if self.score_batch_size is not None and self.score_batch_size < 1:
             raise FedragError(f"--score-batch-size must be >= 1, got {self.score_batch_size}")
         from fedrag.train.tracking import parse_report_to
@@ -138,10 +138,11 @@ class TrainConfig:
         return max(1, self.min_steps, math.ceil(self.epochs * n_examples / (self.batch_size * self.grad_accum)))
 
     def tracked(self) -> dict:
-        """The settings that shape the weights (all but `UNTRACKED`), as plain values."""
+        """The settings that shape the weights (all but `UNTRACKED`: those declared `identity=False`), as plain values."""
         from dataclasses import asdict
 
-        return {k: v for k, v in asdict(self).items() if k not in UNTRACKED}
+        untracked = names(type(self), identity=False)
+        return {k: v for k, v in asdict(self).items() if k not in untracked}
 
     def set(self, **values) -> "TrainConfig":
         """A copy with `values` set as the user's own (`explicit`): a stage's defaults
@@ -186,3 +187,6 @@ def record_explicit(cls, join: bool = False):
 
 
 record_explicit(TrainConfig)
+
+# the settings that change no weight: not part of what a resumed run or comparison must match
+UNTRACKED = names(TrainConfig, identity=False)

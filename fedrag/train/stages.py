@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from fedrag._settings import check_choice
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
 from fedrag.generate.decoding import RETRIEVAL_GAMMA
+from fedrag.retrieve.search import TOP_K
 from fedrag.losses import answer_nll, info_nce, lsr_loss, rag_sequence_nll, rag_token_nll
-from fedrag.train.choices import RaltMode
+from fedrag.train.choices import RaltMode, StageName
 from fedrag.train.protocol import StepOutput
 from fedrag.train.scoring import embed_passages, passages_at, retrieve_scores
 
@@ -43,7 +45,7 @@ class ContrastiveStage:
     defaults: ClassVar[dict] = {"batch_size": 16, "lr_retriever": 5e-5, "min_steps": 20}
     hard_negatives: int = 1
     scale: float = 20.0
-    top_k: int = 4
+    top_k: int = TOP_K
     train_passages: bool = True
 
     @property
@@ -93,7 +95,7 @@ class LSRStage:
     # HotpotQA's Recall@5 by -1 question and SQuAD's by +11 / -10: little to learn, so the stage
     # keeps its validated best, the weights before the first step included
     defaults: ClassVar[dict] = {"keep_best": True}
-    top_k: int = 4
+    top_k: int = TOP_K
     gamma: float = RETRIEVAL_GAMMA
     tau: float = 1.0
     train_passages: bool = False
@@ -133,7 +135,7 @@ class RALTStage:
 
     name: ClassVar[str] = "ralt"
     trains: ClassVar[tuple[str, ...]] = ("generator",)
-    top_k: int = 3
+    top_k: int = TOP_K
     mode: RaltMode = "all-in-one"
     gamma: float = RETRIEVAL_GAMMA  # per-passage mode: retrieval temperature of the REPLUG-style ensemble at decoding
 
@@ -144,8 +146,7 @@ class RALTStage:
         return {"decoding": "concat" if self.mode == "all-in-one" else "rag-token", "gamma": self.gamma}
 
     def __post_init__(self):
-        if self.mode not in ("per-passage", "all-in-one"):
-            raise FedragError(f"RALT mode must be 'per-passage' or 'all-in-one', got '{self.mode}'")
+        check_choice(self.mode, RaltMode, "RALT mode")
 
     def loss(self, rag: RAGSystem, batch: list[Example]) -> StepOutput:
         questions = [e.question for e in batch]
@@ -173,7 +174,7 @@ class RALTStage:
 class _JointStage:
     # no stage defaults, measured (docs/results.md, benchmarks/rag_retriever_lr.py): with an untuned
     # generator no retriever rate let the RAG loss lift Recall@5; above TrainConfig's 2e-5 it fell
-    top_k: int = 4
+    top_k: int = TOP_K
     gamma: float = RETRIEVAL_GAMMA  # p(z|x) = softmax(cosine / gamma); see fedrag.generate.decoding
     train_retriever: bool = True
     train_generator: bool = True
@@ -253,7 +254,7 @@ class MultiTaskStage:
 
     name: ClassVar[str] = "multi-task"
     trains: ClassVar[tuple[str, ...]] = ("retriever", "generator")
-    top_k: int = 4
+    top_k: int = TOP_K
     generation_weight: float = 1.0
     retrieval_weight: float = 1.0
     hard_negatives: int = 1
@@ -280,8 +281,7 @@ STAGES = {s.name: s for s in (ContrastiveStage, LSRStage, RALTStage, RAGSequence
 
 def make_stage(name: str, **options):
     """A stage by name (`contrastive`, `lsr`, `ralt`, `rag-sequence`, `rag-token`, `multi-task`)."""
-    if name not in STAGES:
-        raise FedragError(f"unknown stage '{name}' (choose from {', '.join(STAGES)})")
+    check_choice(name, StageName, "stage")
     cls = STAGES[name]
     fields = [f for f in cls.__dataclass_fields__ if not f.startswith("_")]
     unknown = sorted(k for k in options if k not in fields)

@@ -6,9 +6,10 @@ from fedrag.errors import FedragError
 from fedrag.evaluate import evaluate
 from fedrag.generate.decoding import GenerationSettings
 from fedrag.rag import RAGSystem
+from fedrag.retrieve.search import TOP_K
 
 
-def validation_fn(with_generator: bool, top_k: int = 3, k: int = 5, settings: GenerationSettings | None = None):
+def validation_fn(with_generator: bool, top_k: int = TOP_K, k: int = 5, settings: GenerationSettings | None = None):
     """`fn(rag, examples) -> {recall@k or answer_recall@k, mrr@10, (em, f1)}` for
     [`train_stage`][train_stage]; answers are decoded with `settings` (the strategy's decoding)."""
 
