@@ -87,17 +87,6 @@ def test_lr_search_keeps_the_best_point_not_the_first_or_last(search_setup, mode
     _check_kept_best(report, rag, start, recall0, report["points"])
 
 
-def test_full_retrain_search_keeps_the_best_point_of_an_axis(search_setup):
-    """The naive search's retriever axis is `lrs_r[1:]` (its first rate is the generator axis' point)."""
-    rag, start, train, val, recall0 = search_setup
-    set_state(rag, start)
-    rag.sync_store()
-    report = search_lr(_retriever_only(), rag, train, val, SEARCH_CFG, [1e-4], [0.1, 1.0, 0.0, 3.0], mode="full-retrain", top_k=2)
-    axis = [p for p in report["points"] if p["searched"] == ["lr_retriever"]]
-    assert [p["lr_retriever"] for p in axis] == [1.0, 0.0, 3.0]
-    _check_kept_best(report, rag, start, recall0, axis)
-
-
 # ---------------------------------------------------------------- 2. hybrid retrieval = RRF by hand
 
 # Made-up words only (no English stopwords, all >= 2 letters): bm25s' tokens are the words.

@@ -15,6 +15,7 @@ from fedrag.train.config import UNTRACKED, VAL_LIMIT
 from fedrag.train.validate import carve_validation
 from fedrag.errors import FedragError
 from fedrag.strategies.compare import CompareSettings
+from fedrag.strategies.compare_store import CompareInputs
 from fedrag.train import TrainConfig
 
 
@@ -44,25 +45,16 @@ def compare(
     """Train every applicable strategy on your data and compare quality against cost:
     writes DIR/compare.json, DIR/compare.md (table + advice) and DIR/compare.png. Resumable."""
     import shutil
-    from dataclasses import asdict
 
-    from fedrag._io import atomic_write_text, check_out, out_lock, output_kind
+    from fedrag._io import check_out, out_lock, output_kind
     from fedrag.data import load_qa
     from fedrag.data.partition import evenly_spaced
     from fedrag.pipeline import build_training_rag, resolve_device
     from fedrag.strategies.compare import compare as run_compare
-    from fedrag.strategies.compare_store import CompareInputs
-    from fedrag.strategies.report import advise, markdown_table, plot_quality_vs_cost
 
     cfg = collect(TrainConfig, kw, progress=sys.stderr.isatty(), explicit=given(ctx, TrainConfig))
     report_to = cfg.report_to
-    settings = collect(
-        CompareSettings,
-        kw,
-        # `explicit` travels with the values: a stage's defaults replace only what the user did not set
-        train={k: v for k, v in asdict(cfg).items() if k == "explicit" or k not in UNTRACKED},
-        data=asdict(CompareInputs(str(corpus), str(train), str(test), val, limit, test_limit, val_limit)),
-    )
+    settings = _settings(kw, cfg, CompareInputs(str(corpus), str(train), str(test), val, limit, test_limit, val_limit))
     search, seed, top_k = settings.search, cfg.seed, settings.top_k
     if out.exists() and output_kind(out) != "compare" and not overwrite:
         check_out(out, "compare", overwrite)  # a directory that is not a comparison is never written into
@@ -91,8 +83,29 @@ def compare(
         result = run_compare(
             settings, passages, train_ex, test_ex, val_ex, out, build, log=lambda m: typer.echo(m, err=True), report_to=report_to
         )
-    has_gold = all(e.gold_ids for e in train_ex)
-    advice = advise(has_gold, lrs_known=not search, result=result)
+    md = _write_report(result, out, has_gold=all(e.gold_ids for e in train_ex), lrs_known=not search)
+    typer.echo(md)
+
+
+def _settings(kw: dict, cfg: TrainConfig, data: CompareInputs) -> CompareSettings:
+    """The comparison's settings: the command line's, the training configuration, and which data it runs on."""
+    from dataclasses import asdict
+
+    return collect(
+        CompareSettings,
+        kw,
+        # `explicit` travels with the values: a stage's defaults replace only what the user did not set
+        train={k: v for k, v in asdict(cfg).items() if k == "explicit" or k not in UNTRACKED},
+        data=asdict(data),
+    )
+
+
+def _write_report(result: dict, out: Path, has_gold: bool, lrs_known: bool) -> str:
+    """DIR/compare.md (the table, the advice and the plot when matplotlib is installed); its text."""
+    from fedrag._io import atomic_write_text
+    from fedrag.strategies.report import advise, markdown_table, plot_quality_vs_cost
+
+    advice = advise(has_gold, lrs_known=lrs_known, result=result)
     md = (
         "# fedrag compare\n\n"
         + markdown_table(result)
@@ -106,7 +119,7 @@ def compare(
     except FedragError as exc:  # matplotlib is an optional extra
         typer.echo(f"compare: no plot ({exc})", err=True)
     atomic_write_text(out / "compare.md", md)
-    typer.echo(md)
+    return md
 
 
 @app.command()

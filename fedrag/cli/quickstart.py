@@ -64,25 +64,46 @@ def _quickstart(
     lr_retriever: float,
     skip_federated: bool,
 ) -> None:
-    import sys
-
     from rich.console import Console
 
-    from fedrag._io import atomic_write_json, atomic_write_text
-    from fedrag.data import demo, load_qa
-    from fedrag.pipeline import build_training_rag
-    from fedrag.strategies import make_strategy, save_outputs
-    from fedrag.train import TrainConfig
+    from fedrag.data import demo
 
     console = Console(stderr=False)
     data = out / "data"
     counts = demo.write(data)
     console.print(f"[bold]1/4[/] demo data: {counts} → {data}")
-    rows: list[Row] = []
     t = time.perf_counter()
     base = _eval(data, "minilm", "smollm2-135m", test_limit, top_k)
-    rows.append(Row("untuned", "MiniLM + SmolLM2-135M as they come, no fine-tuning", base, 0.0, time.perf_counter() - t, 0))
+    rows = [Row("untuned", "MiniLM + SmolLM2-135M as they come, no fine-tuning", base, 0.0, time.perf_counter() - t, 0)]
     console.print(f"[bold]2/4[/] baseline: EM {base['em']:.3f}  F1 {base['f1']:.3f}")
+    rows.append(_centralized(out, data, strategy, steps, test_limit, top_k, lr_generator, lr_retriever))
+    m = rows[-1].metrics
+    console.print(f"[bold]3/4[/] {strategy}: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({rows[-1].train_s:.0f}s)")
+    if not skip_federated:
+        rows.append(_federated(out, data, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever))
+        m = rows[-1].metrics
+        console.print(f"[bold]4/4[/] federated: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({rows[-1].train_s:.0f}s)")
+    for line in summary_lines(rows, test_limit):
+        console.print(line, markup=False) if line else console.print()
+    _write_summary(out, rows, test_limit)
+
+
+def _evaluated(data: Path, models: Path, test_limit: int, top_k: int) -> tuple[dict, float]:
+    """The metrics of the models saved in `models`, and the seconds their evaluation took."""
+    t = time.perf_counter()
+    m = _eval(data, str(models / "retriever"), str(models / "generator"), test_limit, top_k)
+    return m, time.perf_counter() - t
+
+
+def _centralized(out: Path, data: Path, strategy, steps, test_limit, top_k, lr_generator, lr_retriever) -> Row:
+    """Train `strategy` on the whole demo training set in this process; its row."""
+    import sys
+
+    from fedrag.data import load_qa
+    from fedrag.pipeline import build_training_rag
+    from fedrag.strategies import make_strategy, save_outputs
+    from fedrag.train import TrainConfig
+
     cfg = TrainConfig(
         steps=steps, batch_size=4, lr_generator=lr_generator, lr_retriever=lr_retriever, progress=sys.stderr.isatty()
     )
@@ -94,52 +115,47 @@ def _quickstart(
     results = plan.run(rag, load_qa(data / "train.jsonl"), cfg, out_dir=out / "central")
     wall = time.perf_counter() - t
     save_outputs(rag, out / "central", results, plan.name, decoding=plan.decoding, plan=plan)
-    t = time.perf_counter()
-    m = _eval(data, str(out / "central" / "retriever"), str(out / "central" / "generator"), test_limit, top_k)
-    rows.append(
-        Row("centralized", f"{strategy}, {steps} optimizer steps per phase on this machine", m, wall, time.perf_counter() - t, 0)
-    )
-    console.print(f"[bold]3/4[/] {strategy}: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({wall:.0f}s)")
-    if not skip_federated:
-        from fedrag.data import load_corpus
-        from fedrag.data.partition import partition, write_sites
-        from fedrag.federation.simulation import simulate
-        from fedrag.federation.task import FedTask
+    m, eval_s = _evaluated(data, out / "central", test_limit, top_k)
+    return Row("centralized", f"{strategy}, {steps} optimizer steps per phase on this machine", m, wall, eval_s, 0)
 
-        sites = write_sites(partition(load_corpus(data / "corpus.jsonl"), load_qa(data / "train.jsonl"), 2, "iid"), out / "sites")
-        local = max(1, steps // (2 * rounds))
-        # the table evaluates the final models; per-round site evaluation would only add time here
-        task = FedTask(
-            strategy=strategy,
-            rounds=rounds,
-            local_steps=local,
-            batch_size=4,
-            top_k=top_k,
-            evaluate_every=0,
-            lr_generator=lr_generator,
-            lr_retriever=lr_retriever,
-            retriever_lora=False,  # the centralized row's retriever training, so the two rows differ only by federation
-            out=str((out / "federated").resolve()),
-        )
-        t = time.perf_counter()
-        cost = simulate(task, sites)
-        wall = time.perf_counter() - t
-        t = time.perf_counter()
-        m = _eval(data, str(out / "federated" / "retriever"), str(out / "federated" / "generator"), test_limit, top_k)
-        rows.append(
-            Row(
-                "federated",
-                f"{strategy}, 2 sites (Flower simulation) x {rounds} rounds x {local} local steps "
-                f"per phase: {rounds * local} sequential steps of the global model",
-                m,
-                wall,
-                time.perf_counter() - t,
-                cost["bytes_sent"] + cost["bytes_received"],
-            )
-        )
-        console.print(f"[bold]4/4[/] federated: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({wall:.0f}s)")
-    for line in summary_lines(rows, test_limit):
-        console.print(line, markup=False) if line else console.print()
+
+def _federated(out: Path, data: Path, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever) -> Row:
+    """Train `strategy` on the demo training set split between 2 simulated sites, with as
+    many sequential steps of the global model as the centralized row takes; its row."""
+    from fedrag.data import load_corpus, load_qa
+    from fedrag.data.partition import partition, write_sites
+    from fedrag.federation.simulation import simulate
+    from fedrag.federation.task import FedTask
+
+    sites = write_sites(partition(load_corpus(data / "corpus.jsonl"), load_qa(data / "train.jsonl"), 2, "iid"), out / "sites")
+    local = max(1, steps // (2 * rounds))
+    # the table evaluates the final models; per-round site evaluation would only add time here
+    task = FedTask(
+        strategy=strategy,
+        rounds=rounds,
+        local_steps=local,
+        batch_size=4,
+        top_k=top_k,
+        evaluate_every=0,
+        lr_generator=lr_generator,
+        lr_retriever=lr_retriever,
+        retriever_lora=False,  # the centralized row's retriever training, so the two rows differ only by federation
+        out=str((out / "federated").resolve()),
+    )
+    t = time.perf_counter()
+    cost = simulate(task, sites)
+    wall = time.perf_counter() - t
+    m, eval_s = _evaluated(data, out / "federated", test_limit, top_k)
+    what = (
+        f"{strategy}, 2 sites (Flower simulation) x {rounds} rounds x {local} local steps "
+        f"per phase: {rounds * local} sequential steps of the global model"
+    )
+    return Row("federated", what, m, wall, eval_s, cost["bytes_sent"] + cost["bytes_received"])
+
+
+def _write_summary(out: Path, rows: list[Row], test_limit: int) -> None:
+    from fedrag._io import atomic_write_json, atomic_write_text
+
     atomic_write_text(out / "summary.md", summary_markdown(rows, test_limit))
     atomic_write_json(
         out / "summary.json",

@@ -14,7 +14,7 @@ from fedrag.strategies.choices import StrategyName
 from fedrag.strategies.settings import PlanSettings, SearchSettings
 from fedrag.train import TrainConfig, distributed
 from fedrag.train.choices import StageName
-from fedrag.train.config import UNTRACKED
+from fedrag.train.config import UNTRACKED, VAL_LIMIT
 from fedrag.train.validate import carve_validation
 
 STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", panel="Plan")
@@ -45,6 +45,29 @@ def load_inputs(corpus: str, train: str, val: str | None, limit: int | None, val
 
 def needs_generator(plan) -> bool:
     return "generator" in plan.trains or any(p.stage.name != "contrastive" for p in plan.phases)
+
+
+def training_rag(corpus: str, models: PlanSettings, plan, device: str, cfg: TrainConfig, generator: bool = True):
+    """The RAG system a central run of `plan` trains, as the `models` settings describe it
+    (`generator=False`: none, for a plan that never calls it)."""
+    from fedrag.pipeline import build_training_rag
+    from fedrag.retrieve.retriever import lora_default
+    from fedrag.retrieve.search import resolve_refresh
+
+    return build_training_rag(
+        corpus,
+        models.retriever,
+        models.generator if generator else "none",
+        models.lora,
+        models.top_k,
+        device,
+        cfg.seed,
+        shared_retriever=plan.shared_retriever,
+        quantize=models.quantize,
+        retriever_lora=lora_default(models.retriever_lora, federated=False),
+        dtype=cfg.dtype,
+        index_refresh=resolve_refresh(models.index_refresh, federated=False),
+    )
 
 
 def given(ctx: typer.Context, cls) -> tuple[str, ...]:
@@ -78,14 +101,9 @@ def train(
     **kw,
 ):
     """Fine-tune with a strategy (or one stage); writes DIR/retriever, DIR/generator, DIR/cost.json, DIR/metrics.jsonl."""
-    from dataclasses import asdict
-
-    from fedrag._io import check_out, file_digest, resumable_dir
-    from fedrag.pipeline import build_training_rag, resolve_device
-    from fedrag.retrieve.retriever import lora_default
-    from fedrag.retrieve.search import resolve_refresh
-    from fedrag.strategies import save_outputs, total_cost
-    from fedrag.strategies.base import drop_resume_state
+    from fedrag._io import check_out, resumable_dir
+    from fedrag.pipeline import resolve_device
+    from fedrag.strategies import total_cost
     from fedrag.train.validate import validation_fn
 
     models = collect(PlanSettings, kw)
@@ -97,38 +115,11 @@ def train(
     passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     if cfg.keep_best and val_ex is None:  # the best weights need questions they were not trained on
         train_ex, val_ex = carve_validation(train_ex, passages, cfg.seed, val_limit)
-    # what an interrupted run must match to be continued: the settings and the data's content
-    identity = {
-        "plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},
-        "train": [
-            p.config(cfg, retriever_lora=lora_default(models.retriever_lora, False)).tracked()  # what each phase trains with
-            for p in plan.phases
-        ],
-        "data": {
-            "corpus": file_digest(corpus),
-            "train": file_digest(train),
-            "val": file_digest(val) if val else None,
-            "limit": limit,
-            "val_limit": val_limit,
-        },
-    }
+    identity = _identity(strategy, stage, models, plan, cfg, corpus, train, val, limit, val_limit)
     # the models load before the run's work directory exists: a bad model name leaves nothing to resume
     # under torchrun: this process's device, and the process group left when the run ends
     with distributed.process_group(resolve_device(device)) as device:
-        rag = build_training_rag(
-            corpus,
-            models.retriever,
-            models.generator if needs_generator(plan) else "none",
-            models.lora,
-            models.top_k,
-            device,
-            cfg.seed,
-            shared_retriever=plan.shared_retriever,
-            quantize=models.quantize,
-            retriever_lora=lora_default(models.retriever_lora, federated=False),
-            dtype=cfg.dtype,
-            index_refresh=resolve_refresh(models.index_refresh, federated=False),
-        )
+        rag = training_rag(corpus, models, plan, device, cfg, generator=needs_generator(plan))
         evaluate_fn = validation_fn("generator" in plan.trains, models.top_k) if val_ex else None
         if not distributed.is_writer():  # a torchrun process besides rank 0: trains its share, writes nothing
             tmp, resumed = distributed.broadcast(None)
@@ -148,33 +139,49 @@ def train(
                 resume=resumed,
                 log=lambda m: typer.echo(f"fedrag: {m}", err=True),
             )
-            extra = {
-                "config": {
-                    **asdict(cfg),
-                    "phases": [asdict(p.config(cfg, retriever_lora=rag.retriever.is_lora)) for p in plan.phases],
-                },
-                "world_size": distributed.world_size(),
-            }
-            if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
-                if rag.store.fingerprint != rag.retriever.passage_fingerprint():  # left stale by --index-refresh rerank
-                    rag.reencode_store()
-                extra["reencode"] = {"reencoded_passages": len(rag.store)}
-                rag.store.save(tmp / "index")
-            save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding, plan=plan)
-            drop_resume_state(tmp)
+            _save_trained(rag, tmp, results, plan, cfg)
         summary = total_cost(results, plan.name)["total"]
-        typer.echo(
-            json.dumps(
-                {
-                    "strategy": plan.name,
-                    "out": str(out),
-                    "steps": summary["steps"],
-                    "wall_s": round(summary["wall_s"], 1),
-                    "flops": summary["flops"],
-                    "final_loss": [round(r.final_loss, 4) for r in results],
-                }
-            )
-        )
+        line = {"strategy": plan.name, "out": str(out), "steps": summary["steps"], "wall_s": round(summary["wall_s"], 1)}
+        typer.echo(json.dumps({**line, "flops": summary["flops"], "final_loss": [round(r.final_loss, 4) for r in results]}))
+
+
+def _identity(strategy, stage, models: PlanSettings, plan, cfg: TrainConfig, corpus, train, val, limit, val_limit) -> dict:
+    """What an interrupted `train` run must match to be continued: the settings and the data's content."""
+    from dataclasses import asdict
+
+    from fedrag._io import file_digest
+    from fedrag.retrieve.retriever import lora_default
+
+    lora = lora_default(models.retriever_lora, False)
+    return {
+        "plan": {"strategy": strategy, "stage": stage, **asdict(models), "shared_retriever": plan.shared_retriever},
+        "train": [p.config(cfg, retriever_lora=lora).tracked() for p in plan.phases],  # what each phase trains with
+        "data": {
+            "corpus": file_digest(corpus),
+            "train": file_digest(train),
+            "val": file_digest(val) if val else None,
+            "limit": limit,
+            "val_limit": val_limit,
+        },
+    }
+
+
+def _save_trained(rag, tmp: Path, results, plan, cfg: TrainConfig) -> None:
+    """A finished `train` run's outputs in its work directory `tmp`, its resume state dropped."""
+    from dataclasses import asdict
+
+    from fedrag.strategies import save_outputs
+    from fedrag.strategies.base import drop_resume_state
+
+    phases = [asdict(p.config(cfg, retriever_lora=rag.retriever.is_lora)) for p in plan.phases]
+    extra = {"config": {**asdict(cfg), "phases": phases}, "world_size": distributed.world_size()}
+    if plan.shared_retriever:  # the passage encoder trained: the re-encoded store goes with it
+        if rag.store.fingerprint != rag.retriever.passage_fingerprint():  # left stale by --index-refresh rerank
+            rag.reencode_store()
+        extra["reencode"] = {"reencoded_passages": len(rag.store)}
+        rag.store.save(tmp / "index")
+    save_outputs(rag, tmp, results, plan.name, extra, decoding=plan.decoding, plan=plan)
+    drop_resume_state(tmp)
 
 
 @app.command("search-lr")
@@ -192,16 +199,14 @@ def search_lr(
     out: Path = OUT,
     overwrite: bool = OVERWRITE,
     limit: Optional[int] = LIMIT,
-    val_limit: Optional[int] = typer.Option(50, "--val-limit", min=1, help="validate on N questions"),
+    val_limit: Optional[int] = typer.Option(VAL_LIMIT, "--val-limit", min=1, help="validate on N questions"),
     device: str = DEVICE,
     **kw,
 ):
     """Search learning rates phase by phase (2-D grid for joint); the best models are the
     final training: writes DIR/lr_search.json, DIR/retriever, DIR/generator, DIR/cost.json."""
     from fedrag._io import atomic_write_json, check_out, output_dir
-    from fedrag.pipeline import build_training_rag, resolve_device
-    from fedrag.retrieve.retriever import lora_default
-    from fedrag.retrieve.search import resolve_refresh
+    from fedrag.pipeline import resolve_device
     from fedrag.strategies import save_outputs, total_cost
     from fedrag.strategies.lr_search import search_lr as run_search
 
@@ -212,20 +217,7 @@ def search_lr(
     passages, train_ex, val_ex = load_inputs(corpus, train, val, limit, val_limit)
     if val_ex is None:
         train_ex, val_ex = carve_validation(train_ex, passages, cfg.seed, val_limit)
-    rag = build_training_rag(
-        corpus,
-        models.retriever,
-        models.generator,
-        models.lora,
-        models.top_k,
-        resolve_device(device),
-        cfg.seed,
-        shared_retriever=plan.shared_retriever,
-        quantize=models.quantize,
-        retriever_lora=lora_default(models.retriever_lora, federated=False),
-        dtype=cfg.dtype,
-        index_refresh=resolve_refresh(models.index_refresh, federated=False),
-    )
+    rag = training_rag(corpus, models, plan, resolve_device(device), cfg)
 
     def show(point):
         lr = {k: point[k] for k in point["searched"]}

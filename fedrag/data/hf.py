@@ -24,7 +24,7 @@ import glob
 import os
 from pathlib import Path
 
-from fedrag.data.converters import BadRecord, Corpus, UniqueIds, answers_of, id_of, stable_id, take_qid, text_of
+from fedrag.data.fields import BadRecord, Corpus, UniqueIds, answers_of, id_of, stable_id, take_qid, text_of
 from fedrag.data.types import Example, Passage, RecordLog
 from fedrag.errors import DataError
 

@@ -169,16 +169,9 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             device=context.node_config.get("device"),
             plan=plan,
         )
-        if context.node_config.get("resident"):  # the site's models stay loaded in its worker
-            reply, metrics, moments = run_resident(str(context.node_config["resident"]), "train", **kwargs)
-        else:
-            from fedrag.federation.site import train_message
-
-            reply, metrics, moments = train_message(**kwargs)
+        reply, metrics, moments = _on_site(context, "train", kwargs)
         if moments is not None:
-            for old in [k for k in context.state if k.startswith("fedrag.optimizer.") and k != key]:
-                del context.state[old]  # an earlier phase's moments are done with
-            context.state[key] = moments
+            _keep_moments(context.state, key, moments)
         metrics.update(arrival)
         return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)
 
@@ -195,13 +188,26 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             device=context.node_config.get("device"),
             plan=plan,
         )
-        worker = context.node_config.get("resident")
-        if worker:
-            metrics = run_resident(str(worker), "evaluate", **kwargs)
-        else:
-            from fedrag.federation.site import evaluate_round
-
-            metrics = evaluate_round(**kwargs)
+        metrics = _on_site(context, "evaluate", kwargs)
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app
+
+
+def _on_site(context, op: str, kwargs: dict):
+    """Run the round's `op` (`train`: [`train_message`][fedrag.federation.site.train_message],
+    `evaluate`: [`evaluate_round`][fedrag.federation.site.evaluate_round]) in the site's
+    resident worker when its node config names one (its models stay loaded), else here."""
+    worker = context.node_config.get("resident")
+    if worker:
+        return run_resident(str(worker), op, **kwargs)
+    from fedrag.federation.site import evaluate_round, train_message
+
+    return (train_message if op == "train" else evaluate_round)(**kwargs)
+
+
+def _keep_moments(state, key: str, moments) -> None:
+    """Keep this phase's optimizer moments in the site's `context.state` for its next round."""
+    for old in [k for k in state if k.startswith("fedrag.optimizer.") and k != key]:
+        del state[old]  # an earlier phase's moments are done with
+    state[key] = moments

@@ -28,7 +28,7 @@ measurement.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -226,7 +226,3 @@ def _pick(mixture: torch.Tensor, settings: GenerationSettings, rng: torch.Genera
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     probs = logits.softmax(-1).cpu()
     return torch.multinomial(probs, 1, generator=rng).squeeze(-1).to(mixture.device)
-
-
-def settings_dict(settings: GenerationSettings) -> dict:
-    return asdict(settings)

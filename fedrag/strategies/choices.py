@@ -8,4 +8,4 @@ from typing import Literal
 StrategyName = Literal["independent", "two-phase", "joint-sequence", "joint-token", "ra-dit", "multi-task"]
 TwoPhaseLoss = Literal["rag-sequence", "rag-token", "lsr"]
 TwoPhaseOrder = Literal["generator-first", "retriever-first"]
-SearchMode = Literal["auto", "phase-wise", "grid", "full-retrain"]
+SearchMode = Literal["auto", "phase-wise", "grid"]

@@ -7,9 +7,6 @@
   and this is its two independent 1-D searches.
 * **grid** (a phase trains both sides: joint RAG-Sequence / RAG-Token): the 2-D grid,
   every point trained from the initial models.
-* **full-retrain**: the naive search, which retrains the whole strategy for every
-  point of each axis. It is kept only so `benchmarks/` can measure what the
-  phase-wise search saves.
 
 Selection is on validation data: a phase that trains the generator by F1 (EM breaks
 ties), decoded as that phase trains; one that trains the retriever by Recall@5 (or
@@ -25,9 +22,11 @@ import itertools
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings
+from fedrag.retrieve.search import TOP_K
 from fedrag.strategies.base import Strategy
 from fedrag.train.cost import Cost
-from fedrag.train.loop import StageResult, TrainConfig, train_stage
+from fedrag.train.config import TrainConfig
+from fedrag.train.loop import StageResult, train_stage
 from fedrag.train.state import get_state, set_state
 from fedrag.train.validate import retrieval_key, validation_fn
 
@@ -46,7 +45,7 @@ def search_lr(
     lrs_generator: list[float],
     lrs_retriever: list[float],
     mode: str = "auto",
-    top_k: int = 3,
+    top_k: int = TOP_K,
     on_point=None,
 ) -> dict:
     """Search, leave the best models in `rag` and return the report:
@@ -60,11 +59,11 @@ def search_lr(
     if not lrs_generator or not lrs_retriever:
         raise FedragError("give at least one learning rate per model")
     mode = search_mode(strategy) if mode == "auto" else mode
-    if mode not in ("phase-wise", "grid", "full-retrain"):
+    if mode not in ("phase-wise", "grid"):
         raise FedragError(f"unknown search mode '{mode}'")
     if mode == "phase-wise" and search_mode(strategy) == "grid":
         raise FedragError(f"strategy '{strategy.name}' trains both sides in one phase: its search is the 2-D grid")
-    runner = {"phase-wise": _phase_wise, "grid": _grid, "full-retrain": _full_retrain}[mode]
+    runner = {"phase-wise": _phase_wise, "grid": _grid}[mode]
     if strategy.shared_retriever and not rag.retriever.shared:  # as Strategy.run does
         rag.retriever.share()
         rag.sync_store()
@@ -154,10 +153,6 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
     return points, final
 
 
-def _train_all(strategy, rag, train, cfg) -> list[StageResult]:
-    return strategy.run(rag, train, cfg)
-
-
 def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
     start = get_state(rag, strategy.trains)
     fn, rank = _evaluator(strategy, strategy.phases[-1].stage, top_k)
@@ -168,7 +163,7 @@ def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
         set_state(rag, start)
         rag.sync_store()
         pcfg = cfg.set(lr_generator=g, lr_retriever=r)
-        results = _train_all(strategy, rag, train, pcfg)
+        results = strategy.run(rag, train, pcfg)
         metrics = fn(rag, val)
         point = _point("all", strategy.name, pcfg, metrics, results, ["lr_generator", "lr_retriever"])
         points.append(point)
@@ -181,39 +176,3 @@ def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
     best[3]["chosen"] = ["lr_generator", "lr_retriever"]
     best[3]["ties"] = ranks.count(rank(best[0]))
     return points, best[2]
-
-
-def _full_retrain(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
-    """The naive search: every point of each 1-D axis retrains every phase (the other
-    model's LR at its first value)."""
-    start = get_state(rag, strategy.trains)
-    grid = [(g, lrs_r[0], "lr_generator") for g in lrs_g] + [(lrs_g[0], r, "lr_retriever") for r in lrs_r[1:]]
-    # each axis is judged by the phase that trains its side (its own evaluator, built once)
-    judges = {
-        axis: _evaluator(
-            strategy, next((p.stage for p in strategy.phases if axis[3:] in p.stage.trains), strategy.phases[0].stage), top_k
-        )
-        for axis in ("lr_generator", "lr_retriever")
-    }
-    points, best = [], {}
-    for g, r, axis in grid:
-        set_state(rag, start)
-        rag.sync_store()
-        pcfg = cfg.set(lr_generator=g, lr_retriever=r)
-        results = _train_all(strategy, rag, train, pcfg)
-        fn, rank = judges[axis]
-        metrics = fn(rag, val)
-        point = _point("all", strategy.name, pcfg, metrics, results, [axis])
-        points.append(point)
-        on_point(point)
-        if axis not in best or rank(metrics) > best[axis][0]:
-            best[axis] = (rank(metrics), point, results)
-    for axis, (_, point, _) in best.items():
-        point.setdefault("chosen", []).append(axis)
-    set_state(rag, start)  # the naive search ends with a final run at the chosen point
-    rag.sync_store()
-    chosen = cfg.set(
-        lr_generator=best["lr_generator"][1]["lr_generator"],
-        lr_retriever=best.get("lr_retriever", best["lr_generator"])[1]["lr_retriever"],
-    )
-    return points, _train_all(strategy, rag, train, chosen)

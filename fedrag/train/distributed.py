@@ -91,6 +91,29 @@ def total(value: float) -> float:
     return float(t.item())
 
 
+def share_of_mean(loss: torch.Tensor, units: int) -> torch.Tensor:
+    """This process's `loss` (a mean over its `units`) weighted by its share of the global
+    batch's units, so the gradients summed by [`sum_gradients`][fedrag.train.distributed.sum_gradients]
+    are those of the global batch's mean (`loss` itself with one process)."""
+    if world_size() == 1:
+        return loss
+    return loss * (units / total(units))
+
+
+# the work a run's cost counts, which every process does its share of
+_SUMMED_COST = ("examples", "retriever_tokens", "generator_tokens", "forward_passes", "backward_passes", "flops")
+
+
+def total_cost(cost):
+    """A stage's `Cost` with the work of every process summed
+    (`cost` itself with one process)."""
+    if world_size() == 1:
+        return cost
+    for f in _SUMMED_COST:
+        setattr(cost, f, type(getattr(cost, f))(total(getattr(cost, f))))
+    return cost.with_throughput()
+
+
 def broadcast(obj):
     """Rank 0's `obj`, on every process."""
     if world_size() == 1:
