@@ -3,7 +3,8 @@
 `FEDRAG_FAULT=POINT:N` makes the process kill itself with SIGKILL (no clean-up, as a
 power cut or the OOM killer would) the `N`-th time it passes `POINT`; it does nothing
 otherwise. `FEDRAG_FAULT=POINT:N:SIG` sends `SIG` instead (`INT` as Ctrl-C does, `TERM`
-as a scheduler does, `STOP` to hold the process still while a test acts on it). Tests set
+as a scheduler does, `STOP` to hold the process still while a test acts on it);
+`POINT:N:SIG:group` sends it to the whole process group, as a terminal's Ctrl-C does. Tests set
 it on a subprocess instead of racing a timer against the work. The points:
 
 - `encode-chunk`: a chunk of a store's embeddings was written;
@@ -30,9 +31,14 @@ def checkpoint(point: str) -> None:
     if not spec.startswith(point + ":"):
         return
     _seen[point] = _seen.get(point, 0) + 1
-    count, _, sig = spec[len(point) + 1 :].partition(":")
+    count, _, how = spec[len(point) + 1 :].partition(":")
     if str(_seen[point]) == count:
-        os.kill(os.getpid(), getattr(signal, "SIG" + (sig or "KILL")))
+        sig, _, whom = how.partition(":")
+        signum = getattr(signal, "SIG" + (sig or "KILL"))
+        if whom == "group":  # as a terminal's Ctrl-C reaches every process of the foreground group
+            os.killpg(os.getpgrp(), signum)
+        else:
+            os.kill(os.getpid(), signum)
 
 
 def memory_limit() -> int | None:

@@ -93,6 +93,17 @@ def convert_gguf(gguf: str | os.PathLike) -> Path:
     out = _gguf_cache(gguf)
     if (out / "config.json").exists():
         return out
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:  # processes sharing a cache convert once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "config.json").exists():
+            _dequantize(gguf, out)
+    return out
+
+
+def _dequantize(gguf: Path, out: Path) -> None:
     require("gguf")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -107,7 +118,6 @@ def convert_gguf(gguf: str | os.PathLike) -> Path:
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    return out
 
 
 def generator_path(name: str) -> Path | str:

@@ -22,9 +22,17 @@ from tiny import build_tiny_bert, build_tiny_llama  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Each test session gets its own fedrag cache (embeddings) unless FEDRAG_CACHE is set
-    for the bundled-model conversion, which is expensive and safe to share."""
-    os.environ.setdefault("FEDRAG_CACHE", str(tmp_path_factory.mktemp("fedrag-cache")))
+    """Each test session gets its own fedrag cache (embeddings) unless FEDRAG_CACHE is set;
+    only converted models are shared (expensive, and safe to share)."""
+    if "FEDRAG_CACHE" in os.environ:
+        return
+    cache = tmp_path_factory.mktemp("fedrag-cache")
+    os.environ["FEDRAG_CACHE"] = str(cache)
+    # converted models (the bundled SmolLM2's GGUF, ~14 s) are shared by the workers and kept
+    # between runs: a conversion is written atomically and keyed by its source file
+    shared = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedrag" / "models"
+    shared.mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(shared, target_is_directory=True)
 
 
 @pytest.fixture(scope="session")

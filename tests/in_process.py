@@ -1,0 +1,103 @@
+"""Flower's Grid in this process, for tests where a Ray simulation proves nothing extra.
+
+`run_in_process` runs fedrag's own ServerApp and ClientApp (as `to_flower` builds them,
+mods included) with every message passed through Flower's wire format (protobuf) and each
+site's `Context` kept between its messages, as a simulation keeps it. What it leaves out
+is the transport: Ray's actors, the SuperLink's state and its polling. The tests that
+exercise those still run real simulations and deployments.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import uuid4
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.serverapp.grid import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+
+def _wire(msg: Message) -> Message:
+    """`msg` as a site or server receives it: encoded and decoded, never shared."""
+    return message_from_proto(message_to_proto(msg))
+
+
+class InProcessGrid(Grid):
+    """Delivers each message to its site's ClientApp at once and returns its reply."""
+
+    def __init__(self, client_app, n_sites: int, run_config: dict):
+        self.client_app = client_app
+        self.contexts = {
+            node: Context(
+                run_id=1,
+                node_id=node,
+                node_config={"partition-id": node - SUPERLINK_NODE_ID - 1, "num-partitions": n_sites},
+                state=RecordDict(),
+                run_config=run_config,
+            )
+            for node in range(SUPERLINK_NODE_ID + 1, SUPERLINK_NODE_ID + 1 + n_sites)
+        }
+        self._run = Run.create_empty(1)
+        self.replies: dict[str, Message] = {}
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())
+            self.replies[msg.metadata.message_id] = self._deliver(_wire(msg))
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def _deliver(self, msg: Message) -> Message:
+        try:
+            reply = self.client_app(msg, self.contexts[msg.metadata.dst_node_id])
+        except Exception as exc:  # noqa: BLE001 - a simulation reports a site's exception as an error reply
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(exc)}:<'{exc}'>"), reply_to=msg)
+        reply.metadata.__dict__["_message_id"] = str(uuid4())
+        return _wire(reply)
+
+    def pull_messages(self, message_ids) -> list[Message]:
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+    def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+
+def run_apps(client_app, server_app, n_sites: int) -> None:
+    """Run `server_app` to its end over `n_sites` sites that each run `client_app`."""
+    grid = InProcessGrid(client_app, n_sites, run_config={})
+    before = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID  # as Flower's ServerApp process
+    try:
+        server_app(grid, Context(run_id=1, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(), run_config={}))
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = before
+
+
+def run_in_process(task, site_paths: list[dict[str, str]], plan=None, policy=None) -> dict:
+    """`fedrag.federation.simulation.simulate`'s run, without Ray: the server's cost summary."""
+    from fedrag.federation.converter import sites_from_paths, to_flower
+    from fedrag.federation.policy import TRUSTED
+    from fedrag.federation.server import raise_recorded_error
+
+    client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
+    run_apps(client_app, server_app, len(site_paths))
+    raise_recorded_error(task)
+    return json.loads((Path(task.out) / "cost.json").read_text())
