@@ -65,8 +65,9 @@ def test_a_default_federated_minilm_round_moves_under_5_mb_per_site(demo_dir, tm
     """By default a federated retriever trains a LoRA adapter (at its own learning rate):
     only the adapter travels, as the audit records it and cost.json reports it."""
     from fedrag.data.partition import partition, write_sites
-    from fedrag.federation import FedTask, simulate
+    from fedrag.federation import FedTask
     from fedrag.retrieve import Retriever
+    from in_process import run_in_process
 
     sites = write_sites(
         partition(load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl"), 2, "iid"), tmp_path / "sites"
@@ -82,7 +83,7 @@ def test_a_default_federated_minilm_round_moves_under_5_mb_per_site(demo_dir, tm
         evaluate_every=0,
         out=str(tmp_path / "fed"),
     )
-    simulate(task, sites)
+    run_in_process(task, sites)  # the bytes are the messages' (Flower's wire format), not Ray's
     (entry,) = json.loads((tmp_path / "fed" / "rounds.json").read_text())
     assert entry["replies"] == 2 and all("lora_" in n for n in entry["array_names"])
     per_site_sent, per_site_received = entry["bytes_sent"] / 2, entry["bytes_received"] / 2

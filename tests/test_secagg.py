@@ -11,6 +11,7 @@ from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.errors import FedragError
 from fedrag.federation.task import FedTask
+from in_process import run_apps
 from test_federation import one_thread
 
 
@@ -59,9 +60,10 @@ def _task(tiny_models, out, **kw):
     )
 
 
-def _run(task, paths, fail_site=None):
-    """The task in Flower's simulation; `fail_site`: that site's train handler fails
-    (after the protocol's set-up and key sharing: a site lost mid-round)."""
+def _run(task, paths, fail_site=None, ray=False):
+    """The task over fedrag's apps in this process (`ray`: in Flower's simulation); `fail_site`:
+    that site's train handler fails (after the protocol's set-up and key sharing: a site lost
+    mid-round)."""
     from flwr.simulation import run_simulation
 
     from fedrag.federation.converter import sites_from_paths, to_flower
@@ -78,12 +80,10 @@ def _run(task, paths, fail_site=None):
 
     client, server = to_flower(task, data, lambda context: TRUSTED)
     with contextlib.suppress(FedragError):
-        run_simulation(
-            server_app=server,
-            client_app=client,
-            num_supernodes=len(paths),
-            backend_config=ray_backend(),  # as fedrag.federation.simulate starts Ray
-        )
+        if ray:  # as fedrag.federation.simulate starts Ray
+            run_simulation(server_app=server, client_app=client, num_supernodes=len(paths), backend_config=ray_backend())
+        else:
+            run_apps(client, server, len(paths))
     raise_recorded_error(task)
     return json.loads((Path(task.out) / "rounds.json").read_text())
 
@@ -134,7 +134,7 @@ def test_secagg_gives_fedavg_and_the_server_sees_only_masked_vectors(tiny_models
 
     plain = _run(_task(tiny_models, tmp_path / "plain"), uneven)
     monkeypatch.setattr(audit.AuditedGrid, "_exchange", recording)
-    secure = _run(_task(tiny_models, tmp_path / "secure", secagg=True), uneven)
+    secure = _run(_task(tiny_models, tmp_path / "secure", secagg=True), uneven, ray=True)  # the one through Ray
     monkeypatch.undo()
 
     # the global tensors the round started from: the untrained adapter (seeded)
