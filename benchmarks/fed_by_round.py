@@ -1,6 +1,6 @@
 """Federated vs centralized, round by round: the contrastive retriever stage (MiniLM, at the
 stage's defaults: query and passage side, one shared encoder) trained centrally and over 2 IID sites, both scored on the same held-out questions
-after every R sequential steps (the centralized run's `--eval-every`, the server's
+after every R sequential steps (the centralized run's `--evaluate-every`, the server's
 evaluation after each federated round). Writes OUT/by_round.json for benchmarks/plots.py.
 
     python benchmarks/fed_by_round.py --corpus C --train T --test Q [--rounds 4] [--local-steps 5]
@@ -67,7 +67,7 @@ def main() -> None:
         args.test,
         "--val-limit",
         1000,
-        "--eval-every",
+        "--evaluate-every",
         args.local_steps,
         "--out",
         out / "central",
@@ -83,9 +83,9 @@ def main() -> None:
         args.rounds,
         "--local-steps",
         args.local_steps,
-        "--eval-qa",
+        "--val",
         args.test,
-        "--eval-limit",
+        "--val-limit",
         1000,
         "--evaluate-every",
         0,
@@ -94,7 +94,7 @@ def main() -> None:
     )
     rounds = json.loads((out / "fed" / "rounds.json").read_text())
     fed = {r["round"] * args.local_steps: r["server_recall@5"] for r in rounds}
-    fedrag("eval", "--corpus", args.corpus, "--qa", args.test, "--generator", "none", "--out", out / "base.json")
+    fedrag("eval", "--corpus", args.corpus, "--test", args.test, "--generator", "none", "--metrics", out / "base.json")
     start = json.loads((out / "base.json").read_text())["recall@5"]
     n_test = sum(1 for line in Path(args.test).read_text().splitlines() if line.strip())
     result = {

@@ -60,15 +60,15 @@ def main() -> None:
             "eval",
             "--corpus",
             str(data / "corpus.jsonl"),
-            "--qa",
+            "--test",
             str(data / "test.jsonl"),
             "--retriever",
             str(run / "retriever"),
             "--generator",
             str(run / "generator"),
-            "--limit",
+            "--test-limit",
             str(args.test_limit),
-            "--out",
+            "--metrics",
             str(run / "eval.json"),
         )
         return json.loads((run / "eval.json").read_text())

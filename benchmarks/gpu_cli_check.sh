@@ -17,10 +17,10 @@ R="$w/bert"; G="$w/llama"
 step data $py -m fedrag demo-data --out "$w/demo"
 common=(--corpus "$w/demo/corpus.jsonl" --retriever "$R" --generator "$G" --device "$dev")
 step train-bf16 $py -m fedrag train --stage ralt --steps 3 --batch-size 4 --dtype bfloat16 --train "$w/demo/train.jsonl" "${common[@]}" --out "$w/ralt-bf16"
-step eval-bf16 $py -m fedrag eval --dtype bfloat16 --limit 8 --qa "$w/demo/test.jsonl" --corpus "$w/demo/corpus.jsonl" --retriever "$w/ralt-bf16/retriever" --generator "$w/ralt-bf16/generator" --device "$dev" --out "$out/eval-bf16.json"
+step eval-bf16 $py -m fedrag eval --dtype bfloat16 --test-limit 8 --test "$w/demo/test.jsonl" --corpus "$w/demo/corpus.jsonl" --retriever "$w/ralt-bf16/retriever" --generator "$w/ralt-bf16/generator" --device "$dev" --metrics "$out/eval-bf16.json"
 step joint-token $py -m fedrag train --strategy joint-token --steps 3 --batch-size 4 --dtype bfloat16 --train "$w/demo/train.jsonl" "${common[@]}" --out "$w/joint"
 step index $py -m fedrag index "${common[@]:0:4}" --device "$dev" --out "$w/index"
-step eval-device-map $py -m fedrag eval --device-map auto --limit 8 --qa "$w/demo/test.jsonl" --index "$w/index" --retriever "$R" --generator "$G" --out "$out/eval-map.json"
+step eval-device-map $py -m fedrag eval --device-map auto --test-limit 8 --test "$w/demo/test.jsonl" --index "$w/index" --retriever "$R" --generator "$G" --metrics "$out/eval-map.json"
 if [ "$dev" != cpu ]; then
   step train-4bit $py -m fedrag train --stage ralt --steps 3 --batch-size 4 --quantize 4bit --train "$w/demo/train.jsonl" "${common[@]}" --out "$w/ralt-4bit"
 fi

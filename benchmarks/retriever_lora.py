@@ -30,13 +30,13 @@ def recall(data: Path, retriever: str, out: Path) -> float:
         "eval",
         "--corpus",
         data / "corpus.jsonl",
-        "--qa",
+        "--test",
         data / "test.jsonl",
         "--retriever",
         retriever,
         "--generator",
         "none",
-        "--out",
+        "--metrics",
         out,
     )
     return json.loads(out.read_text())["recall@5"]

@@ -25,16 +25,16 @@ for d in hotpot ${SQUAD:+squad}; do
   limit=()
   if [ "$d" = squad ]; then
     $F convert --format squad --input "$SQUAD" --out runs/val/squad --test-fraction 0.2 --overwrite
-    if [ -n "${SQUAD_LIMIT:-}" ]; then limit=(--limit "$SQUAD_LIMIT"); fi
+    if [ -n "${SQUAD_LIMIT:-}" ]; then limit=(--train-limit "$SQUAD_LIMIT"); fi
   fi
-  [ -f runs/val/${d}_base.json ] || $F eval --qa runs/val/$d/test.jsonl --corpus runs/val/$d/corpus.jsonl --generator none \
-      --predictions runs/val/${d}_base_rows.jsonl --out runs/val/${d}_base.json
+  [ -f runs/val/${d}_base.json ] || $F eval --test runs/val/$d/test.jsonl --corpus runs/val/$d/corpus.jsonl --generator none \
+      --predictions runs/val/${d}_base_rows.jsonl --metrics runs/val/${d}_base.json
   for s in $STAGES; do
     $F train --stage "$s" --corpus runs/val/$d/corpus.jsonl --train runs/val/$d/train.jsonl "${limit[@]}" \
         --out runs/val/${d}_$s --overwrite
     idx=runs/val/${d}_$s/index; [ -d "$idx" ] || idx=runs/val/$d/corpus.jsonl  # query-side-only stages keep the corpus
     if [ -d "$idx" ]; then src=(--index "$idx"); else src=(--corpus "$idx"); fi
-    $F eval --qa runs/val/$d/test.jsonl "${src[@]}" --retriever runs/val/${d}_$s/retriever \
-        --generator none --predictions runs/val/${d}_${s}_rows.jsonl --out runs/val/${d}_$s.json
+    $F eval --test runs/val/$d/test.jsonl "${src[@]}" --retriever runs/val/${d}_$s/retriever \
+        --generator none --predictions runs/val/${d}_${s}_rows.jsonl --metrics runs/val/${d}_$s.json
   done
 done

@@ -34,6 +34,7 @@ def setting(
     *,
     factory: Any = _NO_DEFAULT,
     flag: str | None = None,
+    shown: str | None = None,
     cli: bool = True,
     panel: str | None = None,
     identity: bool = True,
@@ -49,6 +50,8 @@ def setting(
         help: One line: what the setting does; the CLI's `--help` and the API reference show it.
         factory: A zero-argument callable building the default (lists, dicts).
         flag: The CLI flag when it is not `--` + the name with dashes (`"--lora/--full"`).
+        shown: The default as `--help` shows it, where the CLI applies another than `default`
+            (`fedrag federate --min-sites`: every site it starts).
         cli: False for settings the library fills in itself (they get no CLI option).
         panel: The `--help` panel the option is listed in (a command may group otherwise).
         identity: Part of what a resumed run or comparison must match (False: it changes how a
@@ -60,7 +63,7 @@ def setting(
         stage_default_on_sites: False: a stage's preferred value applies centrally only (a
             site's round ends with the weights it trained).
     """
-    meta = {"help": help, "flag": flag, "cli": cli, "panel": panel, "identity": identity, "path": path}
+    meta = {"help": help, "flag": flag, "shown": shown, "cli": cli, "panel": panel, "identity": identity, "path": path}
     meta.update(to_sites=to_sites, round_set=round_set, stage_default_on_sites=stage_default_on_sites)
     if factory is not _NO_DEFAULT:
         return dataclasses.field(default_factory=factory, metadata=meta)

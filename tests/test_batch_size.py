@@ -83,7 +83,7 @@ def test_the_setting_parses_travels_and_refuses_what_it_cannot_mean(monkeypatch,
         with pytest.raises(FedragError, match="--batch-size"):
             TrainConfig(batch_size=bad)
     for bad in ("big", "0"):
-        monkeypatch.setattr(sys, "argv", ["fedrag", "eval", "--qa", str(demo_dir / "test.jsonl"), "--batch-size", bad])
+        monkeypatch.setattr(sys, "argv", ["fedrag", "eval", "--test", str(demo_dir / "test.jsonl"), "--batch-size", bad])
         with pytest.raises(SystemExit) as exc:
             main()
         err = capsys.readouterr().err

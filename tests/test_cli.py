@@ -51,34 +51,34 @@ def bad_files(tmp_path):
     [
         (
             "missing qa",
-            ["eval", "--qa", "{t}/missing.jsonl", "--corpus", "{d}/corpus.jsonl", "--generator", "none"],
+            ["eval", "--test", "{t}/missing.jsonl", "--corpus", "{d}/corpus.jsonl", "--generator", "none"],
             "missing.jsonl: file not found",
         ),
         (
             "missing corpus",
-            ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{t}/nope.jsonl", "--generator", "none"],
+            ["eval", "--test", "{d}/test.jsonl", "--corpus", "{t}/nope.jsonl", "--generator", "none"],
             "nope.jsonl: file not found",
         ),
         (
             "bad json",
-            ["eval", "--qa", "{t}/bad.jsonl", "--corpus", "{d}/corpus.jsonl", "--generator", "none"],
+            ["eval", "--test", "{t}/bad.jsonl", "--corpus", "{d}/corpus.jsonl", "--generator", "none"],
             "bad.jsonl:2: invalid JSON",
         ),
         (
             "empty corpus",
-            ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{t}/empty.jsonl", "--retriever", "{r}", "--generator", "none"],
+            ["eval", "--test", "{d}/test.jsonl", "--corpus", "{t}/empty.jsonl", "--retriever", "{r}", "--generator", "none"],
             "corpus is empty",
         ),
         (
             "gold not in corpus",
-            ["eval", "--qa", "{t}/nogold.jsonl", "--corpus", "{d}/corpus.jsonl", "--retriever", "{r}", "--generator", "none"],
+            ["eval", "--test", "{t}/nogold.jsonl", "--corpus", "{d}/corpus.jsonl", "--retriever", "{r}", "--generator", "none"],
             "gold id 'nope' not in the corpus",
         ),
         (
             "unknown retriever",
             [
                 "eval",
-                "--qa",
+                "--test",
                 "{d}/test.jsonl",
                 "--corpus",
                 "{d}/corpus.jsonl",
@@ -98,7 +98,7 @@ def bad_files(tmp_path):
             "unknown generator",
             [
                 "eval",
-                "--qa",
+                "--test",
                 "{d}/test.jsonl",
                 "--corpus",
                 "{d}/corpus.jsonl",
@@ -111,19 +111,19 @@ def bad_files(tmp_path):
         ),
         (
             "mismatched index",
-            ["eval", "--qa", "{d}/test.jsonl", "--index", "{i}", "--retriever", "minilm", "--generator", "none"],
+            ["eval", "--test", "{d}/test.jsonl", "--index", "{i}", "--retriever", "minilm", "--generator", "none"],
             "does not match the retriever's dimension",
         ),
         (
             "not an index",
-            ["eval", "--qa", "{d}/test.jsonl", "--index", "{t}", "--retriever", "{r}", "--generator", "none"],
+            ["eval", "--test", "{d}/test.jsonl", "--index", "{t}", "--retriever", "{r}", "--generator", "none"],
             "not a fedrag index directory",
         ),
         (
             "index of another corpus",
             [
                 "eval",
-                "--qa",
+                "--test",
                 "{d}/test.jsonl",
                 "--index",
                 "{i}",
@@ -138,18 +138,18 @@ def bad_files(tmp_path):
         ),
         (
             "eval zero batch",
-            ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--batch-size", "0", "--generator", "none"],
+            ["eval", "--test", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--batch-size", "0", "--generator", "none"],
             "Invalid value for '--batch-size'",
         ),
         (
             "eval zero limit",
-            ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--limit", "0", "--generator", "none"],
-            "Invalid value for '--limit'",
+            ["eval", "--test", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--test-limit", "0", "--generator", "none"],
+            "Invalid value for '--test-limit'",
         ),
         (
             "eval negative limit",
-            ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--limit", "-1", "--generator", "none"],
-            "Invalid value for '--limit'",
+            ["eval", "--test", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--test-limit", "-1", "--generator", "none"],
+            "Invalid value for '--test-limit'",
         ),
         ("advise bad json", ["advise", "--labels", "--compare", "{t}/bad_compare.json"], "not a compare.json (invalid JSON"),
         (
@@ -170,12 +170,12 @@ def bad_files(tmp_path):
         ("app out onto a file", ["app", "--out", "{t}/a_file"], "exists and is not a directory"),
         (
             "bad retrieval mode",
-            ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retrieval", "magic", "--generator", "none"],
+            ["eval", "--test", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--retrieval", "magic", "--generator", "none"],
             "Invalid value for '--retrieval': 'magic' is not one of 'dense', 'bm25', 'hybrid'",
         ),
         (
             "bad top-k",
-            ["eval", "--qa", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--top-k", "0", "--generator", "none"],
+            ["eval", "--test", "{d}/test.jsonl", "--corpus", "{d}/corpus.jsonl", "--top-k", "0", "--generator", "none"],
             "--top-k must be >= 1",
         ),
         (
@@ -221,7 +221,7 @@ def bad_files(tmp_path):
             ],
             "--train-passages applies to --stage contrastive or --stage lsr",
         ),
-        ("unknown option", ["eval", "--qa", "x", "--frobnicate"], "No such option"),
+        ("unknown option", ["eval", "--test", "x", "--frobnicate"], "No such option"),
         (
             "bad scheduler",
             [
@@ -355,7 +355,9 @@ def test_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, demo_dir
     t = bad_files(tmp_path)
     fmt = dict(t=t, d=demo_dir, r=tiny_models["retriever"], i=index_dir)
     out_file = tmp_path / "metrics.json"
-    args = [a.format(**fmt) for a in args] + (["--out", str(out_file)] if args[0] == "eval" and case != "unknown option" else [])
+    args = [a.format(**fmt) for a in args] + (
+        ["--metrics", str(out_file)] if args[0] == "eval" and case != "unknown option" else []
+    )
     code, out, err = run(monkeypatch, capsys, *args)
     assert code == 2, (case, err)
     lines = [line for line in err.strip().splitlines() if line.strip()]
@@ -387,7 +389,7 @@ def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir,
             monkeypatch,
             capsys,
             "eval",
-            "--qa",
+            "--test",
             demo_dir / "test.jsonl",
             "--index",
             tmp_path / "idx",
@@ -397,9 +399,9 @@ def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir,
             tiny_models["generator"],
             "--retrieval",
             mode,
-            "--limit",
+            "--test-limit",
             "4",
-            "--out",
+            "--metrics",
             tmp_path / f"{mode}.json",
         )
         assert code == 0, err
@@ -414,7 +416,7 @@ def test_index_then_eval_writes_metrics(monkeypatch, capsys, tmp_path, demo_dir,
             monkeypatch,
             capsys,
             "eval",
-            "--qa",
+            "--test",
             demo_dir / "test.jsonl",
             "--index",
             tmp_path / "idx",
@@ -480,7 +482,7 @@ def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, d
         monkeypatch,
         capsys,
         "eval",
-        "--qa",
+        "--test",
         demo_dir / "test.jsonl",
         "--corpus",
         demo_dir / "corpus.jsonl",
@@ -488,9 +490,9 @@ def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, d
         tmp_path / "run" / "retriever",
         "--generator",
         tmp_path / "run" / "generator",
-        "--limit",
+        "--test-limit",
         "2",
-        "--out",
+        "--metrics",
         tmp_path / "m.json",
     )
     assert code == 0, err
@@ -525,10 +527,22 @@ def test_lsr_with_passages_writes_an_index_its_retriever_matches(monkeypatch, ca
     assert code == 0, err
     cost = json.loads((tmp_path / "run" / "cost.json").read_text())
     assert cost["reencode"]["reencoded_passages"] == 48 and "best" not in cost
-    args = ["eval", "--qa", demo_dir / "test.jsonl", "--index", tmp_path / "run" / "index", "--generator", "none", "--limit", "4"]
-    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tmp_path / "run" / "retriever", "--out", tmp_path / "m.json")
+    args = [
+        "eval",
+        "--test",
+        demo_dir / "test.jsonl",
+        "--index",
+        tmp_path / "run" / "index",
+        "--generator",
+        "none",
+        "--test-limit",
+        "4",
+    ]
+    code, _, err = run(
+        monkeypatch, capsys, *args, "--retriever", tmp_path / "run" / "retriever", "--metrics", tmp_path / "m.json"
+    )
     assert code == 0, err
-    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tiny_models["retriever"], "--out", tmp_path / "x.json")
+    code, _, err = run(monkeypatch, capsys, *args, "--retriever", tiny_models["retriever"], "--metrics", tmp_path / "x.json")
     assert code == 2 and "index was built with encoder" in err, "the re-encoded index no longer matches the base model"
 
 
@@ -580,7 +594,7 @@ def test_stage_defaults_apply_unless_an_option_is_given(monkeypatch, capsys, tmp
         demo_dir / "train.jsonl",
         "--retriever",
         tiny_models["retriever"],
-        "--limit",
+        "--train-limit",
         "16",
     ]
     code, _, err = run(monkeypatch, capsys, *common, "--out", tmp_path / "a")

@@ -175,7 +175,9 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
         "--max-new-tokens",
         "4",
     ]
-    code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
+    code, out, err = run(
+        monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--train-limit", "8", "--out", tmp_path / "c"
+    )
     assert code == 0, err
     assert "ra-dit phase 2/2 (lsr): kept step" in err, "the LSR stage's keep-best says what it kept"
     result = json.loads((tmp_path / "c" / "compare.json").read_text())
@@ -204,7 +206,9 @@ def test_compare_writes_a_row_per_applicable_strategy_and_resumes(monkeypatch, c
             assert f"{r['strategy']}: F1" in md
     assert by[best]["verdict"] == "best" and "Verdicts" in md
     # resumed: nothing is trained again
-    code, out, err = run(monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--limit", "8", "--out", tmp_path / "c")
+    code, out, err = run(
+        monkeypatch, capsys, *args, "--train", demo_dir / "train.jsonl", "--train-limit", "8", "--out", tmp_path / "c"
+    )
     assert code == 0 and err.count("already finished") == 6, err
     args_nogold = [nogold_test if a == demo_dir / "test.jsonl" else a for a in args]
     code, out, err = run(
@@ -319,7 +323,7 @@ def test_advice_checks_both_halves_of_the_rule_and_names_ties():
 def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
     # the options the user did not give stay open to a stage's own defaults, as in `fedrag train`:
     # independent = RALT (8 questions at batch 4: 2 steps) + contrastive (batch 16, at least 20 steps)
-    args = ["compare", "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--limit", "8"]
+    args = ["compare", "--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--train-limit", "8"]
     args += ["--test", demo_dir / "test.jsonl", "--test-limit", "2", "--strategies", "independent", "--top-k", "2"]
     args += ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--max-new-tokens", "2"]
     code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "c")

@@ -218,8 +218,8 @@ def test_the_command_check_catches_a_wrong_option():
     with pytest.raises(click.exceptions.ClickException):
         cmd.make_context("fedrag convert", ["--format", "csv", "--input", "x.json", "--out", "d"])
     cmd.make_context("fedrag convert", ["--format", "squad", "--input", "x.json", "--out", "d"])
-    assert list(_fedrag_invocations("X=1 .venv/bin/fedrag eval --out m.json && fedrag train --steps 2  # c")) == [
-        ["eval", "--out", "m.json"],
+    assert list(_fedrag_invocations("X=1 .venv/bin/fedrag eval --metrics m.json && fedrag train --steps 2  # c")) == [
+        ["eval", "--metrics", "m.json"],
         ["train", "--steps", "2"],
     ]
     assert list(_fedrag_invocations("torchrun --nproc-per-node 2 -m fedrag train --steps 2")) == [["train", "--steps", "2"]]

@@ -165,7 +165,7 @@ def test_quantize_without_a_gpu_is_one_line(monkeypatch, capsys, tmp_path, demo_
         monkeypatch,
         capsys,
         "eval",
-        "--qa",
+        "--test",
         demo_dir / "test.jsonl",
         "--corpus",
         demo_dir / "corpus.jsonl",
@@ -175,7 +175,7 @@ def test_quantize_without_a_gpu_is_one_line(monkeypatch, capsys, tmp_path, demo_
         tiny_models["generator"],
         "--quantize",
         "4bit",
-        "--limit",
+        "--test-limit",
         "1",
     )
     assert code == 2 and "--quantize 4bit needs a CUDA GPU" in err and "Traceback" not in err, err

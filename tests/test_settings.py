@@ -20,7 +20,7 @@ NAN_CASES = [
     ["federate", "--stage", "ralt", "--dp-clip", "inf"],
     ["federate", "--stage", "ralt", "--round-timeout", "nan"],
     ["federate", "--stage", "ralt", "--lr-generator", "nan"],
-    ["eval", "--qa", "missing.jsonl", "--temperature", "nan"],
+    ["eval", "--test", "missing.jsonl", "--temperature", "nan"],
 ]
 
 
@@ -134,7 +134,7 @@ def test_train_then_eval_in_bfloat16_through_the_cli(monkeypatch, capsys, tmp_pa
         monkeypatch,
         capsys,
         "eval",
-        "--qa",
+        "--test",
         demo_dir / "test.jsonl",
         "--corpus",
         demo_dir / "corpus.jsonl",
@@ -144,7 +144,7 @@ def test_train_then_eval_in_bfloat16_through_the_cli(monkeypatch, capsys, tmp_pa
         out / "generator",
         "--dtype",
         "bfloat16",
-        "--limit",
+        "--test-limit",
         "2",
         "--max-new-tokens",
         "2",

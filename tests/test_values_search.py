@@ -212,11 +212,11 @@ def test_eval_dtype_bfloat16_loads_and_runs_both_models_in_bfloat16(monkeypatch,
         return rag
 
     monkeypatch.setattr(fedrag.pipeline, "build_rag", watched)
-    args = ["eval", "--qa", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl", "--limit", "2"]
+    args = ["eval", "--test", demo_dir / "test.jsonl", "--corpus", demo_dir / "corpus.jsonl", "--test-limit", "2"]
     args += ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--max-new-tokens", "2"]
     for dtype, want in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
         try:
-            code, out, err = run(monkeypatch, capsys, *args, "--dtype", dtype, "--out", tmp_path / f"{dtype}.json")
+            code, out, err = run(monkeypatch, capsys, *args, "--dtype", dtype, "--metrics", tmp_path / f"{dtype}.json")
         finally:
             for _, _, handle in built:
                 handle.remove()

@@ -52,12 +52,14 @@ def demo_data(
     settings(GenerationSettings, exclude=("decoding", "gamma"), panel="Generation"),
 )
 def eval_cmd(
-    qa: str = typer.Option(..., "--qa", help="QA JSONL to evaluate on"),
+    test: str = typer.Option(..., "--test", help="test QA JSONL: the questions the models are scored on"),
     corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL (or --index)"),
     index_dir: Optional[str] = typer.Option(None, "--index", help="a store built by fedrag index or saved by train"),
     retrieval: str = choice_option("dense", "--retrieval", Retrieval, "dense (the retriever), bm25, or both fused"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate N questions spread evenly through --qa"),
-    out: Optional[str] = typer.Option(None, "--out", help="write the metrics to this JSON file"),
+    test_limit: Optional[int] = typer.Option(
+        None, "--test-limit", min=1, help="test on N questions spread evenly through --test", show_default="all"
+    ),
+    metrics_file: Optional[str] = typer.Option(None, "--metrics", help="write the metrics to this JSON file"),
     predictions: Optional[str] = typer.Option(
         None, "--predictions", help="write each question's answer and scores to this JSONL file"
     ),
@@ -80,7 +82,9 @@ def eval_cmd(
         "float32",
         "--dtype",
         WeightDtype,
-        "weights' dtype of both models (auto: bfloat16 on a GPU that supports it; an --index must be built at the same dtype)",
+        "weights' dtype of both models: float32 by default, the weights an --index was built with (auto: bfloat16 "
+        "on a GPU that supports it; an --index must then be built at the same dtype). train's --dtype is "
+        "another setting: its compute precision",
         panel="Models",
     ),
     device_map: Optional[str] = typer.Option(
@@ -103,7 +107,7 @@ def eval_cmd(
     settings = resolve_settings(
         decoding, generator, gamma, **{f.name: kw[f.name] for f in fields(GenerationSettings) if f.name in kw}
     )
-    examples = evenly_spaced(load_qa(qa), limit)
+    examples = evenly_spaced(load_qa(test), test_limit)
     rag = build_rag(
         corpus,
         retriever,
@@ -117,15 +121,15 @@ def eval_cmd(
         quantize=models.quantize,
         device_map=device_map,
     )
-    check_gold_ids(examples, rag.store.passages, qa)
+    check_gold_ids(examples, rag.store.passages, test)
     metrics = evaluate(rag, examples, batch_size=batch_size, progress=sys.stderr.isatty())
     rows = metrics.pop("_rows")
     metrics.update(retrieval=retrieval, top_k=min(top_k, len(rag.store)), retriever=retriever, generator=generator)
     metrics.update(index_report(rag.store))
     if predictions:
         write_jsonl(predictions, rows)
-    if out:
-        write_json(out, metrics)
+    if metrics_file:
+        write_json(metrics_file, metrics)
     typer.echo(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}))
 
 

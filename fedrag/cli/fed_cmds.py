@@ -55,7 +55,7 @@ def federate(
     ),
     sites: int = typer.Option(2, "--sites", min=1, help="sites to partition --corpus/--train across"),
     eval_qa: Optional[str] = typer.Option(
-        None, "--eval-qa", help="held-out QA for server-side evaluation each round", rich_help_panel="Evaluation and tracking"
+        None, "--val", help="validation QA JSONL the server evaluates on each round", rich_help_panel="Evaluation and tracking"
     ),
     out: Path = OUT,
     overwrite: bool = OVERWRITE,

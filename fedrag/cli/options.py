@@ -18,8 +18,44 @@ from typing import Any, Callable, Literal, Optional, Union, get_args, get_origin
 
 import click
 import typer
+import typer.core
+
+# Old option names a command still takes, hidden from --help, for one release (CHANGELOG.md,
+# "Deprecated"): each concept has one name across commands (tests/test_vocabulary.py).
+RENAMED: dict[str, dict[str, str]] = {
+    "train": {"--eval-every": "--evaluate-every", "--limit": "--train-limit"},
+    "search-lr": {"--eval-every": "--evaluate-every", "--limit": "--train-limit"},
+    "compare": {"--eval-every": "--evaluate-every", "--limit": "--train-limit"},
+    "eval": {"--qa": "--test", "--limit": "--test-limit", "--out": "--metrics"},
+    "federate": {"--eval-qa": "--val", "--eval-limit": "--val-limit"},
+}
+
+
+def renamed(command: str, args: list[str], warn: bool = True) -> list[str]:
+    """`args` of `command` with each old option name (`RENAMED`) replaced by its new one,
+    `--old=value` included; a line on stderr says so (`warn`)."""
+    old, out = RENAMED.get(command, {}), list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":  # what follows is values
+            break
+        name, eq, value = arg.partition("=")
+        if name in old:
+            if warn:
+                typer.echo(f"fedrag: {command} {name} is deprecated; use {old[name]}", err=True)
+            out[i] = old[name] + eq + value
+    return out
+
+
+class Group(typer.core.TyperGroup):
+    """fedrag's commands: a command's old option names (`RENAMED`) still parse, unlisted."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return name, cmd, renamed(name or "", rest)
+
 
 app = typer.Typer(
+    cls=Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -113,17 +149,22 @@ def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
     flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
     default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
     help_text = field.metadata.get("help", "")
+    shown = field.metadata.get("shown") or True  # the default as the CLI applies it, where that is not `default`
     if get_origin(hint) is Literal:
         return (Optional[str] if optional else str), choice_option(default, flag, hint, help_text, panel)
     if _int_or_names(hint):
         kind = IntOrName(_int_or_names(hint))
-        return str, typer.Option(default, flag, help=help_text, rich_help_panel=panel, click_type=kind, metavar=kind.name)
+        return str, typer.Option(
+            default, flag, help=help_text, rich_help_panel=panel, click_type=kind, metavar=kind.name, show_default=shown
+        )
     if _is_grid(hint):
         text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
-        return str, typer.Option(text, flag, help=help_text, rich_help_panel=panel, show_default=text.replace(",", ", "))
+        return str, typer.Option(text, flag, help=help_text, rich_help_panel=panel, show_default=shown)
     if hint is bool and "/" not in flag and default:  # an off-by-default switch needs no --no- form
         flag = f"{flag}/--no-{flag[2:]}"
-    return (Optional[hint] if optional else hint), typer.Option(default, flag, help=help_text, rich_help_panel=panel)
+    return (Optional[hint] if optional else hint), typer.Option(
+        default, flag, help=help_text, rich_help_panel=panel, show_default=shown
+    )
 
 
 def settings(cls, *, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), panel: str | None = None) -> list:

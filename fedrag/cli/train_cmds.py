@@ -22,7 +22,7 @@ STAGE = choice_option(None, "--stage", StageName, "a single stage (or --strategy
 CORPUS = typer.Option(..., "--corpus", help="corpus JSONL")
 TRAIN = typer.Option(..., "--train", help="training QA JSONL")
 VAL = typer.Option(None, "--val", help="validation QA JSONL")
-LIMIT = typer.Option(None, "--limit", min=1, help="train on N questions spread evenly through --train")
+LIMIT = typer.Option(None, "--train-limit", min=1, help="train on N questions spread evenly through --train")
 OUT = typer.Option(..., "--out", help="output directory (written whole, or not at all)")
 OVERWRITE = typer.Option(False, "--overwrite", help="replace an existing --out directory whole")
 PLAN = settings(PlanSettings, panel="Models and plan")
@@ -96,7 +96,9 @@ def train(
     out: Path = OUT,
     overwrite: bool = OVERWRITE,
     limit: Optional[int] = LIMIT,
-    val_limit: Optional[int] = typer.Option(None, "--val-limit", min=1, help="validate on N questions of --val"),
+    val_limit: Optional[int] = typer.Option(
+        None, "--val-limit", min=1, help="validate on N questions of --val", show_default="all"
+    ),
     device: str = DEVICE,
     **kw,
 ):

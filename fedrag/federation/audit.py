@@ -18,10 +18,12 @@ the defence for the model updates; site metrics are not noised (docs/federation.
 from __future__ import annotations
 
 from fedrag.errors import FedragError
+from fedrag.federation.policy import VERSION_KEY
 from fedrag.federation.records import packed_spec, record_bytes
 
-CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm"}
+CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm", VERSION_KEY}
 BYTES_KEYS = {"context"}
+TEXT_KEYS = {VERSION_KEY}  # the server's fedrag version, which each site checks (fedrag.federation.policy)
 RESUME_HINT = "the checkpoint of the last good round is kept in OUT/checkpoint; run the same command again to resume"
 METRIC_KEYS = {
     "num-examples",
@@ -73,7 +75,7 @@ def outgoing_violation(message, spec: dict) -> str | None:
     for key, value in content.config_records.get("config", {}).items():
         if key not in CONFIG_KEYS:
             return f"config key '{key}' is not in the allow-list"
-        if isinstance(value, (bytes, bytearray)) != (key in BYTES_KEYS) or isinstance(value, str):
+        if isinstance(value, (bytes, bytearray)) != (key in BYTES_KEYS) or isinstance(value, str) != (key in TEXT_KEYS):
             return f"config key '{key}' carries a {type(value).__name__}"
     return None
 

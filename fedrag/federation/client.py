@@ -129,7 +129,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     config's `allow-models`, else the bundled models only); `mods`: extra Flower
     client mods, run outside fedrag's DP clipping mod; `plan`: a Strategy object to
     run (simulation: any composition of stage objects, captured as is), else the task's."""
-    from fedrag.federation.policy import SitePolicy
+    from fedrag.federation.policy import SitePolicy, version_mod
 
     policy = policy or (lambda context: SitePolicy.from_node_config(context.node_config))
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
@@ -147,8 +147,9 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     from fedrag.federation.local_dp import make_local_dp_mod
     from fedrag.federation.secagg import make_secagg_mod
 
-    # innermost first: central-DP clipping, then local DP's noise, then secure aggregation's masks
-    app = ClientApp(mods=[*mods, make_secagg_mod(), make_local_dp_mod(_task, site_data), central_dp_clipping])
+    # innermost first: central-DP clipping, then local DP's noise, then secure aggregation's masks; the
+    # server's fedrag version is checked before any of them
+    app = ClientApp(mods=[*mods, version_mod, make_secagg_mod(), make_local_dp_mod(_task, site_data), central_dp_clipping])
 
     @app.train()
     def train(msg: Message, context) -> Message:

@@ -13,6 +13,10 @@ default is the bundled models only. An adapter directory's base model must be al
 too. Simulation runs every site in the user's own process and is trusted by default; so
 are the nodes of Flower's own simulation (`flwr run` with a node config holding
 `partition-id` and no `allow-models`).
+
+A site also refuses a round from a server that runs another fedrag version (the server
+names its own in every round's configuration, `fedrag-version`): the two sides exchange
+tensors by name and layout, which only one version is sure to agree on.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ DEFAULT_MODELS = (*BUNDLED_RETRIEVERS, *BUNDLED_GENERATORS)
 DEFAULT_STRATEGY_MODULES = ("fedrag",)
 NODE_CONFIG_KEY = "allow-models"
 STRATEGY_KEY = "allow-strategies"
+VERSION_KEY = "fedrag-version"  # a round's configuration names the server's fedrag version
 
 
 def _listed(value) -> tuple[str, ...]:
@@ -98,3 +103,27 @@ def app_policy(context) -> SitePolicy:
     if "partition-id" in cfg and NODE_CONFIG_KEY not in cfg and STRATEGY_KEY not in cfg:
         return TRUSTED
     return SitePolicy.from_node_config(cfg)
+
+
+def check_version(config) -> None:
+    """Refuse, in one line naming both versions, a round (its `config` record) whose server
+    runs another fedrag version than this site."""
+    from fedrag import __version__
+
+    server = config.get(VERSION_KEY) if config is not None else None
+    if server != __version__:
+        said = f"fedrag {server}" if server else "an older fedrag (it names no version)"
+        raise FedragError(
+            f"site refuses the run: this site runs fedrag {__version__}, the server {said}; "
+            "install the same fedrag version on the server and every site"
+        )
+
+
+def version_mod(msg, context, call_next):
+    """A ClientApp mod, before any other: a round from a server with another fedrag version is
+    refused before anything runs (secure aggregation's set-up messages carry no round
+    configuration; its training message does)."""
+    config = msg.content.config_records.get("config")
+    if config is not None:
+        check_version(config)
+    return call_next(msg, context)

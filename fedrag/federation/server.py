@@ -12,10 +12,12 @@ import json
 import time
 from pathlib import Path
 
+from fedrag import __version__
 from fedrag._io import atomic_write_json, atomic_write_text
 from fedrag.federation.aggregator import make_accountant, make_aggregator
 from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
 from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
+from fedrag.federation.policy import VERSION_KEY
 from fedrag.federation.privacy import privacy_markdown, privacy_sections
 from fedrag.federation.records import from_wire, packed_spec, to_wire
 from fedrag.federation.run_summary import run_summary
@@ -171,7 +173,7 @@ def serve(grid, task: FedTask, plan=None) -> dict:
             t_round[0] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in metrics.items()}) if metrics else None
 
-        config = {"phase": phase_idx, "round-offset": done}
+        config = {"phase": phase_idx, "round-offset": done, VERSION_KEY: __version__}  # a site checks the version
         context = phase_context(plan, phase_idx, rag)
         if context is not None:
             config["context"] = context

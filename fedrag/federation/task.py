@@ -80,7 +80,12 @@ class FedTask:
     proximal_mu: float = setting(0.01, "FedProx: weight of the proximal term on the sites", panel=AGGREGATION)
     server_lr: float = setting(0.1, "FedAdam/FedYogi: the server's learning rate (eta)", panel=AGGREGATION)
     fraction: float = setting(1.0, "fraction of the connected sites sampled each round", panel=AGGREGATION)
-    min_sites: int = setting(2, "sites a round needs (fedrag federate: every site it starts, unless given)", panel=AGGREGATION)
+    min_sites: int = setting(
+        2,
+        "sites a round needs",
+        shown="every site fedrag federate starts; 2 under flwr run",
+        panel=AGGREGATION,
+    )
     dp_noise: float = setting(
         0.0,
         "central differential privacy when above 0: sites clip their update, the server adds Gaussian noise of this multiplier",
@@ -133,7 +138,9 @@ class FedTask:
     )
     eval_corpus: str = setting("", "server-side evaluation: the corpus (default: --corpus)", cli=False)
     eval_qa: str = setting("", "held-out QA the server evaluates each round", cli=False)
-    eval_limit: int = setting(VAL_LIMIT, "server-side evaluation: at most N questions", panel=EVALUATION, identity=False)
+    eval_limit: int = setting(
+        VAL_LIMIT, "server-side evaluation: at most N questions of --val", flag="--val-limit", panel=EVALUATION, identity=False
+    )
     evaluate_every: int = setting(
         1, "sites evaluate every N rounds and at a phase's last round (0: never)", panel=EVALUATION, identity=False
     )
@@ -172,7 +179,7 @@ class FedTask:
         if self.min_sites < 1 or self.top_k < 1:  # --batch-size: as TrainConfig checks it (below)
             raise FedragError("--min-sites and --top-k must be >= 1")
         if self.proximal_mu < 0 or self.server_lr <= 0 or self.eval_limit < 1:
-            raise FedragError("--proximal-mu must be >= 0, --server-lr > 0 and --eval-limit >= 1")
+            raise FedragError("--proximal-mu must be >= 0, --server-lr > 0 and --val-limit >= 1")
         if self.dp_noise < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise FedragError("--dp-noise must be >= 0, --dp-clip > 0 and the DP delta in (0, 1)")
         if self.local_dp_noise < 0 or self.local_dp_clip <= 0:
@@ -191,7 +198,7 @@ class FedTask:
         if self.round_timeout <= 0:
             raise FedragError("--round-timeout must be > 0")
         if self.evaluate_every < 0:
-            raise FedragError("evaluate-every must be >= 0 (0 turns client-side evaluation off)")
+            raise FedragError("--evaluate-every must be >= 0 (0 turns client-side evaluation off)")
         self.train_config()  # the sites' training settings, validated as TrainConfig validates them
 
     @property

@@ -67,7 +67,7 @@ class GenerationSettings:
         "thorough",
         "rag-sequence: score every candidate under every passage "
         "(thorough, k² rows), or only under the passages that produced "
-        "it (fast, k rows; Lewis et al. 2020)",
+        "it (fast, k rows; Lewis et al. 2020; compare's default, as it decodes every strategy)",
     )
 
     def __post_init__(self):

@@ -86,7 +86,7 @@ def write_model_card(
         "Evaluate it:",
         "",
         "```bash",
-        f"fedrag eval --corpus CORPUS.jsonl --qa TEST.jsonl --{role} THIS_FOLDER --out metrics.json",
+        f"fedrag eval --corpus CORPUS.jsonl --test TEST.jsonl --{role} THIS_FOLDER --metrics metrics.json",
         "```",
         "",
     ]

@@ -45,7 +45,10 @@ class CompareSettings:
     # which rows are wanted, and how results are read (margin): not what a strategy's row depends on, so a
     # rerun may add strategies to a comparison (or leave some out) without training the rest again
     strategies: list[str] = setting(
-        help="the strategies to train and compare, comma-separated", factory=lambda: list(STRATEGIES), identity=False
+        help=f"the strategies to train and compare, comma-separated ({', '.join(STRATEGIES)})",
+        factory=lambda: list(STRATEGIES),
+        shown="all",
+        identity=False,
     )
     retriever: str = same(PlanSettings, "retriever")
     generator: str = same(PlanSettings, "generator")
@@ -61,8 +64,9 @@ class CompareSettings:
     max_new_tokens: int = same(GenerationSettings, "max_new_tokens")
     rag_sequence: RagSequenceMode = setting(
         "fast",
-        "how RAG-Sequence-trained strategies are decoded: fast (k scoring "
-        "rows) or thorough (k² rows); see docs/results.md for their agreement",
+        "how RAG-Sequence-trained strategies are decoded: fast (k scoring rows; the "
+        "default here, as every strategy is decoded) or thorough (k² rows, eval's "
+        "default); docs/results.md measures their agreement",
     )
     margin: float = setting(
         MARGIN,

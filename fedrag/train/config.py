@@ -20,7 +20,7 @@ BestMetric = Literal["auto", "f1", "em", "recall@5", "answer_recall@5", "mrr@10"
 BatchSize = Union[int, Literal["auto"]]
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial", "inverse_sqrt"]
 # held-out questions a selection or a round's evaluation scores unless told (search-lr's and compare
-# --search's --val-limit, the federated server's --eval-limit); `fedrag train` validates on all of --val
+# --search's --val-limit, the federated server's --val-limit); `fedrag train` validates on all of --val
 VAL_LIMIT = 50
 
 
@@ -55,11 +55,11 @@ class TrainConfig:
     warmup_ratio: float = _f(0.1, "fraction of the steps spent warming up")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
     seed: int = _f(0, "random seed (data order, LoRA init)")
-    eval_every: int = _f(0, "validate every N steps (0: only at the end, if --val is given)")
+    eval_every: int = _f(0, "validate every N steps (0: only at the end, if --val is given)", flag="--evaluate-every")
     checkpoint_every: int = _f(0, "checkpoint every N steps (0: never)")
     keep_best: bool = _f(
         False,
-        "validate before the first step and every --eval-every steps, and end with the best "
+        "validate before the first step and every --evaluate-every steps, and end with the best "
         "weights (no --val: a fifth of --train is set aside, by title); --keep-last ends with the "
         "last; the lsr stage keeps its best unless told",
         flag="--keep-best/--keep-last",
@@ -129,7 +129,7 @@ class TrainConfig:
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.prox_mu < 0:
             raise FedragError("--weight-decay, --max-grad-norm and the proximal term must be >= 0")
         if min(self.min_steps, self.eval_every, self.checkpoint_every, self.schedule_offset) < 0:
-            raise FedragError("--min-steps, --eval-every and --checkpoint-every must be >= 0")
+            raise FedragError("--min-steps, --evaluate-every and --checkpoint-every must be >= 0")
 
     def total_steps(self, n_examples: int) -> int:
         """The optimizer steps of a run over `n_examples` (`batch_size` resolved from auto)."""
