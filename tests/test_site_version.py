@@ -81,13 +81,12 @@ def test_the_server_reports_the_sites_line():
     assert failure_reason(SimpleNamespace(error=SimpleNamespace(reason=reason))) == str(exc.value)
 
 
-@pytest.mark.slow
-def test_a_simulated_run_ends_with_the_sites_version_line(tiny_models, demo_dir, tmp_path, monkeypatch):
+def test_a_federated_run_ends_with_the_sites_version_line(tiny_models, demo_dir, tmp_path, monkeypatch):
     from fedrag.data import load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
     from fedrag.federation import server
-    from fedrag.federation.simulation import simulate
     from fedrag.federation.task import FedTask
+    from in_process import run_in_process
 
     monkeypatch.setattr(server, "__version__", "0.0.1")  # the server (this process) says another version
     passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
@@ -103,7 +102,7 @@ def test_a_simulated_run_ends_with_the_sites_version_line(tiny_models, demo_dir,
         out=str(tmp_path / "run"),
     )
     with pytest.raises(FedragError, match=f"this site runs fedrag {fedrag.__version__}, the server fedrag 0.0.1"):
-        simulate(task, sites)
+        run_in_process(task, sites)  # fedrag's server and site apps; only the server module is patched
     assert not (tmp_path / "run" / "cost.json").exists()
 
 
