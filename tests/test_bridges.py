@@ -233,3 +233,49 @@ def test_a_query_that_is_not_text_is_one_fedrag_error(retrieval_only, tuned):
         with pytest.raises(FedragError) as exc:
             ask()
         _one_line_error(exc, "the query must be a string, got NoneType")
+
+
+@pytest.fixture(scope="module")
+def token_tuned(tiny_models, demo_dir, tmp_path_factory):
+    """A joint-token output loaded with no decoding given: the RAG-Token decoding it recorded applies."""
+    from fedrag.pipeline import build_rag, build_training_rag
+    from fedrag.strategies import make_strategy, save_outputs
+    from fedrag.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("token")
+    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
+    plan = make_strategy("joint-token", top_k=2)
+    results = plan.run(rag, load_qa(demo_dir / "train.jsonl")[:8], TrainConfig(steps=1, batch_size=2))
+    save_outputs(rag, out, results, plan.name, decoding=plan.decoding)
+    return out, build_rag(str(demo_dir / "corpus.jsonl"), str(out / "retriever"), str(out / "generator"), top_k=2)
+
+
+def test_the_bridges_answer_with_the_decoding_the_generator_recorded(token_tuned, demo_dir):
+    """The reference is read from the saved generator's file and decoded with explicit
+    settings; concat (the default a bridge would fall back to) answers otherwise, so a
+    bridge that ignored the recorded decoding fails here."""
+    import json
+    from dataclasses import replace
+
+    from fedrag.bridges.llama_index import as_query_engine
+
+    out, rag = token_tuned
+    recorded = json.loads((out / "generator" / "fedrag_decoding.json").read_text())
+    assert recorded["decoding"] == "rag-token"
+    questions = [e.question for e in load_qa(demo_dir / "test.jsonl")[:6]]
+    hits = [hs[:2] for hs in rag.retrieve(questions, 2)]
+
+    def decode(settings):
+        before = rag.settings
+        rag.settings = settings
+        try:
+            return rag.decode(questions, hits, 8)
+        finally:
+            rag.settings = before
+
+    explicit = GenerationSettings(decoding="rag-token", gamma=recorded["gamma"])
+    expected = decode(replace(explicit, max_new_tokens=rag.settings.max_new_tokens))
+    concat = decode(replace(explicit, decoding="concat", max_new_tokens=rag.settings.max_new_tokens))
+    assert expected != concat, "the two decodings must tell a bridge's choice apart on these questions"
+    engine = as_query_engine(rag)
+    assert [str(engine.query(q)) for q in questions] == expected

@@ -352,6 +352,7 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # flwr starts flower-superlink from PATH
         "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "FEDRAG_CACHE": str(tmp_path / "cache"),  # where the nodes write their partitions, read below
     }
     made = subprocess.run(
         [sys.executable, "-m", "fedrag", "app", "--out", str(tmp_path / "app")],
@@ -392,7 +393,8 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
     assert (out / "generator" / "adapter_config.json").exists(), res.stdout[-3000:] + res.stderr[-3000:]
     history = json.loads((out / "rounds.json").read_text())
     assert len(history) == 1 and history[0]["replies"] == 2, "both simulated nodes trained on their partitions"
-    from fedrag.federation.converter import simulated_site
-
-    parts = [simulated_site(str(demo_dir / "corpus.jsonl"), str(demo_dir / "train.jsonl"), 2, "iid", 0, i) for i in (0, 1)]
-    assert sum(len(load_qa(p["train"])) for p in parts) == len(load_qa(demo_dir / "train.jsonl")), "the sites' parts"
+    # what the run's nodes wrote (nothing here computes a partition): two disjoint parts, together the file
+    written = sorted((tmp_path / "cache" / "partitions").glob("*/site*/train.jsonl"))
+    parts = [{e.id for e in load_qa(p)} for p in written]
+    assert len(parts) == 2 and all(parts) and not parts[0] & parts[1], written
+    assert parts[0] | parts[1] == {e.id for e in load_qa(demo_dir / "train.jsonl")}, "the sites' parts"

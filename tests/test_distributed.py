@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fedrag.federation.processes import free_port
+
 
 def _weights(path: Path) -> dict:
     return {k: v for f in sorted(path.rglob("*.safetensors")) for k, v in load_file(str(f)).items()}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -66,7 +61,7 @@ def test_two_torchrun_processes_take_the_step_of_one_process_on_the_global_batch
             "--master-addr",
             "127.0.0.1",
             "--master-port",
-            str(_free_port()),
+            str(free_port()),
             *args,
             "--out",
             str(tmp_path / "two"),

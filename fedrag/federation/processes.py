@@ -11,7 +11,26 @@ BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port that is free now, drawn outside the kernel's ephemeral range: between
+    this call and the server's bind, no port-0 bind or outbound connection (Ray's, another
+    test worker's) can be handed it, as one drawn by binding port 0 could. Below 20000 are
+    Ray's worker ports."""
+    import random
+
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    draw = random.SystemRandom()
+    for _ in range(200):
+        port = draw.randint(20000, max(20001, first - 1))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the band is full: any port the kernel gives
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
