@@ -391,12 +391,13 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(
 
 
 @pytest.mark.slow
-def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sites, tmp_path):
+def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sites, demo_dir, tmp_path):
     """One round from the same start, the sites seeded alike: FedAdam's global step is Flower's
     bias-corrected Adam step on FedAvg's pseudo-gradient (Reddi et al. 2021). FedAvg's
     aggregate is computed here from each site's own round (the client code a site runs).
     FedProx is Flower's FedProx (FedAvg on the server, `proximal-mu` in the sites' config);
-    its proximal term changes what a site sends (mu > 0)."""
+    its proximal term changes what a site sends (mu > 0). The run also evaluates on the
+    server (`--eval-qa`): its figures are those `fedrag eval` gives the saved models."""
     import numpy as np
     from flwr.serverapp.strategy import FedProx
     from safetensors.torch import load_file
@@ -407,11 +408,14 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     from fedrag.pipeline import build_training_rag
     from fedrag.train import get_state
 
+    held_out = dict(eval_qa=str(demo_dir / "test.jsonl"), eval_corpus=str(demo_dir / "corpus.jsonl"), eval_limit=6)
     task = task_for(
-        tiny_models, tmp_path / "fedadam", stage="ralt", rounds=1, aggregator="fedadam", evaluate_every=0, server_lr=0.01
-    )
+        tiny_models, tmp_path / "fedadam", stage="ralt", rounds=1, aggregator="fedadam", evaluate_every=0, server_lr=0.01,
+        **held_out,
+    )  # fmt: skip
     run_in_process(task, sites[2])
     fedadam = load_file(str(tmp_path / "fedadam" / "checkpoint" / "global.safetensors"))
+    _server_evaluated_the_saved_models(tmp_path / "fedadam", held_out, task.top_k)
     plain = task_for(tiny_models, "unused", stage="ralt", rounds=1, evaluate_every=0)
     start = get_state(build_training_rag(sites[2][0]["corpus"], task.retriever, task.generator), ("generator",))
     replies = []
@@ -442,6 +446,21 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     strategy = make_aggregator(task_for(tiny_models, "unused", stage="ralt", aggregator="fedprox", proximal_mu=10.0))
     assert isinstance(strategy, FedProx) and strategy.proximal_mu == 10.0
     assert any(not torch.allclose(prox[k], replies[0][0][k], rtol=1e-4, atol=1e-6) for k in start), "the proximal term acted"
+
+
+def _server_evaluated_the_saved_models(out: Path, held_out: dict, top_k: int) -> None:
+    """The server's `--eval-qa` figures of the last round in rounds.json are those of the
+    models the run saved, evaluated on the same questions as `fedrag eval` evaluates them."""
+    from fedrag.evaluate import evaluate
+    from fedrag.pipeline import build_rag
+
+    (entry,) = json.loads((out / "rounds.json").read_text())
+    server = {k[len("server_") :]: v for k, v in entry.items() if k.startswith("server_")}
+    assert set(server) == {"em", "f1", "recall@5", "mrr@10"}, entry
+    rag = build_rag(held_out["eval_corpus"], str(out / "retriever"), str(out / "generator"), top_k=top_k)
+    again = evaluate(rag, load_qa(held_out["eval_qa"], limit=held_out["eval_limit"]), progress=False)
+    assert server == pytest.approx({k: again[k] for k in server}, abs=1e-6)
+    assert "clients_eval_eval-loss" not in entry, "with --eval-qa the sites do not evaluate"
 
 
 def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sites):

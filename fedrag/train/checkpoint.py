@@ -40,8 +40,9 @@ def import_optimizer_state(opt, params: dict[str, torch.nn.Parameter], state: di
             }
 
 
-def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict | None = None) -> None:
-    """Trainable tensors as safetensors + optimizer/scheduler state, written atomically."""
+def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict | None = None, scaler=None) -> None:
+    """Trainable tensors as safetensors + optimizer/scheduler state (and float16's loss
+    scaler, when `scaler` is an enabled `GradScaler`), written atomically."""
     from safetensors.torch import save_file
 
     with atomic_dir(path) as tmp:
@@ -51,6 +52,8 @@ def save_checkpoint(path: Path, rag, trains, opt, sched, step: int, cost: dict |
             {
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
+                # float16: the loss scale and its growth count, else a resumed run starts over at 2**16
+                **({"scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}),
                 "torch_rng": torch.get_rng_state(),
                 # the training device's stream only: other GPUs are not touched (nor required on resume)
                 **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
@@ -80,9 +83,10 @@ def _tuples(value):
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def load_checkpoint(out: Path, rag, opt, sched) -> tuple[int, Cost | None]:
-    """Load `out/checkpoint` into the model, optimizer, scheduler and random streams;
-    returns its step and the cost up to it (`(0, None)` without a checkpoint)."""
+def load_checkpoint(out: Path, rag, opt, sched, scaler=None) -> tuple[int, Cost | None]:
+    """Load `out/checkpoint` into the model, optimizer, scheduler, float16's loss `scaler`
+    (a checkpoint saved without one leaves it as it is) and random streams; returns its
+    step and the cost up to it (`(0, None)` without a checkpoint)."""
     ckpt = out / "checkpoint"
     if not (ckpt / "state.json").exists():
         return 0, None
@@ -97,6 +101,8 @@ def load_checkpoint(out: Path, rag, opt, sched) -> tuple[int, Cost | None]:
         states = torch.load(ckpt / "optimizer.pt", weights_only=True)
         opt.load_state_dict(states["optimizer"])
         sched.load_state_dict(states["scheduler"])
+        if scaler is not None and scaler.is_enabled() and "scaler" in states:
+            scaler.load_state_dict(states["scaler"])
         # the random streams where the checkpoint left them: dropout then masks as it would have
         if "torch_rng" in states:
             torch.set_rng_state(states["torch_rng"])

@@ -109,7 +109,8 @@ def train_stage(
     out = found if distributed.is_writer() else None  # rank 0 alone writes
     log = MetricsLog(out, stage.name, cfg)
     batches = _batches(len(examples), cfg)
-    checkpoints = Checkpoints(found, out, cfg.checkpoint_every)
+    precision = MixedPrecision(rag.retriever.device, dtype)  # float16's loss scale is checkpointed too
+    checkpoints = Checkpoints(found, out, cfg.checkpoint_every, precision.scaler)
     start = checkpoints.resume(rag, opt, sched, batches, cfg.grad_accum) if resume else 0
     history = log.truncate(start) if (resume and out) else []  # steps after the checkpoint are trained again
     if cfg.keep_best:
@@ -117,9 +118,7 @@ def train_stage(
     meter = _meter(stage, rag, cfg)
     prox = ProximalTerm.of(reference, params, cfg.prox_mu, distributed.world_size())
     _set_modes(rag, stage.trains)
-    take_step = _Step(
-        stage, rag, examples, batches, cfg, params, opt, sched, MixedPrecision(rag.retriever.device, dtype), prox, meter
-    )
+    take_step = _Step(stage, rag, examples, batches, cfg, params, opt, sched, precision, prox, meter)
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)
     # an error or an interrupt too: the bar, the trackers and the scoring chunk as they were
     with _scoring_chunk(rag, cfg.score_batch_size), contextlib.closing(log), contextlib.closing(bar):

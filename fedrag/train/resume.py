@@ -13,10 +13,11 @@ class Checkpoints:
     """A stage's checkpoints under `found/checkpoint` (read by every process) and
     `out/checkpoint` (written by rank 0 alone; `out` is None elsewhere and without an output
     directory). The cost saved with a checkpoint is the whole run's up to it, so a resumed
-    run reports the cost of all its runs together."""
+    run reports the cost of all its runs together. `scaler`: float16's `GradScaler`, whose
+    loss scale and growth count a resumed run continues from."""
 
-    def __init__(self, found: Path | None, out: Path | None, every: int | None):
-        self.found, self.out, self.every = found, out, every
+    def __init__(self, found: Path | None, out: Path | None, every: int | None, scaler=None):
+        self.found, self.out, self.every, self.scaler = found, out, every, scaler
         self.start = 0  # the step the run starts after: a resumed checkpoint's
         self.prior: Cost | None = None  # the cost of the runs before this one
         self.saved = 0  # the step of this run's last checkpoint
@@ -26,7 +27,7 @@ class Checkpoints:
         the `batches` its steps drew, so the data order goes on as it would have; returns
         its step (0 without one)."""
         if self.found:
-            self.start, self.prior = load_checkpoint(self.found, rag, opt, sched)
+            self.start, self.prior = load_checkpoint(self.found, rag, opt, sched, self.scaler)
         for _ in range(self.start * grad_accum):
             next(batches)
         return self.start
@@ -37,7 +38,8 @@ class Checkpoints:
 
     def save(self, rag, trains, opt, sched, step: int, meter: CostMeter) -> None:
         so_far = meter.finish(step - self.start)  # the cost up to this checkpoint, a resume adds to it
-        save_checkpoint(self.out / "checkpoint", rag, trains, opt, sched, step, self.whole_cost(so_far).to_dict())
+        cost = self.whole_cost(so_far).to_dict()
+        save_checkpoint(self.out / "checkpoint", rag, trains, opt, sched, step, cost, self.scaler)
         self.saved = step
 
     @property
