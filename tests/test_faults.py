@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-PASSES = "from fedrag import _faults\nfor i in range(3):\n    _faults.checkpoint('p')\n    print(i, flush=True)\n"
+# SIGINT's default action, even where the test process ignores it (an xdist worker does)
+PASSES = (
+    "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "from fedrag import _faults\nfor i in range(3):\n    _faults.checkpoint('p')\n    print(i, flush=True)\n"
+)
 
 
 def _run(spec: str) -> subprocess.CompletedProcess:
