@@ -424,7 +424,7 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
             new, metrics = train_round(
                 plain, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 1}
             )
-            replies.append((new, metrics["num-examples"]))
+            replies.append((new, metrics.num_examples))
         prox, _ = train_round(
             plain,
             sites[2][0]["corpus"],
@@ -723,7 +723,7 @@ def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_mod
         train_round(task, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 2})
         for _ in range(2)
     ]
-    assert runs[0][1]["train-loss"] == runs[1][1]["train-loss"]
+    assert runs[0][1].train_loss == runs[1][1].train_loss
     assert all(torch.equal(runs[0][0][k], runs[1][0][k]) for k in start)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from fedrag.errors import FedragError
 from fedrag.federation.local_dp import _digest, ledger_dir, make_local_dp_mod
+from fedrag.federation.protocol import RoundInstruction
 from fedrag.federation.task import FedTask
 from test_privacy import _context, _identity, _message, fresh_epsilon  # noqa: F401 - _identity: autouse fixture
 
@@ -35,12 +36,16 @@ def _arrays(values):
 
 def test_the_request_digest_counts_rounds_across_a_resume():
     a = _arrays([1.0, 2.0])
-    d = _digest(a, {"phase": 0, "server-round": 3})
-    assert d == _digest(a, {"phase": 0, "server-round": 3, "round-offset": 0})
-    assert d == _digest(a, {"phase": 0, "server-round": 1, "round-offset": 2}), "round 1 after 2 done = round 3"
-    assert d != _digest(a, {"phase": 0, "server-round": 3, "round-offset": 1})
-    assert d != _digest(a, {"phase": 1, "server-round": 3}) and d != _digest(_arrays([1.0, 2.5]), {"phase": 0, "server-round": 3})
-    assert len(d) == 64 and d == _digest(_arrays([1.0, 2.0]), {"phase": 0, "server-round": 3})
+    d = _digest(a, RoundInstruction.of({"phase": 0, "server-round": 3}))
+    assert d == _digest(a, RoundInstruction.of({"phase": 0, "server-round": 3, "round-offset": 0}))
+    assert d == _digest(a, RoundInstruction.of({"phase": 0, "server-round": 1, "round-offset": 2})), (
+        "round 1 after 2 done = round 3"
+    )
+    assert d != _digest(a, RoundInstruction.of({"phase": 0, "server-round": 3, "round-offset": 1}))
+    assert d != _digest(a, RoundInstruction.of({"phase": 1, "server-round": 3})) and d != _digest(
+        _arrays([1.0, 2.5]), RoundInstruction.of({"phase": 0, "server-round": 3})
+    )
+    assert len(d) == 64 and d == _digest(_arrays([1.0, 2.0]), RoundInstruction.of({"phase": 0, "server-round": 3}))
 
 
 def _site(tmp_path, task, seen):
@@ -77,7 +82,7 @@ def test_the_site_trains_on_the_message_and_context_it_got_and_records_its_ledge
     folder = ledger_dir(task, str(tmp_path / "a" / "corpus.jsonl"), {"partition-id": 0})
     ledger = json.loads((folder / "ledger.json").read_text())
     assert (ledger["noise_multiplier"], ledger["clip"], ledger["delta"]) == (0.5, 0.3, 1e-6)
-    assert ledger["last"]["digest"] == _digest(msg.content["arrays"], msg.content["config"])
+    assert ledger["last"]["digest"] == _digest(msg.content["arrays"], RoundInstruction.of(msg.content["config"]))
     assert ledger["last"]["metrics"]["local-dp-epsilon"] == pytest.approx(fresh_epsilon(0.5, 1, 1e-6), rel=1e-9)
     assert out.content["metrics"]["num-examples"] == 2
     evaluate = _message({"packed.float32": np.zeros(2, np.float32)}, 1)

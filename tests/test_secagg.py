@@ -191,7 +191,7 @@ def _site_updates(tiny_models, tmp_path, paths) -> list[tuple[dict, int]]:
             new, metrics = train_round(
                 task, site["corpus"], load_qa(site["train"]), to_wire(start), {"phase": 0, "server-round": 1}
             )
-            out.append(({k.removeprefix("generator."): (new[k] - start[k]).double() for k in start}, metrics["num-examples"]))
+            out.append(({k.removeprefix("generator."): (new[k] - start[k]).double() for k in start}, metrics.num_examples))
     return out
 
 

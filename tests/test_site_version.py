@@ -84,11 +84,11 @@ def test_the_server_reports_the_sites_line():
 def test_a_federated_run_ends_with_the_sites_version_line(tiny_models, demo_dir, tmp_path, monkeypatch):
     from fedrag.data import load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
-    from fedrag.federation import server
+    from fedrag.federation import server_run
     from fedrag.federation.task import FedTask
     from in_process import run_in_process
 
-    monkeypatch.setattr(server, "__version__", "0.0.1")  # the server (this process) says another version
+    monkeypatch.setattr(server_run, "__version__", "0.0.1")  # the server (this process) says another version
     passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
     sites = write_sites(partition(passages, train, 2, "by-title"), tmp_path / "sites")
     task = FedTask(

@@ -254,4 +254,4 @@ def test_a_fedprox_site_pulls_towards_the_global_tensors_it_received_with_the_se
     term = mu / 2 * sum(float(((w1[k].double() - start[k].double()) ** 2).sum()) for k in start)
     assert term > 0.05, "the first step moved the adapter"
     # measured: 6e-9 absolute (term ~0.31)
-    assert prox["train-loss"] - plain["train-loss"] == pytest.approx(term, rel=1e-5), f"mu/2·||w1 - w0||² = {term:.6g}"
+    assert prox.train_loss - plain.train_loss == pytest.approx(term, rel=1e-5), f"mu/2·||w1 - w0||² = {term:.6g}"

@@ -102,10 +102,26 @@ def federate(
 ):
     """Federated fine-tuning; writes DIR/retriever, DIR/generator, DIR/rounds.json, DIR/cost.json.
     An interrupted run resumes from its last round when the same command runs again."""
-    import shutil
+    _check_sources(corpus, train, site, superlink, ray_address, engine, out)
+    n_sites = len(site) if site else sites
+    task = _task(ctx, kw, strategy, stage, out, corpus, eval_qa, n_sites)
+    phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
+    if superlink:  # the sites and the server's outputs are elsewhere: only the submission happens here
+        _print_summary(_submit(task, superlink, root_certificates))
+        return
+    _prepare_out(out, task, phases, overwrite)
+    paths = _site_paths(corpus, train, n_sites, task.partition, task.seed, site, out)
+    try:
+        cost = _run(task, paths, engine, out, cpus_per_site, gpus_per_site, verbose, tls, supernode_auth, ray_address)
+    except BaseException as exc:  # an interrupt keeps the finished rounds' checkpoint: say so, not "removed"
+        if not isinstance(exc, Exception) and (out / "checkpoint").exists():
+            exc.add_note(f"the finished rounds are checkpointed in {out}: run the same command again to resume")
+        raise
+    _print_summary(cost)
 
-    from fedrag._io import MARKER, atomic_write_json, check_out, output_kind
 
+def _check_sources(corpus, train, site, superlink, ray_address, engine: str, out: Path) -> None:
+    """`federate`'s data and engine options: where the sites' data comes from, and what goes with what."""
     if not superlink and not site and not (corpus and train):
         raise FedragError(
             "give --corpus and --train (partitioned across --sites), one --site DIR per site, "
@@ -115,9 +131,12 @@ def federate(
         raise FedragError("--ray-address applies to --engine simulation")
     if superlink and not out.is_absolute():
         raise FedragError("with --superlink, --out is a path on the SuperLink's host: give it absolute")
-    n_sites = len(site) if site else sites
+
+
+def _task(ctx: typer.Context, kw: dict, strategy, stage, out: Path, corpus, eval_qa, n_sites: int) -> FedTask:
+    """The task the command's options describe (--min-sites: every site it starts, unless given)."""
     min_sites = kw["min_sites"] if ctx.get_parameter_source("min_sites") is not ParameterSource.DEFAULT else n_sites
-    task = collect(
+    return collect(
         FedTask,
         kw,
         strategy=strategy or "",
@@ -128,15 +147,24 @@ def federate(
         eval_qa=str(Path(eval_qa).resolve()) if eval_qa else "",
         explicit=",".join(given(ctx, TrainConfig)),
     )
-    phases = len(task.plan().phases)  # validates the strategy/stage names before anything starts
-    if superlink:  # the sites and the server's outputs are elsewhere: only the submission happens here
-        from fedrag.federation.deployment import submit_remote
 
-        if not root_certificates:
-            typer.echo(f"fedrag: warning: submitting to {superlink} without TLS (pass --root-certificates)", err=True)
-        cost = submit_remote(task, superlink, str(root_certificates) if root_certificates else None)
-        _print_summary(cost)
-        return
+
+def _submit(task: FedTask, superlink: str, root_certificates: Path | None) -> dict:
+    """The run submitted to a running SuperLink whose sites are connected; its summary."""
+    from fedrag.federation.deployment import submit_remote
+
+    if not root_certificates:
+        typer.echo(f"fedrag: warning: submitting to {superlink} without TLS (pass --root-certificates)", err=True)
+    return submit_remote(task, superlink, str(root_certificates) if root_certificates else None)
+
+
+def _prepare_out(out: Path, task: FedTask, phases: int, overwrite: bool) -> None:
+    """OUT for this run: a checkpoint of the same task resumes (said on stderr), else a new
+    or overwritten directory, marked as a federated run's."""
+    import shutil
+
+    from fedrag._io import MARKER, atomic_write_json, check_out, output_kind
+
     if out.exists() and output_kind(out) == "federate" and not overwrite:
         from fedrag.federation.checkpoint import read_checkpoint
 
@@ -153,14 +181,6 @@ def federate(
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MARKER, {"kind": "federate"})
-    paths = _site_paths(corpus, train, n_sites, task.partition, task.seed, site, out)
-    try:
-        cost = _run(task, paths, engine, out, cpus_per_site, gpus_per_site, verbose, tls, supernode_auth, ray_address)
-    except BaseException as exc:  # an interrupt keeps the finished rounds' checkpoint: say so, not "removed"
-        if not isinstance(exc, Exception) and (out / "checkpoint").exists():
-            exc.add_note(f"the finished rounds are checkpointed in {out}: run the same command again to resume")
-        raise
-    _print_summary(cost)
 
 
 def _run(

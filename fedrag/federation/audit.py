@@ -18,35 +18,10 @@ the defence for the model updates; site metrics are not noised (docs/federation.
 from __future__ import annotations
 
 from fedrag.errors import FedragError
-from fedrag.federation.policy import VERSION_KEY
+from fedrag.federation.protocol import BYTES_KEYS, CONFIG_KEYS, METRIC_KEYS, TEXT_KEYS  # noqa: F401 - the protocol's, checked here
 from fedrag.federation.records import packed_spec, record_bytes
 
-CONFIG_KEYS = {"phase", "round-offset", "context", "server-round", "proximal-mu", "clipping_norm", VERSION_KEY}
-BYTES_KEYS = {"context"}
-TEXT_KEYS = {VERSION_KEY}  # the server's fedrag version, which each site checks (fedrag.federation.policy)
 RESUME_HINT = "the checkpoint of the last good round is kept in OUT/checkpoint; run the same command again to resume"
-METRIC_KEYS = {
-    "num-examples",
-    "train-loss",
-    "client-wall-s",
-    "flops",
-    "generator-tokens",
-    "retriever-tokens",
-    "bytes-received",
-    "bytes-sent",
-    "threads",
-    "eval-loss",
-    "phase",
-    "recall@5",
-    "local-dp-epsilon",
-    "local-dp-releases",
-    "secagg-clipped",
-    "startup-s",
-    "load-s",
-    "batch-size",
-    "dispatch-s",
-    "prepare-s",
-}
 
 
 def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:

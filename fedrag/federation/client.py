@@ -10,10 +10,22 @@ worker the process only checks, forwards and replies.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from fedrag._env import apply_defaults
+from fedrag.federation.protocol import ARRAYS, CONFIG, METRICS, RoundInstruction
 from fedrag.federation.task import FedTask
+
+_PARSED: list = []  # [(run config, FedTask)]: the last run config this process parsed
+
+
+def run_task(run_config) -> FedTask:
+    """The run's task from its Flower run config, parsed once per run config in a process:
+    a message's local-DP mod, its handler and its data lookup all ask for it."""
+    if not (_PARSED and _PARSED[0][0] == run_config):
+        _PARSED[:] = [(dict(run_config), FedTask.from_config(run_config))]
+    return _PARSED[0][1]
 
 
 def resident_key(socket_path: str) -> bytes:
@@ -93,8 +105,8 @@ def _arrival(msg) -> dict:
     now, created, born = time.time(), msg.metadata.created_at, _process_start()
     spawned = born >= created > 0
     return {
-        "dispatch-s": max(0.0, (born if spawned else now) - created) if created > 0 else 0.0,
-        "startup-s": now - born if spawned else 0.0,
+        "dispatch_s": max(0.0, (born if spawned else now) - created) if created > 0 else 0.0,
+        "startup_s": now - born if spawned else 0.0,
     }
 
 
@@ -105,10 +117,10 @@ def central_dp_clipping(msg, context, call_next):
     record is back in place before the site trains and after the mod returns."""
     from flwr.clientapp.mod import fixedclipping_mod
 
-    cfg = msg.content.config_records.get("config")
-    if cfg is None or "clipping_norm" not in cfg:
+    cfg = msg.content.config_records.get(CONFIG)
+    if cfg is None or RoundInstruction.from_record(cfg).clipping_norm is None:
         return call_next(msg, context)
-    others = {k: v for k, v in msg.content.config_records.items() if k != "config"}
+    others = {k: v for k, v in msg.content.config_records.items() if k != CONFIG}
 
     def restored(inner_msg, inner_context):
         inner_msg.content.update(others)
@@ -132,12 +144,12 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     from fedrag.federation.policy import SitePolicy, version_mod
 
     policy = policy or (lambda context: SitePolicy.from_node_config(context.node_config))
-    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.app import ArrayRecord, Message, RecordDict
     from flwr.clientapp import ClientApp
 
     def _task(context) -> FedTask:
         apply_defaults()  # a site's process is an entry point: Ray workers do not inherit the launcher's filters
-        t = task or FedTask.from_config(context.run_config)
+        t = task or run_task(context.run_config)
         site = policy(context)
         site.check(retriever=t.retriever, generator=t.generator)
         if plan is None:
@@ -156,25 +168,25 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         arrival, t_enter = _arrival(msg), time.perf_counter()
         t = _task(context)  # the site's policy first: nothing loads before it
         corpus, examples = site_data(context)
-        arrival["prepare-s"] = time.perf_counter() - t_enter  # policy check, plan import, the site's data
-        config = msg.content["config"]
-        key = _optimizer_key(int(config["phase"]))
+        arrival["prepare_s"] = time.perf_counter() - t_enter  # policy check, plan import, the site's data
+        instruction = RoundInstruction.from_record(msg.content[CONFIG])
+        key = _optimizer_key(instruction.phase)
         moments = (context.state[key] if key in context.state else ArrayRecord()) if t.keep_optimizer else None
         kwargs = dict(
             task=t,
             corpus=corpus,
             examples=examples,
-            arrays=msg.content["arrays"],
-            config=config,
+            arrays=msg.content[ARRAYS],
+            config=instruction,
             optimizer_record=moments,
             device=context.node_config.get("device"),
             plan=plan,
         )
-        reply, metrics, moments = _on_site(context, "train", kwargs)
+        reply, report, moments = _on_site(context, "train", kwargs)
         if moments is not None:
             _keep_moments(context.state, key, moments)
-        metrics.update(arrival)
-        return Message(RecordDict({"arrays": reply, "metrics": MetricRecord(metrics)}), reply_to=msg)
+        report = replace(report, **arrival)
+        return Message(RecordDict({ARRAYS: reply, METRICS: report.to_record()}), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context) -> Message:
@@ -184,13 +196,13 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             task=t,
             corpus=corpus,
             examples=examples,
-            arrays=msg.content["arrays"],
-            config=msg.content["config"],
+            arrays=msg.content[ARRAYS],
+            config=RoundInstruction.from_record(msg.content[CONFIG]),
             device=context.node_config.get("device"),
             plan=plan,
         )
-        metrics = _on_site(context, "evaluate", kwargs)
-        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+        report = _on_site(context, "evaluate", kwargs)
+        return Message(RecordDict({METRICS: report.to_record()}), reply_to=msg)
 
     return app
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fedrag.data.jsonl import load_qa
 from fedrag.errors import FedragError
-from fedrag.federation.client import make_client_app
+from fedrag.federation.client import make_client_app, run_task
 from fedrag.federation.task import FedTask
 
 
@@ -40,7 +40,7 @@ def site_from_node_config(context):
     if "corpus" in cfg and "train" in cfg:
         return cfg["corpus"], load_qa(cfg["train"])
     if "partition-id" in cfg and "num-partitions" in cfg:
-        task = FedTask.from_config(context.run_config)
+        task = run_task(context.run_config)
         if not (task.corpus and task.train):
             raise FedragError(
                 "Flower's simulation: give the run config's corpus and train (absolute paths), e.g. "

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from fedrag.federation.protocol import ARRAYS, CONFIG, METRICS, RoundInstruction, TrainReport
 from fedrag.federation.task import FedTask
 
 LEDGER_DIR = ".fedrag-privacy"
@@ -72,11 +74,10 @@ def ledger_dir(task: FedTask, corpus: str, node_config) -> Path:
     return root / f"{site}-{key}"
 
 
-def _digest(record, config) -> str:
+def _digest(record, instruction: RoundInstruction) -> str:
     """The request: phase, round of the phase (a resumed run numbers its rounds from 1 again,
     with the rounds already done as `round-offset`) and the global tensors."""
-    rnd = int(config["server-round"]) + int(config.get("round-offset", 0))
-    h = hashlib.sha256(f"{config['phase']}/{rnd}".encode())
+    h = hashlib.sha256(f"{instruction.phase}/{instruction.round}".encode())
     for name in record.keys():
         h.update(name.encode())
         h.update(bytes(record[name].data))
@@ -104,7 +105,7 @@ def make_local_dp_mod(task_of, site_data):
     """The Flower client mod that applies local DP to train replies when the task (or the
     site) asks for it. `task_of(context)` gives the run's FedTask, `site_data(context)`
     the site's `(corpus, examples)`."""
-    from flwr.app import Array, ArrayRecord, MessageType, MetricRecord
+    from flwr.app import Array, ArrayRecord, MessageType
     from flwr.supercore.differential_privacy import compute_clip_model_update
 
     from fedrag._io import atomic_dir
@@ -117,23 +118,23 @@ def make_local_dp_mod(task_of, site_data):
         z = noise_multiplier(task, context.node_config)
         if z <= 0:
             return call_next(msg, context)
-        config = msg.content["config"]
+        instruction = RoundInstruction.from_record(msg.content[CONFIG])
         folder = ledger_dir(task, site_data(context)[0], context.node_config)
         ledger = _read_ledger(folder)
-        digest = _digest(msg.content["arrays"], config)
+        digest = _digest(msg.content[ARRAYS], instruction)
         if ledger.get("last", {}).get("digest") == digest:  # asked again: the reply already released, not retrained
             from flwr.app import Message, RecordDict
             from safetensors.numpy import load_file
 
             arrays = ArrayRecord({k: Array(v) for k, v in load_file(str(folder / "reply.safetensors")).items()})
             # the released metrics as they were: Flower aggregates only replies with the same metric keys
-            metrics = MetricRecord(ledger["last"]["metrics"])
-            return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
-        sent = msg.content["arrays"]
+            metrics = TrainReport.from_record(ledger["last"]["metrics"]).to_record()
+            return Message(RecordDict({ARRAYS: arrays, METRICS: metrics}), reply_to=msg)
+        sent = msg.content[ARRAYS]
         reply = call_next(msg, context)
         if reply.has_error():
             return reply
-        out = reply.content["arrays"]
+        out = reply.content[ARRAYS]
         if list(out.keys()) != list(sent.keys()):
             raise FedragError("local DP: the reply's tensors differ from the global ones it updates")
         names = list(out.keys())
@@ -146,8 +147,9 @@ def make_local_dp_mod(task_of, site_data):
         acc = accountant(task.dp_delta, ledger.get("accountant"))
         acc.compose(release_event(z))
         spent = acc.get_privacy_spent()
-        metrics = dict(reply.content["metrics"])
-        metrics.update({"local-dp-epsilon": float(spent.epsilon), "local-dp-releases": float(spent.num_releases)})
+        report = TrainReport.from_record(reply.content[METRICS])
+        report = replace(report, local_dp_epsilon=float(spent.epsilon), local_dp_releases=float(spent.num_releases))
+        metrics = report.to_record()
         from safetensors.numpy import save_file
 
         try:
@@ -158,7 +160,7 @@ def make_local_dp_mod(task_of, site_data):
                     "clip": task.local_dp_clip,
                     "delta": task.dp_delta,
                     "accountant": acc.state_dict(),
-                    "last": {"digest": digest, "metrics": metrics},
+                    "last": {"digest": digest, "metrics": dict(metrics)},
                 }
                 (tmp / "ledger.json").write_text(json.dumps(ledger))
         except OSError as exc:  # nothing is sent that the ledger has not counted
@@ -166,8 +168,8 @@ def make_local_dp_mod(task_of, site_data):
                 f"local DP: cannot write the site's privacy ledger {folder} ({exc.strerror or exc}); "
                 "give the SuperNode a writable node config privacy-dir"
             ) from None
-        reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in zip(names, new)})
-        reply.content["metrics"] = MetricRecord(metrics)
+        reply.content[ARRAYS] = ArrayRecord({k: Array(v) for k, v in zip(names, new)})
+        reply.content[METRICS] = metrics
         return reply
 
     return local_dp

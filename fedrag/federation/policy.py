@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedrag.errors import FedragError
+from fedrag.federation.protocol import VERSION_KEY
 from fedrag.models import BUNDLED_GENERATORS, BUNDLED_RETRIEVERS, adapter_base
 
 DEFAULT_MODELS = (*BUNDLED_RETRIEVERS, *BUNDLED_GENERATORS)
 DEFAULT_STRATEGY_MODULES = ("fedrag",)
 NODE_CONFIG_KEY = "allow-models"
 STRATEGY_KEY = "allow-strategies"
-VERSION_KEY = "fedrag-version"  # a round's configuration names the server's fedrag version
 
 
 def _listed(value) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Round recording as a strategy wrapper, in the style of Flower's DP wrappers: it
-implements the Strategy interface by delegating to the wrapped strategy and adds two
-things, without patching any method.
+implements the Strategy interface by delegating each of its methods explicitly to the
+wrapped strategy (nothing else is forwarded) and adds these things, without patching any method.
 
 * The sites evaluate only every `task.evaluate_every` rounds of a phase and at its
   last round (never when 0). `done` is the rounds the phase finished before a resume:
@@ -23,6 +23,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
+from fedrag.federation.protocol import METRICS
 from fedrag.federation.task import FedTask
 
 
@@ -41,8 +42,8 @@ class RoundRecorder(Strategy):
         self.dtypes = dtypes or {}  # {tensor name: torch dtype}
         self.quorum = quorum  # (server round, usable replies) -> None, or raises
 
-    def __getattr__(self, name):  # e.g. the DP wrapper's accountant
-        return getattr(self.__dict__["strategy"], name)
+    def __repr__(self) -> str:
+        return f"RoundRecorder({self.strategy!r})"
 
     def _record(self, server_round: int, prefix: str, metrics) -> None:
         if metrics:
@@ -56,9 +57,9 @@ class RoundRecorder(Strategy):
         if self.quorum is not None:
             self.quorum(server_round, sum(not r.has_error() for r in replies))
         sites = {
-            str(r.metadata.src_node_id): {k: float(v) for k, v in r.content["metrics"].items()}
+            str(r.metadata.src_node_id): {k: float(v) for k, v in r.content[METRICS].items()}
             for r in replies
-            if not r.has_error() and "metrics" in r.content.metric_records
+            if not r.has_error() and METRICS in r.content.metric_records
         }
         if sites:  # each site's own figures, keyed by its (stable) Flower node id
             self.metrics.setdefault(server_round, {})["site_metrics"] = sites

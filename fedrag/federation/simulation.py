@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 from fedrag._env import apply_defaults
-from fedrag.federation.converter import sites_from_paths, to_flower
+from fedrag.federation.client import make_client_app
+from fedrag.federation.converter import sites_from_paths
 from fedrag.federation.task import FedTask
 
 
@@ -31,8 +32,8 @@ def simulate(
     defaults to [`TRUSTED`][fedrag.federation.policy.TRUSTED]). `plan`: any Strategy object
     (e.g. `custom("mine", MyStage(), ...)`), captured in-process, instead of the task's.
 
-    Uses `flwr.simulation.run_simulation` with the apps built in-process by the
-    converter (so the task need not pass through `run_config`).
+    Uses `flwr.simulation.run_simulation` with the apps built in-process (the task is
+    captured by them, so it need not pass through `run_config`).
     """
     apply_defaults()
     home = tempfile.mkdtemp(prefix="fedrag-flwr-") if os.environ.get("FLWR_HOME") is None else None
@@ -97,9 +98,11 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
         logging.getLogger("flwr").setLevel(logging.ERROR)  # and fraction_evaluate=0 (both fedrag's choices,
         # docs/design.md); fedrag prints one line per round itself
 
-    client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
+    from fedrag.federation.server import make_server_app, raise_recorded_error
+
+    client_app = make_client_app(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan=plan)
+    server_app = make_server_app(task, plan)
     backend = ray_backend(cpus_per_site, gpus_per_site, verbose, ray_address)
-    from fedrag.federation.server import raise_recorded_error
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -10,22 +10,30 @@ carries only the stage's trainable tensors in and out, plus scalar metrics.
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from collections import OrderedDict
+from dataclasses import astuple
 
 import torch
 
+from fedrag.federation.protocol import EvaluateReport, RoundInstruction, TrainReport
 from fedrag.federation.records import from_record, from_wire, record_bytes, to_record, to_wire
 from fedrag.federation.task import FedTask
 from fedrag.train.state import get_state, set_state, trainable_parameters
 
+# (the task's values, corpus, device, shared) -> the site's RAG system; the last two: a
+# process serves one run at a time, and a whole-task key gives another run fresh models
+_RAGS: OrderedDict = OrderedDict()
+_KEEP = 2
+# RAG systems this process has built, and rounds it has trained: a resident site worker
+# builds one system and trains every round of a run; a process per message, one of each
+_LOADS, _ROUNDS = [0], [0]
 
-@lru_cache(maxsize=2)
-def _site_rag(task_key: tuple, corpus: str, device: str, shared: bool):
+
+def _build_rag(task: FedTask, corpus: str, device: str, shared: bool):
     from fedrag.pipeline import build_training_rag
     from fedrag.retrieve.retriever import lora_default
     from fedrag.retrieve.search import resolve_refresh
 
-    task = FedTask(**dict(task_key))
     return build_training_rag(
         corpus,
         task.retriever,
@@ -45,15 +53,22 @@ def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool
     """The site's RAG system (models + private store) on `device` (default the task's),
     cached per process; `shared`: one encoder for questions and passages (a plan that
     trains the passage side)."""
-    return _site_rag(tuple(sorted(task.to_config().items())), corpus, device or task.device, shared)
+    key = (astuple(task), corpus, device or task.device, shared)
+    if key not in _RAGS:
+        _RAGS[key] = _build_rag(task, corpus, key[2], shared)
+        _LOADS[0] += 1
+        while len(_RAGS) > _KEEP:
+            _RAGS.popitem(last=False)
+    _RAGS.move_to_end(key)
+    return _RAGS[key]
 
 
-def _load_context(rag, config) -> None:
+def _load_context(rag, instruction: RoundInstruction) -> None:
     """Frozen tensors from earlier phases (safetensors bytes in the ConfigRecord), if any."""
-    if "context" in config:
+    if instruction.context is not None:
         from safetensors.torch import load
 
-        set_state(rag, load(bytes(config["context"])))
+        set_state(rag, load(instruction.context))
 
 
 def _layout(rag, stage) -> dict:
@@ -68,61 +83,72 @@ def train_round(
     corpus: str,
     examples,
     arrays,
-    config,
+    config: RoundInstruction | dict,
     optimizer_state: dict | None = None,
     device: str | None = None,
     plan=None,
-) -> tuple[dict, dict]:
-    """Run one client round: load global tensors, train `local_steps`, return tensors + metrics.
+) -> tuple[dict, TrainReport]:
+    """Run one client round: load global tensors, train `local_steps`, return tensors + report.
 
-    `optimizer_state` (the site's AdamW moments from its previous round of this phase,
-    updated in place) lets the site's optimizer continue rather than restart each round."""
+    `config`: the server's [`RoundInstruction`][fedrag.federation.protocol.RoundInstruction]
+    (or its record's keys). `optimizer_state` (the site's AdamW moments from its previous
+    round of this phase, updated in place) lets the site's optimizer continue rather than
+    restart each round."""
     t_load = time.perf_counter()
     from fedrag.train import train_stage
 
-    phase_idx = int(config["phase"])
-    rnd = int(config.get("round-offset", 0)) + int(config["server-round"])
+    instruction = RoundInstruction.of(config)
     plan = plan or task.plan()
-    phase = plan.phases[phase_idx]
+    phase = plan.phases[instruction.phase]
     stage = phase.stage
     # cached in a long-lived process (simulation), loaded per message otherwise
     rag = site_rag(task, corpus, device, plan.shared_retriever)
-    _load_context(rag, config)
+    _load_context(rag, instruction)
     state = from_wire(arrays, _layout(rag, stage))
     set_state(rag, state)
     rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
     load_s = time.perf_counter() - t_load  # imports, models, store, the round's tensors
-    mu = float(config.get("proximal-mu", 0.0))
-    cfg = phase.config(task.train_config(rnd, mu), True, rag.retriever.is_lora)  # the phase's overrides, as centrally
+    # the round's settings, built once: the task's, the stage's defaults, the phase's overrides (as centrally)
+    cfg = task.train_config(instruction.round, instruction.mu, phase=phase, retriever_lora=rag.retriever.is_lora)
     t0 = time.perf_counter()
-    res = train_stage(stage, rag, examples, cfg, reference=state if mu else None, optimizer_state=optimizer_state)
+    res = train_stage(stage, rag, examples, cfg, reference=state if instruction.mu else None, optimizer_state=optimizer_state)
     new = get_state(rag, stage.trains)
-    metrics = {
-        "num-examples": res.cost.examples,
-        "train-loss": res.final_loss,
-        "client-wall-s": time.perf_counter() - t0,
-        "flops": res.cost.flops,
-        "generator-tokens": res.cost.generator_tokens,
-        "retriever-tokens": res.cost.retriever_tokens,
-        "bytes-received": record_bytes(arrays),
-        "threads": torch.get_num_threads(),
-        "load-s": load_s,
-        "batch-size": res.cost.batch_size,  # the task's, or what --batch-size auto found on this site
-    }
-    return new, metrics
+    _ROUNDS[0] += 1
+    report = TrainReport(
+        num_examples=res.cost.examples,
+        train_loss=res.final_loss,
+        client_wall_s=time.perf_counter() - t0,
+        flops=res.cost.flops,
+        generator_tokens=res.cost.generator_tokens,
+        retriever_tokens=res.cost.retriever_tokens,
+        bytes_received=record_bytes(arrays),
+        threads=torch.get_num_threads(),
+        load_s=load_s,
+        model_loads=_LOADS[0],
+        process_rounds=_ROUNDS[0],
+        batch_size=res.cost.batch_size,  # the task's, or what --batch-size auto found on this site
+    )
+    return new, report
 
 
 def evaluate_round(
-    task: FedTask, corpus: str, examples, arrays, config, limit: int = 16, device: str | None = None, plan=None
-) -> dict:
+    task: FedTask,
+    corpus: str,
+    examples,
+    arrays,
+    config: RoundInstruction | dict,
+    limit: int = 16,
+    device: str | None = None,
+    plan=None,
+) -> EvaluateReport:
     """Client-side evaluation on local examples: stage loss and Recall@5 (no training)."""
     from fedrag.evaluate import recall_at_k
 
-    phase = int(config["phase"])
+    instruction = RoundInstruction.of(config)
     plan = plan or task.plan()
-    stage = plan.phases[phase].stage
+    stage = plan.phases[instruction.phase].stage
     rag = site_rag(task, corpus, device, plan.shared_retriever)
-    _load_context(rag, config)
+    _load_context(rag, instruction)
     set_state(rag, from_wire(arrays, _layout(rag, stage)))
     rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
     sample = examples[:limit]
@@ -130,18 +156,21 @@ def evaluate_round(
         loss = float(stage.loss(rag, sample).loss)
     hits = rag.retrieve([e.question for e in sample], 5)
     recall = [recall_at_k([h.passage.id for h in hs], e.gold_ids, 5) for hs, e in zip(hits, sample) if e.gold_ids]
-    out = {"num-examples": len(sample), "eval-loss": loss, "phase": phase}
-    if recall:
-        out["recall@5"] = sum(recall) / len(recall)
-    return out
+    return EvaluateReport(
+        num_examples=len(sample),
+        eval_loss=loss,
+        phase=instruction.phase,
+        recall_at_5=sum(recall) / len(recall) if recall else None,
+    )
 
 
 def train_message(task: FedTask, corpus: str, examples, arrays, config, optimizer_record=None, **kwargs):
     """[`train_round`][train_round] in a message's terms: the reply's packed ArrayRecord, the
-    metrics, and the site's AdamW moments as an ArrayRecord (`optimizer_record`: the last
-    round's, or an empty one; None when the site does not keep them)."""
+    report (with the bytes sent), and the site's AdamW moments as an ArrayRecord
+    (`optimizer_record`: the last round's, or an empty one; None when the site does not keep them)."""
+    from dataclasses import replace
+
     moments = None if optimizer_record is None else from_record(optimizer_record)
-    state, metrics = train_round(task, corpus, examples, arrays, config, optimizer_state=moments, **kwargs)
+    state, report = train_round(task, corpus, examples, arrays, config, optimizer_state=moments, **kwargs)
     reply = to_wire(state)
-    metrics["bytes-sent"] = record_bytes(reply)
-    return reply, metrics, (None if moments is None else to_record(moments))
+    return reply, replace(report, bytes_sent=record_bytes(reply)), (None if moments is None else to_record(moments))

@@ -206,22 +206,21 @@ class FedTask:
         """Central DP is on: sites clip, the server noises (the one test every layer uses)."""
         return self.dp_noise > 0
 
-    def train_config(self, rnd: int = 1, prox_mu: float = 0.0):
-        """The [`TrainConfig`][fedrag.train.TrainConfig] a site trains round `rnd` of a phase
-        with: `local_steps` steps, the schedule continuing across the phase's rounds."""
+    def train_config(self, rnd: int = 1, prox_mu: float = 0.0, phase=None, retriever_lora: bool = False):
+        """The [`TrainConfig`][fedrag.train.TrainConfig] a site trains round `rnd` of a phase with, built
+        once: `local_steps` steps, the schedule continuing across the phase's rounds, and `phase`'s
+        settings as centrally ([`Phase.changes`][fedrag.strategies.base.Phase.changes])."""
         from fedrag.train.config import TrainConfig
 
         train, own = names(TrainConfig), ("explicit", "steps", "seed", "prox_mu", "schedule_total", "schedule_offset")
         carried = [n for n in names(type(self), to_sites=True) if n in train and n not in own]  # TrainConfig's, `same`
-        return TrainConfig(
-            **{n: getattr(self, n) for n in carried},
-            explicit=tuple(n for n in self.explicit.split(",") if n in train),
-            steps=self.local_steps,
-            seed=self.seed + rnd - 1,
-            prox_mu=prox_mu,
-            schedule_total=self.rounds * self.local_steps,
-            schedule_offset=(rnd - 1) * self.local_steps,
-        )
+        values = {n: getattr(self, n) for n in carried}
+        values.update(explicit=tuple(n for n in self.explicit.split(",") if n in train), steps=self.local_steps)
+        values.update(seed=self.seed + rnd - 1, prox_mu=prox_mu, schedule_total=self.rounds * self.local_steps)
+        values.update(schedule_offset=(rnd - 1) * self.local_steps)
+        if phase is not None:
+            values.update(phase.changes(TrainConfig, values["explicit"], True, retriever_lora))
+        return TrainConfig(**values)
 
     def plan(self):
         """The Strategy this task federates: a named one, one imported from

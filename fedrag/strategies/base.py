@@ -49,17 +49,27 @@ class Phase:
         so overrides of `steps`/`epochs`/`min_steps` do not apply there (nor does the
         stage's `min_steps`, nor its `keep_best`: a site's round ends with what it trained);
         every other override does, exactly as centrally."""
+        return replace(base, **self.changes(type(base), base.explicit, federated, retriever_lora))
+
+    def changes(
+        self, cls: type = TrainConfig, explicit: tuple = (), federated: bool = False, retriever_lora: bool = False
+    ) -> dict:
+        """What [`config`][fedrag.strategies.base.Phase.config] changes in settings of class `cls`
+        whose user-set names are `explicit`, as `{field: value}`: a caller that builds its
+        settings from values (a federated site, once a round) applies them without a copy."""
+        from fedrag.train.config import stage_defaults
+
         defaults = dict(getattr(self.stage, "defaults", None) or {})
         overrides = dict(self.overrides)
         if federated:
-            for key in names(type(base), round_set=True):  # LENGTH, for `base`'s class
+            for key in names(cls, round_set=True):  # LENGTH, for `cls`
                 defaults.pop(key, None)
                 overrides.pop(key, None)
-            for key in names(type(base), stage_default_on_sites=False):  # NOT_ON_SITES
+            for key in names(cls, stage_default_on_sites=False):  # NOT_ON_SITES
                 defaults.pop(key, None)
         if retriever_lora:  # a stage's rate is for full weights
             defaults["lr_retriever"] = LORA_LR
-        return replace(base.with_stage_defaults(defaults), **overrides)
+        return {**stage_defaults(cls, defaults, explicit), **overrides}
 
 
 @dataclass

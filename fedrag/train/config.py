@@ -156,16 +156,22 @@ class TrainConfig:
         those the user did not set (`explicit`)."""
         from dataclasses import replace
 
-        from fedrag.errors import FedragError
-
-        unknown = sorted(set(defaults or {}) - {f.name for f in fields(self)})
-        if unknown:
-            raise FedragError(
-                f"a stage's defaults name no training setting: '{unknown[0]}' (Stage.defaults holds "
-                "TrainConfig fields; stage options are the stage's own dataclass fields)"
-            )
-        chosen = {k: v for k, v in (defaults or {}).items() if k not in self.explicit}
+        chosen = stage_defaults(type(self), defaults, self.explicit)
         return replace(self, **chosen) if chosen else self
+
+
+def stage_defaults(cls, defaults: dict | None, explicit: tuple = ()) -> dict:
+    """The part of a stage's preferred settings (`Stage.defaults`) that applies to settings
+    of class `cls` whose user-set names are `explicit`: those the user did not set."""
+    from fedrag.errors import FedragError
+
+    unknown = sorted(set(defaults or {}) - {f.name for f in fields(cls)})
+    if unknown:
+        raise FedragError(
+            f"a stage's defaults name no training setting: '{unknown[0]}' (Stage.defaults holds "
+            "TrainConfig fields; stage options are the stage's own dataclass fields)"
+        )
+    return {k: v for k, v in (defaults or {}).items() if k not in explicit}
 
 
 def record_explicit(cls, join: bool = False):
