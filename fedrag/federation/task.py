@@ -15,7 +15,8 @@ from typing import Literal, get_args, get_origin
 from fedrag._settings import check_choices, names, same, setting
 from fedrag.data.partition import Partition
 from fedrag.errors import FedragError
-from fedrag.retrieve.search import TOP_K, IndexRefresh
+from fedrag.retrieve.search import IndexRefresh
+from fedrag.strategies.by_path import import_strategy
 from fedrag.strategies.choices import TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.config import VAL_LIMIT, BatchSize, Precision
 from fedrag.train.choices import RaltMode
@@ -278,27 +279,3 @@ def _record_explicit():
 
 
 _record_explicit()
-
-
-def import_strategy(path: str, top_k: int = TOP_K):
-    """`"package.module:attribute"` → a Strategy (Flower names its apps the same way)."""
-    import importlib
-
-    from fedrag.strategies import Strategy
-
-    module, _, attr = path.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise FedragError(f"cannot import strategy '{path}' ({type(exc).__name__}: {exc})") from None
-    plan = obj
-    if not isinstance(obj, Strategy) and callable(obj):
-        try:
-            plan = obj(top_k=top_k)
-        except Exception as exc:  # noqa: BLE001 - a user's factory (or something that is none) fails in its own way
-            raise FedragError(
-                f"'{path}' is not a strategy factory: calling it with top_k={top_k} failed ({type(exc).__name__}: {exc})"
-            ) from None
-    if not isinstance(plan, Strategy):
-        raise FedragError(f"'{path}' is neither a Strategy nor a function returning one")
-    return plan
