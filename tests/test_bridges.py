@@ -10,18 +10,25 @@ from fedrag.generate.decoding import GenerationSettings
 pytestmark = pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 
 
-@pytest.fixture(scope="module")
-def tuned(tiny_models, demo_dir, tmp_path_factory):
-    """One RALT step (LoRA) and one contrastive step, saved and loaded back as a user would."""
-    from fedrag.pipeline import build_rag, build_training_rag
+def _trained(strategy: str, tiny_models, demo_dir, out):
+    """`strategy` trained a step per phase on the demo data and saved to `out`, as a user would."""
+    from fedrag.pipeline import build_training_rag
     from fedrag.strategies import make_strategy, save_outputs
     from fedrag.train import TrainConfig
 
-    out = tmp_path_factory.mktemp("tuned")
     rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
-    plan = make_strategy("independent", top_k=2)
+    plan = make_strategy(strategy, top_k=2)
     results = plan.run(rag, load_qa(demo_dir / "train.jsonl")[:8], TrainConfig(steps=1, batch_size=2))
     save_outputs(rag, out, results, plan.name, decoding=plan.decoding)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny_models, demo_dir, tmp_path_factory):
+    """One RALT step (LoRA) and one contrastive step, saved and loaded back as a user would."""
+    from fedrag.pipeline import build_rag
+
+    out = _trained("independent", tiny_models, demo_dir, tmp_path_factory.mktemp("tuned"))
     return build_rag(
         str(demo_dir / "corpus.jsonl"),
         str(out / "retriever"),
@@ -238,15 +245,9 @@ def test_a_query_that_is_not_text_is_one_fedrag_error(retrieval_only, tuned):
 @pytest.fixture(scope="module")
 def token_tuned(tiny_models, demo_dir, tmp_path_factory):
     """A joint-token output loaded with no decoding given: the RAG-Token decoding it recorded applies."""
-    from fedrag.pipeline import build_rag, build_training_rag
-    from fedrag.strategies import make_strategy, save_outputs
-    from fedrag.train import TrainConfig
+    from fedrag.pipeline import build_rag
 
-    out = tmp_path_factory.mktemp("token")
-    rag = build_training_rag(str(demo_dir / "corpus.jsonl"), tiny_models["retriever"], tiny_models["generator"], top_k=2)
-    plan = make_strategy("joint-token", top_k=2)
-    results = plan.run(rag, load_qa(demo_dir / "train.jsonl")[:8], TrainConfig(steps=1, batch_size=2))
-    save_outputs(rag, out, results, plan.name, decoding=plan.decoding)
+    out = _trained("joint-token", tiny_models, demo_dir, tmp_path_factory.mktemp("token"))
     return out, build_rag(str(demo_dir / "corpus.jsonl"), str(out / "retriever"), str(out / "generator"), top_k=2)
 
 
