@@ -82,6 +82,9 @@ class InProcessGrid(Grid):
 
 def run_apps(client_app, server_app, n_sites: int) -> None:
     """Run `server_app` to its end over `n_sites` sites that each run `client_app`."""
+    from fedrag.federation.server_run import STOP
+
+    STOP.clear()  # as `simulate` starts a run
     grid = InProcessGrid(client_app, n_sites, run_config={})
     before = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID  # as Flower's ServerApp process

@@ -6,6 +6,7 @@ with the quorum check and the per-round bookkeeping Flower calls back into.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
 from fedrag.federation.protocol import RoundInstruction
 from fedrag.federation.task import FedTask
 from fedrag.retrieve.retriever import lora_default
+
+
+# set by a launcher whose run was interrupted (Ctrl-C, SIGTERM): the server publishes nothing
+# more, not even a round that finishes while the launcher stops the sites
+STOP = threading.Event()
+
+
+def _halt_if_stopped() -> None:
+    if STOP.is_set():
+        raise RuntimeError("the run was interrupted: the server stops")
 
 
 class ServerRun:
@@ -54,6 +65,7 @@ class ServerRun:
         from fedrag.federation.run_summary import run_summary
         from fedrag.strategies.base import save_models
 
+        _halt_if_stopped()
         task, plan = self.task, self.plan
         phases = [{"stage": p.name, "steps": task.rounds * task.local_steps, "examples": "-"} for p in plan.phases]
         fed = {"sites": task.min_sites, "rounds": task.rounds, "local_steps": task.local_steps, "aggregator": task.aggregator}
@@ -112,6 +124,7 @@ class PhaseRun:
 
         if server_round == 0:
             return None
+        _halt_if_stopped()
         run = self.run_
         set_state(run.rag, from_wire(arrays, self.layout))
         entry = {

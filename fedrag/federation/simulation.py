@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -39,9 +40,13 @@ def simulate(
     home = tempfile.mkdtemp(prefix="fedrag-flwr-") if os.environ.get("FLWR_HOME") is None else None
     if home:
         os.environ["FLWR_HOME"] = home
+    from fedrag.federation.server_run import STOP
+
+    STOP.clear()
     try:
-        return _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
+        return _in_a_thread(_simulate, task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
     except BaseException:
+        STOP.set()  # the server publishes nothing more while the sites are stopped
         _stop_ray()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
         raise
     finally:
@@ -50,11 +55,63 @@ def simulate(
             shutil.rmtree(home, ignore_errors=True)
 
 
+def _in_a_thread(fn, *args):
+    """`fn(*args)` on a daemon thread while this (the main) thread waits in short steps: a
+    signal handler (Ctrl-C) runs here within a step, wherever the kernel delivered the
+    signal. Flower's simulation would hold the main thread in an unbounded join, where
+    a signal taken by another thread waits until the run ends."""
+    import threading
+
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            result["error"] = exc
+
+    worker = threading.Thread(target=target, name="fedrag-simulation", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def _stop_ray() -> None:
+    """Shut Ray down, then stop by PID what this process's Ray left running (its agents
+    outlive a raylet stopped mid-round on a busy machine); nothing else of ours is touched."""
+    import time
+
     import ray
 
+    from fedrag.federation.processes import children
+
+    def ours() -> list[int]:
+        return [pid for pid in children(os.getpid()) if _is_ray(pid)]
+
+    started = ours()
     if ray.is_initialized():
         ray.shutdown()
+    for _ in range(20):
+        left = [pid for pid in started if _is_ray(pid)]  # orphaned ones count: a zombie's cmdline is empty
+        if not left:
+            return
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return False
+    return cmd.startswith("ray::") or "/ray/" in cmd
 
 
 def ray_backend(
