@@ -151,7 +151,9 @@ def convert(
         "hf: a Hugging Face dataset (save_to_disk directory, Parquet/Arrow/JSON/CSV files, or a Hub id online)",
     ),
     input_path: str = typer.Option(..., "--input", help="the dataset file or directory"),
-    out: Path = typer.Option(..., "--out", help="directory for corpus.jsonl and train.jsonl (+ test.jsonl)"),
+    out: Path = typer.Option(
+        ..., "--out", help="directory for corpus.jsonl and train.jsonl (and test.jsonl with --test-fraction)"
+    ),
     columns: str = typer.Option(
         "",
         "--columns",
