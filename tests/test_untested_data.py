@@ -20,8 +20,8 @@ def _one_line_error(code, err, *parts):
 def test_squad_v2_leaves_unanswerable_questions_out_and_keeps_their_paragraphs(monkeypatch, capsys, tmp_path):
     """SQuAD v2.0 marks a question `is_impossible` with no `answers` (the span a reader
     might wrongly give is under `plausible_answers`). fedrag trains and scores answers, so
-    such a question is left out; it is no malformed record, so nothing is reported as
-    skipped. Its paragraph stays in the corpus (it is evidence for other questions, or a
+    such a question is left out and counted; it is no malformed record, so nothing is
+    reported as skipped. Its paragraph stays in the corpus (it is evidence for other questions, or a
     distractor)."""
     impossible = lambda qid: {  # noqa: E731
         "id": qid,
@@ -52,6 +52,7 @@ def test_squad_v2_leaves_unanswerable_questions_out_and_keeps_their_paragraphs(m
     code, out, err = convert(monkeypatch, capsys, "squad", tmp_path / "v2.json", tmp_path / "out")
     assert code == 0, err
     assert "2 passages, 1 questions" in out and "skipped" not in err, (out, err)
+    assert "left out 2 unanswerable questions" in err, "what was left out is said, with its count"
     examples, passages = load_qa(tmp_path / "out" / "qa.jsonl"), load_corpus(tmp_path / "out" / "corpus.jsonl")
     assert [(e.id, e.answers, e.gold_ids) for e in examples] == [("a1", ("Paris",), ("Ada_Lovelace#0",))]
     assert [(p.id, p.title, p.text) for p in passages] == [

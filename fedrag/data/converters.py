@@ -100,6 +100,7 @@ def squad(path: str | os.PathLike, skip_unanswerable: bool = True, *, log: Recor
                     raw_answers = qa.get("answers", MISSING)
                     if qa.get("is_impossible") and not raw_answers:
                         if skip_unanswerable:
+                            log.unanswerable += 1
                             continue
                         answers = ("",)
                     else:

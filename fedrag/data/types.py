@@ -54,11 +54,14 @@ class RecordLog:
         renamed: how many records got a new id because the source repeated theirs.
         first_skip: `WHERE: reason` of the first skipped record.
         first_rename: `WHERE: reason` of the first renamed record.
+        unanswerable: valid questions left out because they have no answer (SQuAD v2.0's
+            `is_impossible`): nothing to train or score on, and not an error even when strict.
     """
 
     strict: bool = False
     skipped: int = 0
     renamed: int = 0
+    unanswerable: int = 0
     first_skip: str = ""
     first_rename: str = ""
 
@@ -83,10 +86,12 @@ class RecordLog:
             parts.append(f"skipped {self.skipped} {what}{'s' * (self.skipped != 1)} (first: {self.first_skip})")
         if self.renamed:
             parts.append(f"renamed {self.renamed} repeated id{'s' * (self.renamed != 1)} (first: {self.first_rename})")
+        if self.unanswerable:
+            parts.append(f"left out {self.unanswerable} unanswerable question{'s' * (self.unanswerable != 1)}")
         return "; ".join(parts)
 
     def warn(self, what: str = "record") -> None:
         """The summary as one warning line on stderr, if anything was skipped or renamed:
         a caller that kept no log of its own still learns what was left out."""
-        if self.skipped or self.renamed:
+        if self.skipped or self.renamed or self.unanswerable:
             print(f"fedrag: warning: {self.summary(what)}", file=sys.stderr)
