@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from test_docs_pages import matching_lines
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,13 +92,7 @@ def test_the_docs_state_the_current_truth_without_narrating_how_the_work_went():
     no first person, no paths outside the project, no "no longer" / "was a bug" history
     (that goes to CHANGELOG.md, which exists and follows Keep a Changelog)."""
     pages = [p for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "changelog.md"] + [ROOT / "README.md"]
-    found = [
-        f"{p.name}:{n}: {pat}"
-        for p in pages
-        for n, line in enumerate(p.read_text().splitlines(), 1)
-        for pat in NARRATION
-        if re.search(pat, line)
-    ]
+    found = matching_lines(pages, NARRATION)
     assert not found, "\n".join(found)
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog and "keepachangelog.com" in changelog

@@ -20,6 +20,17 @@ def _text(page: Path) -> str:
     return page.read_text()
 
 
+def matching_lines(pages: list[Path], patterns: list[str], name=lambda p: p.name) -> list[str]:
+    """`PAGE:LINE: PATTERN` for every line of `pages` that one of `patterns` matches."""
+    return [
+        f"{name(p)}:{n}: {pat}"
+        for p in pages
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        for pat in patterns
+        if re.search(pat, line)
+    ]
+
+
 def _rel(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
@@ -45,13 +56,7 @@ PLACEHOLDERS = [
 
 def test_no_page_holds_a_placeholder_or_work_notes():
     pages = [p for p in PAGES if p.name not in ("changelog.md", "CONTRIBUTING.md")]
-    found = [
-        f"{_rel(p)}:{n}: {pat}"
-        for p in pages
-        for n, line in enumerate(p.read_text().splitlines(), 1)
-        for pat in PLACEHOLDERS
-        if re.search(pat, line)
-    ]
+    found = matching_lines(pages, PLACEHOLDERS, _rel)
     assert not found, "\n".join(found)
 
 
