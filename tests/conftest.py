@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,16 @@ apply_defaults()
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import build_tiny_bert, build_tiny_llama  # noqa: E402
+
+DURATIONS = Path(__file__).parent / "durations.json"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first (tests/durations.json, written by scripts/suite_durations.py), the rest in
+    pytest's order: with `--maxschedchunk 1` each xdist worker takes the next test when it is
+    free, so no long test starts last while the other workers sit idle."""
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    items.sort(key=lambda item: -seconds.get(item.nodeid, 0.0))  # a stable sort
 
 
 @pytest.fixture(scope="session", autouse=True)

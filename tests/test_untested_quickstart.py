@@ -1,21 +1,23 @@
-"""A successful `fedrag quickstart` (issue #39): it runs only on the bundled MiniLM and
-SmolLM2-135M, so it is slow; here at its smallest (2 steps, 1 round, 2 test questions)."""
+"""A successful `fedrag quickstart` (issue #39), on the tiny test models (`--retriever`/`--generator`)
+at its smallest: 2 steps, 1 round, 2 test questions. The bundled pair loads in test_bundled.py."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from test_cli import run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # a Flower simulation (~25 s)
 
 
-def test_quickstart_runs_the_whole_story_and_writes_its_table(monkeypatch, capsys, tmp_path):
+def test_quickstart_runs_the_whole_story_and_writes_its_table(monkeypatch, capsys, tmp_path, tiny_models):
     """Demo data, the untuned baseline, a centralized run and a 2-site simulation, each
     evaluated: three rows in summary.json/summary.md and the printed table, the models of
     both fine-tuned rows saved where `fedrag eval` reads them."""
     out = tmp_path / "qs"
     args = ("quickstart", "--out", out, "--steps", "2", "--rounds", "1", "--test-limit", "2", "--strategy", "independent")
+    args += ("--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"])
     code, stdout, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     rows = json.loads((out / "summary.json").read_text())
@@ -30,7 +32,11 @@ def test_quickstart_runs_the_whole_story_and_writes_its_table(monkeypatch, capsy
     for system in ("central", "federated"):
         assert (out / system / "retriever").is_dir() and (out / system / "generator").is_dir(), system
     assert all(f"| {r['system']} |" in (out / "summary.md").read_text() for r in rows)
-    assert "fedrag quickstart: demo data, 2 test questions" in stdout and f"outputs -> {out}" in stdout
+    names = " + ".join(Path(tiny_models[k]).name for k in ("retriever", "generator"))
+    assert f"fedrag quickstart: demo data, 2 test questions, {names}" in stdout and f"outputs -> {out}" in stdout
+    assert untuned["what"] == f"{names} as they come, no fine-tuning"
+    task = json.loads((out / "federated" / "cost.json").read_text())["task"]
+    assert (task["retriever"], task["generator"]) == (tiny_models["retriever"], tiny_models["generator"])
     systems = ("untuned", "centralized", "federated")
     assert [line.split()[0] for line in stdout.splitlines() if line.split() and line.split()[0] in systems] == list(systems)
     assert json.loads((out / "fedrag_output.json").read_text())["kind"] == "quickstart"

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import typer
 
-from fedrag.cli.options import app, choice_option
+from fedrag.cli.options import app, choice_option, settings, with_settings
 from fedrag.strategies.choices import StrategyName
+from fedrag.strategies.settings import PlanSettings
+
+BUNDLED = (PlanSettings.retriever, PlanSettings.generator)  # the bundled pair the demo is measured on
 
 
 def _eval(data: Path, retriever: str, generator: str, limit: int, top_k: int) -> dict:
@@ -31,6 +34,7 @@ def _eval(data: Path, retriever: str, generator: str, limit: int, top_k: int) ->
 
 
 @app.command()
+@with_settings(settings(PlanSettings, only=("retriever", "generator"), panel="Models"))
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="the run folder"),
     strategy: str = choice_option("independent", "--strategy", StrategyName, "the strategy to fine-tune with"),
@@ -44,17 +48,20 @@ def quickstart(
     lr_retriever: float = typer.Option(5e-5, "--lr-retriever", help="the demo's retriever learning rate"),
     skip_federated: bool = typer.Option(False, "--skip-federated", help="only the baseline and centralized rows"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
+    **models: str,
 ):
-    """Baseline → fine-tune → federated, on the demo data with MiniLM + SmolLM2; prints the table."""
+    """Baseline → fine-tune → federated, on the demo data with MiniLM + SmolLM2 (or --retriever/--generator); prints the table."""
     from fedrag._io import output_dir
 
     with output_dir(out, "quickstart", overwrite) as tmp:
-        _quickstart(tmp, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever, skip_federated)
+        pair = (models["retriever"], models["generator"])
+        _quickstart(tmp, pair, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever, skip_federated)
     typer.echo(f"outputs -> {out}")
 
 
 def _quickstart(
     out: Path,
+    pair: tuple[str, str],
     strategy: str,
     steps: int,
     rounds: int,
@@ -73,19 +80,19 @@ def _quickstart(
     counts = demo.write(data)
     console.print(f"[bold]1/4[/] demo data: {counts} → {data}")
     t = time.perf_counter()
-    base = _eval(data, "minilm", "smollm2-135m", test_limit, top_k)
-    rows = [Row("untuned", "MiniLM + SmolLM2-135M as they come, no fine-tuning", base, 0.0, time.perf_counter() - t, 0)]
+    base = _eval(data, *pair, test_limit, top_k)
+    rows = [Row("untuned", f"{models_label(pair)} as they come, no fine-tuning", base, 0.0, time.perf_counter() - t, 0)]
     console.print(f"[bold]2/4[/] baseline: EM {base['em']:.3f}  F1 {base['f1']:.3f}")
-    rows.append(_centralized(out, data, strategy, steps, test_limit, top_k, lr_generator, lr_retriever))
+    rows.append(_centralized(out, data, pair, strategy, steps, test_limit, top_k, lr_generator, lr_retriever))
     m = rows[-1].metrics
     console.print(f"[bold]3/4[/] {strategy}: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({rows[-1].train_s:.0f}s)")
     if not skip_federated:
-        rows.append(_federated(out, data, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever))
+        rows.append(_federated(out, data, pair, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever))
         m = rows[-1].metrics
         console.print(f"[bold]4/4[/] federated: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({rows[-1].train_s:.0f}s)")
-    for line in summary_lines(rows, test_limit):
+    for line in summary_lines(rows, test_limit, pair):
         console.print(line, markup=False) if line else console.print()
-    _write_summary(out, rows, test_limit)
+    _write_summary(out, rows, test_limit, pair)
 
 
 def _evaluated(data: Path, models: Path, test_limit: int, top_k: int) -> tuple[dict, float]:
@@ -95,7 +102,7 @@ def _evaluated(data: Path, models: Path, test_limit: int, top_k: int) -> tuple[d
     return m, time.perf_counter() - t
 
 
-def _centralized(out: Path, data: Path, strategy, steps, test_limit, top_k, lr_generator, lr_retriever) -> Row:
+def _centralized(out: Path, data: Path, pair, strategy, steps, test_limit, top_k, lr_generator, lr_retriever) -> Row:
     """Train `strategy` on the whole demo training set in this process; its row."""
     import sys
 
@@ -108,9 +115,7 @@ def _centralized(out: Path, data: Path, strategy, steps, test_limit, top_k, lr_g
         steps=steps, batch_size=4, lr_generator=lr_generator, lr_retriever=lr_retriever, progress=sys.stderr.isatty()
     )
     plan = make_strategy(strategy, top_k=top_k)
-    rag = build_training_rag(
-        str(data / "corpus.jsonl"), "minilm", "smollm2-135m", top_k=top_k, shared_retriever=plan.shared_retriever
-    )
+    rag = build_training_rag(str(data / "corpus.jsonl"), *pair, top_k=top_k, shared_retriever=plan.shared_retriever)
     t = time.perf_counter()
     results = plan.run(rag, load_qa(data / "train.jsonl"), cfg, out_dir=out / "central")
     wall = time.perf_counter() - t
@@ -119,7 +124,7 @@ def _centralized(out: Path, data: Path, strategy, steps, test_limit, top_k, lr_g
     return Row("centralized", f"{strategy}, {steps} optimizer steps per phase on this machine", m, wall, eval_s, 0)
 
 
-def _federated(out: Path, data: Path, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever) -> Row:
+def _federated(out: Path, data: Path, pair, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever) -> Row:
     """Train `strategy` on the demo training set split between 2 simulated sites, with as
     many sequential steps of the global model as the centralized row takes; its row."""
     from fedrag.data import load_corpus, load_qa
@@ -132,6 +137,8 @@ def _federated(out: Path, data: Path, strategy, steps, rounds, test_limit, top_k
     # the table evaluates the final models; per-round site evaluation would only add time here
     task = FedTask(
         strategy=strategy,
+        retriever=pair[0],
+        generator=pair[1],
         rounds=rounds,
         local_steps=local,
         batch_size=4,
@@ -153,10 +160,10 @@ def _federated(out: Path, data: Path, strategy, steps, rounds, test_limit, top_k
     return Row("federated", what, m, wall, eval_s, cost["bytes_sent"] + cost["bytes_received"])
 
 
-def _write_summary(out: Path, rows: list[Row], test_limit: int) -> None:
+def _write_summary(out: Path, rows: list[Row], test_limit: int, pair: tuple[str, str] = BUNDLED) -> None:
     from fedrag._io import atomic_write_json, atomic_write_text
 
-    atomic_write_text(out / "summary.md", summary_markdown(rows, test_limit))
+    atomic_write_text(out / "summary.md", summary_markdown(rows, test_limit, pair))
     atomic_write_json(
         out / "summary.json",
         [
@@ -199,13 +206,13 @@ def _cells(r: Row) -> list[str]:
     ]
 
 
-def summary_lines(rows: list[Row], test_limit: int) -> list[str]:
+def summary_lines(rows: list[Row], test_limit: int, pair: tuple[str, str] = BUNDLED) -> list[str]:
     """The table as plain lines that fit 80 columns, a line per row saying what it is, and the next step."""
     cells = [list(COLUMNS)] + [_cells(r) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
     fmt = lambda c: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths)))  # noqa: E731
     lines = [
-        f"fedrag quickstart: demo data, {test_limit} test questions, MiniLM + SmolLM2-135M",
+        f"fedrag quickstart: demo data, {test_limit} test questions, {models_label(pair)}",
         "",
         fmt(cells[0]),
         "  ".join("-" * w for w in widths),
@@ -217,11 +224,18 @@ def summary_lines(rows: list[Row], test_limit: int) -> list[str]:
     return lines + [""] + textwrap.wrap(NEXT, 80, break_on_hyphens=False)
 
 
-def summary_markdown(rows: list[Row], test_limit: int) -> str:
+def summary_markdown(rows: list[Row], test_limit: int, pair: tuple[str, str] = BUNDLED) -> str:
     """The same summary as Markdown, written to the run folder."""
     head = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" for _ in COLUMNS) + "|\n"
     body = "".join("| " + " | ".join(_cells(r)) + " |\n" for r in rows)
     what = "".join(f"* **{r.system}**: {r.what}\n" for r in rows)
     return (
-        f"# fedrag quickstart\n\nDemo data, {test_limit} test questions, MiniLM + SmolLM2-135M.\n\n{head}{body}\n{what}\n{NEXT}\n"
+        f"# fedrag quickstart\n\nDemo data, {test_limit} test questions, {models_label(pair)}.\n\n{head}{body}\n{what}\n{NEXT}\n"
     )
+
+
+def models_label(pair: tuple[str, str]) -> str:
+    """How the table names the models: the bundled pair by its names, others by their last path part."""
+    if tuple(pair) == BUNDLED:
+        return "MiniLM + SmolLM2-135M"
+    return " + ".join(Path(m).name or m for m in pair)
