@@ -181,36 +181,38 @@ def _cli():
     return typer.main.get_command(app)
 
 
-def test_every_fenced_fedrag_command_parses_against_the_cli():
-    """Commands run nothing: click parses each against its command's parameters. A
+def call_error(group, args: list[str]) -> str | None:
+    """Why `fedrag ARGS` does not parse against the CLI `group`; None when it does. A
     command written with placeholders (`...`, `[--opt X]`, `a|b`) has its option names
     checked; a complete one is parsed in full (values, choices, required options)."""
     import click
 
+    name, rest = args[0], args[1:]
+    if name.startswith("-"):
+        return None  # `fedrag --version`
+    cmd = group.commands.get(name)
+    if cmd is None:
+        return f"no command {name!r}"
+    options = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
+    named = [part for w in rest for part in w.strip("[]").split("|") if part.startswith("--")]
+    unknown = [o for o in named if o.split("=", 1)[0] not in options]
+    if unknown:
+        return f"fedrag {name} has no option {unknown}"
+    if any(PLACEHOLDER_ARG.search(w) for w in rest) or "--help" in rest:
+        return None
+    try:
+        cmd.make_context(f"fedrag {name}", list(rest))
+    except click.exceptions.ClickException as exc:
+        return exc.format_message()
+    return None
+
+
+def test_every_fenced_fedrag_command_parses_against_the_cli():
+    """Commands run nothing: click parses each against its command's parameters."""
     group = _cli()
     calls = list(_fenced_fedrag_calls())
     assert len(calls) > 20, "the docs show commands"
-    bad = []
-    for where, command, args in calls:
-        name, rest = args[0], args[1:]
-        if name.startswith("-"):
-            continue  # `fedrag --version`
-        cmd = group.commands.get(name)
-        if cmd is None:
-            bad.append(f"{where}: no command {name!r}: {command}")
-            continue
-        options = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)} | {"--help"}
-        named = [part for w in rest for part in w.strip("[]").split("|") if part.startswith("--")]
-        unknown = [o for o in named if o.split("=", 1)[0] not in options]
-        if unknown:
-            bad.append(f"{where}: fedrag {name} has no option {unknown}: {command}")
-            continue
-        if any(PLACEHOLDER_ARG.search(w) for w in rest) or "--help" in rest:
-            continue
-        try:
-            cmd.make_context(f"fedrag {name}", list(rest))
-        except click.exceptions.ClickException as exc:
-            bad.append(f"{where}: {exc.format_message()}: {command}")
+    bad = [f"{where}: {err}: {command}" for where, command, args in calls if (err := call_error(group, args))]
     assert not bad, "\n".join(bad)
 
 
