@@ -236,9 +236,11 @@ def _cmdline(pid: int) -> str:
 def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(tiny_models, demo_dir, tmp_path):
     """Two SuperNodes, --min-sites 2; site 1 dies before round 2. The run must end with
     exit != 0 after the round timeout, round 1's checkpoint intact, no process left; the same
-    command (site back) resumes and runs every round exactly once. --out is relative (as
-    the README writes it): the launcher resolves it before any subprocess runs. Through
-    the CLI's --tls --supernode-auth (certificates and site keys made in OUT/credentials)."""
+    command (site back) resumes; Ctrl-C after its round 2 ends it with 130, one line and no
+    process left; the same command again finishes round 3: every round ran exactly once.
+    --out is relative (as the README writes it): the launcher resolves it before any
+    subprocess runs. Through the CLI's --tls --supernode-auth (certificates and site keys
+    made in OUT/credentials)."""
     from fedrag.federation.processes import children
 
     timeout = 45  # a round under a loaded CI box: ClientApp processes start, import and train
@@ -254,7 +256,7 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
         "--sites",
         "2",
         "--rounds",
-        "2",
+        "3",
         "--local-steps",
         "1",
         "--batch-size",
@@ -313,26 +315,47 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
     assert json.loads(state.read_text())["rounds_done"] == 1, "the last good round's checkpoint is intact"
     assert not (out / "cost.json").exists() and not (out / "generator").exists(), "a failed run leaves no result"
 
+    _interrupted_after_its_first_round(cmd, tmp_path, state, timeout)
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "resuming" in res.stdout + res.stderr
     history = json.loads((out / "rounds.json").read_text())
-    assert [r["round"] for r in history] == [1, 2] and all(r["replies"] == 2 for r in history)
-    assert json.loads((out / "cost.json").read_text())["rounds"] == 2
+    assert [r["round"] for r in history] == [1, 2, 3] and all(r["replies"] == 2 for r in history)
+    assert json.loads((out / "cost.json").read_text())["rounds"] == 3
 
 
-def test_a_site_that_never_joins_fails_the_run_after_the_round_timeout(tiny_models, sites, tmp_path):
-    """Flower's stock strategies wait forever for min_available_nodes; fedrag's grid gives up."""
-    from fedrag.errors import FedragError
+def _interrupted_after_its_first_round(cmd: list[str], cwd: Path, state: Path, timeout: int) -> None:
+    """The same command resumes; once its first round (round 2) is saved, Ctrl-C as a terminal
+    sends it: SIGINT to the command's process group. It exits 130 with one line, nothing of
+    the deployment is left running, and round 2's checkpoint is kept."""
+    from fedrag.federation.processes import children
 
-    with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
-        dep.start_superlink()
-        dep.start_supernode(
-            0, sites[0]["corpus"], sites[0]["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]]
-        )
-        with pytest.raises(FedragError, match="only 1 of 2 required sites were connected for 10s"):
-            dep.submit(_task(tiny_models, tmp_path / "out", min_sites=2, round_timeout=10), timeout=300)
-    assert not (tmp_path / "out" / "checkpoint").exists() and not (tmp_path / "out" / "cost.json").exists()
+    env = {**os.environ, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    started: list[int] = []
+    try:
+        held: list[int] = []
+        while not held:  # the event, not a timer: the ServerApp holds itself after saving round 2
+            assert proc.poll() is None, proc.communicate()
+            started = sorted(set(started) | set(children(proc.pid)))
+            held = [p for p in started if _state(p) == "T"]
+            time.sleep(0.1)
+        started = sorted(set(started) | set(children(proc.pid)))
+        os.killpg(proc.pid, signal.SIGINT)  # while round 3 cannot start: the server is still held
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=timeout + 300)  # a guard against a hang, not a timing
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert proc.returncode == 130, err
+    assert "interrupted (Ctrl-C)" in lines[-1] and "Traceback" not in err, err
+    assert not any(_alive(p) for p in started), "every process of the deployment is stopped"
+    assert json.loads(state.read_text())["rounds_done"] == 2, "round 2's checkpoint is kept"
 
 
 @pytest.mark.slow
