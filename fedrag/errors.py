@@ -23,6 +23,13 @@ class StoreError(FedragError):
     """A knowledge store is missing, empty, or incompatible with the encoder."""
 
 
+class EngineError(FedragError):
+    """The federation engine (Ray, Flower) failed for a reason outside the run's settings,
+    such as an overloaded machine; the CLI exits with code 1, and the same command resumes."""
+
+    exit_code = 1
+
+
 def check_finite(obj, what: str = "") -> None:
     """Refuse a dataclass whose float fields hold NaN or infinity.
 

@@ -165,3 +165,28 @@ def test_a_site_that_never_joins_fails_the_run_after_the_round_timeout(tiny_mode
     with pytest.raises(FedragError, match="only 1 of 2 required sites were connected for 2s"):
         run_in_process(task, sites[:1])  # site 2 never connects
     assert not (out / "checkpoint").exists() and not (out / "cost.json").exists()
+
+
+def test_a_simulation_whose_engine_cannot_start_ends_in_one_line_with_exit_1(
+    tiny_models, demo_dir, tmp_path, monkeypatch, capsys
+):
+    """Ray failing to start (here: its temporary directory cannot be made; on an overloaded
+    machine, its node not registering within Ray's fixed 30 s) ends a real simulation with
+    Flower's RuntimeError chained to Ray's: the CLI prints one line naming Ray's reason, with
+    no Flower traceback before it, and exits 1 (an environment failure, not a usage error)."""
+    from fedrag.cli.main import main
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "a-file" / "ray"))
+    (tmp_path / "a-file").write_text("")
+    args = ["federate", "--stage", "ralt", "--sites", "2", "--rounds", "1", "--local-steps", "1", "--batch-size", "2"]
+    args += ["--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl"), "--out", str(tmp_path / "run")]
+    monkeypatch.setattr(
+        "sys.argv", ["fedrag", *args, "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
+    )
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exc.value.code == 1, err
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert "the Flower simulation failed: [Errno 20] Not a directory" in err[0], err
+    assert not (tmp_path / "run" / "cost.json").exists() and not (tmp_path / "run" / "checkpoint").exists()

@@ -55,7 +55,7 @@ def main() -> None:
         try:
             code = app(standalone_mode=False)
         except FedragError as exc:
-            _fail(f"error: {exc}{_notes(exc)}", EXIT_USER)
+            _fail(f"error: {exc}{_notes(exc)}", getattr(exc, "exit_code", EXIT_USER))
         except (Interrupted, KeyboardInterrupt, click.Abort) as exc:
             _stop(f"interrupted (Ctrl-C){_notes(exc, 'partial outputs were removed')}", EXIT_INTERRUPTED)
         except Terminated as exc:

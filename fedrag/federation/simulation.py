@@ -114,6 +114,21 @@ def _is_ray(pid: int) -> bool:
     return cmd.startswith("ray::") or "/ray/" in cmd
 
 
+def _engine_error(exc: BaseException) -> Exception:
+    """Flower's "An error was encountered. Ending simulation." as one line naming its first
+    cause (Ray failing to start on an overloaded machine, a lost actor); `exc` itself when
+    it is already fedrag's."""
+    from fedrag.errors import EngineError, FedragError
+
+    if isinstance(exc, FedragError):
+        return exc
+    root = exc
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+    reason = " ".join(str(root).split()) or type(root).__name__
+    return EngineError(f"the Flower simulation failed: {reason}; run the same command again to resume")
+
+
 def ray_backend(
     cpus_per_site: float = 1.0, gpus_per_site: float = 0.0, verbose: bool = False, ray_address: str | None = None
 ) -> dict:
@@ -151,9 +166,10 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
 
     from fedrag.federation.policy import TRUSTED
 
-    if not verbose:  # Flower's per-message INFO lines and its warnings about run_simulation's deprecation
-        logging.getLogger("flwr").setLevel(logging.ERROR)  # and fraction_evaluate=0 (both fedrag's choices,
-        # docs/design.md); fedrag prints one line per round itself
+    if not verbose:  # Flower's per-message INFO lines, its warnings (run_simulation's deprecation and
+        # fraction_evaluate=0, both fedrag's choices, docs/design.md) and its tracebacks: fedrag prints
+        # one line per round, a site's failure in rounds.json, and an engine failure as one line
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)
 
     from fedrag.federation.server import make_server_app, raise_recorded_error
 
@@ -171,15 +187,15 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
                 backend_config=backend,
                 verbose_logging=verbose,
             )
-        except Exception:
+        except Exception as exc:
             raise_recorded_error(task)  # the ServerApp's own one-line reason, when it recorded one
-            raise
+            raise _engine_error(exc) from exc
     raise_recorded_error(task)
     cost = Path(task.out) / "cost.json"
     if not cost.exists():
         from fedrag.errors import FedragError
 
-        raise FedragError(f"the simulation ended without writing {cost}: see the Flower log above")
+        raise FedragError(f"the simulation ended without writing {cost}: run with --verbose for Flower's log")
     import json
 
     summary = json.loads(cost.read_text())
