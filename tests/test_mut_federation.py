@@ -16,11 +16,13 @@ HISTORY = [
     {
         "site_metrics": {"7": {"local-dp-epsilon": 3.21, "local-dp-releases": 1.0}, "9": {"loss": 1.0}},
         "secure_aggregation": {"threshold": 2, "dropped": 1, "clipped_values": 4},
+        "dp_sites": 3,
     },
     {"site_metrics": {"3": {"local-dp-epsilon": 2.0, "local-dp-releases": 1.0}}},
     {
         "site_metrics": {"7": {"local-dp-epsilon": 4.5678, "local-dp-releases": 2.0}},
         "secure_aggregation": {"threshold": 3, "dropped": 2},
+        "dp_sites": 2,
     },
 ]
 FULL = dict(dp_noise=0.8, dp_clip=0.25, min_sites=3, dp_delta=1e-6, local_dp_noise=1.5, local_dp_clip=0.5)
@@ -43,7 +45,8 @@ def _released(task: FedTask, releases: int):
 
     acc = make_accountant(task)
     for _ in range(releases):
-        acc.compose(GaussianPrivacyEvent(noise_multiplier=task.dp_noise, sample_size=task.min_sites, population_size=3))
+        event = GaussianPrivacyEvent(task.dp_noise, sample_size=task.min_sites, population_size=acc.config.population_size)
+        acc.compose(event)
     return acc
 
 
@@ -57,6 +60,8 @@ def test_sections_of_a_run_with_every_protection():
         "releases": 2,
         "noise_multiplier": 0.8,
         "clip": 0.25,
+        "weighting": "equal: each site's clipped update is 1/n of the round's mean, whatever its example count",
+        "sites_per_round": [2, 3],
         "covers": "the aggregated model updates of every round of every phase (RDP, composed)",
         "not_covered": NOT_COVERED,
     }
@@ -116,13 +121,14 @@ MARKDOWN_FULL = """# Privacy report
 ## Secure aggregation
 
 Flower's SecAgg+ over 2 rounds, reconstruction threshold 2, 3: each site masked its update, each value weighted by \
-the site's share of examples and bounded by ±8, quantised to 4096 levels; the server decoded only the weighted sum. \
+1/n (central DP) and bounded by ±8, quantised to 4096 levels; the server decoded only the weighted sum. \
 3 site-rounds dropped out and were unmasked from their shares; 4 values were clipped.
 
 ## Central differential privacy
 
-Sites clipped their updates to L2 norm 0.25; the server added Gaussian noise of multiplier 0.8 to their sum. \
-2 releases composed: ε = {eps}, δ = 1e-06 (client level: a whole site's data added or removed). \
+Sites clipped their updates to L2 norm 0.25; the server averaged them with equal weights (each site 1/n of the mean, \
+whatever its example count; n = the sites aggregated in a round: 2, 3) and added Gaussian noise of multiplier 0.8 to \
+their sum (std 0.8 × 0.25 / n on the mean). 2 releases composed: ε = {eps}, δ = 1e-06 (client level: a whole site's data added or removed). \
 Under secure aggregation the server saw only the sum of the clipped updates, unnoised.
 
 ## Local differential privacy
@@ -237,7 +243,12 @@ def test_central_dp_wraps_the_strategy_and_builds_its_own_accountant_when_none_i
 
     task = FedTask(stage="ralt", aggregator="fedprox", proximal_mu=0.3, dp_noise=0.5, dp_clip=0.2, min_sites=3, dp_delta=1e-6)
     s = make_aggregator(task)
-    assert type(s).__name__ == "DifferentialPrivacyClientSideFixedClipping" and type(s.strategy).__name__ == "FedProx"
+    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
+
+    from fedrag.federation.central_dp import CentralDP
+
+    assert type(s) is CentralDP and isinstance(s, DifferentialPrivacyClientSideFixedClipping)
+    assert type(s.strategy).__name__ == "FedProx"
     assert (s.noise_multiplier, s.clipping_norm, s.num_sampled_clients) == (0.5, 0.2, 3)
     assert s.accountant is not None and s.accountant.get_privacy_spent().delta == 1e-6
     assert make_aggregator(FedTask(stage="ralt")).__class__.__name__ == "FedAvg"
@@ -253,3 +264,22 @@ def test_a_resumed_accountant_continues_the_runs_account():
     assert spent.num_releases == 2
     assert spent.epsilon == pytest.approx(_dp_accounting_epsilon(0.8, 2, 1e-6), rel=1e-9)
     assert make_accountant(FedTask(stage="ralt")) is None
+
+
+def test_an_accountant_checkpointed_with_min_sites_as_its_population_resumes_with_the_same_account():
+    """Before the accountant's population was `POPULATION` it was --min-sites; with no amplification
+    by sampling it is a label, so a checkpoint of then resumes with the ε it had."""
+    from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, SamplingMethod
+    from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+    from fedrag.federation.aggregator import make_accountant
+    from fedrag.federation.central_dp import POPULATION
+
+    task = FedTask(stage="ralt", dp_noise=0.8, min_sites=3, dp_delta=1e-6)
+    old = RdpAccountant(PrivacyConfig(1e-6, 3, NeighboringRelation.ADD_OR_REMOVE_ONE, SamplingMethod.NO_AMPLIFICATION))
+    old.compose(GaussianPrivacyEvent(0.8, sample_size=3, population_size=3), 2)
+    state = old.state_dict()
+    resumed = make_accountant(task, state)
+    assert resumed.config.population_size == POPULATION and state["config"]["population_size"] == 3, "not edited in place"
+    spent = resumed.get_privacy_spent()
+    assert spent.num_releases == 2 and spent.epsilon == pytest.approx(_dp_accounting_epsilon(0.8, 2, 1e-6), rel=1e-9)

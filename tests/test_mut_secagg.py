@@ -99,21 +99,22 @@ class Sites:
         return replies
 
 
-def _messages(nodes):
+def _messages(nodes, **extra):
     from flwr.app import ConfigRecord, Message, RecordDict
 
     from fedrag.federation.records import to_record
 
-    cfg = {"server-round": 3, "phase": 0}
+    cfg = {"server-round": 3, "phase": 0, **extra}
     content = lambda: RecordDict({"arrays": to_record(GLOBAL), "config": ConfigRecord(cfg)})  # noqa: E731
     return [Message(content(), dst_node_id=n, message_type="train") for n in nodes]
 
 
-def _run(task, sites, max_weight=8.0):
+def _run(task, sites, max_weight=8.0, **config):
     from fedrag.federation.records import from_record
     from fedrag.federation.secagg import SecureAggregation
 
-    replies, info = SecureAggregation(task, max_weight)(sites.push_pull, _messages(sorted(sites.deltas)), 30.0, SPEC)
+    messages = _messages(sorted(sites.deltas), **config)
+    replies, info = SecureAggregation(task, max_weight)(sites.push_pull, messages, 30.0, SPEC)
     return {r.metadata.src_node_id: r for r in replies}, info, from_record
 
 
@@ -135,6 +136,22 @@ def test_the_server_decodes_the_example_weighted_mean_update():
     }  # fmt: skip
     assert info["bytes_received"] == sites.masked > 0 and info["secagg_protocol_bytes"] == sites.protocol > 0
     assert info["failure_reasons"] == [] and info["rejected"] == 0 and info["rejected_reasons"] == []
+
+
+def test_under_central_dp_every_site_weighs_equally_in_the_decoded_mean():
+    """Central DP's noise (zC/n on the mean) assumes each site weighs 1/n: with the round's
+    `clipping_norm` in its config (central DP on), a site masks its update at the full weight
+    bound whatever its example count, so the server decodes the plain mean of the three
+    updates, not the 4:2:6 weighted one. Each site still reports its own count."""
+    task = FedTask(stage="ralt", secagg=True, min_sites=3, secagg_clip=1.0)
+    replies, info, from_record = _run(task, Sites(), clipping_norm=10.0)
+    for node, reply in replies.items():
+        got = from_record(reply.content["arrays"])
+        for k in GLOBAL:
+            mean = sum(DELTAS[n][k].double() for n in DELTAS) / len(DELTAS)
+            np.testing.assert_allclose(got[k].double(), GLOBAL[k].double() + mean, atol=2e-5)
+        assert dict(reply.content["metrics"])["num-examples"] == EXAMPLES[node]
+    assert info["secure_aggregation"]["dropped"] == 0 and info["secure_aggregation"]["clipped_values"] == 0
 
 
 def test_values_beyond_the_clipping_range_are_clipped_and_counted():

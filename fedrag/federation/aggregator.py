@@ -1,6 +1,7 @@
 """The Flower strategy a federated phase runs: a stock aggregator (FedAvg, FedProx,
-FedAdam, FedYogi), wrapped in Flower's client-side-clipping DP when asked, reporting to
-one RDP accountant for the whole run."""
+FedAdam, FedYogi), wrapped in central DP when asked (Flower's client-side-clipping DP, as
+[`CentralDP`][fedrag.federation.central_dp.CentralDP] adapts it), reporting to one RDP
+accountant for the whole run."""
 
 from __future__ import annotations
 
@@ -9,22 +10,25 @@ from fedrag.federation.task import FedTask
 
 def make_accountant(task: FedTask, state: dict | None = None):
     """One RDP accountant for the whole run (every phase's and round's release composes
-    into it), restored from a checkpoint's `state` on resume; None without DP."""
+    into it), restored from a checkpoint's `state` on resume; None without DP. Each round
+    is one Gaussian release at the task's multiplier, with no amplification by sampling."""
     if not task.dp_enabled:
         return None
     from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
+    from fedrag.federation.central_dp import POPULATION, current_state
+
     accountant = RdpAccountant(
         PrivacyConfig(
             target_delta=task.dp_delta,
-            population_size=task.min_sites,
+            population_size=POPULATION,
             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
             sampling_method=SamplingMethod.NO_AMPLIFICATION,
         )
     )
     if state:
-        accountant.load_state_dict(state)
+        accountant.load_state_dict(current_state(state))
     return accountant
 
 
@@ -32,9 +36,10 @@ def make_accountant(task: FedTask, state: dict | None = None):
 FLOWER_CLASSES = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam", "fedyogi": "FedYogi"}
 
 
-def make_aggregator(task: FedTask, accountant=None):
-    """The Flower strategy for `task` (stock Flower classes), wrapped in Flower's
-    client-side-clipping DP (reporting to the run's `accountant`) if asked."""
+def make_aggregator(task: FedTask, accountant=None, record: dict | None = None):
+    """The Flower strategy for `task` (stock Flower classes), wrapped in central DP
+    ([`CentralDP`][fedrag.federation.central_dp.CentralDP]: reporting to the run's
+    `accountant`, each release's sites and noise to `record`) if asked."""
     from flwr.serverapp import strategy as fs
 
     common = dict(
@@ -58,7 +63,9 @@ def make_aggregator(task: FedTask, accountant=None):
         # loop seeds from the task's seed: in a process that trained before serving, the
         # noise would be replayable by anyone who knows the seed. Fresh OS entropy instead.
         np.random.seed()
-        strategy = fs.DifferentialPrivacyClientSideFixedClipping(
-            strategy, task.dp_noise, task.dp_clip, task.min_sites, accountant=accountant or make_accountant(task)
+        from fedrag.federation.central_dp import CentralDP
+
+        strategy = CentralDP(
+            strategy, task.dp_noise, task.dp_clip, task.min_sites, accountant or make_accountant(task), record=record
         )
     return strategy

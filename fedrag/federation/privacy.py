@@ -7,13 +7,14 @@ from __future__ import annotations
 from fedrag.federation.task import FedTask
 
 NOT_COVERED = "site metrics (losses, Recall@5, counts) leave the sites without noise"
+SHARE = "the site's share of examples"  # how SecAgg+ weighs a site's update without central DP
 
 
 def privacy_sections(history: list[dict], task: FedTask, accountant) -> dict:
     """`{"dp": ..., "local_dp": ...}` for the protections that were on."""
     out = {}
     if accountant is not None:
-        out["dp"] = dp_report(accountant.get_privacy_spent(), task)
+        out["dp"] = dp_report(accountant.get_privacy_spent(), task, history)
     local = local_dp_report(history, task)
     if local:
         out["local_dp"] = local
@@ -37,9 +38,10 @@ def secagg_report(history: list[dict], task: FedTask) -> dict:
     }
 
 
-def dp_report(spent, task: FedTask) -> dict:
+def dp_report(spent, task: FedTask, history: list[dict] = ()) -> dict:
     """The privacy report, from what the accountant saw happen: it names coverage only
-    for noised releases that were counted (a run with none covers nothing)."""
+    for noised releases that were counted (a run with none covers nothing), and from what
+    the rounds recorded (`history`), how many sites each release averaged."""
     released = int(spent.num_releases)
     return {
         "epsilon": float(spent.epsilon) if released else None,
@@ -47,6 +49,8 @@ def dp_report(spent, task: FedTask) -> dict:
         "releases": released,
         "noise_multiplier": task.dp_noise,
         "clip": task.dp_clip,
+        "weighting": "equal: each site's clipped update is 1/n of the round's mean, whatever its example count",
+        "sites_per_round": sorted({int(h["dp_sites"]) for h in history if "dp_sites" in h}),
         "covers": (
             "the aggregated model updates of every round of every phase (RDP, composed)"
             if released
@@ -115,8 +119,9 @@ def privacy_markdown(summary: dict) -> str:
             "## Secure aggregation",
             "",
             f"Flower's SecAgg+ over {secure['rounds']} rounds, reconstruction threshold "
-            f"{', '.join(map(str, secure['threshold']))}: each site masked its update, each value weighted by the site's "
-            f"share of examples and bounded by ±{secure['clip']:g}, quantised to {secure['quantization']} "
+            f"{', '.join(map(str, secure['threshold']))}: each site masked its update, each value weighted by "
+            f"{'1/n (central DP)' if dp else SHARE} and bounded by "
+            f"±{secure['clip']:g}, quantised to {secure['quantization']} "
             f"levels; the server decoded only the weighted sum. {secure['dropped_sites']} site-rounds dropped out "
             f"and were unmasked from their shares; {secure['clipped_values']} values were clipped.",
             "",
@@ -133,11 +138,14 @@ def privacy_markdown(summary: dict) -> str:
         ]
     if dp:
         eps = f"ε = {dp['epsilon']:.3g}" if dp["epsilon"] is not None else "no ε (nothing was released)"
+        n = ", ".join(map(str, dp.get("sites_per_round") or [])) or "–"
         lines += [
             "## Central differential privacy",
             "",
-            f"Sites clipped their updates to L2 norm {dp['clip']:g}; the server added Gaussian noise of multiplier "
-            f"{dp['noise_multiplier']:g} to their sum. {dp['releases']} releases composed: {eps}, δ = {dp['delta']:g} "
+            f"Sites clipped their updates to L2 norm {dp['clip']:g}; the server averaged them with equal weights (each "
+            f"site 1/n of the mean, whatever its example count; n = the sites aggregated in a round: {n}) and added "
+            f"Gaussian noise of multiplier {dp['noise_multiplier']:g} to their sum (std {dp['noise_multiplier']:g} × "
+            f"{dp['clip']:g} / n on the mean). {dp['releases']} releases composed: {eps}, δ = {dp['delta']:g} "
             "(client level: a whole site's data added or removed). "
             + (
                 "Under secure aggregation the server saw only the sum of the clipped updates, unnoised."

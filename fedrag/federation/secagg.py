@@ -3,11 +3,12 @@
 With `secagg` on, a training round's exchange runs Flower's own `SecAggPlusWorkflow`
 (set-up, key sharing, masked vectors, unmasking) on the run's Grid, and each site runs
 Flower's unchanged `secaggplus_mod`. What a site sends is its round update Δ (the tensors
-it trained minus the global ones it received), weighted by its example count, quantised
-and masked with pairwise and private masks; the server decodes only the weighted sum of
-the sites' updates. The aggregator (FedAvg, FedAdam, ..., wrapped in central DP or not)
-then sees every site's reply carry the same tensors, the global ones plus the weighted
-mean update, so its weighted average is that aggregate: it never sees one site's update.
+it trained minus the global ones it received), weighted by its example count (every site
+equally under central DP, whose noise assumes it), quantised and masked with pairwise and
+private masks; the server decodes only the weighted sum of the sites' updates. The
+aggregator (FedAvg, FedAdam, ..., wrapped in central DP or not) then sees every site's
+reply carry the same tensors, the global ones plus the weighted mean update, so its
+weighted average is that aggregate: it never sees one site's update.
 
 The bridge: the workflow runs under a `LegacyContext` with a legacy strategy. `_Bridge`
 is that strategy (it hands the workflow the sites the Message-API strategy sampled and
@@ -231,8 +232,9 @@ class SecureAggregation:
 def make_secagg_mod():
     """The site's side: Flower's `secaggplus_mod` for the protocol's messages, with the
     round's reply turned into the update it masks (Δ = trained − received, weighted by the
-    site's `num-examples`). A train message without the protocol passes through, unless the
-    site's node config says `require-secagg=true`: then nothing is trained or sent."""
+    site's `num-examples`, or equally under central DP). A train message without the
+    protocol passes through, unless the site's node config says `require-secagg=true`:
+    then nothing is trained or sent."""
 
     def secagg_mod(msg, context, call_next):
         from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
@@ -269,11 +271,15 @@ def _update_as_fitres(call_next):
         trained = _arrays(reply.content["arrays"])
         metrics = dict(reply.content["metrics"])
         state = context.state.config_records[RECORD_KEY_STATE]  # the protocol's set-up: clip and weight bound
-        weight = float(metrics["num-examples"]) / float(state["max_weight"])
+        # central DP's noise is calibrated to a mean in which each site weighs 1/n: every site
+        # then masks its update at the full weight bound, whatever its example count
+        central_dp = "clipping_norm" in msg.content.config_records.get("config", {})
+        examples = int(state["max_weight"]) if central_dp else int(metrics["num-examples"])
+        weight = examples / float(state["max_weight"])
         deltas = [trained[k].astype(np.float64) - received[k].astype(np.float64) for k in sorted(received)]
         # values beyond the clipping range are clipped by the quantiser: say how many
         metrics["secagg-clipped"] = int(sum(int((np.abs(d) * weight > float(state["clipping_range"])).sum()) for d in deltas))
-        fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(deltas), int(metrics["num-examples"]), metrics)
+        fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(deltas), examples, metrics)
         reply.content = fitres_to_recorddict(fitres, keep_input=False)
         return reply
 

@@ -168,7 +168,8 @@ class PhaseRun:
 
         task, run = self.task, self.run_
         dtypes = {k: getattr(torch, d) for k, (_, d) in packed_spec(self.layout).items()}
-        strategy = RoundRecorder(make_aggregator(task, run.accountant), task, self.done, self.site_metrics, dtypes, self.quorum)
+        aggregator = make_aggregator(task, run.accountant, record=self.site_metrics)  # each release's sites and noise
+        strategy = RoundRecorder(aggregator, task, self.done, self.site_metrics, dtypes, self.quorum)
         instruction = self.instruction()
         strategy.start(
             grid=AuditedGrid(run.grid, self.audit, self.layout, task.min_sites, task.round_timeout, exchange=self._exchange()),

@@ -12,6 +12,7 @@ from fedrag._io import MARKER, atomic_write_json, atomic_write_text
 from fedrag._settings import names, setting
 from fedrag.errors import FedragError
 from fedrag.evaluate.metrics import paired_sign_test
+from fedrag.strategies.verdicts import by_question
 from fedrag.train.config import VAL_LIMIT
 
 
@@ -98,7 +99,10 @@ def _differs(old: dict, new: dict) -> list[str]:
 def paired(out: Path, rows: list[dict]) -> dict:
     """Per strategy, EM and F1 question by question against the untuned pipeline and
     against the strategy with the best F1: `{name: {"vs_untuned": {"em": [gained, lost, p],
-    "f1": [...]}, "vs_best": {...}}}` (strategies whose rows were not saved are left out)."""
+    "f1": [...], "n": paired, "left_out": m}, "vs_best": {...}}}`. Questions are paired
+    by id ([`by_question`][fedrag.strategies.verdicts.by_question]), never by row order:
+    only those both strategies answered count (`n`), `left_out` says how many only one
+    of them holds. Strategies whose rows were not saved are left out."""
     scores = {r["strategy"]: question_rows(out, r["strategy"]) for r in rows}
     scores = {k: v for k, v in scores.items() if v}
     trained = [r for r in rows if r["strategy"] != "untuned" and r["strategy"] in scores]
@@ -108,18 +112,32 @@ def paired(out: Path, rows: list[dict]) -> dict:
         name, one = r["strategy"], {}
         for label, ref in (("vs_untuned", "untuned"), ("vs_best", best)):
             if ref in scores and ref != name:
-                one[label] = {
-                    key: list(paired_sign_test([q.get(key, 0.0) for q in scores[ref]], [q.get(key, 0.0) for q in scores[name]]))
-                    for key in ("em", "f1")
-                }
+                one[label] = {}
+                for key in ("em", "f1"):
+                    before, after, left = by_question(scores[ref], scores[name], key)
+                    one[label][key] = list(paired_sign_test(before, after))
+                one[label].update(n=len(before), left_out=left)
         result[name] = {"best": best, **one}
     return result
 
 
 def question_rows(out: Path, name: str) -> list[dict] | None:
-    """A finished strategy's per-question scores (`None` if it has none saved)."""
+    """A finished strategy's per-question scores (`None` if it has none saved).
+
+    Raises:
+        FedragError: a row without its question id (it could not be paired).
+    """
     path = out / "strategies" / f"{name}.rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else None
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, q in enumerate(rows, 1):
+        if "id" not in q:
+            raise FedragError(
+                f"{path}:{i}: a per-question row without its question id cannot be paired; "
+                f"delete {path.name} and {name}.json to score {name} again"
+            )
+    return rows
 
 
 def cached_row(out: Path, name: str) -> dict | None:

@@ -111,7 +111,14 @@ def paired_table(result: dict) -> str:
             )
             + " |"
         )
-    return "\n".join(lines) + "\n"
+    left = [
+        f"* {name} against {ref}: {d[label]['left_out']} questions only one of them answered were left out "
+        f"({d[label]['n']} paired by question id)."
+        for name, d in paired.items()
+        for label, ref in (("vs_untuned", "untuned"), ("vs_best", best))
+        if (d.get(label) or {}).get("left_out")
+    ]
+    return "\n".join(lines + ([""] + left if left else [])) + "\n"
 
 
 def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[str]:
