@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     from fedrag.data import demo, load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
-    from fedrag.federation.simulation import simulate
+    from fedrag.federation.launch.simulation import simulate
     from fedrag.federation.task import FedTask
     from fedrag.pipeline import build_training_rag
     from fedrag.train import TrainConfig, make_stage, train_stage
@@ -89,7 +89,7 @@ def main() -> None:
         )
         per_round[label] = rounds
     for resident in (True,) if args.pair else (True, False) if (args.deployment or args.deployment_only) else ():
-        from fedrag.federation.deployment import deploy
+        from fedrag.federation.launch.deployment import deploy
 
         name = "resident" if resident else "per-message"
         dtask = FedTask(

@@ -43,8 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     from fedrag.data import demo, load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
-    from fedrag.federation.server import _server_model
-    from fedrag.federation.simulation import simulate
+    from fedrag.federation.server.run_loop import _server_model
+    from fedrag.federation.launch.simulation import simulate
     from fedrag.federation.task import FedTask
 
     work = Path(tempfile.mkdtemp(prefix="secaggbench-"))
@@ -72,7 +72,7 @@ def main() -> None:
             if engine == "simulation":
                 cost = simulate(task, sites)
             else:
-                from fedrag.federation.deployment import deploy
+                from fedrag.federation.launch.deployment import deploy
 
                 cost = deploy(task, sites, work / f"dep-{name}", resident=True)
             wall = time.perf_counter() - t0

@@ -42,13 +42,13 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "metrics": (["fedrag/evaluate/metrics.py"], [T + "test_metrics.py", T + "test_mut_evaluate.py"]),
     "stats": (["fedrag/evaluate/stats.py"], [T + "test_metrics.py", T + "test_mut_evaluate.py"]),
     "verdicts": (["fedrag/strategies/verdicts.py"], [T + "test_metrics.py", T + "test_mut_evaluate.py"]),
-    "aggregator": (["fedrag/federation/aggregator.py"], [T + "test_values_privacy.py", T + "test_mut_federation.py"]),
+    "aggregator": (["fedrag/federation/server/aggregator.py"], [T + "test_values_privacy.py", T + "test_mut_federation.py"]),
     "local_dp": (
-        ["fedrag/federation/local_dp.py"],
+        ["fedrag/federation/privacy/local_dp.py"],
         [T + "test_privacy.py", T + "test_values_privacy.py", T + "test_mut_local_dp.py"],
     ),
-    "privacy": (["fedrag/federation/privacy.py"], [T + "test_mut_federation.py"]),
-    "secagg": (["fedrag/federation/secagg.py"], [T + "test_secagg.py", T + "test_mut_secagg.py"]),
+    "privacy": (["fedrag/federation/privacy/coverage.py"], [T + "test_mut_federation.py"]),
+    "secagg": (["fedrag/federation/privacy/secagg.py"], [T + "test_secagg.py", T + "test_mut_secagg.py"]),
     "lr_search": (["fedrag/strategies/lr_search.py"], [T + "test_values_search.py", T + "test_mut_search.py"]),
     "search": (
         ["fedrag/retrieve/search.py", "fedrag/retrieve/sparse.py"],

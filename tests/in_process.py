@@ -82,7 +82,7 @@ class InProcessGrid(Grid):
 
 def run_apps(client_app, server_app, n_sites: int) -> None:
     """Run `server_app` to its end over `n_sites` sites that each run `client_app`."""
-    from fedrag.federation.server_run import STOP
+    from fedrag.federation.server.run_loop import STOP
 
     STOP.clear()  # as `simulate` starts a run
     grid = InProcessGrid(client_app, n_sites, run_config={})
@@ -95,10 +95,10 @@ def run_apps(client_app, server_app, n_sites: int) -> None:
 
 
 def run_in_process(task, site_paths: list[dict[str, str]], plan=None, policy=None) -> dict:
-    """`fedrag.federation.simulation.simulate`'s run, without Ray: the server's cost summary."""
-    from fedrag.federation.converter import sites_from_paths, to_flower
-    from fedrag.federation.policy import TRUSTED
-    from fedrag.federation.server import raise_recorded_error
+    """`fedrag.federation.launch.simulation.simulate`'s run, without Ray: the server's cost summary."""
+    from fedrag.federation.launch.flower_apps import sites_from_paths, to_flower
+    from fedrag.federation.site.policy import TRUSTED
+    from fedrag.federation.server.server_app import raise_recorded_error
 
     client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
     run_apps(client_app, server_app, len(site_paths))

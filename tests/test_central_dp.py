@@ -1,4 +1,4 @@
-"""Central DP's weights, noise and account as the rounds really run (`fedrag.federation.central_dp`).
+"""Central DP's weights, noise and account as the rounds really run (`fedrag.federation.privacy.central_dp`).
 
 At noise multiplier z and clip C the server releases the mean of the n sites' clipped updates
 plus N(0, (zC / n)²) per value: the Gaussian mechanism at z on their sum, as accounted, only
@@ -49,8 +49,8 @@ def test_sites_of_unequal_example_counts_weigh_equally_and_the_noise_is_zc_over_
     u/2 on both halves; weighted by examples it would be u/4 and 3u/4 (the mean then moves by
     3/4 of B's update: more than the C/2 the noise zC/2 is calibrated to). Flower's accounted
     wrapper alone refuses these replies mid-round ("requires equal client weights")."""
-    from fedrag.federation.aggregator import make_accountant, make_aggregator
-    from fedrag.federation.privacy import privacy_sections
+    from fedrag.federation.server.aggregator import make_accountant, make_aggregator
+    from fedrag.federation.privacy.coverage import privacy_sections
 
     z, clip, delta = 0.05, 0.25, 1e-6
     task = FedTask(stage="ralt", dp_noise=z, dp_clip=clip, min_sites=2, dp_delta=delta)
@@ -85,7 +85,7 @@ def test_noise_and_account_follow_the_sites_aggregated_not_min_sites(connected, 
     """Every site moves every value by the same small step (norm 0.1 < C): the release is the
     step plus noise of std zC / n, n the sites aggregated, and the accountant composes one
     Gaussian release at z whose sample is those n sites."""
-    from fedrag.federation.aggregator import make_accountant, make_aggregator
+    from fedrag.federation.server.aggregator import make_accountant, make_aggregator
 
     z, clip, delta = 0.8, 0.25, 1e-6
     task = FedTask(stage="ralt", dp_noise=z, dp_clip=clip, min_sites=min_sites, fraction=fraction, dp_delta=delta)

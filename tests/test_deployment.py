@@ -12,7 +12,7 @@ import pytest
 
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
-from fedrag.federation.deployment import LocalDeployment
+from fedrag.federation.launch.deployment import LocalDeployment
 from fedrag.federation.task import FedTask
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, three_sites, t
     """Also: a user's strategy named by import path, imported by sites whose policy lists its
     package; and secure aggregation over 3 sites with threshold 2, one site's worker killed:
     the site fails after the protocol's key sharing and the round completes without it."""
-    from fedrag.federation.resident import wait_listening
+    from fedrag.federation.site.resident_worker import wait_listening
 
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "userplans.py").write_text(USER_PLANS)
@@ -95,7 +95,7 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, three_sites, t
                 allow_models=[tiny_models["retriever"], tiny_models["generator"]],
                 allow_strategies=["userplans"],
             )
-        from fedrag.federation.processes import children
+        from fedrag.federation.launch.processes import children
 
         task = FedTask(
             strategy="userplans:plan",
@@ -132,7 +132,7 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
     """A federation someone else runs (SuperLink + 2 authenticated SuperNodes over TLS, with
     the credentials `fedrag credentials` makes): `fedrag federate --superlink HOST:PORT
     --root-certificates CA` only submits the run, here with secure aggregation."""
-    from fedrag.federation.deployment import Certs
+    from fedrag.federation.launch.deployment import Certs
 
     made = subprocess.run(
         [
@@ -241,7 +241,7 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
     --out is relative (as the README writes it): the launcher resolves it before any
     subprocess runs. Through the CLI's --tls --supernode-auth (certificates and site keys
     made in OUT/credentials)."""
-    from fedrag.federation.processes import children
+    from fedrag.federation.launch.processes import children
 
     timeout = 45  # a round under a loaded CI box: ClientApp processes start, import and train
     cmd = [
@@ -328,7 +328,7 @@ def _interrupted_after_its_first_round(cmd: list[str], cwd: Path, state: Path, t
     """The same command resumes; once its first round (round 2) is saved, Ctrl-C as a terminal
     sends it: SIGINT to the command's process group. It exits 130 with one line, nothing of
     the deployment is left running, and round 2's checkpoint is kept."""
-    from fedrag.federation.processes import children
+    from fedrag.federation.launch.processes import children
 
     env = {**os.environ, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
     proc = subprocess.Popen(
@@ -364,8 +364,8 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
     Flower's default connection starts a local SuperLink whose simulation gives each of its
     2 nodes only `partition-id`/`num-partitions`; each ClientApp takes its partition of the
     run config's corpus and train, and the server writes the run's outputs."""
-    from fedrag.federation.processes import BIN, free_port
-    from fedrag.federation.processes import children
+    from fedrag.federation.launch.processes import BIN, free_port
+    from fedrag.federation.launch.processes import children
 
     home = tmp_path / "flwr-home"
     env = {

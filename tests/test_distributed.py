@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fedrag.federation.processes import free_port
+from fedrag.federation.launch.processes import free_port
 
 
 def _weights(path: Path) -> dict:

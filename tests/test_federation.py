@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedrag.federation.audit import METRIC_KEYS
+from fedrag.federation.wire.messages import METRIC_KEYS
 
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
-from fedrag.federation.simulation import simulate
+from fedrag.federation.launch.simulation import simulate
 from fedrag.federation.task import FedTask
 from in_process import run_apps, run_in_process
 from test_values_privacy import gaussian_epsilon
@@ -207,10 +207,10 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
     from flwr.simulation import run_simulation
 
     from fedrag.errors import FedragError
-    from fedrag.federation.converter import sites_from_paths, to_flower
-    from fedrag.federation.server import raise_recorded_error
-    from fedrag.federation.policy import TRUSTED
-    from fedrag.federation.simulation import ray_backend
+    from fedrag.federation.launch.flower_apps import sites_from_paths, to_flower
+    from fedrag.federation.server.server_app import raise_recorded_error
+    from fedrag.federation.site.policy import TRUSTED
+    from fedrag.federation.launch.simulation import ray_backend
 
     task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=1, min_sites=min_sites, evaluate_every=0)
     healthy = sites_from_paths(sites[2])
@@ -402,9 +402,9 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     from flwr.serverapp.strategy import FedProx
     from safetensors.torch import load_file
 
-    from fedrag.federation.aggregator import make_aggregator
-    from fedrag.federation.site import train_round
-    from fedrag.federation.records import to_wire
+    from fedrag.federation.server.aggregator import make_aggregator
+    from fedrag.federation.site.local_round import train_round
+    from fedrag.federation.wire.tensors import to_wire
     from fedrag.pipeline import build_training_rag
     from fedrag.train import get_state
 
@@ -467,8 +467,8 @@ def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sit
     """Without the context, a site would score LSR with its own stale adapter."""
     from safetensors.torch import save
 
-    from fedrag.federation.site import site_rag, train_round
-    from fedrag.federation.records import to_wire
+    from fedrag.federation.site.local_round import site_rag, train_round
+    from fedrag.federation.wire.tensors import to_wire
     from fedrag.train import get_state
 
     task = task_for(tiny_models, "unused", strategy="ra-dit", local_steps=1)
@@ -485,8 +485,8 @@ def test_client_round_uses_the_global_context_of_earlier_phases(tiny_models, sit
 def test_sites_can_train_with_gradient_checkpointing(tiny_models, sites):
     """``gradient_checkpointing`` reaches the site's generator (two sites back-propagating a
     joint loss through SmolLM2 ran out of memory on a 24 GB box without it)."""
-    from fedrag.federation.site import site_rag, train_round
-    from fedrag.federation.records import to_wire
+    from fedrag.federation.site.local_round import site_rag, train_round
+    from fedrag.federation.wire.tensors import to_wire
     from fedrag.train import get_state
 
     task = task_for(tiny_models, "unused", stage="rag-sequence", local_steps=1, gradient_checkpointing=True)
@@ -502,7 +502,7 @@ def test_sites_can_train_with_gradient_checkpointing(tiny_models, sites):
 @pytest.mark.slow
 def test_a_site_refuses_models_its_policy_does_not_allow(tiny_models, sites, tmp_path):
     from fedrag.errors import FedragError
-    from fedrag.federation.policy import SitePolicy
+    from fedrag.federation.site.policy import SitePolicy
 
     task = task_for(tiny_models, tmp_path / "p", stage="ralt", rounds=1, evaluate_every=0)
     with pytest.raises(FedragError, match="site policy: this site does not load retriever"):
@@ -512,7 +512,7 @@ def test_a_site_refuses_models_its_policy_does_not_allow(tiny_models, sites, tmp
 
 
 def test_site_policy_covers_listed_directories_and_adapter_bases(tiny_models, tmp_path):
-    from fedrag.federation.policy import SitePolicy
+    from fedrag.federation.site.policy import SitePolicy
     from fedrag.generate import Generator
 
     adapter = tmp_path / "shared" / "adapter"
@@ -548,10 +548,10 @@ def _tamper():
 
 @pytest.mark.slow
 def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
-    from fedrag.federation.client import make_client_app
-    from fedrag.federation.converter import sites_from_paths
-    from fedrag.federation.policy import TRUSTED
-    from fedrag.federation.server import make_server_app
+    from fedrag.federation.site.client_app import make_client_app
+    from fedrag.federation.launch.flower_apps import sites_from_paths
+    from fedrag.federation.site.policy import TRUSTED
+    from fedrag.federation.server.server_app import make_server_app
 
     task = task_for(tiny_models, tmp_path / "audit", stage="ralt", rounds=1, local_steps=1, min_sites=1, evaluate_every=0)
     client = make_client_app(task, sites_from_paths(sites[3]), lambda context: TRUSTED, mods=[_tamper()])
@@ -608,7 +608,8 @@ def test_the_audit_refuses_text_in_an_outgoing_config(monkeypatch):
     for name in ("_task_id", "_run_id", "_node_id"):  # what a ServerApp process has set
         monkeypatch.setattr(TaskIdentity, name, 1)
 
-    from fedrag.federation.audit import outgoing_violation, tensor_spec
+    from fedrag.federation.server.message_audit import outgoing_violation
+    from fedrag.federation.wire.tensors import tensor_spec
 
     state = {"generator.w": torch.zeros(2)}
     ok = Message(
@@ -671,7 +672,7 @@ def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tm
 
 def test_strategies_by_import_path_and_the_sites_that_import_them(tmp_path):
     from fedrag.errors import FedragError
-    from fedrag.federation.policy import SitePolicy
+    from fedrag.federation.site.policy import SitePolicy
 
     task = FedTask(strategy="fedrag.strategies.library:ra_dit", top_k=2)
     assert [p.name for p in task.plan().phases] == ["ralt", "lsr"]
@@ -687,8 +688,9 @@ def test_strategies_by_import_path_and_the_sites_that_import_them(tmp_path):
 def test_a_message_carries_the_tensors_packed_one_array_per_dtype(tiny_models):
     """Flower sends each Array as its own object (a request per object and hop): a LoRA
     adapter's many small tensors travel as one flat array per dtype and unpack exactly."""
-    from fedrag.federation.audit import _arrays_violation, tensor_spec
-    from fedrag.federation.records import from_wire, packed_spec, to_wire
+    from fedrag.federation.server.message_audit import _arrays_violation
+    from fedrag.federation.wire.tensors import tensor_spec
+    from fedrag.federation.wire.tensors import from_wire, packed_spec, to_wire
     from fedrag.generate import Generator
 
     gen = Generator.load(tiny_models["generator"], lora=True)
@@ -711,8 +713,8 @@ def test_a_site_process_trains_each_round_from_the_global_tensors_alone(tiny_mod
     """A long-lived site process (a simulation's Ray actor) trains round after round on
     one cached model: the last round's leftover gradients must not leak into the next
     (they did, as extra AdamW steps while the schedule was fast-forwarded to the round)."""
-    from fedrag.federation.site import site_rag, train_round
-    from fedrag.federation.records import to_wire
+    from fedrag.federation.site.local_round import site_rag, train_round
+    from fedrag.federation.wire.tensors import to_wire
     from fedrag.train import get_state
 
     task = task_for(tiny_models, "unused", stage="ralt", local_steps=2)
@@ -865,7 +867,7 @@ def test_a_simulation_runs_on_a_running_ray_cluster_and_records_its_address(tiny
     """`fedrag federate --ray-address HOST:PORT` runs the sites on a Ray cluster someone else
     started (here a head on 127.0.0.1 in another process), leaves that cluster running, and
     records the address in cost.json."""
-    from fedrag.federation.processes import children
+    from fedrag.federation.launch.processes import children
 
     head = subprocess.Popen(
         [sys.executable, "-c", HEAD],

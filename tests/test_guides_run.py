@@ -102,7 +102,7 @@ def _flwr_errors(args: list[str]) -> list[str]:
     from flwr.common.config import parse_config_args
 
     from fedrag.errors import FedragError
-    from fedrag.federation.app import render_pyproject
+    from fedrag.federation.launch.app_pyproject import render_pyproject
     from fedrag.federation.task import FedTask
 
     cmd = typer.main.get_command(app).commands.get(args[0])

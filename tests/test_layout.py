@@ -1,10 +1,15 @@
 """The house rules: imports only go down the pipeline, no cycles (function-level imports
-included), the CLI is a leaf, and ``import fedrag`` has no side effects."""
+included), the federation's rooms import only the rooms below them, the CLI is a leaf, and
+``import fedrag`` has no side effects."""
 
 import ast
+import importlib
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+
+import pytest
 
 import fedrag
 
@@ -35,6 +40,23 @@ LAYERS = [
     {"fedrag.federation"},
     {"fedrag.cli", "fedrag.__main__"},
 ]
+
+FED = "fedrag.federation"  # the paths below are built from it: scripts that move modules leave them as written
+# fedrag.federation's rooms (fedrag.federation.<room>), bottom to top: a room imports from itself and the
+# rooms of lower tiers only, so the two rooms of one tier (the server's and a site's code) never import each other
+ROOMS = [("task", "wire"), ("privacy",), ("server", "site"), ("launch",)]
+# the modules that moved into the rooms (issue #40) and still answer, deprecated, at their documented old paths
+MOVED = {
+    "apps": "launch.flwr_components",
+    "converter": "launch.flower_apps",
+    "deployment": "launch.deployment",
+    "local_dp": "privacy.local_dp",
+    "policy": "site.policy",
+    "protocol": "wire.messages",
+    "resident": "site.resident_worker",
+    "secagg": "privacy.secagg",
+    "simulation": "launch.simulation",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -88,11 +110,56 @@ def test_imports_only_go_down_and_make_no_cycle():
             visit(m, [m])
 
 
+def _room(module: str) -> tuple[int, str] | None:
+    """`(tier, room)` of a module of fedrag.federation's rooms; None for any other module."""
+    parts = module.split(".")
+    if parts[:2] != ["fedrag", "federation"] or len(parts) < 3:
+        return None
+    return next(((tier, parts[2]) for tier, rooms in enumerate(ROOMS) if parts[2] in rooms), None)
+
+
+def test_the_federation_rooms_import_only_the_rooms_below():
+    modules = _modules()
+    top = {m.split(".")[2] for m in modules if m.startswith("fedrag.federation.")}
+    assert top == {r for tier in ROOMS for r in tier} | set(MOVED), "fedrag/federation/ holds its rooms and the moved aliases"
+    wrong = []
+    for m, path in modules.items():
+        here = _room(m)
+        for d in _imports(path, modules) if here else ():
+            there = _room(d)
+            if d.startswith("fedrag.federation") and (there is None or (there[1] != here[1] and there[0] >= here[0])):
+                wrong.append((m, d))
+    assert not wrong, f"imports across the federation's rooms that do not go down: {wrong}"
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_module_answers_at_its_old_path_with_a_deprecation_warning(old):
+    old_path, new_path = f"{FED}.{old}", f"{FED}.{MOVED[old]}"
+    sys.modules.pop(old_path, None)
+    with pytest.warns(DeprecationWarning, match=new_path):
+        module = importlib.import_module(old_path)
+    assert module is importlib.import_module(new_path)
+
+
+def test_the_old_privacy_report_names_and_resident_worker_command_still_work():
+    from fedrag.federation.privacy import coverage
+
+    privacy = importlib.import_module(f"{FED}.privacy")  # the package that took the report module's path
+    with pytest.warns(DeprecationWarning, match="coverage.privacy_sections"):
+        assert privacy.privacy_sections is coverage.privacy_sections
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from fedrag.federation.privacy import local_dp, secagg  # noqa: F401 - the room's modules warn of nothing
+    res = subprocess.run([sys.executable, "-m", f"{FED}.resident", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "SOCKET" in res.stdout, res.stderr
+    assert "DeprecationWarning" in res.stderr and "site.resident_worker" in res.stderr
+
+
 def test_import_fedrag_has_no_side_effects_and_federation_needs_no_cli():
     code = (
         "import os, sys; import fedrag; "
         "assert 'HF_HUB_OFFLINE' not in os.environ and 'torch' not in sys.modules; "
-        "import fedrag.federation, fedrag.federation.apps, fedrag.federation.server, fedrag.federation.client; "
+        "import fedrag.federation, fedrag.federation.launch.flwr_components, fedrag.federation.server.server_app, fedrag.federation.site.client_app; "
         "assert not [m for m in sys.modules if m.startswith('fedrag.cli')], sorted(sys.modules); "
         "assert fedrag.TrainConfig and fedrag.simulate and fedrag.Stage; print('ok')"
     )
@@ -114,7 +181,7 @@ def test_the_shipped_flower_app_config_matches_the_task_defaults():
     from dataclasses import fields
 
     from fedrag.federation import FedTask
-    from fedrag.federation.app import render_pyproject
+    from fedrag.federation.launch.app_pyproject import render_pyproject
 
     path = Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml"
     assert path.read_text() == render_pyproject(), "regenerate it: fedrag app --out examples/flower_app --overwrite"

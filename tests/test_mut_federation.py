@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from fedrag.federation.privacy import local_dp_report, privacy_markdown, privacy_sections, secagg_report
+from fedrag.federation.privacy.coverage import local_dp_report, privacy_markdown, privacy_sections, secagg_report
 from fedrag.federation.task import FedTask
 
 NOT_COVERED = "site metrics (losses, Recall@5, counts) leave the sites without noise"
@@ -41,7 +41,7 @@ def _released(task: FedTask, releases: int):
     """The run's accountant (fedrag's) after `releases` central releases at the task's z."""
     from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 
-    from fedrag.federation.aggregator import make_accountant
+    from fedrag.federation.server.aggregator import make_accountant
 
     acc = make_accountant(task)
     for _ in range(releases):
@@ -221,7 +221,7 @@ def test_privacy_markdown_of_local_dp_alone():
     ],
 )
 def test_the_strategy_is_the_stock_flower_class_with_the_tasks_settings(name, cls, extra):
-    from fedrag.federation.aggregator import make_aggregator
+    from fedrag.federation.server.aggregator import make_aggregator
 
     task = FedTask(stage="ralt", aggregator=name, proximal_mu=0.3, server_lr=0.7, fraction=0.5, min_sites=3)
     s = make_aggregator(task)
@@ -233,19 +233,19 @@ def test_the_strategy_is_the_stock_flower_class_with_the_tasks_settings(name, cl
 
 
 def test_sites_do_not_evaluate_when_the_server_evaluates_held_out_qa():
-    from fedrag.federation.aggregator import make_aggregator
+    from fedrag.federation.server.aggregator import make_aggregator
 
     assert make_aggregator(FedTask(stage="ralt", eval_qa="qa.jsonl", fraction=0.5)).fraction_evaluate == 0.0
 
 
 def test_central_dp_wraps_the_strategy_and_builds_its_own_accountant_when_none_is_given():
-    from fedrag.federation.aggregator import make_aggregator
+    from fedrag.federation.server.aggregator import make_aggregator
 
     task = FedTask(stage="ralt", aggregator="fedprox", proximal_mu=0.3, dp_noise=0.5, dp_clip=0.2, min_sites=3, dp_delta=1e-6)
     s = make_aggregator(task)
     from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
 
-    from fedrag.federation.central_dp import CentralDP
+    from fedrag.federation.privacy.central_dp import CentralDP
 
     assert type(s) is CentralDP and isinstance(s, DifferentialPrivacyClientSideFixedClipping)
     assert type(s.strategy).__name__ == "FedProx"
@@ -255,7 +255,7 @@ def test_central_dp_wraps_the_strategy_and_builds_its_own_accountant_when_none_i
 
 
 def test_a_resumed_accountant_continues_the_runs_account():
-    from fedrag.federation.aggregator import make_accountant
+    from fedrag.federation.server.aggregator import make_accountant
 
     task = FedTask(stage="ralt", dp_noise=0.8, min_sites=3, dp_delta=1e-6)
     before = _released(task, 2)
@@ -272,8 +272,8 @@ def test_an_accountant_checkpointed_with_min_sites_as_its_population_resumes_wit
     from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, SamplingMethod
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-    from fedrag.federation.aggregator import make_accountant
-    from fedrag.federation.central_dp import POPULATION
+    from fedrag.federation.server.aggregator import make_accountant
+    from fedrag.federation.privacy.central_dp import POPULATION
 
     task = FedTask(stage="ralt", dp_noise=0.8, min_sites=3, dp_delta=1e-6)
     old = RdpAccountant(PrivacyConfig(1e-6, 3, NeighboringRelation.ADD_OR_REMOVE_ONE, SamplingMethod.NO_AMPLIFICATION))

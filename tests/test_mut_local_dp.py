@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from fedrag.errors import FedragError
-from fedrag.federation.local_dp import _digest, ledger_dir, make_local_dp_mod
-from fedrag.federation.protocol import RoundInstruction
+from fedrag.federation.privacy.local_dp import _digest, ledger_dir, make_local_dp_mod
+from fedrag.federation.wire.messages import RoundInstruction
 from fedrag.federation.task import FedTask
 from test_privacy import _context, _identity, _message, fresh_epsilon  # noqa: F401 - _identity: autouse fixture
 

@@ -46,7 +46,7 @@ class Sites:
     def __init__(self, deltas=DELTAS, extra_metric=None, node_config=None):
         from flwr.app import Context, RecordDict
 
-        from fedrag.federation.secagg import make_secagg_mod
+        from fedrag.federation.privacy.secagg import make_secagg_mod
 
         self.deltas, self.extra, self.fail = deltas, extra_metric or {}, set()
         self.mod = make_secagg_mod()
@@ -58,7 +58,7 @@ class Sites:
     def train(self, node):
         from flwr.app import Error, Message, MetricRecord, RecordDict
 
-        from fedrag.federation.records import from_record, to_record
+        from fedrag.federation.wire.tensors import from_record, to_record
 
         def call_next(msg, context):
             assert context is self.ctx[node], "the site's own context"
@@ -102,7 +102,7 @@ class Sites:
 def _messages(nodes, **extra):
     from flwr.app import ConfigRecord, Message, RecordDict
 
-    from fedrag.federation.records import to_record
+    from fedrag.federation.wire.tensors import to_record
 
     cfg = {"server-round": 3, "phase": 0, **extra}
     content = lambda: RecordDict({"arrays": to_record(GLOBAL), "config": ConfigRecord(cfg)})  # noqa: E731
@@ -110,8 +110,8 @@ def _messages(nodes, **extra):
 
 
 def _run(task, sites, max_weight=8.0, **config):
-    from fedrag.federation.records import from_record
-    from fedrag.federation.secagg import SecureAggregation
+    from fedrag.federation.wire.tensors import from_record
+    from fedrag.federation.privacy.secagg import SecureAggregation
 
     messages = _messages(sorted(sites.deltas), **config)
     replies, info = SecureAggregation(task, max_weight)(sites.push_pull, messages, 30.0, SPEC)
@@ -183,7 +183,7 @@ def test_a_reply_with_a_metric_outside_the_allow_list_is_dropped_from_the_protoc
 
 
 def test_too_few_sites_for_the_threshold_is_refused_before_any_message():
-    from fedrag.federation.secagg import SecureAggregation
+    from fedrag.federation.privacy.secagg import SecureAggregation
 
     task = FedTask(stage="ralt", secagg=True, min_sites=3, secagg_threshold=3)
     sent = []
@@ -197,7 +197,7 @@ def test_too_few_sites_for_the_threshold_is_refused_before_any_message():
 def test_a_site_that_requires_secure_aggregation_refuses_a_plain_train_message():
     from flwr.app import Context, RecordDict
 
-    from fedrag.federation.secagg import make_secagg_mod
+    from fedrag.federation.privacy.secagg import make_secagg_mod
 
     mod, called = make_secagg_mod(), []
     (msg,) = _messages([1])

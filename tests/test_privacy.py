@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fedrag.federation.local_dp import ledger_dir, make_local_dp_mod
+from fedrag.federation.privacy.local_dp import ledger_dir, make_local_dp_mod
 from fedrag.federation.task import FedTask
 
 
@@ -147,7 +147,7 @@ def test_an_unwritable_ledger_sends_nothing_and_says_so_in_one_line(tmp_path):
 def test_central_dp_noise_is_not_replayable_from_the_task_seed():
     """Flower's server-side noise draws from numpy's global RNG, which the training loop seeds
     from the task's seed; the aggregator reseeds it from OS entropy."""
-    from fedrag.federation.aggregator import make_aggregator
+    from fedrag.federation.server.aggregator import make_aggregator
     from fedrag.train.loop import seed_everything
 
     seed_everything(0)

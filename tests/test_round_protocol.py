@@ -4,7 +4,7 @@ Flower's records unchanged, and the audit's allow-lists are the protocol's keys.
 import pytest
 from flwr.app import ConfigRecord, MetricRecord
 
-from fedrag.federation.protocol import (
+from fedrag.federation.wire.messages import (
     CONFIG_KEYS,
     METRIC_KEYS,
     EvaluateReport,
@@ -88,7 +88,7 @@ def test_unknown_keys_are_refused():
 
 
 def test_the_audit_allows_exactly_the_protocols_keys():
-    from fedrag.federation import audit
+    from fedrag.federation.server import message_audit as audit
 
     assert audit.CONFIG_KEYS == CONFIG_KEYS and audit.METRIC_KEYS == METRIC_KEYS
 
@@ -114,7 +114,7 @@ def test_a_site_builds_one_train_config_a_round_and_it_is_the_central_phase_conf
 
 
 def test_a_site_process_parses_a_run_config_once():
-    from fedrag.federation import client
+    from fedrag.federation.site import client_app as client
     from fedrag.federation.task import FedTask
 
     config = {"stage": "ralt", "rounds": 3}

@@ -66,10 +66,10 @@ def _run(task, paths, fail_site=None, ray=False):
     mid-round)."""
     from flwr.simulation import run_simulation
 
-    from fedrag.federation.converter import sites_from_paths, to_flower
-    from fedrag.federation.policy import TRUSTED
-    from fedrag.federation.simulation import ray_backend
-    from fedrag.federation.server import raise_recorded_error
+    from fedrag.federation.launch.flower_apps import sites_from_paths, to_flower
+    from fedrag.federation.site.policy import TRUSTED
+    from fedrag.federation.launch.simulation import ray_backend
+    from fedrag.federation.server.server_app import raise_recorded_error
 
     healthy = sites_from_paths(paths)
 
@@ -119,7 +119,7 @@ def test_secagg_gives_fedavg_and_the_server_sees_only_masked_vectors(tiny_models
     """SecAgg+ decodes FedAvg's example-weighted mean update: the sites report different
     example counts (`uneven`), so an unweighted mean would differ from FedAvg's by
     (1/2 - 1/3)·|Δ0 - Δ1|, far above the quantisation tolerance."""
-    from fedrag.federation import audit
+    from fedrag.federation.server import message_audit as audit
 
     seen = []  # what every reply the server's Grid handed back held, as it arrived
     original = audit.AuditedGrid._exchange
@@ -178,8 +178,8 @@ def _site_updates(tiny_models, tmp_path, paths) -> list[tuple[dict, int]]:
     """Each site's round from the untrained adapter, run here with the code a Ray worker runs:
     (its adapter update by LoRA tensor name, its num-examples)."""
     from fedrag.data import load_qa
-    from fedrag.federation.records import to_wire
-    from fedrag.federation.site import train_round
+    from fedrag.federation.wire.tensors import to_wire
+    from fedrag.federation.site.local_round import train_round
     from fedrag.pipeline import build_training_rag
     from fedrag.train import get_state
 
@@ -196,7 +196,7 @@ def _site_updates(tiny_models, tmp_path, paths) -> list[tuple[dict, int]]:
 
 
 def _start_adapter(tiny_models, tmp_path) -> dict:
-    from fedrag.federation.server import _server_model
+    from fedrag.federation.server.run_loop import _server_model
 
     return _lora(_server_model(_task(tiny_models, tmp_path / "start")).generator)
 
@@ -302,6 +302,6 @@ def test_secagg_settings_are_checked():
         FedTask(stage="ralt", secagg=True, secagg_threshold=3)
     with pytest.raises(FedragError, match="secagg-clip"):
         FedTask(stage="ralt", secagg_clip=0)
-    from fedrag.federation.secagg import threshold
+    from fedrag.federation.privacy.secagg import threshold
 
     assert [threshold(FedTask(stage="ralt"), n) for n in (2, 3, 4, 5)] == [2, 2, 3, 3]

@@ -49,8 +49,8 @@ def test_a_run_config_with_nan_is_refused_at_the_site():
 def test_the_privacy_report_claims_coverage_only_for_noised_releases():
     """The report comes from the accountant: with no release counted it covers nothing
     (before, a run that never noised still wrote 'covers: the aggregated model updates')."""
-    from fedrag.federation.aggregator import make_accountant
-    from fedrag.federation.privacy import dp_report
+    from fedrag.federation.server.aggregator import make_accountant
+    from fedrag.federation.privacy.coverage import dp_report
     from fedrag.federation.task import FedTask
 
     task = FedTask(stage="ralt", dp_noise=1.0)

@@ -40,7 +40,7 @@ def _with_a_new_setting(monkeypatch):
 
 def test_a_new_training_setting_reaches_help_the_run_identity_and_the_sites_from_one_field(monkeypatch):
     from fedrag.cli.options import settings, with_settings
-    from fedrag.federation.checkpoint import run_identity
+    from fedrag.federation.server.round_checkpoint import run_identity
     from fedrag.strategies.base import Phase
     from fedrag.train.stages import RALTStage
 
@@ -81,7 +81,7 @@ def test_a_new_training_setting_reaches_help_the_run_identity_and_the_sites_from
 
 def test_the_lists_of_roles_are_read_from_the_fields():
     from fedrag._settings import names
-    from fedrag.federation.checkpoint import RUN_KEYS_IGNORED
+    from fedrag.federation.server.round_checkpoint import RUN_KEYS_IGNORED
     from fedrag.federation.task import FedTask
     from fedrag.strategies.base import LENGTH, NOT_ON_SITES
     from fedrag.strategies.compare import REPORTED, CompareSettings
@@ -109,7 +109,7 @@ def _literal(module: str, name: str):
 
 def test_every_registry_is_its_literal():
     from fedrag.data.converters import FORMATS
-    from fedrag.federation.aggregator import FLOWER_CLASSES
+    from fedrag.federation.server.aggregator import FLOWER_CLASSES
     from fedrag.federation.task import AGGREGATORS
     from fedrag.generate.decoding import DECODINGS
     from fedrag.retrieve.search import MODES

@@ -5,7 +5,7 @@ import pytest
 
 import fedrag
 from fedrag.errors import FedragError
-from fedrag.federation.policy import VERSION_KEY, check_version, version_mod
+from fedrag.federation.site.policy import VERSION_KEY, check_version, version_mod
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +30,8 @@ def _context():
 
 
 def _client_app(loaded: list):
-    from fedrag.federation.client import make_client_app
-    from fedrag.federation.policy import TRUSTED
+    from fedrag.federation.site.client_app import make_client_app
+    from fedrag.federation.site.policy import TRUSTED
     from fedrag.federation.task import FedTask
 
     def site_data(context):  # the first thing a round reads after the policy: nothing may get this far
@@ -73,7 +73,7 @@ def test_the_server_reports_the_sites_line():
     """Flower returns a site's exception as its traceback text; the server's error names the line."""
     from types import SimpleNamespace
 
-    from fedrag.federation.audit import failure_reason
+    from fedrag.federation.server.message_audit import failure_reason
 
     with pytest.raises(FedragError) as exc:
         check_version({VERSION_KEY: "9.9.9"})
@@ -84,7 +84,7 @@ def test_the_server_reports_the_sites_line():
 def test_a_federated_run_ends_with_the_sites_version_line(tiny_models, demo_dir, tmp_path, monkeypatch):
     from fedrag.data import load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
-    from fedrag.federation import server_run
+    from fedrag.federation.server import run_loop as server_run
     from fedrag.federation.task import FedTask
     from in_process import run_in_process
 
@@ -110,7 +110,8 @@ def test_the_audit_lets_the_version_out_as_text_only():
     import torch
     from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-    from fedrag.federation.audit import outgoing_violation, tensor_spec
+    from fedrag.federation.server.message_audit import outgoing_violation
+    from fedrag.federation.wire.tensors import tensor_spec
 
     state = {"generator.w": torch.zeros(2)}
 

@@ -53,7 +53,7 @@ def test_fedyogi_takes_the_yogi_step_of_reddi_et_al_on_fedavgs_pseudo_gradient()
     Flower's defaults β1 = 0.9, β2 = 0.99, τ = 1e-3, v and m starting at 0, and fedrag's
     --server-lr as η. Round 2's Δ is larger than round 1's on half the coordinates, so v
     grows there and shrinks elsewhere: the sign term acts both ways."""
-    from fedrag.federation.aggregator import make_aggregator
+    from fedrag.federation.server.aggregator import make_aggregator
 
     eta, b1, b2, tau = 0.05, 0.9, 0.99, 1e-3
     strategy = make_aggregator(FedTask(stage="ralt", aggregator="fedyogi", server_lr=eta, min_sites=2))
@@ -84,9 +84,9 @@ def test_a_site_that_requires_secure_aggregation_refuses_a_round_without_it_in_o
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
     import fedrag
-    from fedrag.federation.client import make_client_app
-    from fedrag.federation.policy import VERSION_KEY
-    from fedrag.federation.secagg import make_secagg_mod
+    from fedrag.federation.site.client_app import make_client_app
+    from fedrag.federation.site.policy import VERSION_KEY
+    from fedrag.federation.privacy.secagg import make_secagg_mod
 
     def message():  # from a server of this fedrag version, which every round's config names
         content = RecordDict(
@@ -119,7 +119,7 @@ def test_a_fraction_below_1_samples_that_share_of_the_connected_sites_each_round
     `--min-sites`. (No new simulation for it: the sampling is the whole of the setting.)"""
     from flwr.app import Array, ArrayRecord, ConfigRecord
 
-    from fedrag.federation.aggregator import make_aggregator
+    from fedrag.federation.server.aggregator import make_aggregator
 
     arrays = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
     strategy = make_aggregator(FedTask(stage="ralt", fraction=0.67, min_sites=2))

@@ -70,8 +70,8 @@ def test_local_dp_epsilon_is_the_gaussian_mechanism_at_half_the_noise_multiplier
     the ledger on disk) keeps composing."""
     from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-    from fedrag.federation.local_dp import make_local_dp_mod
-    from fedrag.federation.privacy import privacy_sections
+    from fedrag.federation.privacy.local_dp import make_local_dp_mod
+    from fedrag.federation.privacy.coverage import privacy_sections
 
     z, clip, delta = 1.5, 0.5, 1e-6
     task = FedTask(stage="ralt", local_dp_noise=z, local_dp_clip=clip, dp_delta=delta)
@@ -132,8 +132,8 @@ def test_central_dp_noise_and_epsilon_are_the_gaussian_mechanism_at_the_noise_mu
     hand and with dp-accounting directly."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-    from fedrag.federation.aggregator import make_accountant, make_aggregator
-    from fedrag.federation.privacy import privacy_sections
+    from fedrag.federation.server.aggregator import make_accountant, make_aggregator
+    from fedrag.federation.privacy.coverage import privacy_sections
 
     z, clip, sites, delta, rounds = 0.8, 0.25, 2, 1e-6, 3
     task = FedTask(stage="ralt", dp_noise=z, dp_clip=clip, min_sites=sites, dp_delta=delta)
@@ -230,9 +230,9 @@ def test_a_fedprox_site_pulls_towards_the_global_tensors_it_received_with_the_se
     two-step round's."""
     from flwr.app import ConfigRecord
 
-    from fedrag.federation.aggregator import make_aggregator
-    from fedrag.federation.records import to_wire
-    from fedrag.federation.site import site_rag, train_round
+    from fedrag.federation.server.aggregator import make_aggregator
+    from fedrag.federation.wire.tensors import to_wire
+    from fedrag.federation.site.local_round import site_rag, train_round
     from fedrag.data import load_qa
     from fedrag.train import get_state
 

@@ -151,7 +151,7 @@ def _task(ctx: typer.Context, kw: dict, strategy, stage, out: Path, corpus, eval
 
 def _submit(task: FedTask, superlink: str, root_certificates: Path | None) -> dict:
     """The run submitted to a running SuperLink whose sites are connected; its summary."""
-    from fedrag.federation.deployment import submit_remote
+    from fedrag.federation.launch.deployment import submit_remote
 
     if not root_certificates:
         typer.echo(f"fedrag: warning: submitting to {superlink} without TLS (pass --root-certificates)", err=True)
@@ -166,7 +166,7 @@ def _prepare_out(out: Path, task: FedTask, phases: int, overwrite: bool) -> None
     from fedrag._io import MARKER, atomic_write_json, check_out, output_kind
 
     if out.exists() and output_kind(out) == "federate" and not overwrite:
-        from fedrag.federation.checkpoint import read_checkpoint
+        from fedrag.federation.server.round_checkpoint import read_checkpoint
 
         resume = read_checkpoint(out, task, phases)  # refuses another task's or a finished run's checkpoint
         if resume is not None:
@@ -196,19 +196,19 @@ def _run(
     ray_address: str | None = None,
 ) -> dict:
     if engine == "simulation":
-        from fedrag.federation.simulation import simulate
+        from fedrag.federation.launch.simulation import simulate
 
         return simulate(
             task, paths, cpus_per_site=cpus_per_site, gpus_per_site=gpus_per_site, verbose=verbose, ray_address=ray_address
         )
     else:
-        from fedrag.federation.deployment import deploy
+        from fedrag.federation.launch.deployment import deploy
 
         if supernode_auth and not tls:
             raise FedragError("--supernode-auth needs --tls")
         certs = keys = None
         if tls:
-            from fedrag.federation.credentials import make_supernode_keys, make_tls
+            from fedrag.federation.launch.credentials import make_supernode_keys, make_tls
 
             certs = make_tls(out / "credentials")
             keys = make_supernode_keys(out / "credentials", len(paths)) if supernode_auth else None
@@ -229,7 +229,7 @@ def app_cmd(
 ):
     """Write the Flower app (pyproject.toml with every FedTask setting) that `flwr run DIR` deploys:
     the ServerApp and ClientApp come from the installed fedrag, so no source checkout is needed."""
-    from fedrag.federation.app import write_app
+    from fedrag.federation.launch.app_pyproject import write_app
 
     if out.exists() and not out.is_dir():
         raise FedragError(f"{out} exists and is not a directory; choose another --out")
@@ -259,7 +259,7 @@ def credentials(
     SuperLink's certificate and key (server.pem, server.key) for each --host, and one key
     pair per site (siteI_key, siteI_key.pub). Private keys are readable by their owner only."""
     from fedrag._io import atomic_dir
-    from fedrag.federation.credentials import make_supernode_keys, make_tls
+    from fedrag.federation.launch.credentials import make_supernode_keys, make_tls
 
     if out.exists() and not out.is_dir():
         raise FedragError(f"{out} exists and is not a directory; choose another --out")

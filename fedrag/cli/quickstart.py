@@ -129,7 +129,7 @@ def _federated(out: Path, data: Path, pair, strategy, steps, rounds, test_limit,
     many sequential steps of the global model as the centralized row takes; its row."""
     from fedrag.data import load_corpus, load_qa
     from fedrag.data.partition import partition, write_sites
-    from fedrag.federation.simulation import simulate
+    from fedrag.federation.launch.simulation import simulate
     from fedrag.federation.task import FedTask
 
     sites = write_sites(partition(load_corpus(data / "corpus.jsonl"), load_qa(data / "train.jsonl"), 2, "iid"), out / "sites")

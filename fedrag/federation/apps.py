@@ -1,17 +1,6 @@
-"""Module-level apps for `flwr run` (deployment and `:local:` simulation).
+"""Deprecated: the ServerApp and ClientApp `flwr run` loads (an app written by an older `fedrag app` names this path) moved to `fedrag.federation.launch.flwr_components` (issue #40).
+Importing this path gives that module, with a DeprecationWarning; the path will be removed."""
 
-The task comes from the run config (`[tool.flwr.app.config]` / `--run-config`),
-each site's data from its SuperNode's `--node-config`.
-"""
+from fedrag._lazy import moved_module
 
-from fedrag._env import apply_defaults
-from fedrag.federation.client import make_client_app
-from fedrag.federation.converter import site_from_node_config
-from fedrag.federation.policy import app_policy
-from fedrag.federation.server import make_server_app
-
-apply_defaults()
-# both are cheap to build: a site's ClientApp process (one per message in deployment) imports
-# neither torch nor transformers; the ServerApp loads its models when it runs
-client_app = make_client_app(None, site_from_node_config, app_policy)
-server_app = make_server_app(None)
+moved_module(__name__, "fedrag.federation.launch.flwr_components")

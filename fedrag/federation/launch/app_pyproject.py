@@ -2,7 +2,7 @@
 [`write_app`][write_app]) writes the `pyproject.toml` that `flwr run DIR` deploys, so a
 `pip install fedrag` needs no source checkout. Its `[tool.flwr.app.config]` is
 [`FedTask`][fedrag.federation.task.FedTask]'s fields with their defaults (one source of
-truth), its components are [`fedrag.federation.apps`][fedrag.federation.apps]. `examples/flower_app` in the
+truth), its components are [`fedrag.federation.launch.flwr_components`][fedrag.federation.launch.flwr_components]. `examples/flower_app` in the
 repository is this file as written by `fedrag app` (a test keeps them equal).
 """
 
@@ -42,8 +42,8 @@ packages = ["."]
 publisher = "fedrag"
 
 [tool.flwr.app.components]
-serverapp = "fedrag.federation.apps:server_app"
-clientapp = "fedrag.federation.apps:client_app"
+serverapp = "fedrag.federation.launch.flwr_components:server_app"
+clientapp = "fedrag.federation.launch.flwr_components:client_app"
 
 [tool.flwr.app.config]
 """

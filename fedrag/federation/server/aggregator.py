@@ -1,6 +1,6 @@
 """The Flower strategy a federated phase runs: a stock aggregator (FedAvg, FedProx,
 FedAdam, FedYogi), wrapped in central DP when asked (Flower's client-side-clipping DP, as
-[`CentralDP`][fedrag.federation.central_dp.CentralDP] adapts it), reporting to one RDP
+[`CentralDP`][fedrag.federation.privacy.central_dp.CentralDP] adapts it), reporting to one RDP
 accountant for the whole run."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def make_accountant(task: FedTask, state: dict | None = None):
     from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-    from fedrag.federation.central_dp import POPULATION, current_state
+    from fedrag.federation.privacy.central_dp import POPULATION, current_state
 
     accountant = RdpAccountant(
         PrivacyConfig(
@@ -38,7 +38,7 @@ FLOWER_CLASSES = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam"
 
 def make_aggregator(task: FedTask, accountant=None, record: dict | None = None):
     """The Flower strategy for `task` (stock Flower classes), wrapped in central DP
-    ([`CentralDP`][fedrag.federation.central_dp.CentralDP]: reporting to the run's
+    ([`CentralDP`][fedrag.federation.privacy.central_dp.CentralDP]: reporting to the run's
     `accountant`, each release's sites and noise to `record`) if asked."""
     from flwr.serverapp import strategy as fs
 
@@ -63,7 +63,7 @@ def make_aggregator(task: FedTask, accountant=None, record: dict | None = None):
         # loop seeds from the task's seed: in a process that trained before serving, the
         # noise would be replayable by anyone who knows the seed. Fresh OS entropy instead.
         np.random.seed()
-        from fedrag.federation.central_dp import CentralDP
+        from fedrag.federation.privacy.central_dp import CentralDP
 
         strategy = CentralDP(
             strategy, task.dp_noise, task.dp_clip, task.min_sites, accountant or make_accountant(task), record=record

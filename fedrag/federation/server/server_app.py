@@ -4,7 +4,7 @@ Per phase: the stage's trainable tensors are sent, sites train one round each, t
 aggregator (FedAvg / FedProx / FedAdam / FedYogi, optionally wrapped in Flower's
 central DP) combines them. After each round the global tensors are checkpointed
 atomically (safetensors) so a killed server resumes with no round lost. The phases and
-rounds themselves are [`ServerRun`][fedrag.federation.server_run.ServerRun]'s.
+rounds themselves are [`ServerRun`][fedrag.federation.server.run_loop.ServerRun]'s.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import json
 from pathlib import Path
 
 from fedrag._io import atomic_write_json
-from fedrag.federation.aggregator import make_accountant, make_aggregator  # noqa: F401 - importable here, as before
-from fedrag.federation.server_run import ServerRun
-from fedrag.federation.server_run import _progress, _server_evaluator, _server_model, phase_context  # noqa: F401 - as before
+from fedrag.federation.server.run_loop import ServerRun
 from fedrag.federation.task import FedTask
 
 ERROR_FILE = "error.json"
@@ -47,7 +45,7 @@ def run_server(grid, task: FedTask, plan=None) -> dict:
 
 def serve(grid, task: FedTask, plan=None) -> dict:
     """The ServerApp body: every phase of `plan` (default the task's), every round,
-    checkpoints, rounds.json, final models ([`ServerRun`][fedrag.federation.server_run.ServerRun])."""
+    checkpoints, rounds.json, final models ([`ServerRun`][fedrag.federation.server.run_loop.ServerRun])."""
     return ServerRun(grid, task, plan or task.plan()).run()
 
 

@@ -34,7 +34,7 @@ def make_tls(out: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), day
     """`ca.crt`, `server.pem` and `server.key` in `out` for a SuperLink reachable
     as any of `hosts` (IP addresses or DNS names); returns their absolute paths (Flower
     resolves relative ones against each process's own working directory)."""
-    from fedrag.federation.deployment import Certs
+    from fedrag.federation.launch.deployment import Certs
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

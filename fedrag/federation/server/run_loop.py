@@ -12,9 +12,10 @@ from pathlib import Path
 
 from fedrag import __version__
 from fedrag._io import atomic_write_json
-from fedrag.federation.audit import RESUME_HINT, AuditedGrid, tensor_spec
-from fedrag.federation.checkpoint import load_checkpoint, save_checkpoint
-from fedrag.federation.protocol import RoundInstruction
+from fedrag.federation.server.message_audit import RESUME_HINT, AuditedGrid
+from fedrag.federation.server.round_checkpoint import load_checkpoint, save_checkpoint
+from fedrag.federation.wire.messages import RoundInstruction
+from fedrag.federation.wire.tensors import tensor_spec
 from fedrag.federation.task import FedTask
 from fedrag.retrieve.retriever import lora_default
 
@@ -34,7 +35,7 @@ class ServerRun:
     (a resumed run starts at its checkpoint) and returns the cost summary."""
 
     def __init__(self, grid, task: FedTask, plan):
-        from fedrag.federation.aggregator import make_accountant
+        from fedrag.federation.server.aggregator import make_accountant
         from fedrag.train.tracking import Tracker
 
         self.grid, self.task, self.plan = grid, task, plan
@@ -61,8 +62,8 @@ class ServerRun:
     def finish(self, seconds: float) -> dict:
         """The final models, cost.json and privacy.md: the run's summary."""
         from fedrag._io import atomic_write_text
-        from fedrag.federation.privacy import privacy_markdown, privacy_sections
-        from fedrag.federation.run_summary import run_summary
+        from fedrag.federation.privacy.coverage import privacy_markdown, privacy_sections
+        from fedrag.federation.server.cost_report import run_summary
         from fedrag.strategies.base import save_models
 
         _halt_if_stopped()
@@ -80,7 +81,7 @@ class ServerRun:
 class PhaseRun:
     """Phase `idx`'s remaining rounds (`done` already checkpointed): the stage's trainable
     tensors go out, Flower's strategy (wrapped in the round recorder) runs the rounds, and
-    [`on_round`][fedrag.federation.server_run.PhaseRun.on_round] records each one."""
+    [`on_round`][fedrag.federation.server.run_loop.PhaseRun.on_round] records each one."""
 
     def __init__(self, run: ServerRun, idx: int, done: int):
         from fedrag.train import get_state
@@ -119,7 +120,7 @@ class PhaseRun:
         evaluated, recorded, checkpointed and reported (round 0: the initial ones, skipped)."""
         from flwr.app import MetricRecord
 
-        from fedrag.federation.records import from_wire
+        from fedrag.federation.wire.tensors import from_wire
         from fedrag.train import set_state
 
         if server_round == 0:
@@ -154,7 +155,7 @@ class PhaseRun:
         only the sites' decoded aggregate."""
         if not self.task.secagg:
             return None
-        from fedrag.federation.secagg import SecureAggregation
+        from fedrag.federation.privacy.secagg import SecureAggregation
 
         cfg = self.task.train_config(phase=self.phase, retriever_lora=lora_default(self.task.retriever_lora, True))
         return SecureAggregation(self.task, max_weight=self.task.local_steps * cfg.batch_size * cfg.grad_accum)
@@ -162,9 +163,9 @@ class PhaseRun:
     def run(self) -> None:
         import torch
 
-        from fedrag.federation.aggregator import make_aggregator
-        from fedrag.federation.recorder import RoundRecorder
-        from fedrag.federation.records import packed_spec, to_wire
+        from fedrag.federation.server.aggregator import make_aggregator
+        from fedrag.federation.server.round_recorder import RoundRecorder
+        from fedrag.federation.wire.tensors import packed_spec, to_wire
 
         task, run = self.task, self.run_
         dtypes = {k: getattr(torch, d) for k, (_, d) in packed_spec(self.layout).items()}

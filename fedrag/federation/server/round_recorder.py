@@ -23,7 +23,7 @@ from typing import Callable
 
 from flwr.serverapp.strategy import Strategy
 
-from fedrag.federation.protocol import METRICS
+from fedrag.federation.wire.messages import METRICS
 from fedrag.federation.task import FedTask
 
 
@@ -68,7 +68,7 @@ class RoundRecorder(Strategy):
         if arrays is not None and any(
             str(a.dtype) != str(self.dtypes.get(n, a.dtype)).replace("torch.", "") for n, a in arrays.items()
         ):
-            from fedrag.federation.records import from_record, to_record
+            from fedrag.federation.wire.tensors import from_record, to_record
 
             arrays = to_record({n: t.to(self.dtypes.get(n, t.dtype)) for n, t in from_record(arrays).items()})
         return arrays, metrics

@@ -1,7 +1,7 @@
 """A site's round, on its models: train the current phase's stage for one round, or
 evaluate it, from the global tensors a message carries. Simulation runs it in the Ray
 actor, a deployment in the site's resident worker (or, without one, in the ClientApp
-process); [`fedrag.federation.client`][fedrag.federation.client] is the Flower side.
+process); [`fedrag.federation.site.client_app`][fedrag.federation.site.client_app] is the Flower side.
 
 The site's questions, passages and knowledge store stay on the site; the message
 carries only the stage's trainable tensors in and out, plus scalar metrics.
@@ -15,8 +15,8 @@ from dataclasses import astuple
 
 import torch
 
-from fedrag.federation.protocol import EvaluateReport, RoundInstruction, TrainReport
-from fedrag.federation.records import from_record, from_wire, record_bytes, to_record, to_wire
+from fedrag.federation.wire.messages import EvaluateReport, RoundInstruction, TrainReport
+from fedrag.federation.wire.tensors import from_record, from_wire, record_bytes, to_record, to_wire
 from fedrag.federation.task import FedTask
 from fedrag.train.state import get_state, set_state, trainable_parameters
 
@@ -73,7 +73,7 @@ def _load_context(rag, instruction: RoundInstruction) -> None:
 
 def _layout(rag, stage) -> dict:
     """The phase's tensors (names, shapes, dtypes) that a message's packed arrays hold."""
-    from fedrag.federation.audit import tensor_spec
+    from fedrag.federation.wire.tensors import tensor_spec
 
     return tensor_spec(trainable_parameters(rag, stage.trains))
 
@@ -90,7 +90,7 @@ def train_round(
 ) -> tuple[dict, TrainReport]:
     """Run one client round: load global tensors, train `local_steps`, return tensors + report.
 
-    `config`: the server's [`RoundInstruction`][fedrag.federation.protocol.RoundInstruction]
+    `config`: the server's [`RoundInstruction`][fedrag.federation.wire.messages.RoundInstruction]
     (or its record's keys). `optimizer_state` (the site's AdamW moments from its previous
     round of this phase, updated in place) lets the site's optimizer continue rather than
     restart each round."""

@@ -2,7 +2,7 @@
 against an allow-list, and what went out and came back is recorded per round.
 
 Allowed out (train / evaluate): one ArrayRecord `arrays` holding exactly the phase's
-trainable tensors, packed (one flat array per dtype, [`fedrag.federation.records`][fedrag.federation.records];
+trainable tensors, packed (one flat array per dtype, [`fedrag.federation.wire.tensors`][fedrag.federation.wire.tensors];
 sizes and dtypes must match the phase's layout, which both ends derive); one
 ConfigRecord `config` with known keys and numeric values (`context`, the frozen
 tensors of earlier phases, is the one bytes value). Allowed back: the same tensors
@@ -18,15 +18,10 @@ the defence for the model updates; site metrics are not noised (docs/federation.
 from __future__ import annotations
 
 from fedrag.errors import FedragError
-from fedrag.federation.protocol import BYTES_KEYS, CONFIG_KEYS, METRIC_KEYS, TEXT_KEYS  # noqa: F401 - the protocol's, checked here
-from fedrag.federation.records import packed_spec, record_bytes
+from fedrag.federation.wire.messages import BYTES_KEYS, CONFIG_KEYS, METRIC_KEYS, TEXT_KEYS  # noqa: F401 - the protocol's, checked here
+from fedrag.federation.wire.tensors import packed_spec, record_bytes
 
 RESUME_HINT = "the checkpoint of the last good round is kept in OUT/checkpoint; run the same command again to resume"
-
-
-def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
-    """`{name: (shape, dtype)}` of named torch tensors, as Flower's Arrays report them."""
-    return {n: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for n, t in state.items()}
 
 
 def _arrays_violation(record, spec: dict) -> str | None:
@@ -74,7 +69,7 @@ class AuditedGrid:
     """Wraps the run's Grid: enforces the allow-lists above on `send_and_receive` and
     records per training round bytes each way, replies, failures, rejections and what
     the accepted replies held, pulling replies every `poll` seconds. `exchange` (e.g.
-    [`SecureAggregation`][fedrag.federation.secagg.SecureAggregation]) replaces a training
+    [`SecureAggregation`][fedrag.federation.privacy.secagg.SecureAggregation]) replaces a training
     round's plain push and pull: `exchange(push_pull, messages, timeout, packed_spec)` returns
     the replies the strategy sees and the audit figures to record instead. `get_node_ids`
     gives up (raises) when fewer than `min_nodes` sites stay connected for `wait` seconds: Flower's stock strategies

@@ -1,5 +1,5 @@
 """The ClientApp: the Flower side of a site. It checks the site's policy, then has the
-round run on the site's models ([`fedrag.federation.site`][fedrag.federation.site]): in its
+round run on the site's models ([`fedrag.federation.site.local_round`][fedrag.federation.site.local_round]): in its
 resident worker when the node config names one, else here.
 
 This module imports neither torch nor the models: in deployment Flower starts a ClientApp
@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fedrag._env import apply_defaults
-from fedrag.federation.protocol import ARRAYS, CONFIG, METRICS, RoundInstruction
+from fedrag.federation.wire.messages import ARRAYS, CONFIG, METRICS, RoundInstruction
 from fedrag.federation.task import FedTask
 
 _PARSED: list = []  # [(run config, FedTask)]: the last run config this process parsed
@@ -42,7 +42,7 @@ def resident_key(socket_path: str) -> bytes:
 
 def run_resident(socket_path: str, op: str, **kwargs):
     """Run `op` ("train" or "evaluate") with `kwargs` in the site's resident worker
-    ([`fedrag.federation.resident`][fedrag.federation.resident]); its result, or its failure as one line."""
+    ([`fedrag.federation.site.resident_worker`][fedrag.federation.site.resident_worker]); its result, or its failure as one line."""
     import pickle
     from multiprocessing.connection import Client
 
@@ -141,7 +141,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
     config's `allow-models`, else the bundled models only); `mods`: extra Flower
     client mods, run outside fedrag's DP clipping mod; `plan`: a Strategy object to
     run (simulation: any composition of stage objects, captured as is), else the task's."""
-    from fedrag.federation.policy import SitePolicy, version_mod
+    from fedrag.federation.site.policy import SitePolicy, version_mod
 
     policy = policy or (lambda context: SitePolicy.from_node_config(context.node_config))
     from flwr.app import ArrayRecord, Message, RecordDict
@@ -156,8 +156,8 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
             site.check_strategy(t.strategy)
         return t
 
-    from fedrag.federation.local_dp import make_local_dp_mod
-    from fedrag.federation.secagg import make_secagg_mod
+    from fedrag.federation.privacy.local_dp import make_local_dp_mod
+    from fedrag.federation.privacy.secagg import make_secagg_mod
 
     # innermost first: central-DP clipping, then local DP's noise, then secure aggregation's masks; the
     # server's fedrag version is checked before any of them
@@ -208,13 +208,13 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
 
 
 def _on_site(context, op: str, kwargs: dict):
-    """Run the round's `op` (`train`: [`train_message`][fedrag.federation.site.train_message],
-    `evaluate`: [`evaluate_round`][fedrag.federation.site.evaluate_round]) in the site's
+    """Run the round's `op` (`train`: [`train_message`][fedrag.federation.site.local_round.train_message],
+    `evaluate`: [`evaluate_round`][fedrag.federation.site.local_round.evaluate_round]) in the site's
     resident worker when its node config names one (its models stay loaded), else here."""
     worker = context.node_config.get("resident")
     if worker:
         return run_resident(str(worker), op, **kwargs)
-    from fedrag.federation.site import evaluate_round, train_message
+    from fedrag.federation.site.local_round import evaluate_round, train_message
 
     return (train_message if op == "train" else evaluate_round)(**kwargs)
 

@@ -36,6 +36,12 @@ def _dtype(t) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+def tensor_spec(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
+    """`{name: (shape, dtype)}` of named torch tensors, as Flower's Arrays report them: a
+    phase's layout, which the server and each site derive from the same trainable set."""
+    return {n: (tuple(t.shape), _dtype(t)) for n, t in state.items()}
+
+
 def pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`{"packed.<dtype>": 1-D tensor}`: each dtype's tensors flattened in name order."""
     import torch
@@ -49,7 +55,7 @@ def pack(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def unpack(packed: dict[str, torch.Tensor], layout: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, torch.Tensor]:
     """Inverse of [`pack`][pack] for `layout` (`{name: (shape, dtype)}`, as
-    [`fedrag.federation.audit.tensor_spec`][fedrag.federation.audit.tensor_spec] gives). Sizes must match exactly."""
+    [`tensor_spec`][tensor_spec] gives). Sizes must match exactly."""
     out, offsets = {}, {}
     for name in sorted(layout):
         shape, dtype = layout[name]

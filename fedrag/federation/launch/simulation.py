@@ -1,0 +1,206 @@
+"""Run a federated task in Flower's Simulation Engine (Ray), all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+from fedrag._env import apply_defaults
+from fedrag.federation.site.client_app import make_client_app
+from fedrag.federation.launch.flower_apps import sites_from_paths
+from fedrag.federation.task import FedTask
+
+
+def simulate(
+    task: FedTask,
+    site_paths: list[dict[str, str]],
+    cpus_per_site: float = 1.0,
+    verbose: bool = False,
+    gpus_per_site: float = 0.0,
+    policy=None,
+    plan=None,
+    ray_address: str | None = None,
+) -> dict:
+    """Run `task` over `len(site_paths)` virtual SuperNodes; returns the server's cost summary.
+    `gpus_per_site` (e.g. 0.5: two sites share a GPU) goes to Ray's client resources.
+    `ray_address`: run the sites on a running Ray cluster (`HOST:PORT` of its head, as
+    `ray start --head` prints it) instead of a Ray instance started here; every node of it
+    must read the sites' files at the same paths. The address is recorded in cost.json.
+    Every simulated site runs in this process, so it loads any model (`policy`
+    defaults to [`TRUSTED`][fedrag.federation.site.policy.TRUSTED]). `plan`: any Strategy object
+    (e.g. `custom("mine", MyStage(), ...)`), captured in-process, instead of the task's.
+
+    Uses `flwr.simulation.run_simulation` with the apps built in-process (the task is
+    captured by them, so it need not pass through `run_config`).
+    """
+    apply_defaults()
+    home = tempfile.mkdtemp(prefix="fedrag-flwr-") if os.environ.get("FLWR_HOME") is None else None
+    if home:
+        os.environ["FLWR_HOME"] = home
+    from fedrag.federation.server.run_loop import STOP
+
+    STOP.clear()
+    try:
+        return _in_a_thread(_simulate, task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
+    except BaseException:
+        STOP.set()  # the server publishes nothing more while the sites are stopped
+        _stop_ray()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
+        raise
+    finally:
+        if home:
+            os.environ.pop("FLWR_HOME", None)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _in_a_thread(fn, *args):
+    """`fn(*args)` on a daemon thread while this (the main) thread waits in short steps: a
+    signal handler (Ctrl-C) runs here within a step, wherever the kernel delivered the
+    signal. Flower's simulation would hold the main thread in an unbounded join, where
+    a signal taken by another thread waits until the run ends."""
+    import threading
+
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            result["error"] = exc
+
+    worker = threading.Thread(target=target, name="fedrag-simulation", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _stop_ray() -> None:
+    """Shut Ray down, then stop by PID what this process's Ray left running (its agents
+    outlive a raylet stopped mid-round on a busy machine); nothing else of ours is touched."""
+    import time
+
+    import ray
+
+    from fedrag.federation.launch.processes import children
+
+    def ours() -> list[int]:
+        return [pid for pid in children(os.getpid()) if _is_ray(pid)]
+
+    started = ours()
+    if ray.is_initialized():
+        ray.shutdown()
+    for _ in range(20):
+        left = [pid for pid in started if _is_ray(pid)]  # orphaned ones count: a zombie's cmdline is empty
+        if not left:
+            return
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return False
+    return cmd.startswith("ray::") or "/ray/" in cmd
+
+
+def _engine_error(exc: BaseException) -> Exception:
+    """Flower's "An error was encountered. Ending simulation." as one line naming its first
+    cause (Ray failing to start on an overloaded machine, a lost actor); `exc` itself when
+    it is already fedrag's."""
+    from fedrag.errors import EngineError, FedragError
+
+    if isinstance(exc, FedragError):
+        return exc
+    root = exc
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+    reason = " ".join(str(root).split()) or type(root).__name__
+    return EngineError(f"the Flower simulation failed: {reason}; run the same command again to resume")
+
+
+def ray_backend(
+    cpus_per_site: float = 1.0, gpus_per_site: float = 0.0, verbose: bool = False, ray_address: str | None = None
+) -> dict:
+    """The `backend_config` fedrag gives `flwr.simulation.run_simulation`: each site's
+    share of Ray's resources, and how Ray starts (all on 127.0.0.1, or the cluster at
+    `ray_address`)."""
+    if ray_address:  # the cluster has its own resources and address: connect, start nothing
+        init = {"address": ray_address, "logging_level": "ERROR", "log_to_driver": verbose}
+    else:
+        init = {
+            # "local", not None: Ray would otherwise join the cluster named in RAY_ADDRESS or
+            # in /tmp/ray/ray_current_cluster, which outlives a killed `ray start` head
+            "address": "local",
+            "num_cpus": max(1, os.cpu_count() or 1),
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+            "logging_level": "ERROR",
+            # Ray starts its workers at nice 15 (meant for idle pool workers); here the actors
+            # are the sites doing the run's work, and at 15 any other busy process starves them
+            "_system_config": {"worker_niceness": 0},
+            # the sites' actors' own lines ("(ClientAppActor pid=..) WARNING: Manually
+            # terminating ClientAppActor" at every end) only with --verbose: a site's
+            # failure reaches the server as a message and fedrag reports it in one line
+            "log_to_driver": verbose,
+        }
+    return {"client_resources": {"num_cpus": cpus_per_site, "num_gpus": gpus_per_site}, "init_args": init}
+
+
+def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address) -> dict:
+    import warnings
+
+    from flwr.simulation import run_simulation
+
+    import logging
+
+    from fedrag.federation.site.policy import TRUSTED
+
+    if not verbose:  # Flower's per-message INFO lines, its warnings (run_simulation's deprecation and
+        # fraction_evaluate=0, both fedrag's choices, docs/design.md) and its tracebacks: fedrag prints
+        # one line per round, a site's failure in rounds.json, and an engine failure as one line
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)
+
+    from fedrag.federation.server.server_app import make_server_app, raise_recorded_error
+
+    client_app = make_client_app(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan=plan)
+    server_app = make_server_app(task, plan)
+    backend = ray_backend(cpus_per_site, gpus_per_site, verbose, ray_address)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=len(site_paths),
+                backend_config=backend,
+                verbose_logging=verbose,
+            )
+        except Exception as exc:
+            raise_recorded_error(task)  # the ServerApp's own one-line reason, when it recorded one
+            raise _engine_error(exc) from exc
+    raise_recorded_error(task)
+    cost = Path(task.out) / "cost.json"
+    if not cost.exists():
+        from fedrag.errors import FedragError
+
+        raise FedragError(f"the simulation ended without writing {cost}: run with --verbose for Flower's log")
+    import json
+
+    summary = json.loads(cost.read_text())
+    summary["ray_address"] = ray_address or "local"
+    from fedrag._io import atomic_write_json
+
+    atomic_write_json(cost, summary)
+    return summary
