@@ -4,11 +4,13 @@
   leaves, and keeps its own ledger (runs on the site).
 * `secagg`: secure aggregation, Flower's SecAgg+ under fedrag's strategies (the server's
   workflow and the site's mod).
+* `central_dp`: central differential privacy: Flower's client-side-clipping wrapper with
+  every site weighted equally and the noise divided by the sites aggregated (the server's
+  aggregator, `fedrag.federation.server.aggregator`, wraps its strategy in it).
 * `coverage`: what the protections covered: cost.json's `dp`, `local_dp` and
   `secure_aggregation` sections and the run's privacy.md (written by the server).
 
-Central DP is the server's aggregator (`fedrag.federation.server.aggregator`). Privacy uses
-only the wire and the task. Until the old path goes, the names of the module this package
+Privacy uses only the wire and the task. Until the old path goes, the names of the module this package
 replaced (`privacy_sections`, `privacy_markdown`, ...) resolve here from `coverage`, with a
 DeprecationWarning.
 """
