@@ -226,6 +226,23 @@ def _state(pid: int) -> str:
         return ""
 
 
+def _stop_family(proc: subprocess.Popen) -> None:
+    """A launcher still running when its test fails (an assertion, pytest's timeout): it and
+    every process below it are killed, by PID, so no SuperLink or SuperNode outlives the test
+    (killing the launcher alone leaves them running)."""
+    from fedrag.federation.launch.processes import children
+
+    if proc.poll() is not None:
+        return
+    for pid in children(proc.pid)[::-1]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
+    proc.wait()
+
+
 def _cmdline(pid: int) -> str:
     try:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -301,9 +318,7 @@ def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(
             os.kill(pid, signal.SIGCONT)
         _, err = proc.communicate(timeout=timeout + 300)  # a guard against a hang, not a timing
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop_family(proc)
     assert proc.returncode not in (0, None), err
     last = [line for line in err.strip().splitlines() if line.strip()][-1]
     assert "round 2: 1 of 2 required sites replied" in last and "run the same command again to resume" in last, err
@@ -348,9 +363,7 @@ def _interrupted_after_its_first_round(cmd: list[str], cwd: Path, state: Path, t
             os.kill(pid, signal.SIGCONT)
         _, err = proc.communicate(timeout=timeout + 300)  # a guard against a hang, not a timing
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop_family(proc)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert proc.returncode == 130, err
     assert "interrupted (Ctrl-C)" in lines[-1] and "Traceback" not in err, err
