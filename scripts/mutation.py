@@ -49,7 +49,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "privacy": (["fedrag/federation/privacy/coverage.py"], [T + "test_mut_federation.py"]),
     "secagg": (["fedrag/federation/privacy/secagg.py"], [T + "test_secagg.py", T + "test_mut_secagg.py"]),
-    "lr_search": (["fedrag/strategies/lr_search.py"], [T + "test_values_search.py", T + "test_mut_search.py"]),
+    "lr_search": (["fedrag/strategies/lr_search.py"], [T + "test_values_search.py", T + "test_mut_lr_search.py"]),
     "search": (
         ["fedrag/retrieve/search.py", "fedrag/retrieve/sparse.py"],
         [T + "test_values_search.py", T + "test_mut_search.py"],

@@ -155,9 +155,7 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
 
 def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
     start = get_state(rag, strategy.trains)
-    fn, rank = _evaluator(strategy, strategy.phases[-1].stage, top_k)
-    if "generator" not in strategy.trains:
-        fn, rank = validation_fn(False, top_k), (lambda m: (retrieval_key(m),))
+    fn, rank = _evaluator(strategy, strategy.phases[-1].stage, top_k)  # retrieval alone when no phase trains the generator
     points, best, ranks = [], None, []
     for g, r in itertools.product(lrs_g, lrs_r):
         set_state(rag, start)
