@@ -100,3 +100,29 @@ def test_lsr_keeps_its_best_validated_retriever_by_default_except_on_sites(tiny_
     # too few questions to set any aside: one line that says what to do
     with pytest.raises(FedragError, match="leave none to validate on: pass --val, or --keep-last"):
         Strategy("lsr", [phase]).run(rag, load_qa(demo_dir / "train.jsonl")[:1], TrainConfig(steps=1, batch_size=1))
+
+
+def test_validation_between_steps_sees_every_model_in_eval_mode(tiny_models, demo_dir):
+    """A joint stage trains the query encoder and the generator (dropout on); the weights it
+    validates between steps are measured as `evaluate` measures them, with dropout off, at
+    the start, every `eval_every` steps and at the end; training goes on in train mode."""
+    from fedrag.train import RAGSequenceStage
+
+    rag = make_rag(tiny_models, demo_dir)
+    seen = []
+
+    def modes(rag, val):
+        seen.append((rag.retriever.query_encoder.training, rag.generator.model.training))
+        return {"recall@5": 0.5}
+
+    cfg = replace(CFG, lr_retriever=1e-3)
+    train_stage(
+        RAGSequenceStage(top_k=2),
+        rag,
+        load_qa(demo_dir / "train.jsonl"),
+        cfg,
+        val=load_qa(demo_dir / "test.jsonl")[:2],
+        evaluate_fn=modes,
+    )
+    assert seen == [(False, False)] * 4, seen
+    assert not rag.retriever.query_encoder.training and not rag.generator.model.training, "the run ends in eval mode"

@@ -20,6 +20,7 @@ def _run(script: str, *args) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the example script in its own process (~10 s)
 def test_centralized_example(tiny_models, demo_dir, tmp_path):
     out = _run(
         "centralized/train.py",

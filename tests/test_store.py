@@ -157,6 +157,7 @@ def _big_corpus(path, n):
             fh.write(json.dumps({"id": f"b{i}", "title": f"T{i % 97}", "text": text}) + "\n")
 
 
+@pytest.mark.slow  # two `fedrag index` processes (~20 s): the fast loop checks the store in process
 def test_a_killed_build_continues_from_its_last_finished_chunk(tiny_models, tmp_path):
     from fedrag.retrieve.encode import CHUNK
 

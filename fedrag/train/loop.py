@@ -125,8 +125,7 @@ def train_stage(
         for step in range(start + 1, total + 1):  # `step`: the optimizer steps taken once this one is
             record = take_step(step, checkpoints.last_good)
             if validation.due(step):
-                record.update(validation.run(rag, step))
-                _set_modes(rag, stage.trains)
+                record.update(validation.run(rag, step))  # in eval mode; the training modes are put back
             history.append(record)
             log.write(record)
             if checkpoints.due(step):

@@ -4,6 +4,7 @@ set to keep the best weights), every `eval_every` steps and after the last, and,
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from fedrag.data.types import Example
@@ -11,6 +12,27 @@ from fedrag.errors import FedragError
 from fedrag.train.best import BestKeeper
 from fedrag.train.config import TrainConfig
 from fedrag.train.validate import carve_validation, validation_fn
+
+
+@contextlib.contextmanager
+def evaluating(rag):
+    """`rag`'s encoders and generator in eval mode (no dropout), as `evaluate` measures them,
+    for as long as the block runs; each module's mode is put back after it."""
+    modules = [rag.retriever.query_encoder, rag.retriever.passage_encoder]
+    modules += [rag.generator.model] if rag.generator is not None else []
+    modes = [(m, m.training) for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
+def _validated(evaluate_fn, rag, val) -> dict:
+    with evaluating(rag):
+        return evaluate_fn(rag, val)
 
 
 class Validation:
@@ -52,7 +74,7 @@ class Validation:
         if resumed:
             self.keeper.load(resumed)
         if self.keeper.state is None:
-            self.keeper.offer(rag, start, self.evaluate_fn(rag, self.val))
+            self.keeper.offer(rag, start, _validated(self.evaluate_fn, rag, self.val))
 
     def due(self, step: int) -> bool:
         """Whether the weights after `step` steps are validated."""
@@ -60,7 +82,7 @@ class Validation:
 
     def run(self, rag, step: int) -> dict:
         """Validate the weights after `step` steps (offered to the keeper); the `val_` fields of its record."""
-        metrics = self.evaluate_fn(rag, self.val)
+        metrics = _validated(self.evaluate_fn, rag, self.val)
         if self.keeper:
             self.keeper.offer(rag, step, metrics)
         return {f"val_{k}": v for k, v in metrics.items()}
@@ -71,7 +93,7 @@ class Validation:
         `(None, None)` without validation questions or `evaluate_fn`."""
         if not self.active:
             return None, None
-        metrics = self.evaluate_fn(rag, self.val)
+        metrics = _validated(self.evaluate_fn, rag, self.val)
         final = {"stage": stage, "step": total, **{f"val_{k}": v for k, v in metrics.items()}}
         best = None
         if self.keeper:
