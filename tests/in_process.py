@@ -104,3 +104,17 @@ def run_in_process(task, site_paths: list[dict[str, str]], plan=None, policy=Non
     run_apps(client_app, server_app, len(site_paths))
     raise_recorded_error(task)
     return json.loads((Path(task.out) / "cost.json").read_text())
+
+
+def one_round(tiny_models, demo_dir, where: Path, how: str = "iid", **kw):
+    """The demo data split between 2 sites under `where/sites`, and a one-round RALT task on
+    the tiny models (one local step, no evaluation) writing to `where/run`; `kw` overrides."""
+    from fedrag.data import load_corpus, load_qa
+    from fedrag.data.partition import partition, write_sites
+    from fedrag.federation.task import FedTask
+
+    passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
+    sites = write_sites(partition(passages, train, 2, how), where / "sites")
+    settings = dict(rounds=1, local_steps=1, batch_size=2, evaluate_every=0, out=str(where / "run"))
+    task = FedTask(stage="ralt", retriever=tiny_models["retriever"], generator=tiny_models["generator"], **{**settings, **kw})
+    return task, sites

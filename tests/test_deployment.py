@@ -30,19 +30,6 @@ def three_sites(demo_dir, tmp_path_factory):
     return write_sites(partition(passages, train, 3, "iid"), tmp_path_factory.mktemp("dsites3"))
 
 
-def _task(tiny_models, out, **kw):
-    return FedTask(
-        stage="ralt",
-        retriever=tiny_models["retriever"],
-        generator=tiny_models["generator"],
-        rounds=1,
-        local_steps=2,
-        batch_size=2,
-        out=str(out),
-        **kw,
-    )
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:

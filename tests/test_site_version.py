@@ -82,25 +82,11 @@ def test_the_server_reports_the_sites_line():
 
 
 def test_a_federated_run_ends_with_the_sites_version_line(tiny_models, demo_dir, tmp_path, monkeypatch):
-    from fedrag.data import load_corpus, load_qa
-    from fedrag.data.partition import partition, write_sites
     from fedrag.federation.server import run_loop as server_run
-    from fedrag.federation.task import FedTask
-    from in_process import run_in_process
+    from in_process import one_round, run_in_process
 
     monkeypatch.setattr(server_run, "__version__", "0.0.1")  # the server (this process) says another version
-    passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
-    sites = write_sites(partition(passages, train, 2, "by-title"), tmp_path / "sites")
-    task = FedTask(
-        stage="ralt",
-        retriever=tiny_models["retriever"],
-        generator=tiny_models["generator"],
-        rounds=1,
-        local_steps=1,
-        batch_size=2,
-        evaluate_every=0,
-        out=str(tmp_path / "run"),
-    )
+    task, sites = one_round(tiny_models, demo_dir, tmp_path, "by-title")
     with pytest.raises(FedragError, match=f"this site runs fedrag {fedrag.__version__}, the server fedrag 0.0.1"):
         run_in_process(task, sites)  # fedrag's server and site apps; only the server module is patched
     assert not (tmp_path / "run" / "cost.json").exists()

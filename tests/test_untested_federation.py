@@ -143,25 +143,10 @@ def test_a_site_that_never_joins_fails_the_run_after_the_round_timeout(tiny_mode
     after --round-timeout with one line, and no checkpoint or result is written. (A real
     deployment's one-line failure, through flwr and the launcher: test_deployment.py's
     killed site.)"""
-    from fedrag.data import load_corpus, load_qa
-    from fedrag.data.partition import partition, write_sites
-    from in_process import run_in_process
+    from in_process import one_round, run_in_process
 
-    passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
-    sites = write_sites(partition(passages, train, 2, "iid"), tmp_path / "sites")
-    out = tmp_path / "out"
-    task = FedTask(
-        stage="ralt",
-        retriever=tiny_models["retriever"],
-        generator=tiny_models["generator"],
-        rounds=1,
-        local_steps=1,
-        batch_size=2,
-        evaluate_every=0,
-        min_sites=2,
-        round_timeout=2,
-        out=str(out),
-    )
+    task, sites = one_round(tiny_models, demo_dir, tmp_path, min_sites=2, round_timeout=2)
+    out = tmp_path / "run"
     with pytest.raises(FedragError, match="only 1 of 2 required sites were connected for 2s"):
         run_in_process(task, sites[:1])  # site 2 never connects
     assert not (out / "checkpoint").exists() and not (out / "cost.json").exists()
