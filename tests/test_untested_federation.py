@@ -8,25 +8,7 @@ import pytest
 
 from fedrag.errors import FedragError
 from fedrag.federation.task import FedTask
-
-
-@pytest.fixture(autouse=True)
-def _identity(monkeypatch):
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for name in ("_task_id", "_run_id", "_node_id"):  # what a ServerApp or ClientApp process has set
-        monkeypatch.setattr(TaskIdentity, name, 1)
-
-
-class _Nodes:
-    """What Flower's strategies ask of the Grid to sample a round: the connected node ids
-    (the transport is not exercised; the strategy is the one fedrag's server builds)."""
-
-    def __init__(self, n: int):
-        self.ids = list(range(1, n + 1))
-
-    def get_node_ids(self):
-        return self.ids
+from test_values_privacy import _identity, _Nodes  # noqa: F401 - the fixture: a Flower process's identity
 
 
 def _round(strategy, rnd: int, current: np.ndarray, updates: list[np.ndarray], weights: list[int]) -> np.ndarray:
@@ -159,19 +141,17 @@ def test_a_simulation_whose_engine_cannot_start_ends_in_one_line_with_exit_1(
     machine, its node not registering within Ray's fixed 30 s) ends a real simulation with
     Flower's RuntimeError chained to Ray's: the CLI prints one line naming Ray's reason, with
     no Flower traceback before it, and exits 1 (an environment failure, not a usage error)."""
-    from fedrag.cli.main import main
+    from test_cli import run
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "a-file" / "ray"))
     (tmp_path / "a-file").write_text("")
     args = ["federate", "--stage", "ralt", "--sites", "2", "--rounds", "1", "--local-steps", "1", "--batch-size", "2"]
-    args += ["--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl"), "--out", str(tmp_path / "run")]
-    monkeypatch.setattr(
-        "sys.argv", ["fedrag", *args, "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
+    args += ["--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--out", tmp_path / "run"]
+    code, _, stderr = run(
+        monkeypatch, capsys, *args, "--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]
     )
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert exc.value.code == 1, err
+    err = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1, err
     assert len(err) == 1 and "Traceback" not in err[0], err
     assert "the Flower simulation failed: [Errno 20] Not a directory" in err[0], err
     assert not (tmp_path / "run" / "cost.json").exists() and not (tmp_path / "run" / "checkpoint").exists()

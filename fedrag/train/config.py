@@ -151,14 +151,6 @@ class TrainConfig:
 
         return replace(self, **values, explicit=tuple(dict.fromkeys((*self.explicit, *values))))
 
-    def with_stage_defaults(self, defaults: dict) -> "TrainConfig":
-        """This config with a stage's preferred settings (`Stage.defaults`) in place of
-        those the user did not set (`explicit`)."""
-        from dataclasses import replace
-
-        chosen = stage_defaults(type(self), defaults, self.explicit)
-        return replace(self, **chosen) if chosen else self
-
 
 def stage_defaults(cls, defaults: dict | None, explicit: tuple = ()) -> dict:
     """The part of a stage's preferred settings (`Stage.defaults`) that applies to settings

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedrag.errors import FedragError
-from fedrag.federation.wire.messages import METRIC_KEYS
+from fedrag.federation.wire.messages import CONFIG, METRIC_KEYS, RoundInstruction
 from fedrag.federation.wire.tensors import from_record, to_record
 
 MODULUS = 2**32  # Flower's default mask modulus: n sites' quantised sums stay below it for n < MODULUS / quantisation
@@ -273,7 +273,8 @@ def _update_as_fitres(call_next):
         state = context.state.config_records[RECORD_KEY_STATE]  # the protocol's set-up: clip and weight bound
         # central DP's noise is calibrated to a mean in which each site weighs 1/n: every site
         # then masks its update at the full weight bound, whatever its example count
-        central_dp = "clipping_norm" in msg.content.config_records.get("config", {})
+        cfg = msg.content.config_records.get(CONFIG)
+        central_dp = cfg is not None and RoundInstruction.from_record(cfg).clipping_norm is not None
         examples = int(state["max_weight"]) if central_dp else int(metrics["num-examples"])
         weight = examples / float(state["max_weight"])
         deltas = [trained[k].astype(np.float64) - received[k].astype(np.float64) for k in sorted(received)]

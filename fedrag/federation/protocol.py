@@ -1,6 +1,0 @@
-"""Deprecated: the round protocol's typed messages moved to `fedrag.federation.wire.messages` (issue #40).
-Importing this path gives that module, with a DeprecationWarning; the path will be removed."""
-
-from fedrag._lazy import moved_module
-
-moved_module(__name__, "fedrag.federation.wire.messages")
