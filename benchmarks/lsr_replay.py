@@ -37,6 +37,7 @@ def main() -> None:
     from fedrag.pipeline import build_training_rag
     from fedrag.retrieve import KnowledgeStore
     from fedrag.train import LSRStage, TrainConfig, get_state, set_state, train_stage
+    from fedrag.train.optimizer import RoundWindow
 
     data, sites = Path(args.data), Path(args.sites)
     test, corpus = load_qa(data / "test.jsonl"), load_corpus(data / "corpus.jsonl")
@@ -57,8 +58,9 @@ def main() -> None:
         base = get_state(rag, ("retriever",))
         moments, n = ({} if args.keep_optimizer else None), total // args.chunks
         for c in range(args.chunks):
-            cfg = TrainConfig(steps=n, batch_size=4, lr_retriever=args.lr, seed=c, schedule_total=total, schedule_offset=c * n)
-            train_stage(stage, rag, load_qa(data / "train.jsonl"), cfg, optimizer_state=moments)
+            cfg = TrainConfig(steps=n, batch_size=4, lr_retriever=args.lr, seed=c)
+            window = RoundWindow(total, c * n)
+            train_stage(stage, rag, load_qa(data / "train.jsonl"), cfg, optimizer_state=moments, window=window)
     else:
         dirs = sorted(p for p in sites.iterdir() if p.is_dir())
         rags = [load(d / "corpus.jsonl") for d in dirs]
@@ -71,10 +73,8 @@ def main() -> None:
             outs = []
             for site, ex, mom in zip(rags, train, moments):
                 set_state(site, glob)
-                cfg = TrainConfig(
-                    steps=n, batch_size=4, lr_retriever=args.lr, seed=rnd - 1, schedule_total=total, schedule_offset=(rnd - 1) * n
-                )
-                train_stage(stage, site, ex, cfg, optimizer_state=mom)
+                cfg = TrainConfig(steps=n, batch_size=4, lr_retriever=args.lr, seed=rnd - 1)
+                train_stage(stage, site, ex, cfg, optimizer_state=mom, window=RoundWindow(total, (rnd - 1) * n))
                 outs.append((get_state(site, ("retriever",)), len(ex)))
             weight = sum(w for _, w in outs)
             glob = {k: sum(o[k] * w for o, w in outs) / weight for k in glob}

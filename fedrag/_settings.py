@@ -70,6 +70,68 @@ def setting(
     return dataclasses.field(default=default, metadata=meta)
 
 
+def part(cls: type, help: str = "") -> Any:
+    """A field holding a group of settings (a frozen dataclass, built with its defaults when
+    not given): the group's settings are its owner's too, for the CLI, the roles
+    ([`names`][names]) and the flat form ([`flatten`][flatten], [`compose`][compose])."""
+    return dataclasses.field(default_factory=cls, metadata={"part": cls, "help": help})
+
+
+def settings_of(cls: type) -> dict[str, tuple[dataclasses.Field, type]]:
+    """Every setting of dataclass `cls`, its parts opened, in declaration order:
+    `{name: (field, the class that declares it)}`."""
+    out: dict[str, tuple[dataclasses.Field, type]] = {}
+    for f in dataclasses.fields(cls):
+        sub = f.metadata.get("part")
+        found = settings_of(sub) if sub else {f.name: (f, cls)}
+        twice = sorted(set(found) & set(out))
+        if twice:  # the flat form names each setting once: a name in two parts would go to the first
+            raise TypeError(f"{cls.__name__}: setting '{twice[0]}' is declared in two parts")
+        out.update(found)
+    return out
+
+
+def hint(cls: type, name: str) -> Any:
+    """The type of setting `name` of `cls` (in whichever of its parts declares it)."""
+    import typing
+
+    return typing.get_type_hints(settings_of(cls)[name][1])[name]
+
+
+def flatten(obj: Any) -> dict[str, Any]:
+    """`{setting: value}` of dataclass `obj`, its parts opened (the inverse of [`compose`][compose])."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out.update(flatten(value) if f.metadata.get("part") else {f.name: value})
+    return out
+
+
+def compose(cls: type, given: dict[str, Any]) -> dict[str, Any]:
+    """The field values of dataclass `cls` from `given`: a part by its name, or its settings
+    flat (both: the flat settings replace the part's), a plain setting by its name.
+
+    Raises:
+        TypeError: a name that is no setting or part of `cls`.
+    """
+    rest, out = dict(given), {}
+    for f in dataclasses.fields(cls):
+        sub = f.metadata.get("part")
+        if not sub:
+            if f.name in rest:
+                out[f.name] = rest.pop(f.name)
+            continue
+        own = {n: rest.pop(n) for n in settings_of(sub) if n in rest}
+        whole = rest.pop(f.name, None)
+        if whole is None:
+            out[f.name] = sub(**compose(sub, own))
+        else:
+            out[f.name] = dataclasses.replace(whole, **own) if own else whole
+    if rest:
+        raise TypeError(f"{cls.__name__}() got an unexpected setting '{next(iter(rest))}'")
+    return out
+
+
 def same(cls: type, name: str, **changes: Any) -> Any:
     """A field carrying `cls.name`'s setting: the same default, help, flag and roles.
 
@@ -78,7 +140,7 @@ def same(cls: type, name: str, **changes: Any) -> Any:
     unknown = sorted(set(changes) - set(ROLES))
     if unknown:
         raise TypeError(f"same(): '{unknown[0]}' is no role of a setting ({', '.join(ROLES)})")
-    src = {f.name: f for f in dataclasses.fields(cls)}[name]
+    src = settings_of(cls)[name][0]
     meta = {**src.metadata, **changes}
     if src.default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=src.default_factory, metadata=meta)
@@ -91,17 +153,18 @@ def role(field: dataclasses.Field, name: str) -> Any:
 
 
 def names(cls: type, **roles: Any) -> tuple[str, ...]:
-    """The fields of dataclass `cls` whose roles have these values, in declaration order:
+    """The settings of dataclass `cls` (its parts opened) whose roles have these values, in declaration order:
     `names(TrainConfig, identity=False)` is what a resumed run need not match."""
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise TypeError(f"names(): '{unknown[0]}' is no role of a setting ({', '.join(ROLES)})")
-    return tuple(f.name for f in dataclasses.fields(cls) if all(role(f, r) == v for r, v in roles.items()))
+    found = (f for f, _ in settings_of(cls).values())
+    return tuple(f.name for f in found if all(role(f, r) == v for r, v in roles.items()))
 
 
 def field_help(cls: type, name: str) -> str:
     """The help text of setting `cls.name`."""
-    return {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("help", "")
+    return settings_of(cls)[name][0].metadata.get("help", "")
 
 
 def check_choice(value: Any, literal: Any, what: str, error: type | None = None) -> None:

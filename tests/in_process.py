@@ -103,7 +103,7 @@ def run_in_process(task, site_paths: list[dict[str, str]], plan=None, policy=Non
     client_app, server_app = to_flower(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan)
     run_apps(client_app, server_app, len(site_paths))
     raise_recorded_error(task)
-    return json.loads((Path(task.out) / "cost.json").read_text())
+    return json.loads((Path(task.run.out) / "cost.json").read_text())
 
 
 def one_round(tiny_models, demo_dir, where: Path, how: str = "iid", **kw):

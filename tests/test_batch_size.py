@@ -76,7 +76,7 @@ def test_the_setting_parses_travels_and_refuses_what_it_cannot_mean(monkeypatch,
     from fedrag.train import TrainConfig
 
     task = FedTask.from_config({**FedTask(stage="ralt").to_config(), "batch-size": "auto"})
-    assert task.batch_size == "auto" and task.train_config().batch_size == "auto"
+    assert task.training.batch_size == "auto" and task.train_config().batch_size == "auto"
     with pytest.raises(FedragError, match="fixed --batch-size"):
         FedTask(stage="ralt", batch_size="auto", secagg=True, min_sites=2)
     for bad in ("big", 0, 2.5, True):

@@ -42,11 +42,12 @@ def _commands():
 
 def _fields():
     out = {}
-    for cls in SETTINGS:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
+    from fedrag._settings import settings_of
+
+    for cls in SETTINGS:  # a class composed of parts (FedTask) offers its parts' settings
+        for name, (f, owner) in settings_of(cls).items():
             if f.metadata.get("cli", True) is not False:
-                out.setdefault(f.name, []).append((cls, f, hints[f.name]))
+                out.setdefault(name, []).append((cls, f, typing.get_type_hints(owner)[name]))
     return out
 
 

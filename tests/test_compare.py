@@ -337,6 +337,11 @@ def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypa
     code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "c")
     assert code == 0 and "trained with other phase settings" in err and "already finished" not in err, err
     assert json.loads(path.read_text())["phases"] == row["phases"]
+    # a row fedrag 0.1.0 wrote records settings since removed (a site's round window): it is reused
+    old = [{**p, "prox_mu": 0.0, "schedule_total": None, "schedule_offset": 0} for p in row["phases"]]
+    path.write_text(json.dumps({**row, "phases": old}))
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "c")
+    assert code == 0 and "already finished" in err and "trained with other" not in err, err
     # an option the user gave wins over the stage's preference
     code, _, err = run(monkeypatch, capsys, *args, "--steps", "3", "--out", tmp_path / "d")
     assert code == 0, err

@@ -47,7 +47,7 @@ def like_a_site(task, corpus: str, shared: bool):
     from fedrag.pipeline import build_training_rag
 
     return build_training_rag(
-        corpus, task.retriever, task.generator, True, task.top_k, "cpu", task.seed,
+        corpus, task.models.retriever, task.models.generator, True, task.models.top_k, "cpu", task.training.seed,
         shared_retriever=shared, retriever_lora=True, index_refresh="rerank",
     )  # fmt: skip
 
@@ -75,6 +75,7 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     from safetensors.torch import load_file
 
     from fedrag.train import TrainConfig, get_state, make_stage, train_stage
+    from fedrag.train.optimizer import RoundWindow
 
     task = task_for(tiny_models, tmp_path / "fed", stage="contrastive", rounds=2, local_steps=3, min_sites=1, keep_optimizer=True)
     simulate(task, sites[1])
@@ -94,15 +95,12 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
                     steps=3,
                     batch_size=2,
                     lr_retriever=1e-3,
-                    seed=task.seed + rnd - 1,
-                    warmup_ratio=task.warmup_ratio,
-                    schedule_total=6,
-                    schedule_offset=3 * (rnd - 1),
+                    seed=task.training.seed + rnd - 1,
+                    warmup_ratio=task.training.warmup_ratio,
                 )
                 rag.sync_store()  # as the site does once the global encoder moved (stale index, re-ranked)
-                train_stage(
-                    make_stage("contrastive", top_k=task.top_k), rag, load_qa(site["train"]), cfg, optimizer_state=moments
-                )
+                stage, window = make_stage("contrastive", top_k=task.models.top_k), RoundWindow(6, 3 * (rnd - 1))
+                train_stage(stage, rag, load_qa(site["train"]), cfg, optimizer_state=moments, window=window)
         return get_state(rag, ("retriever",))
 
     kept, restarted = central(True), central(False)
@@ -415,9 +413,9 @@ def test_fedadam_and_fedprox_aggregate_as_their_definitions_say(tiny_models, sit
     )  # fmt: skip
     run_in_process(task, sites[2])
     fedadam = load_file(str(tmp_path / "fedadam" / "checkpoint" / "global.safetensors"))
-    _server_evaluated_the_saved_models(tmp_path / "fedadam", held_out, task.top_k)
+    _server_evaluated_the_saved_models(tmp_path / "fedadam", held_out, task.models.top_k)
     plain = task_for(tiny_models, "unused", stage="ralt", rounds=1, evaluate_every=0)
-    start = get_state(build_training_rag(sites[2][0]["corpus"], task.retriever, task.generator), ("generator",))
+    start = get_state(build_training_rag(sites[2][0]["corpus"], task.models.retriever, task.models.generator), ("generator",))
     replies = []
     with one_thread():
         for site in sites[2]:
@@ -568,9 +566,9 @@ def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
     from fedrag.train import get_state, make_stage, train_stage
 
     honest = sites[3][0]
-    rag = build_training_rag(honest["corpus"], task.retriever, task.generator, True, task.top_k, "cpu", task.seed)
+    rag = build_training_rag(honest["corpus"], task.models.retriever, task.models.generator, True, task.models.top_k, "cpu", task.training.seed)
     with one_thread():
-        train_stage(make_stage("ralt", top_k=task.top_k), rag, load_qa(honest["train"]), task.train_config(1))
+        train_stage(make_stage("ralt", top_k=task.models.top_k), rag, load_qa(honest["train"]), task.train_config(1))
     final = load_file(str(tmp_path / "audit" / "checkpoint" / "global.safetensors"))
     for k, v in get_state(rag, ("generator",)).items():
         assert torch.allclose(final[k], v, atol=1e-6, rtol=1e-5), k
@@ -596,7 +594,7 @@ def test_a_site_audits_the_run_config(extra, message):
     shipped = tomllib.loads((Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml").read_text())["tool"][
         "flwr"
     ]["app"]["config"]
-    assert FedTask.from_config(shipped).strategy  # the shipped app config passes its own audit
+    assert FedTask.from_config(shipped).models.strategy  # the shipped app config passes its own audit
     with pytest.raises(FedragError, match=message):
         FedTask.from_config({**shipped, **extra})
 
@@ -752,7 +750,7 @@ def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
     (simulate if name == "ra-dit" else run_in_process)(task, sites[1], plan=plan)
     site = sites[1][0]
     rag = like_a_site(task, site["corpus"], plan.shared_retriever)
-    cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.seed, warmup_ratio=task.warmup_ratio)
+    cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.training.seed, warmup_ratio=task.training.warmup_ratio)
     # a site never takes keep_best from a stage (LSR's default, Phase.config): the central run it equals leaves it off
     cfg = cfg.set(keep_best=False)
     with one_thread():
@@ -818,7 +816,7 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(
 
     from fedrag.strategies import make_strategy
 
-    plan = make_strategy(name, top_k=FedTask.top_k)
+    plan = make_strategy(name, top_k=FedTask(strategy=name).models.top_k)
     central, fed = _central_and_federated(tiny_models, sites, tmp_path, plan, name)
     for k in central:
         rel = (fed[k].float() - central[k].float()).norm() / max(central[k].float().norm(), 1e-12)

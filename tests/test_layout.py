@@ -185,7 +185,9 @@ def test_the_shipped_flower_app_config_matches_the_task_defaults():
     path = Path(__file__).parents[1] / "examples" / "flower_app" / "pyproject.toml"
     assert path.read_text() == render_pyproject(), "regenerate it: fedrag app --out examples/flower_app --overwrite"
     config = tomllib.loads(path.read_text())["tool"]["flwr"]["app"]["config"]
-    defaults = {f.name.replace("_", "-"): f.default for f in fields(FedTask) if f.default is not None}
+    from fedrag._settings import settings_of
+
+    defaults = {n.replace("_", "-"): f.default for n, (f, _) in settings_of(FedTask).items() if f.default is not None}
     assert set(config) == set(defaults), set(config) ^ set(defaults)
     differs = {k: (config[k], defaults[k]) for k in config if config[k] != defaults[k] and k != "strategy"}
     assert not differs, differs

@@ -132,7 +132,7 @@ def test_the_server_decodes_the_example_weighted_mean_update():
         metrics = dict(reply.content["metrics"])
         assert metrics["num-examples"] == EXAMPLES[node] and metrics["train-loss"] == 1.5 and metrics["secagg-clipped"] == 0
     assert info["secure_aggregation"] == {
-        "sites": 3, "threshold": 2, "dropped": 0, "clip": 1.0, "quantization": task.secagg_quantization, "clipped_values": 0
+        "sites": 3, "threshold": 2, "dropped": 0, "clip": 1.0, "quantization": task.privacy.secagg_quantization, "clipped_values": 0
     }  # fmt: skip
     assert info["bytes_received"] == sites.masked > 0 and info["secagg_protocol_bytes"] == sites.protocol > 0
     assert info["failure_reasons"] == [] and info["rejected"] == 0 and info["rejected_reasons"] == []

@@ -107,10 +107,12 @@ def test_a_site_builds_one_train_config_a_round_and_it_is_the_central_phase_conf
     for phase in task.plan().phases:
         for lora in (False, True):
             built.clear()
-            cfg = task.train_config(2, 0.1, phase=phase, retriever_lora=lora)
+            cfg = task.train_config(2, phase=phase, retriever_lora=lora)
             assert len(built) == 1, "one TrainConfig a round"
-            assert cfg == phase.config(task.train_config(2, 0.1), True, lora)
-            assert cfg.lr_retriever == 1e-3 and cfg.schedule_offset == 2 and cfg.prox_mu == 0.1
+            assert cfg == phase.config(task.train_config(2), True, lora)
+            assert cfg.lr_retriever == 1e-3 and cfg.steps == 2 and cfg.seed == 1
+    window = task.round_window(2)  # 3 rounds of 2 steps: round 2 starts 2 steps into a 6-step schedule
+    assert (window.total, window.offset) == (6, 2)
 
 
 def test_a_site_process_parses_a_run_config_once():
@@ -120,4 +122,4 @@ def test_a_site_process_parses_a_run_config_once():
     config = {"stage": "ralt", "rounds": 3}
     first = client.run_task(config)
     assert client.run_task(dict(config)) is first and first == FedTask.from_config(config)
-    assert client.run_task({**config, "rounds": 4}).rounds == 4
+    assert client.run_task({**config, "rounds": 4}).training.rounds == 4

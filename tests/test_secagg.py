@@ -85,7 +85,7 @@ def _run(task, paths, fail_site=None, ray=False):
         else:
             run_apps(client, server, len(paths))
     raise_recorded_error(task)
-    return json.loads((Path(task.out) / "rounds.json").read_text())
+    return json.loads((Path(task.run.out) / "rounds.json").read_text())
 
 
 # secure vs plain FedAvg update, relative difference: measured 2.6e-5 and 3.5e-5 (SecAgg+'s quantisation,
@@ -184,7 +184,7 @@ def _site_updates(tiny_models, tmp_path, paths) -> list[tuple[dict, int]]:
     from fedrag.train import get_state
 
     task = _task(tiny_models, tmp_path / "by-hand")
-    start = get_state(build_training_rag(paths[0]["corpus"], task.retriever, task.generator), ("generator",))
+    start = get_state(build_training_rag(paths[0]["corpus"], task.models.retriever, task.models.generator), ("generator",))
     out = []
     with one_thread():
         for site in paths:

@@ -20,8 +20,8 @@ ROOT = Path(fedrag.__file__).parent
 def _with_a_new_setting(monkeypatch):
     """TrainConfig and FedTask as they would be with two new training settings: `smoothing`
     (every role at its default) and `note` (declared `identity=False, to_sites=False`)."""
-    from fedrag._settings import same, setting
-    from fedrag.federation.task import TRAINING, FedTask
+    from fedrag._settings import part, same, setting
+    from fedrag.federation.task import TRAINING, FedTask, SiteTraining
     from fedrag.train import config
 
     @dataclasses.dataclass
@@ -29,10 +29,14 @@ def _with_a_new_setting(monkeypatch):
         smoothing: float = setting(0.0, "a new training setting, declared once")
         note: str = setting("", "how the run is labelled", identity=False, to_sites=False)
 
-    @dataclasses.dataclass
-    class Task(FedTask):  # the task carries them as it carries every training setting: `same`, no list
+    @dataclasses.dataclass(frozen=True)
+    class Training(SiteTraining):  # the sites' part carries them as it carries every training setting: `same`, no list
         smoothing: float = same(Config, "smoothing", panel=TRAINING)
         note: str = same(Config, "note", panel=TRAINING)
+
+    @dataclasses.dataclass(frozen=True, init=False)
+    class Task(FedTask):  # as if SiteTraining had declared them: the task is its parts
+        training: Training = part(Training)
 
     monkeypatch.setattr(config, "TrainConfig", Config)  # the site's training settings, as if declared there
     return Config, Task
@@ -76,7 +80,7 @@ def test_a_new_training_setting_reaches_help_the_run_identity_and_the_sites_from
     assert type(site) is Config and site.smoothing == 0.25, "a site trains with it"
     assert site.note == "", "to_sites=False: the task does not send it to the sites' training"
     assert Phase(RALTStage()).config(site, federated=True).smoothing == 0.25
-    assert Task.from_config(task.to_config()).smoothing == 0.25, "it travels in the run config"
+    assert Task.from_config(task.to_config()).training.smoothing == 0.25, "it travels in the run config"
 
 
 def test_the_lists_of_roles_are_read_from_the_fields():
@@ -93,7 +97,7 @@ def test_the_lists_of_roles_are_read_from_the_fields():
     assert set(RUN_KEYS_IGNORED) == {"out", "round_timeout", "device", "evaluate_every", "eval_limit", "report_to"}
     assert set(REPORTED) == {"margin", "strategies"} and REPORTED == names(CompareSettings, identity=False)
     assert set(PATHS) == {"corpus", "train", "test", "val"} and PATHS == names(CompareInputs, path=True)
-    assert set(LENGTH) == {"steps", "epochs", "min_steps", "schedule_total", "schedule_offset"}
+    assert set(LENGTH) == {"steps", "epochs", "min_steps"}
     assert NOT_ON_SITES == ("keep_best",)
     assert UNTRACKED == names(TrainConfig, identity=False)
     assert "report_to" in RUN_KEYS_IGNORED and "report_to" not in names(FedTask, to_sites=True), "same() keeps the roles"

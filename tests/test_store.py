@@ -260,7 +260,7 @@ def test_the_refresh_setting_travels_and_resolves_per_context():
     from fedrag.retrieve.search import resolve_refresh
 
     task = FedTask.from_config({**FedTask(strategy="ra-dit").to_config(), "index-refresh": "rerank"})
-    assert FedTask(strategy="ra-dit").to_config()["index_refresh"] == "auto" and task.index_refresh == "rerank"
+    assert FedTask(strategy="ra-dit").to_config()["index_refresh"] == "auto" and task.models.index_refresh == "rerank"
     assert resolve_refresh("auto", federated=True) == "rerank" and resolve_refresh("auto", federated=False) == "phase"
     assert resolve_refresh("phase", federated=True) == "phase"
 

@@ -110,7 +110,7 @@ def federate(
         _print_summary(_submit(task, superlink, root_certificates))
         return
     _prepare_out(out, task, phases, overwrite)
-    paths = _site_paths(corpus, train, n_sites, task.partition, task.seed, site, out)
+    paths = _site_paths(corpus, train, n_sites, task.run.partition, task.training.seed, site, out)
     try:
         cost = _run(task, paths, engine, out, cpus_per_site, gpus_per_site, verbose, tls, supernode_auth, ray_address)
     except BaseException as exc:  # an interrupt keeps the finished rounds' checkpoint: say so, not "removed"
@@ -172,7 +172,7 @@ def _prepare_out(out: Path, task: FedTask, phases: int, overwrite: bool) -> None
         if resume is not None:
             typer.echo(
                 f"fedrag: resuming {out}: phase {resume['phase'] + 1}/{phases}, "
-                f"{resume['rounds_done']} of {task.rounds} rounds done",
+                f"{resume['rounds_done']} of {task.training.rounds} rounds done",
                 err=True,
             )
     else:

@@ -20,6 +20,9 @@ import click
 import typer
 import typer.core
 
+from fedrag._settings import hint as setting_type
+from fedrag._settings import settings_of
+
 # Old option names a command still takes, hidden from --help, for one release (CHANGELOG.md,
 # "Deprecated"): each concept has one name across commands (tests/test_vocabulary.py).
 RENAMED: dict[str, dict[str, str]] = {
@@ -144,8 +147,8 @@ def _is_grid(hint) -> bool:
 
 def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
     """`(annotation, typer.Option)` for dataclass field `cls.name`: same default, help, choices."""
-    field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    hint, optional = _optional(typing.get_type_hints(cls)[name])
+    field = settings_of(cls)[name][0]
+    hint, optional = _optional(setting_type(cls, name))
     flag = field.metadata.get("flag") or "--" + name.replace("_", "-")
     default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
     help_text = field.metadata.get("help", "")
@@ -168,10 +171,11 @@ def field_option(cls, name: str, panel: str | None = None) -> tuple[Any, Any]:
 
 
 def settings(cls, *, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (), panel: str | None = None) -> list:
-    """Options for the CLI-facing fields of dataclass `cls` (`metadata["cli"]` not False),
-    each in `panel`, else in the panel its field names (`setting(panel=...)`)."""
-    own = {f.name: f.metadata.get("panel") for f in dataclasses.fields(cls)}
-    names = [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True) is not False]
+    """Options for the CLI-facing settings of dataclass `cls` (`metadata["cli"]` not False; a
+    part's settings too), each in `panel`, else in the panel its field names (`setting(panel=...)`)."""
+    found = [f for f, _ in settings_of(cls).values()]
+    own = {f.name: f.metadata.get("panel") for f in found}
+    names = [f.name for f in found if f.metadata.get("cli", True) is not False]
     names = [n for n in (only or names) if n not in exclude]
     params = []
     for name in names:
@@ -196,17 +200,17 @@ def with_settings(*groups: list) -> Callable:
 
 
 def collect(cls, kw: dict, **overrides: Any) -> Any:
-    """`cls` built from a command's generated options (and `overrides`)."""
-    hints = typing.get_type_hints(cls)
+    """`cls` built from a command's generated options (and `overrides`), by setting name
+    (a class composed of parts takes its parts' settings by name too)."""
     values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in overrides:
-            values[f.name] = overrides[f.name]
-        elif f.name in kw:
-            value = kw[f.name]
-            if _is_grid(hints[f.name]) and isinstance(value, str):
-                value = grid(value) if get_args(hints[f.name])[0] is float else [v.strip() for v in value.split(",") if v.strip()]
-            values[f.name] = value
+    for name in settings_of(cls):
+        if name in overrides:
+            values[name] = overrides[name]
+        elif name in kw:
+            value, kind = kw[name], setting_type(cls, name)
+            if _is_grid(kind) and isinstance(value, str):
+                value = grid(value) if get_args(kind)[0] is float else [v.strip() for v in value.split(",") if v.strip()]
+            values[name] = value
     return cls(**values)
 
 

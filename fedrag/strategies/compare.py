@@ -142,7 +142,7 @@ def compare(
         # what each phase trains with, a stage's own defaults included: a row trained with other ones is stale
         phases = json.loads(json.dumps([p.config(cfg).tracked() for p in plan.phases]))
         row = cached_row(out, name)
-        if row and row.get("phases", phases) != phases:  # rows written before this record are taken as they are
+        if row and _stale(row.get("phases"), phases):
             log(f"compare: [{i}/{len(run)}] {name}: trained with other phase settings (a stage's defaults changed)")
             row = None
         if row:
@@ -164,6 +164,15 @@ def compare(
     result = {"settings": asdict(settings), "rows": rows, "skipped": skipped, "paired": paired(out, rows)}
     atomic_write_json(out / "compare.json", result)
     return result
+
+
+def _stale(recorded: list[dict] | None, phases: list[dict]) -> bool:
+    """A cached row trained with other phase settings than `phases`. A row written before
+    the record (None) is taken as it is, and a setting that no longer exists (recorded
+    by an older fedrag) is not compared."""
+    if recorded is None:
+        return False
+    return len(recorded) != len(phases) or any({k: r.get(k) for k in p} != p for r, p in zip(recorded, phases))
 
 
 KEEP = (

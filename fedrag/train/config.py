@@ -80,11 +80,6 @@ class TrainConfig:
         "rows per generator scoring forward (exact: each chunk is recomputed "
         "in backward); trades time for memory, default all rows at once",
     )
-    prox_mu: float = _f(0.0, "FedProx proximal term weight (federated sites)", cli=False)
-    schedule_total: int | None = _f(
-        None, "LR schedule length if longer than this run (federated rounds)", cli=False, round_set=True
-    )
-    schedule_offset: int = _f(0, "schedule steps already taken (round r starts at (r-1)·steps)", cli=False, round_set=True)
     progress: bool = _f(False, "show a progress bar", cli=False, identity=False)
     report_to: str = _f(
         "none",
@@ -126,9 +121,9 @@ class TrainConfig:
         self.explicit = tuple(self.explicit)
         if self.epochs <= 0 or min(self.lr_generator, self.lr_retriever) < 0 or not 0 <= self.warmup_ratio < 1:
             raise FedragError("--epochs must be > 0, learning rates >= 0 and --warmup-ratio in [0, 1)")
-        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.prox_mu < 0:
-            raise FedragError("--weight-decay, --max-grad-norm and the proximal term must be >= 0")
-        if min(self.min_steps, self.eval_every, self.checkpoint_every, self.schedule_offset) < 0:
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise FedragError("--weight-decay and --max-grad-norm must be >= 0")
+        if min(self.min_steps, self.eval_every, self.checkpoint_every) < 0:
             raise FedragError("--min-steps, --evaluate-every and --checkpoint-every must be >= 0")
 
     def total_steps(self, n_examples: int) -> int:

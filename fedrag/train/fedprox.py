@@ -19,6 +19,10 @@ class ProximalTerm:
     @classmethod
     def of(cls, reference: dict | None, params: dict, mu: float, world: int) -> ProximalTerm | None:
         """The term, or None without a reference or with `mu` 0 (plain FedAvg)."""
+        if not mu >= 0:  # NaN too
+            from fedrag.errors import FedragError
+
+            raise FedragError(f"the proximal term's mu must be >= 0, got {mu}")
         return cls(reference, params, mu, world) if (reference and mu) else None
 
     def __call__(self) -> torch.Tensor:

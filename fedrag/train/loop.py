@@ -22,7 +22,7 @@ from fedrag.train.config import TrainConfig
 from fedrag.train.cost import Cost, CostMeter, param_count
 from fedrag.train.fedprox import ProximalTerm
 from fedrag.train.metrics_log import MetricsLog
-from fedrag.train.optimizer import hand_back_moments, optimizer_and_schedule
+from fedrag.train.optimizer import RoundWindow, hand_back_moments, optimizer_and_schedule
 from fedrag.train.precision import MixedPrecision, compute_dtype
 from fedrag.train.protocol import Stage
 from fedrag.train.resume import Checkpoints
@@ -80,11 +80,15 @@ def train_stage(
     reference: dict | None = None,
     evaluate_fn=None,
     optimizer_state: dict[str, torch.Tensor] | None = None,
+    *,
+    prox_mu: float = 0.0,
+    window: RoundWindow | None = None,
 ) -> StageResult:
     """Train `stage` on `examples` for `cfg.total_steps` optimizer steps.
 
-    `reference` (named tensors) adds FedProx's `mu/2 · ||w - w_ref||²`
-    ([`ProximalTerm`][fedrag.train.fedprox.ProximalTerm]). With `out_dir`, metrics go to
+    `reference` (named tensors) with `prox_mu` adds FedProx's `mu/2 · ||w - w_ref||²`
+    ([`ProximalTerm`][fedrag.train.fedprox.ProximalTerm]); a federated site's round trains
+    inside its phase's schedule ([`RoundWindow`][fedrag.train.optimizer.RoundWindow]). With `out_dir`, metrics go to
     `metrics.jsonl` and checkpoints (safetensors) to `checkpoint/`; `resume=True` continues
     from that checkpoint ([`Checkpoints`][fedrag.train.resume.Checkpoints]).
     `optimizer_state` (named tensors, see
@@ -104,7 +108,7 @@ def train_stage(
     if cfg.gradient_checkpointing and rag.generator is not None and "generator" in stage.trains:
         rag.generator.enable_checkpointing()
     total = cfg.total_steps(len(examples))
-    opt, sched = optimizer_and_schedule(params, cfg, total, optimizer_state)
+    opt, sched = optimizer_and_schedule(params, cfg, total, optimizer_state, window)
     found = Path(out_dir) if out_dir else None  # every process resumes from it
     out = found if distributed.is_writer() else None  # rank 0 alone writes
     log = MetricsLog(out, stage.name, cfg)
@@ -116,7 +120,7 @@ def train_stage(
     if cfg.keep_best:
         validation.keep_best(rag, cfg, stage.trains, out, found if resume else None, start)
     meter = _meter(stage, rag, cfg)
-    prox = ProximalTerm.of(reference, params, cfg.prox_mu, distributed.world_size())
+    prox = ProximalTerm.of(reference, params, prox_mu, distributed.world_size())
     _set_modes(rag, stage.trains)
     take_step = _Step(stage, rag, examples, batches, cfg, params, opt, sched, precision, prox, meter)
     bar = tqdm(total=total, initial=start, desc=stage.name, disable=not cfg.progress, leave=False)

@@ -6,8 +6,27 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from fedrag.train.checkpoint import export_optimizer_state, import_optimizer_state
 from fedrag.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class RoundWindow:
+    """Where a federated site's round sits in its phase's learning-rate schedule: the
+    schedule spans `total` optimizer steps (the phase's rounds × local steps) and the round
+    starts `offset` steps in (round r at (r-1)·local steps), so the rounds together follow
+    one schedule as central training of the same length would."""
+
+    total: int
+    offset: int = 0
+
+    def __post_init__(self):
+        from fedrag.errors import FedragError
+
+        if self.total < 1 or not 0 <= self.offset < self.total:
+            raise FedragError(f"a round's schedule window must start inside it, got offset {self.offset} of {self.total}")
 
 
 def make_optimizer(params: dict[str, torch.nn.Parameter], cfg: TrainConfig):
@@ -21,20 +40,25 @@ def make_optimizer(params: dict[str, torch.nn.Parameter], cfg: TrainConfig):
 
 
 def optimizer_and_schedule(
-    params: dict[str, torch.nn.Parameter], cfg: TrainConfig, total: int, moments: dict[str, torch.Tensor] | None
+    params: dict[str, torch.nn.Parameter],
+    cfg: TrainConfig,
+    total: int,
+    moments: dict[str, torch.Tensor] | None,
+    window: RoundWindow | None = None,
 ):
-    """The optimizer and scheduler for a stage of `total` steps. The schedule spans
-    `cfg.schedule_total` steps when that is longer and starts at `cfg.schedule_offset`
-    (federated round r continues the schedule of rounds < r); `moments` (see
+    """The optimizer and scheduler for a stage of `total` steps. Inside a federated round's
+    `window` the schedule spans `window.total` steps when that is longer and starts at
+    `window.offset` (round r continues the schedule of rounds < r); `moments` (see
     [`export_optimizer_state`][fedrag.train.checkpoint.export_optimizer_state]) start AdamW
     where it stopped."""
     from transformers import get_scheduler
 
     opt = make_optimizer(params, cfg)
-    horizon = max(total, cfg.schedule_total or 0)
+    window = window or RoundWindow(total)
+    horizon = max(total, window.total)
     sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=int(cfg.warmup_ratio * horizon), num_training_steps=horizon)
     opt.zero_grad(set_to_none=True)  # a model trained before in this process keeps its last gradients
-    for _ in range(cfg.schedule_offset):
+    for _ in range(window.offset):
         opt.step()  # no grads (cleared above): a no-op for AdamW, keeps torch's scheduler-order check quiet
         sched.step()
     if moments:

@@ -9,10 +9,10 @@ repository is this file as written by `fedrag app` (a test keeps them equal).
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 
 from fedrag._io import atomic_write_text
+from fedrag._settings import settings_of
 from fedrag.federation.task import FedTask
 
 HEADER = """\
@@ -57,7 +57,8 @@ def _toml(value) -> str:
 
 def render_pyproject(strategy: str = "ra-dit") -> str:
     """The app's pyproject.toml; `strategy` is the default the config names."""
-    values = {f.name: f.default for f in fields(FedTask) if f.default is not None}  # None: unset, the site's default
+    defaults = {name: f.default for name, (f, _) in settings_of(FedTask).items()}
+    values = {k: v for k, v in defaults.items() if v is not None}  # None: unset, the site's default
     values["strategy"] = strategy
     config = "".join(f"{name.replace('_', '-')} = {_toml(v)}\n" for name, v in values.items())
     return HEADER + BODY + config

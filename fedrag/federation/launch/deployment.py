@@ -237,8 +237,8 @@ class LocalDeployment:
 
 def run_timeout(task: FedTask) -> float:
     """How long `flwr run` may take: every round of every phase waiting out
-    `task.round_timeout` twice, plus start-up (the server fails short rounds itself)."""
-    return 600 + 2 * task.round_timeout * task.rounds * len(task.plan().phases)
+    `task.aggregation.round_timeout` twice, plus start-up (the server fails short rounds itself)."""
+    return 600 + 2 * task.aggregation.round_timeout * task.training.rounds * len(task.plan().phases)
 
 
 def deploy(
@@ -254,20 +254,20 @@ def deploy(
     """Run `task` on a local SuperLink + one SuperNode per site; return the server's cost.json.
 
     The sites share this machine's cores: `threads_per_site` defaults to cores // sites.
-    `timeout` (default: long enough for every round to wait out `task.round_timeout`
+    `timeout` (default: long enough for every round to wait out `task.aggregation.round_timeout`
     twice) bounds `flwr run`; the server itself fails a round that misses its sites."""
     timeout = timeout or run_timeout(task)
     threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
     with LocalDeployment(Path(workdir), certs, auth_keys, threads, resident) as dep:
         dep.start_superlink()
         # on loopback every site is the user's own: each allows the bundled models and this task's
-        allow = [*DEFAULT_MODELS, *(m for m in (task.retriever, task.generator) if m not in DEFAULT_MODELS + ("none",))]
+        allow = [*DEFAULT_MODELS, *(m for m in (task.models.retriever, task.models.generator) if m not in DEFAULT_MODELS + ("none",))]
         for i, p in enumerate(site_paths):
             dep.start_supernode(
                 i, p["corpus"], p["train"], allow_models=[str(Path(m).resolve()) if Path(m).exists() else m for m in allow]
             )
         dep.submit(task, timeout=timeout)
-    cost = Path(task.out) / "cost.json"
+    cost = Path(task.run.out) / "cost.json"
     if not cost.exists():
         from fedrag.errors import FedragError
 
@@ -277,12 +277,12 @@ def deploy(
 
 def submit_remote(task: FedTask, address: str, root_certificates: str | None = None, timeout: float | None = None) -> dict:
     """Submit `task` to a running SuperLink (its sites already connected); wait for the
-    end. `task.out` is a path on the SuperLink's host: its cost.json is returned when
+    end. `task.run.out` is a path on the SuperLink's host: its cost.json is returned when
     this host can read it, else where the outputs are."""
     import tempfile
 
     with LocalDeployment(Path(tempfile.mkdtemp(prefix="fedrag-submit-"))) as dep:
         dep.connect(address, root_certificates)
         dep.submit(task, timeout=timeout or run_timeout(task))
-    cost = Path(task.out) / "cost.json"
-    return json.loads(cost.read_text()) if cost.is_file() else {"out": task.out, "outputs": "on the SuperLink's host"}
+    cost = Path(task.run.out) / "cost.json"
+    return json.loads(cost.read_text()) if cost.is_file() else {"out": task.run.out, "outputs": "on the SuperLink's host"}

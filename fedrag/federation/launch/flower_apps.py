@@ -41,13 +41,13 @@ def site_from_node_config(context):
         return cfg["corpus"], load_qa(cfg["train"])
     if "partition-id" in cfg and "num-partitions" in cfg:
         task = run_task(context.run_config)
-        if not (task.corpus and task.train):
+        if not (task.run.corpus and task.run.train):
             raise FedragError(
                 "Flower's simulation: give the run config's corpus and train (absolute paths), e.g. "
                 '--run-config \'corpus="/data/corpus.jsonl" train="/data/train.jsonl"\''
             )
         paths = simulated_site(
-            task.corpus, task.train, int(cfg["num-partitions"]), task.partition, task.seed, int(cfg["partition-id"])
+            task.run.corpus, task.run.train, int(cfg["num-partitions"]), task.run.partition, task.training.seed, int(cfg["partition-id"])
         )
         return paths["corpus"], load_qa(paths["train"])
     raise FedragError('this SuperNode needs --node-config \'corpus="..." train="..."\' (its own data files)')
@@ -76,7 +76,7 @@ def simulated_site(corpus: str, train: str, n_sites: int, mode: str, seed: int, 
 def to_flower(task: FedTask | None, site_data=site_from_node_config, policy=None, plan=None):
     """Return `(client_app, server_app)` for `task` (`None`: read from run_config).
     `plan`: any Strategy object (a composition of stage objects, your own included) to
-    federate instead of the task's named one (`task.strategy` may also be an import
+    federate instead of the task's named one (`task.models.strategy` may also be an import
     path `"module:attribute"`, for deployment).
     `policy(context) -> SitePolicy` limits the models a site loads (default: its node
     config's `allow-models`, else the bundled models; [`TRUSTED`][fedrag.federation.site.policy.TRUSTED]

@@ -191,7 +191,7 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
             raise_recorded_error(task)  # the ServerApp's own one-line reason, when it recorded one
             raise _engine_error(exc) from exc
     raise_recorded_error(task)
-    cost = Path(task.out) / "cost.json"
+    cost = Path(task.run.out) / "cost.json"
     if not cost.exists():
         from fedrag.errors import FedragError
 

@@ -18,7 +18,7 @@ def privacy_sections(history: list[dict], task: FedTask, accountant) -> dict:
     local = local_dp_report(history, task)
     if local:
         out["local_dp"] = local
-    if task.secagg:
+    if task.privacy.secagg:
         out["secure_aggregation"] = secagg_report(history, task)
     return out
 
@@ -30,8 +30,8 @@ def secagg_report(history: list[dict], task: FedTask) -> dict:
         "protocol": "SecAgg+ (Flower)",
         "rounds": len(rounds),
         "threshold": sorted({r["threshold"] for r in rounds}),
-        "clip": task.secagg_clip,
-        "quantization": task.secagg_quantization,
+        "clip": task.privacy.secagg_clip,
+        "quantization": task.privacy.secagg_quantization,
         "dropped_sites": sum(r["dropped"] for r in rounds),
         "clipped_values": sum(r.get("clipped_values", 0) for r in rounds),
         "server_sees": "per round, the weighted sum of the sites' updates (decoded); never one site's update",
@@ -47,8 +47,8 @@ def dp_report(spent, task: FedTask, history: list[dict] = ()) -> dict:
         "epsilon": float(spent.epsilon) if released else None,
         "delta": float(spent.delta),
         "releases": released,
-        "noise_multiplier": task.dp_noise,
-        "clip": task.dp_clip,
+        "noise_multiplier": task.privacy.dp_noise,
+        "clip": task.privacy.dp_clip,
         "weighting": "equal: each site's clipped update is 1/n of the round's mean, whatever its example count",
         "sites_per_round": sorted({int(h["dp_sites"]) for h in history if "dp_sites" in h}),
         "covers": (
@@ -67,12 +67,12 @@ def local_dp_report(history: list[dict], task: FedTask) -> dict | None:
         for node, m in entry.get("site_metrics", {}).items():
             if "local-dp-epsilon" in m:
                 sites[node] = {"epsilon": m["local-dp-epsilon"], "releases": int(m["local-dp-releases"])}
-    if not sites and task.local_dp_noise <= 0:
+    if not sites and task.privacy.local_dp_noise <= 0:
         return None
     return {
-        "noise_multiplier": task.local_dp_noise,
-        "clip": task.local_dp_clip,
-        "delta": task.dp_delta,
+        "noise_multiplier": task.privacy.local_dp_noise,
+        "clip": task.privacy.local_dp_clip,
+        "delta": task.privacy.dp_delta,
         "sites": sites,
         "covers": "each site's model updates, noised on the site before they leave it (RDP, composed per site)",
         "not_covered": NOT_COVERED,

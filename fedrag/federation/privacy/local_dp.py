@@ -36,7 +36,7 @@ LEDGER_DIR = ".fedrag-privacy"
 def noise_multiplier(task: FedTask, node_config) -> float:
     """The larger of the task's `local_dp_noise` and the site's own node config
     `local-dp-noise`: a site can demand more noise than the server asks for, never less."""
-    return max(float(task.local_dp_noise), float(node_config.get("local-dp-noise", 0.0)))
+    return max(float(task.privacy.local_dp_noise), float(node_config.get("local-dp-noise", 0.0)))
 
 
 def accountant(delta: float, state: dict | None = None):
@@ -139,12 +139,12 @@ def make_local_dp_mod(task_of, site_data):
             raise FedragError("local DP: the reply's tensors differ from the global ones it updates")
         names = list(out.keys())
         new = [np.array(a, copy=True) for a in out.to_numpy_ndarrays()]
-        compute_clip_model_update(new, sent.to_numpy_ndarrays(), task.local_dp_clip)
+        compute_clip_model_update(new, sent.to_numpy_ndarrays(), task.privacy.local_dp_clip)
         # fresh OS entropy: the training RNGs are seeded from the task, which the server knows
         rng = np.random.default_rng()
         for a in new:
-            a += rng.normal(0.0, z * task.local_dp_clip, a.shape).astype(a.dtype)
-        acc = accountant(task.dp_delta, ledger.get("accountant"))
+            a += rng.normal(0.0, z * task.privacy.local_dp_clip, a.shape).astype(a.dtype)
+        acc = accountant(task.privacy.dp_delta, ledger.get("accountant"))
         acc.compose(release_event(z))
         spent = acc.get_privacy_spent()
         report = TrainReport.from_record(reply.content[METRICS])
@@ -157,8 +157,8 @@ def make_local_dp_mod(task_of, site_data):
                 save_file(dict(zip(names, new)), str(tmp / "reply.safetensors"))
                 ledger = {
                     "noise_multiplier": z,
-                    "clip": task.local_dp_clip,
-                    "delta": task.dp_delta,
+                    "clip": task.privacy.local_dp_clip,
+                    "delta": task.privacy.dp_delta,
                     "accountant": acc.state_dict(),
                     "last": {"digest": digest, "metrics": dict(metrics)},
                 }

@@ -38,7 +38,7 @@ _FITRES = {"fitres.metrics", "fitres.status"}  # the masked-vector reply's legac
 def threshold(task, sites: int) -> int:
     """Shares needed to rebuild a dropped site's masks: the task's `secagg_threshold`, else
     a majority of the round's sites (at least 2)."""
-    return task.secagg_threshold or max(2, sites // 2 + 1)
+    return task.privacy.secagg_threshold or max(2, sites // 2 + 1)
 
 
 class _Proxy:
@@ -192,8 +192,8 @@ class SecureAggregation:
             num_shares=1.0,  # every sampled site holds a share of every other's keys
             reconstruction_threshold=need,
             max_weight=self.max_weight,
-            clipping_range=self.task.secagg_clip,
-            quantization_range=self.task.secagg_quantization,
+            clipping_range=self.task.privacy.secagg_clip,
+            quantization_range=self.task.privacy.secagg_quantization,
             modulus_range=MODULUS,
             timeout=timeout,
         )(channel, context)
@@ -202,8 +202,8 @@ class SecureAggregation:
             "sites": len(originals),
             "threshold": need,
             "dropped": len(originals) - len(bridge.results),
-            "clip": self.task.secagg_clip,
-            "quantization": self.task.secagg_quantization,
+            "clip": self.task.privacy.secagg_clip,
+            "quantization": self.task.privacy.secagg_quantization,
         }
         reasons = []
         if bridge.aggregate is not None:

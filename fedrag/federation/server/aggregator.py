@@ -21,7 +21,7 @@ def make_accountant(task: FedTask, state: dict | None = None):
 
     accountant = RdpAccountant(
         PrivacyConfig(
-            target_delta=task.dp_delta,
+            target_delta=task.privacy.dp_delta,
             population_size=POPULATION,
             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
             sampling_method=SamplingMethod.NO_AMPLIFICATION,
@@ -43,18 +43,18 @@ def make_aggregator(task: FedTask, accountant=None, record: dict | None = None):
     from flwr.serverapp import strategy as fs
 
     common = dict(
-        fraction_train=task.fraction,
-        min_train_nodes=task.min_sites,
-        min_available_nodes=task.min_sites,
-        fraction_evaluate=0.0 if task.eval_qa else task.fraction,
-        min_evaluate_nodes=task.min_sites,
+        fraction_train=task.aggregation.fraction,
+        min_train_nodes=task.aggregation.min_sites,
+        min_available_nodes=task.aggregation.min_sites,
+        fraction_evaluate=0.0 if task.run.eval_qa else task.aggregation.fraction,
+        min_evaluate_nodes=task.aggregation.min_sites,
     )
-    cls = getattr(fs, FLOWER_CLASSES[task.aggregator])
+    cls = getattr(fs, FLOWER_CLASSES[task.aggregation.aggregator])
     extra = {
-        "fedprox": {"proximal_mu": task.proximal_mu},
-        "fedadam": {"eta": task.server_lr},
-        "fedyogi": {"eta": task.server_lr},
-    }.get(task.aggregator, {})
+        "fedprox": {"proximal_mu": task.aggregation.proximal_mu},
+        "fedadam": {"eta": task.aggregation.server_lr},
+        "fedyogi": {"eta": task.aggregation.server_lr},
+    }.get(task.aggregation.aggregator, {})
     strategy = cls(**common, **extra)
     if task.dp_enabled:
         import numpy as np
@@ -66,6 +66,6 @@ def make_aggregator(task: FedTask, accountant=None, record: dict | None = None):
         from fedrag.federation.privacy.central_dp import CentralDP
 
         strategy = CentralDP(
-            strategy, task.dp_noise, task.dp_clip, task.min_sites, accountant or make_accountant(task), record=record
+            strategy, task.privacy.dp_noise, task.privacy.dp_clip, task.aggregation.min_sites, accountant or make_accountant(task), record=record
         )
     return strategy

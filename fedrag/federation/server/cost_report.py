@@ -28,9 +28,9 @@ def run_summary(history: list, wall: float, task: FedTask, plan) -> dict:
     sent = [h.get("bytes_sent", 0) + h.get("context_bytes_sent", 0) for h in history]
     per_site = [s / max(h.get("sites", 1), 1) for s, h in zip(sent, history)]
     per_site += [h.get("bytes_received", 0) / max(h.get("replies", 1), 1) for h in history]
-    lora = lora_default(task.retriever_lora, True)
+    lora = lora_default(task.models.retriever_lora, True)
     return {
-        "strategy": task.strategy or task.stage,
+        "strategy": task.models.strategy or task.models.stage,
         "wall_s": wall,
         "rounds": len(history),
         "bytes_sent": sum(sent),

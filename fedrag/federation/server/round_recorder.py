@@ -2,14 +2,14 @@
 implements the Strategy interface by delegating each of its methods explicitly to the
 wrapped strategy (nothing else is forwarded) and adds these things, without patching any method.
 
-* The sites evaluate only every `task.evaluate_every` rounds of a phase and at its
+* The sites evaluate only every `task.run.evaluate_every` rounds of a phase and at its
   last round (never when 0). `done` is the rounds the phase finished before a resume:
   Flower counts this call's rounds from 1, the task counts the phase's.
 * The aggregated train/evaluate metrics of round `r` (and each site's own train
   metrics, under `site_metrics`) land in `metrics[r]` as soon as they exist, so
   `rounds.json` and the checkpoint get them that round (Flower hands them back only
   when the whole `start()` returns).
-* A round with fewer usable train replies than `task.min_sites` ends the run at once
+* A round with fewer usable train replies than `task.aggregation.min_sites` ends the run at once
   (`quorum` raises), before Flower would aggregate nothing and go on to an evaluate
   round that waits out the timeout a second time.
 * The aggregated tensors keep the phase's dtypes (`dtypes`): FedAdam/FedYogi compute in
@@ -75,8 +75,8 @@ class RoundRecorder(Strategy):
 
     def configure_evaluate(self, server_round, arrays, config, grid):
         rnd = self.done + server_round
-        every = self.task.evaluate_every
-        if every == 0 or (rnd % every and rnd != self.task.rounds):
+        every = self.task.run.evaluate_every
+        if every == 0 or (rnd % every and rnd != self.task.training.rounds):
             return []
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 

@@ -39,19 +39,19 @@ class ServerRun:
         from fedrag.train.tracking import Tracker
 
         self.grid, self.task, self.plan = grid, task, plan
-        self.out = Path(task.out)
+        self.out = Path(task.run.out)
         self.rag = _server_model(task, plan.shared_retriever)
         self.start_phase, self.rounds_done, self.history, dp_state = load_checkpoint(self.out, self.rag, task, len(plan.phases))
         (self.out / "cost.json").unlink(missing_ok=True)  # this run trains: an older summary no longer describes OUT
         self.accountant = make_accountant(task, dp_state)
         self.evaluator = _server_evaluator(task, self.rag)
-        self.tracker = Tracker(task.report_to, self.out / "tracking", f"{self.out.name}/federated", task.to_config())
+        self.tracker = Tracker(task.run.report_to, self.out / "tracking", f"{self.out.name}/federated", task.to_config())
 
     def run(self) -> dict:
         t_run = time.perf_counter()
         for idx in range(self.start_phase, len(self.plan.phases)):
             done = self.rounds_done if idx == self.start_phase else 0
-            if done < self.task.rounds:
+            if done < self.task.training.rounds:
                 PhaseRun(self, idx, done).run()
         self.tracker.close()
         return self.finish(time.perf_counter() - t_run)
@@ -68,8 +68,8 @@ class ServerRun:
 
         _halt_if_stopped()
         task, plan = self.task, self.plan
-        phases = [{"stage": p.name, "steps": task.rounds * task.local_steps, "examples": "-"} for p in plan.phases]
-        fed = {"sites": task.min_sites, "rounds": task.rounds, "local_steps": task.local_steps, "aggregator": task.aggregator}
+        phases = [{"stage": p.name, "steps": task.training.rounds * task.training.local_steps, "examples": "-"} for p in plan.phases]
+        fed = {"sites": task.aggregation.min_sites, "rounds": task.training.rounds, "local_steps": task.training.local_steps, "aggregator": task.aggregation.aggregator}
         save_models(self.rag, self.out, plan.name, phases, plan=plan, federated=fed)  # decoded as trained, as centrally
         summary = run_summary(self.history, seconds, task, plan)
         summary.update(privacy_sections(self.history, task, self.accountant))
@@ -104,15 +104,15 @@ class PhaseRun:
         from fedrag.errors import FedragError
 
         task = self.task
-        if got >= task.min_sites:
+        if got >= task.aggregation.min_sites:
             return
         last = self.audit[-1] if self.audit else {}  # Flower would keep the old arrays: this round trained nothing
         reasons = "; ".join(
             last.get("failure_reasons", []) + [f"rejected by the audit: {r}" for r in last.get("rejected_reasons", [])]
         )
         raise FedragError(
-            f"phase {self.idx} round {self.done + server_round}: {got} of {task.min_sites} required sites "
-            f"replied within {task.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "") + f"; {RESUME_HINT}"
+            f"phase {self.idx} round {self.done + server_round}: {got} of {task.aggregation.min_sites} required sites "
+            f"replied within {task.aggregation.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "") + f"; {RESUME_HINT}"
         )
 
     def on_round(self, server_round: int, arrays):
@@ -153,12 +153,12 @@ class PhaseRun:
     def _exchange(self):
         """Secure aggregation's exchange when the task asks for it: the strategy then sees
         only the sites' decoded aggregate."""
-        if not self.task.secagg:
+        if not self.task.privacy.secagg:
             return None
         from fedrag.federation.privacy.secagg import SecureAggregation
 
-        cfg = self.task.train_config(phase=self.phase, retriever_lora=lora_default(self.task.retriever_lora, True))
-        return SecureAggregation(self.task, max_weight=self.task.local_steps * cfg.batch_size * cfg.grad_accum)
+        cfg = self.task.train_config(phase=self.phase, retriever_lora=lora_default(self.task.models.retriever_lora, True))
+        return SecureAggregation(self.task, max_weight=self.task.training.local_steps * cfg.batch_size * cfg.grad_accum)
 
     def run(self) -> None:
         import torch
@@ -173,10 +173,10 @@ class PhaseRun:
         strategy = RoundRecorder(aggregator, task, self.done, self.site_metrics, dtypes, self.quorum)
         instruction = self.instruction()
         strategy.start(
-            grid=AuditedGrid(run.grid, self.audit, self.layout, task.min_sites, task.round_timeout, exchange=self._exchange()),
+            grid=AuditedGrid(run.grid, self.audit, self.layout, task.aggregation.min_sites, task.aggregation.round_timeout, exchange=self._exchange()),
             initial_arrays=to_wire(self.initial),
-            num_rounds=task.rounds - self.done,
-            timeout=task.round_timeout,
+            num_rounds=task.training.rounds - self.done,
+            timeout=task.aggregation.round_timeout,
             train_config=instruction.to_record(),  # one record each: Flower's strategies add their keys to it
             evaluate_config=instruction.to_record(),
             evaluate_fn=self.on_round,
@@ -194,17 +194,17 @@ def _server_model(task: FedTask, shared: bool = False):
     from fedrag.generate.generator import training_weights_dtype
     from fedrag.retrieve import Retriever
 
-    ret = Retriever.load(task.retriever, device=task.device, lora=lora_default(task.retriever_lora, True), shared=shared)
+    ret = Retriever.load(task.models.retriever, device=task.run.device, lora=lora_default(task.models.retriever_lora, True), shared=shared)
     gen = (
         None
-        if task.generator == "none"
+        if task.models.generator == "none"
         else Generator.load(
-            task.generator,
-            device=task.device,
-            lora=task.lora,
+            task.models.generator,
+            device=task.run.device,
+            lora=task.models.lora,
             trainable=True,
-            seed=task.seed,
-            dtype=training_weights_dtype(task.dtype, task.lora),
+            seed=task.training.seed,
+            dtype=training_weights_dtype(task.training.dtype, task.models.lora),
         )
     )
     return SimpleNamespace(retriever=ret, generator=gen)
@@ -212,7 +212,7 @@ def _server_model(task: FedTask, shared: bool = False):
 
 def _server_evaluator(task: FedTask, rag):
     """Server-side held-out evaluation (EM/F1/Recall@5) when `eval_corpus`/`eval_qa` are set."""
-    if not task.eval_qa:
+    if not task.run.eval_qa:
         return None
     from fedrag.data import load_qa
     from fedrag.evaluate import evaluate
@@ -220,13 +220,13 @@ def _server_evaluator(task: FedTask, rag):
     from fedrag.rag import RAGSystem
     from fedrag.retrieve.search import Searcher, resolve_refresh
 
-    examples = load_qa(task.eval_qa, limit=task.eval_limit)
-    store = load_store(task.eval_corpus, rag.retriever)
+    examples = load_qa(task.run.eval_qa, limit=task.run.eval_limit)
+    store = load_store(task.run.eval_corpus, rag.retriever)
     current = [store]  # re-embedded at most once per round, only when the encoder moved
 
     def fn(model):
-        searcher = Searcher(current[0], model.retriever, refresh=resolve_refresh(task.index_refresh, federated=True))
-        system = RAGSystem(searcher, model.generator, top_k=task.top_k)
+        searcher = Searcher(current[0], model.retriever, refresh=resolve_refresh(task.models.index_refresh, federated=True))
+        system = RAGSystem(searcher, model.generator, top_k=task.models.top_k)
         system.sync_store()  # a shared encoder the round moved: score against passages it embedded
         current[0] = system.store
         m = evaluate(system, examples, progress=False)
@@ -258,7 +258,7 @@ def _progress(entry: dict, task: FedTask, phases: int) -> None:
     loss = entry.get("clients_train-loss")
     parts = [
         f"phase {entry['phase'] + 1}/{phases} ({entry['stage']})",
-        f"round {entry['round']}/{task.rounds}",
+        f"round {entry['round']}/{task.training.rounds}",
         f"{entry.get('replies', 0)} replies" + (f", {entry['rejected']} rejected" if entry.get("rejected") else ""),
         f"site loss {loss:.4f}" if loss is not None else "",
         f"{entry['seconds']:.0f}s",

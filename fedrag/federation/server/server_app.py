@@ -23,7 +23,7 @@ def raise_recorded_error(task: FedTask) -> None:
     """Raise the ServerApp's failure (written to OUT/error.json) in the launching process."""
     from fedrag.errors import FedragError
 
-    path = Path(task.out) / ERROR_FILE
+    path = Path(task.run.out) / ERROR_FILE
     if path.is_file():
         raise FedragError(json.loads(path.read_text())["error"])
 
@@ -33,7 +33,7 @@ def run_server(grid, task: FedTask, plan=None) -> dict:
     (the ServerApp runs in another thread or process than the CLI)."""
     from fedrag.errors import FedragError
 
-    out = Path(task.out)
+    out = Path(task.run.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / ERROR_FILE).unlink(missing_ok=True)
     try:

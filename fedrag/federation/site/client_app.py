@@ -151,9 +151,9 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         apply_defaults()  # a site's process is an entry point: Ray workers do not inherit the launcher's filters
         t = task or run_task(context.run_config)
         site = policy(context)
-        site.check(retriever=t.retriever, generator=t.generator)
+        site.check(retriever=t.models.retriever, generator=t.models.generator)
         if plan is None:
-            site.check_strategy(t.strategy)
+            site.check_strategy(t.models.strategy)
         return t
 
     from fedrag.federation.privacy.local_dp import make_local_dp_mod
@@ -171,7 +171,7 @@ def make_client_app(task: FedTask | None, site_data, policy=None, mods=(), plan=
         arrival["prepare_s"] = time.perf_counter() - t_enter  # policy check, plan import, the site's data
         instruction = RoundInstruction.from_record(msg.content[CONFIG])
         key = _optimizer_key(instruction.phase)
-        moments = (context.state[key] if key in context.state else ArrayRecord()) if t.keep_optimizer else None
+        moments = (context.state[key] if key in context.state else ArrayRecord()) if t.training.keep_optimizer else None
         kwargs = dict(
             task=t,
             corpus=corpus,

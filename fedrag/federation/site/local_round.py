@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import astuple
 
 import torch
 
@@ -20,7 +19,7 @@ from fedrag.federation.wire.tensors import from_record, from_wire, record_bytes,
 from fedrag.federation.task import FedTask
 from fedrag.train.state import get_state, set_state, trainable_parameters
 
-# (the task's values, corpus, device, shared) -> the site's RAG system; the last two: a
+# (the task, corpus, device, shared) -> the site's RAG system; the last two: a
 # process serves one run at a time, and a whole-task key gives another run fresh models
 _RAGS: OrderedDict = OrderedDict()
 _KEEP = 2
@@ -36,16 +35,16 @@ def _build_rag(task: FedTask, corpus: str, device: str, shared: bool):
 
     return build_training_rag(
         corpus,
-        task.retriever,
-        task.generator,
-        task.lora,
-        task.top_k,
+        task.models.retriever,
+        task.models.generator,
+        task.models.lora,
+        task.models.top_k,
         device,
-        task.seed,
-        retriever_lora=lora_default(task.retriever_lora, federated=True),
+        task.training.seed,
+        retriever_lora=lora_default(task.models.retriever_lora, federated=True),
         shared_retriever=shared,
-        dtype=task.dtype,
-        index_refresh=resolve_refresh(task.index_refresh, federated=True),
+        dtype=task.training.dtype,
+        index_refresh=resolve_refresh(task.models.index_refresh, federated=True),
     )
 
 
@@ -53,7 +52,7 @@ def site_rag(task: FedTask, corpus: str, device: str | None = None, shared: bool
     """The site's RAG system (models + private store) on `device` (default the task's),
     cached per process; `shared`: one encoder for questions and passages (a plan that
     trains the passage side)."""
-    key = (astuple(task), corpus, device or task.device, shared)
+    key = (task, corpus, device or task.run.device, shared)
     if key not in _RAGS:
         _RAGS[key] = _build_rag(task, corpus, key[2], shared)
         _LOADS[0] += 1
@@ -109,9 +108,11 @@ def train_round(
     rag.sync_store()  # global tensors that moved a shared encoder: the site's store follows, as centrally
     load_s = time.perf_counter() - t_load  # imports, models, store, the round's tensors
     # the round's settings, built once: the task's, the stage's defaults, the phase's overrides (as centrally)
-    cfg = task.train_config(instruction.round, instruction.mu, phase=phase, retriever_lora=rag.retriever.is_lora)
+    cfg = task.train_config(instruction.round, phase=phase, retriever_lora=rag.retriever.is_lora)
     t0 = time.perf_counter()
-    res = train_stage(stage, rag, examples, cfg, reference=state if instruction.mu else None, optimizer_state=optimizer_state)
+    fedprox = {"reference": state if instruction.mu else None, "prox_mu": instruction.mu}
+    window = task.round_window(instruction.round)
+    res = train_stage(stage, rag, examples, cfg, optimizer_state=optimizer_state, window=window, **fedprox)
     new = get_state(rag, stage.trains)
     _ROUNDS[0] += 1
     report = TrainReport(
