@@ -123,3 +123,27 @@ def test_a_site_process_parses_a_run_config_once():
     first = client.run_task(config)
     assert client.run_task(dict(config)) is first and first == FedTask.from_config(config)
     assert client.run_task({**config, "rounds": 4}).training.rounds == 4
+
+
+def test_a_rounds_window_continues_the_phases_schedule_where_the_earlier_rounds_left_it():
+    """Linear warmup then decay over the phase's 6 steps (warmup int(0.5 · 6) = 3), hand-computed:
+    lr(s) = 0.3 · s/3 for s < 3, else 0.3 · (6 - s)/3. Round 2 of 3 rounds of 2 steps starts at s = 2."""
+    import torch
+
+    from fedrag.errors import FedragError
+    from fedrag.train.config import TrainConfig
+    from fedrag.train.optimizer import RoundWindow, optimizer_and_schedule
+
+    params = {"retriever.w": torch.nn.Parameter(torch.zeros(2))}
+    cfg = TrainConfig(steps=2, lr_retriever=0.3, warmup_ratio=0.5)
+    opt, sched = optimizer_and_schedule(params, cfg, 2, None, RoundWindow(6, 2))
+    seen = [sched.get_last_lr()[0]]
+    for _ in range(2):
+        opt.step()
+        sched.step()
+        seen.append(sched.get_last_lr()[0])
+    assert seen == pytest.approx([0.3 * 2 / 3, 0.3 * 3 / 3, 0.3 * 2 / 3])
+    _, alone = optimizer_and_schedule(params, cfg, 2, None)  # central: the stage's own 2 steps, warmup int(1.0) = 1
+    assert alone.get_last_lr()[0] == 0.0
+    with pytest.raises(FedragError, match="offset 6 of 6"):
+        RoundWindow(6, 6)
