@@ -42,8 +42,11 @@ def test_the_docs_site_builds_strictly(tmp_path):
 
     text = html.unescape(re.sub(r"<[^>]+>", " ", api))
     text = re.sub(r"\s+", " ", text)
-    for cls in (TrainConfig, FedTask):
-        for f in fields(cls):
+    from fedrag._settings import settings_of
+
+    for cls in (TrainConfig, FedTask):  # FedTask's parts too: each part's settings, with their help
+        found = [*fields(cls), *(f for f, _ in settings_of(cls).values())]
+        for f in found:
             help_text = re.sub(r"\s+", " ", f.metadata.get("help", ""))
             assert help_text, f"{cls.__name__}.{f.name} has help"
             assert f"{f.name} : " in text and help_text in text, f"the reference lists {cls.__name__}.{f.name} with its help"
@@ -65,6 +68,10 @@ def test_the_docs_site_builds_strictly(tmp_path):
         for m in remote.finditer(f.read_text(errors="replace"))
     ]
     assert not loads, "\n".join(loads[:20])
+    # Material's "source" component asks the GitHub API for the repository's facts from its script
+    site = tmp_path / "site"
+    asks = [str(f.relative_to(site)) for f in site.rglob("*.html") if 'data-md-component="source"' in f.read_text()]
+    assert not asks, f"pages whose repository link fetches from api.github.com: {asks[:5]}"
     assert remote.search('<script src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js">')
     assert remote.search('<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">')
 

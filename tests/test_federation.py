@@ -566,7 +566,9 @@ def test_the_audit_rejects_leaking_replies(tiny_models, sites, tmp_path):
     from fedrag.train import get_state, make_stage, train_stage
 
     honest = sites[3][0]
-    rag = build_training_rag(honest["corpus"], task.models.retriever, task.models.generator, True, task.models.top_k, "cpu", task.training.seed)
+    rag = build_training_rag(
+        honest["corpus"], task.models.retriever, task.models.generator, True, task.models.top_k, "cpu", task.training.seed
+    )
     with one_thread():
         train_stage(make_stage("ralt", top_k=task.models.top_k), rag, load_qa(honest["train"]), task.train_config(1))
     final = load_file(str(tmp_path / "audit" / "checkpoint" / "global.safetensors"))
@@ -750,7 +752,14 @@ def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
     (simulate if name == "ra-dit" else run_in_process)(task, sites[1], plan=plan)
     site = sites[1][0]
     rag = like_a_site(task, site["corpus"], plan.shared_retriever)
-    cfg = TrainConfig(steps=3, batch_size=2, lr_generator=1e-2, lr_retriever=1e-3, seed=task.training.seed, warmup_ratio=task.training.warmup_ratio)
+    cfg = TrainConfig(
+        steps=3,
+        batch_size=2,
+        lr_generator=1e-2,
+        lr_retriever=1e-3,
+        seed=task.training.seed,
+        warmup_ratio=task.training.warmup_ratio,
+    )
     # a site never takes keep_best from a stage (LSR's default, Phase.config): the central run it equals leaves it off
     cfg = cfg.set(keep_best=False)
     with one_thread():

@@ -177,7 +177,6 @@ def test_every_public_name_resolves():
 def test_the_shipped_flower_app_config_matches_the_task_defaults():
     """The app is generated from FedTask (fedrag app); the repository's copy is that output."""
     import tomllib
-    from dataclasses import fields
 
     from fedrag.federation import FedTask
     from fedrag.federation.launch.app_pyproject import render_pyproject

@@ -45,7 +45,9 @@ def _released(task: FedTask, releases: int):
 
     acc = make_accountant(task)
     for _ in range(releases):
-        event = GaussianPrivacyEvent(task.privacy.dp_noise, sample_size=task.aggregation.min_sites, population_size=acc.config.population_size)
+        event = GaussianPrivacyEvent(
+            task.privacy.dp_noise, sample_size=task.aggregation.min_sites, population_size=acc.config.population_size
+        )
         acc.compose(event)
     return acc
 

@@ -180,9 +180,7 @@ def _one_step(rag, start, examples, mu, reference):
     from fedrag.train import RALTStage, TrainConfig, set_state, train_stage
 
     set_state(rag, start)
-    cfg = TrainConfig(
-        steps=1, batch_size=2, lr_generator=1e-2, scheduler="constant", warmup_ratio=0.0, max_grad_norm=0.0
-    )
+    cfg = TrainConfig(steps=1, batch_size=2, lr_generator=1e-2, scheduler="constant", warmup_ratio=0.0, max_grad_norm=0.0)
     moments = {}
     res = train_stage(RALTStage(top_k=2), rag, examples, cfg, reference=reference, optimizer_state=moments, prox_mu=mu)
     return res.history[0]["loss"], {k: moments[f"{k}::exp_avg"].double() / (1 - 0.9) for k in start}

@@ -261,7 +261,10 @@ def deploy(
     with LocalDeployment(Path(workdir), certs, auth_keys, threads, resident) as dep:
         dep.start_superlink()
         # on loopback every site is the user's own: each allows the bundled models and this task's
-        allow = [*DEFAULT_MODELS, *(m for m in (task.models.retriever, task.models.generator) if m not in DEFAULT_MODELS + ("none",))]
+        allow = [
+            *DEFAULT_MODELS,
+            *(m for m in (task.models.retriever, task.models.generator) if m not in DEFAULT_MODELS + ("none",)),
+        ]
         for i, p in enumerate(site_paths):
             dep.start_supernode(
                 i, p["corpus"], p["train"], allow_models=[str(Path(m).resolve()) if Path(m).exists() else m for m in allow]

@@ -47,7 +47,12 @@ def site_from_node_config(context):
                 '--run-config \'corpus="/data/corpus.jsonl" train="/data/train.jsonl"\''
             )
         paths = simulated_site(
-            task.run.corpus, task.run.train, int(cfg["num-partitions"]), task.run.partition, task.training.seed, int(cfg["partition-id"])
+            task.run.corpus,
+            task.run.train,
+            int(cfg["num-partitions"]),
+            task.run.partition,
+            task.training.seed,
+            int(cfg["partition-id"]),
         )
         return paths["corpus"], load_qa(paths["train"])
     raise FedragError('this SuperNode needs --node-config \'corpus="..." train="..."\' (its own data files)')

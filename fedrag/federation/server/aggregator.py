@@ -66,6 +66,11 @@ def make_aggregator(task: FedTask, accountant=None, record: dict | None = None):
         from fedrag.federation.privacy.central_dp import CentralDP
 
         strategy = CentralDP(
-            strategy, task.privacy.dp_noise, task.privacy.dp_clip, task.aggregation.min_sites, accountant or make_accountant(task), record=record
+            strategy,
+            task.privacy.dp_noise,
+            task.privacy.dp_clip,
+            task.aggregation.min_sites,
+            accountant or make_accountant(task),
+            record=record,
         )
     return strategy

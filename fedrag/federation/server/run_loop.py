@@ -68,8 +68,15 @@ class ServerRun:
 
         _halt_if_stopped()
         task, plan = self.task, self.plan
-        phases = [{"stage": p.name, "steps": task.training.rounds * task.training.local_steps, "examples": "-"} for p in plan.phases]
-        fed = {"sites": task.aggregation.min_sites, "rounds": task.training.rounds, "local_steps": task.training.local_steps, "aggregator": task.aggregation.aggregator}
+        phases = [
+            {"stage": p.name, "steps": task.training.rounds * task.training.local_steps, "examples": "-"} for p in plan.phases
+        ]
+        fed = {
+            "sites": task.aggregation.min_sites,
+            "rounds": task.training.rounds,
+            "local_steps": task.training.local_steps,
+            "aggregator": task.aggregation.aggregator,
+        }
         save_models(self.rag, self.out, plan.name, phases, plan=plan, federated=fed)  # decoded as trained, as centrally
         summary = run_summary(self.history, seconds, task, plan)
         summary.update(privacy_sections(self.history, task, self.accountant))
@@ -112,7 +119,9 @@ class PhaseRun:
         )
         raise FedragError(
             f"phase {self.idx} round {self.done + server_round}: {got} of {task.aggregation.min_sites} required sites "
-            f"replied within {task.aggregation.round_timeout:.0f}s" + (f" (site errors: {reasons})" if reasons else "") + f"; {RESUME_HINT}"
+            f"replied within {task.aggregation.round_timeout:.0f}s"
+            + (f" (site errors: {reasons})" if reasons else "")
+            + f"; {RESUME_HINT}"
         )
 
     def on_round(self, server_round: int, arrays):
@@ -173,7 +182,14 @@ class PhaseRun:
         strategy = RoundRecorder(aggregator, task, self.done, self.site_metrics, dtypes, self.quorum)
         instruction = self.instruction()
         strategy.start(
-            grid=AuditedGrid(run.grid, self.audit, self.layout, task.aggregation.min_sites, task.aggregation.round_timeout, exchange=self._exchange()),
+            grid=AuditedGrid(
+                run.grid,
+                self.audit,
+                self.layout,
+                task.aggregation.min_sites,
+                task.aggregation.round_timeout,
+                exchange=self._exchange(),
+            ),
             initial_arrays=to_wire(self.initial),
             num_rounds=task.training.rounds - self.done,
             timeout=task.aggregation.round_timeout,
@@ -194,7 +210,9 @@ def _server_model(task: FedTask, shared: bool = False):
     from fedrag.generate.generator import training_weights_dtype
     from fedrag.retrieve import Retriever
 
-    ret = Retriever.load(task.models.retriever, device=task.run.device, lora=lora_default(task.models.retriever_lora, True), shared=shared)
+    ret = Retriever.load(
+        task.models.retriever, device=task.run.device, lora=lora_default(task.models.retriever_lora, True), shared=shared
+    )
     gen = (
         None
         if task.models.generator == "none"

@@ -157,4 +157,3 @@ def _kind(hint) -> str:
         return "int|str"
     args = [a for a in get_args(hint) if a is not type(None)]
     return (args[0] if args else hint).__name__
-

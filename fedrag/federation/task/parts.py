@@ -2,9 +2,9 @@
 sites train, how the server aggregates, what privacy the run keeps, and where the run
 reads, writes, evaluates and reports.
 
-Each part is a frozen dataclass whose fields are settings ([`fedrag._settings.setting`][fedrag._settings.setting]):
+Each part is a frozen dataclass whose fields are settings (`fedrag._settings.setting`):
 a setting another class owns (the sites' training settings are
-[`TrainConfig`][fedrag.train.TrainConfig]'s) is carried with [`same`][fedrag._settings.same],
+[`TrainConfig`][fedrag.train.TrainConfig]'s) is carried with `fedrag._settings.same`,
 so its default, help and roles are written once. Each part checks its own values; what
 ties two parts together is checked by [`FedTask`][fedrag.federation.task.FedTask].
 """
