@@ -1,6 +1,7 @@
 """Real Flower runs (Simulation Engine / loopback deployment) with tiny models."""
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -246,6 +247,46 @@ def stale_ray_cluster():
     shutil.rmtree(root, ignore_errors=True)
 
 
+HEAD = """
+import sys, time
+import ray
+ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
+         _system_config={"worker_niceness": 0})  # Ray's nice 15 starves the sites on a busy CI box
+print(ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(900)
+"""
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray cluster someone else started (a head on 127.0.0.1 in another process, starting
+    while the test goes on): the process, and a function that waits for its address. The
+    head and its children are killed by PID afterwards."""
+    from fedrag.federation.launch.processes import children
+
+    head = subprocess.Popen(
+        [sys.executable, "-c", HEAD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+
+    @functools.cache
+    def address() -> str:
+        line = head.stdout.readline().strip()
+        assert line.startswith("127.0.0.1:"), line
+        return line
+
+    try:
+        yield head, address
+    finally:
+        for pid in [*children(head.pid)[::-1], head.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        head.wait()
+
+
 def _killed_after_round_1(cmd: list[str], env: dict) -> None:
     """Run `cmd` until its server saves round 1's checkpoint, where it kills itself with
     SIGKILL (`FEDRAG_FAULT`, an exact step, not a timer); then what it started dies too."""
@@ -267,7 +308,11 @@ def _killed_after_round_1(cmd: list[str], env: dict) -> None:
 
 
 @pytest.mark.slow
-def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp_path):
+def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(tiny_models, demo_dir, tmp_path, ray_head):
+    """The whole simulation dies after round 1; the same command resumes it, here with
+    `--ray-address HOST:PORT`: on a Ray cluster someone else started, which the run leaves
+    running, its address recorded in cost.json."""
+    head, address = ray_head
     out = tmp_path / "resume"
     cmd = [
         sys.executable,
@@ -315,11 +360,14 @@ def test_killed_server_resumes_without_losing_a_round(tiny_models, demo_dir, tmp
     weights = out / "checkpoint" / "global.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(good[: len(good) // 2])  # a checkpoint truncated on disk: one line, nothing trained
-    refused(cmd, "corrupt checkpoint")
+    on_cluster = [*cmd, "--ray-address", address()]
+    refused(on_cluster, "corrupt checkpoint")
     weights.write_bytes(good)
     assert json.loads(state.read_text())["rounds_done"] == done_before
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(on_cluster, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
+    assert json.loads((out / "cost.json").read_text())["ray_address"] == address()
+    assert head.poll() is None, "the cluster outlives the run: fedrag only disconnected from it"
     assert f"{done_before} of 3 rounds done" in res.stderr, "the user is told the run resumes"
     history = json.loads((out / "rounds.json").read_text())
     assert [r["round"] for r in history] == [1, 2, 3], "every round exactly once across the kill"
@@ -376,13 +424,15 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(
     state = out / "checkpoint" / "state.json"
     _killed_after_round_1(cmd, env)
     assert json.loads(state.read_text())["rounds_done"] == 1, "killed before the end"
+    # the uninterrupted run: the very task the command built (its checkpoint's settings), in
+    # this process (a Ray worker's one thread; the weights are the Simulation Engine's)
+    task = FedTask.from_config({**json.loads(state.read_text())["task"], "evaluate_every": 0, "out": str(tmp_path / "whole")})
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "rounds done" in res.stderr, res.stderr
-    whole = tmp_path / "whole"
-    res = subprocess.run([*cmd[:-1], str(whole)], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    with one_thread():
+        run_in_process(task, sites[2])
     resumed = load_file(str(out / "checkpoint" / "global.safetensors"))
-    uninterrupted = load_file(str(whole / "checkpoint" / "global.safetensors"))
+    uninterrupted = load_file(str(tmp_path / "whole" / "checkpoint" / "global.safetensors"))
     assert set(resumed) == set(uninterrupted)
     for k in resumed:
         assert torch.allclose(resumed[k], uninterrupted[k], rtol=1e-5, atol=1e-7), k
@@ -859,97 +909,11 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(
         assert json.loads(out.strip().splitlines()[-1])["decoding"] == recorded["decoding"]
 
 
-HEAD = """
-import sys, time
-import ray
-ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR",
-         _system_config={"worker_niceness": 0})  # Ray's nice 15 starves the sites on a busy CI box
-print(ray.get_runtime_context().gcs_address, flush=True)
-time.sleep(900)
-"""
-
-
-@pytest.mark.slow
-def test_a_simulation_runs_on_a_running_ray_cluster_and_records_its_address(tiny_models, demo_dir, tmp_path):
-    """`fedrag federate --ray-address HOST:PORT` runs the sites on a Ray cluster someone else
-    started (here a head on 127.0.0.1 in another process), leaves that cluster running, and
-    records the address in cost.json."""
-    from fedrag.federation.launch.processes import children
-
-    head = subprocess.Popen(
-        [sys.executable, "-c", HEAD],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "RAY_ADDRESS": ""},
-    )
-    try:
-        address = head.stdout.readline().strip()
-        assert address.startswith("127.0.0.1:"), address
-        out = tmp_path / "fed"
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedrag",
-                "federate",
-                "--stage",
-                "ralt",
-                "--sites",
-                "2",
-                "--rounds",
-                "1",
-                "--local-steps",
-                "1",
-                "--batch-size",
-                "2",
-                "--evaluate-every",
-                "0",
-                "--corpus",
-                str(demo_dir / "corpus.jsonl"),
-                "--train",
-                str(demo_dir / "train.jsonl"),
-                "--retriever",
-                tiny_models["retriever"],
-                "--generator",
-                tiny_models["generator"],
-                "--out",
-                str(out),
-                "--ray-address",
-                address,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "FLWR_HOME": str(tmp_path / "flwr")},
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        assert json.loads((out / "cost.json").read_text())["ray_address"] == address
-        assert head.poll() is None, "the cluster outlives the run: fedrag only disconnected from it"
-    finally:
-        for pid in [*children(head.pid)[::-1], head.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        head.wait()
+def test_ray_address_applies_to_the_simulation_engine_only(demo_dir, tmp_path):
     bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedrag",
-            "federate",
-            "--stage",
-            "ralt",
-            "--engine",
-            "deployment",
-            "--ray-address",
-            address,
-            "--corpus",
-            str(demo_dir / "corpus.jsonl"),
-            "--train",
-            str(demo_dir / "train.jsonl"),
-            "--out",
-            str(tmp_path / "x"),
-        ],
+        [sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--engine", "deployment"]
+        + ["--ray-address", "127.0.0.1:9", "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl")]
+        + ["--out", str(tmp_path / "x")],
         capture_output=True,
         text=True,
     )
