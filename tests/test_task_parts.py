@@ -109,6 +109,9 @@ def test_a_part_checks_its_values_and_the_task_checks_what_ties_parts():
         FedTask(strategy="ra-dit", aggregator="fedmedian")
     with pytest.raises(FedragError, match="exceeds --min-sites 2"):  # privacy x aggregation
         FedTask(strategy="ra-dit", secagg=True, secagg_threshold=3, min_sites=2)
+    for server_optimizer in ("fedadam", "fedyogi"):  # privacy x aggregation: refused before any site starts
+        with pytest.raises(FedragError, match=f"central DP .* not {server_optimizer}"):
+            FedTask(strategy="ra-dit", aggregator=server_optimizer, dp_noise=1.0)
     with pytest.raises(FedragError, match="exactly one of strategy or stage"):
         FedTask(models=Models(strategy="ra-dit", stage="ralt"))
 

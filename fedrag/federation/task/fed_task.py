@@ -47,7 +47,12 @@ class FedTask:
         """What ties two parts together (each part checks its own values)."""
         if bool(self.models.strategy) == bool(self.models.stage):
             raise FedragError("a federated task needs exactly one of strategy or stage")
-        privacy, sites = self.privacy, self.aggregation.min_sites
+        privacy, sites, aggregator = self.privacy, self.aggregation.min_sites, self.aggregation.aggregator
+        if privacy.dp_enabled and aggregator not in ("fedavg", "fedprox"):  # before any site starts, not at round 1
+            raise FedragError(
+                f"central DP (--dp-noise) needs --aggregator fedavg or fedprox, not {aggregator}: "
+                "Flower's accounted DP averages the clipped updates as FedAvg does"
+            )
         if privacy.secagg and sites < 2:
             raise FedragError("secure aggregation needs --min-sites >= 2")
         if privacy.secagg and self.training.batch_size == "auto":  # the masked sums' bound counts a site's examples
