@@ -65,6 +65,10 @@ def read_checkpoint(out: Path, task: FedTask, phases: int) -> dict | None:
     try:
         s = json.loads(state.read_text())
         s.update(phase=int(s["phase"]), rounds_done=int(s["rounds_done"]), history=list(s["history"]))
+        from safetensors import safe_open
+
+        with safe_open(str(Path(out) / CKPT / "global.safetensors"), "pt") as weights:  # the header covers the file
+            weights.keys()
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
         raise FedragError(
             f"{Path(out) / CKPT}: corrupt checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
