@@ -165,7 +165,7 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
                 except ProcessLookupError:
                     pass
         err = "".join(lines)
-        assert not names, f"try {i + 1}: processes left running after exit (killed now): {names}"
+        assert not names, f"try {i + 1}: processes left running after exit (killed now): {names}\nfedrag said:\n{err}"
         assert code == 130, f"try {i + 1}: exit {code}\n{err}"
         kept = [line.strip() for line in lines if line.strip()]
         rounds = [int(m.group(1)) for line in kept if (m := ROUND_LINE.match(line))]
