@@ -77,7 +77,7 @@ def curve(data: Path, out: Path, stage: str, sizes: list[int], key: str, eval_ar
         pieces = ["--retriever", str(run / "retriever")] if stage == "contrastive" else ["--generator", str(run / "generator")]
         secs += _run(["eval", "--corpus", corpus, "--test", test, *eval_args, *pieces, "--predictions", str(preds)], preds)
         mean, diff, low, high, gained, lost, p = _pair(_rows(base, key), _rows(preds, key))
-        steps = json.loads((run / "cost.json").read_text()).get("steps", "")
+        steps = json.loads((run / "cost.json").read_text())["total"]["steps"]
         rows.append(
             [
                 stage,

@@ -62,12 +62,23 @@ def main() -> None:
             rag.reencode_store()
         rag.searcher.stale = mode == "rerank"
         scores[mode], secs[mode] = recall(rag, test), time.perf_counter() - t0
-    for mode, label in (("untuned", "untuned encoder, its own store"), ("none", "stale store, no refresh"),
-                        ("rerank", "stale store, re-ranked (rerank)"), ("phase", "store re-embedded (phase)")):
+    for mode, label in (
+        ("untuned", "untuned encoder, its own store"),
+        ("none", "stale store, no refresh"),
+        ("rerank", "stale store, re-ranked (rerank)"),
+        ("phase", "store re-embedded (phase)"),
+    ):
         s = untuned if mode == "untuned" else scores[mode]
         gained, lost, p = paired_sign_test(scores["phase"], s) if mode != "phase" else (0, 0, 1.0)
-        rows.append([label, round(sum(s) / len(s), 3), f"+{gained} / -{lost}" if mode != "phase" else "-",
-                     f"{p:.2g}" if mode != "phase" else "-", round(secs.get(mode, 0.0), 1)])
+        rows.append(
+            [
+                label,
+                round(sum(s) / len(s), 3),
+                f"+{gained} / -{lost}" if mode != "phase" else "-",
+                f"{p:.2g}" if mode != "phase" else "-",
+                round(secs.get(mode, 0.0), 1),
+            ]
+        )
     print(f"contrastive on {len(train)} training questions ({train_s:.0f} s); Recall@5 on {len(test)} held-out questions")
     print(table(["retrieval after training", "Recall@5", "vs phase: gained / lost", "p", "s (incl. re-embedding)"], rows))
 
