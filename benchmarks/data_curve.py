@@ -53,7 +53,8 @@ def curve(data: Path, out: Path, stage: str, sizes: list[int], key: str, eval_ar
     corpus, test = str(data / "corpus.jsonl"), str(data / "test.jsonl")
     base = out / f"{stage}_untuned.jsonl"
     secs = _run(["eval", "--corpus", corpus, "--test", test, *eval_args, "--predictions", str(base)], base)
-    rows = [[stage, 0, "untuned", round(sum(_rows(base, key).values()) / len(_rows(base, key)), 3), "", "", "", "", secs]]
+    untuned = _rows(base, key)
+    rows = [[stage, 0, "untuned", round(sum(untuned.values()) / len(untuned), 3), "", "", "", "", secs]]
     for n in sizes:
         run, preds = out / f"{stage}_{n}", out / f"{stage}_{n}.jsonl"
         secs = _run(
@@ -76,7 +77,7 @@ def curve(data: Path, out: Path, stage: str, sizes: list[int], key: str, eval_ar
         )
         pieces = ["--retriever", str(run / "retriever")] if stage == "contrastive" else ["--generator", str(run / "generator")]
         secs += _run(["eval", "--corpus", corpus, "--test", test, *eval_args, *pieces, "--predictions", str(preds)], preds)
-        mean, diff, low, high, gained, lost, p = _pair(_rows(base, key), _rows(preds, key))
+        mean, diff, low, high, gained, lost, p = _pair(untuned, _rows(preds, key))
         steps = json.loads((run / "cost.json").read_text())["total"]["steps"]
         rows.append(
             [

@@ -87,14 +87,13 @@ def train_stage(
     """Train `stage` on `examples` for `cfg.total_steps` optimizer steps.
 
     `reference` (named tensors) with `prox_mu` adds FedProx's `mu/2 · ||w - w_ref||²`
-    ([`ProximalTerm`][fedrag.train.fedprox.ProximalTerm]); a federated site's round trains
-    inside its phase's schedule ([`RoundWindow`][fedrag.train.optimizer.RoundWindow]). With `out_dir`, metrics go to
-    `metrics.jsonl` and checkpoints (safetensors) to `checkpoint/`; `resume=True` continues
-    from that checkpoint ([`Checkpoints`][fedrag.train.resume.Checkpoints]).
-    `optimizer_state` (named tensors, see
-    [`export_optimizer_state`][fedrag.train.checkpoint.export_optimizer_state]) starts AdamW
-    from saved moments and is updated in place with the final ones: a federated site
-    passes the same dict every round, so its optimizer continues instead of restarting.
+    ([`ProximalTerm`][fedrag.train.fedprox.ProximalTerm]); a federated round trains inside
+    its phase's schedule ([`RoundWindow`][fedrag.train.optimizer.RoundWindow]). With `out_dir`, metrics
+    go to `metrics.jsonl`, checkpoints (safetensors) to `checkpoint/`, and `resume=True`
+    continues from there ([`Checkpoints`][fedrag.train.resume.Checkpoints]).
+    `optimizer_state` ([`export_optimizer_state`][fedrag.train.checkpoint.export_optimizer_state]'s
+    named tensors) starts AdamW from saved moments and is updated in place with the final
+    ones: a site passing the same dict every round continues its optimizer.
     Under `torchrun` each process trains on its share of every batch (see
     [`fedrag.train.distributed`][fedrag.train.distributed]); only rank 0 writes to `out_dir`.
     With `cfg.keep_best` and no `val`, a fifth of `examples` is set aside by gold title
