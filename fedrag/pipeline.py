@@ -11,7 +11,7 @@ from fedrag.data.jsonl import load_corpus
 from fedrag.errors import FedragError, StoreError
 from fedrag.rag import RAGSystem
 from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
-from fedrag.retrieve.search import TOP_K, Retrieval
+from fedrag.retrieve.choices import TOP_K, Retrieval
 
 
 def resolve_device(device: str = "auto") -> str:

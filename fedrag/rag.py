@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 from fedrag.generate.decoding import GenerationSettings, rag_sequence_decode, rag_token_decode
-from fedrag.retrieve.search import TOP_K, Hit, Searcher
+from fedrag.retrieve.choices import TOP_K
+from fedrag.retrieve.search import Hit, Searcher
 
 
 @dataclass

@@ -169,6 +169,23 @@ def test_import_fedrag_has_no_side_effects_and_federation_needs_no_cli():
     assert res.returncode == 0 and "compare" in res.stdout and "search-lr" in res.stdout, res.stderr
 
 
+def test_a_sites_clientapp_process_imports_no_torch():
+    """Flower starts a ClientApp process per message (four a round under secure aggregation);
+    with a resident worker it only parses the task, checks and forwards: torch's import
+    (about a CPU second) would be paid on every message."""
+    code = (
+        "import sys; from fedrag.federation.site.client_app import make_client_app, run_task; "
+        "from fedrag.federation.launch.flwr_components import client_app; "  # what Flower's ClientApp process loads
+        "from fedrag.federation.task import FedTask; "
+        "cfg = FedTask(strategy='joint-token', rounds=2).to_config(); app = make_client_app(None, lambda c: None); "
+        "assert run_task(cfg).training.rounds == 2; "
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss') if m in sys.modules]; "
+        "assert not heavy, heavy; print('ok')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
 def test_every_public_name_resolves():
     for name in fedrag.__all__:
         assert getattr(fedrag, name) is not None, name

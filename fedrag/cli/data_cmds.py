@@ -12,7 +12,7 @@ import typer
 from fedrag.cli.options import DEVICE, IntOrName, app, choice_option, collect, settings, with_settings, write_json
 from fedrag.generate.decoding import Decoding, GenerationSettings
 from fedrag.models import WeightDtype
-from fedrag.retrieve.search import Retrieval
+from fedrag.retrieve.choices import Retrieval
 from fedrag.strategies.settings import PlanSettings
 
 EvalDecoding = Literal["auto", Decoding]  # auto: the recorded decoding (Literals flatten: one list of decodings)

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from fedrag._settings import check_choice
 from fedrag.data.types import Passage
+from fedrag.retrieve.choices import MODES, TOP_K, IndexRefresh, Retrieval  # noqa: F401 - their old home
 from fedrag.retrieve.sparse import BM25Index, reciprocal_rank_fusion
 from fedrag.retrieve.store import KnowledgeStore
 
-Retrieval = Literal["dense", "bm25", "hybrid"]
-MODES: tuple[str, ...] = get_args(Retrieval)
-TOP_K = 3  # passages retrieved per question unless told: every stage, strategy, pipeline and CLI default
-IndexRefresh = Literal["auto", "phase", "rerank"]
 # candidates a stale index returns per hit wanted, re-ranked with fresh passage embeddings
 # (Atlas' "re-ranking" refresh, Izacard et al. 2022)
 RERANK_DEPTH = 4

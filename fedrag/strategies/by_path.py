@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedrag.errors import FedragError
-from fedrag.retrieve.search import TOP_K
+from fedrag.retrieve.choices import TOP_K
 
 
 def import_strategy(path: str, top_k: int = TOP_K):

@@ -6,7 +6,7 @@ from typing import get_args
 
 from fedrag._settings import check_choice
 from fedrag.errors import FedragError
-from fedrag.retrieve.search import TOP_K
+from fedrag.retrieve.choices import TOP_K
 from fedrag.strategies.base import Phase, Strategy
 from fedrag.strategies.choices import StrategyName, TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.stages import (

@@ -22,7 +22,7 @@ import itertools
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings
-from fedrag.retrieve.search import TOP_K
+from fedrag.retrieve.choices import TOP_K
 from fedrag.strategies.base import Strategy
 from fedrag.train.cost import Cost
 from fedrag.train.config import TrainConfig

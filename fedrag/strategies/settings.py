@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fedrag._settings import check_choices, setting
 from fedrag.errors import FedragError
 from fedrag.models import Quantize
-from fedrag.retrieve.search import TOP_K, IndexRefresh
+from fedrag.retrieve.choices import TOP_K, IndexRefresh
 from fedrag.strategies.choices import SearchMode, StrategyName, TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.choices import RaltMode
 

@@ -18,7 +18,7 @@ from fedrag._settings import check_choice
 from fedrag.data.types import Example
 from fedrag.errors import FedragError
 from fedrag.generate.decoding import RETRIEVAL_GAMMA
-from fedrag.retrieve.search import TOP_K
+from fedrag.retrieve.choices import TOP_K
 from fedrag.losses import answer_nll, info_nce, lsr_loss, rag_sequence_nll, rag_token_nll
 from fedrag.train.choices import RaltMode, StageName
 from fedrag.train.protocol import StepOutput

@@ -6,7 +6,7 @@ from fedrag.errors import FedragError
 from fedrag.evaluate import evaluate
 from fedrag.generate.decoding import GenerationSettings
 from fedrag.rag import RAGSystem
-from fedrag.retrieve.search import TOP_K
+from fedrag.retrieve.choices import TOP_K
 
 
 def validation_fn(with_generator: bool, top_k: int = TOP_K, k: int = 5, settings: GenerationSettings | None = None):

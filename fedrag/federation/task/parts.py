@@ -17,7 +17,7 @@ from typing import Literal, get_args
 from fedrag._settings import check_choices, same, setting
 from fedrag.data.partition import Partition
 from fedrag.errors import FedragError, check_finite
-from fedrag.retrieve.search import IndexRefresh
+from fedrag.retrieve.choices import IndexRefresh
 from fedrag.strategies.choices import TwoPhaseLoss, TwoPhaseOrder
 from fedrag.train.choices import RaltMode
 from fedrag.train.config import VAL_LIMIT, BatchSize, Precision
