@@ -190,3 +190,63 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
         f"\n{TRIES}/{TRIES} tries: exit after SIGINT max {max(timings):.2f}s, mean {sum(timings) / len(timings):.2f}s; "
         f"total {time.monotonic() - t_all:.0f}s"
     )
+
+
+def _spawn_named(name: str, pidfile, parent_waits: bool) -> subprocess.Popen:
+    """A stand-in process named `name` (as Ray retitles its own) below a stand-in parent,
+    which exits when given a line on stdin if `parent_waits`."""
+    script = f"(exec -a {name} sleep 300) & echo $! > {pidfile}; " + ("read _" if parent_waits else "wait")
+    return subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE, text=True)
+
+
+def _named_pid(pidfile, name: str) -> int:
+    while not (pidfile.is_file() and pidfile.read_text().strip()):
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    while not _cmdline(pid).startswith(name):  # the event: the process has its name
+        time.sleep(0.05)
+    return pid
+
+
+def _ended(pid: int) -> bool:
+    for _ in range(100):  # a guard: SIGKILL takes effect as the kernel gets to it
+        if _stat(pid) is None or _stat(pid)["state"] in "ZX":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ray_processes_seen_during_a_run_are_stopped_after_their_raylet_is_gone(tmp_path):
+    """A terminal's Ctrl-C reaches the raylet too: it dies, and its agents, no longer below
+    fedrag's process, are what `RayFamily.stop` must still stop, from what it saw during the
+    run. Stand-ins: an agent below a raylet that exits once the run has seen them, an actor
+    below another; `wind_down` ends the actor, not the agent; an unrelated process is left alone."""
+    from fedrag.federation.launch.ray_processes import RayFamily, ray_family
+
+    raylet = _spawn_named("ray::DashboardAgent", tmp_path / "agent.pid", parent_waits=True)
+    worker = _spawn_named("ray::ClientAppActor", tmp_path / "actor.pid", parent_waits=False)
+    other = subprocess.Popen(["sleep", "300"])
+    stand_ins = []
+    try:
+        agent, actor = _named_pid(tmp_path / "agent.pid", "ray::"), _named_pid(tmp_path / "actor.pid", "ray::")
+        stand_ins = [agent, actor]
+        family = RayFamily()
+        family.look()
+        assert {agent, actor} <= set(family.seen) and other.pid not in family.seen, family.seen
+        done = threading.Thread(target=lambda: None)
+        done.start()
+        family.wind_down(done)  # Flower's runtime thread, here one that has ended
+        assert _ended(actor), "the site's actor was stopped"
+        assert _stat(agent)["state"] not in "ZX", "the agent is left to the raylet until Ray is shut down"
+        raylet.communicate("\n")  # the raylet is gone: the agent now belongs to init
+        assert agent not in ray_family(), "no longer below this process"
+        family.stop()
+        assert _ended(agent), "the agent seen during the run was stopped"
+        assert other.poll() is None, "a process that is not Ray's is left alone"
+    finally:
+        for p in (raylet, worker, other):
+            p.kill()
+            p.wait()
+        for pid in stand_ins:
+            if _cmdline(pid).startswith("ray::"):
+                os.kill(pid, signal.SIGKILL)

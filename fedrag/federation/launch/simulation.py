@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
@@ -42,12 +41,16 @@ def simulate(
         os.environ["FLWR_HOME"] = home
     from fedrag.federation.server.run_loop import STOP
 
+    from fedrag.federation.launch.ray_processes import RayFamily
+
     STOP.clear()
+    ray_family = RayFamily()
     try:
-        return _in_a_thread(_simulate, task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
+        args = (task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
+        return _in_a_thread(_simulate, *args, every_2s=ray_family.look, stopping=lambda runtime: _wind_down(ray_family, runtime))
     except BaseException:
         STOP.set()  # the server publishes nothing more while the sites are stopped
-        _stop_ray()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
+        ray_family.stop()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
         raise
     finally:
         if home:
@@ -55,11 +58,21 @@ def simulate(
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _in_a_thread(fn, *args):
+def _wind_down(ray_family, runtime) -> None:
+    """An interrupt: the server publishes nothing more, then the sites' actors end and Flower's
+    runtime thread `runtime` winds down ([`RayFamily.wind_down`][fedrag.federation.launch.ray_processes.RayFamily.wind_down])."""
+    from fedrag.federation.server.run_loop import STOP
+
+    STOP.set()
+    ray_family.wind_down(runtime)
+
+
+def _in_a_thread(fn, *args, every_2s=None, stopping=None):
     """`fn(*args)` on a daemon thread while this (the main) thread waits in short steps: a
     signal handler (Ctrl-C) runs here within a step, wherever the kernel delivered the
     signal. Flower's simulation would hold the main thread in an unbounded join, where
-    a signal taken by another thread waits until the run ends."""
+    a signal taken by another thread waits until the run ends. `every_2s()` runs
+    between steps every 2 seconds; `stopping(thread)` when a signal ends the wait."""
     import threading
 
     result: dict = {}
@@ -72,46 +85,20 @@ def _in_a_thread(fn, *args):
 
     worker = threading.Thread(target=target, name="fedrag-simulation", daemon=True)
     worker.start()
-    while worker.is_alive():
-        worker.join(0.2)
+    steps = 0
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            steps += 1
+            if every_2s is not None and steps % 10 == 0:
+                every_2s()
+    except BaseException:
+        if stopping is not None:
+            stopping(worker)
+        raise
     if "error" in result:
         raise result["error"]
     return result["value"]
-
-
-def _stop_ray() -> None:
-    """Shut Ray down, then stop by PID what this process's Ray left running (its agents
-    outlive a raylet stopped mid-round on a busy machine); nothing else of ours is touched."""
-    import time
-
-    import ray
-
-    from fedrag.federation.launch.processes import children
-
-    def ours() -> list[int]:
-        return [pid for pid in children(os.getpid()) if _is_ray(pid)]
-
-    started = ours()
-    if ray.is_initialized():
-        ray.shutdown()
-    for _ in range(20):
-        left = [pid for pid in started if _is_ray(pid)]  # orphaned ones count: a zombie's cmdline is empty
-        if not left:
-            return
-        time.sleep(0.1)
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _is_ray(pid: int) -> bool:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return False
-    return cmd.startswith("ray::") or "/ray/" in cmd
 
 
 def _engine_error(exc: BaseException) -> Exception:
@@ -177,8 +164,14 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
     server_app = make_server_app(task, plan)
     backend = ray_backend(cpus_per_site, gpus_per_site, verbose, ray_address)
 
+    import ray._private.auto_init_hook as ray_auto
+
+    auto = ray_auto.enable_auto_connect
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # a Ray that an interrupt stopped is not started again (with new agents, after
+        # fedrag's cleanup) by a site still being scheduled here: Flower starts Ray itself
+        ray_auto.enable_auto_connect = False
         try:
             run_simulation(
                 server_app=server_app,
@@ -190,6 +183,8 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
         except Exception as exc:
             raise_recorded_error(task)  # the ServerApp's own one-line reason, when it recorded one
             raise _engine_error(exc) from exc
+        finally:
+            ray_auto.enable_auto_connect = auto
     raise_recorded_error(task)
     cost = Path(task.run.out) / "cost.json"
     if not cost.exists():
