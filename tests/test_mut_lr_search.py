@@ -214,6 +214,24 @@ def test_joint_grid_keeps_the_best_point_by_f1_decoded_as_rag_sequence(lr):
     assert _unchanged(rag, lr.start)
 
 
+def test_a_grid_ending_in_a_retriever_phase_chooses_the_generator_rate_by_its_answers(lr):
+    """Joint RAG-Sequence, then contrastive: the grid chooses both rates, so it is judged on
+    answers (decoded as the joint phase), not by Recall@5, which the generator's rate leaves as it is."""
+    rag = _fresh(lr)
+    joint, ret = RAGSequenceStage(top_k=2), ContrastiveStage(top_k=2)
+    report = search_lr(
+        Strategy("joint-then-ret", [Phase(joint), Phase(ret)]), rag, lr.train, lr.val_g, CFG, [1.0, 0.0], [0.0], top_k=2
+    )
+    points = report["points"]
+    assert report["mode"] == "grid" and [p["lr_generator"] for p in points] == [1.0, 0.0]
+    # retriever rate 0: both points retrieve as the untrained system (a tie by Recall@5); rate 0 on the
+    # generator answers as it did (F1 = EM = 1), one step at 1.0 does not
+    assert points[0]["recall@5"] == points[1]["recall@5"] == 1.0
+    assert (points[1]["f1"], points[1]["em"]) == (1.0, 1.0) and points[0]["f1"] < 1.0
+    assert report["best"] == {"lr_generator": 0.0, "lr_retriever": 0.0} and points[1]["chosen"]
+    assert _unchanged(rag, lr.start)
+
+
 # ---------------------------------------------------------------- phase-wise: phase 2 starts from phase 1's best
 
 

@@ -10,7 +10,8 @@
 
 Selection is on validation data: a phase that trains the generator by F1 (EM breaks
 ties), decoded as that phase trains; one that trains the retriever by Recall@5 (or
-answer-recall@5 without gold ids), which needs no generation. The best models stay
+answer-recall@5 without gold ids), which needs no generation. A grid point is judged
+as the last phase that trains the generator answers. The best models stay
 in `rag`: they *are* the final training at the chosen learning rates, so no
 retraining follows, and their cost is reported apart from the search's.
 """
@@ -155,7 +156,10 @@ def _phase_wise(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
 
 def _grid(strategy, rag, train, val, cfg, lrs_g, lrs_r, top_k, on_point):
     start = get_state(rag, strategy.trains)
-    fn, rank = _evaluator(strategy, strategy.phases[-1].stage, top_k)  # retrieval alone when no phase trains the generator
+    # judged as the last phase that trains the generator answers (its rate is chosen here too), by
+    # retrieval alone when no phase trains the generator
+    gen = [p.stage for p in strategy.phases if "generator" in p.stage.trains]
+    fn, rank = _evaluator(strategy, (gen or [strategy.phases[-1].stage])[-1], top_k)
     points, best, ranks = [], None, []
     for g, r in itertools.product(lrs_g, lrs_r):
         set_state(rag, start)
