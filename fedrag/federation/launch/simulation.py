@@ -39,9 +39,8 @@ def simulate(
     home = tempfile.mkdtemp(prefix="fedrag-flwr-") if os.environ.get("FLWR_HOME") is None else None
     if home:
         os.environ["FLWR_HOME"] = home
-    from fedrag.federation.server.run_loop import STOP
-
     from fedrag.federation.launch.ray_processes import RayFamily
+    from fedrag.federation.server.run_loop import STOP
 
     STOP.clear()
     ray_family = RayFamily()
