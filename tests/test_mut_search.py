@@ -126,6 +126,36 @@ def test_a_stale_index_reranks_its_candidates_by_fresh_embeddings(tiny_models):
     assert hits[0][0].score == pytest.approx(float(q[1] @ emb[exact[1, 0]]), rel=1e-4)
 
 
+def test_a_store_another_encoder_built_is_reranked_by_the_current_one(tiny_models):
+    """A stale store (built by another encoder, here the tiny one with noise added): at k = 3
+    its `RERANK_DEPTH * k` = 12 candidates are every passage, so the re-ranked answer is the
+    exact search with the current encoder (computed here with sentence-transformers), where
+    the store's own search answers otherwise."""
+    from sentence_transformers import SentenceTransformer
+
+    from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
+
+    passages = [Passage(f"p{i}", t) for i, t in enumerate(TEXTS)]
+    retriever, other = Retriever.load(tiny_models["retriever"]), Retriever.load(tiny_models["retriever"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+    store = KnowledgeStore.build(passages, other, use_cache=False)
+    plain = SentenceTransformer(tiny_models["retriever"], device="cpu")
+    emb = plain.encode([p.as_text() for p in passages], normalize_embeddings=True)
+    questions = ["iron passage", "tea", "salt number 3"]
+    q = plain.encode(questions, normalize_embeddings=True)
+    exact = np.argsort(-(q @ emb.T), axis=1, kind="stable")[:, :3]
+    s = Searcher(store, retriever, "dense", refresh="rerank")
+    s.stale = True
+    scores, pos = s.positions(questions, 3)
+    assert pos.tolist() == exact.tolist()
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ emb.T, exact, axis=1), rtol=1e-4, atol=1e-5)
+    s.stale = False  # precondition: the store's own search answers otherwise
+    assert s.positions(questions, 3)[1].tolist() != exact.tolist()
+
+
 def test_hybrid_hits_skip_the_padding_of_a_shallow_fusion(tiny_models):
     from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
 
