@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lines import message_lines
 from test_cli import run
 
 TRAIN = ["train", "--stage", "ralt", "--steps", "1", "--batch-size", "2"]
@@ -374,9 +374,6 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
     assert json.loads((out / "cost.json").read_text())["total"]["steps"] == 6
 
 
-PROGRESS = re.compile(r"^fedrag: [a-z ]+ \d+/\d+ \w+ \([0-9.]+/s, ETA ")  # fedrag._progress's line
-
-
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models):
     """A tmpfs too small for the trained models: the library's own error type (safetensors'
@@ -393,7 +390,7 @@ def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models):
         proc = subprocess.run([sys.executable, "-m", "fedrag", *args], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1, proc.stderr
         # the store's encoding progress comes first when no earlier test cached its embeddings
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip() and not PROGRESS.match(line)]
+        lines = message_lines(proc.stderr)
         assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
         assert not (disk / "run").exists()
     finally:
