@@ -10,6 +10,7 @@ exercise those still run real simulations and deployments.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from uuid import uuid4
 
@@ -19,6 +20,11 @@ from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+# CPUs per site at which the Ray a simulation starts holds one actor for all the sites:
+# each actor process imports torch and sentence-transformers (~8 CPU-s) and loads the models,
+# and on CI's 2 cores a second actor runs no faster. For tests where the count proves nothing.
+ONE_ACTOR = float(os.cpu_count() or 1)
 
 
 def _wire(msg: Message) -> Message:

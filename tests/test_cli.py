@@ -308,6 +308,12 @@ def bad_files(tmp_path):
             "--top-k must be >= 1, got 0",
         ),
         (
+            "strategy import path that does not import",
+            ["federate", "--strategy", "no_such_pkg:plan", "--corpus", "{d}/corpus.jsonl", "--train", "{d}/train.jsonl"]
+            + ["--out", "{t}/run"],
+            "cannot import strategy 'no_such_pkg:plan' (ModuleNotFoundError",
+        ),
+        (
             "zero fraction",
             [
                 "federate",

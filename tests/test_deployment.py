@@ -13,15 +13,8 @@ import pytest
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.deployment import LocalDeployment
-from fedrag.federation.task import FedTask
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def sites(demo_dir, tmp_path_factory):
-    passages, train = load_corpus(demo_dir / "corpus.jsonl"), load_qa(demo_dir / "train.jsonl")
-    return write_sites(partition(passages, train, 2, "iid"), tmp_path_factory.mktemp("dsites"))
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +54,40 @@ plan = custom("mine", HalfRALT())
 """
 
 
-def test_insecure_deployment_completes_and_cleans_up(tiny_models, three_sites, tmp_path):
-    """Also: a user's strategy named by import path, imported by sites whose policy lists its
-    package; and secure aggregation over 3 sites with threshold 2, one site's worker killed:
-    the site fails after the protocol's key sharing and the round completes without it."""
+def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authentication(tiny_models, three_sites, tmp_path):
+    """A federation someone else runs (SuperLink + 3 authenticated SuperNodes over TLS, with
+    the credentials `fedrag credentials` makes): `fedrag federate --superlink HOST:PORT
+    --root-certificates CA` only submits the run. Also: a user's strategy named by import
+    path, imported by sites whose policy lists its package; secure aggregation over 3 sites
+    with threshold 2, one site's worker killed: that site fails after the protocol's key
+    sharing and each round completes without it; every process started is stopped after."""
+    from fedrag.federation.launch.deployment import Certs
+    from fedrag.federation.launch.processes import children
     from fedrag.federation.site.resident_worker import wait_listening
 
+    made = subprocess.run(
+        [sys.executable, "-m", "fedrag", "credentials", "--out", str(tmp_path / "certs")]
+        + ["--host", "127.0.0.1", "--host", "localhost", "--sites", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    d = tmp_path / "certs"
+    assert oct((d / "server.key").stat().st_mode & 0o777) == "0o600" and oct((d / "site1_key").stat().st_mode & 0o777) == "0o600"
+    certs = Certs(ca=d / "ca.crt", cert=d / "server.pem", key=d / "server.key")
+    keys = [(d / f"site{i}_key", d / f"site{i}_key.pub") for i in range(3)]
+    again = subprocess.run(
+        [sys.executable, "-m", "fedrag", "credentials", "--out", str(d), "--host", "127.0.0.1", "--sites", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode != 0 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "userplans.py").write_text(USER_PLANS)
     out = tmp_path / "out"
-    with LocalDeployment(tmp_path / "dep", threads_per_site=1) as dep:
+    with LocalDeployment(tmp_path / "dep", certs, keys, threads_per_site=1) as dep:
         dep.env["PYTHONPATH"] = str(tmp_path / "user")  # the user's package is installed on every host
         dep.env["OMP_NUM_THREADS"] = "2"  # what the sites would get without the cap
         dep.start_superlink()
@@ -82,127 +99,49 @@ def test_insecure_deployment_completes_and_cleans_up(tiny_models, three_sites, t
                 allow_models=[tiny_models["retriever"], tiny_models["generator"]],
                 allow_strategies=["userplans"],
             )
-        from fedrag.federation.launch.processes import children
-
-        task = FedTask(
-            strategy="userplans:plan",
-            retriever=tiny_models["retriever"],
-            generator=tiny_models["generator"],
-            rounds=1,
-            local_steps=2,
-            batch_size=2,
-            out=str(out),
-            evaluate_every=0,
-            min_sites=2,
-            secagg=True,
-            secagg_threshold=2,
-        )
         sock, name = dep.workers[2]
         wait_listening(sock, dep.procs[name], tmp_path / "dep" / f"{name}.log")
         dep.procs[name].kill()  # site 2's models die with its worker; its SuperNode still answers the protocol
         dep.procs[name].wait()
-        dep.submit(task)
+        res = _submit(dep, certs, tiny_models, out, tmp_path)
+        log = (tmp_path / "dep" / "superlink.log").read_text()
         pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in children(p.pid)]
     assert not any(_alive(pid) for pid in pids), "every process we started is stopped"
-    rounds = json.loads((out / "rounds.json").read_text())
-    assert rounds[0]["stage"] == "half-ralt", "the user's stage ran on the sites"
-    assert rounds[0]["replies"] == 2 and rounds[0]["rejected"] == 0 and rounds[0]["metric_keys"]
-    assert rounds[0]["failures"] == 1 and "resident worker" in rounds[0]["failure_reasons"][0]
-    assert rounds[0]["secure_aggregation"]["sites"] == 3 and rounds[0]["secure_aggregation"]["dropped"] == 1
-    assert all(n.startswith("generator.") and "lora_" in n for n in rounds[0]["array_names"])
-    assert (out / "generator" / "adapter_config.json").exists()
-    assert rounds[0]["clients_threads"] == 1, "the sites' ClientApp processes got the launcher's thread cap"
-    assert not any(k.startswith("clients_eval_") for k in rounds[0]), "evaluate-every 0: no evaluate messages"
-
-
-def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authentication(tiny_models, sites, tmp_path):
-    """A federation someone else runs (SuperLink + 2 authenticated SuperNodes over TLS, with
-    the credentials `fedrag credentials` makes): `fedrag federate --superlink HOST:PORT
-    --root-certificates CA` only submits the run, here with secure aggregation."""
-    from fedrag.federation.launch.deployment import Certs
-
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedrag",
-            "credentials",
-            "--out",
-            str(tmp_path / "certs"),
-            "--host",
-            "127.0.0.1",
-            "--host",
-            "localhost",
-            "--sites",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr[-2000:]
-    d = tmp_path / "certs"
-    assert oct((d / "server.key").stat().st_mode & 0o777) == "0o600" and oct((d / "site1_key").stat().st_mode & 0o777) == "0o600"
-    certs = Certs(ca=d / "ca.crt", cert=d / "server.pem", key=d / "server.key")
-    keys = [(d / f"site{i}_key", d / f"site{i}_key.pub") for i in range(2)]
-    again = subprocess.run(
-        [sys.executable, "-m", "fedrag", "credentials", "--out", str(d), "--host", "127.0.0.1", "--sites", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert again.returncode != 0 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr
-    out = tmp_path / "out"
-    with LocalDeployment(tmp_path / "dep", certs, keys, threads_per_site=1) as dep:
-        dep.start_superlink()
-        for i, p in enumerate(sites):
-            dep.start_supernode(i, p["corpus"], p["train"], allow_models=[tiny_models["retriever"], tiny_models["generator"]])
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedrag",
-                "federate",
-                "--superlink",
-                f"127.0.0.1:{dep.port}",
-                "--root-certificates",
-                str(certs.ca),
-                "--stage",
-                "ralt",
-                "--rounds",
-                "2",
-                "--local-steps",
-                "2",
-                "--batch-size",
-                "2",
-                "--evaluate-every",
-                "0",
-                "--secagg",
-                "--retriever",
-                tiny_models["retriever"],
-                "--generator",
-                tiny_models["generator"],
-                "--out",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=tmp_path,
-        )
-        log = (tmp_path / "dep" / "superlink.log").read_text()
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 2 and "warning" not in res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 2 and "INSECURE" not in res.stderr
     assert "--insecure" not in log and "SuperNode authentication is disabled" not in log
-    assert os.path.exists(out / "generator")
+    rounds = json.loads((out / "rounds.json").read_text())
+    assert [r["stage"] for r in rounds] == ["half-ralt"] * 2, "the user's stage ran on the sites"
+    for r in rounds:
+        assert r["replies"] == 2 and r["rejected"] == 0 and r["metric_keys"]
+        assert r["failures"] == 1 and "resident worker" in r["failure_reasons"][0]
+        # under secure aggregation: the SuperNodes kept each site's protocol state between its messages
+        assert r["secure_aggregation"]["sites"] == 3 and r["secure_aggregation"]["dropped"] == 1
+        assert all(n.startswith("generator.") and "lora_" in n for n in r["array_names"])
+        assert r["clients_threads"] == 1, "the sites' ClientApp processes got the launcher's thread cap"
+        assert not any(k.startswith("clients_eval_") for k in r), "evaluate-every 0: no evaluate messages"
+    assert (out / "generator" / "adapter_config.json").exists()
     # each site's resident worker keeps its models: a fresh ClientApp process would import
     # sentence-transformers and load both models again (seconds) every round
-    rounds = json.loads((out / "rounds.json").read_text())
     seen = [[(m["model-loads"], m["process-rounds"]) for m in r["site_metrics"].values()] for r in rounds]
-    assert seen == [[(1, 1)] * 2, [(1, 2)] * 2], "each site's one worker process built its models once, for both rounds"
-    # under secure aggregation: the SuperNodes kept each site's protocol state between its messages
-    assert [r["secure_aggregation"]["sites"] for r in rounds] == [2, 2] and all(r["replies"] == 2 for r in rounds)
+    assert seen == [[(1, 1)] * 2, [(1, 2)] * 2], "each live site's one worker process built its models once, for both rounds"
     assert "masked (the server decodes only the sum)" in (out / "privacy.md").read_text()
+
+
+def _submit(dep: LocalDeployment, certs, tiny_models: dict, out: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """`fedrag federate --superlink` to `dep`'s SuperLink, as its user types it."""
+    args = ["--superlink", f"127.0.0.1:{dep.port}", "--root-certificates", str(certs.ca), "--strategy", "userplans:plan"]
+    args += ["--rounds", "2", "--local-steps", "2", "--batch-size", "2", "--evaluate-every", "0", "--min-sites", "2"]
+    args += ["--secagg", "--secagg-threshold", "2", "--retriever", tiny_models["retriever"]]
+    args += ["--generator", tiny_models["generator"], "--out", str(out)]
+    return subprocess.run(
+        [sys.executable, "-m", "fedrag", "federate", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": dep.env["PYTHONPATH"]},
+    )
 
 
 def _state(pid: int) -> str:

@@ -20,7 +20,7 @@ from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.simulation import simulate
 from fedrag.federation.task import FedTask
-from in_process import run_apps, run_in_process
+from in_process import ONE_ACTOR, run_apps, run_in_process
 from test_values_privacy import gaussian_epsilon
 
 
@@ -79,7 +79,7 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
     from fedrag.train.optimizer import RoundWindow
 
     task = task_for(tiny_models, tmp_path / "fed", stage="contrastive", rounds=2, local_steps=3, min_sites=1, keep_optimizer=True)
-    simulate(task, sites[1])
+    simulate(task, sites[1], cpus_per_site=ONE_ACTOR)
     fed = {
         k: v
         for k, v in load_file(str(tmp_path / "fed" / "checkpoint" / "global.safetensors")).items()
@@ -222,7 +222,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
     client, server = to_flower(task, flaky, lambda context: TRUSTED)
     with contextlib.suppress(FedragError):  # the ServerApp's failure surfaces here in-process
         if min_sites == 1:  # through Flower's simulation, which turns the exception into an error reply
-            run_simulation(server_app=server, client_app=client, num_supernodes=2, backend_config=ray_backend())
+            run_simulation(server_app=server, client_app=client, num_supernodes=2, backend_config=ray_backend(ONE_ACTOR))
         else:
             run_apps(client, server, 2)
     if min_sites == 1:
@@ -345,6 +345,8 @@ def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(t
         "0.8",
         "--local-dp-noise",
         "2.0",
+        "--cpus-per-site",
+        "2",  # the head's 2 CPUs: one actor serves both sites
     ]
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr")}
     state = out / "checkpoint" / "state.json"
@@ -412,6 +414,8 @@ def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(
         "1e-2",
         "--evaluate-every",
         "0",
+        "--cpus-per-site",
+        str(ONE_ACTOR),
         "--retriever",
         tiny_models["retriever"],
         "--generator",
@@ -712,7 +716,7 @@ def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tm
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     plan = custom("mine", HalfRALT(), ContrastiveStage(top_k=2, hard_negatives=1))
     task = task_for(tiny_models, tmp_path / "mine", strategy="mine", rounds=1, evaluate_every=0)
-    cost = simulate(task, sites[2], plan=plan)
+    cost = simulate(task, sites[2], plan=plan, cpus_per_site=ONE_ACTOR)
     rounds = json.loads((tmp_path / "mine" / "rounds.json").read_text())
     assert [(r["stage"], r["replies"]) for r in rounds] == [("half-ralt", 2), ("contrastive", 2)]
     assert cost["strategy"] == "mine" and (tmp_path / "mine" / "generator").exists()
@@ -799,7 +803,10 @@ def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
     task = task_for(tiny_models, tmp_path / "fed", strategy=name, rounds=1, local_steps=3, min_sites=1, evaluate_every=0)
     # one strategy goes through Flower's simulation (Ray), the others through the same apps in
     # this process: the transport is the same for every plan, the plans are what differ
-    (simulate if name == "ra-dit" else run_in_process)(task, sites[1], plan=plan)
+    if name == "ra-dit":
+        simulate(task, sites[1], plan=plan, cpus_per_site=ONE_ACTOR)
+    else:
+        run_in_process(task, sites[1], plan=plan)
     site = sites[1][0]
     rag = like_a_site(task, site["corpus"], plan.shared_retriever)
     cfg = TrainConfig(

@@ -11,6 +11,7 @@ from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.errors import FedragError
 from fedrag.federation.task import FedTask
+from in_process import ONE_ACTOR
 from in_process import run_apps
 from test_federation import one_thread
 
@@ -81,7 +82,7 @@ def _run(task, paths, fail_site=None, ray=False):
     client, server = to_flower(task, data, lambda context: TRUSTED)
     with contextlib.suppress(FedragError):
         if ray:  # as fedrag.federation.simulate starts Ray
-            run_simulation(server_app=server, client_app=client, num_supernodes=len(paths), backend_config=ray_backend())
+            run_simulation(server_app=server, client_app=client, num_supernodes=len(paths), backend_config=ray_backend(ONE_ACTOR))
         else:
             run_apps(client, server, len(paths))
     raise_recorded_error(task)

@@ -88,16 +88,17 @@ def choices(literal) -> list[str]:
     return [str(v) for v in get_args(literal)]
 
 
-def choice_option(default: Any, flag: str, literal, help: str = "", panel: str | None = None) -> Any:
+def choice_option(default: Any, flag: str, literal, help: str = "", panel: str | None = None, import_paths: bool = False) -> Any:
     """A `--flag` restricted to a `Literal`'s values: `--help` lists them in the help
-    text (which wraps between words at 80 columns, where a metavar would break mid-word)."""
-    listed = f"one of: {', '.join(choices(literal))}"
+    text (which wraps between words at 80 columns, where a metavar would break mid-word).
+    `import_paths`: a `module:attribute` is taken too (a user's own object, imported later)."""
+    listed = f"one of: {', '.join(choices(literal))}" + (", or module:attribute" if import_paths else "")
     return typer.Option(
         default,
         flag,
         help=f"{help} ({listed})" if help else listed,
         metavar="NAME",
-        click_type=click.Choice(choices(literal)),
+        click_type=NameOrImportPath(choices(literal)) if import_paths else click.Choice(choices(literal)),
         show_choices=False,
         rich_help_panel=panel,
     )
@@ -110,6 +111,17 @@ def _optional(hint) -> tuple[Any, bool]:
         if len(inner) == 1 and len(get_args(hint)) == 2:
             return inner[0], True
     return hint, False
+
+
+class NameOrImportPath(click.Choice):
+    """One of the listed names, or `module:attribute` as Flower names its apps."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and ":" in value:
+            module, _, attribute = value.partition(":")
+            if module and attribute.isidentifier():
+                return value
+        return super().convert(value, param, ctx)
 
 
 class IntOrName(click.ParamType):
