@@ -13,6 +13,7 @@ import pytest
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.deployment import LocalDeployment
+from fedrag.federation.launch.processes import children
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +24,30 @@ def three_sites(demo_dir, tmp_path_factory):
     return write_sites(partition(passages, train, 3, "iid"), tmp_path_factory.mktemp("dsites3"))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+def _seen(pids) -> dict[int, int]:
+    """pid -> start time (clock ticks since boot) of each of `pids` running now: a process,
+    not a number the kernel hands to another once it is gone (pid_max may be 32768)."""
+    seen = {}
+    for pid in pids:
+        try:
+            rest = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if rest[0] not in "ZX":
+            seen[pid] = int(rest[19])
+    return seen
+
+
+def _left_running(seen: dict[int, int], within: float = 10) -> dict[int, str]:
+    """Of the `seen` processes, those still running after up to `within` s (a killed process
+    takes a moment to go under load: a guard, not a timing), with their command lines."""
+    deadline = time.monotonic() + within
+    while True:
+        now = _seen(seen)
+        left = {pid: _cmdline(pid) for pid, start in seen.items() if now.get(pid) == start}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 USER_PLANS = """
@@ -62,7 +81,6 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
     with threshold 2, one site's worker killed: that site fails after the protocol's key
     sharing and each round completes without it; every process started is stopped after."""
     from fedrag.federation.launch.deployment import Certs
-    from fedrag.federation.launch.processes import children
     from fedrag.federation.site.resident_worker import wait_listening
 
     made = subprocess.run(
@@ -105,8 +123,9 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
         dep.procs[name].wait()
         res = _submit(dep, certs, tiny_models, out, tmp_path)
         log = (tmp_path / "dep" / "superlink.log").read_text()
-        pids = [p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in children(p.pid)]
-    assert not any(_alive(pid) for pid in pids), "every process we started is stopped"
+        seen = _seen([p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in children(p.pid)])
+    left = _left_running(seen)
+    assert not left, f"every process we started is stopped: {left}"
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 2 and "INSECURE" not in res.stderr
     assert "--insecure" not in log and "SuperNode authentication is disabled" not in log
@@ -123,8 +142,8 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
     assert (out / "generator" / "adapter_config.json").exists()
     # each site's resident worker keeps its models: a fresh ClientApp process would import
     # sentence-transformers and load both models again (seconds) every round
-    seen = [[(m["model-loads"], m["process-rounds"]) for m in r["site_metrics"].values()] for r in rounds]
-    assert seen == [[(1, 1)] * 2, [(1, 2)] * 2], "each live site's one worker process built its models once, for both rounds"
+    loads = [[(m["model-loads"], m["process-rounds"]) for m in r["site_metrics"].values()] for r in rounds]
+    assert loads == [[(1, 1)] * 2, [(1, 2)] * 2], "each live site's one worker process built its models once, for both rounds"
     assert "masked (the server decodes only the sum)" in (out / "privacy.md").read_text()
 
 
@@ -156,8 +175,6 @@ def _stop_family(proc: subprocess.Popen) -> None:
     """A launcher still running when its test fails (an assertion, pytest's timeout): it and
     every process below it are killed, by PID, so no SuperLink or SuperNode outlives the test
     (killing the launcher alone leaves them running)."""
-    from fedrag.federation.launch.processes import children
-
     if proc.poll() is not None:
         return
     for pid in children(proc.pid)[::-1]:
@@ -176,115 +193,27 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_a_site_killed_mid_round_fails_the_run_loudly_and_a_resume_completes_it(tiny_models, demo_dir, tmp_path):
-    """Two SuperNodes, --min-sites 2; site 1 dies before round 2. The run must end with
-    exit != 0 after the round timeout, round 1's checkpoint intact, no process left; the same
-    command (site back) resumes; Ctrl-C after its round 2 ends it with 130, one line and no
-    process left; the same command again finishes round 3: every round ran exactly once.
-    --out is relative (as the README writes it): the launcher resolves it before any
-    subprocess runs. Through the CLI's --tls --supernode-auth (certificates and site keys
-    made in OUT/credentials)."""
-    from fedrag.federation.launch.processes import children
-
+def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_last_round(tiny_models, demo_dir, tmp_path):
+    """Two SuperNodes, --min-sites 2, 3 rounds. Ctrl-C once round 1 is saved ends the run with
+    130, one line and no process left; the same command resumes (round 2 with both sites);
+    then site 1 dies: the run ends with exit != 0 after the round timeout naming round 3,
+    round 2's checkpoint intact, no process left and no result. That a resumed run goes on to
+    its end is the simulation's kill tests' (test_federation.py); a deployment resumes from the
+    same checkpoint. --out is relative (as the README writes it): the launcher resolves it
+    before any subprocess runs. Through the CLI's --tls --supernode-auth (certificates and
+    site keys made in OUT/credentials)."""
     timeout = 45  # a round under a loaded CI box: ClientApp processes start, import and train
-    cmd = [
-        sys.executable,
-        "-m",
-        "fedrag",
-        "federate",
-        "--engine",
-        "deployment",
-        "--stage",
-        "ralt",
-        "--sites",
-        "2",
-        "--rounds",
-        "3",
-        "--local-steps",
-        "1",
-        "--batch-size",
-        "2",
-        "--evaluate-every",
-        "0",
-        "--round-timeout",
-        str(timeout),
-        "--corpus",
-        str(demo_dir / "corpus.jsonl"),
-        "--train",
-        str(demo_dir / "train.jsonl"),
-        "--retriever",
-        tiny_models["retriever"],
-        "--generator",
-        tiny_models["generator"],
-        "--out",
-        "runs/dep",
-        "--tls",
-        "--supernode-auth",
-    ]
+    cmd = [sys.executable, "-m", "fedrag", "federate", "--engine", "deployment", "--stage", "ralt", "--sites", "2"]
+    cmd += ["--rounds", "3", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0"]
+    cmd += ["--round-timeout", str(timeout), "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl")]
+    cmd += ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
+    cmd += ["--out", "runs/dep", "--tls", "--supernode-auth"]
     out = tmp_path / "runs" / "dep"
     state = out / "checkpoint" / "state.json"
-    # the server holds itself (SIGSTOP) once round 1's checkpoint is saved: site 1 dies then,
-    # certainly before round 2 is sent, whatever the load; the server then goes on
-    env = {**os.environ, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    started: list[int] = []
+
+    proc, seen, held = _held_after_its_first_round(cmd, tmp_path)
     try:
-        held: list[int] = []
-        while not held:  # the event, not a timer: a process of the run is stopped
-            assert proc.poll() is None, proc.communicate()
-            started = sorted(set(started) | set(children(proc.pid)))
-            held = [p for p in started if _state(p) == "T"]
-            time.sleep(0.1)
-        assert json.loads(state.read_text())["rounds_done"] == 1
-        site1 = [p for p in children(proc.pid) if "flower-supernode" in _cmdline(p) and "site=1" in _cmdline(p)]
-        assert len(site1) == 1, "round 1 finished and site 1's SuperNode is running"
-        for pid in [site1[0], *children(site1[0])]:  # the site dies with its ClientApp
-            os.kill(pid, signal.SIGKILL)
-        for pid in held:
-            os.kill(pid, signal.SIGCONT)
-        _, err = proc.communicate(timeout=timeout + 300)  # a guard against a hang, not a timing
-    finally:
-        _stop_family(proc)
-    assert proc.returncode not in (0, None), err
-    last = [line for line in err.strip().splitlines() if line.strip()][-1]
-    assert "round 2: 1 of 2 required sites replied" in last and "run the same command again to resume" in last, err
-    assert "Traceback" not in err and "INSECURE" not in err, err
-    assert (out / "credentials").is_dir()
-    logs = [p.read_text() for p in out.glob("fedrag-deploy-*/superlink.log")]
-    assert logs and not any("--insecure" in t or "SuperNode authentication is disabled" in t for t in logs)
-    assert not any(_alive(p) for p in started + [proc.pid]), "every process the launcher started is stopped"
-    assert json.loads(state.read_text())["rounds_done"] == 1, "the last good round's checkpoint is intact"
-    assert not (out / "cost.json").exists() and not (out / "generator").exists(), "a failed run leaves no result"
-
-    _interrupted_after_its_first_round(cmd, tmp_path, state, timeout)
-    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    assert "resuming" in res.stdout + res.stderr
-    history = json.loads((out / "rounds.json").read_text())
-    assert [r["round"] for r in history] == [1, 2, 3] and all(r["replies"] == 2 for r in history)
-    assert json.loads((out / "cost.json").read_text())["rounds"] == 3
-
-
-def _interrupted_after_its_first_round(cmd: list[str], cwd: Path, state: Path, timeout: int) -> None:
-    """The same command resumes; once its first round (round 2) is saved, Ctrl-C as a terminal
-    sends it: SIGINT to the command's process group. It exits 130 with one line, nothing of
-    the deployment is left running, and round 2's checkpoint is kept."""
-    from fedrag.federation.launch.processes import children
-
-    env = {**os.environ, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
-    started: list[int] = []
-    try:
-        held: list[int] = []
-        while not held:  # the event, not a timer: the ServerApp holds itself after saving round 2
-            assert proc.poll() is None, proc.communicate()
-            started = sorted(set(started) | set(children(proc.pid)))
-            held = [p for p in started if _state(p) == "T"]
-            time.sleep(0.1)
-        started = sorted(set(started) | set(children(proc.pid)))
-        os.killpg(proc.pid, signal.SIGINT)  # while round 3 cannot start: the server is still held
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C as a terminal sends it, while round 2 cannot start
         for pid in held:
             os.kill(pid, signal.SIGCONT)
         _, err = proc.communicate(timeout=timeout + 300)  # a guard against a hang, not a timing
@@ -292,9 +221,57 @@ def _interrupted_after_its_first_round(cmd: list[str], cwd: Path, state: Path, t
         _stop_family(proc)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert proc.returncode == 130, err
-    assert "interrupted (Ctrl-C)" in lines[-1] and "Traceback" not in err, err
-    assert not any(_alive(p) for p in started), "every process of the deployment is stopped"
-    assert json.loads(state.read_text())["rounds_done"] == 2, "round 2's checkpoint is kept"
+    assert "interrupted (Ctrl-C)" in lines[-1] and "Traceback" not in err and "INSECURE" not in err, err
+    left = _left_running(seen)
+    assert not left, f"every process of the deployment is stopped: {left}"
+    assert json.loads(state.read_text())["rounds_done"] == 1, "round 1's checkpoint is kept"
+    assert (out / "credentials").is_dir()
+
+    # the same command resumes; once its round 2 is saved, site 1 dies, certainly before round 3 is sent
+    proc, seen, held = _held_after_its_first_round(cmd, tmp_path)
+    try:
+        site1 = [p for p in seen if "flower-supernode" in _cmdline(p) and "site=1" in _cmdline(p)]
+        assert len(site1) == 1, "round 2 finished and site 1's SuperNode is running"
+        for pid in [site1[0], *children(site1[0])]:  # the site dies with its ClientApp
+            os.kill(pid, signal.SIGKILL)
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+        res_out, err = proc.communicate(timeout=timeout + 300)  # a guard against a hang, not a timing
+    finally:
+        _stop_family(proc)
+    assert proc.returncode not in (0, None), err
+    last = [line for line in err.strip().splitlines() if line.strip()][-1]
+    assert "round 3: 1 of 2 required sites replied" in last and "run the same command again to resume" in last, err
+    assert "resuming" in res_out + err and "Traceback" not in err, err
+    logs = [p.read_text() for p in out.glob("fedrag-deploy-*/superlink.log")]
+    assert logs and not any("--insecure" in t or "SuperNode authentication is disabled" in t for t in logs)
+    left = _left_running(seen)
+    assert not left, f"every process the launcher started is stopped: {left}"
+    assert json.loads(state.read_text())["rounds_done"] == 2, "the last good round's checkpoint is intact"
+    assert not (out / "cost.json").exists() and not (out / "generator").exists(), "a failed run leaves no result"
+
+
+def _held_after_its_first_round(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen, dict[int, int], list[int]]:
+    """`cmd` started in a session of its own, its server holding itself (SIGSTOP, at an exact
+    step: `FEDRAG_FAULT`) once it saved its first round: the launcher, every process seen
+    below it (pid -> start time) and the held ones."""
+    env = {**os.environ, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    seen = _seen([proc.pid])
+    held: list[int] = []
+    try:
+        while not held:  # the event, not a timer: a process of the run is stopped
+            assert proc.poll() is None, proc.communicate()
+            seen.update(_seen(children(proc.pid)))
+            held = [p for p in seen if _state(p) == "T"]
+            time.sleep(0.1)
+    except BaseException:
+        _stop_family(proc)
+        raise
+    seen.update(_seen(children(proc.pid)))
+    return proc, seen, held
 
 
 @pytest.mark.slow
@@ -304,7 +281,6 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
     2 nodes only `partition-id`/`num-partitions`; each ClientApp takes its partition of the
     run config's corpus and train, and the server writes the run's outputs."""
     from fedrag.federation.launch.processes import BIN, free_port
-    from fedrag.federation.launch.processes import children
 
     home = tmp_path / "flwr-home"
     env = {

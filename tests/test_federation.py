@@ -801,11 +801,10 @@ def _central_and_federated(tiny_models, sites, tmp_path, plan, name):
     from fedrag.train import TrainConfig
 
     task = task_for(tiny_models, tmp_path / "fed", strategy=name, rounds=1, local_steps=3, min_sites=1, evaluate_every=0)
-    # one strategy goes through Flower's simulation (Ray), the others through the same apps in
-    # this process: the transport is the same for every plan, the plans are what differ
-    if name == "ra-dit":
-        simulate(task, sites[1], plan=plan, cpus_per_site=ONE_ACTOR)
-    else:
+    # the apps in this process, every message through Flower's wire format: the plans are what
+    # differ; Ray's transport is the same for every plan (the two-site simulation test runs
+    # RA-DIT through it)
+    with one_thread():
         run_in_process(task, sites[1], plan=plan)
     site = sites[1][0]
     rag = like_a_site(task, site["corpus"], plan.shared_retriever)
