@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from in_process import ONE_ACTOR
 
 ROUNDS = 50  # far more than a try reaches: every try is interrupted mid-run
 # 10 tries (the acceptance bar) take ~7 minutes on 2 cores, mostly start-up; the suite runs 2,
@@ -94,7 +95,7 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
         "--batch-size",
         "2",
         "--cpus-per-site",
-        "1",
+        str(ONE_ACTOR),
         "--corpus",
         str(demo_dir / "corpus.jsonl"),
         "--train",

@@ -337,21 +337,22 @@ def test_another_command_does_not_continue_an_interrupted_run(monkeypatch, capsy
 
 
 @pytest.mark.slow
-def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
+def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models, monkeypatch, capsys):
     """The second ``train --out X`` started while the first runs is refused with one line;
     the first finishes and its result is the one in X. The first is held stopped (SIGSTOP)
-    while the second tries, so it is certainly still running then, whatever the load."""
+    while the second tries, so it is certainly still running then, whatever the load. The
+    second is this test's own process (the CLI in-process: no second start-up to pay)."""
 
     def args(out, steps):
         a = [str(x) for x in _train_args(demo_dir, tiny_models, out)]
         a[a.index("--steps") + 1] = steps
-        return [sys.executable, "-m", "fedrag", *a]
+        return a
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # the first stops itself (SIGSTOP) after its first step: certainly running, whatever the load
     first = subprocess.Popen(
-        args(out, "6"),
+        [sys.executable, "-m", "fedrag", *args(out, "6")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -361,15 +362,15 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models):
         _, status = os.waitpid(first.pid, os.WUNTRACED)
         assert os.WIFSTOPPED(status), "the first run stopped itself after its first step"
         try:
-            second = subprocess.run(args(out, "1"), capture_output=True, text=True, env=env, timeout=300)
+            code, _, second_err = run(monkeypatch, capsys, *args(out, "1"))
         finally:
             first.send_signal(signal.SIGCONT)
         f_out, f_err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
             first.kill()
-    assert second.returncode == 2 and "being written by another fedrag process" in second.stderr, second.stderr
-    assert len(second.stderr.strip().splitlines()) == 1
+    assert code == 2 and "being written by another fedrag process" in second_err, second_err
+    assert len(message_lines(second_err)) == 1, second_err
     assert first.returncode == 0, f_err
     assert json.loads((out / "cost.json").read_text())["total"]["steps"] == 6
 
