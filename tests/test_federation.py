@@ -1,6 +1,7 @@
 """Real Flower runs (Simulation Engine / loopback deployment) with tiny models."""
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -308,10 +309,14 @@ def _killed_after_round_1(cmd: list[str], env: dict) -> None:
 
 
 @pytest.mark.slow
-def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(tiny_models, demo_dir, tmp_path, ray_head):
+def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(
+    tiny_models, demo_dir, tmp_path, ray_head, stale_ray_cluster
+):
     """The whole simulation dies after round 1; the same command resumes it, here with
     `--ray-address HOST:PORT`: on a Ray cluster someone else started, which the run leaves
-    running, its address recorded in cost.json."""
+    running, its address recorded in cost.json. The killed run was started on a machine where
+    a `ray start` head was killed and its address file stayed behind, which a simulation
+    without --ray-address ignores (it starts its own Ray)."""
     head, address = ray_head
     out = tmp_path / "resume"
     cmd = [
@@ -350,7 +355,7 @@ def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(t
     ]
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr")}
     state = out / "checkpoint" / "state.json"
-    _killed_after_round_1(cmd, env)  # the whole simulation (server + Ray workers) dies mid-run
+    _killed_after_round_1(cmd, {**env, "RAY_TMPDIR": stale_ray_cluster})  # the whole simulation dies mid-run
     done_before = json.loads(state.read_text())["rounds_done"]
     assert done_before == 1
 
@@ -392,54 +397,46 @@ def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(t
 
 
 @pytest.mark.slow
-def test_a_killed_and_resumed_federation_ends_with_the_uninterrupted_weights(
-    tiny_models, sites, demo_dir, tmp_path, stale_ray_cluster
-):
-    """SIGKILL after round 1 of 2, the same command again: the global weights equal those of
-    a run that was never interrupted (sites reseed per round, the schedule continues). On a
-    machine where a `ray start` head was killed and its address file stayed behind, which
-    a simulation without --ray-address ignores (it starts its own Ray)."""
+def test_a_crashed_and_resumed_federation_ends_with_the_uninterrupted_weights(tiny_models, sites, tmp_path, monkeypatch):
+    """The server dies right after saving round 1 of 2 (`FEDRAG_FAULT=fed-checkpoint:1:RAISE`,
+    an exact step); the same task run again resumes there, and its global weights equal those
+    of a run that was never interrupted (sites reseed per round, the schedule continues). In
+    this process, every message through Flower's wire format; the whole simulation killed
+    with SIGKILL and resumed is test_killed_server_resumes_on_a_running_ray_cluster_...."""
     from safetensors.torch import load_file
 
-    common = [
-        "--stage",
-        "ralt",
-        "--rounds",
-        "2",
-        "--local-steps",
-        "1",
-        "--batch-size",
-        "2",
-        "--lr-generator",
-        "1e-2",
-        "--evaluate-every",
-        "0",
-        "--cpus-per-site",
-        str(ONE_ACTOR),
-        "--retriever",
-        tiny_models["retriever"],
-        "--generator",
-        tiny_models["generator"],
-    ]
-    site_args = [a for s in sites[2] for a in ("--site", str(Path(s["corpus"]).parent))]
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "RAY_TMPDIR": stale_ray_cluster}
-    out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "fedrag", "federate", *common, *site_args, "--out", str(out)]
-    state = out / "checkpoint" / "state.json"
-    _killed_after_round_1(cmd, env)
-    assert json.loads(state.read_text())["rounds_done"] == 1, "killed before the end"
-    # the uninterrupted run: the very task the command built (its checkpoint's settings), in
-    # this process (a Ray worker's one thread; the weights are the Simulation Engine's)
-    task = FedTask.from_config({**json.loads(state.read_text())["task"], "evaluate_every": 0, "out": str(tmp_path / "whole")})
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and "rounds done" in res.stderr, res.stderr
-    with one_thread():
+    from fedrag._faults import Crash
+
+    task = task_for(tiny_models, tmp_path / "killed", stage="ralt", local_steps=1, evaluate_every=0)
+    state = tmp_path / "killed" / "checkpoint" / "state.json"
+    monkeypatch.setenv("FEDRAG_FAULT", "fed-checkpoint:1:RAISE")
+    with one_thread(), pytest.raises(Crash):
         run_in_process(task, sites[2])
-    resumed = load_file(str(out / "checkpoint" / "global.safetensors"))
+    monkeypatch.delenv("FEDRAG_FAULT")
+    assert json.loads(state.read_text())["rounds_done"] == 1, "stopped before the end"
+    assert not (tmp_path / "killed" / "generator").exists()
+    (first,) = json.loads(state.read_text())["history"]  # round 1's record, as the checkpoint keeps it
+    whole = dataclasses.replace(task, out=str(tmp_path / "whole"))
+    with one_thread():
+        run_in_process(task, sites[2])  # the same task: it resumes from round 1's checkpoint
+        run_in_process(whole, sites[2])
+    history = json.loads((tmp_path / "killed" / "rounds.json").read_text())
+    assert [r["round"] for r in history] == [1, 2], "every round exactly once"
+    assert history[0] == first, "round 1 was not run again (its record, timings included, is the one saved)"
+    resumed = load_file(str(tmp_path / "killed" / "checkpoint" / "global.safetensors"))
     uninterrupted = load_file(str(tmp_path / "whole" / "checkpoint" / "global.safetensors"))
     assert set(resumed) == set(uninterrupted)
+    start = load_file(str(_first_round_weights(task, sites[2], tmp_path / "one")))
+    assert any(not torch.equal(resumed[k], start[k]) for k in resumed), "round 2 moved the weights"
     for k in resumed:
         assert torch.allclose(resumed[k], uninterrupted[k], rtol=1e-5, atol=1e-7), k
+
+
+def _first_round_weights(task, site_paths, out: Path) -> Path:
+    """The global weights after round 1 alone (the run's first round, run by itself)."""
+    with one_thread():
+        run_in_process(dataclasses.replace(task, rounds=1, out=str(out)), site_paths)
+    return out / "checkpoint" / "global.safetensors"
 
 
 @pytest.mark.slow
