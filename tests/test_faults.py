@@ -53,3 +53,21 @@ def test_a_group_fault_reaches_the_whole_process_group():
     )
     pid, child_code = res.stdout.split()
     assert res.returncode == 0 and int(child_code) == -signal.SIGTERM, res.stderr
+
+
+def test_a_raise_fault_stops_the_work_in_this_process_at_its_pass_and_counts_afresh(monkeypatch):
+    """`:RAISE` raises `Crash` (no `Exception` handler takes it) at the named pass; the next
+    run in the same process counts its passes from 1 again."""
+    from fedrag import _faults
+
+    monkeypatch.setenv("FEDRAG_FAULT", "p:2:RAISE")
+    for _ in range(2):  # the same process, twice
+        done = []
+        with pytest.raises(_faults.Crash):
+            try:
+                for i in range(3):
+                    _faults.checkpoint("p")
+                    done.append(i)
+            except Exception:  # noqa: BLE001 - what a handler of errors would do: it must not take the crash
+                pytest.fail("Crash is not an Exception")
+        assert done == [0]
