@@ -30,8 +30,8 @@ _seen: dict[str, int] = {}
 
 class Crash(BaseException):
     """`FEDRAG_FAULT=POINT:N:RAISE`: not an `Exception`, so no handler of fedrag's or
-    Flower's takes it for an error it reports; only `finally` blocks run, as they would not
-    after a kill."""
+    Flower's takes it for an error it reports. `finally` blocks still run (after a kill
+    they would not)."""
 
 
 def checkpoint(point: str) -> None:

@@ -3,6 +3,7 @@ Flower's, for its command-line tools) runs a 2-site loopback deployment, with no
 checkout on the path. The other dependencies come from the test venv's site-packages,
 added as a plain path entry (its editable fedrag hook is not processed)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,26 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+USER_PLAN = """
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fedrag.strategies import custom
+from fedrag.train import RALTStage
+
+
+@dataclass
+class MyRALT(RALTStage):  # a stage of the user's own, by its own name
+    name: ClassVar[str] = "my-ralt"
+
+
+plan = custom("mine", MyRALT(top_k=2))
+"""
+
+
 def test_the_built_wheel_runs_a_loopback_deployment(tmp_path, tiny_models, demo_dir):
+    """Also: the user's own strategy by import path (`--strategy userplans:plan`, a package
+    of the user's on the path): a loopback deployment's sites are the user's, and import it."""
     import flwr
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -50,14 +70,16 @@ def test_the_built_wheel_runs_a_loopback_deployment(tmp_path, tiny_models, demo_
         env=env,
     ).stdout.strip()
     assert where.startswith(site), f"fedrag must come from the wheel, not the checkout: {where}"
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "userplans.py").write_text(USER_PLAN)
     res = subprocess.run(
         [
             str(fresh / "bin" / "fedrag"),
             "federate",
             "--engine",
             "deployment",
-            "--stage",
-            "ralt",
+            "--strategy",
+            "userplans:plan",
             "--sites",
             "2",
             "--rounds",
@@ -80,12 +102,14 @@ def test_the_built_wheel_runs_a_loopback_deployment(tmp_path, tiny_models, demo_
             "run",
         ],
         cwd=tmp_path,
-        env=env,
+        env={**env, "PYTHONPATH": str(tmp_path / "user")},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert [r["stage"] for r in rounds] == ["my-ralt"] and rounds[0]["replies"] == 2, "the user's strategy ran on both sites"
     assert (tmp_path / "run" / "generator" / "adapter_config.json").exists()
     logs = "".join(p.read_text() for p in (tmp_path / "run").glob("fedrag-deploy-*/*.log"))
     assert str(ROOT / "fedrag") not in logs, "no process of the deployment imported the checkout"

@@ -19,7 +19,7 @@ from fedrag.strategies.choices import StrategyName
 from fedrag.train import TrainConfig
 
 Engine = Literal["simulation", "deployment"]
-# a site imports a strategy named by import path when its policy lists the package (--allow-strategies)
+# a site imports a strategy named by import path when its policy lists the package (node config allow-strategies)
 FED_STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", "Plan", import_paths=True)
 
 

@@ -260,15 +260,17 @@ def deploy(
     threads = threads_per_site or max(1, (os.cpu_count() or 1) // len(site_paths))
     with LocalDeployment(Path(workdir), certs, auth_keys, threads, resident) as dep:
         dep.start_superlink()
-        # on loopback every site is the user's own: each allows the bundled models and this task's
+        # on loopback every site is the user's own: each allows the bundled models and this task's,
+        # and imports the task's strategy when the task names one by import path
+        strategy = task.models.strategy
+        packages = [strategy.partition(":")[0]] if ":" in strategy else None
         allow = [
             *DEFAULT_MODELS,
             *(m for m in (task.models.retriever, task.models.generator) if m not in DEFAULT_MODELS + ("none",)),
         ]
         for i, p in enumerate(site_paths):
-            dep.start_supernode(
-                i, p["corpus"], p["train"], allow_models=[str(Path(m).resolve()) if Path(m).exists() else m for m in allow]
-            )
+            models = [str(Path(m).resolve()) if Path(m).exists() else m for m in allow]
+            dep.start_supernode(i, p["corpus"], p["train"], allow_models=models, allow_strategies=packages)
         dep.submit(task, timeout=timeout)
     cost = Path(task.run.out) / "cost.json"
     if not cost.exists():
