@@ -13,7 +13,7 @@ import pytest
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.deployment import LocalDeployment
-from fedrag.federation.launch.processes import children
+from fedrag.federation.launch.processes import children, cmdline, proc_stat, running
 
 pytestmark = pytest.mark.slow
 
@@ -24,27 +24,13 @@ def three_sites(demo_dir, tmp_path_factory):
     return write_sites(partition(passages, train, 3, "iid"), tmp_path_factory.mktemp("dsites3"))
 
 
-def _seen(pids) -> dict[int, int]:
-    """pid -> start time (clock ticks since boot) of each of `pids` running now: a process,
-    not a number the kernel hands to another once it is gone (pid_max may be 32768)."""
-    seen = {}
-    for pid in pids:
-        try:
-            rest = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if rest[0] not in "ZX":
-            seen[pid] = int(rest[19])
-    return seen
-
-
 def _left_running(seen: dict[int, int], within: float = 10) -> dict[int, str]:
     """Of the `seen` processes, those still running after up to `within` s (a killed process
     takes a moment to go under load: a guard, not a timing), with their command lines."""
     deadline = time.monotonic() + within
     while True:
-        now = _seen(seen)
-        left = {pid: _cmdline(pid) for pid, start in seen.items() if now.get(pid) == start}
+        now = running(seen)
+        left = {pid: cmdline(pid) for pid, start in seen.items() if now.get(pid) == start}
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
@@ -123,7 +109,7 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
         dep.procs[name].wait()
         res = _submit(dep, certs, tiny_models, out, tmp_path)
         log = (tmp_path / "dep" / "superlink.log").read_text()
-        seen = _seen([p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in children(p.pid)])
+        seen = running([p.pid for p in dep.procs.values()] + [c for p in dep.procs.values() for c in children(p.pid)])
     left = _left_running(seen)
     assert not left, f"every process we started is stopped: {left}"
     assert res.returncode == 0, res.stderr[-3000:]
@@ -163,14 +149,6 @@ def _submit(dep: LocalDeployment, certs, tiny_models: dict, out: Path, cwd: Path
     )
 
 
-def _state(pid: int) -> str:
-    """`pid`'s state letter (``T`` when stopped), or "" once it is gone."""
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
-
-
 def _stop_family(proc: subprocess.Popen) -> None:
     """A launcher still running when its test fails (an assertion, pytest's timeout): it and
     every process below it are killed, by PID, so no SuperLink or SuperNode outlives the test
@@ -184,13 +162,6 @@ def _stop_family(proc: subprocess.Popen) -> None:
             pass
     proc.kill()
     proc.wait()
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_last_round(tiny_models, demo_dir, tmp_path):
@@ -230,7 +201,7 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     # the same command resumes; once its round 2 is saved, site 1 dies, certainly before round 3 is sent
     proc, seen, held = _held_after_its_first_round(cmd, tmp_path)
     try:
-        site1 = [p for p in seen if "flower-supernode" in _cmdline(p) and "site=1" in _cmdline(p)]
+        site1 = [p for p in seen if "flower-supernode" in cmdline(p) and "site=1" in cmdline(p)]
         assert len(site1) == 1, "round 2 finished and site 1's SuperNode is running"
         for pid in [site1[0], *children(site1[0])]:  # the site dies with its ClientApp
             os.kill(pid, signal.SIGKILL)
@@ -259,18 +230,18 @@ def _held_after_its_first_round(cmd: list[str], cwd: Path) -> tuple[subprocess.P
     proc = subprocess.Popen(
         cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
-    seen = _seen([proc.pid])
+    seen = running([proc.pid])
     held: list[int] = []
     try:
         while not held:  # the event, not a timer: a process of the run is stopped
             assert proc.poll() is None, proc.communicate()
-            seen.update(_seen(children(proc.pid)))
-            held = [p for p in seen if _state(p) == "T"]
+            seen.update(running(children(proc.pid)))
+            held = [p for p in seen if (st := proc_stat(p)) and st.state == "T"]
             time.sleep(0.1)
     except BaseException:
         _stop_family(proc)
         raise
-    seen.update(_seen(children(proc.pid)))
+    seen.update(running(children(proc.pid)))
     return proc, seen, held
 
 
@@ -317,11 +288,7 @@ def test_the_app_trains_under_flwr_run_in_flowers_local_simulation(tiny_models, 
         )
     finally:  # flwr run leaves its local SuperLink running: stop it (and its simulation) by PID
         for entry in Path("/proc").iterdir():
-            if (
-                entry.name.isdigit()
-                and "flower-superlink" in _cmdline(int(entry.name))
-                and str(home) in _cmdline(int(entry.name))
-            ):
+            if entry.name.isdigit() and "flower-superlink" in cmdline(int(entry.name)) and str(home) in cmdline(int(entry.name)):
                 for pid in [*children(int(entry.name))[::-1], int(entry.name)]:
                     try:
                         os.kill(pid, signal.SIGKILL)

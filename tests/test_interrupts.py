@@ -15,6 +15,8 @@ import time
 import pytest
 from in_process import ONE_ACTOR
 
+from fedrag.federation.launch.processes import cmdline, proc_stat, running
+
 ROUNDS = 50  # far more than a try reaches: every try is interrupted mid-run
 # 10 tries (the acceptance bar) take ~7 minutes on 2 cores, mostly start-up; the suite runs 2,
 # FEDRAG_INTERRUPT_TRIES=10 runs the full bar
@@ -23,43 +25,22 @@ ROUND_LINE = re.compile(rf"^fedrag: phase 1/1 \(ralt\), round (\d+)/{ROUNDS}\b")
 RESUMING = re.compile(rf"fedrag: resuming .*: phase 1/1, (\d+) of {ROUNDS} rounds done")
 
 
-def _stat(pid: int) -> dict | None:
-    """state, parent, session and start time (clock ticks since boot) of ``pid``, or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": comm may hold spaces or ")"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return {"state": rest[0], "ppid": int(rest[1]), "sid": int(rest[3]), "start": int(rest[19])}
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
-    except OSError:
-        return "?"
-
-
 def _family(root: int) -> dict[int, int]:
     """Every live process in ``root``'s session or below it: pid -> start time (so a reused pid is not taken for it)."""
-    procs = {pid: st for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()) if (st := _stat(pid))}
-    found = {pid for pid, st in procs.items() if st["sid"] == root or pid == root}
+    procs = {pid: st for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()) if (st := proc_stat(pid))}
+    found = {pid for pid, st in procs.items() if st.sid == root or pid == root}
     grew = True
     while grew:
-        below = {pid for pid, st in procs.items() if st["ppid"] in found} - found
+        below = {pid for pid, st in procs.items() if st.ppid in found} - found
         found |= below
         grew = bool(below)
-    return {pid: procs[pid]["start"] for pid in found if procs[pid]["state"] not in "ZX"}
+    return {pid: procs[pid].start for pid in found if procs[pid].state not in "ZX"}
 
 
 def _still_running(known: dict[int, int], root: int) -> dict[int, int]:
     """Of ``known`` (and whatever else is in ``root``'s session now), what still runs; zombies count as ended."""
-    alive = {
-        pid: start
-        for pid, start in {**known, **_family(root)}.items()
-        if (st := _stat(pid)) and st["start"] == start and st["state"] not in "ZX"
-    }
+    now = running({**known, **_family(root)})
+    alive = {pid: start for pid, start in {**known, **_family(root)}.items() if now.get(pid) == start}
     alive.pop(root, None)  # the fedrag process itself was reaped by wait()
     return alive
 
@@ -157,7 +138,7 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
                 proc.kill()
                 proc.wait()
             leftovers = _still_running(family, proc.pid) if family else {}
-            names = {pid: _cmdline(pid) for pid in leftovers}
+            names = {pid: cmdline(pid)[:160] for pid in leftovers}
             if names:
                 print(f"\ntry {i + 1}: left running after exit, killing: {names}")
             for pid in leftovers:  # by pid, never a broad name
@@ -204,14 +185,14 @@ def _named_pid(pidfile, name: str) -> int:
     while not (pidfile.is_file() and pidfile.read_text().strip()):
         time.sleep(0.05)
     pid = int(pidfile.read_text())
-    while not _cmdline(pid).startswith(name):  # the event: the process has its name
+    while not cmdline(pid).startswith(name):  # the event: the process has its name
         time.sleep(0.05)
     return pid
 
 
 def _ended(pid: int) -> bool:
     for _ in range(100):  # a guard: SIGKILL takes effect as the kernel gets to it
-        if _stat(pid) is None or _stat(pid)["state"] in "ZX":
+        if pid not in running([pid]):
             return True
         time.sleep(0.05)
     return False
@@ -238,7 +219,7 @@ def test_ray_processes_seen_during_a_run_are_stopped_after_their_raylet_is_gone(
         done.start()
         family.wind_down(done)  # Flower's runtime thread, here one that has ended
         assert _ended(actor), "the site's actor was stopped"
-        assert _stat(agent)["state"] not in "ZX", "the agent is left to the raylet until Ray is shut down"
+        assert agent in running([agent]), "the agent is left to the raylet until Ray is shut down"
         raylet.communicate("\n")  # the raylet is gone: the agent now belongs to init
         assert agent not in ray_family(), "no longer below this process"
         family.stop()
@@ -249,5 +230,5 @@ def test_ray_processes_seen_during_a_run_are_stopped_after_their_raylet_is_gone(
             p.kill()
             p.wait()
         for pid in stand_ins:
-            if _cmdline(pid).startswith("ray::"):
+            if cmdline(pid).startswith("ray::"):
                 os.kill(pid, signal.SIGKILL)

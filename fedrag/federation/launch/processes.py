@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 BIN = Path(sys.executable).parent
 
@@ -35,16 +36,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ProcStat(NamedTuple):
+    """The fields of ``/proc/PID/stat`` a process check needs."""
+
+    state: str  # "Z" zombie, "X" dead, "T" stopped
+    ppid: int
+    sid: int
+    start: int  # clock ticks after boot: tells a process from a later one given its pid
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """`pid`'s state, parent, session and start time, or None once it is gone."""
+    try:  # after "pid (comm)": comm may hold spaces or ")"
+        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return ProcStat(rest[0], int(rest[1]), int(rest[3]), int(rest[19]))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def running(pids) -> dict[int, int]:
+    """pid -> start time of each of `pids` running now (zombies have ended): a process, not
+    a number the kernel hands to another once it is gone."""
+    return {pid: st.start for pid in pids if (st := proc_stat(pid)) and st.state not in "ZX"}
+
+
+def cmdline(pid: int) -> str:
+    """`pid`'s command line, arguments joined by spaces; "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def children(pid: int) -> list[int]:
     """All descendants of `pid` (from /proc), deepest last."""
     kids: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(entry.name))
+        if entry.name.isdigit() and (st := proc_stat(int(entry.name))):
+            kids.setdefault(st.ppid, []).append(int(entry.name))
     out, todo = [], [pid]
     while todo:
         for child in kids.get(todo.pop(), []):

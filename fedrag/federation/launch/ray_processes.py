@@ -70,14 +70,16 @@ def ray_family() -> dict[int, tuple[int, str]]:
 def ray_process(pid: int) -> tuple[int, str] | None:
     """`(start time in clock ticks after boot, name)` of `pid` if it is a running Ray
     process, else None (gone, a zombie, whose cmdline is empty, or not Ray)."""
-    try:
+    from fedrag.federation.launch.processes import proc_stat
+
+    try:  # argv[0] alone: Ray's title ("ray::IDLE") or its binary's path
         name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+    except OSError:
         return None
-    if not (name.startswith("ray::") or "/ray/" in name) or stat[0] in "ZX":
+    st = proc_stat(pid)
+    if st is None or not (name.startswith("ray::") or "/ray/" in name) or st.state in "ZX":
         return None
-    return int(stat[19]), name
+    return st.start, name
 
 
 def _kill(pid: int) -> None:
