@@ -446,6 +446,26 @@ def test_demo_data_command(monkeypatch, capsys, tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {"corpus.jsonl", "train.jsonl", "test.jsonl", "fedrag_output.json"}
 
 
+def test_train_takes_a_users_strategy_by_import_path(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    """`train --strategy module:attribute`, as `federate` takes it: a user's factory, called
+    with the run's --top-k, trains under its own name."""
+    (tmp_path / "myplans.py").write_text(
+        "from fedrag.strategies import custom\nfrom fedrag.train import RALTStage\n\n"
+        "def plan(top_k):\n    return custom(f'mine-k{top_k}', RALTStage(top_k=top_k))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = ["--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--steps", "1", "--batch-size", "2"]
+    models = ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--top-k", "3"]
+    code, out, err = run(monkeypatch, capsys, "train", "--strategy", "myplans:plan", *data, *models, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["strategy"] == "mine-k3" and (tmp_path / "run" / "generator").is_dir()
+    code, _, err = run(monkeypatch, capsys, "train", "--strategy", "myplans:nothing", *data, "--out", tmp_path / "run2")
+    assert code == 2 and err.strip().splitlines()[-1].startswith(
+        "fedrag: error: cannot import strategy 'myplans:nothing' (AttributeError"
+    )
+    assert not (tmp_path / "run2").exists()
+
+
 def test_train_stage_from_cli_is_usable_by_eval(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
     code, _, err = run(
         monkeypatch,

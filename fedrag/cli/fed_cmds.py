@@ -12,15 +12,12 @@ import typer
 from click.core import ParameterSource
 
 from fedrag.cli.options import app, choice_option, collect, settings, with_settings
-from fedrag.cli.train_cmds import OUT, OVERWRITE, STAGE, given
+from fedrag.cli.train_cmds import OUT, OVERWRITE, STAGE, STRATEGY, given
 from fedrag.errors import FedragError
 from fedrag.federation.task import FedTask
-from fedrag.strategies.choices import StrategyName
 from fedrag.train import TrainConfig
 
 Engine = Literal["simulation", "deployment"]
-# a site imports a strategy named by import path when its policy lists the package (node config allow-strategies)
-FED_STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", "Plan", import_paths=True)
 
 
 def _site_paths(
@@ -49,7 +46,7 @@ def _print_summary(cost: dict) -> None:
 @with_settings(settings(FedTask))  # every CLI-facing task setting, in the --help panel its field names
 def federate(
     ctx: typer.Context,
-    strategy: Optional[str] = FED_STRATEGY,
+    strategy: Optional[str] = STRATEGY,  # by import path: a site imports it when its policy lists the package (allow-strategies)
     stage: Optional[str] = STAGE,
     corpus: Optional[str] = typer.Option(None, "--corpus", help="corpus JSONL, partitioned across --sites"),
     train: Optional[str] = typer.Option(None, "--train", help="training QA JSONL, partitioned across --sites"),

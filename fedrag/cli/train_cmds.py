@@ -17,7 +17,8 @@ from fedrag.train.choices import StageName
 from fedrag.train.config import UNTRACKED, VAL_LIMIT
 from fedrag.train.validate import carve_validation
 
-STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", panel="Plan")
+# or a user's own by import path (`module:attribute`), as Flower names its apps
+STRATEGY = choice_option(None, "--strategy", StrategyName, "a named strategy (or --stage)", "Plan", import_paths=True)
 STAGE = choice_option(None, "--stage", StageName, "a single stage (or --strategy)", panel="Plan")
 CORPUS = typer.Option(..., "--corpus", help="corpus JSONL")
 TRAIN = typer.Option(..., "--train", help="training QA JSONL")

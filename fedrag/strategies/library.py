@@ -91,6 +91,8 @@ def plan_from_names(
     train_passages: bool | None = None,
 ) -> Strategy:
     """A Strategy from a strategy name, or a one-phase one from a stage name (exactly one).
+    A `strategy` of the form `module:attribute` is imported: a Strategy, or a callable
+    returning one, called with `top_k`.
 
     `train_passages`: None keeps the stage's own default (contrastive trains the passage
     side, LSR does not); True/False applies to a contrastive or LSR stage only."""
@@ -105,5 +107,9 @@ def plan_from_names(
         return custom(stage, make_stage(stage, top_k=top_k, **opts))
     if train_passages is not None:
         raise FedragError("--train-passages applies to --stage contrastive or --stage lsr")
+    if ":" in strategy:  # a user's own, as Flower names its apps
+        from fedrag.strategies.by_path import import_strategy
+
+        return import_strategy(strategy, top_k)
     opts = {"retriever_loss": two_phase_loss, "order": two_phase_order} if strategy == "two-phase" else {}
     return make_strategy(strategy, top_k=top_k, **opts)

@@ -75,10 +75,7 @@ class Models:
         `strategy="module:attribute"` (a Strategy, or a callable returning one, called
         with `top_k`), or a one-phase one for a single stage."""
         from fedrag.strategies import plan_from_names
-        from fedrag.strategies.by_path import import_strategy
 
-        if ":" in self.strategy:
-            return import_strategy(self.strategy, self.top_k)
         return plan_from_names(
             self.strategy or None, self.stage or None, self.top_k, self.ralt_mode, self.two_phase_loss, self.two_phase_order
         )
