@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# Three xdist workers (and the Ray actors and processes they start) share two cores. torch
+# Two or three xdist workers (and the Ray actors and processes they start) share two cores. torch
 # gives each process one OpenMP thread per core, and those threads spin while they wait for
 # a core: the fast loop took 140.6 s with them and 59.1 s with one thread a process. Set
 # before anything imports torch; every process the tests start inherits it.
@@ -21,6 +21,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import build_tiny_bert, build_tiny_llama  # noqa: E402
 
 DURATIONS = Path(__file__).parent / "durations.json"
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (in `addopts`): 2 workers for the fast loop, 3 for a run with slow tests. A
+    worker's start (collection imports torch and sentence-transformers) costs ~10 CPU-s; the
+    fast loop is CPU-bound, and took 48.7-52.6 s on 2 workers against 58-61 s on 3. The slow
+    tests wait on processes they start (deployments, Ray), which a third worker fills."""
+    return 2 if "not slow" in (config.option.markexpr or "") else 3
 
 
 def pytest_collection_modifyitems(config, items):
