@@ -143,8 +143,11 @@ def test_a_simulation_whose_engine_cannot_start_ends_in_one_line_with_exit_1(
     no Flower traceback before it, and exits 1 (an environment failure, not a usage error)."""
     from test_cli import run
 
+    import threading
+
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "a-file" / "ray"))
     (tmp_path / "a-file").write_text("")
+    before = set(threading.enumerate())
     args = ["federate", "--stage", "ralt", "--sites", "2", "--rounds", "1", "--local-steps", "1", "--batch-size", "2"]
     args += ["--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--out", tmp_path / "run"]
     code, _, stderr = run(
@@ -155,3 +158,7 @@ def test_a_simulation_whose_engine_cannot_start_ends_in_one_line_with_exit_1(
     assert len(err) == 1 and "Traceback" not in err[0], err
     assert "the Flower simulation failed: [Errno 20] Not a directory" in err[0], err
     assert not (tmp_path / "run" / "cost.json").exists() and not (tmp_path / "run" / "checkpoint").exists()
+    # Flower leaves the ServerApp's thread waiting for sites; left running, it loaded the server's
+    # models beside the next test's, and torch's process-wide default dtype mixed bfloat16 and float32
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads of the failed run still running: {left}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from fedrag._env import apply_defaults
@@ -72,8 +73,6 @@ def _in_a_thread(fn, *args, every_2s=None, stopping=None):
     signal. Flower's simulation would hold the main thread in an unbounded join, where
     a signal taken by another thread waits until the run ends. `every_2s()` runs
     between steps every 2 seconds; `stopping(thread)` when a signal ends the wait."""
-    import threading
-
     result: dict = {}
 
     def target():
@@ -98,6 +97,19 @@ def _in_a_thread(fn, *args, every_2s=None, stopping=None):
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+def _stop_server(threads: list, grace: float = 120.0) -> None:
+    """The engine failed: Flower leaves the ServerApp's thread running (waiting for sites
+    that will not come, or still loading its models). It is stopped, and joined, so no
+    thread of the run outlives the call: it would write to OUT after the failure was
+    reported, and a model it loads meanwhile changes torch's process-wide default dtype
+    under any other load."""
+    from fedrag.federation.server.run_loop import STOP
+
+    STOP.set()
+    for thread in threads:
+        thread.join(grace)
 
 
 def _engine_error(exc: BaseException) -> Exception:
@@ -160,7 +172,8 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
     from fedrag.federation.server.server_app import make_server_app, raise_recorded_error
 
     client_app = make_client_app(task, sites_from_paths(site_paths), policy or (lambda context: TRUSTED), plan=plan)
-    server_app = make_server_app(task, plan)
+    server_threads: list = []
+    server_app = make_server_app(task, plan, threads=server_threads)
     backend = ray_backend(cpus_per_site, gpus_per_site, verbose, ray_address)
 
     import ray._private.auto_init_hook as ray_auto
@@ -180,6 +193,7 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
                 verbose_logging=verbose,
             )
         except Exception as exc:
+            _stop_server(server_threads)
             raise_recorded_error(task)  # the ServerApp's own one-line reason, when it recorded one
             raise _engine_error(exc) from exc
         finally:

@@ -73,8 +73,9 @@ class AuditedGrid:
     round's plain push and pull: `exchange(push_pull, messages, timeout, packed_spec)` returns
     the replies the strategy sees and the audit figures to record instead. `get_node_ids`
     gives up (raises) when fewer than `min_nodes` sites stay connected for `wait` seconds: Flower's stock strategies
-    would otherwise wait for them forever. Everything else is the wrapped Grid's own
-    behaviour."""
+    would otherwise wait for them forever. `halt()` runs at every wait for sites or replies
+    and raises when the launcher has stopped the run. Everything else is the wrapped Grid's
+    own behaviour."""
 
     def __init__(
         self,
@@ -85,8 +86,9 @@ class AuditedGrid:
         wait: float = float("inf"),
         poll: float = 0.2,
         exchange=None,
+        halt=lambda: None,
     ):
-        self._grid, self.audit, self.poll, self.exchange = grid, audit, poll, exchange
+        self._grid, self.audit, self.poll, self.exchange, self.halt = grid, audit, poll, exchange, halt
         self.layout, self.spec = layout, packed_spec(layout)  # the phase's tensors; what their packed arrays must be
         self.min_nodes, self.wait, self._short_since = min_nodes, wait, None
 
@@ -146,6 +148,7 @@ class AuditedGrid:
         end = time.monotonic() + (timeout if timeout is not None else float("inf"))
         replies: list = []
         while pending:
+            self.halt()
             got = list(self._grid.pull_messages(pending))
             replies.extend(got)
             pending -= {m.metadata.reply_to_message_id for m in got}
@@ -157,6 +160,7 @@ class AuditedGrid:
     def get_node_ids(self):
         import time
 
+        self.halt()
         ids = list(self._grid.get_node_ids())
         if len(ids) >= self.min_nodes:
             self._short_since = None

@@ -38,9 +38,11 @@ class ServerRun:
         from fedrag.federation.server.aggregator import make_accountant
         from fedrag.train.tracking import Tracker
 
+        _halt_if_stopped()  # a launcher that gave up before this thread began
         self.grid, self.task, self.plan = grid, task, plan
         self.out = Path(task.run.out)
         self.rag = _server_model(task, plan.shared_retriever)
+        _halt_if_stopped()  # the launcher gave up while the models loaded: OUT is left as it was
         self.start_phase, self.rounds_done, self.history, dp_state = load_checkpoint(self.out, self.rag, task, len(plan.phases))
         (self.out / "cost.json").unlink(missing_ok=True)  # this run trains: an older summary no longer describes OUT
         self.accountant = make_accountant(task, dp_state)
@@ -189,6 +191,7 @@ class PhaseRun:
                 task.aggregation.min_sites,
                 task.aggregation.round_timeout,
                 exchange=self._exchange(),
+                halt=_halt_if_stopped,
             ),
             initial_arrays=to_wire(self.initial),
             num_rounds=task.training.rounds - self.done,

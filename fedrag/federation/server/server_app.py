@@ -49,15 +49,20 @@ def serve(grid, task: FedTask, plan=None) -> dict:
     return ServerRun(grid, task, plan or task.plan()).run()
 
 
-def make_server_app(task: FedTask | None = None, plan=None):
+def make_server_app(task: FedTask | None = None, plan=None, threads: list | None = None):
     """A Flower ServerApp; `task=None` reads the task from `context.run_config`;
-    `plan`: a Strategy object to run instead of the task's."""
+    `plan`: a Strategy object to run instead of the task's; `threads`: the thread that runs
+    the app's body is appended to it, so a launcher in the same process can join it."""
     from flwr.serverapp import ServerApp
 
     app = ServerApp()
 
     @app.main()
     def main(grid, context) -> None:
+        if threads is not None:
+            import threading
+
+            threads.append(threading.current_thread())
         run_server(grid, task or FedTask.from_config(context.run_config), plan)
 
     return app
