@@ -67,3 +67,21 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     demo.write(out, seed=0, n_people=24)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _no_run_thread_left():
+    """A test leaves no thread of a federated run running in the worker: Flower's ServerApp
+    thread (`server_th_with_start_checks`) or fedrag's simulation thread. One left behind
+    loads models beside the next test's (torch's default dtype is process-wide) and writes
+    to its run's OUT after the run has ended."""
+    import threading
+
+    before = set(threading.enumerate())
+    yield
+    left = [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and ("server_th" in t.name or t.name == "fedrag-simulation")
+    ]
+    assert not left, f"threads of a federated run still running after the test: {left}"

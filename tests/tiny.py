@@ -1,5 +1,6 @@
-"""Tiny real models for tests: random-weight BERT (retriever) and Llama (generator)
-with tokenizers trained here with ``tokenizers`` on the demo corpus. No downloads."""
+"""Tiny real models for tests: seeded random-weight BERT (retriever) and Llama (generator)
+with tokenizers made here from the demo corpus (a WordPiece vocabulary of its words, a BPE
+trained with ``tokenizers``), identical in every build. No downloads."""
 
 from __future__ import annotations
 
@@ -18,19 +19,30 @@ def _texts() -> list[str]:
     return [p.as_text() for p in passages] + [e.question + " " + e.answers[0] for e in train + test]
 
 
+def _wordpiece_vocab(normalizer, pre_tokenizer) -> dict[str, int]:
+    """The tiny BERT's vocabulary, the same in every build: the special tokens, every
+    character alone and as a continuation, then the corpus's words by count (ties in
+    alphabetical order). `tokenizers`' WordPiece trainer breaks ties by a per-process hash
+    order, so its vocabulary (and the retriever's behaviour) differed from build to build."""
+    from collections import Counter
+
+    words = Counter(w for t in _texts() for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(t)))
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    vocab += sorted(set(words) - set(vocab), key=lambda w: (-words[w], w))
+    return {t: i for i, t in enumerate(vocab)}
+
+
 def build_tiny_bert(out: Path) -> Path:
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        _texts(), trainers.WordPieceTrainer(vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    )
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    tok = Tokenizer(WordPiece(_wordpiece_vocab(normalizer, pre_tokenizer), unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B [SEP]",
