@@ -2,7 +2,6 @@
 on tiny models, so a GPU window is spent measuring, not debugging."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _script(monkeypatch, capsys, name: str, *args) -> tuple[int, str]:
+    """`python benchmarks/NAME ARGS` as `gpu_run.sh` runs it, but in this process, whose
+    libraries are imported already (a new interpreter costs ~6 CPU-s): its exit status and
+    output. The script's additions to `sys.path` are undone afterwards."""
+    import runpy
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / name), *map(str, args)])
+    try:
+        runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
 @pytest.mark.slow
-def test_the_gpu_check_dry_runs_on_cpu(tmp_path):
+def test_the_gpu_check_dry_runs_on_cpu(tmp_path, monkeypatch, capsys):
     out = tmp_path / "dry.json"
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--sizes", "tiny", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    code, printed = _script(monkeypatch, capsys, "gpu_check.py", "--device", "cpu", "--sizes", "tiny", "--out", out)
+    assert code == 0, printed[-4000:]
     report = json.loads(out.read_text())
     runs = [r["run"] for r in report["rows"]]
     for w in ("float32", "bfloat16"):
@@ -29,7 +40,7 @@ def test_the_gpu_check_dry_runs_on_cpu(tmp_path):
             assert f"tiny {w} weights, {what}" in runs
     trained = [r for r in report["rows"] if r["decreased"] is not None]
     assert trained and all(r["finite"] and r["decreased"] and r["s_per_step"] > 0 and r["peak_mb"] > 0 for r in trained)
-    assert report["meta"]["device"] == "cpu" and "all finite and decreasing" in res.stdout
+    assert report["meta"]["device"] == "cpu" and "all finite and decreasing" in printed
 
 
 @pytest.mark.slow
@@ -55,18 +66,13 @@ def test_the_gpu_cli_check_dry_runs_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_gpu_step_speed_benchmark_dry_runs_on_cpu(tmp_path):
+def test_the_gpu_step_speed_benchmark_dry_runs_on_cpu(tmp_path, monkeypatch, capsys):
     """fedrag vs plain transformers + peft, step and decoding rows for every stage, on tiny shapes."""
     out = tmp_path / "speed.json"
     args = ["--device", "cpu", "--sizes", "tiny", "--auto-sizes", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "4"]
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_step_speed.py"), *args, "--eval-questions", "4", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "FEDRAG_FAULT": "memory:6"},  # the probe's limit: a device that holds 6 questions
-    )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    monkeypatch.setenv("FEDRAG_FAULT", "memory:6")  # the probe's limit: a device that holds 6 questions
+    code, printed = _script(monkeypatch, capsys, "gpu_step_speed.py", *args, "--eval-questions", "4", "--out", out)
+    assert code == 0, printed[-4000:]
     report = json.loads(out.read_text())
     rows = {(r["stage"], r["who"]): r for r in report["train"]}
     assert set(rows) == {(s, w) for s in ("ralt", "rag-sequence", "rag-token") for w in ("fedrag", "plain")}
@@ -81,14 +87,14 @@ def test_the_gpu_step_speed_benchmark_dry_runs_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_gpu_store_benchmark_dry_runs_on_cpu(tmp_path):
-    """The 10^6-passage GPU store build, at 1,000 passages and a tiny encoder on CPU."""
+def test_the_gpu_store_benchmark_dry_runs_on_cpu(tmp_path, monkeypatch, capsys):
+    """The 10^6-passage GPU store build, at 1,000 passages and a tiny encoder on CPU (the
+    build itself is `fedrag index` in a process of its own, as the benchmark measures it)."""
     out = tmp_path / "store.json"
-    args = ["--device", "cpu", "--passages", "1000", "--shape", "tiny", "--out", str(out)]
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_store_scale.py"), *args], capture_output=True, text=True, timeout=600
+    code, printed = _script(
+        monkeypatch, capsys, "gpu_store_scale.py", "--device", "cpu", "--passages", "1000", "--shape", "tiny", "--out", out
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert code == 0, printed[-4000:]
     row = json.loads(out.read_text())
     assert row["passages"] == 1000 and row["index"] == "hnsw" and 20 <= row["mean_words"] <= 150
     assert row["recall_vs_exact"]["k"] == 5 and 0 < row["search_p50_ms"] <= row["search_p99_ms"]
