@@ -13,7 +13,8 @@ import pytest
 from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.deployment import LocalDeployment
-from fedrag.federation.launch.processes import children, cmdline, proc_stat, running
+from fedrag.federation.launch.processes import children, proc_stat
+from procs import cmdline, running
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,8 @@ import time
 import pytest
 from in_process import ONE_ACTOR
 
-from fedrag.federation.launch.processes import cmdline, proc_stat, running
+from fedrag.federation.launch.processes import proc_stat
+from procs import cmdline, running
 
 ROUNDS = 50  # far more than a try reaches: every try is interrupted mid-run
 # 10 tries (the acceptance bar) take ~7 minutes on 2 cores, mostly start-up; the suite runs 2,

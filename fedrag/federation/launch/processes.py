@@ -54,20 +54,6 @@ def proc_stat(pid: int) -> ProcStat | None:
         return None
 
 
-def running(pids) -> dict[int, int]:
-    """pid -> start time of each of `pids` running now (zombies have ended): a process, not
-    a number the kernel hands to another once it is gone."""
-    return {pid: st.start for pid in pids if (st := proc_stat(pid)) and st.state not in "ZX"}
-
-
-def cmdline(pid: int) -> str:
-    """`pid`'s command line, arguments joined by spaces; "" once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def children(pid: int) -> list[int]:
     """All descendants of `pid` (from /proc), deepest last."""
     kids: dict[int, list[int]] = {}
