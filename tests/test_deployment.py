@@ -15,6 +15,7 @@ from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.deployment import LocalDeployment
 from fedrag.federation.launch.processes import children, proc_stat
 from procs import cmdline, running
+from wheel_venv import ROOT, install_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +166,23 @@ def _stop_family(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+USER_RALT = """
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fedrag.strategies import custom
+from fedrag.train import RALTStage
+
+
+@dataclass
+class MyRALT(RALTStage):  # a stage of the user's own, by its own name
+    name: ClassVar[str] = "my-ralt"
+
+
+plan = custom("mine", MyRALT(top_k=2))
+"""
+
+
 def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_last_round(tiny_models, demo_dir, tmp_path):
     """Two SuperNodes, --min-sites 2, 3 rounds. Ctrl-C once round 1 is saved ends the run with
     130, one line and no process left; the same command resumes (round 2 with both sites);
@@ -173,9 +191,15 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     its end is the simulation's kill tests' (test_federation.py); a deployment resumes from the
     same checkpoint. --out is relative (as the README writes it): the launcher resolves it
     before any subprocess runs. Through the CLI's --tls --supernode-auth (certificates and
-    site keys made in OUT/credentials)."""
+    site keys made in OUT/credentials). Every process runs from the built wheel installed in a
+    fresh venv, none imports the checkout; the strategy is the user's own by import path
+    (`--strategy userplans:plan`, a package of the user's on the path), which the sites import."""
+    bin_dir, env = install_wheel(tmp_path)
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "userplans.py").write_text(USER_RALT)
+    env = {**env, "PYTHONPATH": str(tmp_path / "user")}
     timeout = 45  # a round under a loaded CI box: ClientApp processes start, import and train
-    cmd = [sys.executable, "-m", "fedrag", "federate", "--engine", "deployment", "--stage", "ralt", "--sites", "2"]
+    cmd = [str(bin_dir / "fedrag"), "federate", "--engine", "deployment", "--strategy", "userplans:plan", "--sites", "2"]
     cmd += ["--rounds", "3", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0"]
     cmd += ["--round-timeout", str(timeout), "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl")]
     cmd += ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
@@ -183,7 +207,7 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     out = tmp_path / "runs" / "dep"
     state = out / "checkpoint" / "state.json"
 
-    proc, seen, held = _held_after_its_first_round(cmd, tmp_path)
+    proc, seen, held = _held_after_its_first_round(cmd, tmp_path, env)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C as a terminal sends it, while round 2 cannot start
         for pid in held:
@@ -197,10 +221,12 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     left = _left_running(seen)
     assert not left, f"every process of the deployment is stopped: {left}"
     assert json.loads(state.read_text())["rounds_done"] == 1, "round 1's checkpoint is kept"
+    (first,) = json.loads(state.read_text())["history"]
+    assert first["stage"] == "my-ralt" and first["replies"] == 2, "the user's strategy ran on both sites"
     assert (out / "credentials").is_dir()
 
     # the same command resumes; once its round 2 is saved, site 1 dies, certainly before round 3 is sent
-    proc, seen, held = _held_after_its_first_round(cmd, tmp_path)
+    proc, seen, held = _held_after_its_first_round(cmd, tmp_path, env)
     try:
         site1 = [p for p in seen if "flower-supernode" in cmdline(p) and "site=1" in cmdline(p)]
         assert len(site1) == 1, "round 2 finished and site 1's SuperNode is running"
@@ -217,17 +243,19 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     assert "resuming" in res_out + err and "Traceback" not in err, err
     logs = [p.read_text() for p in out.glob("fedrag-deploy-*/superlink.log")]
     assert logs and not any("--insecure" in t or "SuperNode authentication is disabled" in t for t in logs)
+    logs = "".join(p.read_text() for p in out.glob("fedrag-deploy-*/*.log"))
+    assert str(ROOT / "fedrag") not in logs, "no process of the deployment imported the checkout"
     left = _left_running(seen)
     assert not left, f"every process the launcher started is stopped: {left}"
     assert json.loads(state.read_text())["rounds_done"] == 2, "the last good round's checkpoint is intact"
     assert not (out / "cost.json").exists() and not (out / "generator").exists(), "a failed run leaves no result"
 
 
-def _held_after_its_first_round(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen, dict[int, int], list[int]]:
+def _held_after_its_first_round(cmd: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, dict[int, int], list[int]]:
     """`cmd` started in a session of its own, its server holding itself (SIGSTOP, at an exact
     step: `FEDRAG_FAULT`) once it saved its first round: the launcher, every process seen
     below it (pid -> start time) and the held ones."""
-    env = {**os.environ, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
+    env = {**env, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
     proc = subprocess.Popen(
         cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )

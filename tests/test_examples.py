@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from in_process import ONE_ACTOR
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -54,6 +55,8 @@ def test_simulation_example(tiny_models, demo_dir, tmp_path):
         "1",
         "--local-steps",
         "1",
+        "--cpus-per-site",  # one Ray actor serves both sites: a second would import and load the same again
+        ONE_ACTOR,
         "--retriever",
         tiny_models["retriever"],
         "--generator",
@@ -72,6 +75,8 @@ def test_custom_stage_example(tiny_models, demo_dir, tmp_path):
         demo_dir,
         "--steps",
         "2",
+        "--cpus-per-site",
+        ONE_ACTOR,
         "--retriever",
         tiny_models["retriever"],
         "--generator",

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from in_process import ONE_ACTOR
 
 from test_cli import run
 
@@ -17,7 +18,7 @@ def test_quickstart_runs_the_whole_story_and_writes_its_table(monkeypatch, capsy
     both fine-tuned rows saved where `fedrag eval` reads them."""
     out = tmp_path / "qs"
     args = ("quickstart", "--out", out, "--steps", "2", "--rounds", "1", "--test-limit", "2", "--strategy", "independent")
-    args += ("--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"])
+    args += ("--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"], "--cpus-per-site", ONE_ACTOR)
     code, stdout, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     rows = json.loads((out / "summary.json").read_text())

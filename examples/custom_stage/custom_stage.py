@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--retriever", default="minilm")
     ap.add_argument("--generator", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--cpus-per-site", type=float, default=1.0, help="Ray CPUs per site (the core count: one actor)")
     ap.add_argument("--out", default="runs/example-custom")
     args = ap.parse_args()
     fedrag.apply_defaults()
@@ -85,7 +86,7 @@ def main() -> None:
         lr_generator=1e-3,
         out=str(out / "federated"),
     )
-    cost = simulate(task, sites, plan=plan)
+    cost = simulate(task, sites, plan=plan, cpus_per_site=args.cpus_per_site)
     print(json.dumps({"central_loss": [round(r.final_loss, 4) for r in results], "federated_rounds": cost["rounds"]}))
 
 

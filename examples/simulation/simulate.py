@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--local-steps", type=int, default=10)
     ap.add_argument("--partition", default="iid", choices=["iid", "by-title"])
+    ap.add_argument("--cpus-per-site", type=float, default=1.0, help="Ray CPUs per site (the core count: one actor)")
     ap.add_argument("--out", default="runs/example-simulation")
     args = ap.parse_args()
     fedrag.apply_defaults()
@@ -44,7 +45,7 @@ def main() -> None:
         lr_generator=1e-3,
         out=str(out / "model"),
     )
-    cost = simulate(task, sites)  # writes out/model/{retriever,generator,rounds.json,cost.json}
+    cost = simulate(task, sites, cpus_per_site=args.cpus_per_site)  # writes out/model/{retriever,generator,rounds.json,cost.json}
     print(json.dumps({k: v for k, v in cost.items() if k in ("strategy", "rounds", "bytes_sent", "bytes_received")}))
 
 

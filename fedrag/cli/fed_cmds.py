@@ -42,6 +42,16 @@ def _print_summary(cost: dict) -> None:
     typer.echo(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in cost.items() if k != "task"}))
 
 
+# also quickstart's: a Ray actor serves sites in turn and loads the models once, so the
+# machine's CPU count (one actor for every site) saves a second copy where cores are few
+CPUS_PER_SITE = typer.Option(
+    1.0,
+    "--cpus-per-site",
+    help="simulation: CPU cores per site (Ray starts cores / this actors, each serving sites in turn)",
+    rich_help_panel="Engine",
+)
+
+
 @app.command()
 @with_settings(settings(FedTask))  # every CLI-facing task setting, in the --help panel its field names
 def federate(
@@ -66,7 +76,7 @@ def federate(
         "simulation (Ray, one machine) or deployment (a SuperLink + one SuperNode per site on 127.0.0.1)",
         panel="Engine",
     ),
-    cpus_per_site: float = typer.Option(1.0, "--cpus-per-site", help="simulation: CPU cores per site", rich_help_panel="Engine"),
+    cpus_per_site: float = CPUS_PER_SITE,
     gpus_per_site: float = typer.Option(
         0.0, "--gpus-per-site", help="simulation: GPU fraction per site (0.5: two sites share one)", rich_help_panel="Engine"
     ),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from fedrag.cli.fed_cmds import CPUS_PER_SITE
 from fedrag.cli.options import app, choice_option, settings, with_settings
 from fedrag.strategies.choices import StrategyName
 from fedrag.strategies.settings import PlanSettings
@@ -47,6 +48,7 @@ def quickstart(
     ),
     lr_retriever: float = typer.Option(5e-5, "--lr-retriever", help="the demo's retriever learning rate"),
     skip_federated: bool = typer.Option(False, "--skip-federated", help="only the baseline and centralized rows"),
+    cpus_per_site: float = CPUS_PER_SITE,
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out directory whole"),
     **models: str,
 ):
@@ -55,7 +57,8 @@ def quickstart(
 
     with output_dir(out, "quickstart", overwrite) as tmp:
         pair = (models["retriever"], models["generator"])
-        _quickstart(tmp, pair, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever, skip_federated)
+        lrs = (lr_generator, lr_retriever)
+        _quickstart(tmp, pair, strategy, steps, rounds, test_limit, top_k, lrs, skip_federated, cpus_per_site)
     typer.echo(f"outputs -> {out}")
 
 
@@ -67,9 +70,9 @@ def _quickstart(
     rounds: int,
     test_limit: int,
     top_k: int,
-    lr_generator: float,
-    lr_retriever: float,
+    lrs: tuple[float, float],
     skip_federated: bool,
+    cpus_per_site: float,
 ) -> None:
     from rich.console import Console
 
@@ -83,11 +86,11 @@ def _quickstart(
     base = _eval(data, *pair, test_limit, top_k)
     rows = [Row("untuned", f"{models_label(pair)} as they come, no fine-tuning", base, 0.0, time.perf_counter() - t, 0)]
     console.print(f"[bold]2/4[/] baseline: EM {base['em']:.3f}  F1 {base['f1']:.3f}")
-    rows.append(_centralized(out, data, pair, strategy, steps, test_limit, top_k, lr_generator, lr_retriever))
+    rows.append(_centralized(out, data, pair, strategy, steps, test_limit, top_k, *lrs))
     m = rows[-1].metrics
     console.print(f"[bold]3/4[/] {strategy}: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({rows[-1].train_s:.0f}s)")
     if not skip_federated:
-        rows.append(_federated(out, data, pair, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever))
+        rows.append(_federated(out, data, pair, strategy, (steps, rounds), test_limit, top_k, lrs, cpus_per_site))
         m = rows[-1].metrics
         console.print(f"[bold]4/4[/] federated: EM {m['em']:.3f}  F1 {m['f1']:.3f}  ({rows[-1].train_s:.0f}s)")
     for line in summary_lines(rows, test_limit, pair):
@@ -124,7 +127,7 @@ def _centralized(out: Path, data: Path, pair, strategy, steps, test_limit, top_k
     return Row("centralized", f"{strategy}, {steps} optimizer steps per phase on this machine", m, wall, eval_s, 0)
 
 
-def _federated(out: Path, data: Path, pair, strategy, steps, rounds, test_limit, top_k, lr_generator, lr_retriever) -> Row:
+def _federated(out: Path, data: Path, pair, strategy, length, test_limit, top_k, lrs, cpus_per_site) -> Row:
     """Train `strategy` on the demo training set split between 2 simulated sites, with as
     many sequential steps of the global model as the centralized row takes; its row."""
     from fedrag.data import load_corpus, load_qa
@@ -132,6 +135,7 @@ def _federated(out: Path, data: Path, pair, strategy, steps, rounds, test_limit,
     from fedrag.federation.launch.simulation import simulate
     from fedrag.federation.task import FedTask
 
+    (steps, rounds), (lr_generator, lr_retriever) = length, lrs
     sites = write_sites(partition(load_corpus(data / "corpus.jsonl"), load_qa(data / "train.jsonl"), 2, "iid"), out / "sites")
     local = max(1, steps // (2 * rounds))
     # the table evaluates the final models; per-round site evaluation would only add time here
@@ -150,7 +154,7 @@ def _federated(out: Path, data: Path, pair, strategy, steps, rounds, test_limit,
         out=str((out / "federated").resolve()),
     )
     t = time.perf_counter()
-    cost = simulate(task, sites)
+    cost = simulate(task, sites, cpus_per_site=cpus_per_site)
     wall = time.perf_counter() - t
     m, eval_s = _evaluated(data, out / "federated", test_limit, top_k)
     what = (
