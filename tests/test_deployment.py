@@ -15,6 +15,7 @@ from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.deployment import LocalDeployment
 from fedrag.federation.launch.processes import children, proc_stat
 from procs import cmdline, running
+from test_cli import run
 from wheel_venv import ROOT, install_wheel
 
 pytestmark = pytest.mark.slow
@@ -61,35 +62,41 @@ plan = custom("mine", HalfRALT())
 """
 
 
-def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authentication(tiny_models, three_sites, tmp_path):
+def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authentication(
+    tiny_models, three_sites, tmp_path, monkeypatch, capsys
+):
     """A federation someone else runs (SuperLink + 3 authenticated SuperNodes over TLS, with
     the credentials `fedrag credentials` makes): `fedrag federate --superlink HOST:PORT
     --root-certificates CA` only submits the run. Also: a user's strategy named by import
     path, imported by sites whose policy lists its package; secure aggregation over 3 sites
     with threshold 2, one site's worker killed: that site fails after the protocol's key
-    sharing and each round completes without it; every process started is stopped after."""
+    sharing and the round completes without it; every process started is stopped after. That
+    a site's resident worker keeps its models from round to round is the interrupted
+    deployment's test (below)."""
     from fedrag.federation.launch.deployment import Certs
     from fedrag.federation.site.resident_worker import wait_listening
 
-    made = subprocess.run(
-        [sys.executable, "-m", "fedrag", "credentials", "--out", str(tmp_path / "certs")]
-        + ["--host", "127.0.0.1", "--host", "localhost", "--sites", "3"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    # the CLI in this process: a `python -m fedrag` would import its libraries again (~2 CPU-s)
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "credentials",
+        "--out",
+        tmp_path / "certs",
+        "--host",
+        "127.0.0.1",
+        "--host",
+        "localhost",
+        "--sites",
+        "3",
     )
-    assert made.returncode == 0, made.stderr[-2000:]
+    assert code == 0, err[-2000:]
     d = tmp_path / "certs"
     assert oct((d / "server.key").stat().st_mode & 0o777) == "0o600" and oct((d / "site1_key").stat().st_mode & 0o777) == "0o600"
     certs = Certs(ca=d / "ca.crt", cert=d / "server.pem", key=d / "server.key")
     keys = [(d / f"site{i}_key", d / f"site{i}_key.pub") for i in range(3)]
-    again = subprocess.run(
-        [sys.executable, "-m", "fedrag", "credentials", "--out", str(d), "--host", "127.0.0.1", "--sites", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert again.returncode != 0 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr
+    code, _, err = run(monkeypatch, capsys, "credentials", "--out", d, "--host", "127.0.0.1", "--sites", "2")
+    assert code != 0 and "pass --overwrite" in err and "Traceback" not in err
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "userplans.py").write_text(USER_PLANS)
     out = tmp_path / "out"
@@ -115,10 +122,10 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
     left = _left_running(seen)
     assert not left, f"every process we started is stopped: {left}"
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 2 and "INSECURE" not in res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1])["rounds"] == 1 and "INSECURE" not in res.stderr
     assert "--insecure" not in log and "SuperNode authentication is disabled" not in log
     rounds = json.loads((out / "rounds.json").read_text())
-    assert [r["stage"] for r in rounds] == ["half-ralt"] * 2, "the user's stage ran on the sites"
+    assert [r["stage"] for r in rounds] == ["half-ralt"], "the user's stage ran on the sites"
     for r in rounds:
         assert r["replies"] == 2 and r["rejected"] == 0 and r["metric_keys"]
         assert r["failures"] == 1 and "resident worker" in r["failure_reasons"][0]
@@ -128,17 +135,13 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
         assert r["clients_threads"] == 1, "the sites' ClientApp processes got the launcher's thread cap"
         assert not any(k.startswith("clients_eval_") for k in r), "evaluate-every 0: no evaluate messages"
     assert (out / "generator" / "adapter_config.json").exists()
-    # each site's resident worker keeps its models: a fresh ClientApp process would import
-    # sentence-transformers and load both models again (seconds) every round
-    loads = [[(m["model-loads"], m["process-rounds"]) for m in r["site_metrics"].values()] for r in rounds]
-    assert loads == [[(1, 1)] * 2, [(1, 2)] * 2], "each live site's one worker process built its models once, for both rounds"
     assert "masked (the server decodes only the sum)" in (out / "privacy.md").read_text()
 
 
 def _submit(dep: LocalDeployment, certs, tiny_models: dict, out: Path, cwd: Path) -> subprocess.CompletedProcess:
     """`fedrag federate --superlink` to `dep`'s SuperLink, as its user types it."""
     args = ["--superlink", f"127.0.0.1:{dep.port}", "--root-certificates", str(certs.ca), "--strategy", "userplans:plan"]
-    args += ["--rounds", "2", "--local-steps", "2", "--batch-size", "2", "--evaluate-every", "0", "--min-sites", "2"]
+    args += ["--rounds", "1", "--local-steps", "2", "--batch-size", "2", "--evaluate-every", "0", "--min-sites", "2"]
     args += ["--secagg", "--secagg-threshold", "2", "--retriever", tiny_models["retriever"]]
     args += ["--generator", tiny_models["generator"], "--out", str(out)]
     return subprocess.run(
@@ -184,10 +187,11 @@ plan = custom("mine", MyRALT(top_k=2))
 
 
 def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_last_round(tiny_models, demo_dir, tmp_path):
-    """Two SuperNodes, --min-sites 2, 3 rounds. Ctrl-C once round 1 is saved ends the run with
-    130, one line and no process left; the same command resumes (round 2 with both sites);
-    then site 1 dies: the run ends with exit != 0 after the round timeout naming round 3,
-    round 2's checkpoint intact, no process left and no result. That a resumed run goes on to
+    """Two SuperNodes, --min-sites 2, 4 rounds. Ctrl-C once round 2 is saved ends the run with
+    130, one line and no process left; each site's resident worker built its models once for
+    both rounds. The same command resumes (round 3 with both sites); then site 1 dies: the
+    run ends with exit != 0 after the round timeout naming round 4, round 3's checkpoint
+    intact, no process left and no result. That a resumed run goes on to
     its end is the simulation's kill tests' (test_federation.py); a deployment resumes from the
     same checkpoint. --out is relative (as the README writes it): the launcher resolves it
     before any subprocess runs. Through the CLI's --tls --supernode-auth (certificates and
@@ -200,16 +204,16 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     env = {**env, "PYTHONPATH": str(tmp_path / "user")}
     timeout = 45  # a round under a loaded CI box: ClientApp processes start, import and train
     cmd = [str(bin_dir / "fedrag"), "federate", "--engine", "deployment", "--strategy", "userplans:plan", "--sites", "2"]
-    cmd += ["--rounds", "3", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0"]
+    cmd += ["--rounds", "4", "--local-steps", "1", "--batch-size", "2", "--evaluate-every", "0"]
     cmd += ["--round-timeout", str(timeout), "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl")]
     cmd += ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
     cmd += ["--out", "runs/dep", "--tls", "--supernode-auth"]
     out = tmp_path / "runs" / "dep"
     state = out / "checkpoint" / "state.json"
 
-    proc, seen, held = _held_after_its_first_round(cmd, tmp_path, env)
+    proc, seen, held = _held_after_saving(2, cmd, tmp_path, env)
     try:
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C as a terminal sends it, while round 2 cannot start
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C as a terminal sends it, while round 3 cannot start
         for pid in held:
             os.kill(pid, signal.SIGCONT)
         _, err = proc.communicate(timeout=timeout + 300)  # a guard against a hang, not a timing
@@ -220,16 +224,20 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     assert "interrupted (Ctrl-C)" in lines[-1] and "Traceback" not in err and "INSECURE" not in err, err
     left = _left_running(seen)
     assert not left, f"every process of the deployment is stopped: {left}"
-    assert json.loads(state.read_text())["rounds_done"] == 1, "round 1's checkpoint is kept"
-    (first,) = json.loads(state.read_text())["history"]
-    assert first["stage"] == "my-ralt" and first["replies"] == 2, "the user's strategy ran on both sites"
+    assert json.loads(state.read_text())["rounds_done"] == 2, "round 2's checkpoint is kept"
+    history = json.loads(state.read_text())["history"]
+    assert [(r["stage"], r["replies"]) for r in history] == [("my-ralt", 2)] * 2, "the user's strategy ran on both sites"
+    # each site's resident worker keeps its models: a fresh ClientApp process would import
+    # sentence-transformers and load both models again (seconds) every round
+    loads = [[(m["model-loads"], m["process-rounds"]) for m in r["site_metrics"].values()] for r in history]
+    assert loads == [[(1, 1)] * 2, [(1, 2)] * 2], "each site's one worker process built its models once, for both rounds"
     assert (out / "credentials").is_dir()
 
-    # the same command resumes; once its round 2 is saved, site 1 dies, certainly before round 3 is sent
-    proc, seen, held = _held_after_its_first_round(cmd, tmp_path, env)
+    # the same command resumes; once its round 3 is saved, site 1 dies, certainly before round 4 is sent
+    proc, seen, held = _held_after_saving(1, cmd, tmp_path, env)
     try:
         site1 = [p for p in seen if "flower-supernode" in cmdline(p) and "site=1" in cmdline(p)]
-        assert len(site1) == 1, "round 2 finished and site 1's SuperNode is running"
+        assert len(site1) == 1, "round 3 finished and site 1's SuperNode is running"
         for pid in [site1[0], *children(site1[0])]:  # the site dies with its ClientApp
             os.kill(pid, signal.SIGKILL)
         for pid in held:
@@ -239,7 +247,7 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
         _stop_family(proc)
     assert proc.returncode not in (0, None), err
     last = [line for line in err.strip().splitlines() if line.strip()][-1]
-    assert "round 3: 1 of 2 required sites replied" in last and "run the same command again to resume" in last, err
+    assert "round 4: 1 of 2 required sites replied" in last and "run the same command again to resume" in last, err
     assert "resuming" in res_out + err and "Traceback" not in err, err
     logs = [p.read_text() for p in out.glob("fedrag-deploy-*/superlink.log")]
     assert logs and not any("--insecure" in t or "SuperNode authentication is disabled" in t for t in logs)
@@ -247,15 +255,15 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     assert str(ROOT / "fedrag") not in logs, "no process of the deployment imported the checkout"
     left = _left_running(seen)
     assert not left, f"every process the launcher started is stopped: {left}"
-    assert json.loads(state.read_text())["rounds_done"] == 2, "the last good round's checkpoint is intact"
+    assert json.loads(state.read_text())["rounds_done"] == 3, "the last good round's checkpoint is intact"
     assert not (out / "cost.json").exists() and not (out / "generator").exists(), "a failed run leaves no result"
 
 
-def _held_after_its_first_round(cmd: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, dict[int, int], list[int]]:
+def _held_after_saving(saves: int, cmd: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, dict[int, int], list[int]]:
     """`cmd` started in a session of its own, its server holding itself (SIGSTOP, at an exact
-    step: `FEDRAG_FAULT`) once it saved its first round: the launcher, every process seen
+    step: `FEDRAG_FAULT`) once it saved its `saves`-th round: the launcher, every process seen
     below it (pid -> start time) and the held ones."""
-    env = {**env, "FEDRAG_FAULT": "fed-checkpoint:1:STOP"}
+    env = {**env, "FEDRAG_FAULT": f"fed-checkpoint:{saves}:STOP"}
     proc = subprocess.Popen(
         cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )

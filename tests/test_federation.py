@@ -22,6 +22,7 @@ from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.simulation import simulate
 from fedrag.federation.task import FedTask
 from in_process import ONE_ACTOR, run_apps, run_in_process
+from test_cli import run
 from test_values_privacy import gaussian_epsilon
 
 
@@ -310,7 +311,7 @@ def _killed_after_round_1(cmd: list[str], env: dict) -> None:
 
 @pytest.mark.slow
 def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(
-    tiny_models, demo_dir, tmp_path, ray_head, stale_ray_cluster
+    tiny_models, demo_dir, tmp_path, ray_head, stale_ray_cluster, monkeypatch, capsys
 ):
     """The whole simulation dies after round 1; the same command resumes it, here with
     `--ray-address HOST:PORT`: on a Ray cluster someone else started, which the run leaves
@@ -359,10 +360,10 @@ def test_killed_server_resumes_on_a_running_ray_cluster_without_losing_a_round(
     done_before = json.loads(state.read_text())["rounds_done"]
     assert done_before == 1
 
-    def refused(args, message):
-        res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
-        lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
-        assert res.returncode == 2 and message in lines[-1] and "Traceback" not in res.stderr, res.stderr
+    def refused(args, message):  # refusals come before Ray or any model: the CLI in this process
+        code, _, err = run(monkeypatch, capsys, *args[args.index("federate") :])
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        assert code == 2 and message in lines[-1] and "Traceback" not in err, err
 
     weights = out / "checkpoint" / "global.safetensors"
     good = weights.read_bytes()
@@ -867,7 +868,6 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(
 ):
     """1 site x 1 round = central training; the federated generator records the central
     decoding, its card says how it was trained, and `eval` decodes it that way."""
-    from test_cli import run
 
     from fedrag.strategies import make_strategy
 
