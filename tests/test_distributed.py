@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from fedrag.federation.launch.processes import free_port
+from test_cli import run
 
 
 def _weights(path: Path) -> dict:
@@ -18,7 +19,9 @@ def _weights(path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_torchrun_processes_take_the_step_of_one_process_on_the_global_batch(tmp_path, demo_dir, tiny_models):
+def test_two_torchrun_processes_take_the_step_of_one_process_on_the_global_batch(
+    tmp_path, demo_dir, tiny_models, monkeypatch, capsys
+):
     """RALT's loss is averaged over answer tokens: each process weights its share by its
     tokens over the global count, so two processes with 2 questions each update the LoRA
     adapter as one process with the batch of 4 does (the tiny Llama has no dropout)."""
@@ -45,10 +48,9 @@ def test_two_torchrun_processes_take_the_step_of_one_process_on_the_global_batch
     ]
     # loopback only; one thread per process, as torchrun sets it
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert one.returncode == 0, one.stderr
+    # the one-process reference: the CLI in this process (a new one would import torch and transformers again)
+    code, _, err = run(monkeypatch, capsys, *args[2:], "--out", tmp_path / "one")
+    assert code == 0, err
     two = subprocess.run(
         [
             sys.executable,
