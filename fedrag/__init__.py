@@ -12,6 +12,8 @@ points (the CLI, the Flower apps, [`simulate`][simulate] / [`deploy`][deploy]), 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -64,6 +66,21 @@ _EXPORTS = {
     "apply_defaults": "fedrag._env",
 }
 __all__ = sorted(_EXPORTS)
+
+
+class _Package(types.ModuleType):
+    """fedrag's module type. Importing a subpackage binds it on its parent, and `evaluate`
+    names both a subpackage and the function fedrag exports from it: whichever came first,
+    `fedrag.evaluate` is the function (`from fedrag.evaluate import ...` still reads the
+    subpackage from `sys.modules`)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -169,6 +169,19 @@ def test_import_fedrag_has_no_side_effects_and_federation_needs_no_cli():
     assert res.returncode == 0 and "compare" in res.stdout and "search-lr" in res.stdout, res.stderr
 
 
+def test_an_exported_function_named_like_its_subpackage_stays_the_function_whatever_came_first():
+    """`fedrag.evaluate` is a subpackage and the function fedrag exports: a script that
+    imported the subpackage first (as `from fedrag import compare` does) got the module from
+    `from fedrag import evaluate`, and calling it failed ("'module' object is not callable")."""
+    code = (
+        "import inspect; import fedrag.evaluate.metrics; from fedrag import evaluate; import fedrag; "
+        "assert inspect.isfunction(evaluate) and fedrag.evaluate is evaluate, evaluate; "
+        "from fedrag.evaluate import metrics; assert metrics.exact_match; print('ok')"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
 def test_a_sites_clientapp_process_imports_no_torch():
     """Flower starts a ClientApp process per message (four a round under secure aggregation);
     with a resident worker it only parses the task, checks and forwards: torch's import
