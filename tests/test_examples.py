@@ -1,29 +1,28 @@
-"""Every example runs, on the tiny models, as a user would run it."""
+"""Every example runs, on the tiny models, as a user would run it (`python examples/...`), in
+the test's process: the libraries are imported already."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from in_process import ONE_ACTOR
+from scripts_in_process import run_script
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
-def _run(script: str, *args) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    res = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *map(str, args)], capture_output=True, text=True, env=env, timeout=900
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+def _run(monkeypatch, capsys, script: str, *args) -> dict:
+    """`python examples/SCRIPT ARGS`, as a user runs it, in this process (its libraries are imported already)."""
+    code, out, err = run_script(monkeypatch, capsys, EXAMPLES / script, *args)
+    assert code == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.slow  # the example script in its own process (~10 s)
-def test_centralized_example(tiny_models, demo_dir, tmp_path):
+@pytest.mark.slow
+def test_centralized_example(tiny_models, demo_dir, tmp_path, monkeypatch, capsys):
     out = _run(
+        monkeypatch,
+        capsys,
         "centralized/train.py",
         "--data",
         demo_dir,
@@ -44,8 +43,10 @@ def test_centralized_example(tiny_models, demo_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_simulation_example(tiny_models, demo_dir, tmp_path):
+def test_simulation_example(tiny_models, demo_dir, tmp_path, monkeypatch, capsys):
     out = _run(
+        monkeypatch,
+        capsys,
         "simulation/simulate.py",
         "--data",
         demo_dir,
@@ -68,8 +69,10 @@ def test_simulation_example(tiny_models, demo_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_custom_stage_example(tiny_models, demo_dir, tmp_path):
+def test_custom_stage_example(tiny_models, demo_dir, tmp_path, monkeypatch, capsys):
     out = _run(
+        monkeypatch,
+        capsys,
         "custom_stage/custom_stage.py",
         "--data",
         demo_dir,

@@ -7,25 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from scripts_in_process import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(monkeypatch, capsys, name: str, *args) -> tuple[int, str]:
-    """`python benchmarks/NAME ARGS` as `gpu_run.sh` runs it, but in this process, whose
-    libraries are imported already (a new interpreter costs ~6 CPU-s): its exit status and
-    output. The script's additions to `sys.path` are undone afterwards."""
-    import runpy
-
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / name), *map(str, args)])
-    try:
-        runpy.run_path(str(ROOT / "benchmarks" / name), run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    """`python benchmarks/NAME ARGS` as `gpu_run.sh` runs it, in this process: its exit status and output."""
+    code, out, err = run_script(monkeypatch, capsys, ROOT / "benchmarks" / name, *args)
+    return code, out + err
 
 
 @pytest.mark.slow
