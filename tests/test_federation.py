@@ -905,12 +905,8 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(
         assert json.loads(out.strip().splitlines()[-1])["decoding"] == recorded["decoding"]
 
 
-def test_ray_address_applies_to_the_simulation_engine_only(demo_dir, tmp_path):
-    bad = subprocess.run(
-        [sys.executable, "-m", "fedrag", "federate", "--stage", "ralt", "--engine", "deployment"]
-        + ["--ray-address", "127.0.0.1:9", "--corpus", str(demo_dir / "corpus.jsonl"), "--train", str(demo_dir / "train.jsonl")]
-        + ["--out", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "--ray-address applies to --engine simulation" in bad.stderr
+def test_ray_address_applies_to_the_simulation_engine_only(demo_dir, tmp_path, monkeypatch, capsys):
+    args = ["federate", "--stage", "ralt", "--engine", "deployment", "--ray-address", "127.0.0.1:9"]
+    args += ["--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--out", tmp_path / "x"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and "--ray-address applies to --engine simulation" in err
