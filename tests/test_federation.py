@@ -868,7 +868,6 @@ def test_each_built_in_strategy_federates_as_it_trains_centrally(
 ):
     """1 site x 1 round = central training; the federated generator records the central
     decoding, its card says how it was trained, and `eval` decodes it that way."""
-
     from fedrag.strategies import make_strategy
 
     plan = make_strategy(name, top_k=FedTask(strategy=name).models.top_k)
