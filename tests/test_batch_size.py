@@ -28,10 +28,7 @@ def _train(rag, train, stage, options=None, **cfg):
     return train_stage(make_stage(stage, top_k=2, **(options or {})), rag, train, TrainConfig(steps=1, **cfg))
 
 
-@pytest.mark.parametrize(
-    "limit,expected",
-    [pytest.param(37, 36, marks=pytest.mark.slow), (9, 9), (1, 1)],  # 37: ~15 s of probing
-)
+@pytest.mark.parametrize("limit,expected", [(37, 36), (9, 9), (1, 1)])
 def test_auto_finds_the_largest_batch_the_memory_holds_less_a_margin(rag, train, monkeypatch, limit, expected):
     """Memory for `limit` questions a step: doubling 1, 2, 4, ... then bisecting finds `limit`
     itself (to within 1/32), and 1/20 of it is left free (none below 20): 37 -> 36, 9 -> 9."""

@@ -154,48 +154,41 @@ def test_the_old_privacy_report_names_and_resident_worker_command_still_work():
     assert "DeprecationWarning" in res.stderr and "site.resident_worker" in res.stderr
 
 
-def test_import_fedrag_has_no_side_effects_and_federation_needs_no_cli():
-    code = (
-        "import os, sys; import fedrag; "
-        "assert 'HF_HUB_OFFLINE' not in os.environ and 'torch' not in sys.modules; "
-        "import fedrag.federation, fedrag.federation.launch.flwr_components, fedrag.federation.server.server_app, fedrag.federation.site.client_app; "
-        "assert not [m for m in sys.modules if m.startswith('fedrag.cli')], sorted(sys.modules); "
-        "assert fedrag.TrainConfig and fedrag.simulate and fedrag.Stage; print('ok')"
-    )
+# the claims below need an interpreter that has imported nothing of fedrag's: one process
+# checks them in turn, each step importing more (a process costs ~2-4 CPU-s of imports)
+FRESH_INTERPRETER = """
+import inspect, os, sys
+import fedrag
+assert 'HF_HUB_OFFLINE' not in os.environ and 'torch' not in sys.modules, 'import fedrag has side effects'
+from fedrag.federation.launch.flwr_components import client_app
+from fedrag.federation.site.client_app import make_client_app, run_task
+from fedrag.federation.task import FedTask
+cfg = FedTask(strategy='joint-token', rounds=2).to_config(); app = make_client_app(None, lambda c: None)
+assert run_task(cfg).training.rounds == 2
+heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss') if m in sys.modules]
+assert not heavy, f"a site's ClientApp process imports {heavy}"
+import fedrag.federation, fedrag.federation.server.server_app
+assert not [m for m in sys.modules if m.startswith('fedrag.cli')], 'the federation imports the CLI'
+assert fedrag.TrainConfig and fedrag.simulate and fedrag.Stage
+import fedrag.evaluate.metrics
+from fedrag import evaluate
+assert inspect.isfunction(evaluate) and fedrag.evaluate is evaluate, evaluate
+from fedrag.evaluate import metrics
+assert metrics.exact_match
+print('ok')
+"""
+
+
+def test_in_a_fresh_interpreter_imports_cost_only_what_they_use_and_exports_stay_functions():
+    """In a fresh interpreter: `import fedrag` has no side effects (no environment variable
+    set, no torch); a site's ClientApp process (Flower starts one per message, four a round
+    under secure aggregation; with a resident worker it only parses the task, checks and
+    forwards) imports no torch, whose import would cost about a CPU second each time; the
+    federation imports no CLI; and `fedrag.evaluate`, a subpackage and the function fedrag
+    exports from it, is the function after the subpackage was imported first (a script that
+    did so got the module, and calling it failed: "'module' object is not callable")."""
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
-    res = subprocess.run([sys.executable, "-m", "fedrag", "--help"], capture_output=True, text=True)
-    assert res.returncode == 0 and "compare" in res.stdout and "search-lr" in res.stdout, res.stderr
-
-
-def test_an_exported_function_named_like_its_subpackage_stays_the_function_whatever_came_first():
-    """`fedrag.evaluate` is a subpackage and the function fedrag exports: a script that
-    imported the subpackage first (as `from fedrag import compare` does) got the module from
-    `from fedrag import evaluate`, and calling it failed ("'module' object is not callable")."""
-    code = (
-        "import inspect; import fedrag.evaluate.metrics; from fedrag import evaluate; import fedrag; "
-        "assert inspect.isfunction(evaluate) and fedrag.evaluate is evaluate, evaluate; "
-        "from fedrag.evaluate import metrics; assert metrics.exact_match; print('ok')"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
-
-
-def test_a_sites_clientapp_process_imports_no_torch():
-    """Flower starts a ClientApp process per message (four a round under secure aggregation);
-    with a resident worker it only parses the task, checks and forwards: torch's import
-    (about a CPU second) would be paid on every message."""
-    code = (
-        "import sys; from fedrag.federation.site.client_app import make_client_app, run_task; "
-        "from fedrag.federation.launch.flwr_components import client_app; "  # what Flower's ClientApp process loads
-        "from fedrag.federation.task import FedTask; "
-        "cfg = FedTask(strategy='joint-token', rounds=2).to_config(); app = make_client_app(None, lambda c: None); "
-        "assert run_task(cfg).training.rounds == 2; "
-        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss') if m in sys.modules]; "
-        "assert not heavy, heavy; print('ok')"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", FRESH_INTERPRETER], capture_output=True, text=True, env=env)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
 
 

@@ -255,6 +255,19 @@ def test_help_lists_the_choices(command, options):
         assert choice in line, line
 
 
+@pytest.mark.slow
+def test_python_m_fedrag_lists_every_command():
+    from fedrag.cli.main import app
+
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    res = subprocess.run(
+        [sys.executable, "-m", "fedrag", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"}
+    )
+    assert res.returncode == 0, res.stderr
+    listed = {line.split()[1] for line in res.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    assert names and set(names) <= listed, (names, listed)
+
+
 def _weights(path: Path) -> dict:
     from safetensors.torch import load_file
 
