@@ -3,7 +3,7 @@ batch, in one process, on a GPU: step time (min/median/max after warm-up), token
 peak memory and the fedrag/plain ratio.
 
     python benchmarks/gpu_step_speed.py --device cuda --sizes 1b,8b --out gpu_speed.json
-    python benchmarks/gpu_step_speed.py --device cpu --sizes tiny --steps 2 --warmup 1 --out dry.json  # a test
+    python benchmarks/gpu_step_speed.py --device cpu --sizes tiny --steps 2 --warmup 1 --passage-words 20 --top-k 2 --out dry.json  # a test
 
 Nothing is downloaded: random-weight Llamas of `gpu_check.py`'s shapes (bfloat16 weights,
 a LoRA adapter, bf16 autocast) around the tokenizer trained by `tests/tiny.py`, a tiny BERT

@@ -60,6 +60,7 @@ def test_the_gpu_step_speed_benchmark_dry_runs_on_cpu(tmp_path, monkeypatch, cap
     """fedrag vs plain transformers + peft, step and decoding rows for every stage, on tiny shapes."""
     out = tmp_path / "speed.json"
     args = ["--device", "cpu", "--sizes", "tiny", "--auto-sizes", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "4"]
+    args += ["--passage-words", "20", "--top-k", "2"]  # bf16 on this CPU is emulated: 100-word passages, top 5 took ~35 CPU-s
     monkeypatch.setenv("FEDRAG_FAULT", "memory:6")  # the probe's limit: a device that holds 6 questions
     code, printed = _script(monkeypatch, capsys, "gpu_step_speed.py", *args, "--eval-questions", "4", "--out", out)
     assert code == 0, printed[-4000:]
