@@ -52,4 +52,9 @@ if [ "${FEDRAG_SETUP_PIP:-0}" = 1 ] || ! with_uv; then
   [ "${FEDRAG_SETUP_PIP:-0}" = 1 ] || echo "setup.sh: uv unavailable or failed; installing with pip" >&2
   with_pip
 fi
+# fedrag is installed editable, so its modules are compiled by whichever process imports them
+# first; where PYTHONDONTWRITEBYTECODE is set nothing keeps that, and every process (a site's
+# ClientApp, a Ray actor, each CLI call) compiles them again (~0.2 CPU-s for most of fedrag).
+# Python reads .pyc files whatever that variable says, and ignores one whose source changed.
+.venv/bin/python -m compileall -q fedrag >/dev/null
 echo "setup.sh: ready ($(.venv/bin/python -c 'import torch, flwr; print("torch", torch.__version__, "flwr", flwr.__version__)'))"
