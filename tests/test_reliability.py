@@ -257,9 +257,11 @@ def test_help_lists_the_choices(command, options):
 
 @pytest.mark.slow
 def test_python_m_fedrag_lists_every_command():
+    from typer.main import get_command_name
+
     from fedrag.cli.main import app
 
-    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    names = [c.name or get_command_name(c.callback.__name__) for c in app.registered_commands]
     res = subprocess.run(
         [sys.executable, "-m", "fedrag", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"}
     )
