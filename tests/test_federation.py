@@ -116,8 +116,16 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
 @pytest.mark.slow
 def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray"))  # this run's Ray session alone (a socket's path is short)
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
     task = task_for(tiny_models, tmp_path / "out", strategy="ra-dit", evaluate_every=2, report_to="mlflow,tensorboard")
-    cost = simulate(task, sites[2], cpus_per_site=ONE_ACTOR)
+    try:
+        cost = simulate(task, sites[2], cpus_per_site=ONE_ACTOR)
+        # Ray started one worker process, the one actor's: none idle beside it (one per CPU by Ray's default)
+        workers = list(ray_tmp.glob("ray/session_2*/logs/python-core-worker-*.log"))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert len(workers) == 1, workers
     rounds = json.loads((tmp_path / "out" / "rounds.json").read_text())
     # tracked as HF users know it: the server's per-round metrics and each site's, tagged by its node id
     from mlflow.tracking import MlflowClient
