@@ -114,17 +114,13 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
 
 
 @pytest.mark.slow
-def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tmp_path, monkeypatch):
+def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tmp_path, monkeypatch, ray_tmpdir):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    ray_tmp = Path(tempfile.mkdtemp(prefix="ray"))  # this run's Ray session alone (a socket's path is short)
-    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmpdir))  # this run's Ray session alone
     task = task_for(tiny_models, tmp_path / "out", strategy="ra-dit", evaluate_every=2, report_to="mlflow,tensorboard")
-    try:
-        cost = simulate(task, sites[2], cpus_per_site=ONE_ACTOR)
-        # Ray started one worker process, the one actor's: none idle beside it (one per CPU by Ray's default)
-        workers = list(ray_tmp.glob("ray/session_2*/logs/python-core-worker-*.log"))
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    cost = simulate(task, sites[2], cpus_per_site=ONE_ACTOR)
+    # Ray started one worker process, the one actor's: none idle beside it (one per CPU by Ray's default)
+    workers = list(ray_tmpdir.glob("ray/session_2*/logs/python-core-worker-*.log"))
     assert len(workers) == 1, workers
     rounds = json.loads((tmp_path / "out" / "rounds.json").read_text())
     # tracked as HF users know it: the server's per-round metrics and each site's, tagged by its node id
@@ -247,14 +243,20 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
 
 
 @pytest.fixture
-def stale_ray_cluster():
+def ray_tmpdir():
+    """An empty Ray temporary directory of the test's own (for RAY_TMPDIR), removed after."""
+    root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a limit
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stale_ray_cluster(ray_tmpdir):
     """A Ray temporary directory (for RAY_TMPDIR) naming a cluster that is gone, as a
     killed `ray start --head` leaves it."""
-    root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a limit
-    (root / "ray").mkdir()
-    (root / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
-    yield str(root)
-    shutil.rmtree(root, ignore_errors=True)
+    (ray_tmpdir / "ray").mkdir()
+    (ray_tmpdir / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
+    return str(ray_tmpdir)
 
 
 HEAD = """
