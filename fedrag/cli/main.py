@@ -4,6 +4,7 @@ and turns every failure into one line and an exit code (2 user error, 130 Ctrl-C
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -36,6 +37,16 @@ def _on_sigint(signum, frame):  # pragma: no cover - exercised through a subproc
     raise Interrupted()
 
 
+@functools.cache
+def _command():
+    """The click command typer builds from `app`, built once per process: `app()` rebuilds it
+    on every call (each option from its annotations, ~15 ms), and tests and notebooks call
+    `main()` many times in one process."""
+    import typer
+
+    return typer.main.get_command(app)
+
+
 def main() -> None:
     import os
     import warnings
@@ -53,7 +64,7 @@ def main() -> None:
     logging_disabled = logging.root.manager.disable
     try:
         try:
-            code = app(standalone_mode=False)
+            code = _command()(standalone_mode=False)
         except FedragError as exc:
             _fail(f"error: {exc}{_notes(exc)}", getattr(exc, "exit_code", EXIT_USER))
         except (Interrupted, KeyboardInterrupt, click.Abort) as exc:
