@@ -11,6 +11,11 @@ process per group with bytecode writing on, so each imported module leaves its .
 packages whose own processes start from many entry points (Flower's, Ray's) are compiled
 whole. A module left out is only compiled in memory by each process that imports it; a
 module that is not installed (an extra) is skipped.
+
+    .venv/bin/python scripts/compile_bytecode.py --missing flwr.supernode.cli
+
+lists, by package, the modules that a process importing those modules would compile again
+(a Flower process missed 195 and a Ray helper 63 before their entry modules were listed).
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ GROUPS = (
     "fedrag.cli.main fedrag.pipeline fedrag.federation.site.resident_worker fedrag.federation.launch.simulation"
     " sentence_transformers peft transformers.models.bert.modeling_bert transformers.models.llama.modeling_llama"
     " transformers.models.qwen2.modeling_qwen2 transformers.models.mistral.modeling_mistral transformers.generation",
+    # the processes a run starts many of: Flower's (a ClientApp per message) and Ray's helpers
     "fedrag.federation.site.client_app fedrag.federation.server.server_app fedrag.federation.launch.deployment"
-    " faiss datasets bm25s gguf dp_accounting matplotlib.pyplot cryptography torch.distributed.run",
+    " fedrag.federation.launch.credentials"
+    " flwr.supernode.cli flwr.superlink.cli flwr.supercore.cli flwr.simulation.app flwr.cli.app"
+    " ray.dashboard.agent ray.dashboard.dashboard ray._private.log_monitor ray.autoscaler._private.monitor"
+    " ray._private.runtime_env.agent.main"
+    " faiss datasets bm25s gguf dp_accounting matplotlib.pyplot torch.distributed.run",
     # the extras: tracking, bridges, docs, tests
     "mlflow wandb tensorboard langchain_core.language_models langchain_core.runnables langchain_core.tracers"
     " langsmith.client langsmith.run_helpers llama_index.core qdrant_client mkdocs material mkdocstrings griffe pytest",
@@ -42,13 +52,26 @@ def _import(names: list[str]) -> None:
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:  # an extra that is not installed, or one that fails to import here
+        except (Exception, SystemExit):  # an extra that is not installed, or one that fails to import here
             pass
 
 
+def _missing(names: list[str]) -> None:
+    from collections import Counter
+
+    _import(names)
+    files = {getattr(m, "__file__", None) or "" for m in list(sys.modules.values())} - {__file__}
+    files = [f for f in files if os.path.isabs(f) and f.endswith(".py")]  # not torch's virtual `_ops.py`
+    lacking = [Path(f).parts for f in files if not os.path.exists(importlib.util.cache_from_source(f))]
+    print(f"{len(lacking)} of {len(files)} imported modules have no .pyc")
+    top = Counter(p[p.index("site-packages") + 1] if "site-packages" in p else p[-2] for p in lacking)
+    for package, n in top.most_common():
+        print(f"{n:6d} {package}")
+
+
 def main() -> None:
-    if sys.argv[1:2] == ["--import"]:
-        _import(sys.argv[2:])
+    if sys.argv[1:2] in (["--import"], ["--missing"]):
+        (_import if sys.argv[1] == "--import" else _missing)(sys.argv[2:])
         return
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     cmds = [[sys.executable, __file__, "--import", *group.split()] for group in GROUPS]
