@@ -39,10 +39,10 @@ GROUPS = (
     " fedrag.federation.launch.credentials"
     " flwr.supernode.cli flwr.superlink.cli flwr.supercore.cli flwr.simulation.app flwr.cli.app"
     " ray.dashboard.agent ray.dashboard.dashboard ray._private.log_monitor ray.autoscaler._private.monitor"
-    " ray._private.runtime_env.agent.main"
+    " ray._private.runtime_env.agent.main aiohttp.web uvicorn websockets"
     " faiss datasets bm25s gguf dp_accounting matplotlib.pyplot torch.distributed.run",
     # the extras: tracking, bridges, docs, tests
-    "mlflow wandb tensorboard langchain_core.language_models langchain_core.runnables langchain_core.tracers"
+    "mlflow.tracking mlflow.entities wandb tensorboard langchain_core.language_models langchain_core.runnables langchain_core.tracers"
     " langsmith.client langsmith.run_helpers llama_index.core qdrant_client mkdocs material mkdocstrings griffe pytest",
 )
 WHOLE = ("flwr", "ray")
