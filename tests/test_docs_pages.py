@@ -240,12 +240,12 @@ def test_the_command_check_catches_a_wrong_option():
 # on every page at once.
 SHARED_FIGURES = {
     "the fast test loop, seconds on 2 cores": {
-        "value": "61",
+        "value": "55",
         "home": "CONTRIBUTING.md",
         "patterns": [r"fast loop: (\d+) s", r"\| the fast loop, [^|]*\| [^|]*\| ([\d.,]+) \|"],
     },
     "the quickstart on a fresh clone, wall time": {
-        "value": "5 min 18 s",
+        "value": "4 min 34 s",
         "home": "docs/quickstart.md",
         "patterns": [r"(\d+ min \d+ s)(?=[;, ]* ?set-up| \(`time`)"],
     },
