@@ -38,13 +38,14 @@ GROUPS = (
     # the processes a run starts many of: Flower's (a ClientApp per message) and Ray's helpers
     "fedrag.federation.site.client_app fedrag.federation.server.server_app fedrag.federation.launch.deployment"
     " fedrag.federation.launch.credentials"
-    " flwr.supernode.cli flwr.superlink.cli flwr.supercore.cli flwr.simulation.app flwr.cli.app"
+    " flwr.supernode.cli flwr.superlink.cli flwr.supercore.cli flwr.simulation.app flwr.cli.app aiohttp.web uvicorn"
+    " websockets faiss datasets bm25s gguf dp_accounting matplotlib.pyplot torch.distributed.run"
+    # last: Ray's runtime-env agent puts its own copy of aiohttp first on sys.path
     " ray.dashboard.agent ray.dashboard.dashboard ray._private.log_monitor ray.autoscaler._private.monitor"
-    " ray._private.runtime_env.agent.main aiohttp.web uvicorn websockets"
-    " faiss datasets bm25s gguf dp_accounting matplotlib.pyplot torch.distributed.run",
+    " ray._private.runtime_env.agent.main",
     # the extras: tracking, bridges, docs, tests
     "mlflow.tracking mlflow.entities wandb tensorboard langchain_core.language_models langchain_core.runnables langchain_core.tracers"
-    " langsmith.client langsmith.run_helpers llama_index.core qdrant_client mkdocs material mkdocstrings griffe pytest",
+    " langsmith.client langsmith.run_helpers llama_index.core qdrant_client mkdocs material mkdocstrings griffe pytest execnet",
 )
 WHOLE = ("flwr", "ray")
 
