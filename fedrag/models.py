@@ -62,9 +62,55 @@ def retriever_path(name: str) -> str:
     return name
 
 
+# what sentence-transformers imports from scikit-learn at start-up (`util/similarity.py`)
+_SKLEARN_NAMES = ("pairwise_distances",)
+
+
+def _deferred(name: str):
+    def call(*args, **kwargs):
+        import sklearn.metrics
+
+        return getattr(sklearn.metrics, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+def import_sentence_transformers():
+    """`sentence_transformers`, imported without importing scikit-learn.
+
+    sentence-transformers imports `sklearn.metrics` at start-up for one function (its sparse
+    Manhattan similarity), and scikit-learn brings scipy.stats: ~1.9 of the ~9 CPU-s every
+    process that loads a retriever spends on imports (a CLI call, a Ray actor, a site's
+    worker). While it imports, a stand-in `sklearn.metrics` gives those names as functions
+    that import scikit-learn when first called; the stand-in is removed after, so a later
+    `import sklearn.metrics` gets the real module. A release importing other names from it
+    is imported again the plain way."""
+    import sys
+    import types
+
+    if "sentence_transformers" in sys.modules or "sklearn.metrics" in sys.modules:
+        import sentence_transformers
+
+        return sentence_transformers
+    stand_in = types.ModuleType("sklearn.metrics")
+    for name in _SKLEARN_NAMES:
+        setattr(stand_in, name, _deferred(name))
+    sys.modules["sklearn.metrics"] = stand_in
+    try:
+        import sentence_transformers
+    except ImportError:  # a name the stand-in lacks: the modules that failed are unloaded by Python
+        del sys.modules["sklearn.metrics"]
+        import sentence_transformers
+    finally:
+        if sys.modules.get("sklearn.metrics") is stand_in:
+            del sys.modules["sklearn.metrics"]
+    return sentence_transformers
+
+
 def load_sentence_transformer(name: str, device: str = "cpu", dtype=None):
     """Load a SentenceTransformer from any accepted model argument (`dtype`: weights' torch dtype)."""
-    from sentence_transformers import SentenceTransformer
+    SentenceTransformer = import_sentence_transformers().SentenceTransformer
 
     path = retriever_path(name)
     try:

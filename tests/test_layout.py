@@ -213,3 +213,37 @@ def test_the_shipped_flower_app_config_matches_the_task_defaults():
     assert set(config) == set(defaults), set(config) ^ set(defaults)
     differs = {k: (config[k], defaults[k]) for k in config if config[k] != defaults[k] and k != "strategy"}
     assert not differs, differs
+
+
+WITHOUT_SKLEARN = """
+import sys
+import torch
+import fedrag.models as models
+
+st = models.import_sentence_transformers()
+assert "sklearn" not in sys.modules and "scipy.stats" not in sys.modules, "scikit-learn was imported"
+# sparse inputs take sentence-transformers' scikit-learn path, imported on this first call:
+# |1-0|+|0-1|+|2-2| = 2 and |0-0|+|3-1|+|0-2| = 4
+a = torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, 0.0]]).to_sparse()
+b = torch.tensor([[0.0, 1.0, 2.0]]).to_sparse()
+assert st.util.manhattan_sim(a, b).tolist() == [[-2.0], [-4.0]]
+import sklearn.metrics
+assert hasattr(sklearn.metrics, "roc_auc_score"), "a later import gets the real module"
+
+# a release importing a name the stand-in lacks: imported again the plain way
+for name in [n for n in sys.modules if n.startswith(("sentence_transformers", "sklearn"))]:
+    del sys.modules[name]
+models._SKLEARN_NAMES = ()
+st = models.import_sentence_transformers()
+assert st.util.similarity.pairwise_distances is sys.modules["sklearn.metrics"].pairwise_distances
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_loading_a_retriever_imports_no_scikit_learn_and_its_one_function_still_works():
+    """sentence-transformers imports scikit-learn at start-up for one function (~1.5 CPU-s
+    in every process that loads a retriever); fedrag imports it without, and the function
+    imports it when called. A fresh interpreter, since the test process holds both."""
+    res = subprocess.run([sys.executable, "-c", WITHOUT_SKLEARN], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]

@@ -244,14 +244,18 @@ def test_eval_reports_the_top_k_it_used(monkeypatch, capsys, tmp_path, demo_dir,
         ("eval", {"--retrieval": "hybrid", "--decoding": "rag-token"}),
     ],
 )
-@pytest.mark.slow
-def test_help_lists_the_choices(command, options):
-    # a process of its own: in an xdist worker the in-process help came out 80 columns wide whatever COLUMNS said
-    res = subprocess.run(
-        [sys.executable, "-m", "fedrag", command, "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"}
-    )
+def test_help_lists_the_choices(command, options, monkeypatch):
+    import typer.rich_utils
+    from typer.testing import CliRunner
+
+    from fedrag.cli.main import app
+
+    # one option a line, its choices on it; typer reads TERMINAL_WIDTH once, when first imported
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 300)
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "300"}, terminal_width=300)
+    assert res.exit_code == 0, res.output
     for option, choice in options.items():
-        line = next(line for line in res.stdout.splitlines() if option in line)
+        line = next(line for line in res.output.splitlines() if option in line)
         assert choice in line, line
 
 

@@ -73,8 +73,10 @@ def _warm() -> None:
 
     import fedrag.federation.site.local_round  # noqa: F401
     import fedrag.pipeline  # noqa: F401
+    from fedrag.models import import_sentence_transformers
 
-    for name in ("transformers", "peft", "sentence_transformers"):
+    import_sentence_transformers()
+    for name in ("transformers", "peft"):
         try:
             importlib.import_module(name)
         except ImportError:  # pragma: no cover - a missing dependency fails the round with its own message
