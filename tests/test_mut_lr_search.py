@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import sentence_transformers  # noqa: F401 - imported at collection: each mutant run forks from a process that holds it
 import torch
 
 from fedrag.data import load_qa
@@ -21,6 +20,7 @@ from fedrag.errors import FedragError
 from fedrag.evaluate import evaluate
 from fedrag.evaluate.metrics import f1_score
 from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings
+from fedrag.models import import_sentence_transformers
 from fedrag.pipeline import build_training_rag
 from fedrag.rag import RAGSystem
 from fedrag.strategies import Phase, Strategy
@@ -28,6 +28,9 @@ from fedrag.strategies.library import make_strategy
 from fedrag.strategies.lr_search import _evaluator, search_lr, search_mode
 from fedrag.train import ContrastiveStage, RAGSequenceStage, RALTStage, TrainConfig, get_state, set_state, train_stage
 from fedrag.train.validate import validation_fn
+
+# imported at collection, as fedrag's processes import it: each mutant run forks from a process that holds it
+import_sentence_transformers()
 
 SIDES = ("retriever", "generator")
 # one optimizer step at a constant rate; lr_generator / lr_retriever stay TrainConfig's configured values
