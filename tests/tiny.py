@@ -35,10 +35,14 @@ def _wordpiece_vocab(normalizer, pre_tokenizer) -> dict[str, int]:
 
 def build_tiny_bert(out: Path) -> Path:
     import torch
-    from sentence_transformers import SentenceTransformer, models
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
     from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from fedrag.models import import_sentence_transformers
+
+    import_sentence_transformers()  # as fedrag's processes import it, without scikit-learn
+    from sentence_transformers import SentenceTransformer, models
 
     normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
     tok = Tokenizer(WordPiece(_wordpiece_vocab(normalizer, pre_tokenizer), unk_token="[UNK]"))
