@@ -73,6 +73,9 @@ def call(sock: str, argv: list[str]) -> int:
 def serve(sock: str) -> None:
     import importlib
 
+    from fedrag.models import import_sentence_transformers
+
+    import_sentence_transformers()  # as a `fedrag` process imports it, without scikit-learn
     for module in PRELOAD:
         importlib.import_module(module)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
