@@ -80,9 +80,8 @@ def import_sentence_transformers():
     """`sentence_transformers`, imported without importing scikit-learn.
 
     sentence-transformers imports `sklearn.metrics` at start-up for one function (its sparse
-    Manhattan similarity), and scikit-learn brings scipy.stats: ~1.9 of the ~9 CPU-s every
-    process that loads a retriever spends on imports (a CLI call, a Ray actor, a site's
-    worker). While it imports, a stand-in `sklearn.metrics` gives those names as functions
+    Manhattan similarity), and scikit-learn brings scipy.stats: ~1.5 CPU-s in every process
+    that loads a retriever (a CLI call, a Ray actor, a site's worker). While it imports, a stand-in `sklearn.metrics` gives those names as functions
     that import scikit-learn when first called; the stand-in is removed after, so a later
     `import sklearn.metrics` gets the real module. A release importing other names from it
     is imported again the plain way."""
@@ -99,8 +98,9 @@ def import_sentence_transformers():
     sys.modules["sklearn.metrics"] = stand_in
     try:
         import sentence_transformers
-    except ImportError:  # a name the stand-in lacks: the modules that failed are unloaded by Python
-        del sys.modules["sklearn.metrics"]
+    except ImportError:  # a name the stand-in lacks (Python unloads the modules that failed)
+        if sys.modules.get("sklearn.metrics") is stand_in:
+            del sys.modules["sklearn.metrics"]
         import sentence_transformers
     finally:
         if sys.modules.get("sklearn.metrics") is stand_in:
