@@ -81,30 +81,27 @@ def import_sentence_transformers():
 
     sentence-transformers imports `sklearn.metrics` at start-up for one function (its sparse
     Manhattan similarity), and scikit-learn brings scipy.stats: ~1.5 CPU-s in every process
-    that loads a retriever (a CLI call, a Ray actor, a site's worker). While it imports, a stand-in `sklearn.metrics` gives those names as functions
-    that import scikit-learn when first called; the stand-in is removed after, so a later
-    `import sklearn.metrics` gets the real module. A release importing other names from it
-    is imported again the plain way."""
+    that loads a retriever (a CLI call, a Ray actor, a site's worker). While it imports, a
+    stand-in `sklearn.metrics` gives those names as functions that import scikit-learn when
+    first called; the stand-in is removed after, so a later `import sklearn.metrics` gets the
+    real module. A release importing other names from it is imported again the plain way."""
     import sys
     import types
 
-    if "sentence_transformers" in sys.modules or "sklearn.metrics" in sys.modules:
-        import sentence_transformers
+    if "sentence_transformers" not in sys.modules and "sklearn.metrics" not in sys.modules:
+        stand_in = types.ModuleType("sklearn.metrics")
+        for name in _SKLEARN_NAMES:
+            setattr(stand_in, name, _deferred(name))
+        sys.modules["sklearn.metrics"] = stand_in
+        try:
+            import sentence_transformers  # noqa: F401
+        except ImportError:  # a name the stand-in lacks: Python unloads what failed; the plain import below
+            pass
+        finally:
+            if sys.modules.get("sklearn.metrics") is stand_in:
+                del sys.modules["sklearn.metrics"]
+    import sentence_transformers
 
-        return sentence_transformers
-    stand_in = types.ModuleType("sklearn.metrics")
-    for name in _SKLEARN_NAMES:
-        setattr(stand_in, name, _deferred(name))
-    sys.modules["sklearn.metrics"] = stand_in
-    try:
-        import sentence_transformers
-    except ImportError:  # a name the stand-in lacks (Python unloads the modules that failed)
-        if sys.modules.get("sklearn.metrics") is stand_in:
-            del sys.modules["sklearn.metrics"]
-        import sentence_transformers
-    finally:
-        if sys.modules.get("sklearn.metrics") is stand_in:
-            del sys.modules["sklearn.metrics"]
     return sentence_transformers
 
 
