@@ -100,6 +100,12 @@ def _row(name: str, device: str, res, t0: float) -> dict:
 
 
 def check(device: str, sizes: list[str], weights: list[str], steps: int, quantize: bool, lr: float | None) -> list[dict]:
+    """Train and evaluate each size and weight dtype; the models it builds are removed after."""
+    with tempfile.TemporaryDirectory(prefix="fedrag-gpu-check-") as tmp:
+        return _check(Path(tmp), device, sizes, weights, steps, quantize, lr)
+
+
+def _check(work: Path, device: str, sizes: list[str], weights: list[str], steps: int, quantize: bool, lr: float | None):
     import torch
     from tiny import build_tiny_bert, build_tiny_llama
 
@@ -110,7 +116,6 @@ def check(device: str, sizes: list[str], weights: list[str], steps: int, quantiz
     from fedrag.retrieve import KnowledgeStore, Retriever, Searcher
     from fedrag.train import RAGTokenStage, RALTStage, TrainConfig, train_stage
 
-    work = Path(tempfile.mkdtemp(prefix="fedrag-gpu-check-"))
     bert, llama = build_tiny_bert(work), build_tiny_llama(work)
     passages, train, test = demo.generate(n_people=40, seed=1)
     retriever = Retriever.load(str(bert), device=device)

@@ -279,15 +279,15 @@ def main() -> None:
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     t0, train, decode, auto = time.perf_counter(), [], [], []
     for size in args.sizes.split(","):
-        work = Path(tempfile.mkdtemp(prefix="fedrag-gpu-speed-"))
         people = 800 if size in args.auto_sizes.split(",") else 40  # ~1,800 questions: room above any chosen batch
-        rag, train_ex, test = build(args.device, size, args.passage_words, args.top_k, work, people)
-        params = sum(p.numel() for p in rag.generator.model.get_base_model().parameters())
-        train += train_rows(rag, train_ex[: args.batch_size], args, size, params, peak)
-        decode += decode_rows(rag, test, args, size)
-        if size in args.auto_sizes.split(","):
-            auto.append(auto_row(rag, train_ex, args, size))
-        del rag
+        with tempfile.TemporaryDirectory(prefix="fedrag-gpu-speed-") as work:  # the size's models: removed after
+            rag, train_ex, test = build(args.device, size, args.passage_words, args.top_k, Path(work), people)
+            params = sum(p.numel() for p in rag.generator.model.get_base_model().parameters())
+            train += train_rows(rag, train_ex[: args.batch_size], args, size, params, peak)
+            decode += decode_rows(rag, test, args, size)
+            if size in args.auto_sizes.split(","):
+                auto.append(auto_row(rag, train_ex, args, size))
+            del rag
     meta = {
         "device": name,
         "peak_bf16_tflops": peak,

@@ -85,7 +85,14 @@ def main() -> None:
     ap.add_argument("--index", default="hnsw")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="fedrag-gpu-store-"))
+    with tempfile.TemporaryDirectory(prefix="fedrag-gpu-store-") as work:  # the corpus and the store: removed after
+        row = measure(Path(work), args)
+    Path(args.out).write_text(json.dumps(row, indent=2))
+    print(json.dumps(row, indent=2))
+
+
+def measure(work: Path, args: argparse.Namespace) -> dict:
+    """Build the store of `args.passages` passages in `work` with `fedrag index`; load and search it."""
     model = retriever(work, args.shape)
     mean_words = corpus(args.passages, work / "corpus.jsonl")
     cmd = [
@@ -130,7 +137,7 @@ def main() -> None:
     disk = sum(f.stat().st_size for f in (work / "store").rglob("*") if f.is_file()) / 2**20
     import torch
 
-    row = {
+    return {
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "passages": args.passages,
         "mean_words": mean_words,
@@ -147,8 +154,6 @@ def main() -> None:
         "encode_dtype": store.info.get("encode_dtype"),
         "log_tail": res.stderr.strip().splitlines()[-3:],
     }
-    Path(args.out).write_text(json.dumps(row, indent=2))
-    print(json.dumps(row, indent=2))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "userplans.py").write_text(USER_PLANS)
     out = tmp_path / "out"
+    (tmp_path / "tmp").mkdir()  # the submitting process's temporary directory
     with LocalDeployment(tmp_path / "dep", certs, keys, threads_per_site=1) as dep:
         dep.env["PYTHONPATH"] = str(tmp_path / "user")  # the user's package is installed on every host
         dep.env["OMP_NUM_THREADS"] = "2"  # what the sites would get without the cap
@@ -136,6 +137,7 @@ def test_federate_submits_to_a_remote_superlink_over_tls_with_supernode_authenti
         assert not any(k.startswith("clients_eval_") for k in r), "evaluate-every 0: no evaluate messages"
     assert (out / "generator" / "adapter_config.json").exists()
     assert "masked (the server decodes only the sum)" in (out / "privacy.md").read_text()
+    assert not list((tmp_path / "tmp").iterdir()), "a finished submission leaves nothing in the temporary directory"
 
 
 def _submit(dep: LocalDeployment, certs, tiny_models: dict, out: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -150,7 +152,7 @@ def _submit(dep: LocalDeployment, certs, tiny_models: dict, out: Path, cwd: Path
         text=True,
         timeout=600,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": dep.env["PYTHONPATH"]},
+        env={**os.environ, "PYTHONPATH": dep.env["PYTHONPATH"], "TMPDIR": str(cwd / "tmp")},
     )
 
 

@@ -47,7 +47,7 @@ def test_two_torchrun_processes_take_the_step_of_one_process_on_the_global_batch
         tiny_models["generator"],
     ]
     # loopback only; one thread per process, as torchrun sets it
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     # the one-process reference: the CLI in this process (a new one would import torch and transformers again)
     code, _, err = run(monkeypatch, capsys, *args[2:], "--out", tmp_path / "one")
     assert code == 0, err

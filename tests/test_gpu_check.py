@@ -4,6 +4,7 @@ on tiny models, so a GPU window is spent measuring, not debugging."""
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(monkeypatch, capsys, name: str, *args) -> tuple[int, str]:
-    """`python benchmarks/NAME ARGS` as `gpu_run.sh` runs it, in this process: its exit status and output."""
+    """`python benchmarks/NAME ARGS` as `gpu_run.sh` runs it, in this process: its exit status
+    and output. What it puts in the temporary directory (models, a corpus, a store: on a GPU
+    machine, gigabytes) is gone when it ends."""
+    tmp = Path(args[args.index("--out") + 1]).parent / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))  # and the processes it starts
     code, out, err = run_script(monkeypatch, capsys, ROOT / "benchmarks" / name, *args)
+    left = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_"))  # torch.compile's own cache
+    assert not left, f"{name} left {left} in its temporary directory"
     return code, out + err
 
 

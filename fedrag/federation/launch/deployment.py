@@ -284,10 +284,13 @@ def submit_remote(task: FedTask, address: str, root_certificates: str | None = N
     """Submit `task` to a running SuperLink (its sites already connected); wait for the
     end. `task.run.out` is a path on the SuperLink's host: its cost.json is returned when
     this host can read it, else where the outputs are."""
+    import shutil
     import tempfile
 
-    with LocalDeployment(Path(tempfile.mkdtemp(prefix="fedrag-submit-"))) as dep:
+    work = Path(tempfile.mkdtemp(prefix="fedrag-submit-"))
+    with LocalDeployment(work) as dep:
         dep.connect(address, root_certificates)
         dep.submit(task, timeout=timeout or run_timeout(task))
+    shutil.rmtree(work, ignore_errors=True)  # kept when the submission fails: its error names the logs in it
     cost = Path(task.run.out) / "cost.json"
     return json.loads(cost.read_text()) if cost.is_file() else {"out": task.run.out, "outputs": "on the SuperLink's host"}
