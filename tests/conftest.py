@@ -69,6 +69,18 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def warm_cli(tmp_path_factory) -> dict[str, str]:
+    """An environment whose `fedrag` runs each command in a process of its own, forked from
+    one that imported fedrag's libraries once for this worker (tests/warm_fedrag.py): for
+    tests whose subject is a process (its exit status, a kill, a signal, what it leaves on
+    disk), each without ~7 CPU-s of imports. Add a test's variables to a copy of it."""
+    import warm_fedrag
+
+    with warm_fedrag.running(tmp_path_factory.mktemp("warm-cli"), Path(__file__).resolve().parents[1]) as env:
+        yield env
+
+
 @pytest.fixture(autouse=True)
 def _no_run_thread_left():
     """A test leaves no thread of a federated run running in the worker: Flower's ServerApp

@@ -43,20 +43,17 @@ def test_the_gpu_check_dry_runs_on_cpu(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_the_gpu_cli_check_dry_runs_on_cpu(tmp_path):
+def test_the_gpu_cli_check_dry_runs_on_cpu(tmp_path, warm_cli):
     """Every CLI step of the GPU check but the 4-bit one (bitsandbytes needs CUDA); each
     fedrag command a process forked from one that has imported the libraries."""
-    import warm_fedrag
-
-    with warm_fedrag.running(tmp_path, ROOT) as env:
-        res = subprocess.run(
-            ["bash", str(ROOT / "benchmarks" / "gpu_cli_check.sh"), "cpu", str(tmp_path / "out")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=ROOT,
-            env={**env, "PYTHON": sys.executable, "FEDRAG": "fedrag"},
-        )
+    res = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_cli_check.sh"), "cpu", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**warm_cli, "PYTHON": sys.executable, "FEDRAG": "fedrag"},
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     done = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("ok ")]
     assert done == ["models", "data", "train-bf16", "eval-bf16", "joint-token", "index", "eval-device-map"]

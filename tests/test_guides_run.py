@@ -12,7 +12,7 @@ What the run changes, and nothing else: the commands that would load the bundled
 (`fedrag eval`, `train`, `compare`, `index`) get the tiny test models
 (`tests/tiny.py`) as `--retriever`/`--generator` right after the command's name, where a
 model the block names later on the line still wins (click keeps an option's last value);
-`fedrag` on PATH is `tests/warm_fedrag.py` (the real CLI in a fresh process a command,
+`fedrag` on PATH is `tests/warm_fedrag.py` (`warm_cli`: the real CLI in a fresh process a command,
 forked from one that has imported its libraries). The files the guide starts from, a
 SQuAD v1.1 file and a Hugging Face dataset saved to disk, are written by `_user_data`
 from the demo corpus.
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import warm_fedrag
 from test_docs_pages import _cli, _commands, _fedrag_invocations, call_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,21 +265,20 @@ OUTCOMES = {
 
 
 @pytest.mark.slow
-def test_the_guides_run_as_written_on_tiny_data(tiny_models, tmp_path):
+def test_the_guides_run_as_written_on_tiny_data(tiny_models, tmp_path, warm_cli):
     runnable = [b for b in guide_blocks(GUIDES.read_text()) if b.mark is None]
     assert all(outcome(b) for b in runnable), "test_every_guide_block_is_run_or_marked_and_parses fails"
     _user_data(tmp_path)
-    with warm_fedrag.running(tmp_path, ROOT) as env:
-        for block in runnable:
-            code = with_models(block.code, tiny_models)
-            res = subprocess.run(
-                ["bash", "-e", "-o", "pipefail", "-c", code],
-                cwd=tmp_path,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert res.returncode == 0, f"guides.md:{block.line} exited {res.returncode}:\n{code}\n{res.stderr[-3000:]}"
-            outcome(block)(tmp_path, res.stdout)
+    for block in runnable:
+        code = with_models(block.code, tiny_models)
+        res = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", code],
+            cwd=tmp_path,
+            env=warm_cli,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 0, f"guides.md:{block.line} exited {res.returncode}:\n{code}\n{res.stderr[-3000:]}"
+        outcome(block)(tmp_path, res.stdout)

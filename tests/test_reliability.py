@@ -44,19 +44,21 @@ def _ignore_sigint():
     ],
 )
 @pytest.mark.slow
-def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_models, sig, code, word, ignored):
+def test_a_signal_exits_non_zero_and_leaves_nothing(tmp_path, demo_dir, tiny_models, warm_cli, sig, code, word, ignored):
     """``ignored``: started with SIGINT ignored (as a non-interactive shell starts background
-    jobs, or a parent process that ignores it): Ctrl-C still interrupts fedrag."""
+    jobs, or a parent process that ignores it): Ctrl-C still interrupts fedrag. That case is a
+    `python -m fedrag` of its own (a disposition is inherited from the parent process); the
+    others a `fedrag` forked from one that imported the libraries (`warm_cli`)."""
     out = tmp_path / "run"
     args = [str(a) for a in _train_args(demo_dir, tiny_models, out)]
     args[args.index("--steps") + 1] = "100000"
     # the signal arrives mid-training, at the end of step 2, whatever the load
     fault = f"train-step:2:{signal.Signals(sig).name[3:]}"
     proc = subprocess.run(
-        [sys.executable, "-m", "fedrag", *args],
+        [sys.executable, "-m", "fedrag", *args] if ignored else ["fedrag", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "FEDRAG_FAULT": fault},
+        env={**(os.environ if ignored else warm_cli), "PYTHONUNBUFFERED": "1", "FEDRAG_FAULT": fault},
         preexec_fn=_ignore_sigint if ignored else None,
         timeout=300,
     )
@@ -282,16 +284,15 @@ def _weights(path: Path) -> dict:
 
 @pytest.mark.slow
 def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(
-    tmp_path, demo_dir, tiny_models, monkeypatch, capsys
+    tmp_path, demo_dir, tiny_models, monkeypatch, capsys, warm_cli
 ):
     """SIGKILL (the OOM killer, a preempted node) after the first checkpoint; the same
     command continues and ends bit-for-bit where an uninterrupted run ends. Contrastive
-    trains the tiny BERT with dropout 0.1, so the RNG state must be restored too."""
+    trains the tiny BERT with dropout 0.1, so the RNG state must be restored too. The killed
+    run is a process of its own (`warm_cli`), the others the CLI in this process."""
 
     def args(out):
         return [
-            sys.executable,
-            "-m",
             "fedrag",
             "train",
             "--stage",
@@ -313,17 +314,17 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_uninterrupted_weights(
             str(out),
         ]
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    code, _, err = run(monkeypatch, capsys, *args(tmp_path / "whole")[3:])  # the uninterrupted run: the CLI, in this process
+    code, _, err = run(monkeypatch, capsys, *args(tmp_path / "whole")[1:])  # the uninterrupted run
     assert code == 0, err
     out = tmp_path / "cut"
     # dies by SIGKILL right after its first checkpoint (step 2) is on disk, whatever the load
-    cut = subprocess.run(args(out), capture_output=True, text=True, env={**env, "FEDRAG_FAULT": "train-checkpoint:1"})
+    env = {**warm_cli, "PYTHONUNBUFFERED": "1", "FEDRAG_FAULT": "train-checkpoint:1"}
+    cut = subprocess.run(args(out), capture_output=True, text=True, env=env)
     assert cut.returncode == -signal.SIGKILL, cut.stderr
     ckpt = out.with_name(".cut.partial") / "phase0-contrastive" / "checkpoint" / "state.json"
     assert ckpt.exists() and not out.exists(), "killed after its first checkpoint, before it finished"
     assert json.loads(ckpt.read_text())["step"] == 2
-    code, _, err = run(monkeypatch, capsys, *args(out)[3:])  # the same command, in this process
+    code, _, err = run(monkeypatch, capsys, *args(out)[1:])  # the same command, in this process
     assert code == 0, err
     assert "resuming the interrupted run" in err
     a, b = _weights(tmp_path / "whole" / "retriever"), _weights(out / "retriever")
@@ -357,11 +358,11 @@ def test_another_command_does_not_continue_an_interrupted_run(monkeypatch, capsy
 
 
 @pytest.mark.slow
-def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models, monkeypatch, capsys):
+def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models, monkeypatch, capsys, warm_cli):
     """The second ``train --out X`` started while the first runs is refused with one line;
     the first finishes and its result is the one in X. The first is held stopped (SIGSTOP)
     while the second tries, so it is certainly still running then, whatever the load. The
-    second is this test's own process (the CLI in-process: no second start-up to pay)."""
+    first is a process of its own (`warm_cli`), the second this test's own process."""
 
     def args(out, steps):
         a = [str(x) for x in _train_args(demo_dir, tiny_models, out)]
@@ -369,10 +370,10 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models, mon
         return a
 
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**warm_cli, "PYTHONUNBUFFERED": "1"}
     # the first stops itself (SIGSTOP) after its first step: certainly running, whatever the load
     first = subprocess.Popen(
-        [sys.executable, "-m", "fedrag", *args(out, "6")],
+        ["fedrag", *args(out, "6")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -396,7 +397,7 @@ def test_two_processes_cannot_write_one_out(tmp_path, demo_dir, tiny_models, mon
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models):
+def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models, warm_cli):
     """A tmpfs too small for the trained models: the library's own error type (safetensors'
     SafetensorError) still ends as one line, exit 1, and nothing is published."""
     disk = tmp_path / "disk"
@@ -408,7 +409,7 @@ def test_a_full_disk_is_one_line_with_exit_1(tmp_path, demo_dir, tiny_models):
         pytest.skip("needs root to mount a small tmpfs")
     try:
         args = [str(a) for a in _train_args(demo_dir, tiny_models, disk / "run")]
-        proc = subprocess.run([sys.executable, "-m", "fedrag", *args], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(["fedrag", *args], capture_output=True, text=True, timeout=300, env=warm_cli)
         assert proc.returncode == 1, proc.stderr
         # the store's encoding progress comes first when no earlier test cached its embeddings
         lines = message_lines(proc.stderr)

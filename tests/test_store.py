@@ -5,9 +5,7 @@ Every expected ranking here is computed independently of the store: numpy's matr
 product over embeddings the test encodes itself."""
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -158,17 +156,15 @@ def _big_corpus(path, n):
 
 
 @pytest.mark.slow  # two `fedrag index` processes (~20 s): the fast loop checks the store in process
-def test_a_killed_build_continues_from_its_last_finished_chunk(tiny_models, tmp_path, monkeypatch, capsys):
-    """`fedrag index` killed (SIGKILL, at an exact chunk) in a process of its own; the same
-    command again, here in this test's process, encodes only what the killed one had not."""
+def test_a_killed_build_continues_from_its_last_finished_chunk(tiny_models, tmp_path, monkeypatch, capsys, warm_cli):
+    """`fedrag index` killed (SIGKILL, at an exact chunk) in a process of its own (`warm_cli`);
+    the same command again, here in this test's process, encodes only what the killed one had not."""
     from fedrag.retrieve.encode import CHUNK
 
     n = 2 * CHUNK + 100  # three chunks
     _big_corpus(tmp_path / "c.jsonl", n)
-    env = {**os.environ, "FEDRAG_CACHE": str(tmp_path / "cache")}
+    env = {**warm_cli, "FEDRAG_CACHE": str(tmp_path / "cache")}
     cmd = [
-        sys.executable,
-        "-m",
         "fedrag",
         "index",
         "--corpus",
@@ -181,7 +177,7 @@ def test_a_killed_build_continues_from_its_last_finished_chunk(tiny_models, tmp_
     assert killed.returncode == -9 and not (tmp_path / "s").exists()
     assert f"encoding {2 * CHUNK}/{n} passages" in killed.stderr
     monkeypatch.setenv("FEDRAG_CACHE", env["FEDRAG_CACHE"])
-    code, _, err = run(monkeypatch, capsys, *cmd[3:])
+    code, _, err = run(monkeypatch, capsys, *cmd[1:])
     assert code == 0, err
     lines = [ln for ln in err.splitlines() if ln.startswith("fedrag: encoding")]
     assert len(lines) == 1 and f"encoding {n}/{n} passages" in lines[0] and "/s, ETA" in lines[0]  # the last chunk only

@@ -6,10 +6,17 @@ about 7 CPU-s a process (CONTRIBUTING.md, "Where the time goes"). `serve` import
 once and listens on a Unix socket; the script `install` writes (`DIR/fedrag`) sends its
 arguments, working directory, environment and standard streams there, and the server
 forks a fresh process that runs `fedrag.cli.main.main` with them: the real CLI, one
-process a command, its exit status returned to the shell.
+process a command (in a process group of its own, as a shell runs a command), its exit
+status returned to the caller; a command killed by a signal kills the caller with it, so
+`subprocess.run(["fedrag", ...]).returncode` is `-9` after a SIGKILL, as for `python -m fedrag`.
 
     with running(tmp_path, ROOT) as env:   # the server, and an environment with DIR/fedrag on PATH
         subprocess.run(["bash", "-c", "fedrag eval ..."], env=env)
+
+The tests' `warm_cli` fixture (conftest.py) is one such environment for a whole xdist
+worker. What a fork does not reproduce: what the libraries read from the environment when
+imported (the server's, not the command's) and signal dispositions inherited from the
+caller; tests of those start `python -m fedrag` themselves.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ def install(bin_dir: Path, sock: Path) -> Path:
 def running(where: Path, root: Path):
     """An environment in which `fedrag` runs through a server importing fedrag from
     `root`, for as long as the context lasts (its log: `where/warm-fedrag.log`). The
-    server and the processes it forks are stopped by their process group on the way out."""
+    server and any command it forked still running are stopped on the way out."""
+    import contextlib
     import signal
     import subprocess
     import tempfile
@@ -57,17 +65,40 @@ def running(where: Path, root: Path):
             bin_dir = install(Path(short) / "bin", sock).parent
             yield {**os.environ, "PYTHONPATH": str(root), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
         finally:
+            from fedrag.federation.launch.processes import children
+
+            for pid in children(server.pid)[::-1]:  # commands still running, each in a group of its own
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
 
 
 def call(sock: str, argv: list[str]) -> int:
-    """Run `fedrag ARGV` in a process forked by the server; its exit status."""
+    """Run `fedrag ARGV` in a process forked by the server; its exit status (negative: the
+    signal that ended it). While the command is stopped (SIGSTOP) this process is too, and
+    continuing this one continues it: whoever waits on this process sees what the command does."""
+    import signal
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         s.connect(sock)
         request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
         socket.send_fds(s, [json.dumps(request).encode()], [0, 1, 2])
-        return int(s.recv(16) or b"1")
+        while (reply := s.recv(16)) == b"stopped":
+            os.kill(os.getpid(), signal.SIGSTOP)
+            s.send(b"continue")
+        return int(reply or b"1")
+
+
+def _exit_as(code: int) -> None:
+    """End this process as the command ended: with its status, or by its signal."""
+    if code < 0:
+        import signal
+
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    sys.exit(code)
 
 
 def serve(sock: str) -> None:
@@ -94,8 +125,21 @@ def serve(sock: str) -> None:
                 _child(json.loads(message), fds)
             for fd in fds:
                 os.close(fd)
-            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-            conn.send(str(code if code >= 0 else 128 - code).encode())
+            conn.send(str(_wait(pid, conn)).encode())
+
+
+def _wait(pid: int, conn: socket.socket) -> int:
+    """The command's exit status; each time it stops, the caller is told and stops too, and
+    the command is continued when the caller is."""
+    import signal
+
+    while True:
+        _, status = os.waitpid(pid, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):
+            return os.waitstatus_to_exitcode(status)
+        conn.send(b"stopped")
+        conn.recv(16)  # the caller was continued
+        os.kill(pid, signal.SIGCONT)
 
 
 def _child(request: dict, fds: list[int]) -> None:
@@ -104,6 +148,7 @@ def _child(request: dict, fds: list[int]) -> None:
     import atexit
     import traceback
 
+    os.setpgid(0, 0)  # the server's group is not the command's: a signal to its group reaches it alone
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -134,4 +179,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2])
     else:
-        sys.exit(call(sys.argv[2], sys.argv[3:]))
+        _exit_as(call(sys.argv[2], sys.argv[3:]))
