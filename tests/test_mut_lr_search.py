@@ -57,8 +57,13 @@ def lr(tiny_models, demo_dir):
     # four questions whose gold passage the untrained retriever finds (Recall@5 = 1 on them), with
     # the untrained system's own answers as gold (picked, not fixed: a change to the tiny models
     # changes which questions these are)
-    rows = _decoded(rag, test, "rag-sequence")
-    picked = [(e, r["prediction"]) for e, r in zip(test, rows) if r["recall@5"] == 1.0][:4]
+    picked = []
+    for i in range(0, len(test), 8):  # RAG-Sequence decoding is the fixture's cost: only as far as needed
+        rows = _decoded(rag, test[i : i + 8], "rag-sequence")
+        picked += [(e, r["prediction"]) for e, r in zip(test[i : i + 8], rows) if r["recall@5"] == 1.0]
+        if len(picked) >= 4:
+            break
+    picked = picked[:4]
     val_g = [replace(e, answers=(a,)) for e, a in picked]
     assert len(val_g) == 4 and all(a.strip() for _, a in picked)
     concat, train = [r["prediction"] for r in _decoded(rag, val_g, "concat")], load_qa(demo_dir / "train.jsonl")[:8]
