@@ -125,21 +125,27 @@ def serve(sock: str) -> None:
                 _child(json.loads(message), fds)
             for fd in fds:
                 os.close(fd)
-            conn.send(str(_wait(pid, conn)).encode())
+            try:
+                conn.send(str(_wait(pid, conn)).encode())
+            except OSError:  # the caller is gone (a failed test killed it): serve the next one
+                pass
 
 
 def _wait(pid: int, conn: socket.socket) -> int:
     """The command's exit status; each time it stops, the caller is told and stops too, and
-    the command is continued when the caller is."""
+    the command is continued when the caller is (killed if the caller died meanwhile)."""
     import signal
 
     while True:
         _, status = os.waitpid(pid, os.WUNTRACED)
         if not os.WIFSTOPPED(status):
             return os.waitstatus_to_exitcode(status)
-        conn.send(b"stopped")
-        conn.recv(16)  # the caller was continued
-        os.kill(pid, signal.SIGCONT)
+        try:
+            conn.send(b"stopped")
+            continued = conn.recv(16)  # once the caller is continued; b"" if it is gone
+        except OSError:
+            continued = b""
+        os.kill(pid, signal.SIGCONT if continued else signal.SIGKILL)  # a caller gone takes its command with it
 
 
 def _child(request: dict, fds: list[int]) -> None:
