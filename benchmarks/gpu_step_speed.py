@@ -43,14 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _decode_speed import decode_rows, rows_of  # noqa: E402
+
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM, from NVIDIA's data sheets
-
-
-def sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def peak_mib(device: str) -> float:
@@ -81,17 +76,6 @@ def build(device: str, size: str, words: int, top_k: int, work: Path, people: in
     store = KnowledgeStore.build(long, retriever, use_cache=False)
     gen = _generator(llama, size, "bfloat16", device, False, work)
     return RAGSystem(Searcher(store, retriever), gen, top_k=top_k), train, test
-
-
-def rows_of(rag, batch, stage: str, top_k: int):
-    """The prompts and answers a stage's generator side scores for `batch` (what the plain loop gets)."""
-    questions = [e.question for e in batch]
-    hits = rag.retrieve(questions, top_k)
-    gen = rag.generator
-    if stage == "ralt":
-        return [gen.prompt(q, [h.passage for h in hs]) for q, hs in zip(questions, hits)], [e.answers[0] for e in batch]
-    prompts = [gen.prompt(q, [h.passage]) for q, hs in zip(questions, hits) for h in hs]
-    return prompts, [e.answers[0] for e, hs in zip(batch, hits) for _ in hs]
 
 
 def plain_steps(rag, prompts, answers, steps: int, warmup: int, lr: float, device: str) -> tuple[list[float], int]:
@@ -204,57 +188,6 @@ def auto_row(rag, train, args, size: str) -> dict:
     return row
 
 
-def decode_rows(rag, test, args, size: str) -> list[dict]:
-    import torch
-
-    from fedrag.evaluate import evaluate
-    from fedrag.generate.decoding import GenerationSettings
-    from fedrag.rag import RAGSystem
-
-    qs = test[: args.eval_questions]
-    prompts, _ = rows_of(rag, qs, "ralt", args.top_k)
-    gen, n = rag.generator, len(qs)
-    settings = GenerationSettings(max_new_tokens=args.new_tokens)
-    gen.generate(prompts[:2], settings=settings)  # warm-up
-    tok, rows, out = gen.tokenizer, [], {}
-    for who in ("fedrag", "plain"):
-        sync(args.device)
-        t0 = time.perf_counter()
-        if who == "fedrag":
-            gen.generate(prompts, batch_size=n, settings=settings)
-        else:
-            tok.padding_side = "left"
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(args.device)
-            with torch.no_grad():
-                gen.model.generate(**enc, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        sync(args.device)
-        out[who] = (time.perf_counter() - t0) * 1000 / n
-    rows.append(
-        {
-            "size": size,
-            "decoding": "concat",
-            "fedrag_ms_per_question": out["fedrag"],
-            "plain_ms_per_question": out["plain"],
-            "vs_plain": out["fedrag"] / out["plain"],
-        }
-    )
-    for decoding in ("rag-sequence", "rag-token"):
-        system = RAGSystem(
-            rag.searcher,
-            gen,
-            top_k=args.top_k,
-            settings=GenerationSettings(decoding=decoding, max_new_tokens=args.new_tokens, rag_sequence="fast"),
-        )
-        t0 = time.perf_counter()
-        evaluate(system, qs, progress=False)
-        sync(args.device)
-        ms = (time.perf_counter() - t0) * 1000 / n
-        rows.append({"size": size, "decoding": decoding, "fedrag_ms_per_question": ms, "vs_plain": ms / out["plain"]})
-    for r in rows:
-        print(json.dumps(r), flush=True)
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -299,6 +232,12 @@ def main() -> None:
         "warmup": args.warmup,
     }
     Path(args.out).write_text(json.dumps({"meta": meta, "train": train, "decode": decode, "auto": auto}, indent=2))
+    _print_tables(train, decode, auto)
+    print(f"gpu_step_speed: {meta['wall_s']:.0f} s on {name}")
+
+
+def _print_tables(train: list[dict], decode: list[dict], auto: list[dict]) -> None:
+    """The step rows, the decoding rows and the batch-size choices, as tables."""
     from _common import table
 
     print(
@@ -335,7 +274,6 @@ def main() -> None:
             f"--batch-size auto ({r['size']}): chose {r['chosen']} in {r['probe_s']:.0f} s; runs: {r['chosen_runs']}; "
             f"{r['over']} runs: {r['over_runs']} (of {r['questions']} questions)"
         )
-    print(f"gpu_step_speed: {meta['wall_s']:.0f} s on {name}")
 
 
 if __name__ == "__main__":
