@@ -155,7 +155,7 @@ def _big_corpus(path, n):
             fh.write(json.dumps({"id": f"b{i}", "title": f"T{i % 97}", "text": text}) + "\n")
 
 
-@pytest.mark.slow  # two `fedrag index` processes (~20 s): the fast loop checks the store in process
+@pytest.mark.slow  # a killed `fedrag index` and the rebuild of a 3-chunk corpus: the fast loop checks the store in process
 def test_a_killed_build_continues_from_its_last_finished_chunk(tiny_models, tmp_path, monkeypatch, capsys, warm_cli):
     """`fedrag index` killed (SIGKILL, at an exact chunk) in a process of its own (`warm_cli`);
     the same command again, here in this test's process, encodes only what the killed one had not."""
