@@ -23,7 +23,7 @@ def _script(monkeypatch, capsys, name: str, *args) -> tuple[int, str]:
     monkeypatch.setenv("TMPDIR", str(tmp))  # and the processes it starts
     code, out, err = run_script(monkeypatch, capsys, ROOT / "benchmarks" / name, *args)
     left = sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_"))  # torch.compile's own cache
-    assert not left, f"{name} left {left} in its temporary directory"
+    assert code != 0 or not left, f"{name} left {left} in its temporary directory"  # a failure shows its own output
     return code, out + err
 
 
