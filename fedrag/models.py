@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from fedrag._env import cache_dir, require
+from fedrag._env import cache_dir, heavy_imports, require
 from fedrag._io import atomic_dir
 from fedrag._settings import check_choice
 from fedrag.errors import ModelResolutionError
@@ -84,7 +84,8 @@ def import_sentence_transformers():
     that loads a retriever (a CLI call, a Ray actor, a site's worker). While it imports, a
     stand-in `sklearn.metrics` gives those names as functions that import scikit-learn when
     first called; the stand-in is removed after, so a later `import sklearn.metrics` gets the
-    real module. A release importing other names from it is imported again the plain way."""
+    real module. A release importing other names from it is imported again the plain way.
+    The import runs with the garbage collector paused (`fedrag._env.heavy_imports`)."""
     import sys
     import types
 
@@ -94,7 +95,8 @@ def import_sentence_transformers():
             setattr(stand_in, name, _deferred(name))
         sys.modules["sklearn.metrics"] = stand_in
         try:
-            import sentence_transformers  # noqa: F401
+            with heavy_imports():
+                import sentence_transformers  # noqa: F401
         except ImportError:  # a name the stand-in lacks: Python unloads what failed; the plain import below
             pass
         finally:

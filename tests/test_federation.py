@@ -117,8 +117,11 @@ def test_sites_keep_their_optimizer_moments_between_rounds(tiny_models, sites, t
 def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tmp_path, monkeypatch, ray_tmpdir):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmpdir))  # this run's Ray session alone
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "the-callers"))
     task = task_for(tiny_models, tmp_path / "out", strategy="ra-dit", evaluate_every=2, report_to="mlflow,tensorboard")
     cost = simulate(task, sites[2], cpus_per_site=ONE_ACTOR)
+    # Flower's Ray backend set it to this process's sys.path: the processes started later would import from there
+    assert os.environ["PYTHONPATH"] == str(tmp_path / "the-callers"), "the caller's PYTHONPATH is put back"
     # Ray started one worker process, the one actor's: none idle beside it (one per CPU by Ray's default)
     workers = list(ray_tmpdir.glob("ray/session_2*/logs/python-core-worker-*.log"))
     assert len(workers) == 1, workers

@@ -53,10 +53,11 @@ def main() -> None:
 
     import click
 
-    from fedrag._env import apply_defaults
+    from fedrag._env import apply_defaults, own_process
     from fedrag.errors import FedragError
 
     apply_defaults()
+    own_process()
     if os.environ.get("FEDRAG_VERBOSE") != "1":  # library deprecation chatter is not for CLI users
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -45,6 +45,9 @@ def simulate(
 
     STOP.clear()
     ray_family = RayFamily()
+    # Flower's Ray backend sets PYTHONPATH to this process's sys.path for its actors and leaves
+    # it: every process the caller starts afterwards would import from there
+    pythonpath = os.environ.get("PYTHONPATH")
     try:
         args = (task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
         return _in_a_thread(_simulate, *args, every_2s=ray_family.look, stopping=lambda runtime: _wind_down(ray_family, runtime))
@@ -53,6 +56,10 @@ def simulate(
         ray_family.stop()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
         raise
     finally:
+        if pythonpath is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = pythonpath
         if home:
             os.environ.pop("FLWR_HOME", None)
             shutil.rmtree(home, ignore_errors=True)

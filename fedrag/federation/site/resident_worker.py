@@ -97,10 +97,11 @@ def serve(socket_path: str) -> None:
     from multiprocessing import AuthenticationError
     from multiprocessing.connection import Listener
 
-    from fedrag._env import apply_defaults
+    from fedrag._env import apply_defaults, own_process
     from fedrag.federation.site.client_app import resident_key
 
     apply_defaults()
+    own_process()
     _warm()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     with Listener(socket_path, family="AF_UNIX", authkey=resident_key(socket_path)) as listener:
