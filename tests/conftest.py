@@ -50,25 +50,29 @@ def pytest_configure(config):
     tests' garbage is still collected."""
     import gc
 
-    config.stash[_GC] = (gc.isenabled(), gc.get_threshold())
-    gc.disable()
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):  # a process that collects
+        config.stash[_GC] = (gc.isenabled(), gc.get_threshold())
+        gc.disable()
 
 
 def pytest_collection_finish(session):
     import gc
 
-    gc.freeze()
-    gc.set_threshold(700, 10, 100)
-    gc.enable()
+    if _GC in session.config.stash:
+        gc.freeze()
+        gc.set_threshold(700, 10, 100)
+        if session.config.stash[_GC][0]:
+            gc.enable()
 
 
 def pytest_unconfigure(config):
     import gc
 
-    enabled, thresholds = config.stash[_GC]  # as the process had them
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
-    (gc.enable if enabled else gc.disable)()
+    if _GC in config.stash:  # as the process had them
+        enabled, thresholds = config.stash[_GC]
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        (gc.enable if enabled else gc.disable)()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,6 +115,18 @@ def warm_cli(tmp_path_factory) -> dict[str, str]:
 
     with warm_fedrag.running(tmp_path_factory.mktemp("warm-cli"), Path(__file__).resolve().parents[1]) as env:
         yield env
+
+
+@pytest.fixture(autouse=True)
+def _environment_kept():
+    """A test leaves the worker's PYTHONPATH and PYTHONBREAKPOINT as it found them: a simulation
+    sets them (Flower's Ray backend the first to the whole sys.path, this checkout's included)
+    and leaves them, and every process a later test started would import from there
+    (`simulate` and `in_process.run_flower_simulation` put them back)."""
+    names = ("PYTHONPATH", "PYTHONBREAKPOINT")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    assert {name: os.environ.get(name) for name in names} == before, "the test changed this worker's environment and left it"
 
 
 @pytest.fixture(autouse=True)

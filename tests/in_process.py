@@ -100,6 +100,23 @@ def run_apps(client_app, server_app, n_sites: int) -> None:
         TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = before
 
 
+def run_flower_simulation(client_app, server_app, n_sites: int) -> None:
+    """Flower's own `run_simulation` of the apps on one Ray actor (as `fedrag.federation.
+    launch.simulation.simulate` starts Ray), with the variables Ray and Flower set in this
+    process (`RAY_SETS`: PYTHONPATH, to the whole sys.path) put back after as `simulate` does:
+    every process a later test of this worker started would import from there."""
+    from flwr.simulation import run_simulation
+
+    from fedrag.federation.launch.simulation import RAY_SETS, put_back, ray_backend
+
+    kept = {name: os.environ.get(name) for name in RAY_SETS}
+    try:
+        backend = ray_backend(ONE_ACTOR)
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_sites, backend_config=backend)
+    finally:
+        put_back(kept)
+
+
 def run_in_process(task, site_paths: list[dict[str, str]], plan=None, policy=None) -> dict:
     """`fedrag.federation.launch.simulation.simulate`'s run, without Ray: the server's cost summary."""
     from fedrag.federation.launch.flower_apps import sites_from_paths, to_flower

@@ -21,7 +21,7 @@ from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.federation.launch.simulation import simulate
 from fedrag.federation.task import FedTask
-from in_process import ONE_ACTOR, run_apps, run_in_process
+from in_process import ONE_ACTOR, run_apps, run_flower_simulation, run_in_process
 from test_cli import run
 from test_values_privacy import gaussian_epsilon
 
@@ -118,10 +118,12 @@ def test_two_site_simulation_sends_only_trainable_tensors(tiny_models, sites, tm
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmpdir))  # this run's Ray session alone
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "the-callers"))
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
     task = task_for(tiny_models, tmp_path / "out", strategy="ra-dit", evaluate_every=2, report_to="mlflow,tensorboard")
     cost = simulate(task, sites[2], cpus_per_site=ONE_ACTOR)
-    # Flower's Ray backend set it to this process's sys.path: the processes started later would import from there
+    # Flower's Ray backend set it to this process's sys.path, Ray its debugger: put back as they were
     assert os.environ["PYTHONPATH"] == str(tmp_path / "the-callers"), "the caller's PYTHONPATH is put back"
+    assert "PYTHONBREAKPOINT" not in os.environ, os.environ["PYTHONBREAKPOINT"]
     # Ray started one worker process, the one actor's: none idle beside it (one per CPU by Ray's default)
     workers = list(ray_tmpdir.glob("ray/session_2*/logs/python-core-worker-*.log"))
     assert len(workers) == 1, workers
@@ -212,13 +214,10 @@ def test_dp_epsilon_composes_every_round_of_every_phase(tiny_models, sites, tmp_
 @pytest.mark.parametrize("min_sites", [1, 2])
 @pytest.mark.slow
 def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(tiny_models, sites, tmp_path, min_sites):
-    from flwr.simulation import run_simulation
-
     from fedrag.errors import FedragError
     from fedrag.federation.launch.flower_apps import sites_from_paths, to_flower
     from fedrag.federation.server.server_app import raise_recorded_error
     from fedrag.federation.site.policy import TRUSTED
-    from fedrag.federation.launch.simulation import ray_backend
 
     task = task_for(tiny_models, tmp_path / "ft", stage="ralt", rounds=1, min_sites=min_sites, evaluate_every=0)
     healthy = sites_from_paths(sites[2])
@@ -231,7 +230,7 @@ def test_a_crashing_site_is_tolerated_down_to_min_sites_and_fails_the_run_below(
     client, server = to_flower(task, flaky, lambda context: TRUSTED)
     with contextlib.suppress(FedragError):  # the ServerApp's failure surfaces here in-process
         if min_sites == 1:  # through Flower's simulation, which turns the exception into an error reply
-            run_simulation(server_app=server, client_app=client, num_supernodes=2, backend_config=ray_backend(ONE_ACTOR))
+            run_flower_simulation(client, server, 2)
         else:
             run_apps(client, server, 2)
     if min_sites == 1:

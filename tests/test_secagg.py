@@ -11,8 +11,7 @@ from fedrag.data import load_corpus, load_qa
 from fedrag.data.partition import partition, write_sites
 from fedrag.errors import FedragError
 from fedrag.federation.task import FedTask
-from in_process import ONE_ACTOR
-from in_process import run_apps
+from in_process import run_apps, run_flower_simulation
 from test_federation import one_thread
 
 
@@ -65,11 +64,8 @@ def _run(task, paths, fail_site=None, ray=False):
     """The task over fedrag's apps in this process (`ray`: in Flower's simulation); `fail_site`:
     that site's train handler fails (after the protocol's set-up and key sharing: a site lost
     mid-round)."""
-    from flwr.simulation import run_simulation
-
     from fedrag.federation.launch.flower_apps import sites_from_paths, to_flower
     from fedrag.federation.site.policy import TRUSTED
-    from fedrag.federation.launch.simulation import ray_backend
     from fedrag.federation.server.server_app import raise_recorded_error
 
     healthy = sites_from_paths(paths)
@@ -82,7 +78,7 @@ def _run(task, paths, fail_site=None, ray=False):
     client, server = to_flower(task, data, lambda context: TRUSTED)
     with contextlib.suppress(FedragError):
         if ray:  # as fedrag.federation.simulate starts Ray
-            run_simulation(server_app=server, client_app=client, num_supernodes=len(paths), backend_config=ray_backend(ONE_ACTOR))
+            run_flower_simulation(client, server, len(paths))
         else:
             run_apps(client, server, len(paths))
     raise_recorded_error(task)

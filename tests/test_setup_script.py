@@ -52,8 +52,9 @@ def test_a_checkout_linked_from_a_kept_environment_runs_its_own_code_and_changes
     checkout's fedrag, Flower's modules load from the kept .pyc files (none compiled again),
     and every file of the kept environment is byte for byte as it was."""
     checkout = _checkout(tmp_path / "checkout")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHON": sys._base_executable}
-    env.pop("FEDRAG_SETUP_CACHE", None)
+    # as a user's shell starts it: no PYTHONPATH, no checkout in the working directory
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "FEDRAG_SETUP_CACHE")}
+    env = {**clean, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHON": sys._base_executable}
     setup = ["bash", "scripts/setup.sh", "--test"]
     res = subprocess.run([*setup, "--kept-path"], cwd=checkout, env=env, capture_output=True, text=True, check=True)
     kept = Path(res.stdout.strip())
@@ -70,7 +71,7 @@ def test_a_checkout_linked_from_a_kept_environment_runs_its_own_code_and_changes
     elsewhere = [p.name for p in scripts if str(sys.prefix).encode() in p.read_bytes()]
     assert not elsewhere, f"scripts that would run the environment the kept one was made from: {elsewhere}"
     code = "import fedrag, sys; print(fedrag.__file__, sys.prefix)"
-    run = {"cwd": tmp_path, "capture_output": True, "text": True}  # no checkout in the working directory
+    run = {"cwd": tmp_path, "env": clean, "capture_output": True, "text": True}
     res = subprocess.run([venv / "bin" / "python", "-c", code], **run, check=True)
     assert res.stdout.split() == [str(checkout / "fedrag" / "__init__.py"), str(venv)]
     res = subprocess.run([venv / "bin" / "fedrag", "--help"], **run, timeout=300)

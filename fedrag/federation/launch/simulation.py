@@ -45,9 +45,7 @@ def simulate(
 
     STOP.clear()
     ray_family = RayFamily()
-    # Flower's Ray backend sets PYTHONPATH to this process's sys.path for its actors and leaves
-    # it: every process the caller starts afterwards would import from there
-    pythonpath = os.environ.get("PYTHONPATH")
+    kept = {name: os.environ.get(name) for name in RAY_SETS}
     try:
         args = (task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
         return _in_a_thread(_simulate, *args, every_2s=ray_family.look, stopping=lambda runtime: _wind_down(ray_family, runtime))
@@ -56,13 +54,25 @@ def simulate(
         ray_family.stop()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
         raise
     finally:
-        if pythonpath is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = pythonpath
+        put_back(kept)
         if home:
             os.environ.pop("FLWR_HOME", None)
             shutil.rmtree(home, ignore_errors=True)
+
+
+# set in this process by a simulation and left after it: PYTHONPATH by Flower's Ray backend (this
+# process's whole sys.path, for the actors: every process the caller started afterwards would
+# import from there), PYTHONBREAKPOINT by Ray's driver (its debugger, for a `breakpoint()`)
+RAY_SETS = ("PYTHONPATH", "PYTHONBREAKPOINT")
+
+
+def put_back(environment: dict[str, str | None]) -> None:
+    """Each variable of `environment` as it was (None: unset)."""
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _wind_down(ray_family, runtime) -> None:
