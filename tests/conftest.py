@@ -123,10 +123,11 @@ def _environment_kept():
     sets them (Flower's Ray backend the first to the whole sys.path, this checkout's included)
     and leaves them, and every process a later test started would import from there
     (`simulate` and `in_process.run_flower_simulation` put them back)."""
-    names = ("PYTHONPATH", "PYTHONBREAKPOINT")
-    before = {name: os.environ.get(name) for name in names}
+    from fedrag.federation.launch.simulation import RAY_SETS
+
+    before = {name: os.environ.get(name) for name in RAY_SETS}
     yield
-    assert {name: os.environ.get(name) for name in names} == before, "the test changed this worker's environment and left it"
+    assert {name: os.environ.get(name) for name in RAY_SETS} == before, "the test changed this worker's environment and left it"
 
 
 @pytest.fixture(autouse=True)

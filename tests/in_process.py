@@ -107,14 +107,11 @@ def run_flower_simulation(client_app, server_app, n_sites: int) -> None:
     every process a later test of this worker started would import from there."""
     from flwr.simulation import run_simulation
 
-    from fedrag.federation.launch.simulation import RAY_SETS, put_back, ray_backend
+    from fedrag.federation.launch.simulation import ray_backend, ray_environment_kept
 
-    kept = {name: os.environ.get(name) for name in RAY_SETS}
-    try:
+    with ray_environment_kept():
         backend = ray_backend(ONE_ACTOR)
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_sites, backend_config=backend)
-    finally:
-        put_back(kept)
 
 
 def run_in_process(task, site_paths: list[dict[str, str]], plan=None, policy=None) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -45,16 +46,17 @@ def simulate(
 
     STOP.clear()
     ray_family = RayFamily()
-    kept = {name: os.environ.get(name) for name in RAY_SETS}
     try:
         args = (task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, plan, ray_address)
-        return _in_a_thread(_simulate, *args, every_2s=ray_family.look, stopping=lambda runtime: _wind_down(ray_family, runtime))
+        with ray_environment_kept():
+            return _in_a_thread(
+                _simulate, *args, every_2s=ray_family.look, stopping=lambda runtime: _wind_down(ray_family, runtime)
+            )
     except BaseException:
         STOP.set()  # the server publishes nothing more while the sites are stopped
         ray_family.stop()  # an interrupt leaves Ray's actors and threads running: they would keep the process alive
         raise
     finally:
-        put_back(kept)
         if home:
             os.environ.pop("FLWR_HOME", None)
             shutil.rmtree(home, ignore_errors=True)
@@ -66,13 +68,18 @@ def simulate(
 RAY_SETS = ("PYTHONPATH", "PYTHONBREAKPOINT")
 
 
-def put_back(environment: dict[str, str | None]) -> None:
-    """Each variable of `environment` as it was (None: unset)."""
-    for name, value in environment.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+@contextlib.contextmanager
+def ray_environment_kept():
+    """The block with `RAY_SETS` put back as they were (unset where they were) after it."""
+    kept = {name: os.environ.get(name) for name in RAY_SETS}
+    try:
+        yield
+    finally:
+        for name, value in kept.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _wind_down(ray_family, runtime) -> None:
