@@ -12,6 +12,8 @@ what a site takes) are read from the roles with [`names`][names].
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 from typing import Any
 
 _NO_DEFAULT: Any = dataclasses.MISSING
@@ -91,11 +93,19 @@ def settings_of(cls: type) -> dict[str, tuple[dataclasses.Field, type]]:
     return out
 
 
-def hint(cls: type, name: str) -> Any:
-    """The type of setting `name` of `cls` (in whichever of its parts declares it)."""
+@functools.lru_cache(maxsize=256)
+def type_hints(cls: type) -> types.MappingProxyType:
+    """`typing.get_type_hints(cls)`, read-only and resolved once per class: the hints of a
+    dataclass are fixed once it is defined, and resolving them evaluates every annotation's
+    text again (a CLI call reads them for each setting it checks)."""
     import typing
 
-    return typing.get_type_hints(settings_of(cls)[name][1])[name]
+    return types.MappingProxyType(typing.get_type_hints(cls))
+
+
+def hint(cls: type, name: str) -> Any:
+    """The type of setting `name` of `cls` (in whichever of its parts declares it)."""
+    return type_hints(settings_of(cls)[name][1])[name]
 
 
 def flatten(obj: Any) -> dict[str, Any]:
@@ -184,6 +194,6 @@ def check_choices(obj: Any) -> None:
     listed value (the choices come from the type: nothing repeats them)."""
     import typing
 
-    for name, hint in typing.get_type_hints(type(obj)).items():
+    for name, hint in type_hints(type(obj)).items():
         if typing.get_origin(hint) is typing.Literal:
             check_choice(getattr(obj, name), hint, f"--{name.replace('_', '-')}")
