@@ -331,18 +331,20 @@ def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypa
     row = json.loads((tmp_path / "c" / "strategies" / "independent.json").read_text())
     assert row["steps"] == 2 + 20, "the contrastive phase keeps its minimum of 20 steps inside compare"
     assert [p["batch_size"] for p in row["phases"]] == [4, 16], "the row records what each phase trained with"
+    # an option the user gave wins over the stage's preference
+    args += ["--steps", "3"]
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "d")
+    assert code == 0, err
+    path = tmp_path / "d" / "strategies" / "independent.json"
+    row = json.loads(path.read_text())
+    assert row["steps"] == 3 + 3 and [p["batch_size"] for p in row["phases"]] == [4, 16]
     # a row trained with other phase settings (a stage's defaults changed since) is trained again, not reused
-    path = tmp_path / "c" / "strategies" / "independent.json"
     path.write_text(json.dumps({**row, "phases": [row["phases"][0], {**row["phases"][1], "batch_size": 4}]}))
-    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "c")
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "d")
     assert code == 0 and "trained with other phase settings" in err and "already finished" not in err, err
     assert json.loads(path.read_text())["phases"] == row["phases"]
     # a row fedrag 0.1.0 wrote records settings since removed (a site's round window): it is reused
     old = [{**p, "prox_mu": 0.0, "schedule_total": None, "schedule_offset": 0} for p in row["phases"]]
     path.write_text(json.dumps({**row, "phases": old}))
-    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "c")
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "d")
     assert code == 0 and "already finished" in err and "trained with other" not in err, err
-    # an option the user gave wins over the stage's preference
-    code, _, err = run(monkeypatch, capsys, *args, "--steps", "3", "--out", tmp_path / "d")
-    assert code == 0, err
-    assert json.loads((tmp_path / "d" / "strategies" / "independent.json").read_text())["steps"] == 3 + 3
