@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -37,32 +38,35 @@ def free_port() -> int:
 
 
 class ProcStat(NamedTuple):
-    """The fields of ``/proc/PID/stat`` a process check needs."""
+    """What a process check needs of a running process (from psutil: Linux and macOS alike)."""
 
-    state: str  # "Z" zombie, "X" dead, "T" stopped
+    state: str  # "Z" zombie, "X" dead, "T" stopped; "R" otherwise
     ppid: int
     sid: int
-    start: int  # clock ticks after boot: tells a process from a later one given its pid
+    start: float  # when it started: tells a process from a later one given its pid
+
+
+_STATES = {"zombie": "Z", "dead": "X", "stopped": "T", "tracing-stop": "T"}
 
 
 def proc_stat(pid: int) -> ProcStat | None:
     """`pid`'s state, parent, session and start time, or None once it is gone."""
-    try:  # after "pid (comm)": comm may hold spaces or ")"
-        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return ProcStat(rest[0], int(rest[1]), int(rest[3]), int(rest[19]))
-    except (OSError, IndexError, ValueError):
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            state = _STATES.get(proc.status(), "R")
+            return ProcStat(state, proc.ppid(), os.getsid(pid), proc.create_time())
+    except (psutil.Error, OSError):
         return None
 
 
 def children(pid: int) -> list[int]:
-    """All descendants of `pid` (from /proc), deepest last."""
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := proc_stat(int(entry.name))):
-            kids.setdefault(st.ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    """All descendants of `pid`, each after its parent (stop them in reverse: deepest first)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # the raylet's: it ends when they do
 
@@ -70,11 +69,13 @@ def ray_family() -> dict[int, tuple[int, str]]:
 def ray_process(pid: int) -> tuple[int, str] | None:
     """`(start time in clock ticks after boot, name)` of `pid` if it is a running Ray
     process, else None (gone, a zombie, whose cmdline is empty, or not Ray)."""
+    import psutil
+
     from fedrag.federation.launch.processes import proc_stat
 
     try:  # argv[0] alone: Ray's title ("ray::IDLE") or its binary's path
-        name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
-    except OSError:
+        name = next(iter(psutil.Process(pid).cmdline()), "").strip()
+    except psutil.Error:
         return None
     st = proc_stat(pid)
     if st is None or not (name.startswith("ray::") or "/ray/" in name) or st.state in "ZX":

@@ -84,14 +84,20 @@ def _optimizer_key(phase: int) -> str:
 
 
 def _process_start() -> float:
-    """When this process started (epoch seconds, from Linux /proc; 0 elsewhere)."""
+    """When this process started (epoch seconds; 0 where the system does not say)."""
     import os
 
-    try:  # the system's uptime now and at this process's start (10 ms ticks; /proc/stat's boot time is whole seconds)
+    import psutil
+
+    try:  # Linux: the uptime now and at this process's start, to 10 ms (psutil adds the boot time, whole seconds)
         start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
         uptime = float(open("/proc/uptime").read().split()[0])
         return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
+        pass
+    try:  # macOS: the kernel's own start time, to the microsecond
+        return psutil.Process().create_time()
+    except psutil.Error:
         return 0.0
 
 
