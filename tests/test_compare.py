@@ -348,3 +348,62 @@ def test_compare_from_the_cli_trains_each_phase_with_its_stage_defaults(monkeypa
     path.write_text(json.dumps({**row, "phases": old}))
     code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "d")
     assert code == 0 and "already finished" in err and "trained with other" not in err, err
+
+
+USER_STRATEGY = """
+from fedrag.strategies import custom
+from fedrag.train import RAGTokenStage
+
+CALLS = []
+
+
+class Counted(RAGTokenStage):  # a user's own stage: it records each batch it is asked a loss for
+    def loss(self, rag, batch):
+        CALLS.append(len(batch))
+        return super().loss(rag, batch)
+
+
+def plan(top_k):
+    return custom("mine", Counted(top_k=top_k))
+"""
+
+
+def test_compare_and_search_lr_take_a_users_strategy_by_import_path(monkeypatch, capsys, tmp_path, demo_dir, tiny_models):
+    """`compare --strategies module:attribute` (as `train` and `federate` take one): trained
+    with the run's --top-k, decoded as its stage is (RAG-Token here), its row named as asked
+    and paired with the untuned pipeline; a path that does not import ends the run before
+    anything is evaluated. `search-lr --strategy module:attribute` searches it."""
+    (tmp_path / "myjoint.py").write_text(USER_STRATEGY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import myjoint
+
+    data = ["--corpus", demo_dir / "corpus.jsonl", "--train", demo_dir / "train.jsonl", "--train-limit", "4"]
+    common = ["--top-k", "2", "--steps", "1", "--batch-size", "2"]
+    common += ["--retriever", tiny_models["retriever"], "--generator", tiny_models["generator"]]
+    args = [*data, *common, "--test", demo_dir / "test.jsonl", "--test-limit", "3", "--max-new-tokens", "2"]
+    code, _, err = run(monkeypatch, capsys, "compare", *args, "--strategies", "myjoint:plan", "--out", tmp_path / "c")
+    assert code == 0, err
+    assert myjoint.CALLS == [2], "the user's stage took the one step"
+    result = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert [r["strategy"] for r in result["rows"]] == ["untuned", "myjoint:plan"]
+    mine = result["rows"][1]
+    assert mine["decoding"] == "rag-token" and mine["steps"] == 1 and mine["n"] == 3
+    assert [p["batch_size"] for p in mine["phases"]] == [2]
+    assert (tmp_path / "c" / "strategies" / "myjoint:plan.rows.jsonl").is_file()
+    assert result["paired"]["myjoint:plan"]["vs_untuned"]["f1"] and result["paired"]["myjoint:plan"]["vs_untuned"]["n"] == 3
+
+    code, _, err = run(monkeypatch, capsys, "compare", *args, "--strategies", "myjoint:nothing", "--out", tmp_path / "bad")
+    assert code == 2 and "cannot import strategy 'myjoint:nothing' (AttributeError" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "bad" / "strategies" / "untuned.json").exists(), "nothing evaluated before the error"
+    code, _, err = run(
+        monkeypatch, capsys, "compare", *args, "--strategies", "myjoint:plan,myjoint:plan", "--out", tmp_path / "dup"
+    )
+    assert code == 2 and "names a strategy twice" in err
+
+    search = ["--lrs-generator", "1e-3,1e-2", "--lrs-retriever", "1e-5", "--val-limit", "2"]
+    code, _, err = run(
+        monkeypatch, capsys, "search-lr", "--strategy", "myjoint:plan", *data, *common, *search, "--out", tmp_path / "s"
+    )
+    assert code == 0, err
+    report = json.loads((tmp_path / "s" / "lr_search.json").read_text())
+    assert sorted((p["lr_generator"], p["lr_retriever"]) for p in report["points"]) == [(1e-3, 1e-5), (1e-2, 1e-5)]

@@ -195,7 +195,7 @@ def _save_trained(rag, tmp: Path, results, plan, cfg: TrainConfig) -> None:
 )
 def search_lr(
     ctx: typer.Context,
-    strategy: str = choice_option(..., "--strategy", StrategyName, "the strategy to tune"),
+    strategy: str = choice_option(..., "--strategy", StrategyName, "the strategy to tune", import_paths=True),
     corpus: str = CORPUS,
     train: str = TRAIN,
     val: Optional[str] = typer.Option(None, "--val", help="validation QA JSONL (default: 20% of --train, split by gold title)"),

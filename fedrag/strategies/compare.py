@@ -45,7 +45,7 @@ class CompareSettings:
     # which rows are wanted, and how results are read (margin): not what a strategy's row depends on, so a
     # rerun may add strategies to a comparison (or leave some out) without training the rest again
     strategies: list[str] = setting(
-        help=f"the strategies to train and compare, comma-separated ({', '.join(STRATEGIES)})",
+        help=f"the strategies to train and compare, comma-separated ({', '.join(STRATEGIES)}, or module:attribute)",
         factory=lambda: list(STRATEGIES),
         shown="all",
         identity=False,
@@ -79,7 +79,10 @@ class CompareSettings:
         grids = SearchSettings(tuple(self.lrs_generator), tuple(self.lrs_retriever))  # validated as search-lr's
         self.lrs_generator, self.lrs_retriever = list(grids.lrs_generator), list(grids.lrs_retriever)
         for name in self.strategies:
-            check_choice(name, StrategyName, "--strategies")
+            if ":" not in name:  # module:attribute, a user's own: imported before anything is trained
+                check_choice(name, StrategyName, "--strategies")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise FedragError(f"--strategies names a strategy twice: {', '.join(self.strategies)}")
         if not self.strategies:
             raise FedragError("give at least one strategy to compare")
         if str(self.generator).lower() == "none":
@@ -134,11 +137,12 @@ def compare(
     if settings.search and not val:
         raise FedragError("the learning-rate search needs validation data (--val, or carve it from --train)")
     cfg = TrainConfig(**settings.train)
+    plans = {name: _plan(name, settings.top_k) for name in run}  # a user's strategy that fails to import: before any training
     rows = [
         cached_row(out, "untuned") or save_row(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))
     ]
     for i, name in enumerate(run, 1):
-        plan = make_strategy(name, top_k=settings.top_k)
+        plan = plans[name]
         # what each phase trains with, a stage's own defaults included: a row trained with other ones is stale
         phases = json.loads(json.dumps([p.config(cfg).tracked() for p in plan.phases]))
         row = cached_row(out, name)
@@ -151,7 +155,7 @@ def compare(
             log(f"compare: [{i}/{len(run)}] {name}: training{' with LR search' if settings.search else ''} ...")
             scfg = replace(cfg, report_to=report_to, run_name=f"{out.name}/{name}", tracking_dir=str(out / "tracking" / name))
             rag = build_rag(shared_retriever=plan.shared_retriever)
-            row, questions = _one(plan, rag, train, val, test, scfg, settings, log)
+            row, questions = _one(name, plan, rag, train, val, test, scfg, settings, log)
             row = save_row(out, name, ({**row, "phases": phases}, questions))
             log(
                 f"compare: [{i}/{len(run)}] {name}: EM {row.get('em', 0):.3f} F1 {row.get('f1', 0):.3f} "
@@ -222,8 +226,18 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def _one(plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
-    name = plan.name
+def _plan(name: str, top_k: int):
+    """The strategy `name` names: one of fedrag's, or a user's by import path (`module:attribute`)."""
+    if ":" in name:
+        from fedrag.strategies.by_path import import_strategy
+
+        return import_strategy(name, top_k)
+    return make_strategy(name, top_k=top_k)
+
+
+def _one(name: str, plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:
+    """`plan` trained (after its LR search with `settings.search`) and evaluated on `test`:
+    its row, named `name` as the comparison was asked for it, and its per-question scores."""
     search = {"search_s": 0.0, "search_flops": 0.0, "search_points": 0}
     if settings.search:
 
