@@ -1,5 +1,5 @@
-"""Which processes a test saw still run: by pid and start time, so a pid the kernel hands to
-a later process is not taken for the one seen."""
+"""Which processes a test saw still run: by pid and process (psutil's: pid and start time), so
+a pid the kernel hands to a later process is not taken for the one seen."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 from fedrag.federation.launch.processes import proc_stat
 
 
-def running(pids) -> dict[int, int]:
-    """pid -> start time of each of `pids` running now (zombies have ended): a process, not
+def running(pids) -> dict[int, object]:
+    """pid -> process of each of `pids` running now (zombies have ended): a process, not
     a number the kernel hands to another once it is gone."""
-    return {pid: st.start for pid in pids if (st := proc_stat(pid)) and st.state not in "ZX"}
+    return {pid: st.process for pid in pids if (st := proc_stat(pid)) and st.state not in "ZX"}
 
 
 def cmdline(pid: int) -> str:

@@ -27,7 +27,7 @@ def three_sites(demo_dir, tmp_path_factory):
     return write_sites(partition(passages, train, 3, "iid"), tmp_path_factory.mktemp("dsites3"))
 
 
-def _left_running(seen: dict[int, int], within: float = 10) -> dict[int, str]:
+def _left_running(seen: dict[int, object], within: float = 10) -> dict[int, str]:
     """Of the `seen` processes, those still running after up to `within` s (a killed process
     takes a moment to go under load: a guard, not a timing), with their command lines."""
     deadline = time.monotonic() + within
@@ -261,10 +261,10 @@ def test_a_deployment_interrupted_then_resumed_then_failed_by_a_site_keeps_its_l
     assert not (out / "cost.json").exists() and not (out / "generator").exists(), "a failed run leaves no result"
 
 
-def _held_after_saving(saves: int, cmd: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, dict[int, int], list[int]]:
+def _held_after_saving(saves: int, cmd: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, dict[int, object], list[int]]:
     """`cmd` started in a session of its own, its server holding itself (SIGSTOP, at an exact
     step: `FEDRAG_FAULT`) once it saved its `saves`-th round: the launcher, every process seen
-    below it (pid -> start time) and the held ones."""
+    below it (pid -> process) and the held ones."""
     env = {**env, "FEDRAG_FAULT": f"fed-checkpoint:{saves}:STOP"}
     proc = subprocess.Popen(
         cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True

@@ -26,8 +26,8 @@ ROUND_LINE = re.compile(rf"^fedrag: phase 1/1 \(ralt\), round (\d+)/{ROUNDS}\b")
 RESUMING = re.compile(rf"fedrag: resuming .*: phase 1/1, (\d+) of {ROUNDS} rounds done")
 
 
-def _family(root: int) -> dict[int, int]:
-    """Every live process in ``root``'s session or below it: pid -> start time (so a reused pid is not taken for it)."""
+def _family(root: int) -> dict[int, object]:
+    """Every live process in ``root``'s session or below it: pid -> process (so a reused pid is not taken for it)."""
     procs = {pid: st for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()) if (st := proc_stat(pid))}
     found = {pid for pid, st in procs.items() if st.sid == root or pid == root}
     grew = True
@@ -35,10 +35,10 @@ def _family(root: int) -> dict[int, int]:
         below = {pid for pid, st in procs.items() if st.ppid in found} - found
         found |= below
         grew = bool(below)
-    return {pid: procs[pid].start for pid in found if procs[pid].state not in "ZX"}
+    return {pid: procs[pid].process for pid in found if procs[pid].state not in "ZX"}
 
 
-def _still_running(known: dict[int, int], root: int) -> dict[int, int]:
+def _still_running(known: dict[int, object], root: int) -> dict[int, object]:
     """Of ``known`` (and whatever else is in ``root``'s session now), what still runs; zombies count as ended."""
     now = running({**known, **_family(root)})
     alive = {pid: start for pid, start in {**known, **_family(root)}.items() if now.get(pid) == start}
@@ -97,8 +97,8 @@ def test_an_interrupted_simulation_exits_at_once_leaves_nothing_and_resumes(tiny
         to_group = i % 2 == 0
         saved = 2 + i % 2  # interrupted just after this try's second or third saved round
         lines: list[str] = []
-        family: dict[int, int] = {}
-        leftovers: dict[int, int] = {}
+        family: dict[int, object] = {}
+        leftovers: dict[int, object] = {}
         proc = subprocess.Popen(
             cmd,
             env={**env, "FEDRAG_FAULT": f"fed-checkpoint:{saved}:STOP"},

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fedrag.federation.launch.processes import children, free_port, proc_stat
@@ -51,9 +52,9 @@ def test_a_process_trees_members_parents_sessions_and_states_are_what_each_proce
         for me in told:
             st = proc_stat(me["pid"])
             assert (st.ppid, st.sid, st.state) == (me["ppid"], me["sid"], "R"), me
-            assert proc_stat(me["pid"]).start == st.start, "the same process keeps its start time"
+            assert proc_stat(me["pid"]).process == st.process, "the same process, seen twice"
         assert told[0]["sid"] == root.pid != os.getsid(0), "its own session, as the launcher starts a run"
-        assert proc_stat(told[0]["pid"]).start <= proc_stat(told[2]["pid"]).start
+        assert proc_stat(told[0]["pid"]).process != proc_stat(told[2]["pid"]).process
         leaf = told[2]["pid"]
         os.kill(leaf, signal.SIGSTOP)
         _until(lambda: proc_stat(leaf).state == "T")  # the event: the kernel has stopped it
@@ -70,6 +71,23 @@ def test_a_process_trees_members_parents_sessions_and_states_are_what_each_proce
                 pass
         root.wait()
     assert proc_stat(root.pid) is None and children(root.pid) == [], "a process gone is None, with no descendants"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's boot time, as psutil reads it")
+def test_a_process_seen_before_the_clock_is_stepped_is_the_same_process_after(monkeypatch):
+    """Linux gives a process's start in ticks since boot; as epoch seconds it moves whenever
+    the wall clock is stepped (NTP, a laptop waking), and a process seen before would be
+    taken for another after: a Ray process left running, a site taken for gone."""
+    import psutil._pslinux as linux
+
+    from procs import running
+
+    me = os.getpid()
+    seen, known, started = proc_stat(me), running([me]), psutil.Process(me).create_time()
+    real = linux.boot_time
+    monkeypatch.setattr(linux, "boot_time", lambda: real() + 1.0)  # the clock stepped 1 s forward
+    assert psutil.Process(me).create_time() == started + 1.0, "the stepped clock moves the start in epoch seconds"
+    assert proc_stat(me).process == seen.process and running([me]) == known
 
 
 def _until(check) -> None:

@@ -26,7 +26,7 @@ from fedrag.generate.decoding import RETRIEVAL_GAMMA, GenerationSettings, RagSeq
 from fedrag.rag import RAGSystem
 from fedrag.strategies.base import total_cost
 from fedrag.strategies.compare_store import cached_row, check_resume, identity, paired, question_rows, save_row
-from fedrag.strategies.library import STRATEGIES, make_strategy
+from fedrag.strategies.library import STRATEGIES, plan_from_names
 from fedrag.strategies.lr_search import search_lr
 from fedrag.strategies.settings import PlanSettings, SearchSettings, StrategyName
 from fedrag.strategies.verdicts import MARGIN, decide
@@ -137,7 +137,8 @@ def compare(
     if settings.search and not val:
         raise FedragError("the learning-rate search needs validation data (--val, or carve it from --train)")
     cfg = TrainConfig(**settings.train)
-    plans = {name: _plan(name, settings.top_k) for name in run}  # a user's strategy that fails to import: before any training
+    # a user's strategy (module:attribute) that does not import ends the run here, before any training
+    plans = {name: plan_from_names(name, None, top_k=settings.top_k) for name in run}
     rows = [
         cached_row(out, "untuned") or save_row(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))
     ]
@@ -224,15 +225,6 @@ def _baseline(rag, test, settings: CompareSettings, log) -> tuple[dict, list[dic
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _plan(name: str, top_k: int):
-    """The strategy `name` names: one of fedrag's, or a user's by import path (`module:attribute`)."""
-    if ":" in name:
-        from fedrag.strategies.by_path import import_strategy
-
-        return import_strategy(name, top_k)
-    return make_strategy(name, top_k=top_k)
 
 
 def _one(name: str, plan, rag, train, val, test, cfg: TrainConfig, settings: CompareSettings, log) -> tuple[dict, list[dict]]:

@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 BIN = Path(sys.executable).parent
 
@@ -43,7 +43,9 @@ class ProcStat(NamedTuple):
     state: str  # "Z" zombie, "X" dead, "T" stopped; "R" otherwise
     ppid: int
     sid: int
-    start: float  # when it started: tells a process from a later one given its pid
+    # equal only to the same process (psutil compares pid and start time, the kernel's count since
+    # boot on Linux: a clock change leaves it as it was), never to a later one given its pid
+    process: Any
 
 
 _STATES = {"zombie": "Z", "dead": "X", "stopped": "T", "tracing-stop": "T"}
@@ -57,7 +59,7 @@ def proc_stat(pid: int) -> ProcStat | None:
         proc = psutil.Process(pid)
         with proc.oneshot():
             state = _STATES.get(proc.status(), "R")
-            return ProcStat(state, proc.ppid(), os.getsid(pid), proc.create_time())
+            return ProcStat(state, proc.ppid(), os.getsid(pid), proc)
     except (psutil.Error, OSError):
         return None
 

@@ -20,7 +20,7 @@ class RayFamily:
     """This process's Ray processes, as seen now and during the run (`look`)."""
 
     def __init__(self) -> None:
-        self.seen: dict[int, tuple[int, str]] = {}  # pid -> (start time, name)
+        self.seen: dict[int, tuple[object, str]] = {}  # pid -> (the process, name): a reused pid is another
 
     def look(self) -> None:
         """Remember the Ray processes below this one now (called every few seconds)."""
@@ -33,8 +33,8 @@ class RayFamily:
         import ray
 
         self.look()
-        for pid, (start, name) in self.seen.items():
-            if name not in AGENTS and ray_process(pid) == (start, name):
+        for pid, (process, name) in self.seen.items():
+            if name not in AGENTS and ray_process(pid) == (process, name):
                 _kill(pid)
         end = time.monotonic() + wait_s
         # once Flower's runtime has shut Ray down it only waits for the ServerApp's context (3 s)
@@ -58,17 +58,18 @@ class RayFamily:
                     _kill(pid)
 
 
-def ray_family() -> dict[int, tuple[int, str]]:
-    """This process's Ray descendants now: pid -> (start time, name); the start time tells
+def ray_family() -> dict[int, tuple[object, str]]:
+    """This process's Ray descendants now: pid -> (the process, name); the process tells
     a reused pid apart."""
     from fedrag.federation.launch.processes import children
 
     return {pid: known for pid in children(os.getpid()) if (known := ray_process(pid)) is not None}
 
 
-def ray_process(pid: int) -> tuple[int, str] | None:
-    """`(start time in clock ticks after boot, name)` of `pid` if it is a running Ray
-    process, else None (gone, a zombie, whose cmdline is empty, or not Ray)."""
+def ray_process(pid: int) -> tuple[object, str] | None:
+    """`(the process, name)` of `pid` if it is a running Ray process (the process equal only to
+    itself, not to a later one given its pid), else None (gone, a zombie, whose cmdline is
+    empty, or not Ray)."""
     import psutil
 
     from fedrag.federation.launch.processes import proc_stat
@@ -80,7 +81,7 @@ def ray_process(pid: int) -> tuple[int, str] | None:
     st = proc_stat(pid)
     if st is None or not (name.startswith("ray::") or "/ray/" in name) or st.state in "ZX":
         return None
-    return st.start, name
+    return st.process, name
 
 
 def _kill(pid: int) -> None:
