@@ -359,7 +359,7 @@ CALLS = []
 
 class Counted(RAGTokenStage):  # a user's own stage: it records each batch it is asked a loss for
     def loss(self, rag, batch):
-        CALLS.append(len(batch))
+        CALLS.append((self.top_k, len(batch)))
         return super().loss(rag, batch)
 
 
@@ -383,7 +383,7 @@ def test_compare_and_search_lr_take_a_users_strategy_by_import_path(monkeypatch,
     args = [*data, *common, "--test", demo_dir / "test.jsonl", "--test-limit", "3", "--max-new-tokens", "2"]
     code, _, err = run(monkeypatch, capsys, "compare", *args, "--strategies", "myjoint:plan", "--out", tmp_path / "c")
     assert code == 0, err
-    assert myjoint.CALLS == [2], "the user's stage took the one step"
+    assert myjoint.CALLS == [(2, 2)], "the user's stage took the one step, built with the run's --top-k"
     result = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert [r["strategy"] for r in result["rows"]] == ["untuned", "myjoint:plan"]
     mine = result["rows"][1]
@@ -394,11 +394,16 @@ def test_compare_and_search_lr_take_a_users_strategy_by_import_path(monkeypatch,
 
     code, _, err = run(monkeypatch, capsys, "compare", *args, "--strategies", "myjoint:nothing", "--out", tmp_path / "bad")
     assert code == 2 and "cannot import strategy 'myjoint:nothing' (AttributeError" in err.strip().splitlines()[-1]
-    assert not (tmp_path / "bad" / "strategies" / "untuned.json").exists(), "nothing evaluated before the error"
+    assert not (tmp_path / "bad").exists(), "nothing written before the error"
+    before = (tmp_path / "c" / "compare.json").read_text()
+    code, _, err = run(
+        monkeypatch, capsys, "compare", *args, "--strategies", "myjoint:nothing", "--out", tmp_path / "c", "--overwrite"
+    )
+    assert code == 2 and (tmp_path / "c" / "compare.json").read_text() == before, "--overwrite destroys nothing first"
     code, _, err = run(
         monkeypatch, capsys, "compare", *args, "--strategies", "myjoint:plan,myjoint:plan", "--out", tmp_path / "dup"
     )
-    assert code == 2 and "names a strategy twice" in err
+    assert code == 2 and "--strategies names myjoint:plan more than once" in err
 
     search = ["--lrs-generator", "1e-3,1e-2", "--lrs-retriever", "1e-5", "--val-limit", "2"]
     code, _, err = run(

@@ -40,7 +40,8 @@ def _told(out: Path, depth: int) -> dict:
     return json.loads(path.read_text())
 
 
-def test_a_process_trees_members_parents_sessions_and_states_are_what_each_process_was_told(tmp_path):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stands in for Linux's hidepid")
+def test_a_process_trees_members_parents_sessions_and_states_are_what_each_process_was_told(tmp_path, monkeypatch):
     script = tmp_path / "tree.py"
     script.write_text(TREE)
     root = subprocess.Popen([sys.executable, str(script), "0", str(tmp_path / "told")], start_new_session=True)
@@ -54,6 +55,9 @@ def test_a_process_trees_members_parents_sessions_and_states_are_what_each_proce
             assert (st.ppid, st.sid, st.state) == (me["ppid"], me["sid"], "R"), me
             assert proc_stat(me["pid"]).process == st.process, "the same process, seen twice"
         assert told[0]["sid"] == root.pid != os.getsid(0), "its own session, as the launcher starts a run"
+        with monkeypatch.context() as hidden:  # Linux's hidepid: another user's process cannot be read
+            _unreadable(hidden, 1)
+            assert children(root.pid) == [told[1]["pid"], told[2]["pid"]], "the unreadable one is passed over"
         assert proc_stat(told[0]["pid"]).process != proc_stat(told[2]["pid"]).process
         leaf = told[2]["pid"]
         os.kill(leaf, signal.SIGSTOP)
@@ -74,10 +78,11 @@ def test_a_process_trees_members_parents_sessions_and_states_are_what_each_proce
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's boot time, as psutil reads it")
-def test_a_process_seen_before_the_clock_is_stepped_is_the_same_process_after(monkeypatch):
+def test_a_process_is_itself_after_a_clock_step_and_another_when_its_pid_is_reused(monkeypatch):
     """Linux gives a process's start in ticks since boot; as epoch seconds it moves whenever
     the wall clock is stepped (NTP, a laptop waking), and a process seen before would be
-    taken for another after: a Ray process left running, a site taken for gone."""
+    taken for another after: a Ray process left running, a site taken for gone. A process
+    that started later under the same pid is another."""
     import psutil._pslinux as linux
 
     from procs import running
@@ -88,6 +93,27 @@ def test_a_process_seen_before_the_clock_is_stepped_is_the_same_process_after(mo
     monkeypatch.setattr(linux, "boot_time", lambda: real() + 1.0)  # the clock stepped 1 s forward
     assert psutil.Process(me).create_time() == started + 1.0, "the stepped clock moves the start in epoch seconds"
     assert proc_stat(me).process == seen.process and running([me]) == known
+    real_start = linux.Process.create_time
+    later = lambda self, monotonic=False: real_start(self, monotonic) + (0.5 if monotonic else 0.0)  # noqa: E731
+    monkeypatch.setattr(linux.Process, "create_time", later)  # the kernel's count for a process started later
+    assert proc_stat(me).process != seen.process and running([me]) != known
+
+
+def _unreadable(monkeypatch, pid: int) -> None:
+    """/proc/PID/stat refused to psutil, as Linux's `hidepid` refuses another user's."""
+    import psutil._common as common
+    import psutil._pslinux as linux
+
+    def refusing(opener):
+        def open_binary(path, *args, **kw):
+            if str(path).endswith(f"/{pid}/stat"):
+                raise PermissionError(13, "Permission denied", str(path))
+            return opener(path, *args, **kw)
+
+        return open_binary
+
+    monkeypatch.setattr(common, "open_binary", refusing(common.open_binary))
+    monkeypatch.setattr(linux, "open_binary", refusing(linux.open_binary))
 
 
 def _until(check) -> None:
@@ -157,7 +183,8 @@ def test_without_proc_a_sites_start_port_and_cpu_answer_from_elsewhere(monkeypat
     monkeypatch.setattr(psutil, "Process", AsOnMacOS)
     monkeypatch.setattr(builtins, "open", no_proc_open)
     monkeypatch.setattr(Path, "read_text", no_proc_read)
-    assert _process_start() == told and abs(told - exact) < 1.0 and exact <= time.time()
+    # psutil adds Linux's boot time in whole seconds: up to 1 s before the exact start (and /proc/uptime's 10 ms)
+    assert _process_start() == told and -1.02 < told - exact < 0.02
     assert cpu_has_bf16() is False
     assert 1024 < free_port() < 65536
 

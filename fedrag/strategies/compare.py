@@ -79,10 +79,13 @@ class CompareSettings:
         grids = SearchSettings(tuple(self.lrs_generator), tuple(self.lrs_retriever))  # validated as search-lr's
         self.lrs_generator, self.lrs_retriever = list(grids.lrs_generator), list(grids.lrs_retriever)
         for name in self.strategies:
-            if ":" not in name:  # module:attribute, a user's own: imported before anything is trained
+            if ":" in name:  # a user's own (module:attribute): one that does not import ends the run before anything is written
+                plan_from_names(name, None, top_k=self.top_k)
+            else:
                 check_choice(name, StrategyName, "--strategies")
-        if len(set(self.strategies)) != len(self.strategies):
-            raise FedragError(f"--strategies names a strategy twice: {', '.join(self.strategies)}")
+        twice = sorted({name for name in self.strategies if self.strategies.count(name) > 1})
+        if twice:
+            raise FedragError(f"--strategies names {', '.join(twice)} more than once")
         if not self.strategies:
             raise FedragError("give at least one strategy to compare")
         if str(self.generator).lower() == "none":
@@ -127,18 +130,17 @@ def compare(
     answer-recall@5, train seconds and FLOPs, search seconds and FLOPs. `report_to`:
     each strategy's training is tracked as run `OUT-name/strategy/stage` (files in
     `OUT/tracking`); it is not part of the settings a resume must match."""
+    run, skipped = applicable(settings.strategies, train)
+    plans = {name: plan_from_names(name, None, top_k=settings.top_k) for name in run}  # before OUT is touched
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_resume(out, identity(settings, passages, train, test, val), log, reported=REPORTED)
     (out / "strategies").mkdir(parents=True, exist_ok=True)
-    run, skipped = applicable(settings.strategies, train)
     for name, why in skipped.items():
         log(f"compare: skipping {name}: {why}")
     if settings.search and not val:
         raise FedragError("the learning-rate search needs validation data (--val, or carve it from --train)")
     cfg = TrainConfig(**settings.train)
-    # a user's strategy (module:attribute) that does not import ends the run here, before any training
-    plans = {name: plan_from_names(name, None, top_k=settings.top_k) for name in run}
     rows = [
         cached_row(out, "untuned") or save_row(out, "untuned", _baseline(build_rag(shared_retriever=False), test, settings, log))
     ]

@@ -169,9 +169,10 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
         )
         lines.append(f"  {r['strategy']}: F1 {r.get('f1', 0):.3f}, training {ratio:.1f}x the cheapest's FLOPs{search}")
     lines += _verdict_advice(rows, cheapest, has_gold)
-    if "two-phase" in rows and any(k.startswith("joint") for k in rows) and rows["two-phase"].get("search_flops"):
+    joints = ("joint-sequence", "joint-token")  # fedrag's own: a user's strategy may be named anything
+    if "two-phase" in rows and any(k in joints for k in rows) and rows["two-phase"].get("search_flops"):
         joint = min(
-            (r for k, r in rows.items() if k.startswith("joint") and r.get("search_flops")),
+            (r for k, r in rows.items() if k in joints and r.get("search_flops")),
             key=lambda r: r["search_flops"],
             default=None,
         )

@@ -52,23 +52,41 @@ _STATES = {"zombie": "Z", "dead": "X", "stopped": "T", "tracing-stop": "T"}
 
 
 def proc_stat(pid: int) -> ProcStat | None:
-    """`pid`'s state, parent, session and start time, or None once it is gone."""
+    """`pid`'s state, parent, session (-1 where the system does not say: a zombie on macOS)
+    and process, or None once it is gone."""
     import psutil
 
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
-            state = _STATES.get(proc.status(), "R")
-            return ProcStat(state, proc.ppid(), os.getsid(pid), proc)
+            state, ppid = _STATES.get(proc.status(), "R"), proc.ppid()
     except (psutil.Error, OSError):
         return None
+    try:
+        sid = os.getsid(pid)
+    except OSError:
+        sid = -1
+    return ProcStat(state, ppid, sid, proc)
 
 
 def children(pid: int) -> list[int]:
-    """All descendants of `pid`, each after its parent (stop them in reverse: deepest first)."""
+    """All descendants of `pid`, each after its parent (stop them in reverse: deepest first).
+    Every process's parent is read on its own: one that cannot be read (another user's, under
+    Linux's `hidepid`) is passed over, where psutil's `Process.children` gives up on all."""
     import psutil
 
+    kids: dict[int, list[int]] = {}
     try:
-        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
+        for proc in psutil.process_iter(["ppid"], ad_value=None):
+            if proc.info["ppid"] is not None:
+                kids.setdefault(proc.info["ppid"], []).append(proc.pid)
+    except (psutil.Error, OSError):
         return []
+    out, todo, seen = [], [pid], {pid}
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            if child not in seen:  # a pid reused while the table was read can close a loop
+                seen.add(child)
+                out.append(child)
+                todo.append(child)
+    return out

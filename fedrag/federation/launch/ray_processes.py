@@ -74,12 +74,14 @@ def ray_process(pid: int) -> tuple[object, str] | None:
 
     from fedrag.federation.launch.processes import proc_stat
 
-    try:  # argv[0] alone: Ray's title ("ray::IDLE") or its binary's path
-        name = next(iter(psutil.Process(pid).cmdline()), "").strip()
-    except psutil.Error:
-        return None
     st = proc_stat(pid)
-    if st is None or not (name.startswith("ray::") or "/ray/" in name) or st.state in "ZX":
+    if st is None or st.state in "ZX":
+        return None
+    try:  # argv[0] alone: Ray's title ("ray::IDLE") or its binary's path
+        name = next(iter(st.process.cmdline()), "").strip()
+    except (psutil.Error, OSError):
+        return None
+    if not (name.startswith("ray::") or "/ray/" in name):
         return None
     return st.process, name
 

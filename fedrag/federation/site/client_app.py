@@ -95,7 +95,7 @@ def _process_start() -> float:
         return time.time() - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         pass
-    try:  # macOS: the kernel's own start time, to the microsecond
+    try:  # elsewhere (macOS): psutil's, from the kernel's record of the process
         return psutil.Process().create_time()
     except psutil.Error:
         return 0.0
