@@ -40,8 +40,9 @@ def _family(root: int) -> dict[int, object]:
 
 def _still_running(known: dict[int, object], root: int) -> dict[int, object]:
     """Of ``known`` (and whatever else is in ``root``'s session now), what still runs; zombies count as ended."""
-    now = running({**known, **_family(root)})
-    alive = {pid: start for pid, start in {**known, **_family(root)}.items() if now.get(pid) == start}
+    seen = {**known, **_family(root)}  # the session read once a poll
+    now = running(seen)
+    alive = {pid: start for pid, start in seen.items() if now.get(pid) == start}
     alive.pop(root, None)  # the fedrag process itself was reaped by wait()
     return alive
 

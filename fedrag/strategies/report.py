@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 from fedrag._env import require
+from fedrag.strategies.choices import StrategyName
+
+# fedrag's own joint strategies, from the names it has (a user's strategy may be named anything)
+JOINTS = tuple(name for name in get_args(StrategyName) if name.startswith("joint"))
 
 
 def _fmt(v, digits=3) -> str:
@@ -169,10 +174,9 @@ def advise(has_gold: bool, lrs_known: bool, result: dict | None = None) -> list[
         )
         lines.append(f"  {r['strategy']}: F1 {r.get('f1', 0):.3f}, training {ratio:.1f}x the cheapest's FLOPs{search}")
     lines += _verdict_advice(rows, cheapest, has_gold)
-    joints = ("joint-sequence", "joint-token")  # fedrag's own: a user's strategy may be named anything
-    if "two-phase" in rows and any(k in joints for k in rows) and rows["two-phase"].get("search_flops"):
+    if "two-phase" in rows and any(k in JOINTS for k in rows) and rows["two-phase"].get("search_flops"):
         joint = min(
-            (r for k, r in rows.items() if k in joints and r.get("search_flops")),
+            (r for k, r in rows.items() if k in JOINTS and r.get("search_flops")),
             key=lambda r: r["search_flops"],
             default=None,
         )
