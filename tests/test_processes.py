@@ -63,6 +63,9 @@ def test_a_process_trees_members_parents_sessions_and_states_are_what_each_proce
         os.kill(leaf, signal.SIGSTOP)
         _until(lambda: proc_stat(leaf).state == "T")  # the event: the kernel has stopped it
         os.kill(told[1]["pid"], signal.SIGSTOP)  # its parent, held: it cannot reap the leaf
+        # once stopped, not merely signalled: a parent woken in wait() by the SIGSTOP reaps a
+        # child that died meanwhile before it stops, and the leaf would be gone, never a zombie
+        _until(lambda: proc_stat(told[1]["pid"]).state == "T")
         os.kill(leaf, signal.SIGKILL)
         _until(lambda: proc_stat(leaf).state == "Z")
         os.kill(told[1]["pid"], signal.SIGCONT)  # the parent reaps it: gone
