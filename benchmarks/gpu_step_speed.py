@@ -101,7 +101,7 @@ def plain_steps(rag, prompts, answers, steps: int, warmup: int, lr: float, devic
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        float(loss)  # waits for the device, as fedrag's step does
+        float(loss.detach())  # waits for the device, as fedrag's step does
         times.append(time.perf_counter() - t0)
     return times[warmup:], int(attention.sum())
 

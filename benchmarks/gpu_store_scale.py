@@ -35,7 +35,12 @@ SHAPES = {"minilm": (384, 6, 12, 1536, 256), "tiny": (32, 2, 2, 64, 128)}  # hid
 def retriever(work: Path, shape: str) -> Path:
     """A sentence-transformers folder: random BERT of `shape` over the tiny tokenizer."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers 6 moved its modules; the old path warns there
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
     from tiny import build_tiny_bert
     from transformers import AutoTokenizer, BertConfig, BertModel
 

@@ -67,6 +67,27 @@ def test_rag_token_steps_equal_a_slow_mixture(rag, questions):
     assert chosen_total >= 6 and len(set(answers)) > 1, answers
 
 
+def test_rag_token_passes_its_kv_cache_by_the_name_this_transformers_takes(rag, questions):
+    """transformers renamed the KV cache's keyword and output field to `cache` (5.25 warns on
+    `past_key_values`, which goes in 5.40): the LoRA-wrapped model is given and read its cache
+    under the name its forward declares, so no deprecated name is used."""
+    import inspect
+    import warnings
+
+    from transformers import LlamaForCausalLM
+
+    takes = set(inspect.signature(LlamaForCausalLM.forward).parameters)
+    gen = rag.generator
+    hits = rag.retrieve(questions[:2], 2)
+    prompts = [[gen.prompt(q, [h.passage]) for h in hs] for q, hs in zip(questions, hits)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        rag_token_decode(gen, prompts, torch.zeros(2, 2), GenerationSettings("rag-token", max_new_tokens=3))
+    said = [str(w.message) for w in seen if "past_key_values" in str(w.message)]
+    assert not said, said
+    assert "cache" in takes or "past_key_values" in takes, "this transformers names its cache neither way"
+
+
 def test_rag_sequence_picks_the_slow_marginal_argmax(rag, questions):
     """The candidates are generated in a padded batch; the ranking is checked against a
     slow marginal over the same candidates, one (passage, answer) pair at a time, in log

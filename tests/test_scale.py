@@ -31,7 +31,7 @@ def _loss_and_grads(rag, stage, batch, chunk):
         p.grad = None
     loss = stage.loss(rag, batch).loss
     loss.backward()
-    return float(loss), {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
+    return float(loss.detach()), {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
 
 
 @pytest.mark.parametrize("stage", [LSRStage(top_k=3), RAGSequenceStage(top_k=3)], ids=["lsr", "rag-sequence"])

@@ -42,7 +42,12 @@ def build_tiny_bert(out: Path) -> Path:
     from fedrag.models import import_sentence_transformers
 
     import_sentence_transformers()  # as fedrag's processes import it, without scikit-learn
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers 6 moved its modules; the old path warns there
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
 
     normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
     tok = Tokenizer(WordPiece(_wordpiece_vocab(normalizer, pre_tokenizer), unk_token="[UNK]"))

@@ -27,6 +27,7 @@ measurement.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,8 +189,9 @@ def rag_token_decode(
     attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device=gen.device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     gen.model.eval()
+    kv = cache_keyword(model)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
-    past, logits = out.past_key_values, out.logits[:, -1, :]
+    past, logits = getattr(out, kv), out.logits[:, -1, :]
     next_pos = positions[:, -1:] + 1
     done = torch.zeros(bsz, dtype=torch.bool, device=gen.device)
     chosen: list[list[int]] = [[] for _ in range(bsz)]
@@ -209,10 +211,19 @@ def rag_token_decode(
             break
         step_ids = nxt.repeat_interleave(k)[:, None]
         attention = torch.cat([attention, torch.ones_like(step_ids)], dim=1)
-        out = model(input_ids=step_ids, attention_mask=attention, position_ids=next_pos, past_key_values=past, use_cache=True)
-        past, logits, next_pos = out.past_key_values, out.logits[:, -1, :], next_pos + 1
+        out = model(input_ids=step_ids, attention_mask=attention, position_ids=next_pos, use_cache=True, **{kv: past})
+        past, logits, next_pos = getattr(out, kv), out.logits[:, -1, :], next_pos + 1
     answers = [clean_answer(tok.decode([t for t in row if t != tok.eos_token_id], skip_special_tokens=True)) for row in chosen]
     return (answers, steps) if return_step_logp else answers
+
+
+def cache_keyword(model) -> str:
+    """The name a causal LM's `forward` takes its key/value cache by, which is also its output's
+    attribute: `cache` where transformers has renamed it (5.25 has: `past_key_values` is
+    deprecated there, to be removed in 5.40), `past_key_values` before. `model` may be wrapped
+    by peft."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _pick(mixture: torch.Tensor, settings: GenerationSettings, rng: torch.Generator) -> torch.Tensor:
