@@ -36,12 +36,7 @@ def retriever(work: Path, shape: str) -> Path:
     """A sentence-transformers folder: random BERT of `shape` over the tiny tokenizer."""
     import torch
     from sentence_transformers import SentenceTransformer
-
-    try:  # sentence-transformers 6 moved its modules; the old path warns there
-        from sentence_transformers.sentence_transformer import modules as models
-    except ImportError:
-        from sentence_transformers import models
-    from tiny import build_tiny_bert
+    from tiny import build_tiny_bert, st_modules
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     build_tiny_bert(work)
@@ -62,6 +57,7 @@ def retriever(work: Path, shape: str) -> Path:
     bert.save_pretrained(raw)
     tok.model_max_length = max_len
     tok.save_pretrained(raw)
+    models = st_modules()
     st = SentenceTransformer(modules=[models.Transformer(str(raw), max_seq_length=max_len), models.Pooling(hidden, "mean")])
     st.save(str(work / shape))
     return work / shape

@@ -33,6 +33,16 @@ def _wordpiece_vocab(normalizer, pre_tokenizer) -> dict[str, int]:
     return {t: i for i, t in enumerate(vocab)}
 
 
+def st_modules():
+    """sentence-transformers' module classes (Transformer, Pooling, ...): where version 6 moved
+    them, or the old path (which warns in 6) before."""
+    try:
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:
+        from sentence_transformers import models as modules
+    return modules
+
+
 def build_tiny_bert(out: Path) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
@@ -44,11 +54,7 @@ def build_tiny_bert(out: Path) -> Path:
     import_sentence_transformers()  # as fedrag's processes import it, without scikit-learn
     from sentence_transformers import SentenceTransformer
 
-    try:  # sentence-transformers 6 moved its modules; the old path warns there
-        from sentence_transformers.sentence_transformer import modules as models
-    except ImportError:
-        from sentence_transformers import models
-
+    models = st_modules()
     normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
     tok = Tokenizer(WordPiece(_wordpiece_vocab(normalizer, pre_tokenizer), unk_token="[UNK]"))
     tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer

@@ -27,7 +27,6 @@ measurement.
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +188,7 @@ def rag_token_decode(
     attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device=gen.device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     gen.model.eval()
-    kv = cache_keyword(model)
+    kv = gen.cache_keyword
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
     past, logits = getattr(out, kv), out.logits[:, -1, :]
     next_pos = positions[:, -1:] + 1
@@ -215,15 +214,6 @@ def rag_token_decode(
         past, logits, next_pos = getattr(out, kv), out.logits[:, -1, :], next_pos + 1
     answers = [clean_answer(tok.decode([t for t in row if t != tok.eos_token_id], skip_special_tokens=True)) for row in chosen]
     return (answers, steps) if return_step_logp else answers
-
-
-def cache_keyword(model) -> str:
-    """The name a causal LM's `forward` takes its key/value cache by, which is also its output's
-    attribute: `cache` where transformers has renamed it (5.25 has: `past_key_values` is
-    deprecated there, to be removed in 5.40), `past_key_values` before. `model` may be wrapped
-    by peft."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _pick(mixture: torch.Tensor, settings: GenerationSettings, rng: torch.Generator) -> torch.Tensor:

@@ -253,6 +253,15 @@ class Generator:
         token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
         return token_logp * mask
 
+    @property
+    def cache_keyword(self) -> str:
+        """The name the model's `forward` takes its key/value cache by, which is also its output's
+        attribute: `cache` where transformers has renamed it (5.25 has: `past_key_values` is
+        deprecated there, to be removed in 5.40), `past_key_values` before."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self._base().forward).parameters else "past_key_values"
+
     def _base(self):
         return self.model.get_base_model() if self.is_lora else self.model
 
