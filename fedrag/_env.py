@@ -24,6 +24,10 @@ OFFLINE_DEFAULTS = {
     # never use them (their workers carry the run's runtime_env), so each was a Python process
     # importing Ray for nothing (~0.5 CPU-s and its memory, per core, per simulation)
     "RAY_prestart_worker_first_driver": "0",
+    # a site given no GPU (--gpus-per-site 0) sees none: Ray does so today by default and says
+    # its default will change (then a site on a GPU machine would train on a GPU Ray does not
+    # count), so the choice is written here rather than left to Ray's version
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",
     # how often a SuperExec (started by flower-superlink / flower-supernode) looks for a
     # ServerApp or ClientApp to launch; Flower's default 1 s is paid on every message
     "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",

@@ -690,9 +690,13 @@ def test_the_audit_refuses_text_in_an_outgoing_config(monkeypatch):
 @pytest.mark.slow
 def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tmp_path, monkeypatch):
     """A user's own stage federates; the sites run at the caller's priority (Ray would start
-    them at nice 15, where any other busy process starves them), and the simulation leaves
-    no temporary Flower home behind."""
+    them at nice 15, where any other busy process starves them), a site given no GPU sees
+    none whatever Ray's default (Ray warns it will stop hiding them) and no such warning
+    reaches the caller, and the simulation leaves no temporary Flower home behind."""
     import tempfile
+    import warnings
+
+    import ray.util.debug
     from dataclasses import dataclass
     from typing import ClassVar
 
@@ -708,8 +712,8 @@ def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tm
         factor: float = 0.5
 
         def loss(self, rag, batch):
-            with open(seen, "a") as f:  # the site's process is a Ray actor: tell the test its niceness
-                f.write(f"{os.nice(0)}\n")
+            with open(seen, "a") as f:  # the site's process is a Ray actor: tell the test what it has
+                f.write(f"{os.nice(0)} gpus={os.environ.get('CUDA_VISIBLE_DEVICES')!r}\n")
             out = RALTStage(top_k=2).loss(rag, batch)
             out.loss = out.loss * self.factor
             return out
@@ -719,11 +723,16 @@ def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tm
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     plan = custom("mine", HalfRALT(), ContrastiveStage(top_k=2, hard_negatives=1))
     task = task_for(tiny_models, tmp_path / "mine", strategy="mine", rounds=1, evaluate_every=0)
-    cost = simulate(task, sites[2], plan=plan, cpus_per_site=ONE_ACTOR)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what a GPU machine's driver process may have
+    ray.util.debug._logged.discard("ray_accel_env_var_override_on_zero")  # Ray warns once a process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cost = simulate(task, sites[2], plan=plan, cpus_per_site=ONE_ACTOR)
     rounds = json.loads((tmp_path / "mine" / "rounds.json").read_text())
     assert [(r["stage"], r["replies"]) for r in rounds] == [("half-ralt", 2), ("contrastive", 2)]
     assert cost["strategy"] == "mine" and (tmp_path / "mine" / "generator").exists()
-    assert set(seen.read_text().split()) == {str(os.nice(0))}
+    assert set(seen.read_text().splitlines()) == {f"{os.nice(0)} gpus=''"}
+    assert not [str(w.message) for w in caught if "Ray will no longer override" in str(w.message)]
     assert not [p.name for p in temp.glob("fedrag-flwr-*")]
 
 

@@ -205,6 +205,9 @@ def _simulate(task, site_paths, cpus_per_site, verbose, gpus_per_site, policy, p
     auto = ray_auto.enable_auto_connect
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Ray's note that it will stop hiding GPUs from an actor given none: fedrag asks it to
+        # go on hiding them (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO in fedrag._env)
+        warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
         # a Ray that an interrupt stopped is not started again (with new agents, after
         # fedrag's cleanup) by a site still being scheduled here: Flower starts Ray itself
         ray_auto.enable_auto_connect = False
