@@ -13,8 +13,11 @@ runs, for each mutant, only the selected tests that call the mutated function.
 The score is killed / (mutants - judged equivalent). Killed counts mutants a test failed on
 or timed out on; every other outcome (survived, no test reached it) is a survivor. The
 survivors judged equivalent (they cannot change behaviour) are listed, each with its reason,
-in `scripts/mutation_equivalent.toml`; an entry whose recorded change no longer appears in
-its mutant's diff is reported as stale and not counted.
+in `scripts/mutation_equivalent.toml`. An entry judges the change it records in its mutant's
+function: mutmut numbers a function's mutants afresh when the function changes, so a
+survivor of the same function whose diff adds that line is the same judgement under a new
+number. An entry whose own mutant survives with another change, and which no survivor
+matches, is reported as stale and not counted.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "losses": (["fedrag/losses/*"], [T + "test_mut_losses.py"]),
     "metrics": (["fedrag/evaluate/metrics.py"], [T + "test_metrics.py", T + "test_mut_evaluate.py"]),
     "stats": (["fedrag/evaluate/stats.py"], [T + "test_metrics.py", T + "test_mut_evaluate.py"]),
-    "verdicts": (["fedrag/strategies/verdicts.py"], [T + "test_metrics.py", T + "test_mut_evaluate.py"]),
+    "verdicts": (
+        ["fedrag/strategies/verdicts.py"],
+        [T + "test_metrics.py", T + "test_mut_evaluate.py", T + "test_compare_pairing.py"],
+    ),
     "aggregator": (["fedrag/federation/server/aggregator.py"], [T + "test_values_privacy.py", T + "test_mut_federation.py"]),
     "local_dp": (
         ["fedrag/federation/privacy/local_dp.py"],
@@ -133,17 +139,19 @@ def _changed(diff: str) -> list[str]:
 def score(name: str, results: dict, equivalent: dict) -> dict:
     """The module's row: counts, score, survivors with their diffs, equivalents with reasons."""
     killed = sum(s in KILLED for s, _ in results.values())
-    equiv, stale, survivors = [], [], []
+    equiv, survivors, used = [], [], set()
     for mutant, (status, diff) in sorted(results.items()):
         if status in KILLED:
             continue
-        entry = equivalent.get(mutant)
-        if entry and entry["change"].strip() in _changed(diff):
+        changed = _changed(diff)
+        same_function = [e for e in equivalent.get(_function(mutant), []) if e["change"].strip() in changed]
+        entry = next((e for e in same_function if e["mutant"] == mutant), same_function[0] if same_function else None)
+        if entry:
+            used.add(entry["mutant"])
             equiv.append({"mutant": mutant, "status": status, "change": entry["change"], "reason": entry["reason"]})
             continue
-        if entry:
-            stale.append(mutant)
         survivors.append({"mutant": mutant, "status": status, "diff": diff})
+    stale = sorted(m for m, (status, _) in results.items() if status not in KILLED and _named(equivalent, m) and m not in used)
     total = len(results)
     denom = total - len(equiv)
     return {
@@ -170,9 +178,22 @@ def rescore(paths: list[Path], equivalent: dict) -> list[dict]:
     return [score(name, {m: tuple(v) for m, v in row["results"].items()}, equivalent) for name, row in saved.items()]
 
 
-def load_equivalent() -> dict:
+def _function(mutant: str) -> str:
+    """`pkg.module.x_func__mutmut_12` -> `pkg.module.x_func`: the mutated function."""
+    return mutant.rsplit("__mutmut_", 1)[0]
+
+
+def _named(equivalent: dict, mutant: str) -> bool:
+    return any(e["mutant"] == mutant for e in equivalent.get(_function(mutant), []))
+
+
+def load_equivalent() -> dict[str, list[dict]]:
+    """The judged equivalents, grouped by the function they were judged in."""
     data = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
-    return {e["mutant"]: e for e in data.get("equivalent", [])}
+    out: dict[str, list[dict]] = {}
+    for e in data.get("equivalent", []):
+        out.setdefault(_function(e["mutant"]), []).append(e)
+    return out
 
 
 def report(rows: list[dict]) -> str:
@@ -185,7 +206,7 @@ def report(rows: list[dict]) -> str:
         for s in r["survivors"]:
             lines += ["", f"survivor {s['mutant']} ({s['status']}):", s["diff"]]
         for m in r["stale"]:
-            lines.append(f"stale equivalent entry (its change is no longer in the diff): {m}")
+            lines.append(f"stale equivalent entry (no survivor of its function makes its change): {m}")
     return "\n".join(lines)
 
 

@@ -73,8 +73,19 @@ def test_a_repeated_id_pairs_by_occurrence_and_rows_without_a_shared_id_are_refu
     a = [{"id": "q", "f1": 0.0}, {"id": "q", "f1": 1.0}, {"id": "r", "f1": 0.5}]
     b = [{"id": "r", "f1": 0.25}, {"id": "q", "f1": 0.5}, {"id": "q", "f1": 0.75}]
     assert by_question(a, b, "f1") == ([0.0, 1.0, 0.5], [0.5, 0.75, 0.25], 0)
-    with pytest.raises(FedragError, match="share no question id"):
+    said = "two strategies' per-question rows share no question id: they cannot be paired"
+    with pytest.raises(FedragError, match=f"^{said}$"):
         by_question([{"id": "x"}], [{"id": "y"}], "f1")
+
+
+def test_rows_without_an_id_pair_by_their_position():
+    """In-memory rows without an `id` are keyed by their position in their own list: the
+    id-less row at position 1 of one list and position 0 of the other are different questions."""
+    from fedrag.strategies.verdicts import by_question
+
+    a = [{"id": "q", "f1": 1.0}, {"f1": 0.5}, {"f1": 0.25}]
+    b = [{"f1": 0.0}, {"id": "q", "f1": 0.75}, {"f1": 0.125}]
+    assert by_question(a, b, "f1") == ([1.0, 0.25], [0.75, 0.125], 2)  # q and position 2; positions 0 and 1 left out
 
 
 def test_saved_rows_without_question_ids_are_refused_in_one_line(tmp_path):

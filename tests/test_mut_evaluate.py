@@ -172,6 +172,22 @@ def test_decide_against_hand_means_and_the_bootstrap_written_out(seed):
     assert out["c"]["verdict"] == "equivalent" and out["c"]["questions_needed"] is None
 
 
+def test_the_best_is_by_mean_f1_over_a_strategys_own_questions_a_missing_f1_counting_0():
+    """`long` answered 4 questions (F1 0.5 each: mean 0.5, sum 2.0), `short` 2 (mean 0.6, sum
+    1.2): the mean ranks `short` first, a sum (or a sum times the count) `long`. `gap` has a
+    row without an F1: as 0 its mean is 0.45; read as 1 it would be 0.95, the best."""
+    from fedrag.strategies.verdicts import decide
+
+    long = [{"id": f"q{i}", "f1": 0.5} for i in range(4)]
+    short = [{"id": "q0", "f1": 0.7}, {"id": "q1", "f1": 0.5}]
+    gap = [{"id": "q0", "f1": 0.9}, {"id": "q1"}]
+    out = decide({"long": long, "short": short, "gap": gap})
+    assert out["short"]["verdict"] == "best" and out["long"]["best"] == out["gap"]["best"] == "short"
+    assert out["long"]["f1_diff"] == pytest.approx(((0.5 - 0.7) + (0.5 - 0.5)) / 2)  # paired on q0, q1
+    assert (out["long"]["paired"], out["long"]["left_out"]) == (2, 2)
+    assert out["gap"]["f1_diff"] == pytest.approx(((0.9 - 0.7) + (0.0 - 0.5)) / 2)
+
+
 def test_decide_without_trained_strategies_gives_intervals_only():
     from fedrag.strategies.verdicts import decide
 

@@ -182,7 +182,7 @@ def test_privacy_markdown_without_any_protection_says_so():
 def test_privacy_markdown_under_secure_aggregation_alone():
     text = privacy_markdown({"secure_aggregation": secagg_report([], FedTask(stage="ralt", secagg=True, secagg_clip=2.5))})
     assert "| the phase's trainable tensors (the round's update) | masked (the server decodes only the sum) | nothing |" in text
-    assert "bounded by ±2.5, quantised to 4194304 levels" in text
+    assert "each value weighted by the site's share of examples and bounded by ±2.5, quantised to 4194304 levels" in text
     assert text.endswith(
         "No differential privacy was on: the sum of the sites' updates is exact, and one site's update can be "
         "inferred from it by anyone who knows the others'.\n" + DATA
@@ -200,6 +200,7 @@ def test_privacy_markdown_of_central_dp_alone_without_a_release():
         "removed). The server saw each site's clipped update unnoised.\n\n"
     ) in text
     assert "multiplier 1.25 to their sum" in text and "L2 norm 0.5;" in text
+    assert "(each site 1/n of the mean, whatever its example count; n = the sites aggregated in a round: –)" in text
     assert text.endswith(f"Not covered: {NOT_COVERED}. `--evaluate-every 0` stops the evaluation metrics.\n\n")
 
 

@@ -138,7 +138,8 @@ def test_central_dp_noise_and_epsilon_are_the_gaussian_mechanism_at_the_noise_mu
     z, clip, sites, delta, rounds = 0.8, 0.25, 2, 1e-6, 3
     task = FedTask(stage="ralt", dp_noise=z, dp_clip=clip, min_sites=sites, dp_delta=delta)
     accountant = make_accountant(task)
-    strategy = make_aggregator(task, accountant)
+    record: dict = {}  # the server's per-round record (rounds.json's dp_sites and dp_noise_std)
+    strategy = make_aggregator(task, accountant, record=record)
     n = 80_000
     current = np.zeros(n, np.float32)
     step = np.full(n, 0.1 / math.sqrt(n), np.float32)  # a site update of norm 0.1 < C: clipping leaves it as is
@@ -161,6 +162,7 @@ def test_central_dp_noise_and_epsilon_are_the_gaussian_mechanism_at_the_noise_mu
         aggregated, _ = strategy.aggregate_train(rnd, replies)
         noise = aggregated["packed.float32"].numpy().astype(np.float64) - (current + step)
         assert float(noise.std()) == pytest.approx(z * clip / sites, rel=0.02), "noise std zC / n on the mean"
+        assert record[rnd] == {"dp_sites": sites, "dp_noise_std": pytest.approx(z * clip / sites, rel=1e-12)}
         spent = accountant.get_privacy_spent()
         assert spent.num_releases == rnd
         assert spent.epsilon == pytest.approx(gaussian_epsilon(z, rnd, delta), rel=1e-9), (
