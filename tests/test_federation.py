@@ -695,10 +695,10 @@ def test_a_custom_composition_with_a_user_stage_federates(tiny_models, sites, tm
     reaches the caller, and the simulation leaves no temporary Flower home behind."""
     import tempfile
     import warnings
-
-    import ray.util.debug
     from dataclasses import dataclass
     from typing import ClassVar
+
+    import ray.util.debug
 
     from fedrag.strategies import custom
     from fedrag.train import ContrastiveStage, RALTStage
