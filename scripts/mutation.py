@@ -16,8 +16,8 @@ survivors judged equivalent (they cannot change behaviour) are listed, each with
 in `scripts/mutation_equivalent.toml`. An entry judges the change it records in its mutant's
 function: mutmut numbers a function's mutants afresh when the function changes, so a
 survivor of the same function whose diff adds that line is the same judgement under a new
-number. An entry whose own mutant survives with another change, and which no survivor
-matches, is reported as stale and not counted.
+number. An entry that covers no survivor of its function (its line is gone, or a test now
+kills it) is reported as unused.
 """
 
 from __future__ import annotations
@@ -151,7 +151,9 @@ def score(name: str, results: dict, equivalent: dict) -> dict:
             equiv.append({"mutant": mutant, "status": status, "change": entry["change"], "reason": entry["reason"]})
             continue
         survivors.append({"mutant": mutant, "status": status, "diff": diff})
-    stale = sorted(m for m, (status, _) in results.items() if status not in KILLED and _named(equivalent, m) and m not in used)
+    # an entry of a function this run mutated that covers no survivor: its line is gone, or a test now kills it
+    functions = {_function(m) for m in results}
+    unused = sorted(e["mutant"] for f in functions for e in equivalent.get(f, []) if e["mutant"] not in used)
     total = len(results)
     denom = total - len(equiv)
     return {
@@ -164,7 +166,7 @@ def score(name: str, results: dict, equivalent: dict) -> dict:
         "score": killed / denom if denom else 1.0,
         "survivors": survivors,
         "equivalents": equiv,
-        "stale": stale,
+        "unused": unused,
         "results": results,
     }
 
@@ -181,10 +183,6 @@ def rescore(paths: list[Path], equivalent: dict) -> list[dict]:
 def _function(mutant: str) -> str:
     """`pkg.module.x_func__mutmut_12` -> `pkg.module.x_func`: the mutated function."""
     return mutant.rsplit("__mutmut_", 1)[0]
-
-
-def _named(equivalent: dict, mutant: str) -> bool:
-    return any(e["mutant"] == mutant for e in equivalent.get(_function(mutant), []))
 
 
 def load_equivalent() -> dict[str, list[dict]]:
@@ -205,8 +203,8 @@ def report(rows: list[dict]) -> str:
     for r in rows:
         for s in r["survivors"]:
             lines += ["", f"survivor {s['mutant']} ({s['status']}):", s["diff"]]
-        for m in r["stale"]:
-            lines.append(f"stale equivalent entry (no survivor of its function makes its change): {m}")
+        for m in r["unused"]:
+            lines.append(f"unused equivalent entry (no survivor of its function makes its change: delete or re-judge it): {m}")
     return "\n".join(lines)
 
 
